@@ -1,0 +1,40 @@
+//! `vigil`: one binary, one command, loopback-only by default.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vigil_gateway::Vigil;
+use vigil_gateway::config::Args;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
+        )
+        .init();
+    let config = match Args::parse().into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("vigil: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let vigil = match Vigil::start(config.clone()).await {
+        Ok(vigil) => vigil,
+        Err(e) => {
+            eprintln!("vigil: cannot listen on {}: {e}", config.http_listen);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let base = format!("http://{}", vigil.http_addr);
+    tracing::info!(ice_bind = %config.ice_bind, "vigil listening on {base}");
+    println!("WHIP publish: {base}/whip/<room>/<stream>   (OBS: Service WHIP, Server = this URL)");
+    println!("WHEP play:    {base}/whep/<room>/<stream>");
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::error!("cannot wait for Ctrl-C: {e}");
+    }
+    tracing::info!("shutting down");
+    vigil.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,241 @@
+//! Typed configuration, parsed once from flags, environment and an optional
+//! TOML file (in that order of precedence) and passed down as values.
+//!
+//! Defaults are loopback-only: a fresh `vigil` serves HTTP and ICE on
+//! 127.0.0.1 and nothing else. Binding a routable address is an explicit
+//! choice (`--http-listen`, `--ice-bind`, `--advertise-ip`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// An ICE server advertised to clients in `Link: <...>; rel="ice-server"`
+/// headers (RFC 9725 §4.6).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp` or `turns:...`.
+    pub url: String,
+    /// TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+impl std::str::FromStr for IceServer {
+    type Err = String;
+
+    /// `URL` or `URL,USERNAME,CREDENTIAL` (the command-line form).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, ',');
+        let url = parts.next().unwrap_or_default().trim().to_owned();
+        if !["stun:", "turn:", "turns:"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(format!(
+                "ICE server {url:?} must start with stun:, turn: or turns:"
+            ));
+        }
+        Ok(IceServer {
+            url,
+            username: parts.next().map(str::to_owned),
+            credential: parts.next().map(str::to_owned),
+        })
+    }
+}
+
+/// Everything the gateway needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where WHIP/WHEP is served.
+    pub http_listen: SocketAddr,
+    /// Local address every peer connection binds its UDP socket to.
+    pub ice_bind: IpAddr,
+    /// Addresses announced in host candidates instead of `ice_bind` (1:1 NAT).
+    pub advertise_ips: Vec<IpAddr>,
+    /// STUN/TURN servers announced to clients.
+    pub ice_servers: Vec<IceServer>,
+    /// Largest accepted request body (SDP offers and fragments).
+    pub max_body_bytes: usize,
+    /// How long viewers of a stream whose publisher left wait for it to come back.
+    pub republish_grace: Duration,
+    /// A session that has not connected by then is reaped.
+    pub connect_timeout: Duration,
+    /// ICE: no traffic for this long makes a connection `disconnected`.
+    pub ice_disconnected_timeout: Duration,
+    /// ICE: `disconnected` for this long makes it `failed`, and the session is reaped.
+    pub ice_failed_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            ice_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise_ips: Vec::new(),
+            ice_servers: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            republish_grace: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            ice_disconnected_timeout: Duration::from_secs(5),
+            ice_failed_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Command line of `vigil`. Every flag also reads a `VIGIL_*` environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "WHIP/WHEP media server for remote monitoring"
+)]
+pub struct Args {
+    /// TOML file with any of the settings below (flags and environment win).
+    #[arg(long, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address for WHIP/WHEP [default: 127.0.0.1:8080].
+    #[arg(long, env = "VIGIL_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Local IP that media sockets bind to [default: 127.0.0.1].
+    #[arg(long, env = "VIGIL_ICE_BIND")]
+    pub ice_bind: Option<IpAddr>,
+    /// Public IP announced in ICE candidates (1:1 NAT); repeat for several.
+    #[arg(
+        long = "advertise-ip",
+        env = "VIGIL_ADVERTISE_IPS",
+        value_delimiter = ','
+    )]
+    pub advertise_ips: Vec<IpAddr>,
+    /// STUN/TURN server for clients, `URL` or `URL,USERNAME,CREDENTIAL`; repeat for several.
+    #[arg(long = "ice-server", env = "VIGIL_ICE_SERVERS", value_delimiter = ' ')]
+    pub ice_servers: Vec<IceServer>,
+    /// Seconds viewers wait for a publisher that left to come back [default: 30].
+    #[arg(long, env = "VIGIL_REPUBLISH_GRACE_SECS")]
+    pub republish_grace_secs: Option<u64>,
+}
+
+/// The TOML file's shape: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http_listen: Option<SocketAddr>,
+    ice_bind: Option<IpAddr>,
+    #[serde(default)]
+    advertise_ips: Vec<IpAddr>,
+    #[serde(default)]
+    ice_servers: Vec<IceServer>,
+    republish_grace_secs: Option<u64>,
+}
+
+/// The configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+}
+
+/// Flags replace the file's list when any is given.
+fn pick_vec<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
+    if flag.is_empty() { file } else { flag }
+}
+
+impl Args {
+    /// Merges flags over the file over the defaults.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let defaults = Config::default();
+        Ok(Config {
+            http_listen: self
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or(defaults.http_listen),
+            ice_bind: self.ice_bind.or(file.ice_bind).unwrap_or(defaults.ice_bind),
+            advertise_ips: pick_vec(self.advertise_ips, file.advertise_ips),
+            ice_servers: pick_vec(self.ice_servers, file.ice_servers),
+            republish_grace: self
+                .republish_grace_secs
+                .or(file.republish_grace_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.republish_grace),
+            ..defaults
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_only() {
+        let config = Args::parse_from(["vigil"]).into_config().unwrap();
+        assert!(config.http_listen.ip().is_loopback());
+        assert!(config.ice_bind.is_loopback());
+        assert!(config.advertise_ips.is_empty());
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = std::env::temp_dir().join(format!("vigil-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vigil.toml");
+        std::fs::write(
+            &path,
+            "http_listen = \"127.0.0.1:9000\"\nice_bind = \"127.0.0.2\"\n\
+             [[ice_servers]]\nurl = \"stun:stun.example.net:3478\"\n",
+        )
+        .unwrap();
+        let config = Args::parse_from([
+            "vigil",
+            "--config",
+            path.to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:9001",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.http_listen.port(), 9001);
+        assert_eq!(config.ice_bind, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(config.ice_servers[0].url, "stun:stun.example.net:3478");
+    }
+
+    #[test]
+    fn ice_server_flag_form() {
+        let s: IceServer = "turn:t.example:3478,user,secret".parse().unwrap();
+        assert_eq!(s.username.as_deref(), Some("user"));
+        assert_eq!(s.credential.as_deref(), Some("secret"));
+        assert!("http://x".parse::<IceServer>().is_err());
+    }
+}

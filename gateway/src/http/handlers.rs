@@ -1,0 +1,197 @@
+//! WHIP/WHEP request handlers: check, call the SFU once, answer.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use vigil_control::{RoomName, StreamName};
+
+use super::AppState;
+use super::response::{
+    Body, ENDPOINT_METHODS, SESSION_METHODS, empty, error_response, ice_server_links, with_cors,
+};
+use super::sdpfrag::SdpFrag;
+use crate::error::{Error, Result};
+use crate::sfu::{PatchOutcome, SessionId};
+
+const SDP: &str = "application/sdp";
+const SDP_FRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// Which protocol an endpoint speaks.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// WHIP ingest.
+    Publish,
+    /// WHEP playback.
+    Play,
+}
+
+/// `/whip/{room}/{stream}` and `/whep/{room}/{stream}`.
+pub async fn endpoint(
+    req: Request<Incoming>,
+    state: &AppState,
+    role: Role,
+    room: &str,
+    stream: &str,
+) -> Response<Body> {
+    match *req.method() {
+        Method::POST => create_session(req, state, role, room, stream)
+            .await
+            .unwrap_or_else(|e| error_response(&e, ENDPOINT_METHODS)),
+        Method::OPTIONS => options(&req, state, ENDPOINT_METHODS),
+        // RFC 9725 §4.1: the endpoint has no representation, GET/HEAD are 2xx without content.
+        Method::GET | Method::HEAD => empty(StatusCode::NO_CONTENT, ENDPOINT_METHODS),
+        _ => error_response(&Error::MethodNotAllowed, ENDPOINT_METHODS),
+    }
+}
+
+async fn create_session(
+    req: Request<Incoming>,
+    state: &AppState,
+    role: Role,
+    room: &str,
+    stream: &str,
+) -> Result<Response<Body>> {
+    let room = RoomName::new(room)?;
+    let stream = StreamName::new(stream)?;
+    require_content_type(req.headers(), SDP)?;
+    let offer = read_text(req, state.config.max_body_bytes, Error::MalformedSdp).await?;
+    let created = match role {
+        Role::Publish => state.sfu.publish(room, stream, offer).await?,
+        Role::Play => state.sfu.play(room, stream, offer).await?,
+    };
+    let mut response = with_cors(Response::new(Body::from(created.answer)), ENDPOINT_METHODS);
+    *response.status_mut() = StatusCode::CREATED;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    headers.insert(
+        header::LOCATION,
+        header_value(&format!("/sessions/{}", created.session))?,
+    );
+    headers.insert(header::ETAG, header_value(&created.etag)?);
+    headers.insert("accept-patch", HeaderValue::from_static(SDP_FRAG));
+    for link in ice_server_links(&state.config.ice_servers) {
+        headers.append(header::LINK, link);
+    }
+    Ok(response)
+}
+
+/// `/sessions/{id}`.
+pub async fn session(req: Request<Incoming>, state: &AppState, id: &str) -> Response<Body> {
+    let result = async {
+        let id = SessionId::parse(id).ok_or(Error::SessionNotFound)?;
+        match *req.method() {
+            Method::PATCH => patch(req, state, &id).await,
+            // RFC 9725 §4.3.1: entity-tags are ignored on DELETE.
+            Method::DELETE => match state.sfu.delete(&id).await? {
+                true => Ok(empty(StatusCode::OK, SESSION_METHODS)),
+                false => Err(Error::SessionNotFound),
+            },
+            Method::GET | Method::HEAD => match state.sfu.exists(&id).await? {
+                true => Ok(empty(StatusCode::NO_CONTENT, SESSION_METHODS)),
+                false => Err(Error::SessionNotFound),
+            },
+            Method::OPTIONS => Ok(options(&req, state, SESSION_METHODS)),
+            _ => Err(Error::MethodNotAllowed),
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| error_response(&e, SESSION_METHODS))
+}
+
+async fn patch(req: Request<Incoming>, state: &AppState, id: &SessionId) -> Result<Response<Body>> {
+    require_content_type(req.headers(), SDP_FRAG)?;
+    // One browser library sends the entity-tag as `ETag:` instead of `If-Match:`.
+    let if_match = req
+        .headers()
+        .get(header::IF_MATCH)
+        .or_else(|| req.headers().get(header::ETAG))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned());
+    let body = read_text(req, state.config.max_body_bytes, Error::MalformedFragment).await?;
+    let frag = SdpFrag::parse(&body).map_err(|e| Error::MalformedFragment(e.to_string()))?;
+    match state.sfu.patch(id, frag, if_match.as_deref()).await? {
+        // RFC 9725 §4.3.2: 204, no body, no ETag.
+        PatchOutcome::Trickled => Ok(empty(StatusCode::NO_CONTENT, SESSION_METHODS)),
+        PatchOutcome::Restarted { fragment, etag } => {
+            let mut response = with_cors(Response::new(Body::from(fragment)), SESSION_METHODS);
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP_FRAG));
+            headers.insert(header::ETAG, header_value(&etag)?);
+            Ok(response)
+        }
+    }
+}
+
+/// OPTIONS: CORS preflight, or (without `Access-Control-Request-Method`)
+/// a discovery request that also gets the ICE servers (RFC 9725 §4.6).
+fn options(req: &Request<Incoming>, state: &AppState, allow: &'static str) -> Response<Body> {
+    let mut response = empty(StatusCode::OK, allow);
+    let headers = response.headers_mut();
+    headers.insert("accept-post", HeaderValue::from_static(SDP));
+    headers.insert("accept-patch", HeaderValue::from_static(SDP_FRAG));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match, ETag"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    let preflight = req
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if !preflight {
+        for link in ice_server_links(&state.config.ice_servers) {
+            headers.append(header::LINK, link);
+        }
+    }
+    response
+}
+
+fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<()> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    match media_type {
+        Some(t) if t.eq_ignore_ascii_case(expected) => Ok(()),
+        _ => Err(Error::UnsupportedContentType { expected }),
+    }
+}
+
+/// Reads a UTF-8 body of at most `limit` bytes.
+async fn read_text(
+    req: Request<Incoming>,
+    limit: usize,
+    malformed: fn(String) -> Error,
+) -> Result<String> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    let bytes: Bytes = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Error::BodyTooLarge { limit }
+            } else {
+                malformed(format!("reading body: {e}"))
+            }
+        })?
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).map_err(|_| malformed("body is not UTF-8".into()))
+}
+
+fn header_value(s: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(s).map_err(|e| Error::Internal(format!("header value: {e}")))
+}

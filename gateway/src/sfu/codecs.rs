@@ -1,0 +1,361 @@
+//! Reading WHIP/WHEP offers: which m-sections they carry and which codec
+//! each one will use.
+//!
+//! The answer is built by webrtc-rs from a per-session `MediaEngine` that
+//! holds exactly the codecs chosen here, with the offerer's own payload
+//! types. That is how Vigil takes "H264, any profile": the profile the
+//! client offers is the profile registered, so an OBS offer that says
+//! `42e01f` while the encoder sends High still negotiates (RFC 9725 leaves
+//! the mismatch to the decoder, which copes).
+
+use std::io::Cursor;
+
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use rtc::sdp::SessionDescription;
+
+use crate::error::{Error, Result};
+
+/// Media direction of an offered m-section, from the offerer's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `a=sendrecv` (or no direction attribute).
+    SendRecv,
+    /// `a=sendonly`.
+    SendOnly,
+    /// `a=recvonly`.
+    RecvOnly,
+    /// `a=inactive`.
+    Inactive,
+}
+
+/// One m-section of an offer.
+#[derive(Debug, Clone)]
+pub struct OfferedSection {
+    /// `audio`, `video` or `application` (others are kept for error messages).
+    pub media: String,
+    /// The offerer's direction.
+    pub direction: Direction,
+    /// Codecs in the offerer's order of preference.
+    pub codecs: Vec<RTCRtpCodecParameters>,
+}
+
+impl OfferedSection {
+    fn kind(&self) -> Option<RtpCodecKind> {
+        match self.media.as_str() {
+            "audio" => Some(RtpCodecKind::Audio),
+            "video" => Some(RtpCodecKind::Video),
+            _ => None,
+        }
+    }
+}
+
+/// The codec one track of a session will use, with the payload type of the
+/// peer on that session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackCodec {
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// Codec and payload type.
+    pub params: RTCRtpCodecParameters,
+}
+
+/// Parses an SDP offer into its m-sections.
+pub fn parse_offer(sdp: &str) -> Result<Vec<OfferedSection>> {
+    if !sdp.trim_start().starts_with("v=") {
+        return Err(Error::MalformedSdp("an SDP body starts with v=0".into()));
+    }
+    let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+        .map_err(|e| Error::MalformedSdp(e.to_string()))?;
+    if parsed.media_descriptions.is_empty() {
+        return Err(Error::MalformedSdp("the offer has no m= section".into()));
+    }
+    let session_direction = direction_of(|key| parsed.attribute(key).is_some());
+    Ok(parsed
+        .media_descriptions
+        .iter()
+        .map(|media| {
+            let codec_map = media.codecs();
+            let codecs = media
+                .media_name
+                .formats
+                .iter()
+                .filter_map(|format| format.parse::<u8>().ok())
+                .filter_map(|pt| codec_map.get(&pt))
+                .map(|codec| RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: format!("{}/{}", media.media_name.media, codec.name),
+                        clock_rate: codec.clock_rate,
+                        channels: codec.encoding_parameters.parse().unwrap_or(0),
+                        sdp_fmtp_line: codec.fmtp.clone(),
+                        rtcp_feedback: Vec::new(),
+                    },
+                    payload_type: codec.payload_type,
+                })
+                .collect();
+            let direction = direction_of(|key| media.has_attribute(key));
+            OfferedSection {
+                media: media.media_name.media.clone(),
+                direction: if direction == Direction::SendRecv {
+                    session_direction
+                } else {
+                    direction
+                },
+                codecs,
+            }
+        })
+        .collect())
+}
+
+fn direction_of(has: impl Fn(&str) -> bool) -> Direction {
+    if has("sendonly") {
+        Direction::SendOnly
+    } else if has("recvonly") {
+        Direction::RecvOnly
+    } else if has("inactive") {
+        Direction::Inactive
+    } else {
+        Direction::SendRecv
+    }
+}
+
+/// Chooses the codec of each track a WHIP publisher offers.
+///
+/// RFC 9725 §4.4.2: one audio and one video track at most; §4.4.3: reject
+/// the whole offer (422) rather than a single m-section.
+pub fn choose_for_publish(sections: &[OfferedSection]) -> Result<Vec<TrackCodec>> {
+    let media = media_sections(sections)?;
+    let mut chosen = Vec::with_capacity(media.len());
+    for (kind, section) in media {
+        if matches!(section.direction, Direction::RecvOnly | Direction::Inactive) {
+            return Err(Error::UnsupportedMedia(format!(
+                "a WHIP {} section must be sendonly or sendrecv",
+                section.media
+            )));
+        }
+        let params = section
+            .codecs
+            .iter()
+            .find(|codec| is_supported(&codec.rtp_codec))
+            .ok_or_else(|| no_usable_codec(section))?;
+        chosen.push(TrackCodec {
+            kind,
+            params: with_feedback(kind, params.clone()),
+        });
+    }
+    Ok(chosen)
+}
+
+/// Chooses, for each published track, the codec a WHEP viewer will receive
+/// it with: the same codec, at the viewer's payload type.
+///
+/// Sections the publisher has no track for are left to the WebRTC stack,
+/// which answers them `inactive`.
+pub fn choose_for_play(
+    sections: &[OfferedSection],
+    published: &[TrackCodec],
+) -> Result<Vec<TrackCodec>> {
+    let media = media_sections(sections)?;
+    let mut chosen = Vec::new();
+    for (kind, section) in media {
+        if matches!(section.direction, Direction::SendOnly | Direction::Inactive) {
+            return Err(Error::UnsupportedMedia(format!(
+                "a WHEP {} section must be recvonly or sendrecv",
+                section.media
+            )));
+        }
+        let Some(source) = published.iter().find(|track| track.kind == kind) else {
+            continue;
+        };
+        let candidates = section
+            .codecs
+            .iter()
+            .filter(|codec| same_codec(&codec.rtp_codec, &source.params.rtp_codec));
+        // Prefer the publisher's exact H264 profile when the viewer offers it.
+        let best = candidates
+            .clone()
+            .find(|codec| profile_of(&codec.rtp_codec) == profile_of(&source.params.rtp_codec))
+            .or_else(|| candidates.clone().next());
+        if let Some(params) = best {
+            chosen.push(TrackCodec {
+                kind,
+                params: with_feedback(kind, params.clone()),
+            });
+        }
+    }
+    if chosen.is_empty() {
+        let names: Vec<_> = published
+            .iter()
+            .map(|track| track.params.rtp_codec.mime_type.as_str())
+            .collect();
+        return Err(Error::UnsupportedMedia(format!(
+            "the offer accepts none of the stream's codecs ({})",
+            names.join(", ")
+        )));
+    }
+    Ok(chosen)
+}
+
+/// The audio and video sections, checked against "at most one of each".
+fn media_sections(sections: &[OfferedSection]) -> Result<Vec<(RtpCodecKind, &OfferedSection)>> {
+    let media: Vec<_> = sections
+        .iter()
+        .filter_map(|section| section.kind().map(|kind| (kind, section)))
+        .collect();
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        if media.iter().filter(|(k, _)| *k == kind).count() > 1 {
+            return Err(Error::UnsupportedMedia(format!(
+                "more than one {kind} track; a session carries at most one audio and one video track"
+            )));
+        }
+    }
+    if media.is_empty() {
+        return Err(Error::UnsupportedMedia(
+            "the offer has no audio or video section".into(),
+        ));
+    }
+    Ok(media)
+}
+
+fn no_usable_codec(section: &OfferedSection) -> Error {
+    let offered: Vec<_> = section
+        .codecs
+        .iter()
+        .map(|codec| codec.rtp_codec.mime_type.as_str())
+        .collect();
+    Error::UnsupportedMedia(format!(
+        "no usable {} codec (offered: {}; supported: Opus, H264 packetization-mode=1, VP8, VP9, AV1)",
+        section.media,
+        if offered.is_empty() {
+            "none".to_owned()
+        } else {
+            offered.join(", ")
+        }
+    ))
+}
+
+fn is_supported(codec: &RTCRtpCodec) -> bool {
+    let mime = codec.mime_type.as_str();
+    if mime.eq_ignore_ascii_case(MIME_TYPE_H264) {
+        return fmtp_param(&codec.sdp_fmtp_line, "packetization-mode") == Some("1");
+    }
+    [MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MIME_TYPE_AV1]
+        .iter()
+        .any(|supported| mime.eq_ignore_ascii_case(supported))
+}
+
+fn same_codec(offered: &RTCRtpCodec, source: &RTCRtpCodec) -> bool {
+    is_supported(offered)
+        && offered.mime_type.eq_ignore_ascii_case(&source.mime_type)
+        && offered.clock_rate == source.clock_rate
+}
+
+/// `profile_idc` and constraint flags of an H264 `profile-level-id`
+/// (the level does not change what a decoder must support).
+fn profile_of(codec: &RTCRtpCodec) -> Option<String> {
+    fmtp_param(&codec.sdp_fmtp_line, "profile-level-id")
+        .and_then(|id| id.get(..4))
+        .map(str::to_ascii_lowercase)
+}
+
+fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
+    fmtp.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+    })
+}
+
+/// Keyframe requests by FIR too (OBS and GStreamer offer `ccm fir`); NACK and
+/// PLI are added by the default interceptors.
+fn with_feedback(kind: RtpCodecKind, mut params: RTCRtpCodecParameters) -> RTCRtpCodecParameters {
+    if kind == RtpCodecKind::Video {
+        params.rtp_codec.rtcp_feedback = vec![RTCPFeedback {
+            typ: "ccm".into(),
+            parameter: "fir".into(),
+        }];
+    }
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(sections: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n{sections}"
+        )
+    }
+
+    const OBS_AUDIO: &str = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+    const OBS_VIDEO: &str = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1\r\n";
+
+    #[test]
+    fn obs_offer_keeps_its_payload_types() {
+        let sections = parse_offer(&offer(&format!("{OBS_AUDIO}{OBS_VIDEO}"))).unwrap();
+        let chosen = choose_for_publish(&sections).unwrap();
+        assert_eq!(chosen.len(), 2);
+        assert_eq!(chosen[0].params.payload_type, 111);
+        assert_eq!(chosen[1].params.payload_type, 96);
+        assert_eq!(chosen[1].params.rtp_codec.mime_type, "video/H264");
+    }
+
+    #[test]
+    fn h264_without_packetization_mode_1_is_not_usable() {
+        let video = "m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:0\r\na=sendonly\r\na=rtpmap:97 H264/90000\r\na=fmtp:97 profile-level-id=42e01f;packetization-mode=0\r\n";
+        let sections = parse_offer(&offer(video)).unwrap();
+        assert!(matches!(
+            choose_for_publish(&sections),
+            Err(Error::UnsupportedMedia(_))
+        ));
+    }
+
+    #[test]
+    fn two_video_tracks_are_refused() {
+        let sections = parse_offer(&offer(&format!("{OBS_VIDEO}{OBS_VIDEO}"))).unwrap();
+        assert!(matches!(
+            choose_for_publish(&sections),
+            Err(Error::UnsupportedMedia(_))
+        ));
+    }
+
+    #[test]
+    fn recvonly_whip_offer_is_refused() {
+        let sections = parse_offer(&offer(&OBS_AUDIO.replace("sendonly", "recvonly"))).unwrap();
+        assert!(choose_for_publish(&sections).is_err());
+    }
+
+    #[test]
+    fn viewer_gets_the_publisher_profile_at_its_own_payload_type() {
+        let published = choose_for_publish(&parse_offer(&offer(OBS_VIDEO)).unwrap()).unwrap();
+        let viewer = "m=video 9 UDP/TLS/RTP/SAVPF 96 102 106\r\na=mid:0\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 profile-level-id=64001f;packetization-mode=1\r\na=rtpmap:106 H264/90000\r\na=fmtp:106 profile-level-id=42e01f;packetization-mode=1\r\n";
+        let chosen = choose_for_play(&parse_offer(&offer(viewer)).unwrap(), &published).unwrap();
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].params.payload_type, 106);
+    }
+
+    #[test]
+    fn viewer_without_a_common_codec_is_refused() {
+        let published = choose_for_publish(&parse_offer(&offer(OBS_VIDEO)).unwrap()).unwrap();
+        let viewer =
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n";
+        assert!(matches!(
+            choose_for_play(&parse_offer(&offer(viewer)).unwrap(), &published),
+            Err(Error::UnsupportedMedia(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for body in ["", "hello", "v=0\r\nthis is not sdp"] {
+            assert!(
+                matches!(parse_offer(body), Err(Error::MalformedSdp(_))),
+                "{body:?}"
+            );
+        }
+    }
+}

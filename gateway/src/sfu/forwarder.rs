@@ -1,0 +1,321 @@
+//! The hot path: one task per published track, fanning its RTP out to the
+//! viewers of that track.
+//!
+//! The forwarder owns its viewer list ([`ViewerSink`]s) outright and takes
+//! add/remove commands on a small channel, so there is no lock per packet.
+//! Each sink is a bounded queue to that viewer's writer task: a viewer whose
+//! connection cannot keep up fills only its own queue, loses packets
+//! (counted), and waits for the next keyframe instead of slowing anyone
+//! else. Keyframe requests from joins, stalled viewers and viewers' own
+//! PLI/FIR are coalesced into at most one PLI upstream per interval.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
+use crate::sfu::rewrite::Rewriter;
+use crate::sfu::rtcp::is_keyframe_request;
+use crate::sfu::{Gauge, MediaKind, SessionId};
+
+/// Packets queued per viewer track before that viewer starts losing them.
+/// Sized for a large keyframe burst at 8 Mbit/s.
+pub const VIEWER_QUEUE: usize = 512;
+
+/// Least time between two PLIs sent to a publisher.
+pub const MIN_PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One viewer's end of a forwarder.
+pub struct ViewerSink {
+    session: SessionId,
+    kind: MediaKind,
+    mime: String,
+    rewriter: Rewriter,
+    tx: mpsc::Sender<rtp::Packet>,
+    waiting_for_keyframe: bool,
+    dropped: Arc<AtomicU64>,
+}
+
+impl ViewerSink {
+    /// A sink for `session`'s `kind` track, negotiated as `mime`.
+    pub fn new(
+        session: SessionId,
+        kind: MediaKind,
+        mime: String,
+        rewriter: Rewriter,
+        tx: mpsc::Sender<rtp::Packet>,
+        dropped: Arc<AtomicU64>,
+    ) -> Self {
+        ViewerSink {
+            session,
+            kind,
+            mime,
+            rewriter,
+            tx,
+            waiting_for_keyframe: true,
+            dropped,
+        }
+    }
+
+    /// The viewer session.
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    /// Audio or video.
+    pub fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
+    /// Whether this sink can carry a track encoded as `mime`.
+    pub fn accepts(&self, mime: &str) -> bool {
+        self.mime.eq_ignore_ascii_case(mime)
+    }
+
+    /// Prepares the sink for a new source: continue numbering, wait for a keyframe.
+    pub fn rebase(&mut self) {
+        self.rewriter.rebase();
+        self.waiting_for_keyframe = true;
+    }
+}
+
+/// Commands to a running forwarder.
+pub enum ForwarderCommand {
+    /// Start sending to this viewer (from its next keyframe, for video).
+    AddSink(ViewerSink),
+    /// Stop sending to this viewer.
+    RemoveSink(SessionId),
+    /// A viewer asked for a keyframe.
+    RequestKeyframe,
+}
+
+/// A handle to a forwarder task; dropping every handle does not stop it
+/// (the publisher's track ending does).
+#[derive(Clone)]
+pub struct ForwarderHandle {
+    tx: mpsc::UnboundedSender<ForwarderCommand>,
+}
+
+impl ForwarderHandle {
+    /// Sends a command; a forwarder that has already ended ignores it, and
+    /// its sinks come back through its end callback.
+    pub fn send(&self, command: ForwarderCommand) {
+        // A send error means the task ended; it returned its sinks on the way out.
+        let _ = self.tx.send(command);
+    }
+}
+
+/// Coalesces keyframe requests into at most one per `min_interval`.
+#[derive(Debug)]
+pub struct KeyframeRequests {
+    min_interval: Duration,
+    pending: bool,
+    last_sent: Option<Instant>,
+}
+
+impl KeyframeRequests {
+    /// No request pending.
+    pub fn new(min_interval: Duration) -> Self {
+        KeyframeRequests {
+            min_interval,
+            pending: false,
+            last_sent: None,
+        }
+    }
+
+    /// Notes that someone wants a keyframe.
+    pub fn request(&mut self) {
+        self.pending = true;
+    }
+
+    /// Whether a PLI should go out now; if so, it is counted as sent.
+    pub fn poll_send(&mut self, now: Instant) -> bool {
+        let ready = self
+            .last_sent
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.min_interval);
+        if self.pending && ready {
+            self.pending = false;
+            self.last_sent = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What a forwarder needs to start.
+pub struct ForwarderSpec {
+    /// The publisher's track.
+    pub track: Arc<dyn TrackRemote>,
+    /// `Some` for video: which codec, to find keyframes.
+    pub video: Option<VideoCodec>,
+    /// The publisher's SSRC, named in PLIs.
+    pub media_ssrc: u32,
+    /// Viewers waiting for this track.
+    pub sinks: Vec<ViewerSink>,
+    /// Receives the sinks back when the track ends, so the viewers can wait
+    /// for the next publisher.
+    pub on_end: Box<dyn FnOnce(Vec<ViewerSink>) + Send>,
+    /// Counts live forwarder tasks.
+    pub gauge: Gauge,
+}
+
+/// Starts a forwarder task.
+pub fn spawn(spec: ForwarderSpec) -> ForwarderHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(spec, rx));
+    ForwarderHandle { tx }
+}
+
+async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<ForwarderCommand>) {
+    let _alive = spec.gauge.enter();
+    let ForwarderSpec {
+        track,
+        video,
+        media_ssrc,
+        mut sinks,
+        on_end,
+        ..
+    } = spec;
+    let mut keyframes = KeyframeRequests::new(MIN_PLI_INTERVAL);
+    if video.is_some() && !sinks.is_empty() {
+        keyframes.request();
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            command = commands.recv() => match command {
+                Some(ForwarderCommand::AddSink(mut sink)) => {
+                    sink.rebase();
+                    if video.is_some() {
+                        keyframes.request();
+                    }
+                    sinks.push(sink);
+                }
+                Some(ForwarderCommand::RemoveSink(session)) => {
+                    sinks.retain(|sink| sink.session != session);
+                }
+                Some(ForwarderCommand::RequestKeyframe) => keyframes.request(),
+                None => break,
+            },
+            event = track.poll() => match event {
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                    forward(packet, video, &mut sinks);
+                }
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => {}
+            },
+            _ = tick.tick() => {
+                if video.is_some() && sinks.iter().any(|sink| sink.waiting_for_keyframe) {
+                    keyframes.request();
+                }
+            }
+        }
+        if video.is_some() && keyframes.poll_send(Instant::now()) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+                tracing::debug!("PLI to publisher failed: {e}");
+            }
+        }
+    }
+    on_end(sinks);
+}
+
+/// Sends one publisher packet to every sink.
+fn forward(mut packet: rtp::Packet, video: Option<VideoCodec>, sinks: &mut Vec<ViewerSink>) {
+    // Strip extensions once here rather than per viewer: their ids belong to
+    // the publisher's negotiation, and an empty Vec clones without allocating.
+    packet.header.extension = false;
+    packet.header.extensions.clear();
+    let keyframe_start = video.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
+    let now = Instant::now();
+    sinks.retain_mut(|sink| {
+        if sink.waiting_for_keyframe && video.is_some() {
+            if !keyframe_start {
+                return true;
+            }
+            sink.waiting_for_keyframe = false;
+        }
+        let mut out = packet.clone();
+        sink.rewriter.rewrite(&mut out.header, now);
+        match sink.tx.try_send(out) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                sink.dropped.fetch_add(1, Ordering::Relaxed);
+                // The picture is broken from here: resume at the next keyframe.
+                sink.waiting_for_keyframe = video.is_some();
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    });
+}
+
+/// Writes one viewer track: packets from its sink to the peer connection,
+/// and the viewer's PLI/FIR back as `on_keyframe_request` calls.
+pub async fn run_writer(
+    track: Arc<TrackLocalStaticRTP>,
+    mut packets: mpsc::Receiver<rtp::Packet>,
+    on_keyframe_request: impl Fn(),
+    gauge: Gauge,
+) {
+    let _alive = gauge.enter();
+    let mut feedback_open = true;
+    loop {
+        tokio::select! {
+            packet = packets.recv() => match packet {
+                Some(packet) => {
+                    if let Err(e) = track.write_rtp(packet).await {
+                        tracing::trace!("write to viewer failed: {e}");
+                    }
+                }
+                None => break,
+            },
+            event = track.poll(), if feedback_open => match event {
+                Some(TrackLocalEvent::OnRtcpPacket(rtcp)) => {
+                    if rtcp.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                        on_keyframe_request();
+                    }
+                }
+                Some(_) => {}
+                None => feedback_open = false,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyframe_requests_are_coalesced() {
+        let t0 = Instant::now();
+        let mut k = KeyframeRequests::new(Duration::from_millis(500));
+        assert!(!k.poll_send(t0), "nothing requested");
+        k.request();
+        k.request();
+        assert!(k.poll_send(t0));
+        assert!(!k.poll_send(t0), "two requests, one PLI");
+        k.request();
+        assert!(!k.poll_send(t0 + Duration::from_millis(100)), "too soon");
+        assert!(
+            k.poll_send(t0 + Duration::from_millis(500)),
+            "pending one goes out later"
+        );
+        assert!(!k.poll_send(t0 + Duration::from_secs(5)));
+    }
+}

@@ -1,0 +1,70 @@
+//! Shared helpers for Vigil's end-to-end tests.
+//!
+//! Every test runs a real `vigil` gateway in-process on port 0 and talks to
+//! it over real HTTP and real WebRTC (webrtc-rs peers on 127.0.0.1 UDP), then
+//! asserts on the RTP that actually arrived. ICE on both sides is pinned to
+//! 127.0.0.1.
+
+pub mod http_client;
+pub mod media;
+pub mod peers;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use vigil_gateway::{Config, Vigil};
+
+/// Installs a log subscriber once (`RUST_LOG=debug cargo test` to see it).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A configuration for tests: HTTP on an ephemeral loopback port, ICE on
+/// 127.0.0.1, and short ICE timeouts so reaping is observable quickly.
+pub fn test_config() -> Config {
+    Config {
+        http_listen: "127.0.0.1:0".parse().expect("literal address"),
+        ice_disconnected_timeout: Duration::from_secs(2),
+        ice_failed_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+/// Starts a gateway with [`test_config`] changed by `tweak`.
+pub async fn start_server(tweak: impl FnOnce(&mut Config)) -> Vigil {
+    init_logging();
+    let mut config = test_config();
+    tweak(&mut config);
+    Vigil::start(config).await.expect("start vigil")
+}
+
+/// `http://127.0.0.1:PORT`
+pub fn base_url(vigil: &Vigil) -> String {
+    format!("http://{}", vigil.http_addr)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`
+/// after `limit`. Readiness is awaited, never slept for.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,681 @@
+//! Real WebRTC peers for tests: a WHIP publisher that sends the fixture
+//! media in real time and answers PLI like an encoder would, and a WHEP
+//! viewer that records every RTP packet it receives.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::interceptor::Slot;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use vigil_gateway::sfu::keyframe::{VideoCodec, starts_keyframe};
+use vigil_gateway::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, KeyframeRequestTap, is_keyframe_request};
+use webrtc::media_stream::Track as _;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    register_default_interceptors,
+};
+
+use crate::http_client::{HttpResponse, post_sdp, request};
+use crate::media::{h264_frames, opus_packets};
+
+/// Payload type the test publisher offers for H264.
+pub const H264_PT: u8 = 102;
+/// Payload type the test publisher offers for Opus.
+pub const OPUS_PT: u8 = 111;
+/// The publisher's H264 fmtp.
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// A webrtc-rs peer connection on 127.0.0.1 with its events as channels.
+pub struct ClientPeer {
+    /// The connection.
+    pub pc: Arc<dyn PeerConnection>,
+    /// Latest connection state.
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    gathered: watch::Receiver<u64>,
+    tracks: Mutex<Option<mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>>>,
+}
+
+struct ClientHandler {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathered: watch::Sender<u64>,
+    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ClientHandler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_modify(|n| *n += 1);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.send(track);
+    }
+}
+
+fn h264_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: H264_FMTP.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: H264_PT,
+    }
+}
+
+fn opus_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: OPUS_PT,
+    }
+}
+
+/// Which codecs a client peer registers.
+pub enum ClientCodecs {
+    /// Exactly H264 (pm=1) and Opus, like OBS.
+    H264AndOpus,
+    /// webrtc-rs's defaults (VP8, VP9, several H264, AV1, Opus, ...), like a browser.
+    Defaults,
+}
+
+impl ClientPeer {
+    /// Builds a client peer bound to 127.0.0.1.
+    pub async fn new(codecs: ClientCodecs) -> ClientPeer {
+        let mut media = MediaEngine::default();
+        match codecs {
+            ClientCodecs::H264AndOpus => {
+                media
+                    .register_codec(h264_codec(), RtpCodecKind::Video)
+                    .expect("h264");
+                media
+                    .register_codec(opus_codec(), RtpCodecKind::Audio)
+                    .expect("opus");
+            }
+            ClientCodecs::Defaults => media.register_default_codecs().expect("codecs"),
+        }
+        let registry = register_default_interceptors(Registry::new(), &mut media)
+            .expect("interceptors")
+            .with(
+                Slot::from(KEYFRAME_REQUEST_SLOT),
+                KeyframeRequestTap::default(),
+            );
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let (gathered_tx, gathered) = watch::channel(0);
+        let (tracks_tx, tracks) = mpsc::unbounded_channel();
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(ClientHandler {
+                state: state_tx,
+                gathered: gathered_tx,
+                tracks: tracks_tx,
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await
+            .expect("client peer connection");
+        ClientPeer {
+            pc: Arc::new(pc),
+            state,
+            gathered,
+            tracks: Mutex::new(Some(tracks)),
+        }
+    }
+
+    /// Creates an offer and waits until it holds all local candidates.
+    pub async fn offer(&self) -> String {
+        let mut gathered = self.gathered.clone();
+        gathered.mark_unchanged();
+        let offer = self.pc.create_offer(None).await.expect("create offer");
+        self.pc
+            .set_local_description(offer)
+            .await
+            .expect("set local");
+        tokio::time::timeout(Duration::from_secs(5), gathered.changed())
+            .await
+            .expect("gathering timed out")
+            .expect("gathering");
+        self.pc
+            .local_description()
+            .await
+            .expect("local description")
+            .sdp
+    }
+
+    /// Applies the server's answer.
+    pub async fn accept_answer(&self, answer: &str) {
+        let answer = RTCSessionDescription::answer(answer.to_owned()).expect("answer SDP");
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .expect("set remote answer");
+    }
+
+    /// Waits until the connection state satisfies `pred`.
+    pub async fn wait_state(
+        &self,
+        limit: Duration,
+        pred: impl Fn(RTCPeerConnectionState) -> bool,
+    ) -> RTCPeerConnectionState {
+        let mut state = self.state.clone();
+        tokio::time::timeout(limit, async {
+            loop {
+                let now = *state.borrow_and_update();
+                if pred(now) {
+                    return now;
+                }
+                if state.changed().await.is_err() {
+                    return *state.borrow();
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("peer stayed {:?} for {limit:?}", *self.state.borrow()))
+    }
+
+    /// Waits for `Connected`.
+    pub async fn wait_connected(&self) {
+        self.wait_state(Duration::from_secs(10), |s| {
+            assert!(
+                !matches!(
+                    s,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                ),
+                "peer connection ended before connecting: {s:?}"
+            );
+            s == RTCPeerConnectionState::Connected
+        })
+        .await;
+    }
+
+    fn take_tracks(&self) -> mpsc::UnboundedReceiver<Arc<dyn TrackRemote>> {
+        self.tracks
+            .lock()
+            .expect("tracks lock")
+            .take()
+            .expect("tracks taken twice")
+    }
+}
+
+/// A session created by a POST.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Absolute session URL.
+    pub url: String,
+    /// ETag of the 201.
+    pub etag: String,
+}
+
+fn session_of(base: &str, response: &HttpResponse) -> SessionInfo {
+    assert_eq!(response.status, 201, "POST failed: {}", response.body);
+    let location = response.header("location").expect("Location header");
+    SessionInfo {
+        url: format!("{base}{location}"),
+        etag: response.header("etag").expect("ETag header").to_owned(),
+    }
+}
+
+/// A packet the publisher sent.
+#[derive(Debug, Clone)]
+pub struct SentPacket {
+    /// Its sequence number.
+    pub seq: u16,
+    /// Its payload.
+    pub payload: Bytes,
+    /// Whether it starts a keyframe.
+    pub keyframe_start: bool,
+    /// When it was written.
+    pub at: Instant,
+}
+
+/// Everything a publisher sent.
+#[derive(Debug, Default)]
+pub struct SentLog {
+    /// Video packets in sending order.
+    pub video: Vec<SentPacket>,
+    /// Audio packets in sending order.
+    pub audio: Vec<SentPacket>,
+    /// Keyframe requests (PLI/FIR) received.
+    pub keyframe_requests: usize,
+}
+
+/// A WHIP publisher sending the fixture's H264 and Opus.
+pub struct Publisher {
+    /// The connection.
+    pub peer: ClientPeer,
+    /// The WHIP session.
+    pub session: SessionInfo,
+    /// What has been sent so far.
+    pub sent: Arc<Mutex<SentLog>>,
+    video: Arc<TrackLocalStaticRTP>,
+    audio: Arc<TrackLocalStaticRTP>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn local_track(
+    kind: RtpCodecKind,
+    codec: &RTCRtpCodecParameters,
+    ssrc: u32,
+) -> Arc<TrackLocalStaticRTP> {
+    let name = format!("{kind}").to_lowercase();
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "publisher".to_owned(),
+        name.clone(),
+        name,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec.rtp_codec.clone(),
+            ..Default::default()
+        }],
+    )))
+}
+
+impl Publisher {
+    /// Publishes to `{base}/whip/{room}/{stream}` and waits until connected.
+    pub async fn connect(base: &str, room: &str, stream: &str) -> Publisher {
+        let peer = ClientPeer::new(ClientCodecs::H264AndOpus).await;
+        let video = local_track(RtpCodecKind::Video, &h264_codec(), rand::random());
+        let audio = local_track(RtpCodecKind::Audio, &opus_codec(), rand::random());
+        for track in [&audio, &video] {
+            peer.pc
+                .add_transceiver_from_track(
+                    track.clone(),
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendonly,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .expect("add track");
+        }
+        let offer = peer.offer().await;
+        let response = post_sdp(&format!("{base}/whip/{room}/{stream}"), &offer).await;
+        let session = session_of(base, &response);
+        peer.accept_answer(&response.body).await;
+        peer.wait_connected().await;
+        let (stop, _) = watch::channel(false);
+        Publisher {
+            peer,
+            session,
+            sent: Arc::default(),
+            video,
+            audio,
+            stop,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts sending the fixture in a loop in real time (30 fps video, 20 ms
+    /// audio). A PLI or FIR makes the next frame an IDR, as an encoder would.
+    pub fn start_media(&mut self) {
+        let keyframe_wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Keyframe requests arrive as RTCP on the video track.
+        let video = self.video.clone();
+        let sent = self.sent.clone();
+        let wanted = keyframe_wanted.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(event) = video.poll().await {
+                if let TrackLocalEvent::OnRtcpPacket(packets) = event
+                    && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                {
+                    sent.lock().expect("log").keyframe_requests += 1;
+                    wanted.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+        self.tasks.push(tokio::spawn(send_video(
+            self.video.clone(),
+            self.sent.clone(),
+            keyframe_wanted,
+            self.stop.subscribe(),
+        )));
+        self.tasks.push(tokio::spawn(send_audio(
+            self.audio.clone(),
+            self.sent.clone(),
+            self.stop.subscribe(),
+        )));
+    }
+
+    /// Stops sending media (the connection stays up).
+    pub fn stop_media(&mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Sends DELETE for the session; returns the status.
+    pub async fn delete(&self) -> u16 {
+        request("DELETE", &self.session.url, &[], Bytes::new())
+            .await
+            .status
+    }
+
+    /// Closes the connection without telling the server (a crash).
+    pub async fn vanish(mut self) {
+        self.stop_media();
+        let _ = self.peer.pc.close().await;
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop_media();
+    }
+}
+
+async fn send_video(
+    track: Arc<TrackLocalStaticRTP>,
+    sent: Arc<Mutex<SentLog>>,
+    keyframe_wanted: Arc<std::sync::atomic::AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let frames = h264_frames();
+    let ssrc = *track.ssrcs().await.first().expect("video ssrc");
+    let mut seq: u16 = rand::random::<u16>() / 2;
+    let mut timestamp: u32 = rand::random();
+    let mut index = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_micros(33_333));
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if keyframe_wanted.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // Jump to the start of the next GOP: the fixture's IDRs stand in
+            // for an encoder's forced keyframe.
+            index = index.div_ceil(30) * 30 % frames.len();
+        }
+        let frame = &frames[index % frames.len()];
+        index = (index + 1) % frames.len();
+        let last = frame.payloads.len() - 1;
+        for (i, payload) in frame.payloads.iter().enumerate() {
+            let packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: i == last,
+                    payload_type: H264_PT,
+                    sequence_number: seq,
+                    timestamp,
+                    ssrc,
+                    ..Default::default()
+                },
+                payload: payload.clone(),
+            };
+            let keyframe_start = starts_keyframe(VideoCodec::H264, payload);
+            if track.write_rtp(packet).await.is_err() {
+                return;
+            }
+            sent.lock().expect("log").video.push(SentPacket {
+                seq,
+                payload: payload.clone(),
+                keyframe_start,
+                at: Instant::now(),
+            });
+            seq = seq.wrapping_add(1);
+        }
+        timestamp = timestamp.wrapping_add(3000);
+    }
+}
+
+async fn send_audio(
+    track: Arc<TrackLocalStaticRTP>,
+    sent: Arc<Mutex<SentLog>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let packets = opus_packets();
+    let ssrc = *track.ssrcs().await.first().expect("audio ssrc");
+    let mut seq: u16 = rand::random::<u16>() / 2;
+    let mut timestamp: u32 = rand::random();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for payload in packets.iter().cycle() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                payload_type: OPUS_PT,
+                sequence_number: seq,
+                timestamp,
+                ssrc,
+                ..Default::default()
+            },
+            payload: payload.clone(),
+        };
+        if track.write_rtp(packet).await.is_err() {
+            return;
+        }
+        sent.lock().expect("log").audio.push(SentPacket {
+            seq,
+            payload: payload.clone(),
+            keyframe_start: false,
+            at: Instant::now(),
+        });
+        seq = seq.wrapping_add(1);
+        timestamp = timestamp.wrapping_add(960);
+    }
+}
+
+/// A packet a viewer received.
+#[derive(Debug, Clone)]
+pub struct ReceivedPacket {
+    /// RTP header as received.
+    pub header: rtp::header::Header,
+    /// Payload.
+    pub payload: Bytes,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl ReceivedPacket {
+    /// Whether it starts an H264 keyframe.
+    pub fn keyframe_start(&self) -> bool {
+        starts_keyframe(VideoCodec::H264, &self.payload)
+    }
+}
+
+/// Everything a viewer received, per kind.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Video packets in arrival order.
+    pub video: Vec<ReceivedPacket>,
+    /// Audio packets in arrival order.
+    pub audio: Vec<ReceivedPacket>,
+    /// Mime types of the tracks that arrived.
+    pub codecs: Vec<String>,
+}
+
+/// A WHEP viewer recording what it receives.
+pub struct Viewer {
+    /// The connection.
+    pub peer: ClientPeer,
+    /// The WHEP session.
+    pub session: SessionInfo,
+    /// What arrived.
+    pub received: Arc<Mutex<Received>>,
+    /// While `true`, the viewer stops reading its tracks (its buffers fill).
+    pub paused: watch::Sender<bool>,
+    /// When the WHEP POST was sent.
+    pub requested_at: Instant,
+}
+
+impl Viewer {
+    /// Plays `{base}/whep/{room}/{stream}`; returns the failed response if
+    /// the POST is not a 201.
+    pub async fn connect(base: &str, room: &str, stream: &str) -> Result<Viewer, HttpResponse> {
+        let peer = ClientPeer::new(ClientCodecs::Defaults).await;
+        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+            peer.pc
+                .add_transceiver_from_kind(
+                    kind,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .expect("add transceiver");
+        }
+        let offer = peer.offer().await;
+        let requested_at = Instant::now();
+        let response = post_sdp(&format!("{base}/whep/{room}/{stream}"), &offer).await;
+        if response.status != 201 {
+            let _ = peer.pc.close().await;
+            return Err(response);
+        }
+        let session = session_of(base, &response);
+        peer.accept_answer(&response.body).await;
+        let received = Arc::new(Mutex::new(Received::default()));
+        let (paused, paused_rx) = watch::channel(false);
+        tokio::spawn(record_tracks(
+            peer.take_tracks(),
+            received.clone(),
+            paused_rx,
+        ));
+        Ok(Viewer {
+            peer,
+            session,
+            received,
+            paused,
+            requested_at,
+        })
+    }
+
+    /// Sends DELETE for the session; returns the status.
+    pub async fn delete(&self) -> u16 {
+        request("DELETE", &self.session.url, &[], Bytes::new())
+            .await
+            .status
+    }
+
+    /// A copy of the video packets received so far.
+    pub fn video(&self) -> Vec<ReceivedPacket> {
+        self.received.lock().expect("received").video.clone()
+    }
+
+    /// How many audio packets arrived so far.
+    pub fn audio_count(&self) -> usize {
+        self.received.lock().expect("received").audio.len()
+    }
+}
+
+async fn record_tracks(
+    mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    received: Arc<Mutex<Received>>,
+    paused: watch::Receiver<bool>,
+) {
+    while let Some(track) = tracks.recv().await {
+        let received = received.clone();
+        let mut paused = paused.clone();
+        tokio::spawn(async move {
+            let kind = track.kind().await;
+            loop {
+                while *paused.borrow_and_update() {
+                    if paused.changed().await.is_err() {
+                        return;
+                    }
+                }
+                let Some(event) = track.poll().await else {
+                    return;
+                };
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) => {
+                        let mut log = received.lock().expect("received");
+                        if log.codecs.len() < 2 {
+                            log.codecs.push(format!("{kind}"));
+                        }
+                        let entry = ReceivedPacket {
+                            header: packet.header,
+                            payload: packet.payload,
+                            at: Instant::now(),
+                        };
+                        match kind {
+                            RtpCodecKind::Video => log.video.push(entry),
+                            _ => log.audio.push(entry),
+                        }
+                    }
+                    TrackRemoteEvent::OnEnded => return,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+/// Checks that `received` is, in sequence order, exactly the packets the
+/// publisher sent from the keyframe it starts with: every packet of every
+/// frame, none altered. Returns how many packets were compared.
+pub fn assert_continuous_from_keyframe(received: &[ReceivedPacket], sent: &[SentPacket]) -> usize {
+    assert!(!received.is_empty(), "no video arrived");
+    let mut ordered: Vec<_> = received.to_vec();
+    ordered.sort_by_key(|p| {
+        p.header
+            .sequence_number
+            .wrapping_sub(received[0].header.sequence_number)
+    });
+    ordered.dedup_by_key(|p| p.header.sequence_number);
+    assert!(
+        ordered[0].keyframe_start(),
+        "first video packet is not a keyframe start"
+    );
+    for pair in ordered.windows(2) {
+        assert_eq!(
+            pair[1].header.sequence_number,
+            pair[0].header.sequence_number.wrapping_add(1),
+            "gap in video sequence numbers"
+        );
+    }
+    // SPS/PPS repeat at every IDR, so find the place where the whole run matches.
+    let matches_at = |start: usize| {
+        ordered.iter().enumerate().all(|(i, packet)| {
+            sent.get(start + i)
+                .is_some_and(|expected| expected.payload == packet.payload)
+        })
+    };
+    let starts: Vec<usize> = sent
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.payload == ordered[0].payload)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!starts.is_empty(), "first received packet was never sent");
+    assert!(
+        starts.iter().any(|&start| matches_at(start)),
+        "received video is not an unaltered, contiguous run of what was sent"
+    );
+    ordered.len()
+}

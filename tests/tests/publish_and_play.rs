@@ -1,0 +1,61 @@
+//! One WHIP publisher, three WHEP viewers: every viewer gets every packet of
+//! every frame from a keyframe on, and the audio.
+
+use std::time::Duration;
+
+use vigil_tests::peers::{Publisher, Viewer, assert_continuous_from_keyframe};
+use vigil_tests::{base_url, eventually, start_server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_viewers_receive_every_frame() {
+    let vigil = start_server(|_| {}).await;
+    let base = base_url(&vigil);
+    let mut publisher = Publisher::connect(&base, "site-1", "cam-1").await;
+    publisher.start_media();
+
+    let mut viewers = Vec::new();
+    for _ in 0..3 {
+        let viewer = Viewer::connect(&base, "site-1", "cam-1")
+            .await
+            .expect("WHEP 201");
+        viewer.peer.wait_connected().await;
+        viewers.push(viewer);
+    }
+    // Let two whole GOPs (2 s) flow to every viewer.
+    for viewer in &viewers {
+        eventually(
+            Duration::from_secs(10),
+            "two keyframes at each viewer",
+            || async {
+                let mut keyframes: Vec<u32> = viewer
+                    .video()
+                    .iter()
+                    .filter(|p| p.keyframe_start())
+                    .map(|p| p.header.timestamp)
+                    .collect();
+                keyframes.dedup();
+                (keyframes.len() >= 3).then_some(())
+            },
+        )
+        .await;
+    }
+    publisher.stop_media();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let sent = publisher.sent.lock().unwrap().video.clone();
+    for (i, viewer) in viewers.iter().enumerate() {
+        let compared = assert_continuous_from_keyframe(&viewer.video(), &sent);
+        assert!(
+            compared > 100,
+            "viewer {i} compared only {compared} packets"
+        );
+        assert!(
+            viewer.audio_count() > 50,
+            "viewer {i} got {} audio packets",
+            viewer.audio_count()
+        );
+        let codecs = viewer.received.lock().unwrap().codecs.clone();
+        assert!(codecs.len() == 2, "viewer {i} got tracks {codecs:?}");
+    }
+    vigil.shutdown().await;
+}
