@@ -305,6 +305,18 @@ fn local_track(
 impl Publisher {
     /// Publishes to `{base}/whip/{room}/{stream}` and waits until connected.
     pub async fn connect(base: &str, room: &str, stream: &str) -> Publisher {
+        Self::connect_with(base, room, stream, |offer| offer).await
+    }
+
+    /// Like [`connect`](Self::connect), with the offer rewritten by `munge`
+    /// first, to reproduce the shapes other clients send (no candidates,
+    /// `setup:passive`, ...).
+    pub async fn connect_with(
+        base: &str,
+        room: &str,
+        stream: &str,
+        munge: impl FnOnce(String) -> String,
+    ) -> Publisher {
         let peer = ClientPeer::new(ClientCodecs::H264AndOpus).await;
         let video = local_track(RtpCodecKind::Video, &h264_codec(), rand::random());
         let audio = local_track(RtpCodecKind::Audio, &opus_codec(), rand::random());
@@ -320,9 +332,21 @@ impl Publisher {
                 .await
                 .expect("add track");
         }
-        let offer = peer.offer().await;
+        let offer = munge(peer.offer().await);
         let response = post_sdp(&format!("{base}/whip/{room}/{stream}"), &offer).await;
         let session = session_of(base, &response);
+        let answer_setup = response
+            .body
+            .lines()
+            .find(|l| l.starts_with("a=setup:"))
+            .map(str::trim_end);
+        if offer.contains("a=setup:passive") {
+            assert_eq!(
+                answer_setup,
+                Some("a=setup:active"),
+                "a passive offer needs an active answer"
+            );
+        }
         peer.accept_answer(&response.body).await;
         peer.wait_connected().await;
         let (stop, _) = watch::channel(false);

@@ -185,6 +185,10 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
         on_end,
         ..
     } = spec;
+    // Viewers handed over from a previous publisher continue their numbering.
+    for sink in &mut sinks {
+        sink.rebase();
+    }
     let mut keyframes = KeyframeRequests::new(MIN_PLI_INTERVAL);
     if video.is_some() && !sinks.is_empty() {
         keyframes.request();
@@ -300,6 +304,85 @@ pub async fn run_writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    fn packet(seq: u16, payload: &'static [u8]) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 3000,
+                ssrc: 1,
+                payload_type: 102,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    fn sink(tx: mpsc::Sender<rtp::Packet>, dropped: &Arc<AtomicU64>) -> ViewerSink {
+        ViewerSink::new(
+            SessionId::random(),
+            MediaKind::Video,
+            "video/H264".into(),
+            Rewriter::new(rand::random(), 96, 90_000),
+            tx,
+            dropped.clone(),
+        )
+    }
+
+    const IDR: &[u8] = &[0x65, 0x88];
+    const P_FRAME: &[u8] = &[0x41, 0x9a];
+
+    #[test]
+    fn a_full_viewer_queue_costs_only_that_viewer() {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (fast_tx, mut fast_rx) = mpsc::channel(1000);
+        let (slow_tx, mut slow_rx) = mpsc::channel(2);
+        let mut sinks = vec![sink(fast_tx, &dropped), sink(slow_tx, &dropped)];
+        forward(packet(1, IDR), Some(VideoCodec::H264), &mut sinks);
+        for seq in 2..=100 {
+            forward(packet(seq, P_FRAME), Some(VideoCodec::H264), &mut sinks);
+        }
+        let mut fast = Vec::new();
+        while let Ok(p) = fast_rx.try_recv() {
+            fast.push(p.header.sequence_number);
+        }
+        assert_eq!(
+            fast,
+            (1..=100).collect::<Vec<_>>(),
+            "the fast viewer got everything"
+        );
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            1,
+            "one drop, then the slow viewer waits"
+        );
+        assert!(
+            sinks[1].waiting_for_keyframe,
+            "the slow viewer resumes at a keyframe"
+        );
+
+        // The slow viewer drains; it gets nothing until the next keyframe.
+        while slow_rx.try_recv().is_ok() {}
+        forward(packet(101, P_FRAME), Some(VideoCodec::H264), &mut sinks);
+        assert!(slow_rx.try_recv().is_err(), "no P-frame after a loss");
+        forward(packet(102, IDR), Some(VideoCodec::H264), &mut sinks);
+        assert_eq!(
+            slow_rx.try_recv().expect("keyframe").header.sequence_number,
+            102
+        );
+    }
+
+    #[test]
+    fn a_gone_viewer_is_removed() {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(10);
+        let mut sinks = vec![sink(tx, &dropped)];
+        drop(rx);
+        forward(packet(1, IDR), Some(VideoCodec::H264), &mut sinks);
+        assert!(sinks.is_empty());
+    }
 
     #[test]
     fn keyframe_requests_are_coalesced() {

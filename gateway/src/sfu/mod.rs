@@ -470,6 +470,13 @@ impl Sfu {
                 "an ICE restart needs both a=ice-ufrag and a=ice-pwd".into(),
             ));
         };
+        // RFC 8839 §5.4: refuse credentials ICE would reject, before the
+        // restart is applied, so the running ICE session is kept.
+        if !(4..=256).contains(&ufrag.len()) || !(22..=256).contains(&pwd.len()) {
+            return Err(Error::MalformedFragment(
+                "ice-ufrag must be 4-256 and ice-pwd 22-256 characters".into(),
+            ));
+        }
         let restarted = restart_remote(&remote, ufrag, pwd);
         let offer = RTCSessionDescription::offer(restarted)
             .map_err(|e| Error::MalformedFragment(e.to_string()))?;
