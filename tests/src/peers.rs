@@ -302,6 +302,31 @@ fn local_track(
     )))
 }
 
+/// A client peer with a sending H264 and Opus track, as a WHIP publisher
+/// builds it before its offer.
+pub async fn publisher_peer() -> (
+    ClientPeer,
+    Arc<TrackLocalStaticRTP>,
+    Arc<TrackLocalStaticRTP>,
+) {
+    let peer = ClientPeer::new(ClientCodecs::H264AndOpus).await;
+    let video = local_track(RtpCodecKind::Video, &h264_codec(), rand::random());
+    let audio = local_track(RtpCodecKind::Audio, &opus_codec(), rand::random());
+    for track in [&audio, &video] {
+        peer.pc
+            .add_transceiver_from_track(
+                track.clone(),
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("add track");
+    }
+    (peer, video, audio)
+}
+
 impl Publisher {
     /// Publishes to `{base}/whip/{room}/{stream}` and waits until connected.
     pub async fn connect(base: &str, room: &str, stream: &str) -> Publisher {
@@ -317,21 +342,7 @@ impl Publisher {
         stream: &str,
         munge: impl FnOnce(String) -> String,
     ) -> Publisher {
-        let peer = ClientPeer::new(ClientCodecs::H264AndOpus).await;
-        let video = local_track(RtpCodecKind::Video, &h264_codec(), rand::random());
-        let audio = local_track(RtpCodecKind::Audio, &opus_codec(), rand::random());
-        for track in [&audio, &video] {
-            peer.pc
-                .add_transceiver_from_track(
-                    track.clone(),
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Sendonly,
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .expect("add track");
-        }
+        let (peer, video, audio) = publisher_peer().await;
         let offer = munge(peer.offer().await);
         let response = post_sdp(&format!("{base}/whip/{room}/{stream}"), &offer).await;
         let session = session_of(base, &response);
@@ -557,23 +568,30 @@ pub struct Viewer {
     pub requested_at: Instant,
 }
 
+/// A client peer with receive-only video and audio and a browser's codec
+/// list, as a WHEP viewer builds it before its offer.
+pub async fn viewer_peer() -> ClientPeer {
+    let peer = ClientPeer::new(ClientCodecs::Defaults).await;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        peer.pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("add recvonly transceiver");
+    }
+    peer
+}
+
 impl Viewer {
     /// Plays `{base}/whep/{room}/{stream}`; returns the failed response if
     /// the POST is not a 201.
     pub async fn connect(base: &str, room: &str, stream: &str) -> Result<Viewer, HttpResponse> {
-        let peer = ClientPeer::new(ClientCodecs::Defaults).await;
-        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-            peer.pc
-                .add_transceiver_from_kind(
-                    kind,
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Recvonly,
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .expect("add transceiver");
-        }
+        let peer = viewer_peer().await;
         let offer = peer.offer().await;
         let requested_at = Instant::now();
         let response = post_sdp(&format!("{base}/whep/{room}/{stream}"), &offer).await;
@@ -609,6 +627,33 @@ impl Viewer {
     /// A copy of the video packets received so far.
     pub fn video(&self) -> Vec<ReceivedPacket> {
         self.received.lock().expect("received").video.clone()
+    }
+
+    /// Waits until video packets have arrived.
+    pub async fn wait_video(&self) {
+        crate::eventually(Duration::from_secs(10), "video at the viewer", || async {
+            (!self.video().is_empty()).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `n` distinct keyframes have arrived.
+    pub async fn wait_keyframes(&self, n: usize) {
+        crate::eventually(
+            Duration::from_secs(10),
+            "keyframes at the viewer",
+            || async {
+                let mut keyframes: Vec<u32> = self
+                    .video()
+                    .iter()
+                    .filter(|p| p.keyframe_start())
+                    .map(|p| p.header.timestamp)
+                    .collect();
+                keyframes.dedup();
+                (keyframes.len() >= n).then_some(())
+            },
+        )
+        .await;
     }
 
     /// How many audio packets arrived so far.

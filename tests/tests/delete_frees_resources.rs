@@ -48,10 +48,7 @@ async fn delete_frees_sessions_tasks_and_sockets() {
         viewers.push(viewer);
     }
     for viewer in &viewers {
-        eventually(Duration::from_secs(10), "video at every viewer", || async {
-            (!viewer.video().is_empty()).then_some(())
-        })
-        .await;
+        viewer.wait_video().await;
     }
     let live = vigil.sfu.stats().await.expect("stats");
     assert_eq!(

@@ -43,10 +43,7 @@ async fn vanished_publisher_is_reaped_and_its_viewers_released() {
     let thread = publish_then_die(base.clone(), died);
     let viewer = Viewer::connect(&base, "r", "s").await.expect("WHEP 201");
     viewer.peer.wait_connected().await;
-    eventually(Duration::from_secs(10), "video", || async {
-        (!viewer.video().is_empty()).then_some(())
-    })
-    .await;
+    viewer.wait_video().await;
 
     die.send(()).expect("kill publisher");
     thread.join().expect("publisher thread");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use vigil_tests::peers::{Publisher, Viewer, assert_continuous_from_keyframe};
-use vigil_tests::{base_url, eventually, start_server};
+use vigil_tests::{base_url, start_server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_viewers_receive_every_frame() {
@@ -23,21 +23,7 @@ async fn three_viewers_receive_every_frame() {
     }
     // Let two whole GOPs (2 s) flow to every viewer.
     for viewer in &viewers {
-        eventually(
-            Duration::from_secs(10),
-            "two keyframes at each viewer",
-            || async {
-                let mut keyframes: Vec<u32> = viewer
-                    .video()
-                    .iter()
-                    .filter(|p| p.keyframe_start())
-                    .map(|p| p.header.timestamp)
-                    .collect();
-                keyframes.dedup();
-                (keyframes.len() >= 3).then_some(())
-            },
-        )
-        .await;
+        viewer.wait_keyframes(3).await;
     }
     publisher.stop_media();
     tokio::time::sleep(Duration::from_millis(300)).await;

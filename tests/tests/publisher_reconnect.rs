@@ -88,10 +88,7 @@ async fn viewers_are_closed_when_the_publisher_does_not_return() {
     publisher.start_media();
     let viewer = Viewer::connect(&base, "r", "s").await.expect("WHEP 201");
     viewer.peer.wait_connected().await;
-    eventually(Duration::from_secs(10), "video", || async {
-        (!viewer.video().is_empty()).then_some(())
-    })
-    .await;
+    viewer.wait_video().await;
     publisher.stop_media();
     assert_eq!(publisher.delete().await, 200);
 

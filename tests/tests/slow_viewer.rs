@@ -25,10 +25,7 @@ async fn stalled_and_vanished_viewers_do_not_slow_the_others() {
         viewers.push(viewer);
     }
     for viewer in &viewers {
-        eventually(Duration::from_secs(10), "video at every viewer", || async {
-            (!viewer.video().is_empty()).then_some(())
-        })
-        .await;
+        viewer.wait_video().await;
     }
     let stalled = viewers.pop().expect("viewer");
     let vanished = viewers.pop().expect("viewer");
@@ -70,7 +67,7 @@ async fn stalled_and_vanished_viewers_do_not_slow_the_others() {
             })
             .expect("video");
         assert!(
-            &newest.payload == last_sent,
+            newest.payload == *last_sent,
             "viewer {i} got everything up to the last packet sent"
         );
     }

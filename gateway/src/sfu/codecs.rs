@@ -42,6 +42,8 @@ pub struct OfferedSection {
     pub direction: Direction,
     /// Codecs in the offerer's order of preference.
     pub codecs: Vec<RTCRtpCodecParameters>,
+    /// Whether the section names its RTP streams (`a=ssrc` or `a=rid`).
+    pub declares_streams: bool,
 }
 
 impl OfferedSection {
@@ -98,6 +100,7 @@ pub fn parse_offer(sdp: &str) -> Result<Vec<OfferedSection>> {
                 })
                 .collect();
             let direction = direction_of(|key| media.has_attribute(key));
+            let declares_streams = media.has_attribute("ssrc") || media.has_attribute("rid");
             OfferedSection {
                 media: media.media_name.media.clone(),
                 direction: if direction == Direction::SendRecv {
@@ -106,6 +109,7 @@ pub fn parse_offer(sdp: &str) -> Result<Vec<OfferedSection>> {
                     direction
                 },
                 codecs,
+                declares_streams,
             }
         })
         .collect())
@@ -129,6 +133,16 @@ fn direction_of(has: impl Fn(&str) -> bool) -> Direction {
 /// the whole offer (422) rather than a single m-section.
 pub fn choose_for_publish(sections: &[OfferedSection]) -> Result<Vec<TrackCodec>> {
     let media = media_sections(sections)?;
+    // webrtc-rs 0.21 maps incoming RTP to an m-section by declared SSRC or
+    // RID only; with two sections and neither, media would be dropped
+    // silently. Refuse rather than create a session that never plays.
+    if media.len() > 1 && media.iter().any(|(_, section)| !section.declares_streams) {
+        return Err(Error::UnsupportedMedia(
+            "each m-section must declare its stream with a=ssrc (or a=rid for simulcast) \
+             when audio and video are bundled; demultiplexing by MID alone is not supported"
+                .into(),
+        ));
+    }
     let mut chosen = Vec::with_capacity(media.len());
     for (kind, section) in media {
         if matches!(section.direction, Direction::RecvOnly | Direction::Inactive) {
@@ -295,8 +309,25 @@ mod tests {
     const OBS_VIDEO: &str = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1\r\n";
 
     #[test]
-    fn obs_offer_keeps_its_payload_types() {
+    fn bundle_without_declared_streams_is_refused() {
         let sections = parse_offer(&offer(&format!("{OBS_AUDIO}{OBS_VIDEO}"))).unwrap();
+        assert!(matches!(
+            choose_for_publish(&sections),
+            Err(Error::UnsupportedMedia(_))
+        ));
+        let single = parse_offer(&offer(OBS_VIDEO)).unwrap();
+        assert!(
+            choose_for_publish(&single).is_ok(),
+            "one section needs no SSRC"
+        );
+    }
+
+    #[test]
+    fn obs_offer_keeps_its_payload_types() {
+        let sections = parse_offer(&offer(&format!(
+            "{OBS_AUDIO}a=ssrc:1 cname:obs\r\n{OBS_VIDEO}a=ssrc:2 cname:obs\r\n"
+        )))
+        .unwrap();
         let chosen = choose_for_publish(&sections).unwrap();
         assert_eq!(chosen.len(), 2);
         assert_eq!(chosen[0].params.payload_type, 111);
