@@ -544,7 +544,7 @@ impl ReceivedPacket {
 }
 
 /// Everything a viewer received, per kind.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Received {
     /// Video packets in arrival order.
     pub video: Vec<ReceivedPacket>,
@@ -552,6 +552,8 @@ pub struct Received {
     pub audio: Vec<ReceivedPacket>,
     /// Mime types of the tracks that arrived.
     pub codecs: Vec<String>,
+    /// The video track, once it arrived (to send RTCP on).
+    pub video_track: Option<Arc<dyn TrackRemote>>,
 }
 
 /// A WHEP viewer recording what it receives.
@@ -656,6 +658,27 @@ impl Viewer {
         .await;
     }
 
+    /// Sends a PLI for the received video, as a decoder that lost its
+    /// picture would.
+    pub async fn request_keyframe(&self) {
+        let track = self
+            .received
+            .lock()
+            .expect("received")
+            .video_track
+            .clone()
+            .expect("no video track yet");
+        let media_ssrc = *track.ssrcs().await.first().expect("video ssrc");
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        track
+            .write_rtcp(vec![Box::new(pli)])
+            .await
+            .expect("send PLI");
+    }
+
     /// How many audio packets arrived so far.
     pub fn audio_count(&self) -> usize {
         self.received.lock().expect("received").audio.len()
@@ -672,6 +695,9 @@ async fn record_tracks(
         let mut paused = paused.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
+            if kind == RtpCodecKind::Video {
+                received.lock().expect("received").video_track = Some(track.clone());
+            }
             loop {
                 while *paused.borrow_and_update() {
                     if paused.changed().await.is_err() {

@@ -26,6 +26,7 @@ async fn late_joiner_gets_a_keyframe_within_a_second() {
         "first packet forwarded to a new viewer must start a keyframe"
     );
     let waited = first.at.duration_since(viewer.requested_at);
+    eprintln!("late joiner: WHEP POST to first keyframe packet in {waited:?}");
     assert!(
         waited < Duration::from_secs(1),
         "keyframe took {waited:?} after the WHEP POST"

@@ -13,6 +13,7 @@
 
 pub mod codecs;
 pub mod forwarder;
+mod ice;
 pub mod keyframe;
 pub mod peer;
 pub mod registry;
@@ -31,11 +32,10 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, oneshot};
 use vigil_control::{RoomName, StreamName};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::peer_connection::{RTCIceCandidateInit, RTCSessionDescription};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::http::sdpfrag::{self, SdpFrag};
+use crate::http::sdpfrag::SdpFrag;
 use crate::sfu::codecs::TrackCodec;
 use crate::sfu::forwarder::{VIEWER_QUEUE, ViewerSink};
 use crate::sfu::peer::{EventSink, Peer, PeerEvent, PeerSettings};
@@ -443,70 +443,19 @@ impl Sfu {
             .await?
             .ok_or(Error::SessionNotFound)?;
         let if_match = if_match.ok_or(Error::PreconditionRequired)?;
-        let matches = if_match == "*" || if_match == view.etag;
-        let pc = view.peer.pc();
-        let remote = pc
-            .remote_description()
-            .await
-            .ok_or(Error::SessionNotFound)?
-            .sdp;
-        let (remote_ufrag, remote_pwd) = ice_credentials(&remote).unwrap_or_default();
-        let restart = match (&frag.ice_ufrag, &frag.ice_pwd) {
-            (Some(u), Some(p)) => *u != remote_ufrag || *p != remote_pwd,
-            (Some(u), None) => *u != remote_ufrag,
-            _ => false,
-        };
-        if !matches {
+        if if_match != "*" && if_match != view.etag {
             return Err(Error::PreconditionFailed);
         }
-        let candidates = usable_candidates(&frag)?;
-        let first_mid = first_mid(&remote);
-        if !restart {
-            add_candidates(pc, &candidates, first_mid.as_deref()).await?;
-            return Ok(PatchOutcome::Trickled);
+        let outcome = ice::apply_fragment(&view.peer, &frag).await?;
+        if let ice::Applied::Restarted { fragment } = outcome {
+            let etag = new_etag();
+            self.tell(Msg::SetEtag {
+                session: session.clone(),
+                etag: etag.clone(),
+            });
+            return Ok(PatchOutcome::Restarted { fragment, etag });
         }
-        let (Some(ufrag), Some(pwd)) = (&frag.ice_ufrag, &frag.ice_pwd) else {
-            return Err(Error::MalformedFragment(
-                "an ICE restart needs both a=ice-ufrag and a=ice-pwd".into(),
-            ));
-        };
-        // RFC 8839 §5.4: refuse credentials ICE would reject, before the
-        // restart is applied, so the running ICE session is kept.
-        if !(4..=256).contains(&ufrag.len()) || !(22..=256).contains(&pwd.len()) {
-            return Err(Error::MalformedFragment(
-                "ice-ufrag must be 4-256 and ice-pwd 22-256 characters".into(),
-            ));
-        }
-        let restarted = restart_remote(&remote, ufrag, pwd);
-        let offer = RTCSessionDescription::offer(restarted)
-            .map_err(|e| Error::MalformedFragment(e.to_string()))?;
-        pc.set_remote_description(offer)
-            .await
-            .map_err(|e| Error::UnsupportedMedia(format!("ICE restart refused: {e}")))?;
-        let answer = view.peer.create_and_apply_answer().await?;
-        add_candidates(pc, &candidates, first_mid.as_deref()).await?;
-        let (local_ufrag, local_pwd) = ice_credentials(&answer)
-            .ok_or_else(|| Error::Internal("restarted answer has no ICE credentials".into()))?;
-        let local_candidates: Vec<String> = answer
-            .lines()
-            .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
-            .map(str::to_owned)
-            .collect();
-        let (kind, mid) = first_section(&answer);
-        let fragment = sdpfrag::restart_answer(
-            &local_ufrag,
-            &local_pwd,
-            answer.contains("a=ice-options:trickle"),
-            &kind,
-            &mid,
-            &local_candidates,
-        );
-        let etag = new_etag();
-        self.tell(Msg::SetEtag {
-            session: session.clone(),
-            etag: etag.clone(),
-        });
-        Ok(PatchOutcome::Restarted { fragment, etag })
+        Ok(PatchOutcome::Trickled)
     }
 
     /// DELETE: ends a session. `false` if there was none.
@@ -564,99 +513,4 @@ fn new_etag() -> String {
     let bytes: [u8; 12] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
-}
-
-/// The first `a=ice-ufrag`/`a=ice-pwd` of an SDP (session or media level).
-fn ice_credentials(sdp: &str) -> Option<(String, String)> {
-    let find = |key: &str| {
-        sdp.lines()
-            .find_map(|l| l.trim_end().strip_prefix(key).map(str::to_owned))
-    };
-    Some((find("a=ice-ufrag:")?, find("a=ice-pwd:")?))
-}
-
-fn first_mid(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|l| l.trim_end().strip_prefix("a=mid:").map(str::to_owned))
-}
-
-/// Media type and mid of the first m-section.
-fn first_section(sdp: &str) -> (String, String) {
-    let kind = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("m="))
-        .and_then(|m| m.split_whitespace().next())
-        .unwrap_or("video")
-        .to_owned();
-    (kind, first_mid(sdp).unwrap_or_else(|| "0".into()))
-}
-
-/// The remote description with new ICE credentials and without the old
-/// generation's candidates: what the client would have offered for a restart.
-fn restart_remote(sdp: &str, ufrag: &str, pwd: &str) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
-            continue;
-        }
-        if line.starts_with("a=ice-ufrag:") {
-            out.push_str("a=ice-ufrag:");
-            out.push_str(ufrag);
-        } else if line.starts_with("a=ice-pwd:") {
-            out.push_str("a=ice-pwd:");
-            out.push_str(pwd);
-        } else {
-            out.push_str(line);
-        }
-        out.push_str("\r\n");
-    }
-    out
-}
-
-/// The fragment's candidates that can be used, each checked to parse.
-///
-/// RFC 9725 §4.3.2: candidates of an unsupported transport or with an
-/// unresolvable address (mDNS `.local`) are dropped silently; a candidate
-/// that does not parse makes the whole request a 400 before anything is
-/// applied. A component of 0 (a browser library's bug) is read as 1.
-fn usable_candidates(frag: &SdpFrag) -> Result<Vec<String>> {
-    let mut usable = Vec::new();
-    for c in &frag.candidates {
-        let mut fields: Vec<&str> = c.candidate.split_whitespace().collect();
-        if fields.get(1) == Some(&"0") {
-            fields[1] = "1";
-        }
-        let transport = fields.get(2).copied().unwrap_or_default();
-        let address = fields.get(4).copied().unwrap_or_default();
-        if !transport.eq_ignore_ascii_case("udp") || address.ends_with(".local") {
-            continue;
-        }
-        let value = fields.join(" ");
-        rtc::ice::candidate::unmarshal_candidate(&value)
-            .map_err(|e| Error::MalformedFragment(format!("candidate {value:?}: {e}")))?;
-        if !usable.contains(&value) {
-            usable.push(value);
-        }
-    }
-    Ok(usable)
-}
-
-async fn add_candidates(
-    pc: &Arc<dyn webrtc::peer_connection::PeerConnection>,
-    candidates: &[String],
-    mid: Option<&str>,
-) -> Result<()> {
-    for candidate in candidates {
-        pc.add_ice_candidate(RTCIceCandidateInit {
-            candidate: format!("candidate:{candidate}"),
-            sdp_mid: mid.map(str::to_owned),
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-            url: None,
-        })
-        .await
-        .map_err(|e| Error::MalformedFragment(format!("candidate {candidate:?}: {e}")))?;
-    }
-    Ok(())
 }
