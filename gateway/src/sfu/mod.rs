@@ -249,10 +249,8 @@ impl Sfu {
             reply,
         })
         .await??;
-        let negotiated = async {
-            let peer =
-                Arc::new(Peer::build(&self.settings, &chosen, self.event_sink(&session)).await?);
-            let answer = async {
+        let negotiated = self
+            .negotiate(&session, &chosen, async |peer| {
                 for codec in &chosen {
                     let init = RTCRtpTransceiverInit {
                         direction: RTCRtpTransceiverDirection::Recvonly,
@@ -264,17 +262,8 @@ impl Sfu {
                         .map_err(|e| Error::Internal(format!("adding transceiver: {e}")))?;
                 }
                 peer.answer(offer).await
-            }
+            })
             .await;
-            match answer {
-                Ok(answer) => Ok((peer, answer)),
-                Err(e) => {
-                    peer.close().await;
-                    Err(e)
-                }
-            }
-        }
-        .await;
         let (peer, answer) = match negotiated {
             Ok(ok) => ok,
             Err(e) => {
@@ -283,25 +272,51 @@ impl Sfu {
             }
         };
         let etag = new_etag();
-        let committed = self
-            .ask(|reply| Msg::CommitPublish {
-                session: session.clone(),
-                peer: peer.clone(),
-                codecs: chosen,
-                etag: etag.clone(),
-                reply,
-            })
-            .await
-            .and_then(|r| r);
-        if let Err(e) = committed {
-            peer.close().await;
-            return Err(e);
-        }
+        self.commit(&peer, |reply| Msg::CommitPublish {
+            session: session.clone(),
+            peer: peer.clone(),
+            codecs: chosen,
+            etag: etag.clone(),
+            reply,
+        })
+        .await?;
         Ok(Created {
             session,
             answer,
             etag,
         })
+    }
+
+    /// Builds a peer for `chosen` and lets `prepare` add its transceivers and
+    /// answer; the peer is closed if that fails.
+    async fn negotiate<T>(
+        &self,
+        session: &SessionId,
+        chosen: &[TrackCodec],
+        prepare: impl AsyncFnOnce(&Arc<Peer>) -> Result<T>,
+    ) -> Result<(Arc<Peer>, T)> {
+        let peer = Arc::new(Peer::build(&self.settings, chosen, self.event_sink(session)).await?);
+        match prepare(&peer).await {
+            Ok(value) => Ok((peer, value)),
+            Err(e) => {
+                peer.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands a negotiated session to the owner; the peer is closed if the
+    /// owner refuses it (the stream went away meanwhile, or shutdown).
+    async fn commit(
+        &self,
+        peer: &Arc<Peer>,
+        msg: impl FnOnce(oneshot::Sender<Result<()>>) -> Msg,
+    ) -> Result<()> {
+        let committed = self.ask(msg).await.and_then(|r| r);
+        if committed.is_err() {
+            peer.close().await;
+        }
+        committed
     }
 
     /// WHEP: negotiates a viewer session of `room`/`stream`.
@@ -316,34 +331,23 @@ impl Sfu {
             .await??;
         let chosen = codecs::choose_for_play(&sections, &published)?;
         let session = SessionId::random();
-        let peer = Arc::new(Peer::build(&self.settings, &chosen, self.event_sink(&session)).await?);
-        let prepared = self
-            .prepare_viewer(&peer, &session, &stream, &chosen, offer)
-            .await;
-        let (answer, sinks) = match prepared {
-            Ok(ok) => ok,
-            Err(e) => {
-                peer.close().await;
-                return Err(e);
-            }
-        };
-        let etag = new_etag();
-        let committed = self
-            .ask(|reply| Msg::CommitPlay {
-                room,
-                stream,
-                session: session.clone(),
-                peer: peer.clone(),
-                sinks,
-                etag: etag.clone(),
-                reply,
+        let (peer, (answer, sinks)) = self
+            .negotiate(&session, &chosen, async |peer| {
+                self.prepare_viewer(peer, &session, &stream, &chosen, offer)
+                    .await
             })
-            .await
-            .and_then(|r| r);
-        if let Err(e) = committed {
-            peer.close().await;
-            return Err(e);
-        }
+            .await?;
+        let etag = new_etag();
+        self.commit(&peer, |reply| Msg::CommitPlay {
+            room,
+            stream,
+            session: session.clone(),
+            peer: peer.clone(),
+            sinks,
+            etag: etag.clone(),
+            reply,
+        })
+        .await?;
         Ok(Created {
             session,
             answer,

@@ -169,6 +169,24 @@ pub enum Msg {
     Shutdown { reply: Reply<()> },
 }
 
+impl Msg {
+    /// The message a forwarder sends when its track ends, still to be given its sinks.
+    fn forwarder_ended(
+        room: RoomName,
+        stream: StreamName,
+        publisher: SessionId,
+        kind: MediaKind,
+    ) -> impl FnOnce(Vec<ViewerSink>) -> Msg + Send {
+        move |sinks| Msg::ForwarderEnded {
+            room,
+            stream,
+            publisher,
+            kind,
+            sinks,
+        }
+    }
+}
+
 /// Timings the owner enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
@@ -507,27 +525,22 @@ impl Owner {
         let Some(st) = self.stream_mut(&room, &stream) else {
             return;
         };
-        let (mut sinks, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.parked)
+        let (waiting, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.parked)
             .into_iter()
             .partition(|sink| sink.kind() == new.kind);
         st.parked = rest;
-        let (compatible, incompatible): (Vec<_>, Vec<_>) =
-            sinks.drain(..).partition(|sink| sink.accepts(&new.mime));
-        let (r, s_name, publisher, kind) =
-            (room.clone(), stream.clone(), session.clone(), new.kind);
+        let (compatible, incompatible): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|sink| sink.accepts(&new.mime));
+        let ended = Msg::forwarder_ended(room.clone(), stream.clone(), session.clone(), new.kind);
         let handle = forwarder::spawn(ForwarderSpec {
             track: new.track,
             video: VideoCodec::from_mime(&new.mime),
             media_ssrc: new.ssrc,
             sinks: compatible,
             on_end: Box::new(move |sinks| {
-                let _ = inbox.send(Msg::ForwarderEnded {
-                    room: r,
-                    stream: s_name,
-                    publisher,
-                    kind,
-                    sinks,
-                });
+                // The owner is gone only at shutdown; then the sinks die with it.
+                let _ = inbox.send(ended(sinks));
             }),
             gauge,
         });
