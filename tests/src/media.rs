@@ -1,7 +1,13 @@
-//! The committed test media: H264 access units and Opus packets.
+//! The committed test media: H264 access units, VP8 and VP9 frames, and
+//! Opus packets.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rtc::media::io::ivf_reader::IVFReader;
 use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::codec::vp8::Vp8Payloader;
+use rtc::rtp::codec::vp9::Vp9Payloader;
 use rtc::rtp::packetizer::Payloader;
 
 /// MTU used to packetize video (FFmpeg's and OBS's default size class).
@@ -12,7 +18,8 @@ pub const VIDEO_MTU: usize = 1200;
 pub struct VideoFrame {
     /// RTP payloads of this frame, in order.
     pub payloads: Vec<Bytes>,
-    /// Whether the frame is an IDR (with SPS/PPS before it).
+    /// Whether the frame is a keyframe (for H264 an IDR with SPS/PPS
+    /// before it).
     pub keyframe: bool,
 }
 
@@ -88,6 +95,88 @@ pub fn h264_frames() -> Vec<VideoFrame> {
         .collect()
 }
 
+/// The frames of an IVF fixture, in order.
+fn ivf_frames(name: &str, four_cc: &[u8; 4]) -> Vec<Bytes> {
+    let (mut reader, header) =
+        IVFReader::new(std::io::Cursor::new(fixture(name))).expect("IVF header");
+    assert_eq!(&header.four_cc, four_cc, "{name} holds another codec");
+    let mut frames = Vec::new();
+    while let Ok((frame, _)) = reader.parse_next_frame() {
+        frames.push(frame.freeze());
+    }
+    frames
+}
+
+/// The VP8 fixture's frames (120 at 30 fps, a keyframe every 30), packetized
+/// with a 7-bit picture ID as browsers send it.
+pub fn vp8_frames() -> Vec<VideoFrame> {
+    let mut payloader = Vp8Payloader::default();
+    payloader.enable_picture_id = true;
+    ivf_frames("video.vp8.ivf", b"VP80")
+        .into_iter()
+        .map(|frame| {
+            // RFC 6386 §9.1: the frame tag's lowest bit is 0 for a key frame.
+            let keyframe = frame.first().is_some_and(|tag| tag & 0x01 == 0);
+            let payloads = payloader.payload(VIDEO_MTU, &frame).expect("packetize VP8");
+            VideoFrame { payloads, keyframe }
+        })
+        .collect()
+}
+
+/// Whether a VP9 frame is a key frame, from its uncompressed header:
+/// frame_marker (2 bits), profile_low_bit, profile_high_bit, a reserved
+/// zero in profile 3, show_existing_frame, then frame_type (0 = KEY_FRAME).
+fn vp9_is_keyframe(frame: &[u8]) -> bool {
+    let Some(&byte) = frame.first() else {
+        return false;
+    };
+    let bit = |i: usize| (byte >> (7 - i)) & 1;
+    if byte >> 6 != 0b10 {
+        return false;
+    }
+    let profile = bit(2) | (bit(3) << 1);
+    let show_existing_frame = if profile == 3 { 5 } else { 4 };
+    bit(show_existing_frame) == 0 && bit(show_existing_frame + 1) == 0
+}
+
+/// The VP9 fixture's frames (120 at 30 fps, a keyframe every 30), packetized
+/// in flexible mode with a 15-bit picture ID.
+///
+/// rtc's `Vp9Payloader` writes P=0 (not inter-predicted) on every frame, so
+/// every frame would look like a keyframe to a receiver. Inter frames are
+/// marked as a real sender marks them: P=1 with one reference index
+/// (P_DIFF=1, the previous picture), which flexible mode then requires in
+/// every packet of the picture.
+pub fn vp9_frames() -> Vec<VideoFrame> {
+    const DESCRIPTOR: usize = 3; // I|P|L|F|B|E|V|Z, M|PID, PID
+    let mut payloader = Vp9Payloader::default();
+    payloader.initial_picture_id_fn = Some(Arc::new(|| 0));
+    ivf_frames("video.vp9.ivf", b"VP90")
+        .into_iter()
+        .map(|frame| {
+            let keyframe = vp9_is_keyframe(&frame);
+            if keyframe {
+                let payloads = payloader.payload(VIDEO_MTU, &frame).expect("packetize VP9");
+                return VideoFrame { payloads, keyframe };
+            }
+            let payloads = payloader
+                .payload(VIDEO_MTU - 1, &frame)
+                .expect("packetize VP9")
+                .into_iter()
+                .map(|packet| {
+                    let mut out = BytesMut::with_capacity(packet.len() + 1);
+                    out.put_u8(packet[0] | 0x40); // P=1
+                    out.put_slice(&packet[1..DESCRIPTOR]);
+                    out.put_u8(1 << 1); // P_DIFF=1, N=0
+                    out.put_slice(&packet[DESCRIPTOR..]);
+                    out.freeze()
+                })
+                .collect();
+            VideoFrame { payloads, keyframe }
+        })
+        .collect()
+}
+
 /// The fixture's Opus packets, 20 ms each.
 pub fn opus_packets() -> Vec<Bytes> {
     let data = fixture("audio.ogg");
@@ -106,19 +195,87 @@ pub fn opus_packets() -> Vec<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::rtp::codec::vp9::Vp9Packet;
+    use rtc::rtp::packetizer::Depacketizer;
+    use vigil_gateway::sfu::keyframe::{VideoCodec, starts_keyframe};
+
+    fn keyframe_indices(frames: &[VideoFrame]) -> Vec<usize> {
+        frames
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.keyframe)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The server's keyframe detection fires on a keyframe's first packet
+    /// and nowhere else.
+    fn assert_keyframe_starts(codec: VideoCodec, frames: &[VideoFrame]) {
+        for (n, frame) in frames.iter().enumerate() {
+            for (i, payload) in frame.payloads.iter().enumerate() {
+                assert_eq!(
+                    starts_keyframe(codec, payload),
+                    frame.keyframe && i == 0,
+                    "{codec:?} frame {n} packet {i}"
+                );
+                assert!(payload.len() <= VIDEO_MTU, "{codec:?} frame {n} packet {i}");
+            }
+        }
+    }
 
     #[test]
     fn fixture_has_120_frames_with_an_idr_every_30() {
         let frames = h264_frames();
         assert_eq!(frames.len(), 120);
-        let keyframes: Vec<_> = frames
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.keyframe)
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(keyframes, vec![0, 30, 60, 90]);
+        assert_eq!(keyframe_indices(&frames), vec![0, 30, 60, 90]);
         assert!(frames.iter().all(|f| !f.payloads.is_empty()));
+    }
+
+    #[test]
+    fn vp8_fixture_has_120_frames_with_a_keyframe_every_30() {
+        let frames = vp8_frames();
+        assert_eq!(frames.len(), 120);
+        assert_eq!(keyframe_indices(&frames), vec![0, 30, 60, 90]);
+        assert!(frames.iter().all(|f| !f.payloads.is_empty()));
+        assert!(
+            frames.iter().any(|f| f.payloads.len() > 1),
+            "no frame spans packets"
+        );
+        assert_keyframe_starts(VideoCodec::Vp8, &frames);
+    }
+
+    #[test]
+    fn vp9_fixture_has_120_frames_with_a_keyframe_every_30() {
+        let frames = vp9_frames();
+        assert_eq!(frames.len(), 120);
+        assert_eq!(keyframe_indices(&frames), vec![0, 30, 60, 90]);
+        assert!(frames.iter().all(|f| !f.payloads.is_empty()));
+        assert!(
+            frames.iter().any(|f| f.payloads.len() > 1),
+            "no frame spans packets"
+        );
+        assert_keyframe_starts(VideoCodec::Vp9, &frames);
+    }
+
+    #[test]
+    fn vp9_descriptors_parse_as_the_frames_they_carry() {
+        let encoded = ivf_frames("video.vp9.ivf", b"VP90");
+        for (n, frame) in vp9_frames().iter().enumerate() {
+            let last = frame.payloads.len() - 1;
+            let mut reassembled = Vec::new();
+            for (i, payload) in frame.payloads.iter().enumerate() {
+                let mut packet = Vp9Packet::default();
+                reassembled
+                    .extend_from_slice(&packet.depacketize(payload).expect("VP9 descriptor"));
+                assert_eq!(packet.p, !frame.keyframe, "frame {n} packet {i}");
+                assert_eq!(packet.b, i == 0, "frame {n} packet {i}");
+                assert_eq!(packet.e, i == last, "frame {n} packet {i}");
+                assert_eq!(usize::from(packet.picture_id), n, "frame {n} packet {i}");
+                let refs: &[u8] = if frame.keyframe { &[] } else { &[1] };
+                assert_eq!(packet.pdiff, refs, "frame {n} packet {i}");
+            }
+            assert_eq!(reassembled, encoded[n], "frame {n}");
+        }
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! Real WebRTC peers for tests: a WHIP publisher that sends the fixture
-//! media in real time and answers PLI like an encoder would, and a WHEP
-//! viewer that records every RTP packet it receives.
+//! media (H264, VP8 or VP9 video, and Opus) in real time and answers PLI
+//! like an encoder would, and a WHEP viewer that records every RTP packet it
+//! receives.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -30,15 +34,175 @@ use webrtc::peer_connection::{
 };
 
 use crate::http_client::{HttpResponse, post_sdp, request};
-use crate::media::{h264_frames, opus_packets};
+use crate::media::{VideoFrame, h264_frames, opus_packets, vp8_frames, vp9_frames};
 
-/// Payload type the test publisher offers for H264.
-pub const H264_PT: u8 = 102;
+/// Payload type the test publisher offers for H264: one no default viewer
+/// uses, so the tests see the per-viewer rewrite.
+pub const H264_PT: u8 = 119;
 /// Payload type the test publisher offers for Opus.
 pub const OPUS_PT: u8 = 111;
 /// The publisher's H264 fmtp.
 pub const H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// Payload type the test publisher offers for VP8. Not one of webrtc-rs's
+/// defaults, so a viewer (which offers VP8 at 96) only gets its own type if
+/// the server rewrites it.
+pub const VP8_PT: u8 = 120;
+/// Payload type the test publisher offers for VP9 (webrtc-rs's defaults
+/// offer it at 98).
+pub const VP9_PT: u8 = 121;
+/// The publisher's VP9 fmtp.
+pub const VP9_FMTP: &str = "profile-id=0";
+
+/// The video a test publisher sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestVideo {
+    /// `video.h264` at [`H264_PT`]: Constrained Baseline, packetization-mode 1.
+    H264,
+    /// `video.vp8.ivf` at [`VP8_PT`].
+    Vp8,
+    /// `video.vp9.ivf` (profile 0) at [`VP9_PT`].
+    Vp9,
+}
+
+impl TestVideo {
+    /// The codec the publisher registers and offers.
+    pub fn codec(self) -> RTCRtpCodecParameters {
+        let (mime_type, fmtp, payload_type) = match self {
+            TestVideo::H264 => (MIME_TYPE_H264, H264_FMTP, H264_PT),
+            TestVideo::Vp8 => (MIME_TYPE_VP8, "", VP8_PT),
+            TestVideo::Vp9 => (MIME_TYPE_VP9, VP9_FMTP, VP9_PT),
+        };
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime_type.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: fmtp.to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type,
+        }
+    }
+
+    /// The payload type the publisher sends it with.
+    pub fn payload_type(self) -> u8 {
+        self.codec().payload_type
+    }
+
+    /// The codec, as the server's keyframe detection names it.
+    pub fn video_codec(self) -> VideoCodec {
+        match self {
+            TestVideo::H264 => VideoCodec::H264,
+            TestVideo::Vp8 => VideoCodec::Vp8,
+            TestVideo::Vp9 => VideoCodec::Vp9,
+        }
+    }
+
+    /// The fixture's frames, packetized (120 at 30 fps, a keyframe every 30).
+    pub fn frames(self) -> Vec<VideoFrame> {
+        match self {
+            TestVideo::H264 => h264_frames(),
+            TestVideo::Vp8 => vp8_frames(),
+            TestVideo::Vp9 => vp9_frames(),
+        }
+    }
+
+    /// The first payload type `sdp` (say a viewer's offer) gives this
+    /// codec in a video section, with an fmtp a decoder of the fixture
+    /// accepts: VP9 profile 0, H264 packetization-mode 1 with the
+    /// publisher's profile.
+    pub fn offered_payload_type(self, sdp: &str) -> Option<u8> {
+        let wanted = self.codec();
+        sdp_video_codecs(sdp)
+            .into_iter()
+            .find(|offered| {
+                offered
+                    .mime_type
+                    .eq_ignore_ascii_case(&wanted.rtp_codec.mime_type)
+                    && offered.clock_rate == wanted.rtp_codec.clock_rate
+                    && match self {
+                        TestVideo::H264 => {
+                            let profile = |fmtp| {
+                                fmtp_param(fmtp, "profile-level-id")
+                                    .and_then(|id| id.get(..4))
+                                    .map(str::to_ascii_lowercase)
+                            };
+                            fmtp_param(&offered.fmtp, "packetization-mode") == Some("1")
+                                && profile(&offered.fmtp) == profile(H264_FMTP)
+                        }
+                        TestVideo::Vp8 => true,
+                        TestVideo::Vp9 => {
+                            fmtp_param(&offered.fmtp, "profile-id").is_none_or(|id| id == "0")
+                        }
+                    }
+            })
+            .map(|offered| offered.payload_type)
+    }
+}
+
+/// One `a=rtpmap` of an SDP video section, with its `a=fmtp`.
+struct SdpCodec {
+    payload_type: u8,
+    /// `video/NAME`
+    mime_type: String,
+    clock_rate: u32,
+    fmtp: String,
+}
+
+/// The codecs of every video section of `sdp`, in the order listed.
+fn sdp_video_codecs(sdp: &str) -> Vec<SdpCodec> {
+    let mut codecs: Vec<SdpCodec> = Vec::new();
+    let mut in_video = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(media) = line.strip_prefix("m=") {
+            in_video = media.starts_with("video ");
+            continue;
+        }
+        if !in_video {
+            continue;
+        }
+        if let Some(map) = line.strip_prefix("a=rtpmap:") {
+            let Some((pt, encoding)) = map.split_once(' ') else {
+                continue;
+            };
+            let mut parts = encoding.split('/');
+            let (Ok(payload_type), Some(name), Some(Ok(clock_rate))) =
+                (pt.parse(), parts.next(), parts.next().map(str::parse))
+            else {
+                continue;
+            };
+            codecs.push(SdpCodec {
+                payload_type,
+                mime_type: format!("video/{name}"),
+                clock_rate,
+                fmtp: String::new(),
+            });
+        } else if let Some(fmtp) = line.strip_prefix("a=fmtp:")
+            && let Some((pt, params)) = fmtp.split_once(' ')
+            && let Ok(pt) = pt.parse::<u8>()
+            && let Some(codec) = codecs.iter_mut().find(|c| c.payload_type == pt)
+        {
+            codec.fmtp = params.to_owned();
+        }
+    }
+    codecs
+}
+
+/// The video codec each payload type of `sdp` stands for.
+fn video_codecs_by_payload_type(sdp: &str) -> HashMap<u8, VideoCodec> {
+    sdp_video_codecs(sdp)
+        .into_iter()
+        .filter_map(|c| Some((c.payload_type, VideoCodec::from_mime(&c.mime_type)?)))
+        .collect()
+}
+
+fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
+    fmtp.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+    })
+}
 
 /// A webrtc-rs peer connection on 127.0.0.1 with its events as channels.
 pub struct ClientPeer {
@@ -71,19 +235,6 @@ impl PeerConnectionEventHandler for ClientHandler {
     }
 }
 
-fn h264_codec() -> RTCRtpCodecParameters {
-    RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec {
-            mime_type: MIME_TYPE_H264.to_owned(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: H264_FMTP.to_owned(),
-            rtcp_feedback: vec![],
-        },
-        payload_type: H264_PT,
-    }
-}
-
 fn opus_codec() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
@@ -101,6 +252,8 @@ fn opus_codec() -> RTCRtpCodecParameters {
 pub enum ClientCodecs {
     /// Exactly H264 (pm=1) and Opus, like OBS.
     H264AndOpus,
+    /// Exactly one video codec and Opus, like a WHIP encoder.
+    VideoAndOpus(TestVideo),
     /// webrtc-rs's defaults (VP8, VP9, several H264, AV1, Opus, ...), like a browser.
     Defaults,
 }
@@ -109,16 +262,21 @@ impl ClientPeer {
     /// Builds a client peer bound to 127.0.0.1.
     pub async fn new(codecs: ClientCodecs) -> ClientPeer {
         let mut media = MediaEngine::default();
-        match codecs {
-            ClientCodecs::H264AndOpus => {
+        let video = match codecs {
+            ClientCodecs::H264AndOpus => Some(TestVideo::H264),
+            ClientCodecs::VideoAndOpus(video) => Some(video),
+            ClientCodecs::Defaults => None,
+        };
+        match video {
+            Some(video) => {
                 media
-                    .register_codec(h264_codec(), RtpCodecKind::Video)
-                    .expect("h264");
+                    .register_codec(video.codec(), RtpCodecKind::Video)
+                    .expect("video codec");
                 media
                     .register_codec(opus_codec(), RtpCodecKind::Audio)
                     .expect("opus");
             }
-            ClientCodecs::Defaults => media.register_default_codecs().expect("codecs"),
+            None => media.register_default_codecs().expect("codecs"),
         }
         let registry = register_default_interceptors(Registry::new(), &mut media)
             .expect("interceptors")
@@ -266,10 +424,12 @@ pub struct SentLog {
     pub keyframe_requests: usize,
 }
 
-/// A WHIP publisher sending the fixture's H264 and Opus.
+/// A WHIP publisher sending one of the video fixtures and the Opus one.
 pub struct Publisher {
     /// The connection.
     pub peer: ClientPeer,
+    /// What its video track carries.
+    pub test_video: TestVideo,
     /// The WHIP session.
     pub session: SessionInfo,
     /// What has been sent so far.
@@ -309,8 +469,19 @@ pub async fn publisher_peer() -> (
     Arc<TrackLocalStaticRTP>,
     Arc<TrackLocalStaticRTP>,
 ) {
-    let peer = ClientPeer::new(ClientCodecs::H264AndOpus).await;
-    let video = local_track(RtpCodecKind::Video, &h264_codec(), rand::random());
+    publisher_peer_with(TestVideo::H264).await
+}
+
+/// Like [`publisher_peer`], with `video` instead of H264.
+pub async fn publisher_peer_with(
+    video: TestVideo,
+) -> (
+    ClientPeer,
+    Arc<TrackLocalStaticRTP>,
+    Arc<TrackLocalStaticRTP>,
+) {
+    let peer = ClientPeer::new(ClientCodecs::VideoAndOpus(video)).await;
+    let video = local_track(RtpCodecKind::Video, &video.codec(), rand::random());
     let audio = local_track(RtpCodecKind::Audio, &opus_codec(), rand::random());
     for track in [&audio, &video] {
         peer.pc
@@ -328,9 +499,21 @@ pub async fn publisher_peer() -> (
 }
 
 impl Publisher {
-    /// Publishes to `{base}/whip/{room}/{stream}` and waits until connected.
+    /// Publishes H264 and Opus to `{base}/whip/{room}/{stream}` and waits
+    /// until connected.
     pub async fn connect(base: &str, room: &str, stream: &str) -> Publisher {
         Self::connect_with(base, room, stream, |offer| offer).await
+    }
+
+    /// Like [`connect`](Self::connect), offering and sending `video`
+    /// instead of H264.
+    pub async fn connect_video(
+        base: &str,
+        room: &str,
+        stream: &str,
+        video: TestVideo,
+    ) -> Publisher {
+        Self::negotiate(base, room, stream, video, |offer| offer).await
     }
 
     /// Like [`connect`](Self::connect), with the offer rewritten by `munge`
@@ -342,7 +525,17 @@ impl Publisher {
         stream: &str,
         munge: impl FnOnce(String) -> String,
     ) -> Publisher {
-        let (peer, video, audio) = publisher_peer().await;
+        Self::negotiate(base, room, stream, TestVideo::H264, munge).await
+    }
+
+    async fn negotiate(
+        base: &str,
+        room: &str,
+        stream: &str,
+        test_video: TestVideo,
+        munge: impl FnOnce(String) -> String,
+    ) -> Publisher {
+        let (peer, video, audio) = publisher_peer_with(test_video).await;
         let offer = munge(peer.offer().await);
         let response = post_sdp(&format!("{base}/whip/{room}/{stream}"), &offer).await;
         let session = session_of(base, &response);
@@ -363,6 +556,7 @@ impl Publisher {
         let (stop, _) = watch::channel(false);
         Publisher {
             peer,
+            test_video,
             session,
             sent: Arc::default(),
             video,
@@ -373,7 +567,8 @@ impl Publisher {
     }
 
     /// Starts sending the fixture in a loop in real time (30 fps video, 20 ms
-    /// audio). A PLI or FIR makes the next frame an IDR, as an encoder would.
+    /// audio). A PLI or FIR makes the next frame a keyframe, as an encoder
+    /// would.
     pub fn start_media(&mut self) {
         let keyframe_wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Keyframe requests arrive as RTCP on the video track.
@@ -392,6 +587,7 @@ impl Publisher {
         }));
         self.tasks.push(tokio::spawn(send_video(
             self.video.clone(),
+            self.test_video,
             self.sent.clone(),
             keyframe_wanted,
             self.stop.subscribe(),
@@ -433,11 +629,13 @@ impl Drop for Publisher {
 
 async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
+    video: TestVideo,
     sent: Arc<Mutex<SentLog>>,
     keyframe_wanted: Arc<std::sync::atomic::AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let frames = h264_frames();
+    let frames = video.frames();
+    let (payload_type, codec) = (video.payload_type(), video.video_codec());
     let ssrc = *track.ssrcs().await.first().expect("video ssrc");
     let mut seq: u16 = rand::random::<u16>() / 2;
     let mut timestamp: u32 = rand::random();
@@ -449,8 +647,9 @@ async fn send_video(
             _ = stop.changed() => break,
         }
         if keyframe_wanted.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            // Jump to the start of the next GOP: the fixture's IDRs stand in
-            // for an encoder's forced keyframe.
+            // Jump to the start of the next GOP: the fixture's keyframes
+            // (every 30 frames in all of them) stand in for an encoder's
+            // forced keyframe.
             index = index.div_ceil(30) * 30 % frames.len();
         }
         let frame = &frames[index % frames.len()];
@@ -461,7 +660,7 @@ async fn send_video(
                 header: rtp::header::Header {
                     version: 2,
                     marker: i == last,
-                    payload_type: H264_PT,
+                    payload_type,
                     sequence_number: seq,
                     timestamp,
                     ssrc,
@@ -469,7 +668,7 @@ async fn send_video(
                 },
                 payload: payload.clone(),
             };
-            let keyframe_start = starts_keyframe(VideoCodec::H264, payload);
+            let keyframe_start = starts_keyframe(codec, payload);
             if track.write_rtp(packet).await.is_err() {
                 return;
             }
@@ -534,12 +733,15 @@ pub struct ReceivedPacket {
     pub payload: Bytes,
     /// When it arrived.
     pub at: Instant,
+    /// The video codec the viewer's own offer gives its payload type
+    /// (`None` for audio, or a type the offer does not map to video).
+    pub codec: Option<VideoCodec>,
 }
 
 impl ReceivedPacket {
-    /// Whether it starts an H264 keyframe.
+    /// Whether it starts a keyframe of its codec (H264 when unknown).
     pub fn keyframe_start(&self) -> bool {
-        starts_keyframe(VideoCodec::H264, &self.payload)
+        starts_keyframe(self.codec.unwrap_or(VideoCodec::H264), &self.payload)
     }
 }
 
@@ -607,6 +809,7 @@ impl Viewer {
         let (paused, paused_rx) = watch::channel(false);
         tokio::spawn(record_tracks(
             peer.take_tracks(),
+            video_codecs_by_payload_type(&offer),
             received.clone(),
             paused_rx,
         ));
@@ -687,11 +890,14 @@ impl Viewer {
 
 async fn record_tracks(
     mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    video_codecs: HashMap<u8, VideoCodec>,
     received: Arc<Mutex<Received>>,
     paused: watch::Receiver<bool>,
 ) {
+    let video_codecs = Arc::new(video_codecs);
     while let Some(track) = tracks.recv().await {
         let received = received.clone();
+        let video_codecs = video_codecs.clone();
         let mut paused = paused.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
@@ -713,10 +919,17 @@ async fn record_tracks(
                         if log.codecs.len() < 2 {
                             log.codecs.push(format!("{kind}"));
                         }
+                        let codec = match kind {
+                            RtpCodecKind::Video => {
+                                video_codecs.get(&packet.header.payload_type).copied()
+                            }
+                            _ => None,
+                        };
                         let entry = ReceivedPacket {
                             header: packet.header,
                             payload: packet.payload,
                             at: Instant::now(),
+                            codec,
                         };
                         match kind {
                             RtpCodecKind::Video => log.video.push(entry),
@@ -754,7 +967,8 @@ pub fn assert_continuous_from_keyframe(received: &[ReceivedPacket], sent: &[Sent
             "gap in video sequence numbers"
         );
     }
-    // SPS/PPS repeat at every IDR, so find the place where the whole run matches.
+    // A first payload can recur (SPS/PPS repeat at every IDR, and the
+    // fixtures loop), so find the place where the whole run matches.
     let matches_at = |start: usize| {
         ordered.iter().enumerate().all(|(i, packet)| {
             sent.get(start + i)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use vigil_tests::peers::{Publisher, Viewer, assert_continuous_from_keyframe};
+use vigil_tests::peers::{H264_PT, Publisher, TestVideo, Viewer, assert_continuous_from_keyframe};
 use vigil_tests::{base_url, start_server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,6 +39,19 @@ async fn three_viewers_receive_every_frame() {
             viewer.audio_count() > 50,
             "viewer {i} got {} audio packets",
             viewer.audio_count()
+        );
+        // Each viewer gets H264 at the payload type its own offer gave it.
+        let offer = viewer.peer.pc.local_description().await.expect("offer").sdp;
+        let own_pt = TestVideo::H264
+            .offered_payload_type(&offer)
+            .expect("viewer offers H264");
+        assert_ne!(own_pt, H264_PT, "the test must make the rewrite visible");
+        assert!(
+            viewer
+                .video()
+                .iter()
+                .all(|p| p.header.payload_type == own_pt),
+            "viewer {i} received H264 at its own payload type {own_pt}"
         );
         let codecs = viewer.received.lock().unwrap().codecs.clone();
         assert!(codecs.len() == 2, "viewer {i} got tracks {codecs:?}");

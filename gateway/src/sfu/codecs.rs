@@ -189,11 +189,20 @@ pub fn choose_for_play(
             .codecs
             .iter()
             .filter(|codec| same_codec(&codec.rtp_codec, &source.params.rtp_codec));
-        // Prefer the publisher's exact H264 profile when the viewer offers it.
+        // Same profile first. H264 decoders play other profiles of the same
+        // stream in practice, so any packetization-mode=1 entry will do after
+        // that; a VP9 or AV1 profile is a different bitstream and must match.
         let best = candidates
             .clone()
             .find(|codec| profile_of(&codec.rtp_codec) == profile_of(&source.params.rtp_codec))
-            .or_else(|| candidates.clone().next());
+            .or_else(|| {
+                let h264 = source
+                    .params
+                    .rtp_codec
+                    .mime_type
+                    .eq_ignore_ascii_case(MIME_TYPE_H264);
+                candidates.clone().next().filter(|_| h264)
+            });
         if let Some(params) = best {
             chosen.push(TrackCodec {
                 kind,
@@ -268,12 +277,24 @@ fn same_codec(offered: &RTCRtpCodec, source: &RTCRtpCodec) -> bool {
         && offered.clock_rate == source.clock_rate
 }
 
-/// `profile_idc` and constraint flags of an H264 `profile-level-id`
-/// (the level does not change what a decoder must support).
+/// The bitstream profile a codec entry announces: `profile_idc` and
+/// constraint flags of an H264 `profile-level-id` (the level does not change
+/// what a decoder must support), VP9's `profile-id` and AV1's `profile`, both
+/// 0 when absent (RFC 9628, AV1 RTP spec).
 fn profile_of(codec: &RTCRtpCodec) -> Option<String> {
-    fmtp_param(&codec.sdp_fmtp_line, "profile-level-id")
-        .and_then(|id| id.get(..4))
-        .map(str::to_ascii_lowercase)
+    let fmtp = &codec.sdp_fmtp_line;
+    let mime = codec.mime_type.as_str();
+    if mime.eq_ignore_ascii_case(MIME_TYPE_H264) {
+        fmtp_param(fmtp, "profile-level-id")
+            .and_then(|id| id.get(..4))
+            .map(str::to_ascii_lowercase)
+    } else if mime.eq_ignore_ascii_case(MIME_TYPE_VP9) {
+        Some(fmtp_param(fmtp, "profile-id").unwrap_or("0").to_owned())
+    } else if mime.eq_ignore_ascii_case(MIME_TYPE_AV1) {
+        Some(fmtp_param(fmtp, "profile").unwrap_or("0").to_owned())
+    } else {
+        None
+    }
 }
 
 fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
@@ -367,6 +388,35 @@ mod tests {
         let chosen = choose_for_play(&parse_offer(&offer(viewer)).unwrap(), &published).unwrap();
         assert_eq!(chosen.len(), 1);
         assert_eq!(chosen[0].params.payload_type, 106);
+    }
+
+    #[test]
+    fn vp9_profile_must_match() {
+        let vp9 = |profile: &str| {
+            format!(
+                "m=video 9 UDP/TLS/RTP/SAVPF 98 100\r\na=mid:0\r\na={profile}\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=2\r\na=rtpmap:100 VP9/90000\r\na=fmtp:100 profile-id=0\r\n"
+            )
+        };
+        let published = choose_for_publish(
+            &parse_offer(&offer(&vp9("sendonly").replace("98 100", "100"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            published[0].params.payload_type, 100,
+            "publisher's profile 0"
+        );
+        let chosen =
+            choose_for_play(&parse_offer(&offer(&vp9("recvonly"))).unwrap(), &published).unwrap();
+        assert_eq!(
+            chosen[0].params.payload_type, 100,
+            "profile 0, not the first VP9 entry"
+        );
+        let only_profile_2 = vp9("recvonly")
+            .replace(" 98 100", " 98")
+            .replace("a=rtpmap:100 VP9/90000\r\na=fmtp:100 profile-id=0\r\n", "");
+        assert!(
+            choose_for_play(&parse_offer(&offer(&only_profile_2)).unwrap(), &published).is_err()
+        );
     }
 
     #[test]
