@@ -1,10 +1,26 @@
-//! Vigil's domain core: the plain-Rust model of rooms and streams, with no
-//! sockets, no HTTP and no gRPC.
+//! Vigil's domain core: rooms, participants, tokens, events and alarms, in
+//! plain Rust with no sockets, no HTTP and no gRPC.
 //!
-//! The WHIP/WHEP gateway and (later) the gRPC control plane both speak in
-//! these types, so a name that one layer accepts is a name every layer
-//! accepts. Panic policy: nothing here panics on user input.
+//! The WHIP/WHEP gateway and the gRPC control plane both speak in these
+//! types, so a name that one layer accepts is a name every layer accepts.
+//! Time is passed in (`now`) wherever it matters, so the rules are tested
+//! with a fake clock. Panic policy: nothing here panics on user input.
 
+pub mod alarms;
+pub mod bus;
+mod core;
+pub mod event;
+pub mod grpc;
+pub mod media;
 mod names;
+mod owner;
+pub mod room;
+pub mod store;
+pub mod token;
 
 pub use names::{InvalidName, RoomName, StreamName};
+
+pub use core::{
+    Auth, Control, ControlError, Facts, Inbox, ParticipantView, RoomView, TrackView, WatchScope,
+    channel,
+};

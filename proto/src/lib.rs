@@ -1,7 +1,15 @@
-//! The `vigil.v1` gRPC schema lives in `proto/vigil/v1/*.proto` and its
-//! generated code is exposed from here.
+//! The `vigil.v1` gRPC schema (`proto/vigil/v1/*.proto`) and its generated
+//! code: messages, server traits and clients.
 //!
-//! The WHIP/WHEP gateway needs no schema: the control-plane services
-//! (rooms, tokens, events) add their `.proto` files and the tonic/prost build
-//! to this crate, so that the server, the admin tools and the web console
-//! share one definition.
+//! The server, the admin tools, the tests and the web console share this one
+//! definition; nothing else describes the control API.
+
+/// Package `vigil.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("vigil.v1");
+
+    /// The encoded `FileDescriptorSet` of the schema, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptor.bin"));
+}

@@ -1,0 +1,582 @@
+//! The control plane's handle: rooms, participants and alarms are held by
+//! one owner task (`owner.rs`) and changed only by messages.
+//!
+//! [`Control`] is the cloneable handle the gRPC services and the gateway use.
+//! Checks that need no state (token signatures, the admin key) run in the
+//! caller; everything that reads or changes rooms goes to the owner task,
+//! which never awaits anything but its inbox. Calls into the media plane
+//! (hang up, mute, close a room, sample counters) are made by the handle or
+//! by the sampler task, never by the owner, so the two owners cannot wait on
+//! each other.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::alarms::AlarmKind;
+use crate::bus::{EventBus, Subscription};
+use crate::event::{LeaveReason, SessionRole, TrackKind};
+use crate::media::{MediaPlane, StreamSample};
+use crate::names::{InvalidName, RoomName, StreamName};
+use crate::owner::Owner;
+use crate::room::{AlarmRules, Limits, RoomSpec};
+use crate::store::{Store, StoreError};
+use crate::token::{Action, Claims, Grants, TokenError, TokenSigner};
+
+/// How often stream counters are sampled for alarms (an alarm is seen
+/// within `stall_after` plus this).
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Longest token lifetime an admin may ask for.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Why a control request failed. Mapped once to gRPC statuses and once to
+/// HTTP statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// A request field is missing or malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No or a bad credential: the admin key or a valid token is needed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The credential is valid but does not allow this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No such room, participant or track.
+    #[error("{0}")]
+    NotFound(String),
+    /// A room of that name exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The room is at its publisher or viewer limit.
+    #[error("room {room} is full ({what})")]
+    RoomFull {
+        /// The room.
+        room: String,
+        /// Which limit.
+        what: &'static str,
+    },
+    /// The request makes no sense in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The durable store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The control plane is shutting down.
+    #[error("control plane unavailable")]
+    Unavailable,
+}
+
+impl From<InvalidName> for ControlError {
+    fn from(e: InvalidName) -> Self {
+        ControlError::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<TokenError> for ControlError {
+    fn from(e: TokenError) -> Self {
+        if e.is_forbidden() {
+            ControlError::PermissionDenied(e.to_string())
+        } else {
+            ControlError::Unauthenticated(e.to_string())
+        }
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+/// Who may do what.
+#[derive(Clone)]
+pub enum Auth {
+    /// Admin RPCs need `admin_key`; WHIP/WHEP need tokens signed by `signer`.
+    Tokens {
+        /// Signs and checks participant tokens.
+        signer: Arc<TokenSigner>,
+        /// The admin key.
+        admin_key: String,
+    },
+    /// No credentials anywhere, rooms created on first use (local demos).
+    Open,
+}
+
+/// A room with its live counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomView {
+    /// Definition.
+    pub spec: RoomSpec,
+    /// Streams being published.
+    pub publishers: u32,
+    /// Viewer sessions.
+    pub viewers: u32,
+}
+
+/// One published track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackView {
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Mime type.
+    pub codec: String,
+    /// Forwarding stopped by an admin.
+    pub muted: bool,
+}
+
+/// A participant as `ListParticipants` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantView {
+    /// Identity.
+    pub identity: String,
+    /// Publishes its stream now.
+    pub publishing: bool,
+    /// Its published tracks.
+    pub tracks: Vec<TrackView>,
+    /// Viewers of its stream.
+    pub viewer_count: u32,
+    /// Its stream's bitrate, bits per second.
+    pub bitrate_bps: u64,
+    /// Start of its oldest current session, ms since the Unix epoch.
+    pub connected_since_unix_ms: u64,
+    /// Streams it plays.
+    pub watching: Vec<StreamName>,
+    /// Alarms active on its stream.
+    pub active_alarms: Vec<AlarmKind>,
+}
+
+/// Whose events a watcher may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchScope {
+    /// Only this room.
+    pub room: Option<RoomName>,
+    /// Only events about this identity (plus room-wide ones when a
+    /// participant watches its own feed).
+    pub identity: Option<String>,
+    /// A participant's own feed: room-wide events are included.
+    pub participant: bool,
+}
+
+impl WatchScope {
+    /// Whether `event` belongs in this feed.
+    pub fn admits(&self, event: &crate::event::Event) -> bool {
+        if self.room.as_ref().is_some_and(|room| *room != event.room) {
+            return false;
+        }
+        match (&self.identity, &event.identity) {
+            (None, _) => true,
+            (Some(want), Some(about)) => want == about,
+            (Some(_), None) => self.participant,
+        }
+    }
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<T>;
+
+/// Messages to the owner.
+pub(crate) enum Msg {
+    CreateRoom {
+        spec: RoomSpec,
+        reply: Reply<Result<RoomView>>,
+    },
+    GetRoom {
+        name: RoomName,
+        reply: Reply<Result<RoomView>>,
+    },
+    ListRooms {
+        reply: Reply<Vec<RoomView>>,
+    },
+    DeleteRoom {
+        name: RoomName,
+        reply: Reply<Result<()>>,
+    },
+    Participants {
+        room: RoomName,
+        reply: Reply<Result<Vec<ParticipantView>>>,
+    },
+    HasParticipant {
+        room: RoomName,
+        identity: String,
+        reply: Reply<Result<()>>,
+    },
+    HasTrack {
+        room: RoomName,
+        stream: StreamName,
+        kind: TrackKind,
+        reply: Reply<Result<()>>,
+    },
+    Muted {
+        room: RoomName,
+        stream: StreamName,
+        kind: TrackKind,
+        muted: bool,
+    },
+    Call {
+        room: RoomName,
+        caller: String,
+        callee: String,
+        reply: Reply<Result<String>>,
+    },
+    Admit {
+        room: RoomName,
+        stream: StreamName,
+        role: SessionRole,
+        identity: String,
+        reply: Reply<Result<()>>,
+    },
+    SessionStarted {
+        session: String,
+        room: RoomName,
+        stream: StreamName,
+        role: SessionRole,
+        identity: String,
+    },
+    SessionEnded {
+        session: String,
+        reason: LeaveReason,
+    },
+    TrackPublished {
+        session: String,
+        kind: TrackKind,
+        codec: String,
+    },
+    Samples(Vec<StreamSample>),
+}
+
+/// The sending half for facts from the media plane, created before the
+/// control plane starts so the gateway can be built first.
+#[derive(Clone)]
+pub struct Facts(mpsc::UnboundedSender<Msg>);
+
+/// The receiving half, handed to [`Control::start`].
+pub struct Inbox(mpsc::UnboundedReceiver<Msg>);
+
+/// Creates the channel between the media plane and the control owner.
+pub fn channel() -> (Facts, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Facts(tx), Inbox(rx))
+}
+
+impl Facts {
+    fn send(&self, msg: Msg) {
+        // Fails only after the control plane stopped; facts are moot then.
+        let _ = self.0.send(msg);
+    }
+
+    /// A WHIP or WHEP session started (its answer was sent).
+    pub fn session_started(
+        &self,
+        session: &str,
+        room: &RoomName,
+        stream: &StreamName,
+        role: SessionRole,
+        identity: &str,
+    ) {
+        self.send(Msg::SessionStarted {
+            session: session.to_owned(),
+            room: room.clone(),
+            stream: stream.clone(),
+            role,
+            identity: identity.to_owned(),
+        });
+    }
+
+    /// A session ended.
+    pub fn session_ended(&self, session: &str, reason: LeaveReason) {
+        self.send(Msg::SessionEnded {
+            session: session.to_owned(),
+            reason,
+        });
+    }
+
+    /// A publisher's track started arriving.
+    pub fn track_published(&self, session: &str, kind: TrackKind, codec: &str) {
+        self.send(Msg::TrackPublished {
+            session: session.to_owned(),
+            kind,
+            codec: codec.to_owned(),
+        });
+    }
+}
+
+/// Handle to the control plane.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::UnboundedSender<Msg>,
+    media: Arc<dyn MediaPlane>,
+    bus: Arc<dyn EventBus>,
+    auth: Auth,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unix_secs() -> u64 {
+    unix_ms() / 1000
+}
+
+impl Control {
+    /// Loads rooms from `store` and starts the owner and the sampler.
+    pub fn start(
+        facts: &Facts,
+        inbox: Inbox,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        media: Arc<dyn MediaPlane>,
+        auth: Auth,
+    ) -> Result<Control> {
+        let specs = store.rooms()?;
+        let owner = Owner::new(store, bus.clone(), matches!(auth, Auth::Open), specs);
+        tokio::spawn(owner.run(inbox.0));
+        tokio::spawn(sample(media.clone(), facts.0.clone()));
+        Ok(Control {
+            tx: facts.0.clone(),
+            media,
+            bus,
+            auth,
+        })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .map_err(|_| ControlError::Unavailable)?;
+        rx.await.map_err(|_| ControlError::Unavailable)
+    }
+
+    /// Whether credentials are required.
+    pub fn auth_required(&self) -> bool {
+        matches!(self.auth, Auth::Tokens { .. })
+    }
+
+    /// Checks an admin bearer credential (nothing to check in open mode).
+    pub fn check_admin(&self, bearer: Option<&str>) -> Result<()> {
+        let Auth::Tokens { admin_key, .. } = &self.auth else {
+            return Ok(());
+        };
+        let bearer = bearer.ok_or_else(|| {
+            ControlError::Unauthenticated(
+                "the admin key is required (authorization: Bearer <key>)".into(),
+            )
+        })?;
+        if constant_time_eq(bearer.as_bytes(), admin_key.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ControlError::Unauthenticated("wrong admin key".into()))
+        }
+    }
+
+    /// Checks a participant token (signature, expiry) and returns its claims.
+    pub fn verify_token(&self, token: &str) -> Result<Claims> {
+        match &self.auth {
+            Auth::Tokens { signer, .. } => Ok(signer.verify(token, unix_secs())?),
+            Auth::Open => Err(ControlError::FailedPrecondition(
+                "tokens are not used: the server runs without authentication".into(),
+            )),
+        }
+    }
+
+    /// Decides whether a WHIP (`Publisher`) or WHEP (`Viewer`) request may
+    /// start a session, and as whom. With tokens, `bearer` must open `room`
+    /// for the action (a publisher publishes its own identity's stream) and
+    /// the room must exist; open mode creates rooms on first use.
+    pub async fn admit(
+        &self,
+        room: &RoomName,
+        stream: &StreamName,
+        role: SessionRole,
+        bearer: Option<&str>,
+    ) -> Result<String> {
+        let identity = match &self.auth {
+            Auth::Tokens { signer, .. } => {
+                let token = bearer.ok_or(TokenError::Missing)?;
+                let action = match role {
+                    SessionRole::Publisher => Action::Publish,
+                    SessionRole::Viewer => Action::Subscribe,
+                };
+                let publishing = (role == SessionRole::Publisher).then_some(stream);
+                signer
+                    .authorize(token, room, action, publishing, unix_secs())?
+                    .sub
+            }
+            Auth::Open => match role {
+                SessionRole::Publisher => stream.to_string(),
+                SessionRole::Viewer => format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
+            },
+        };
+        self.ask(|reply| Msg::Admit {
+            room: room.clone(),
+            stream: stream.clone(),
+            role,
+            identity: identity.clone(),
+            reply,
+        })
+        .await??;
+        Ok(identity)
+    }
+
+    /// Creates a room.
+    pub async fn create_room(
+        &self,
+        name: &str,
+        limits: Limits,
+        alarms: AlarmRules,
+    ) -> Result<RoomView> {
+        let spec = RoomSpec {
+            name: RoomName::new(name)?,
+            limits,
+            alarms,
+            created_at_ms: unix_ms(),
+        };
+        self.ask(|reply| Msg::CreateRoom { spec, reply }).await?
+    }
+
+    /// One room.
+    pub async fn room(&self, name: &str) -> Result<RoomView> {
+        let name = RoomName::new(name)?;
+        self.ask(|reply| Msg::GetRoom { name, reply }).await?
+    }
+
+    /// Every room, by name.
+    pub async fn rooms(&self) -> Result<Vec<RoomView>> {
+        self.ask(|reply| Msg::ListRooms { reply }).await
+    }
+
+    /// Deletes a room and hangs up everyone in it; returns how many sessions
+    /// were closed.
+    pub async fn delete_room(&self, name: &str) -> Result<usize> {
+        let name = RoomName::new(name)?;
+        self.ask(|reply| Msg::DeleteRoom {
+            name: name.clone(),
+            reply,
+        })
+        .await??;
+        Ok(self.media.close_room(&name).await)
+    }
+
+    /// The participants of a room.
+    pub async fn participants(&self, room: &str) -> Result<Vec<ParticipantView>> {
+        let room = RoomName::new(room)?;
+        self.ask(|reply| Msg::Participants { room, reply }).await?
+    }
+
+    /// Closes every session of a participant.
+    pub async fn hang_up(&self, room: &str, identity: &str) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        self.ask(|reply| Msg::HasParticipant {
+            room: room.clone(),
+            identity: identity.to_owned(),
+            reply,
+        })
+        .await??;
+        Ok(self
+            .media
+            .hang_up(&room, identity, LeaveReason::HungUp)
+            .await)
+    }
+
+    /// Stops or resumes forwarding a publisher's track.
+    pub async fn mute(
+        &self,
+        room: &str,
+        identity: &str,
+        kind: TrackKind,
+        muted: bool,
+    ) -> Result<()> {
+        let room = RoomName::new(room)?;
+        let stream = StreamName::new(identity)?;
+        self.ask(|reply| Msg::HasTrack {
+            room: room.clone(),
+            stream: stream.clone(),
+            kind,
+            reply,
+        })
+        .await??;
+        if !self.media.mute(&room, &stream, kind, muted).await {
+            return Err(ControlError::NotFound(format!(
+                "{identity} has no {kind:?} track"
+            )));
+        }
+        // Recorded after the media plane acted, so the event states a fact.
+        self.tx
+            .send(Msg::Muted {
+                room,
+                stream,
+                kind,
+                muted,
+            })
+            .map_err(|_| ControlError::Unavailable)
+    }
+
+    /// Asks `callee` to play `caller`'s stream; returns the WHEP path.
+    pub async fn call(&self, room: &str, caller: &str, callee: &str) -> Result<String> {
+        let room = RoomName::new(room)?;
+        self.ask(|reply| Msg::Call {
+            room,
+            caller: caller.to_owned(),
+            callee: callee.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Signs a participant token (admin mode only).
+    pub fn create_token(
+        &self,
+        room: &str,
+        identity: &str,
+        grants: Grants,
+        ttl: Duration,
+    ) -> Result<(String, u64)> {
+        let Auth::Tokens { signer, .. } = &self.auth else {
+            return Err(ControlError::FailedPrecondition(
+                "the server runs without authentication; tokens are not needed".into(),
+            ));
+        };
+        let room = RoomName::new(room)?;
+        if identity.is_empty() || identity.len() > 64 {
+            return Err(ControlError::InvalidArgument(
+                "identity must be 1-64 characters".into(),
+            ));
+        }
+        if grants.publish {
+            // A publisher publishes the stream named after it.
+            StreamName::new(identity)?;
+        }
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(ControlError::InvalidArgument(
+                "ttl must be between 1 s and 366 days".into(),
+            ));
+        }
+        let now = unix_secs();
+        let token = signer.issue(identity, &room, grants, now, ttl)?;
+        Ok((token, now + ttl.as_secs()))
+    }
+
+    /// Subscribes to the event feed, replaying after `after`.
+    pub fn watch(&self, after: Option<u64>) -> Subscription {
+        self.bus.subscribe(after)
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Samples the media plane's counters and hands them to the owner.
+async fn sample(media: Arc<dyn MediaPlane>, owner: mpsc::UnboundedSender<Msg>) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let samples = media.sample().await;
+        if owner.send(Msg::Samples(samples)).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! What happens in rooms, as events for the live feed.
+
+use crate::alarms::AlarmKind;
+use crate::names::{RoomName, StreamName};
+
+/// What a WebRTC session does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionRole {
+    /// Publishes its own stream (WHIP).
+    Publisher,
+    /// Plays a stream (WHEP).
+    Viewer,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrackKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// Why a participant's session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// DELETE on the session, or the peer closed the connection.
+    Left,
+    /// An admin hung up.
+    HungUp,
+    /// ICE or consent failed, or the session never connected.
+    TimedOut,
+    /// The room was deleted.
+    RoomClosed,
+    /// The played stream's publisher left and did not come back.
+    PublisherGone,
+    /// The server shut down.
+    ServerShutdown,
+}
+
+/// An alarm: one of a stream's, or the room being full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alarm {
+    /// A stream alarm.
+    Stream(AlarmKind),
+    /// A session was refused because the room is at its limit.
+    RoomFull,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A room was created.
+    RoomCreated,
+    /// A room was deleted.
+    RoomDeleted,
+    /// A session started.
+    ParticipantJoined {
+        /// Publisher or viewer.
+        role: SessionRole,
+        /// The stream published or played.
+        stream: StreamName,
+    },
+    /// A session ended.
+    ParticipantLeft {
+        /// Publisher or viewer.
+        role: SessionRole,
+        /// The stream published or played.
+        stream: StreamName,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A publisher's track started.
+    TrackPublished {
+        /// Audio or video.
+        kind: TrackKind,
+        /// Mime type, e.g. `video/H264`.
+        codec: String,
+    },
+    /// A publisher's track ended.
+    TrackUnpublished {
+        /// Audio or video.
+        kind: TrackKind,
+    },
+    /// An admin muted or unmuted a track.
+    TrackMuted {
+        /// Audio or video.
+        kind: TrackKind,
+        /// Muted now?
+        muted: bool,
+    },
+    /// The callee is asked to play the caller's stream.
+    CallRequested {
+        /// Whose stream to play.
+        caller: String,
+        /// Who should play it.
+        callee: String,
+        /// `/whep/{room}/{caller}`.
+        whep_path: String,
+    },
+    /// An alarm began.
+    AlarmRaised {
+        /// Which.
+        alarm: Alarm,
+        /// The stream it concerns (none for room-wide alarms).
+        stream: Option<StreamName>,
+        /// A sentence for a person.
+        detail: String,
+    },
+    /// An alarm ended.
+    AlarmCleared {
+        /// Which.
+        alarm: Alarm,
+        /// The stream it concerned.
+        stream: Option<StreamName>,
+    },
+}
+
+/// One event of the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Increasing id; resume after it.
+    pub id: u64,
+    /// When, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The room.
+    pub room: RoomName,
+    /// The participant it is about, if any.
+    pub identity: Option<String>,
+    /// What happened.
+    pub kind: EventKind,
+}

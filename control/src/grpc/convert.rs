@@ -1,0 +1,213 @@
+//! Conversions between the domain and the `vigil.v1` messages.
+
+use std::time::Duration;
+
+use vigil_proto::v1 as pb;
+
+use crate::alarms::AlarmKind;
+use crate::core::{ControlError, ParticipantView, RoomView};
+use crate::event::{Alarm, Event, EventKind, LeaveReason, SessionRole, TrackKind};
+use crate::room::{AlarmRules, Limits};
+use crate::token::Grants;
+
+pub fn limits(limits: Option<pb::RoomLimits>) -> Limits {
+    let limits = limits.unwrap_or_default();
+    Limits {
+        max_publishers: limits.max_publishers,
+        max_viewers: limits.max_viewers,
+    }
+}
+
+pub fn alarm_rules(rules: Option<pb::AlarmRules>) -> AlarmRules {
+    let rules = rules.unwrap_or_default();
+    let defaults = AlarmRules::default();
+    AlarmRules {
+        stall_after: rules
+            .stall_after_ms
+            .map_or(defaults.stall_after, |ms| Duration::from_millis(ms.into())),
+        min_bitrate_bps: rules.min_bitrate_bps.unwrap_or(defaults.min_bitrate_bps),
+        max_keyframe_interval: rules
+            .max_keyframe_interval_ms
+            .map_or(defaults.max_keyframe_interval, |ms| {
+                Duration::from_millis(ms.into())
+            }),
+    }
+}
+
+pub fn room(view: RoomView) -> pb::Room {
+    let rules = view.spec.alarms;
+    pb::Room {
+        name: view.spec.name.to_string(),
+        limits: Some(pb::RoomLimits {
+            max_publishers: view.spec.limits.max_publishers,
+            max_viewers: view.spec.limits.max_viewers,
+        }),
+        alarm_rules: Some(pb::AlarmRules {
+            stall_after_ms: Some(rules.stall_after.as_millis().min(u32::MAX as u128) as u32),
+            min_bitrate_bps: Some(rules.min_bitrate_bps),
+            max_keyframe_interval_ms: Some(
+                rules
+                    .max_keyframe_interval
+                    .as_millis()
+                    .min(u32::MAX as u128) as u32,
+            ),
+        }),
+        created_at_unix_ms: view.spec.created_at_ms as i64,
+        publishers: view.publishers,
+        viewers: view.viewers,
+    }
+}
+
+pub fn track_kind(kind: TrackKind) -> pb::TrackKind {
+    match kind {
+        TrackKind::Audio => pb::TrackKind::Audio,
+        TrackKind::Video => pb::TrackKind::Video,
+    }
+}
+
+pub fn track_kind_from(kind: i32) -> Result<TrackKind, ControlError> {
+    match pb::TrackKind::try_from(kind) {
+        Ok(pb::TrackKind::Audio) => Ok(TrackKind::Audio),
+        Ok(pb::TrackKind::Video) => Ok(TrackKind::Video),
+        _ => Err(ControlError::InvalidArgument(
+            "kind must be TRACK_KIND_AUDIO or TRACK_KIND_VIDEO".into(),
+        )),
+    }
+}
+
+fn alarm_kind(alarm: Alarm) -> pb::AlarmKind {
+    match alarm {
+        Alarm::Stream(AlarmKind::Stalled) => pb::AlarmKind::Stalled,
+        Alarm::Stream(AlarmKind::LowBitrate) => pb::AlarmKind::LowBitrate,
+        Alarm::Stream(AlarmKind::KeyframeInterval) => pb::AlarmKind::KeyframeInterval,
+        Alarm::RoomFull => pb::AlarmKind::RoomFull,
+    }
+}
+
+pub fn participant(view: ParticipantView) -> pb::Participant {
+    pb::Participant {
+        identity: view.identity,
+        publishing: view.publishing,
+        tracks: view
+            .tracks
+            .into_iter()
+            .map(|t| pb::Track {
+                kind: track_kind(t.kind).into(),
+                codec: t.codec,
+                muted: t.muted,
+            })
+            .collect(),
+        viewer_count: view.viewer_count,
+        bitrate_bps: view.bitrate_bps,
+        connected_since_unix_ms: view.connected_since_unix_ms as i64,
+        watching: view.watching.iter().map(ToString::to_string).collect(),
+        active_alarms: view
+            .active_alarms
+            .into_iter()
+            .map(|kind| alarm_kind(Alarm::Stream(kind)).into())
+            .collect(),
+    }
+}
+
+pub fn grants(grants: Option<pb::Grants>) -> Grants {
+    let grants = grants.unwrap_or_default();
+    Grants {
+        publish: grants.publish,
+        subscribe: grants.subscribe,
+        admin: grants.admin,
+    }
+}
+
+fn role(role: SessionRole) -> i32 {
+    match role {
+        SessionRole::Publisher => pb::SessionRole::Publisher,
+        SessionRole::Viewer => pb::SessionRole::Viewer,
+    }
+    .into()
+}
+
+fn leave_reason(reason: LeaveReason) -> i32 {
+    match reason {
+        LeaveReason::Left => pb::LeaveReason::Left,
+        LeaveReason::HungUp => pb::LeaveReason::HungUp,
+        LeaveReason::TimedOut => pb::LeaveReason::TimedOut,
+        LeaveReason::RoomClosed => pb::LeaveReason::RoomClosed,
+        LeaveReason::PublisherGone => pb::LeaveReason::PublisherGone,
+        LeaveReason::ServerShutdown => pb::LeaveReason::ServerShutdown,
+    }
+    .into()
+}
+
+pub fn event(event: Event) -> pb::Event {
+    use pb::event::Kind;
+    let kind = match event.kind {
+        EventKind::RoomCreated => Kind::RoomCreated(pb::RoomCreated {}),
+        EventKind::RoomDeleted => Kind::RoomDeleted(pb::RoomDeleted {}),
+        EventKind::ParticipantJoined { role: r, stream } => {
+            Kind::ParticipantJoined(pb::ParticipantJoined {
+                role: role(r),
+                stream: stream.to_string(),
+            })
+        }
+        EventKind::ParticipantLeft {
+            role: r,
+            stream,
+            reason,
+        } => Kind::ParticipantLeft(pb::ParticipantLeft {
+            role: role(r),
+            stream: stream.to_string(),
+            reason: leave_reason(reason),
+        }),
+        EventKind::TrackPublished { kind, codec } => Kind::TrackPublished(pb::TrackPublished {
+            kind: track_kind(kind).into(),
+            codec,
+        }),
+        EventKind::TrackUnpublished { kind } => Kind::TrackUnpublished(pb::TrackUnpublished {
+            kind: track_kind(kind).into(),
+        }),
+        EventKind::TrackMuted { kind, muted } => Kind::TrackMuted(pb::TrackMuted {
+            kind: track_kind(kind).into(),
+            muted,
+        }),
+        EventKind::CallRequested {
+            caller,
+            callee,
+            whep_path,
+        } => Kind::CallRequested(pb::CallRequested {
+            caller,
+            callee,
+            whep_path,
+        }),
+        EventKind::AlarmRaised {
+            alarm,
+            stream,
+            detail,
+        } => Kind::AlarmRaised(pb::AlarmRaised {
+            kind: alarm_kind(alarm).into(),
+            stream: stream.map(|s| s.to_string()).unwrap_or_default(),
+            detail,
+        }),
+        EventKind::AlarmCleared { alarm, stream } => Kind::AlarmCleared(pb::AlarmCleared {
+            kind: alarm_kind(alarm).into(),
+            stream: stream.map(|s| s.to_string()).unwrap_or_default(),
+        }),
+    };
+    pb::Event {
+        id: event.id,
+        at_unix_ms: event.at_unix_ms as i64,
+        room: event.room.to_string(),
+        identity: event.identity.unwrap_or_default(),
+        kind: Some(kind),
+    }
+}
+
+/// The feed's marker for events lost before `oldest` (still retained).
+pub fn gap(oldest: u64) -> pb::Event {
+    pb::Event {
+        id: oldest.saturating_sub(1),
+        kind: Some(pb::event::Kind::HistoryGap(pb::HistoryGap {
+            oldest_retained_id: oldest,
+        })),
+        ..Default::default()
+    }
+}

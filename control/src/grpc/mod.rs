@@ -1,0 +1,98 @@
+//! The thin gRPC layer over [`Control`]: each RPC checks the credential,
+//! parses the request into domain values, makes one domain call, and
+//! converts the result. [`ControlError`] becomes a `tonic::Status` in
+//! exactly one place (`From` below).
+//!
+//! One port serves gRPC, gRPC-web (for the browser console) and the
+//! standard health and reflection services.
+
+mod convert;
+mod events;
+mod rooms;
+mod tokens;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::{Code, Request, Status};
+use vigil_proto::v1::event_service_server::EventServiceServer;
+use vigil_proto::v1::room_service_server::RoomServiceServer;
+use vigil_proto::v1::token_service_server::TokenServiceServer;
+
+use crate::core::{Control, ControlError};
+
+impl From<ControlError> for Status {
+    fn from(e: ControlError) -> Self {
+        let code = match &e {
+            ControlError::InvalidArgument(_) => Code::InvalidArgument,
+            ControlError::Unauthenticated(_) => Code::Unauthenticated,
+            ControlError::PermissionDenied(_) => Code::PermissionDenied,
+            ControlError::NotFound(_) => Code::NotFound,
+            ControlError::AlreadyExists(_) => Code::AlreadyExists,
+            ControlError::RoomFull { .. } => Code::ResourceExhausted,
+            ControlError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ControlError::Store(_) => Code::Internal,
+            ControlError::Unavailable => Code::Unavailable,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// The bearer credential of a request (`authorization: Bearer <value>`).
+fn bearer<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+/// Serves the control API on `listener` until `shutdown` resolves. Watch
+/// streams end when it does.
+pub async fn serve(
+    listener: TcpListener,
+    control: Control,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RoomServiceServer<rooms::Rooms>>()
+        .await;
+    health_reporter
+        .set_serving::<EventServiceServer<events::Events>>()
+        .await;
+    health_reporter
+        .set_serving::<TokenServiceServer<tokens::Tokens>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vigil_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        // Both descriptor sets are generated at build time: an error is a bug.
+        .expect("embedded descriptor sets are valid");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(RoomServiceServer::new(rooms::Rooms::new(control.clone())))
+        .add_service(TokenServiceServer::new(tokens::Tokens::new(
+            control.clone(),
+        )))
+        .add_service(EventServiceServer::new(events::Events::new(
+            control, stop_rx,
+        )))
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            // Ends every Watch stream so the server can finish draining.
+            let _ = stop_tx.send(true);
+        })
+        .await
+}

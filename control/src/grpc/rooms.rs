@@ -1,0 +1,126 @@
+//! `vigil.v1.RoomService`.
+
+use tonic::{Request, Response, Status};
+use vigil_proto::v1 as pb;
+use vigil_proto::v1::room_service_server::RoomService;
+
+use super::{bearer, convert};
+use crate::core::Control;
+
+/// The service; every RPC needs the admin key.
+pub struct Rooms {
+    control: Control,
+}
+
+impl Rooms {
+    pub fn new(control: Control) -> Self {
+        Rooms { control }
+    }
+
+    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        Ok(self.control.check_admin(bearer(request))?)
+    }
+}
+
+#[tonic::async_trait]
+impl RoomService for Rooms {
+    async fn create_room(
+        &self,
+        request: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        self.admin(&request)?;
+        let req = request.into_inner();
+        let view = self
+            .control
+            .create_room(
+                &req.name,
+                convert::limits(req.limits),
+                convert::alarm_rules(req.alarm_rules),
+            )
+            .await?;
+        Ok(Response::new(convert::room(view)))
+    }
+
+    async fn get_room(
+        &self,
+        request: Request<pb::GetRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        self.admin(&request)?;
+        let view = self.control.room(&request.into_inner().name).await?;
+        Ok(Response::new(convert::room(view)))
+    }
+
+    async fn list_rooms(
+        &self,
+        request: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsResponse>, Status> {
+        self.admin(&request)?;
+        let rooms = self.control.rooms().await?;
+        Ok(Response::new(pb::ListRoomsResponse {
+            rooms: rooms.into_iter().map(convert::room).collect(),
+        }))
+    }
+
+    async fn delete_room(
+        &self,
+        request: Request<pb::DeleteRoomRequest>,
+    ) -> Result<Response<pb::DeleteRoomResponse>, Status> {
+        self.admin(&request)?;
+        let closed = self.control.delete_room(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteRoomResponse {
+            sessions_closed: closed as u32,
+        }))
+    }
+
+    async fn list_participants(
+        &self,
+        request: Request<pb::ListParticipantsRequest>,
+    ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
+        self.admin(&request)?;
+        let participants = self
+            .control
+            .participants(&request.into_inner().room)
+            .await?;
+        Ok(Response::new(pb::ListParticipantsResponse {
+            participants: participants.into_iter().map(convert::participant).collect(),
+        }))
+    }
+
+    async fn hang_up(
+        &self,
+        request: Request<pb::HangUpRequest>,
+    ) -> Result<Response<pb::HangUpResponse>, Status> {
+        self.admin(&request)?;
+        let req = request.into_inner();
+        let closed = self.control.hang_up(&req.room, &req.identity).await?;
+        Ok(Response::new(pb::HangUpResponse {
+            sessions_closed: closed as u32,
+        }))
+    }
+
+    async fn mute_track(
+        &self,
+        request: Request<pb::MuteTrackRequest>,
+    ) -> Result<Response<pb::MuteTrackResponse>, Status> {
+        self.admin(&request)?;
+        let req = request.into_inner();
+        let kind = convert::track_kind_from(req.kind)?;
+        self.control
+            .mute(&req.room, &req.identity, kind, req.muted)
+            .await?;
+        Ok(Response::new(pb::MuteTrackResponse {}))
+    }
+
+    async fn call(
+        &self,
+        request: Request<pb::CallRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
+        self.admin(&request)?;
+        let req = request.into_inner();
+        let whep_path = self
+            .control
+            .call(&req.room, &req.caller, &req.callee)
+            .await?;
+        Ok(Response::new(pb::CallResponse { whep_path }))
+    }
+}

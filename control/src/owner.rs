@@ -1,0 +1,567 @@
+//! The control owner's state machine: rooms, sessions, published streams
+//! and their alarms. Only [`Owner::run`]'s task touches it; see
+//! [`crate::Control`] for the handle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::alarms::{AlarmChange, StreamAlarms};
+use crate::bus::EventBus;
+use crate::core::{ControlError, Msg, ParticipantView, Result, RoomView, TrackView, unix_ms};
+use crate::event::{Alarm, EventKind, LeaveReason, SessionRole, TrackKind};
+use crate::media::StreamSample;
+use crate::names::{RoomName, StreamName};
+use crate::room::{AlarmRules, Limits, RoomSpec};
+use crate::store::Store;
+
+struct SessionInfo {
+    room: RoomName,
+    stream: StreamName,
+    role: SessionRole,
+    identity: String,
+    since_ms: u64,
+}
+
+struct PublishedStream {
+    session: String,
+    identity: String,
+    tracks: BTreeMap<TrackKind, TrackView>,
+    alarms: StreamAlarms,
+}
+
+struct RoomState {
+    spec: RoomSpec,
+    /// Created by an admin (persisted), not implicitly by a first publish.
+    managed: bool,
+    /// Deleted, waiting for its sessions to end.
+    closing: bool,
+    sessions: HashMap<String, ()>,
+    streams: BTreeMap<StreamName, PublishedStream>,
+    full: bool,
+}
+
+impl RoomState {
+    fn new(spec: RoomSpec, managed: bool) -> Self {
+        RoomState {
+            spec,
+            managed,
+            closing: false,
+            sessions: HashMap::new(),
+            streams: BTreeMap::new(),
+            full: false,
+        }
+    }
+}
+
+/// The control plane's state, owned by one task.
+pub(crate) struct Owner {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    open_rooms: bool,
+    rooms: BTreeMap<RoomName, RoomState>,
+    sessions: HashMap<String, SessionInfo>,
+}
+
+impl Owner {
+    /// Builds the owner over the rooms loaded from `store`.
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        open_rooms: bool,
+        specs: Vec<RoomSpec>,
+    ) -> Self {
+        let rooms = specs
+            .into_iter()
+            .map(|spec| (spec.name.clone(), RoomState::new(spec, true)))
+            .collect();
+        Owner {
+            store,
+            bus,
+            open_rooms,
+            rooms,
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// Handles messages until every sender is gone.
+    pub(crate) async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
+        while let Some(msg) = inbox.recv().await {
+            self.handle(msg, Instant::now());
+        }
+    }
+
+    fn publish(&self, room: &RoomName, identity: Option<&str>, kind: EventKind) {
+        self.bus
+            .publish(room.clone(), identity.map(str::to_owned), kind);
+    }
+
+    fn live_room(&self, name: &RoomName) -> Result<&RoomState> {
+        self.rooms
+            .get(name)
+            .filter(|room| !room.closing)
+            .ok_or_else(|| ControlError::NotFound(format!("no room {name}")))
+    }
+
+    fn view(&self, room: &RoomState) -> RoomView {
+        let viewers = room
+            .sessions
+            .keys()
+            .filter(|s| {
+                self.sessions
+                    .get(*s)
+                    .is_some_and(|i| i.role == SessionRole::Viewer)
+            })
+            .count();
+        RoomView {
+            spec: room.spec.clone(),
+            publishers: room.streams.len() as u32,
+            viewers: viewers as u32,
+        }
+    }
+
+    fn handle(&mut self, msg: Msg, now: Instant) {
+        // Replies are best effort: a caller that gave up dropped its receiver.
+        match msg {
+            Msg::CreateRoom { spec, reply } => {
+                let _ = reply.send(self.create_room(spec));
+            }
+            Msg::GetRoom { name, reply } => {
+                let _ = reply.send(self.live_room(&name).map(|room| self.view(room)));
+            }
+            Msg::ListRooms { reply } => {
+                let rooms = self
+                    .rooms
+                    .values()
+                    .filter(|room| !room.closing)
+                    .map(|room| self.view(room))
+                    .collect();
+                let _ = reply.send(rooms);
+            }
+            Msg::DeleteRoom { name, reply } => {
+                let _ = reply.send(self.delete_room(&name));
+            }
+            Msg::Participants { room, reply } => {
+                let _ = reply.send(self.participants(&room));
+            }
+            Msg::HasParticipant {
+                room,
+                identity,
+                reply,
+            } => {
+                let found = self.live_room(&room).map(|_| {
+                    self.sessions
+                        .values()
+                        .any(|s| s.room == room && s.identity == identity)
+                });
+                let _ = reply.send(match found {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(ControlError::NotFound(format!(
+                        "{identity} is not in room {room}"
+                    ))),
+                    Err(e) => Err(e),
+                });
+            }
+            Msg::HasTrack {
+                room,
+                stream,
+                kind,
+                reply,
+            } => {
+                let found = self.live_room(&room).map(|r| {
+                    r.streams
+                        .get(&stream)
+                        .is_some_and(|s| s.tracks.contains_key(&kind))
+                });
+                let _ = reply.send(match found {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(ControlError::NotFound(format!(
+                        "{stream} publishes no {kind:?} track in {room}"
+                    ))),
+                    Err(e) => Err(e),
+                });
+            }
+            Msg::Muted {
+                room,
+                stream,
+                kind,
+                muted,
+            } => {
+                if let Some(track) = self
+                    .rooms
+                    .get_mut(&room)
+                    .and_then(|r| r.streams.get_mut(&stream))
+                    .and_then(|s| s.tracks.get_mut(&kind))
+                {
+                    track.muted = muted;
+                    self.publish(
+                        &room,
+                        Some(stream.as_str()),
+                        EventKind::TrackMuted { kind, muted },
+                    );
+                }
+            }
+            Msg::Call {
+                room,
+                caller,
+                callee,
+                reply,
+            } => {
+                let _ = reply.send(self.call(&room, caller, callee));
+            }
+            Msg::Admit {
+                room,
+                stream,
+                role,
+                identity,
+                reply,
+            } => {
+                let _ = reply.send(self.admit(room, &stream, role, &identity));
+            }
+            Msg::SessionStarted {
+                session,
+                room,
+                stream,
+                role,
+                identity,
+            } => {
+                self.session_started(session, room, stream, role, identity, now);
+            }
+            Msg::SessionEnded { session, reason } => self.session_ended(&session, reason),
+            Msg::TrackPublished {
+                session,
+                kind,
+                codec,
+            } => {
+                let Some(info) = self.sessions.get(&session) else {
+                    return;
+                };
+                let (room, stream) = (info.room.clone(), info.stream.clone());
+                let Some(published) = self
+                    .rooms
+                    .get_mut(&room)
+                    .and_then(|r| r.streams.get_mut(&stream))
+                else {
+                    return;
+                };
+                published.tracks.insert(
+                    kind,
+                    TrackView {
+                        kind,
+                        codec: codec.clone(),
+                        muted: false,
+                    },
+                );
+                let identity = published.identity.clone();
+                self.publish(
+                    &room,
+                    Some(&identity),
+                    EventKind::TrackPublished { kind, codec },
+                );
+            }
+            Msg::Samples(samples) => self.evaluate_alarms(samples, now),
+        }
+    }
+
+    fn create_room(&mut self, spec: RoomSpec) -> Result<RoomView> {
+        if let Some(existing) = self.rooms.get(&spec.name)
+            && (existing.managed || existing.closing)
+        {
+            return Err(ControlError::AlreadyExists(format!(
+                "room {} exists",
+                spec.name
+            )));
+        }
+        self.store.put_room(&spec)?;
+        let name = spec.name.clone();
+        // An implicit room (open mode) becomes managed and keeps its sessions.
+        match self.rooms.get_mut(&name) {
+            Some(room) => {
+                room.spec = spec;
+                room.managed = true;
+            }
+            None => {
+                self.rooms.insert(name.clone(), RoomState::new(spec, true));
+            }
+        }
+        self.publish(&name, None, EventKind::RoomCreated);
+        let room = self.live_room(&name)?;
+        Ok(self.view(room))
+    }
+
+    fn delete_room(&mut self, name: &RoomName) -> Result<()> {
+        let room = self
+            .rooms
+            .get_mut(name)
+            .filter(|room| !room.closing)
+            .ok_or_else(|| ControlError::NotFound(format!("no room {name}")))?;
+        if room.managed {
+            self.store.delete_room(name)?;
+        }
+        room.closing = true;
+        self.drop_if_finished(name);
+        Ok(())
+    }
+
+    /// Forgets a closing room once its last session ended, and an implicit
+    /// room once it is empty.
+    fn drop_if_finished(&mut self, name: &RoomName) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        if !room.sessions.is_empty() {
+            return;
+        }
+        if room.closing {
+            self.rooms.remove(name);
+            self.publish(name, None, EventKind::RoomDeleted);
+        } else if !room.managed {
+            self.rooms.remove(name);
+        }
+    }
+
+    fn participants(&self, room_name: &RoomName) -> Result<Vec<ParticipantView>> {
+        let room = self.live_room(room_name)?;
+        let mut by_identity: BTreeMap<&str, ParticipantView> = BTreeMap::new();
+        for session in room.sessions.keys() {
+            let Some(info) = self.sessions.get(session) else {
+                continue;
+            };
+            let view = by_identity
+                .entry(&info.identity)
+                .or_insert_with(|| ParticipantView {
+                    identity: info.identity.clone(),
+                    publishing: false,
+                    tracks: Vec::new(),
+                    viewer_count: 0,
+                    bitrate_bps: 0,
+                    connected_since_unix_ms: info.since_ms,
+                    watching: Vec::new(),
+                    active_alarms: Vec::new(),
+                });
+            view.connected_since_unix_ms = view.connected_since_unix_ms.min(info.since_ms);
+            match info.role {
+                SessionRole::Publisher => {
+                    view.publishing = true;
+                    if let Some(published) = room.streams.get(&info.stream) {
+                        view.tracks = published.tracks.values().cloned().collect();
+                        view.bitrate_bps = published.alarms.bitrate_bps();
+                        view.active_alarms = published.alarms.active();
+                    }
+                }
+                SessionRole::Viewer => view.watching.push(info.stream.clone()),
+            }
+        }
+        for info in room.sessions.keys().filter_map(|s| self.sessions.get(s)) {
+            if info.role == SessionRole::Viewer
+                && let Some(publisher) = room.streams.get(&info.stream)
+                && let Some(view) = by_identity.get_mut(publisher.identity.as_str())
+            {
+                view.viewer_count += 1;
+            }
+        }
+        Ok(by_identity.into_values().collect())
+    }
+
+    fn call(&self, room_name: &RoomName, caller: String, callee: String) -> Result<String> {
+        let room = self.live_room(room_name)?;
+        let caller_stream = StreamName::new(&caller)?;
+        let publishing = room
+            .streams
+            .get(&caller_stream)
+            .is_some_and(|s| s.identity == caller);
+        if !publishing {
+            return Err(ControlError::FailedPrecondition(format!(
+                "{caller} is not publishing in {room_name}: publish first, then call"
+            )));
+        }
+        if callee.is_empty() {
+            return Err(ControlError::InvalidArgument("callee is required".into()));
+        }
+        let whep_path = format!("/whep/{room_name}/{caller}");
+        self.publish(
+            room_name,
+            Some(&callee),
+            EventKind::CallRequested {
+                caller,
+                callee: callee.clone(),
+                whep_path: whep_path.clone(),
+            },
+        );
+        Ok(whep_path)
+    }
+
+    fn admit(
+        &mut self,
+        room_name: RoomName,
+        stream: &StreamName,
+        role: SessionRole,
+        identity: &str,
+    ) -> Result<()> {
+        if !self.rooms.contains_key(&room_name) {
+            if !self.open_rooms {
+                return Err(ControlError::NotFound(format!("no room {room_name}")));
+            }
+            let spec = RoomSpec {
+                name: room_name.clone(),
+                limits: Limits::default(),
+                alarms: AlarmRules::default(),
+                created_at_ms: unix_ms(),
+            };
+            self.rooms
+                .insert(room_name.clone(), RoomState::new(spec, false));
+        }
+        let room = self.live_room(&room_name)?;
+        let view = self.view(room);
+        let limits = room.spec.limits;
+        let full = match role {
+            SessionRole::Publisher => limits
+                .max_publishers
+                .filter(|max| view.publishers >= *max && !room.streams.contains_key(stream))
+                .map(|_| "max publishers"),
+            SessionRole::Viewer => limits
+                .max_viewers
+                .filter(|max| view.viewers >= *max)
+                .map(|_| "max viewers"),
+        };
+        let Some(what) = full else {
+            return Ok(());
+        };
+        let already = room.full;
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            room.full = true;
+        }
+        if !already {
+            self.publish(
+                &room_name,
+                Some(identity),
+                EventKind::AlarmRaised {
+                    alarm: Alarm::RoomFull,
+                    stream: None,
+                    detail: format!("{identity} refused: {what} reached"),
+                },
+            );
+        }
+        Err(ControlError::RoomFull {
+            room: room_name.to_string(),
+            what,
+        })
+    }
+
+    fn session_started(
+        &mut self,
+        session: String,
+        room_name: RoomName,
+        stream: StreamName,
+        role: SessionRole,
+        identity: String,
+        now: Instant,
+    ) {
+        let Some(room) = self.rooms.get_mut(&room_name).filter(|r| !r.closing) else {
+            return;
+        };
+        room.sessions.insert(session.clone(), ());
+        if role == SessionRole::Publisher {
+            room.streams.insert(
+                stream.clone(),
+                PublishedStream {
+                    session: session.clone(),
+                    identity: identity.clone(),
+                    tracks: BTreeMap::new(),
+                    alarms: StreamAlarms::new(now),
+                },
+            );
+        }
+        self.sessions.insert(
+            session,
+            SessionInfo {
+                room: room_name.clone(),
+                stream: stream.clone(),
+                role,
+                identity: identity.clone(),
+                since_ms: unix_ms(),
+            },
+        );
+        self.publish(
+            &room_name,
+            Some(&identity),
+            EventKind::ParticipantJoined { role, stream },
+        );
+    }
+
+    fn session_ended(&mut self, session: &str, reason: LeaveReason) {
+        let Some(info) = self.sessions.remove(session) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&info.room) else {
+            return;
+        };
+        room.sessions.remove(session);
+        let mut events = Vec::new();
+        let own_stream = info.role == SessionRole::Publisher
+            && room
+                .streams
+                .get(&info.stream)
+                .is_some_and(|s| s.session == session);
+        if own_stream && let Some(published) = room.streams.remove(&info.stream) {
+            for kind in published.tracks.keys() {
+                events.push(EventKind::TrackUnpublished { kind: *kind });
+            }
+            for kind in published.alarms.active() {
+                events.push(EventKind::AlarmCleared {
+                    alarm: Alarm::Stream(kind),
+                    stream: Some(info.stream.clone()),
+                });
+            }
+        }
+        events.push(EventKind::ParticipantLeft {
+            role: info.role,
+            stream: info.stream.clone(),
+            reason,
+        });
+        let room_name = info.room.clone();
+        if room.full {
+            room.full = false;
+            events.push(EventKind::AlarmCleared {
+                alarm: Alarm::RoomFull,
+                stream: None,
+            });
+        }
+        for kind in events {
+            self.publish(&room_name, Some(&info.identity), kind);
+        }
+        self.drop_if_finished(&room_name);
+    }
+
+    fn evaluate_alarms(&mut self, samples: Vec<StreamSample>, now: Instant) {
+        let mut events = Vec::new();
+        for sample in samples {
+            let Some(room) = self.rooms.get_mut(&sample.room) else {
+                continue;
+            };
+            let rules = room.spec.alarms;
+            let Some(published) = room.streams.get_mut(&sample.stream) else {
+                continue;
+            };
+            for change in published.alarms.evaluate(sample.counters, &rules, now) {
+                let kind = match change {
+                    AlarmChange::Raised { kind, detail } => EventKind::AlarmRaised {
+                        alarm: Alarm::Stream(kind),
+                        stream: Some(sample.stream.clone()),
+                        detail,
+                    },
+                    AlarmChange::Cleared { kind } => EventKind::AlarmCleared {
+                        alarm: Alarm::Stream(kind),
+                        stream: Some(sample.stream.clone()),
+                    },
+                };
+                events.push((sample.room.clone(), published.identity.clone(), kind));
+            }
+        }
+        for (room, identity, kind) in events {
+            self.publish(&room, Some(&identity), kind);
+        }
+    }
+}

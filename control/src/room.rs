@@ -1,0 +1,66 @@
+//! Managed rooms: the settings an admin gives a room when creating it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::RoomName;
+
+/// Capacity limits of a room; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most publishers (streams) at once.
+    pub max_publishers: Option<u32>,
+    /// Most viewer sessions at once, across all streams.
+    pub max_viewers: Option<u32>,
+}
+
+/// When a room's streams raise alarms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRules {
+    /// A stream that has sent no media for this long is stalled.
+    #[serde(with = "millis")]
+    pub stall_after: Duration,
+    /// A publisher whose bitrate over the last window is below this (bits per
+    /// second) is low; 0 disables the rule.
+    pub min_bitrate_bps: u64,
+    /// A video stream whose keyframes are further apart than this alarms.
+    #[serde(with = "millis")]
+    pub max_keyframe_interval: Duration,
+}
+
+impl Default for AlarmRules {
+    fn default() -> Self {
+        AlarmRules {
+            stall_after: Duration::from_secs(3),
+            min_bitrate_bps: 50_000,
+            max_keyframe_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A room as an admin defined it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSpec {
+    /// The room's name (its id).
+    pub name: RoomName,
+    /// Capacity limits.
+    pub limits: Limits,
+    /// Alarm thresholds.
+    pub alarms: AlarmRules,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
