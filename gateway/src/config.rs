@@ -70,6 +70,14 @@ pub struct Config {
     pub ice_disconnected_timeout: Duration,
     /// ICE: `disconnected` for this long makes it `failed`, and the session is reaped.
     pub ice_failed_timeout: Duration,
+    /// Where the gRPC control API (and gRPC-web) is served.
+    pub grpc_listen: SocketAddr,
+    /// Where rooms and secrets persist; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// No admin key, no tokens, rooms created on first use.
+    pub insecure_no_auth: bool,
+    /// Secrets to use instead of the data directory's (embedding, tests).
+    pub secrets: Option<vigil_control::store::Secrets>,
 }
 
 impl Default for Config {
@@ -84,6 +92,10 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(30),
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
+            grpc_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 50051)),
+            data_dir: Some(PathBuf::from("data")),
+            insecure_no_auth: false,
+            secrets: None,
         }
     }
 }
@@ -118,6 +130,16 @@ pub struct Args {
     /// Seconds viewers wait for a publisher that left to come back [default: 30].
     #[arg(long, env = "VIGIL_REPUBLISH_GRACE_SECS")]
     pub republish_grace_secs: Option<u64>,
+    /// gRPC control API listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "VIGIL_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Directory for the room database and the generated secrets [default: data].
+    #[arg(long, env = "VIGIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Run without authentication: anyone reaching the ports may publish,
+    /// play and administer. For local demos only.
+    #[arg(long, env = "VIGIL_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 /// The TOML file's shape: the same settings as the flags.
@@ -131,6 +153,10 @@ struct FileConfig {
     #[serde(default)]
     ice_servers: Vec<IceServer>,
     republish_grace_secs: Option<u64>,
+    grpc_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    insecure_no_auth: bool,
 }
 
 /// The configuration could not be read.
@@ -189,6 +215,12 @@ impl Args {
                 .or(file.republish_grace_secs)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.republish_grace),
+            grpc_listen: self
+                .grpc_listen
+                .or(file.grpc_listen)
+                .unwrap_or(defaults.grpc_listen),
+            data_dir: self.data_dir.or(file.data_dir).or(defaults.data_dir),
+            insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
             ..defaults
         })
     }
@@ -204,6 +236,8 @@ mod tests {
         assert!(config.http_listen.ip().is_loopback());
         assert!(config.ice_bind.is_loopback());
         assert!(config.advertise_ips.is_empty());
+        assert!(config.grpc_listen.ip().is_loopback());
+        assert!(!config.insecure_no_auth, "secure by default");
     }
 
     #[test]

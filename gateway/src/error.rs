@@ -4,7 +4,7 @@
 //! meaning spelt out; `http::response::error_response` is the only place
 //! that turns one into a status code.
 
-use vigil_control::InvalidName;
+use vigil_control::{ControlError, InvalidName};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,11 @@ pub enum Error {
     /// The server is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// The control plane refused the session: no or a bad token (401), a
+    /// token that does not allow it (403), an unknown room (404), a full
+    /// room (503).
+    #[error(transparent)]
+    Refused(#[from] ControlError),
 }
 
 /// Shorthand used across the crate.

@@ -1,16 +1,22 @@
-//! Vigil's WHIP/WHEP gateway and selective forwarding core.
+//! Vigil's WHIP/WHEP gateway and selective forwarding core, and the binary
+//! that wires them to the control plane.
 //!
 //! Who owns what:
-//! - [`http`] owns nothing: handlers parse a request, make one call on the
-//!   [`sfu::Sfu`] handle, and map the result (errors in one place).
-//! - [`sfu::registry`] is the single owner of room and session state; it is
-//!   changed only by messages to its task.
-//! - Each published track's forwarder task owns its viewers' queues; each
-//!   viewer track's writer task owns that track.
+//! - [`http`] owns nothing: handlers ask the control plane whether a
+//!   request may start a session (tokens, rooms, limits), make one call on
+//!   the [`sfu::Sfu`] handle, and map the result (errors in one place).
+//! - [`sfu::registry`] is the single owner of media session state; it is
+//!   changed only by messages to its task, and reports facts (sessions
+//!   started and ended, tracks) to the control plane.
+//! - `vigil_control` owns rooms, participants, events and alarms; it asks
+//!   the SFU to hang up, mute or sample through the `MediaPlane` trait, which
+//!   the SFU implements. Control never imports the gateway: [`Vigil::start`]
+//!   wires them.
 //!
-//! Shutdown sequence ([`Vigil::shutdown`]): stop accepting HTTP connections
-//! and let in-flight requests finish, then close every session (DTLS close
-//! to each peer), which ends forwarders and writers.
+//! Shutdown sequence ([`Vigil::shutdown`]): stop accepting HTTP and gRPC
+//! connections (Watch streams end), let in-flight requests finish, then close
+//! every session (DTLS close to each peer), which ends forwarders and
+//! writers.
 //!
 //! Panic policy: a panic is a bug; no client input can cause one.
 
@@ -23,51 +29,169 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use vigil_control::bus::MemoryBus;
+use vigil_control::store::{MemoryStore, RedbStore, Secrets, Store, load_or_create_secrets};
+use vigil_control::token::TokenSigner;
+use vigil_control::{Auth, Control};
 
 pub use config::Config;
 pub use sfu::Sfu;
 
-/// A running gateway.
+/// A running Vigil: gateway, SFU and control plane.
 pub struct Vigil {
-    /// The bound HTTP address (useful with port 0).
+    /// The bound HTTP (WHIP/WHEP) address (useful with port 0).
     pub http_addr: SocketAddr,
+    /// The bound gRPC address.
+    pub grpc_addr: SocketAddr,
     /// The forwarding core, for diagnostics and tests.
     pub sfu: Sfu,
-    stop: oneshot::Sender<()>,
+    /// The control plane.
+    pub control: Control,
+    /// How credentials were set up, to tell the operator.
+    pub credentials: Credentials,
+    stop: watch::Sender<bool>,
     http: JoinHandle<()>,
+    grpc: JoinHandle<()>,
+}
+
+/// What the operator needs to know about credentials at start.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `--insecure-no-auth`.
+    None,
+    /// The admin key; `generated` when it was created at this start.
+    AdminKey {
+        /// The key (sent as `authorization: Bearer <key>`).
+        key: String,
+        /// Created now (first start) rather than loaded.
+        generated: bool,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::AdminKey { generated, .. } => f
+                .debug_struct("AdminKey")
+                .field("key", &"<redacted>")
+                .field("generated", generated)
+                .finish(),
+        }
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
 }
 
 impl Vigil {
-    /// Binds `config.http_listen` and starts serving.
+    /// Binds `config.http_listen` and `config.grpc_listen` and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Vigil> {
-        let listener = TcpListener::bind(config.http_listen).await?;
-        let http_addr = listener.local_addr()?;
-        let sfu = Sfu::start(&config);
+        let http_listener = TcpListener::bind(config.http_listen).await?;
+        let grpc_listener = TcpListener::bind(config.grpc_listen).await?;
+        let http_addr = http_listener.local_addr()?;
+        let grpc_addr = grpc_listener.local_addr()?;
+
+        let store: Arc<dyn Store> = match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                Arc::new(RedbStore::open(&dir.join("vigil.redb")).map_err(other)?)
+            }
+            None => Arc::new(MemoryStore::default()),
+        };
+        let (auth, credentials) = auth_from(&config)?;
+
+        let (facts, inbox) = vigil_control::channel();
+        let sfu = Sfu::start(&config, facts.clone());
+        let control = Control::start(
+            &facts,
+            inbox,
+            store,
+            Arc::new(MemoryBus::default()),
+            Arc::new(sfu.clone()),
+            auth,
+        )
+        .map_err(other)?;
+
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            // A dropped sender means the same as a sent `true`: stop.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
         let state = Arc::new(http::AppState {
             sfu: sfu.clone(),
+            control: control.clone(),
             config,
         });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let http = tokio::spawn(http::serve(listener, state, async move {
-            // A dropped sender means the same as a sent one: stop.
-            let _ = stopped.await;
-        }));
+        let http = tokio::spawn(http::serve(
+            http_listener,
+            state,
+            until_stopped(stopped.clone()),
+        ));
+        let grpc_control = control.clone();
+        let grpc = tokio::spawn(async move {
+            let serving =
+                vigil_control::grpc::serve(grpc_listener, grpc_control, until_stopped(stopped));
+            if let Err(e) = serving.await {
+                tracing::error!("gRPC server failed: {e}");
+            }
+        });
         Ok(Vigil {
             http_addr,
+            grpc_addr,
             sfu,
+            control,
+            credentials,
             stop,
             http,
+            grpc,
         })
     }
 
-    /// Stops HTTP, then closes every session.
+    /// Stops HTTP and gRPC, then closes every session.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        if let Err(e) = self.http.await {
-            tracing::warn!("HTTP task ended abnormally: {e}");
+        let _ = self.stop.send(true);
+        for (name, task) in [("HTTP", self.http), ("gRPC", self.grpc)] {
+            if let Err(e) = task.await {
+                tracing::warn!("{name} task ended abnormally: {e}");
+            }
         }
         self.sfu.shutdown().await;
     }
+}
+
+/// Authentication from the configuration: explicit secrets, or the data
+/// directory's (created on first start), or, without a data directory,
+/// secrets that live as long as the process.
+fn auth_from(config: &Config) -> std::io::Result<(Auth, Credentials)> {
+    if config.insecure_no_auth {
+        return Ok((Auth::Open, Credentials::None));
+    }
+    let (secrets, generated) = match (&config.secrets, &config.data_dir) {
+        (Some(secrets), _) => (secrets.clone(), false),
+        (None, Some(dir)) => load_or_create_secrets(dir).map_err(other)?,
+        (None, None) => (
+            Secrets {
+                admin_key: (0..32)
+                    .map(|_| format!("{:02x}", rand::random::<u8>()))
+                    .collect(),
+                signing_secret: rand::random::<[u8; 32]>().to_vec(),
+            },
+            true,
+        ),
+    };
+    let auth = Auth::Tokens {
+        signer: Arc::new(TokenSigner::new(&secrets.signing_secret)),
+        admin_key: secrets.admin_key.clone(),
+    };
+    Ok((
+        auth,
+        Credentials::AdminKey {
+            key: secrets.admin_key,
+            generated,
+        },
+    ))
 }

@@ -25,11 +25,16 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// A configuration for tests: HTTP on an ephemeral loopback port, ICE on
-/// 127.0.0.1, and short ICE timeouts so reaping is observable quickly.
+/// A configuration for tests: HTTP and gRPC on ephemeral loopback ports,
+/// ICE on 127.0.0.1, nothing persisted, no authentication, and short ICE
+/// timeouts so reaping is observable quickly.
 pub fn test_config() -> Config {
     Config {
         http_listen: "127.0.0.1:0".parse().expect("literal address"),
+        grpc_listen: "127.0.0.1:0".parse().expect("literal address"),
+        data_dir: None,
+        // Media tests run open; the control-plane tests turn tokens on.
+        insecure_no_auth: true,
         ice_disconnected_timeout: Duration::from_secs(2),
         ice_failed_timeout: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(10),

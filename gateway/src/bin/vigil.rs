@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use vigil_gateway::Vigil;
 use vigil_gateway::config::Args;
+use vigil_gateway::{Credentials, Vigil};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -28,9 +28,34 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let base = format!("http://{}", vigil.http_addr);
-    tracing::info!(ice_bind = %config.ice_bind, "vigil listening on {base}");
+    tracing::info!(ice_bind = %config.ice_bind, grpc = %vigil.grpc_addr, "vigil listening on {base}");
     println!("WHIP publish: {base}/whip/<room>/<stream>   (OBS: Service WHIP, Server = this URL)");
     println!("WHEP play:    {base}/whep/<room>/<stream>");
+    println!(
+        "gRPC control: {} (health, reflection, gRPC-web)",
+        vigil.grpc_addr
+    );
+    match &vigil.credentials {
+        Credentials::None => {
+            eprintln!();
+            eprintln!("WARNING: --insecure-no-auth: anyone who can reach these ports can publish,");
+            eprintln!("WARNING: play and administer; rooms are created on first use.");
+            eprintln!();
+        }
+        Credentials::AdminKey { key, generated } => {
+            let where_ = match &config.data_dir {
+                Some(dir) => format!("stored in {}/admin.key", dir.display()),
+                None => "valid until this process exits".to_owned(),
+            };
+            let how = if *generated { "generated" } else { "loaded" };
+            println!("Admin key {how}, {where_}:");
+            println!("  {key}");
+            println!(
+                "  e.g. grpcurl -plaintext -H 'authorization: Bearer {key}' {} list",
+                vigil.grpc_addr
+            );
+        }
+    }
     if let Err(e) = tokio::signal::ctrl_c().await {
         tracing::error!("cannot wait for Ctrl-C: {e}");
     }

@@ -5,6 +5,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use vigil_control::event::SessionRole;
 use vigil_control::{RoomName, StreamName};
 
 use super::AppState;
@@ -56,10 +57,18 @@ async fn create_session(
     let room = RoomName::new(room)?;
     let stream = StreamName::new(stream)?;
     require_content_type(req.headers(), SDP)?;
+    let session_role = match role {
+        Role::Publish => SessionRole::Publisher,
+        Role::Play => SessionRole::Viewer,
+    };
+    let identity = state
+        .control
+        .admit(&room, &stream, session_role, bearer(req.headers()))
+        .await?;
     let offer = read_text(req, state.config.max_body_bytes, Error::MalformedSdp).await?;
     let created = match role {
-        Role::Publish => state.sfu.publish(room, stream, offer).await?,
-        Role::Play => state.sfu.play(room, stream, offer).await?,
+        Role::Publish => state.sfu.publish(room, stream, identity, offer).await?,
+        Role::Play => state.sfu.play(room, stream, identity, offer).await?,
     };
     let mut response = with_cors(Response::new(Body::from(created.answer)), ENDPOINT_METHODS);
     *response.status_mut() = StatusCode::CREATED;
@@ -148,6 +157,19 @@ fn options(req: &Request<Incoming>, state: &AppState, allow: &'static str) -> Re
         }
     }
     response
+}
+
+/// The token of `Authorization: Bearer <token>`. A bare value without a
+/// scheme is taken as the token too: Eyevinn's WHEP player sends its key
+/// verbatim.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        Some(_) => return None,
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
 }
 
 fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<()> {

@@ -41,6 +41,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AppState {
     /// The forwarding core.
     pub sfu: Sfu,
+    /// Admission (tokens, rooms, limits).
+    pub control: vigil_control::Control,
     /// Configuration.
     pub config: Config,
 }

@@ -8,6 +8,7 @@ use hyper::{Response, StatusCode};
 
 use crate::config::IceServer;
 use crate::error::Error;
+use vigil_control::ControlError;
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;
@@ -36,6 +37,19 @@ pub fn status_of(error: &Error) -> StatusCode {
         Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Refused(refusal) => match refusal {
+            ControlError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ControlError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            ControlError::RoomFull { .. } | ControlError::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ControlError::AlreadyExists(_) | ControlError::FailedPrecondition(_) => {
+                StatusCode::CONFLICT
+            }
+            ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        },
     }
 }
 

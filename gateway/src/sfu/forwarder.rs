@@ -87,8 +87,39 @@ impl ViewerSink {
     }
 }
 
+/// What a publisher has sent, counted on the hot path with relaxed atomics
+/// and sampled for alarms (shared by the stream's forwarders).
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    keyframes: AtomicU64,
+}
+
+impl StreamCounters {
+    fn count(&self, payload_len: usize, keyframe: bool) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(payload_len as u64, Ordering::Relaxed);
+        if keyframe {
+            self.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters now, for the alarm rules.
+    pub fn snapshot(&self, has_video: bool) -> vigil_control::alarms::StreamCounters {
+        vigil_control::alarms::StreamCounters {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            keyframes: self.keyframes.load(Ordering::Relaxed),
+            has_video,
+        }
+    }
+}
+
 /// Commands to a running forwarder.
 pub enum ForwarderCommand {
+    /// Stop (`true`) or resume forwarding; packets are still counted.
+    SetMuted(bool),
     /// Start sending to this viewer (from its next keyframe, for video).
     AddSink(ViewerSink),
     /// Stop sending to this viewer.
@@ -161,6 +192,8 @@ pub struct ForwarderSpec {
     pub media_ssrc: u32,
     /// Viewers waiting for this track.
     pub sinks: Vec<ViewerSink>,
+    /// Where the publisher's packets are counted.
+    pub counters: Arc<StreamCounters>,
     /// Receives the sinks back when the track ends, so the viewers can wait
     /// for the next publisher.
     pub on_end: Box<dyn FnOnce(Vec<ViewerSink>) + Send>,
@@ -183,8 +216,10 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
         media_ssrc,
         mut sinks,
         on_end,
+        counters,
         ..
     } = spec;
+    let mut muted = false;
     // Viewers handed over from a previous publisher continue their numbering.
     for sink in &mut sinks {
         sink.rebase();
@@ -210,11 +245,26 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
                     sinks.retain(|sink| sink.session != session);
                 }
                 Some(ForwarderCommand::RequestKeyframe) => keyframes.request(),
+                Some(ForwarderCommand::SetMuted(now_muted)) => {
+                    if muted && !now_muted {
+                        // Resume from a keyframe, not from a broken picture.
+                        for sink in &mut sinks {
+                            sink.waiting_for_keyframe = video.is_some();
+                        }
+                        keyframes.request();
+                    }
+                    muted = now_muted;
+                }
                 None => break,
             },
             event = track.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
-                    forward(packet, video, &mut sinks);
+                    let keyframe_start =
+                        video.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
+                    counters.count(packet.payload.len(), keyframe_start);
+                    if !muted {
+                        forward(packet, keyframe_start, video.is_some(), &mut sinks);
+                    }
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}
@@ -239,15 +289,19 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
 }
 
 /// Sends one publisher packet to every sink.
-fn forward(mut packet: rtp::Packet, video: Option<VideoCodec>, sinks: &mut Vec<ViewerSink>) {
+fn forward(
+    mut packet: rtp::Packet,
+    keyframe_start: bool,
+    video: bool,
+    sinks: &mut Vec<ViewerSink>,
+) {
     // Strip extensions once here rather than per viewer: their ids belong to
     // the publisher's negotiation, and an empty Vec clones without allocating.
     packet.header.extension = false;
     packet.header.extensions.clear();
-    let keyframe_start = video.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
     let now = Instant::now();
     sinks.retain_mut(|sink| {
-        if sink.waiting_for_keyframe && video.is_some() {
+        if sink.waiting_for_keyframe && video {
             if !keyframe_start {
                 return true;
             }
@@ -260,7 +314,7 @@ fn forward(mut packet: rtp::Packet, video: Option<VideoCodec>, sinks: &mut Vec<V
             Err(TrySendError::Full(_)) => {
                 sink.dropped.fetch_add(1, Ordering::Relaxed);
                 // The picture is broken from here: resume at the next keyframe.
-                sink.waiting_for_keyframe = video.is_some();
+                sink.waiting_for_keyframe = video;
                 true
             }
             Err(TrySendError::Closed(_)) => false,
@@ -340,9 +394,9 @@ mod tests {
         let (fast_tx, mut fast_rx) = mpsc::channel(1000);
         let (slow_tx, mut slow_rx) = mpsc::channel(2);
         let mut sinks = vec![sink(fast_tx, &dropped), sink(slow_tx, &dropped)];
-        forward(packet(1, IDR), Some(VideoCodec::H264), &mut sinks);
+        forward(packet(1, IDR), true, true, &mut sinks);
         for seq in 2..=100 {
-            forward(packet(seq, P_FRAME), Some(VideoCodec::H264), &mut sinks);
+            forward(packet(seq, P_FRAME), false, true, &mut sinks);
         }
         let mut fast = Vec::new();
         while let Ok(p) = fast_rx.try_recv() {
@@ -365,9 +419,9 @@ mod tests {
 
         // The slow viewer drains; it gets nothing until the next keyframe.
         while slow_rx.try_recv().is_ok() {}
-        forward(packet(101, P_FRAME), Some(VideoCodec::H264), &mut sinks);
+        forward(packet(101, P_FRAME), false, true, &mut sinks);
         assert!(slow_rx.try_recv().is_err(), "no P-frame after a loss");
-        forward(packet(102, IDR), Some(VideoCodec::H264), &mut sinks);
+        forward(packet(102, IDR), true, true, &mut sinks);
         assert_eq!(
             slow_rx.try_recv().expect("keyframe").header.sequence_number,
             102
@@ -380,7 +434,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(10);
         let mut sinks = vec![sink(tx, &dropped)];
         drop(rx);
-        forward(packet(1, IDR), Some(VideoCodec::H264), &mut sinks);
+        forward(packet(1, IDR), true, true, &mut sinks);
         assert!(sinks.is_empty());
     }
 

@@ -15,6 +15,7 @@ pub mod codecs;
 pub mod forwarder;
 mod ice;
 pub mod keyframe;
+mod media_plane;
 pub mod peer;
 pub mod registry;
 pub mod rewrite;
@@ -39,8 +40,9 @@ use crate::http::sdpfrag::SdpFrag;
 use crate::sfu::codecs::TrackCodec;
 use crate::sfu::forwarder::{VIEWER_QUEUE, ViewerSink};
 use crate::sfu::peer::{EventSink, Peer, PeerEvent, PeerSettings};
-use crate::sfu::registry::{CloseReason, Msg, NewTrack, Timings};
+use crate::sfu::registry::{CloseReason, Msg, NewTrack, NewViewer, Timings};
 use crate::sfu::rewrite::Rewriter;
+use vigil_control::Facts;
 
 /// An unguessable session id (128 random bits, hex), used in the session URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -86,6 +88,24 @@ impl MediaKind {
             RtpCodecKind::Audio => Some(MediaKind::Audio),
             RtpCodecKind::Video => Some(MediaKind::Video),
             _ => None,
+        }
+    }
+}
+
+impl From<MediaKind> for vigil_control::event::TrackKind {
+    fn from(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => vigil_control::event::TrackKind::Audio,
+            MediaKind::Video => vigil_control::event::TrackKind::Video,
+        }
+    }
+}
+
+impl From<vigil_control::event::TrackKind> for MediaKind {
+    fn from(kind: vigil_control::event::TrackKind) -> Self {
+        match kind {
+            vigil_control::event::TrackKind::Audio => MediaKind::Audio,
+            vigil_control::event::TrackKind::Video => MediaKind::Video,
         }
     }
 }
@@ -177,14 +197,20 @@ pub struct Sfu {
 
 impl Sfu {
     /// Starts the room owner.
-    pub fn start(config: &Config) -> Sfu {
+    pub fn start(config: &Config, facts: Facts) -> Sfu {
         let (tx, rx) = mpsc::unbounded_channel();
         let gauges = Gauges::default();
         let timings = Timings {
             republish_grace: config.republish_grace,
             connect_timeout: config.connect_timeout,
         };
-        tokio::spawn(registry::run(timings, gauges.clone(), tx.clone(), rx));
+        tokio::spawn(registry::run(
+            timings,
+            gauges.clone(),
+            facts,
+            tx.clone(),
+            rx,
+        ));
         Sfu {
             owner: tx,
             settings: Arc::new(PeerSettings::from(config)),
@@ -232,11 +258,13 @@ impl Sfu {
         })
     }
 
-    /// WHIP: negotiates a publisher session for `room`/`stream`.
+    /// WHIP: negotiates a publisher session for `room`/`stream`, published
+    /// by `identity`.
     pub async fn publish(
         &self,
         room: RoomName,
         stream: StreamName,
+        identity: String,
         offer: String,
     ) -> Result<Created> {
         let sections = codecs::parse_offer(&offer)?;
@@ -246,6 +274,7 @@ impl Sfu {
             room,
             stream,
             session: session.clone(),
+            identity,
             reply,
         })
         .await??;
@@ -319,8 +348,14 @@ impl Sfu {
         committed
     }
 
-    /// WHEP: negotiates a viewer session of `room`/`stream`.
-    pub async fn play(&self, room: RoomName, stream: StreamName, offer: String) -> Result<Created> {
+    /// WHEP: negotiates a viewer session of `room`/`stream` for `identity`.
+    pub async fn play(
+        &self,
+        room: RoomName,
+        stream: StreamName,
+        identity: String,
+        offer: String,
+    ) -> Result<Created> {
         let sections = codecs::parse_offer(&offer)?;
         let published = self
             .ask(|reply| Msg::PublishedCodecs {
@@ -339,12 +374,15 @@ impl Sfu {
             .await?;
         let etag = new_etag();
         self.commit(&peer, |reply| Msg::CommitPlay {
-            room,
-            stream,
-            session: session.clone(),
-            peer: peer.clone(),
-            sinks,
-            etag: etag.clone(),
+            viewer: NewViewer {
+                room,
+                stream,
+                session: session.clone(),
+                identity,
+                peer: peer.clone(),
+                sinks,
+                etag: etag.clone(),
+            },
             reply,
         })
         .await?;

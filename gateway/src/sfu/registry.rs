@@ -34,10 +34,15 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::error::{Error, Result};
 use crate::sfu::codecs::TrackCodec;
+use crate::sfu::forwarder::StreamCounters;
 use crate::sfu::forwarder::{self, ForwarderCommand, ForwarderHandle, ForwarderSpec, ViewerSink};
 use crate::sfu::keyframe::VideoCodec;
 use crate::sfu::peer::Peer;
 use crate::sfu::{Gauges, MediaKind, SessionId, Stats};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use vigil_control::Facts;
+use vigil_control::event::{LeaveReason, SessionRole};
+use vigil_control::media::StreamSample;
 
 /// A reply channel.
 pub type Reply<T> = oneshot::Sender<T>;
@@ -54,7 +59,7 @@ pub struct NewTrack {
     pub mime: String,
 }
 
-/// Why a session ended (logged; reported to the control plane later).
+/// Why a session ended (logged, and reported to the control plane).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// DELETE on the session resource.
@@ -73,6 +78,26 @@ pub enum CloseReason {
     CodecChanged,
     /// The server is shutting down.
     Shutdown,
+    /// An admin hung up the participant.
+    HungUp,
+    /// The room was deleted.
+    RoomClosed,
+}
+
+impl CloseReason {
+    /// How the control plane words it; `None` for a session it never saw
+    /// start (negotiation failed before the answer).
+    pub fn leave_reason(self) -> Option<LeaveReason> {
+        Some(match self {
+            CloseReason::Deleted | CloseReason::PeerClosed => LeaveReason::Left,
+            CloseReason::IceFailed | CloseReason::ConnectTimeout => LeaveReason::TimedOut,
+            CloseReason::NegotiationFailed => return None,
+            CloseReason::PublisherGone | CloseReason::CodecChanged => LeaveReason::PublisherGone,
+            CloseReason::Shutdown => LeaveReason::ServerShutdown,
+            CloseReason::HungUp => LeaveReason::HungUp,
+            CloseReason::RoomClosed => LeaveReason::RoomClosed,
+        })
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -86,8 +111,28 @@ impl fmt::Display for CloseReason {
             CloseReason::PublisherGone => "publisher gone",
             CloseReason::CodecChanged => "publisher changed codec",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::HungUp => "hung up by an admin",
+            CloseReason::RoomClosed => "room deleted",
         })
     }
+}
+
+/// A negotiated viewer session, ready to be committed.
+pub struct NewViewer {
+    /// Room played.
+    pub room: RoomName,
+    /// Stream played.
+    pub stream: StreamName,
+    /// Session id.
+    pub session: SessionId,
+    /// Who plays it.
+    pub identity: String,
+    /// Its connection.
+    pub peer: Arc<Peer>,
+    /// One sink per track, for the forwarders.
+    pub sinks: Vec<ViewerSink>,
+    /// ICE session entity-tag.
+    pub etag: String,
 }
 
 /// What a PATCH needs to know about a session.
@@ -105,6 +150,7 @@ pub enum Msg {
         room: RoomName,
         stream: StreamName,
         session: SessionId,
+        identity: String,
         reply: Reply<Result<()>>,
     },
     /// The publisher's answer is ready.
@@ -123,14 +169,9 @@ pub enum Msg {
         stream: StreamName,
         reply: Reply<Result<Vec<TrackCodec>>>,
     },
-    /// A viewer's answer is ready: attach its sinks.
+    /// A viewer's answer is ready: its sinks attach once it connects.
     CommitPlay {
-        room: RoomName,
-        stream: StreamName,
-        session: SessionId,
-        peer: Arc<Peer>,
-        sinks: Vec<ViewerSink>,
-        etag: String,
+        viewer: NewViewer,
         reply: Reply<Result<()>>,
     },
     /// Look a session up.
@@ -165,6 +206,24 @@ pub enum Msg {
     },
     /// Counts, for tests and diagnostics.
     Stats { reply: Reply<Stats> },
+    /// Close every session of `identity` in `room` (or of everyone, with
+    /// `None`); replies how many.
+    CloseParticipant {
+        room: RoomName,
+        identity: Option<String>,
+        reason: CloseReason,
+        reply: Reply<usize>,
+    },
+    /// Stop or resume forwarding one track; replies whether it exists.
+    Mute {
+        room: RoomName,
+        stream: StreamName,
+        kind: MediaKind,
+        muted: bool,
+        reply: Reply<bool>,
+    },
+    /// Counters of every published stream.
+    Sample { reply: Reply<Vec<StreamSample>> },
     /// Close everything and stop.
     Shutdown { reply: Reply<()> },
 }
@@ -205,6 +264,7 @@ enum Role {
 struct Session {
     room: RoomName,
     stream: StreamName,
+    identity: String,
     role: Role,
     peer: Option<Arc<Peer>>,
     etag: String,
@@ -225,6 +285,8 @@ struct Stream {
     parked: Vec<ViewerSink>,
     viewers: HashSet<SessionId>,
     orphaned_since: Option<Instant>,
+    /// What the current publisher sent, for alarms; new per publisher.
+    counters: Arc<StreamCounters>,
 }
 
 impl Stream {
@@ -240,12 +302,14 @@ pub struct Owner {
     inbox: mpsc::UnboundedSender<Msg>,
     timings: Timings,
     gauges: Gauges,
+    facts: Facts,
 }
 
 /// Runs the owner until shutdown.
 pub async fn run(
     timings: Timings,
     gauges: Gauges,
+    facts: Facts,
     inbox_tx: mpsc::UnboundedSender<Msg>,
     mut inbox: mpsc::UnboundedReceiver<Msg>,
 ) {
@@ -255,6 +319,7 @@ pub async fn run(
         inbox: inbox_tx,
         timings,
         gauges,
+        facts,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,9 +356,10 @@ impl Owner {
                 room,
                 stream,
                 session,
+                identity,
                 reply,
             } => {
-                let _ = reply.send(self.reserve_publish(room, stream, session));
+                let _ = reply.send(self.reserve_publish(room, stream, session, identity));
             }
             Msg::CommitPublish {
                 session,
@@ -314,16 +380,8 @@ impl Owner {
             } => {
                 let _ = reply.send(self.published_codecs(&room, &stream));
             }
-            Msg::CommitPlay {
-                room,
-                stream,
-                session,
-                peer,
-                sinks,
-                etag,
-                reply,
-            } => {
-                let _ = reply.send(self.commit_play(room, stream, session, peer, sinks, etag));
+            Msg::CommitPlay { viewer, reply } => {
+                let _ = reply.send(self.commit_play(viewer));
             }
             Msg::Lookup { session, reply } => {
                 let view = self.sessions.get(&session).and_then(|s| {
@@ -372,6 +430,31 @@ impl Owner {
             Msg::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Msg::CloseParticipant {
+                room,
+                identity,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.close_participant(&room, identity.as_deref(), reason));
+            }
+            Msg::Mute {
+                room,
+                stream,
+                kind,
+                muted,
+                reply,
+            } => {
+                let found = self
+                    .stream_mut(&room, &stream)
+                    .and_then(|st| st.forwarders.get(&kind))
+                    .map(|(_, fwd)| fwd.send(ForwarderCommand::SetMuted(muted)))
+                    .is_some();
+                let _ = reply.send(found);
+            }
+            Msg::Sample { reply } => {
+                let _ = reply.send(self.sample());
+            }
             Msg::Shutdown { reply } => {
                 self.close_all(CloseReason::Shutdown);
                 let _ = reply.send(());
@@ -384,6 +467,7 @@ impl Owner {
         room: RoomName,
         stream: StreamName,
         session: SessionId,
+        identity: String,
     ) -> Result<()> {
         let entry = self
             .rooms
@@ -398,11 +482,13 @@ impl Owner {
             });
         }
         entry.publisher = Some(session.clone());
+        entry.counters = Arc::default();
         self.sessions.insert(
             session,
             Session {
                 room,
                 stream,
+                identity,
                 role: Role::Publisher,
                 peer: None,
                 etag: String::new(),
@@ -431,6 +517,18 @@ impl Owner {
         st.codecs = codecs;
         st.orphaned_since = None;
         tracing::info!(%room, %stream, %session, "publisher session created");
+        let identity = self
+            .sessions
+            .get(session)
+            .map(|s| s.identity.clone())
+            .unwrap_or_default();
+        self.facts.session_started(
+            session.as_str(),
+            &room,
+            &stream,
+            SessionRole::Publisher,
+            &identity,
+        );
         Ok(())
     }
 
@@ -446,15 +544,16 @@ impl Owner {
             })
     }
 
-    fn commit_play(
-        &mut self,
-        room: RoomName,
-        stream: StreamName,
-        session: SessionId,
-        peer: Arc<Peer>,
-        sinks: Vec<ViewerSink>,
-        etag: String,
-    ) -> Result<()> {
+    fn commit_play(&mut self, viewer: NewViewer) -> Result<()> {
+        let NewViewer {
+            room,
+            stream,
+            session,
+            identity,
+            peer,
+            sinks,
+            etag,
+        } = viewer;
         let not_published = || Error::NotPublished {
             room: room.to_string(),
             stream: stream.to_string(),
@@ -466,12 +565,20 @@ impl Owner {
             .filter(|st| !st.codecs.is_empty())
             .ok_or_else(not_published)?;
         st.viewers.insert(session.clone());
-        tracing::info!(%room, %stream, %session, viewers = st.viewers.len(), "viewer session created");
+        tracing::info!(%room, %stream, %session, %identity, viewers = st.viewers.len(), "viewer session created");
+        self.facts.session_started(
+            session.as_str(),
+            &room,
+            &stream,
+            SessionRole::Viewer,
+            &identity,
+        );
         self.sessions.insert(
             session,
             Session {
                 room,
                 stream,
+                identity,
                 role: Role::Viewer,
                 peer: Some(peer),
                 etag,
@@ -538,6 +645,7 @@ impl Owner {
             video: VideoCodec::from_mime(&new.mime),
             media_ssrc: new.ssrc,
             sinks: compatible,
+            counters: st.counters.clone(),
             on_end: Box::new(move |sinks| {
                 // The owner is gone only at shutdown; then the sinks die with it.
                 let _ = inbox.send(ended(sinks));
@@ -546,6 +654,8 @@ impl Owner {
         });
         st.forwarders.insert(new.kind, (session.clone(), handle));
         tracing::info!(%room, %stream, %session, kind = ?new.kind, mime = %new.mime, "forwarding track");
+        self.facts
+            .track_published(session.as_str(), new.kind.into(), &new.mime);
         for sink in incompatible {
             let viewer = sink.session().clone();
             self.close(&viewer, CloseReason::CodecChanged);
@@ -590,6 +700,10 @@ impl Owner {
         };
         tracing::info!(room = %s.room, stream = %s.stream, %session, %reason, role = ?s.role, "session closed");
         if let Some(peer) = s.peer {
+            // Only a committed session (it has a peer) was reported as started.
+            if let Some(leave) = reason.leave_reason() {
+                self.facts.session_ended(session.as_str(), leave);
+            }
             tokio::spawn(async move { peer.close().await });
         }
         let now = Instant::now();
@@ -667,6 +781,44 @@ impl Owner {
         for id in all {
             self.close(&id, reason);
         }
+    }
+
+    /// Closes every session of `identity` in `room`, or every session in it.
+    fn close_participant(
+        &mut self,
+        room: &RoomName,
+        identity: Option<&str>,
+        reason: CloseReason,
+    ) -> usize {
+        let matching: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.room == *room && identity.is_none_or(|id| s.identity == id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &matching {
+            self.close(id, reason);
+        }
+        matching.len()
+    }
+
+    /// Counters of every stream that has a committed publisher.
+    fn sample(&self) -> Vec<StreamSample> {
+        self.rooms
+            .iter()
+            .flat_map(|(room, streams)| {
+                streams
+                    .iter()
+                    .filter(|(_, st)| !st.codecs.is_empty())
+                    .map(move |(stream, st)| StreamSample {
+                        room: room.clone(),
+                        stream: stream.clone(),
+                        counters: st
+                            .counters
+                            .snapshot(st.codecs.iter().any(|c| c.kind == RtpCodecKind::Video)),
+                    })
+            })
+            .collect()
     }
 
     fn stats(&self) -> Stats {

@@ -1,0 +1,62 @@
+//! The forwarding core as the control plane sees it: the gateway's side of
+//! `vigil_control::media::MediaPlane`.
+
+use vigil_control::event::{LeaveReason, TrackKind};
+use vigil_control::media::{MediaPlane, StreamSample};
+use vigil_control::{RoomName, StreamName};
+
+use crate::sfu::Sfu;
+use crate::sfu::registry::{CloseReason, Msg};
+
+#[async_trait::async_trait]
+impl MediaPlane for Sfu {
+    async fn hang_up(&self, room: &RoomName, identity: &str, reason: LeaveReason) -> usize {
+        let reason = match reason {
+            LeaveReason::RoomClosed => CloseReason::RoomClosed,
+            _ => CloseReason::HungUp,
+        };
+        self.ask(|reply| Msg::CloseParticipant {
+            room: room.clone(),
+            identity: Some(identity.to_owned()),
+            reason,
+            reply,
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    async fn close_room(&self, room: &RoomName) -> usize {
+        self.ask(|reply| Msg::CloseParticipant {
+            room: room.clone(),
+            identity: None,
+            reason: CloseReason::RoomClosed,
+            reply,
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    async fn mute(
+        &self,
+        room: &RoomName,
+        stream: &StreamName,
+        kind: TrackKind,
+        muted: bool,
+    ) -> bool {
+        self.ask(|reply| Msg::Mute {
+            room: room.clone(),
+            stream: stream.clone(),
+            kind: kind.into(),
+            muted,
+            reply,
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn sample(&self) -> Vec<StreamSample> {
+        self.ask(|reply| Msg::Sample { reply })
+            .await
+            .unwrap_or_default()
+    }
+}
