@@ -565,3 +565,274 @@ impl Owner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::alarms::{AlarmKind, StreamCounters};
+    use crate::bus::MemoryBus;
+    use crate::event::Event;
+    use crate::store::MemoryStore;
+
+    struct Harness {
+        owner: Owner,
+        bus: Arc<MemoryBus>,
+        t0: Instant,
+    }
+
+    fn room() -> RoomName {
+        RoomName::new("site").unwrap()
+    }
+
+    fn stream(name: &str) -> StreamName {
+        StreamName::new(name).unwrap()
+    }
+
+    impl Harness {
+        fn new(limits: Limits) -> Harness {
+            let bus = Arc::new(MemoryBus::default());
+            let spec = RoomSpec {
+                name: room(),
+                limits,
+                alarms: AlarmRules {
+                    stall_after: Duration::from_secs(1),
+                    ..AlarmRules::default()
+                },
+                created_at_ms: 0,
+            };
+            let owner = Owner::new(
+                Arc::new(MemoryStore::default()),
+                bus.clone(),
+                false,
+                vec![spec],
+            );
+            Harness {
+                owner,
+                bus,
+                t0: Instant::now(),
+            }
+        }
+
+        fn ask<T>(&mut self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> T {
+            let (tx, mut rx) = oneshot::channel();
+            self.owner.handle(make(tx), self.t0);
+            rx.try_recv().expect("the owner replies at once")
+        }
+
+        fn admit(&mut self, stream_name: &str, role: SessionRole, identity: &str) -> Result<()> {
+            self.ask(|reply| Msg::Admit {
+                room: room(),
+                stream: stream(stream_name),
+                role,
+                identity: identity.into(),
+                reply,
+            })
+        }
+
+        fn start(&mut self, session: &str, stream_name: &str, role: SessionRole, identity: &str) {
+            self.owner.handle(
+                Msg::SessionStarted {
+                    session: session.into(),
+                    room: room(),
+                    stream: stream(stream_name),
+                    role,
+                    identity: identity.into(),
+                },
+                self.t0,
+            );
+        }
+
+        fn end(&mut self, session: &str, reason: LeaveReason) {
+            self.owner.handle(
+                Msg::SessionEnded {
+                    session: session.into(),
+                    reason,
+                },
+                self.t0,
+            );
+        }
+
+        /// Every event so far.
+        fn events(&self) -> Vec<Event> {
+            self.bus.subscribe(Some(0)).replay
+        }
+    }
+
+    #[test]
+    fn unknown_rooms_are_refused_when_rooms_are_managed() {
+        let mut h = Harness::new(Limits::default());
+        let result = h.ask(|reply| Msg::Admit {
+            room: RoomName::new("elsewhere").unwrap(),
+            stream: stream("cam"),
+            role: SessionRole::Publisher,
+            identity: "cam".into(),
+            reply,
+        });
+        assert!(matches!(result, Err(ControlError::NotFound(_))));
+        assert!(h.admit("cam", SessionRole::Publisher, "cam").is_ok());
+    }
+
+    #[test]
+    fn a_full_room_refuses_and_alarms_once_then_clears() {
+        let mut h = Harness::new(Limits {
+            max_publishers: Some(1),
+            max_viewers: None,
+        });
+        h.start("s1", "cam-1", SessionRole::Publisher, "cam-1");
+        for _ in 0..2 {
+            assert!(matches!(
+                h.admit("cam-2", SessionRole::Publisher, "cam-2"),
+                Err(ControlError::RoomFull { .. })
+            ));
+        }
+        let raised = |e: &Event| {
+            matches!(
+                e.kind,
+                EventKind::AlarmRaised {
+                    alarm: Alarm::RoomFull,
+                    ..
+                }
+            )
+        };
+        assert_eq!(
+            h.events().iter().filter(|e| raised(e)).count(),
+            1,
+            "raised once"
+        );
+        h.end("s1", LeaveReason::Left);
+        assert!(h.events().iter().any(|e| matches!(
+            e.kind,
+            EventKind::AlarmCleared {
+                alarm: Alarm::RoomFull,
+                ..
+            }
+        )));
+        assert!(h.admit("cam-2", SessionRole::Publisher, "cam-2").is_ok());
+    }
+
+    #[test]
+    fn session_facts_become_participant_and_track_events() {
+        let mut h = Harness::new(Limits::default());
+        h.start("s1", "cam", SessionRole::Publisher, "cam");
+        h.owner.handle(
+            Msg::TrackPublished {
+                session: "s1".into(),
+                kind: TrackKind::Video,
+                codec: "video/H264".into(),
+            },
+            h.t0,
+        );
+        h.start("v1", "cam", SessionRole::Viewer, "dispatcher");
+        let participants = h
+            .ask(|reply| Msg::Participants {
+                room: room(),
+                reply,
+            })
+            .unwrap();
+        let cam = participants.iter().find(|p| p.identity == "cam").unwrap();
+        assert!(cam.publishing);
+        assert_eq!(cam.viewer_count, 1);
+        assert_eq!(cam.tracks[0].codec, "video/H264");
+        let dispatcher = participants
+            .iter()
+            .find(|p| p.identity == "dispatcher")
+            .unwrap();
+        assert_eq!(dispatcher.watching, vec![stream("cam")]);
+
+        h.end("s1", LeaveReason::HungUp);
+        let kinds: Vec<_> = h.events().into_iter().map(|e| e.kind).collect();
+        assert!(kinds.contains(&EventKind::TrackUnpublished {
+            kind: TrackKind::Video
+        }));
+        assert!(kinds.contains(&EventKind::ParticipantLeft {
+            role: SessionRole::Publisher,
+            stream: stream("cam"),
+            reason: LeaveReason::HungUp,
+        }));
+    }
+
+    #[test]
+    fn a_deleted_room_is_gone_at_once_and_reported_deleted_when_empty() {
+        let mut h = Harness::new(Limits::default());
+        h.start("s1", "cam", SessionRole::Publisher, "cam");
+        h.ask(|reply| Msg::DeleteRoom {
+            name: room(),
+            reply,
+        })
+        .unwrap();
+        assert!(h.ask(|reply| Msg::ListRooms { reply }).is_empty());
+        assert!(
+            !h.events().iter().any(|e| e.kind == EventKind::RoomDeleted),
+            "sessions first"
+        );
+        h.end("s1", LeaveReason::RoomClosed);
+        let kinds: Vec<_> = h.events().into_iter().map(|e| e.kind).collect();
+        let left = kinds
+            .iter()
+            .position(|k| matches!(k, EventKind::ParticipantLeft { .. }));
+        let deleted = kinds.iter().position(|k| *k == EventKind::RoomDeleted);
+        assert!(left < deleted && deleted.is_some(), "{kinds:?}");
+    }
+
+    #[test]
+    fn a_silent_stream_raises_a_stall_alarm_about_its_publisher() {
+        let mut h = Harness::new(Limits::default());
+        h.start("s1", "cam", SessionRole::Publisher, "field-1");
+        let sample = |packets| {
+            Msg::Samples(vec![StreamSample {
+                room: room(),
+                stream: stream("cam"),
+                counters: StreamCounters {
+                    packets,
+                    bytes: packets * 1000,
+                    keyframes: 1,
+                    has_video: true,
+                },
+            }])
+        };
+        h.owner
+            .handle(sample(10), h.t0 + Duration::from_millis(500));
+        h.owner
+            .handle(sample(10), h.t0 + Duration::from_millis(1000));
+        h.owner
+            .handle(sample(10), h.t0 + Duration::from_millis(1600));
+        let raised = h
+            .events()
+            .into_iter()
+            .find(|e| matches!(e.kind, EventKind::AlarmRaised { .. }))
+            .expect("stall raised");
+        assert_eq!(raised.identity.as_deref(), Some("field-1"));
+        assert!(matches!(
+            raised.kind,
+            EventKind::AlarmRaised {
+                alarm: Alarm::Stream(AlarmKind::Stalled),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_call_needs_a_publishing_caller_and_is_addressed_to_the_callee() {
+        let mut h = Harness::new(Limits::default());
+        let call = |h: &mut Harness| {
+            h.ask(|reply| Msg::Call {
+                room: room(),
+                caller: "dispatcher".into(),
+                callee: "field-1".into(),
+                reply,
+            })
+        };
+        assert!(matches!(
+            call(&mut h),
+            Err(ControlError::FailedPrecondition(_))
+        ));
+        h.start("d1", "dispatcher", SessionRole::Publisher, "dispatcher");
+        assert_eq!(call(&mut h).unwrap(), "/whep/site/dispatcher");
+        let request = h.events().into_iter().last().unwrap();
+        assert_eq!(request.identity.as_deref(), Some("field-1"));
+    }
+}

@@ -97,7 +97,12 @@ impl Vigil {
 
         let store: Arc<dyn Store> = match &config.data_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir)?;
+                // Private: it holds the admin key and the signing secret.
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    0o700,
+                )
+                .create(dir)?;
                 Arc::new(RedbStore::open(&dir.join("vigil.redb")).map_err(other)?)
             }
             None => Arc::new(MemoryStore::default()),

@@ -75,3 +75,13 @@ pub async fn post_sdp(url: &str, offer: &str) -> HttpResponse {
     )
     .await
 }
+
+/// POSTs an SDP offer with `Authorization: Bearer <token>` when given.
+pub async fn post_sdp_as(url: &str, offer: &str, token: Option<&str>) -> HttpResponse {
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/sdp")];
+    if let Some(value) = &authorization {
+        headers.push(("authorization", value));
+    }
+    request("POST", url, &headers, offer.to_owned()).await
+}

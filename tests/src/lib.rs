@@ -6,6 +6,7 @@
 //! 127.0.0.1.
 
 pub mod conformance;
+pub mod control;
 pub mod http_client;
 pub mod media;
 pub mod peers;

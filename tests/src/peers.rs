@@ -33,7 +33,7 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
-use crate::http_client::{HttpResponse, post_sdp, request};
+use crate::http_client::{HttpResponse, post_sdp_as, request};
 use crate::media::{VideoFrame, h264_frames, opus_packets, vp8_frames, vp9_frames};
 
 /// Payload type the test publisher offers for H264: one no default viewer
@@ -513,7 +513,23 @@ impl Publisher {
         stream: &str,
         video: TestVideo,
     ) -> Publisher {
-        Self::negotiate(base, room, stream, video, |offer| offer).await
+        Self::negotiate(base, room, stream, video, None, |offer| offer)
+            .await
+            .unwrap_or_else(|r| panic!("WHIP POST: {} {}", r.status, r.body))
+    }
+
+    /// Publishes with `Authorization: Bearer <token>`; returns the response
+    /// when it is not a 201.
+    pub async fn connect_as(
+        base: &str,
+        room: &str,
+        stream: &str,
+        token: &str,
+    ) -> Result<Publisher, HttpResponse> {
+        Self::negotiate(base, room, stream, TestVideo::H264, Some(token), |offer| {
+            offer
+        })
+        .await
     }
 
     /// Like [`connect`](Self::connect), with the offer rewritten by `munge`
@@ -525,7 +541,9 @@ impl Publisher {
         stream: &str,
         munge: impl FnOnce(String) -> String,
     ) -> Publisher {
-        Self::negotiate(base, room, stream, TestVideo::H264, munge).await
+        Self::negotiate(base, room, stream, TestVideo::H264, None, munge)
+            .await
+            .unwrap_or_else(|r| panic!("WHIP POST: {} {}", r.status, r.body))
     }
 
     async fn negotiate(
@@ -533,11 +551,16 @@ impl Publisher {
         room: &str,
         stream: &str,
         test_video: TestVideo,
+        token: Option<&str>,
         munge: impl FnOnce(String) -> String,
-    ) -> Publisher {
+    ) -> Result<Publisher, HttpResponse> {
         let (peer, video, audio) = publisher_peer_with(test_video).await;
         let offer = munge(peer.offer().await);
-        let response = post_sdp(&format!("{base}/whip/{room}/{stream}"), &offer).await;
+        let response = post_sdp_as(&format!("{base}/whip/{room}/{stream}"), &offer, token).await;
+        if response.status != 201 {
+            let _ = peer.pc.close().await;
+            return Err(response);
+        }
         let session = session_of(base, &response);
         let answer_setup = response
             .body
@@ -554,7 +577,7 @@ impl Publisher {
         peer.accept_answer(&response.body).await;
         peer.wait_connected().await;
         let (stop, _) = watch::channel(false);
-        Publisher {
+        Ok(Publisher {
             peer,
             test_video,
             session,
@@ -563,13 +586,14 @@ impl Publisher {
             audio,
             stop,
             tasks: Vec::new(),
-        }
+        })
     }
 
     /// Starts sending the fixture in a loop in real time (30 fps video, 20 ms
     /// audio). A PLI or FIR makes the next frame a keyframe, as an encoder
     /// would.
     pub fn start_media(&mut self) {
+        self.stop.send_replace(false);
         let keyframe_wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Keyframe requests arrive as RTCP on the video track.
         let video = self.video.clone();
@@ -795,10 +819,20 @@ impl Viewer {
     /// Plays `{base}/whep/{room}/{stream}`; returns the failed response if
     /// the POST is not a 201.
     pub async fn connect(base: &str, room: &str, stream: &str) -> Result<Viewer, HttpResponse> {
+        Self::connect_as(base, room, stream, None).await
+    }
+
+    /// Plays with `Authorization: Bearer <token>` when `token` is given.
+    pub async fn connect_as(
+        base: &str,
+        room: &str,
+        stream: &str,
+        token: Option<&str>,
+    ) -> Result<Viewer, HttpResponse> {
         let peer = viewer_peer().await;
         let offer = peer.offer().await;
         let requested_at = Instant::now();
-        let response = post_sdp(&format!("{base}/whep/{room}/{stream}"), &offer).await;
+        let response = post_sdp_as(&format!("{base}/whep/{room}/{stream}"), &offer, token).await;
         if response.status != 201 {
             let _ = peer.pc.close().await;
             return Err(response);

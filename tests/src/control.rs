@@ -1,0 +1,213 @@
+//! Helpers for control-plane tests: a server with authentication on and
+//! known secrets, gRPC clients carrying the admin key, and an event watcher.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::Request;
+use tonic::transport::Channel;
+use vigil_control::store::Secrets;
+use vigil_control::token::{Grants, TokenSigner};
+use vigil_control::{RoomName, StreamName};
+use vigil_gateway::{Config, Vigil};
+use vigil_proto::v1 as pb;
+use vigil_proto::v1::event_service_client::EventServiceClient;
+use vigil_proto::v1::room_service_client::RoomServiceClient;
+use vigil_proto::v1::token_service_client::TokenServiceClient;
+
+/// The admin key of [`secure_server`].
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+/// The token signing secret of [`secure_server`].
+pub const SIGNING_SECRET: &[u8] = b"test-signing-secret-0123456789abcdef";
+
+/// Starts a server with tokens required and the secrets above.
+pub async fn secure_server(tweak: impl FnOnce(&mut Config)) -> Vigil {
+    crate::start_server(|config| {
+        config.insecure_no_auth = false;
+        config.secrets = Some(Secrets {
+            admin_key: ADMIN_KEY.to_owned(),
+            signing_secret: SIGNING_SECRET.to_vec(),
+        });
+        tweak(config);
+    })
+    .await
+}
+
+/// A channel to the server's gRPC port.
+pub async fn channel(vigil: &Vigil) -> Channel {
+    Channel::from_shared(format!("http://{}", vigil.grpc_addr))
+        .expect("gRPC URI")
+        .connect()
+        .await
+        .expect("connect to gRPC")
+}
+
+/// Wraps `message` with `authorization: Bearer <credential>`.
+pub fn with_bearer<T>(message: T, credential: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {credential}")
+            .parse()
+            .expect("header value"),
+    );
+    request
+}
+
+/// Wraps `message` with the admin key.
+pub fn admin<T>(message: T) -> Request<T> {
+    with_bearer(message, ADMIN_KEY)
+}
+
+/// The three service clients.
+pub struct Clients {
+    /// RoomService.
+    pub rooms: RoomServiceClient<Channel>,
+    /// TokenService.
+    pub tokens: TokenServiceClient<Channel>,
+    /// EventService.
+    pub events: EventServiceClient<Channel>,
+}
+
+/// Connects the three clients.
+pub async fn clients(vigil: &Vigil) -> Clients {
+    let channel = channel(vigil).await;
+    Clients {
+        rooms: RoomServiceClient::new(channel.clone()),
+        tokens: TokenServiceClient::new(channel.clone()),
+        events: EventServiceClient::new(channel),
+    }
+}
+
+/// Creates a room with default settings.
+pub async fn create_room(clients: &mut Clients, name: &str) -> pb::Room {
+    clients
+        .rooms
+        .create_room(admin(pb::CreateRoomRequest {
+            name: name.to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("CreateRoom {name}: {e}"))
+        .into_inner()
+}
+
+/// Asks the server for a token.
+pub async fn token(
+    clients: &mut Clients,
+    room: &str,
+    identity: &str,
+    grants: pb::Grants,
+) -> String {
+    clients
+        .tokens
+        .create_token(admin(pb::CreateTokenRequest {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            grants: Some(grants),
+            ttl_seconds: None,
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("CreateToken {identity}@{room}: {e}"))
+        .into_inner()
+        .token
+}
+
+/// Publish + subscribe grants.
+pub fn publish_and_subscribe() -> pb::Grants {
+    pb::Grants {
+        publish: true,
+        subscribe: true,
+        admin: false,
+    }
+}
+
+/// Subscribe-only grants.
+pub fn subscribe_only() -> pb::Grants {
+    pb::Grants {
+        subscribe: true,
+        ..Default::default()
+    }
+}
+
+/// Signs a token locally with the test secret, with any times, to make
+/// expired or otherwise odd tokens the server would never issue.
+pub fn mint(room: &str, identity: &str, grants: Grants, iat: u64, ttl: Duration) -> String {
+    TokenSigner::new(SIGNING_SECRET)
+        .issue(
+            identity,
+            &RoomName::new(room).expect("room name"),
+            grants,
+            iat,
+            ttl,
+        )
+        .expect("sign token")
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// An event feed being read in the background.
+pub struct Watcher {
+    events: mpsc::UnboundedReceiver<pb::Event>,
+}
+
+impl Watcher {
+    /// Starts watching with `credential`.
+    pub async fn start(vigil: &Vigil, credential: &str, request: pb::WatchRequest) -> Watcher {
+        let mut client = EventServiceClient::new(channel(vigil).await);
+        let mut stream = client
+            .watch(with_bearer(request, credential))
+            .await
+            .unwrap_or_else(|e| panic!("Watch: {e}"))
+            .into_inner();
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(event)) = stream.message().await {
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher { events }
+    }
+
+    /// Waits for the first event that `pick` accepts, skipping the others;
+    /// panics naming `what` after `limit`.
+    pub async fn wait_for<T>(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut pick: impl FnMut(&pb::Event) -> Option<T>,
+    ) -> T {
+        tokio::time::timeout(limit, async {
+            loop {
+                let event = self.events.recv().await.expect("event stream ended");
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {limit:?}"))
+    }
+
+    /// Every event received so far without waiting.
+    pub fn drain(&mut self) -> Vec<pb::Event> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// Validates a stream name (identities of publishers must be stream names).
+pub fn stream(name: &str) -> StreamName {
+    StreamName::new(name).expect("stream name")
+}

@@ -1,0 +1,185 @@
+//! Rooms over gRPC with the generated client: create, get, list, delete;
+//! admin RPCs need the admin key; health reports SERVING.
+
+use tonic::Code;
+use vigil_proto::v1 as pb;
+use vigil_tests::control::{ADMIN_KEY, admin, clients, create_room, secure_server, with_bearer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_lifecycle() {
+    let vigil = secure_server(|_| {}).await;
+    let mut c = clients(&vigil).await;
+
+    let created = c
+        .rooms
+        .create_room(admin(pb::CreateRoomRequest {
+            name: "site-1".into(),
+            limits: Some(pb::RoomLimits {
+                max_publishers: Some(4),
+                max_viewers: None,
+            }),
+            alarm_rules: Some(pb::AlarmRules {
+                stall_after_ms: Some(1500),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect("CreateRoom")
+        .into_inner();
+    assert_eq!(created.name, "site-1");
+    assert_eq!(created.limits.unwrap().max_publishers, Some(4));
+    let rules = created.alarm_rules.unwrap();
+    assert_eq!(rules.stall_after_ms, Some(1500));
+    assert_eq!(
+        rules.max_keyframe_interval_ms,
+        Some(10_000),
+        "defaults filled in"
+    );
+
+    let duplicate = c
+        .rooms
+        .create_room(admin(pb::CreateRoomRequest {
+            name: "site-1".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+
+    create_room(&mut c, "site-2").await;
+    let listed = c
+        .rooms
+        .list_rooms(admin(pb::ListRoomsRequest {}))
+        .await
+        .expect("ListRooms")
+        .into_inner();
+    let names: Vec<_> = listed.rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["site-1", "site-2"]);
+
+    let got = c
+        .rooms
+        .get_room(admin(pb::GetRoomRequest {
+            name: "site-1".into(),
+        }))
+        .await
+        .expect("GetRoom")
+        .into_inner();
+    assert_eq!((got.publishers, got.viewers), (0, 0));
+
+    c.rooms
+        .delete_room(admin(pb::DeleteRoomRequest {
+            name: "site-1".into(),
+        }))
+        .await
+        .expect("DeleteRoom");
+    let gone = c
+        .rooms
+        .get_room(admin(pb::GetRoomRequest {
+            name: "site-1".into(),
+        }))
+        .await
+        .expect_err("deleted room");
+    assert_eq!(gone.code(), Code::NotFound);
+
+    let bad_name = c
+        .rooms
+        .create_room(admin(pb::CreateRoomRequest {
+            name: "no spaces".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("invalid name");
+    assert_eq!(bad_name.code(), Code::InvalidArgument);
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rpcs_need_the_admin_key() {
+    let vigil = secure_server(|_| {}).await;
+    let mut c = clients(&vigil).await;
+    let anonymous = c
+        .rooms
+        .list_rooms(pb::ListRoomsRequest {})
+        .await
+        .expect_err("no key");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let wrong = c
+        .rooms
+        .list_rooms(with_bearer(pb::ListRoomsRequest {}, "not-the-key"))
+        .await
+        .expect_err("wrong key");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let token = c
+        .tokens
+        .create_token(pb::CreateTokenRequest::default())
+        .await
+        .expect_err("no key");
+    assert_eq!(token.code(), Code::Unauthenticated);
+    c.rooms
+        .list_rooms(with_bearer(pb::ListRoomsRequest {}, ADMIN_KEY))
+        .await
+        .expect("right key");
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_serving() {
+    let vigil = secure_server(|_| {}).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        vigil_tests::control::channel(&vigil).await,
+    );
+    for service in [
+        "",
+        "vigil.v1.RoomService",
+        "vigil.v1.EventService",
+        "vigil.v1.TokenService",
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e}"))
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    vigil.shutdown().await;
+}
+
+/// The browser console speaks gRPC-web over HTTP/1.1 to the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_serves_http1_clients() {
+    let vigil = secure_server(|_| {}).await;
+    let mut c = clients(&vigil).await;
+    create_room(&mut c, "web-room").await;
+    // An empty ListRoomsRequest in one gRPC-web data frame: flag 0, length 0.
+    let frame = vec![0u8, 0, 0, 0, 0];
+    let response = vigil_tests::http_client::request(
+        "POST",
+        &format!("http://{}/vigil.v1.RoomService/ListRooms", vigil.grpc_addr),
+        &[
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+            ("authorization", &format!("Bearer {ADMIN_KEY}")),
+        ],
+        frame,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/grpc-web")),
+        "{response:?}"
+    );
+    assert!(
+        response.body.contains("web-room"),
+        "the room is in the reply body"
+    );
+    vigil.shutdown().await;
+}
