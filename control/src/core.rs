@@ -222,7 +222,14 @@ pub(crate) enum Msg {
         stream: StreamName,
         role: SessionRole,
         identity: String,
-        reply: Reply<Result<()>>,
+        reply: Reply<Result<u64>>,
+    },
+    Release {
+        room: RoomName,
+        ticket: u64,
+    },
+    Shutdown {
+        reply: Reply<()>,
     },
     SessionStarted {
         session: String,
@@ -295,6 +302,27 @@ impl Facts {
             session: session.to_owned(),
             kind,
             codec: codec.to_owned(),
+        });
+    }
+}
+
+/// A request admitted to start a session. Until it is dropped (when the
+/// session has started, or negotiation failed, or the client went away) it
+/// holds a seat against the room's limits.
+pub struct Admission {
+    /// Who the session belongs to.
+    pub identity: String,
+    room: RoomName,
+    ticket: u64,
+    owner: mpsc::UnboundedSender<Msg>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        // After shutdown there is nothing left to release.
+        let _ = self.owner.send(Msg::Release {
+            room: self.room.clone(),
+            ticket: self.ticket,
         });
     }
 }
@@ -390,7 +418,7 @@ impl Control {
         stream: &StreamName,
         role: SessionRole,
         bearer: Option<&str>,
-    ) -> Result<String> {
+    ) -> Result<Admission> {
         let identity = match &self.auth {
             Auth::Tokens { signer, .. } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
@@ -408,15 +436,27 @@ impl Control {
                 SessionRole::Viewer => format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
             },
         };
-        self.ask(|reply| Msg::Admit {
+        let ticket = self
+            .ask(|reply| Msg::Admit {
+                room: room.clone(),
+                stream: stream.clone(),
+                role,
+                identity: identity.clone(),
+                reply,
+            })
+            .await??;
+        Ok(Admission {
+            identity,
             room: room.clone(),
-            stream: stream.clone(),
-            role,
-            identity: identity.clone(),
-            reply,
+            ticket,
+            owner: self.tx.clone(),
         })
-        .await??;
-        Ok(identity)
+    }
+
+    /// Stops the owner and the sampler; the store is closed when they end.
+    /// Facts already sent (sessions closed at shutdown) are handled first.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|reply| Msg::Shutdown { reply }).await;
     }
 
     /// Creates a room.

@@ -21,6 +21,6 @@ pub mod token;
 pub use names::{InvalidName, RoomName, StreamName};
 
 pub use core::{
-    Auth, Control, ControlError, Facts, Inbox, ParticipantView, RoomView, TrackView, WatchScope,
-    channel,
+    Admission, Auth, Control, ControlError, Facts, Inbox, ParticipantView, RoomView, TrackView,
+    WatchScope, channel,
 };

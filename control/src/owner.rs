@@ -40,6 +40,10 @@ struct RoomState {
     closing: bool,
     sessions: HashMap<String, ()>,
     streams: BTreeMap<StreamName, PublishedStream>,
+    /// Admitted sessions still negotiating, by ticket: they count against
+    /// the limits until they start or give up, so simultaneous requests
+    /// cannot overshoot a limit.
+    reserved: HashMap<u64, (SessionRole, StreamName)>,
     full: bool,
 }
 
@@ -51,6 +55,7 @@ impl RoomState {
             closing: false,
             sessions: HashMap::new(),
             streams: BTreeMap::new(),
+            reserved: HashMap::new(),
             full: false,
         }
     }
@@ -58,6 +63,7 @@ impl RoomState {
 
 /// The control plane's state, owned by one task.
 pub(crate) struct Owner {
+    next_ticket: u64,
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     open_rooms: bool,
@@ -78,6 +84,7 @@ impl Owner {
             .map(|spec| (spec.name.clone(), RoomState::new(spec, true)))
             .collect();
         Owner {
+            next_ticket: 1,
             store,
             bus,
             open_rooms,
@@ -86,9 +93,16 @@ impl Owner {
         }
     }
 
-    /// Handles messages until every sender is gone.
+    /// Handles messages until shutdown, or until every sender is gone.
     pub(crate) async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
         while let Some(msg) = inbox.recv().await {
+            if let Msg::Shutdown { reply } = msg {
+                // Dropping `self` closes the store (releasing its file lock)
+                // and the inbox, which ends the sampler.
+                drop(self);
+                let _ = reply.send(());
+                return;
+            }
             self.handle(msg, Instant::now());
         }
     }
@@ -220,6 +234,11 @@ impl Owner {
             } => {
                 let _ = reply.send(self.admit(room, &stream, role, &identity));
             }
+            Msg::Release { room, ticket } => self.release(&room, ticket),
+            // Handled by `run`; here only for a direct caller (tests).
+            Msg::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
             Msg::SessionStarted {
                 session,
                 room,
@@ -311,7 +330,7 @@ impl Owner {
         let Some(room) = self.rooms.get(name) else {
             return;
         };
-        if !room.sessions.is_empty() {
+        if !room.sessions.is_empty() || !room.reserved.is_empty() {
             return;
         }
         if room.closing {
@@ -399,7 +418,7 @@ impl Owner {
         stream: &StreamName,
         role: SessionRole,
         identity: &str,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         if !self.rooms.contains_key(&room_name) {
             if !self.open_rooms {
                 return Err(ControlError::NotFound(format!("no room {room_name}")));
@@ -414,20 +433,14 @@ impl Owner {
                 .insert(room_name.clone(), RoomState::new(spec, false));
         }
         let room = self.live_room(&room_name)?;
-        let view = self.view(room);
-        let limits = room.spec.limits;
-        let full = match role {
-            SessionRole::Publisher => limits
-                .max_publishers
-                .filter(|max| view.publishers >= *max && !room.streams.contains_key(stream))
-                .map(|_| "max publishers"),
-            SessionRole::Viewer => limits
-                .max_viewers
-                .filter(|max| view.viewers >= *max)
-                .map(|_| "max viewers"),
-        };
+        let full = Self::limit_reached(room, role, stream, |s| self.is_viewer(s));
         let Some(what) = full else {
-            return Ok(());
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            if let Some(room) = self.rooms.get_mut(&room_name) {
+                room.reserved.insert(ticket, (role, stream.clone()));
+            }
+            return Ok(ticket);
         };
         let already = room.full;
         if let Some(room) = self.rooms.get_mut(&room_name) {
@@ -448,6 +461,61 @@ impl Owner {
             room: room_name.to_string(),
             what,
         })
+    }
+
+    fn is_viewer(&self, session: &str) -> bool {
+        self.sessions
+            .get(session)
+            .is_some_and(|s| s.role == SessionRole::Viewer)
+    }
+
+    /// Which limit one more `role` session would break, counting sessions
+    /// still negotiating.
+    fn limit_reached(
+        room: &RoomState,
+        role: SessionRole,
+        stream: &StreamName,
+        is_viewer: impl Fn(&str) -> bool,
+    ) -> Option<&'static str> {
+        let limits = room.spec.limits;
+        match role {
+            SessionRole::Publisher => {
+                let mut streams: std::collections::HashSet<&StreamName> =
+                    room.streams.keys().collect();
+                streams.extend(
+                    room.reserved
+                        .values()
+                        .filter(|(r, _)| *r == SessionRole::Publisher)
+                        .map(|(_, s)| s),
+                );
+                let taken = streams.len() as u32;
+                limits
+                    .max_publishers
+                    .filter(|max| taken >= *max && !streams.contains(stream))
+                    .map(|_| "max publishers")
+            }
+            SessionRole::Viewer => {
+                let viewers = room.sessions.keys().filter(|s| is_viewer(s)).count()
+                    + room
+                        .reserved
+                        .values()
+                        .filter(|(r, _)| *r == SessionRole::Viewer)
+                        .count();
+                limits
+                    .max_viewers
+                    .filter(|max| viewers as u32 >= *max)
+                    .map(|_| "max viewers")
+            }
+        }
+    }
+
+    /// An admitted request finished negotiating (its session started, or it
+    /// failed): its reservation no longer counts.
+    fn release(&mut self, room: &RoomName, ticket: u64) {
+        if let Some(room) = self.rooms.get_mut(room) {
+            room.reserved.remove(&ticket);
+        }
+        self.drop_if_finished(room);
     }
 
     fn session_started(
@@ -522,8 +590,23 @@ impl Owner {
             reason,
         });
         let room_name = info.room.clone();
-        if room.full {
-            room.full = false;
+        let room = &self.rooms[&room_name];
+        let still_full = [SessionRole::Publisher, SessionRole::Viewer]
+            .iter()
+            .any(|role| {
+                // A stream name nobody uses, so the publisher check counts seats.
+                Self::limit_reached(
+                    room,
+                    *role,
+                    &StreamName::new("-").expect("valid name"),
+                    |s| self.is_viewer(s),
+                )
+                .is_some()
+            });
+        if room.full && !still_full {
+            if let Some(room) = self.rooms.get_mut(&room_name) {
+                room.full = false;
+            }
             events.push(EventKind::AlarmCleared {
                 alarm: Alarm::RoomFull,
                 stream: None,
@@ -623,7 +706,7 @@ mod tests {
             rx.try_recv().expect("the owner replies at once")
         }
 
-        fn admit(&mut self, stream_name: &str, role: SessionRole, identity: &str) -> Result<()> {
+        fn admit(&mut self, stream_name: &str, role: SessionRole, identity: &str) -> Result<u64> {
             self.ask(|reply| Msg::Admit {
                 room: room(),
                 stream: stream(stream_name),
@@ -712,6 +795,39 @@ mod tests {
             }
         )));
         assert!(h.admit("cam-2", SessionRole::Publisher, "cam-2").is_ok());
+    }
+
+    #[test]
+    fn requests_still_negotiating_hold_their_seat() {
+        let mut h = Harness::new(Limits {
+            max_publishers: Some(1),
+            max_viewers: Some(1),
+        });
+        let first = h.admit("cam-1", SessionRole::Publisher, "cam-1").unwrap();
+        assert!(matches!(
+            h.admit("cam-2", SessionRole::Publisher, "cam-2"),
+            Err(ControlError::RoomFull { .. })
+        ));
+        h.owner.handle(
+            Msg::Release {
+                room: room(),
+                ticket: first,
+            },
+            h.t0,
+        );
+        assert!(h.admit("cam-2", SessionRole::Publisher, "cam-2").is_ok());
+        let viewer = h.admit("cam-2", SessionRole::Viewer, "v1").unwrap();
+        assert!(h.admit("cam-2", SessionRole::Viewer, "v2").is_err());
+        // Started, then released: the session itself now holds the seat.
+        h.start("v1", "cam-2", SessionRole::Viewer, "v1");
+        h.owner.handle(
+            Msg::Release {
+                room: room(),
+                ticket: viewer,
+            },
+            h.t0,
+        );
+        assert!(h.admit("cam-2", SessionRole::Viewer, "v2").is_err());
     }
 
     #[test]

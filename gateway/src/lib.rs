@@ -165,6 +165,7 @@ impl Vigil {
             }
         }
         self.sfu.shutdown().await;
+        self.control.shutdown().await;
     }
 }
 

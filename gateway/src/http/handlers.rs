@@ -61,15 +61,18 @@ async fn create_session(
         Role::Publish => SessionRole::Publisher,
         Role::Play => SessionRole::Viewer,
     };
-    let identity = state
+    // Holds a seat against the room's limits until this handler returns.
+    let admission = state
         .control
         .admit(&room, &stream, session_role, bearer(req.headers()))
         .await?;
     let offer = read_text(req, state.config.max_body_bytes, Error::MalformedSdp).await?;
+    let identity = admission.identity.clone();
     let created = match role {
         Role::Publish => state.sfu.publish(room, stream, identity, offer).await?,
         Role::Play => state.sfu.play(room, stream, identity, offer).await?,
     };
+    drop(admission);
     let mut response = with_cors(Response::new(Body::from(created.answer)), ENDPOINT_METHODS);
     *response.status_mut() = StatusCode::CREATED;
     let headers = response.headers_mut();

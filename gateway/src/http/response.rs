@@ -70,11 +70,23 @@ pub fn error_response(error: &Error, allow: &'static str) -> Response<Body> {
         HeaderValue::from_static("application/problem+json"),
     );
     match error {
-        Error::NotPublished { .. } | Error::ShuttingDown => {
+        Error::NotPublished { .. }
+        | Error::ShuttingDown
+        | Error::Refused(ControlError::RoomFull { .. } | ControlError::Unavailable) => {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        Error::Refused(ControlError::Unauthenticated(detail)) => {
+            // RFC 6750 §3: name the scheme, and say why the token was refused.
+            let challenge = format!(
+                "Bearer realm=\"vigil\", error=\"invalid_token\", error_description=\"{}\"",
+                detail.replace(['"', '\\'], "'")
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
         }
         Error::MethodNotAllowed => {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));

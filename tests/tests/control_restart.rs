@@ -1,0 +1,159 @@
+//! State survives a restart: with a data directory and no configured
+//! secrets, the generated admin key and signing key are kept (mode 0600),
+//! rooms keep their settings, and tokens issued before still publish.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use vigil_gateway::{Credentials, Vigil};
+use vigil_proto::v1 as pb;
+use vigil_tests::base_url;
+use vigil_tests::control::{clients, secure_server, with_bearer};
+use vigil_tests::peers::Publisher;
+
+const ROOM: &str = "site-1";
+
+/// A fresh directory under the system temp dir, removed when dropped (also
+/// when the test fails).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "vigil-restart-{}-{nanos:x}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        assert!(!path.exists(), "{} already exists", path.display());
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A secure server whose secrets come from `dir` (created on first start).
+async fn server_on(dir: &Path) -> Vigil {
+    let dir = dir.to_owned();
+    secure_server(move |c| {
+        c.data_dir = Some(dir);
+        c.secrets = None;
+    })
+    .await
+}
+
+fn admin_key(vigil: &Vigil) -> (String, bool) {
+    match &vigil.credentials {
+        Credentials::AdminKey { key, generated } => (key.clone(), *generated),
+        Credentials::None => panic!("a secure server has an admin key"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_secrets_and_tokens_survive_a_restart() {
+    let dir = TempDir::new();
+
+    // First start: the keys are generated.
+    let vigil = server_on(&dir.0).await;
+    let (key, generated) = admin_key(&vigil);
+    assert!(generated, "first start generates the admin key");
+    assert!(!key.is_empty());
+    let mut c = clients(&vigil).await;
+    let created = c
+        .rooms
+        .create_room(with_bearer(
+            pb::CreateRoomRequest {
+                name: ROOM.into(),
+                limits: Some(pb::RoomLimits {
+                    max_publishers: Some(3),
+                    max_viewers: Some(7),
+                }),
+                alarm_rules: Some(pb::AlarmRules {
+                    stall_after_ms: Some(1500),
+                    min_bitrate_bps: Some(20_000),
+                    max_keyframe_interval_ms: Some(4000),
+                }),
+            },
+            &key,
+        ))
+        .await
+        .expect("CreateRoom with the generated key")
+        .into_inner();
+    let token = c
+        .tokens
+        .create_token(with_bearer(
+            pb::CreateTokenRequest {
+                room: ROOM.into(),
+                identity: "alice".into(),
+                grants: Some(pb::Grants {
+                    publish: true,
+                    ..Default::default()
+                }),
+                ttl_seconds: None,
+            },
+            &key,
+        ))
+        .await
+        .expect("CreateToken")
+        .into_inner()
+        .token;
+    drop(c);
+    vigil.shutdown().await;
+
+    // Second start on the same directory: everything is loaded.
+    let vigil = server_on(&dir.0).await;
+    let (reloaded, generated) = admin_key(&vigil);
+    assert!(!generated, "second start loads the admin key");
+    assert_eq!(reloaded, key, "the admin key survives the restart");
+
+    let mut c = clients(&vigil).await;
+    let got = c
+        .rooms
+        .get_room(with_bearer(pb::GetRoomRequest { name: ROOM.into() }, &key))
+        .await
+        .expect("GetRoom after the restart")
+        .into_inner();
+    assert_eq!(
+        got, created,
+        "the room and its settings survive the restart"
+    );
+    let listed = c
+        .rooms
+        .list_rooms(with_bearer(pb::ListRoomsRequest {}, &key))
+        .await
+        .expect("ListRooms")
+        .into_inner();
+    let names: Vec<_> = listed.rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, [ROOM]);
+
+    let publisher = Publisher::connect_as(&base_url(&vigil), ROOM, "alice", &token)
+        .await
+        .unwrap_or_else(|r| {
+            panic!(
+                "a token from before the restart still publishes: {} {}",
+                r.status, r.body
+            )
+        });
+    assert_eq!(publisher.delete().await, 200);
+
+    for file in ["admin.key", "signing.key"] {
+        let path = dir.0.join(file);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} has mode {:o}", mode & 0o777);
+    }
+    let stored_key = std::fs::read_to_string(dir.0.join("admin.key")).expect("admin.key");
+    assert_eq!(stored_key.trim(), key, "admin.key holds the admin key");
+    drop(c);
+    vigil.shutdown().await;
+}

@@ -1,0 +1,304 @@
+//! Room limits: a publisher or viewer over `max_publishers`/`max_viewers` is
+//! refused with 503 and Retry-After, an admin watcher sees a RoomFull alarm
+//! raised, and once a slot frees the alarm clears and the refused one gets in.
+
+use std::time::Duration;
+
+use vigil_proto::v1 as pb;
+use vigil_tests::base_url;
+use vigil_tests::conformance::assert_problem;
+use vigil_tests::conformance::publisher_offer;
+use vigil_tests::control::{
+    ADMIN_KEY, Clients, Watcher, admin, clients, secure_server, subscribe_only, token,
+};
+use vigil_tests::http_client::{HttpResponse, post_sdp_as};
+use vigil_tests::peers::{Publisher, Viewer};
+
+const ROOM: &str = "site-1";
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+fn publish_only() -> pb::Grants {
+    pb::Grants {
+        publish: true,
+        ..Default::default()
+    }
+}
+
+async fn create_limited_room(c: &mut Clients, limits: pb::RoomLimits) {
+    c.rooms
+        .create_room(admin(pb::CreateRoomRequest {
+            name: ROOM.into(),
+            limits: Some(limits),
+            alarm_rules: None,
+        }))
+        .await
+        .expect("CreateRoom");
+}
+
+/// An admin watcher of `ROOM`.
+async fn watch_room(vigil: &vigil_gateway::Vigil) -> Watcher {
+    Watcher::start(
+        vigil,
+        ADMIN_KEY,
+        pb::WatchRequest {
+            room: ROOM.into(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Waits for the RoomFull alarm to be raised; returns the event.
+async fn room_full_raised(watcher: &mut Watcher) -> pb::Event {
+    watcher
+        .wait_for(EVENT_WAIT, "AlarmRaised RoomFull", |e| match &e.kind {
+            Some(pb::event::Kind::AlarmRaised(raised))
+                if raised.kind == pb::AlarmKind::RoomFull as i32 =>
+            {
+                Some(e.clone())
+            }
+            _ => None,
+        })
+        .await
+}
+
+/// Waits for the RoomFull alarm to clear; returns the event.
+async fn room_full_cleared(watcher: &mut Watcher) -> pb::Event {
+    watcher
+        .wait_for(EVENT_WAIT, "AlarmCleared RoomFull", |e| match &e.kind {
+            Some(pb::event::Kind::AlarmCleared(cleared))
+                if cleared.kind == pb::AlarmKind::RoomFull as i32 =>
+            {
+                Some(e.clone())
+            }
+            _ => None,
+        })
+        .await
+}
+
+fn assert_room_wide(event: &pb::Event) {
+    assert_eq!(event.room, ROOM);
+    let stream = match &event.kind {
+        Some(pb::event::Kind::AlarmRaised(a)) => &a.stream,
+        Some(pb::event::Kind::AlarmCleared(a)) => &a.stream,
+        other => panic!("not an alarm: {other:?}"),
+    };
+    assert_eq!(stream, "", "RoomFull is a room-wide alarm: {event:?}");
+}
+
+fn refused(result: Result<impl Sized, HttpResponse>, step: &str) -> HttpResponse {
+    match result {
+        Ok(_) => panic!("{step}: admitted over the room's limit"),
+        Err(response) => response,
+    }
+}
+
+/// A Retry-After of delay-seconds (RFC 9110 §10.2.3).
+fn assert_retry_after(response: &HttpResponse, step: &str) {
+    assert_eq!(response.status, 503, "{step}: {}", response.body);
+    let retry_after = response.header("retry-after");
+    assert!(
+        retry_after.is_some_and(|v| v.parse::<u32>().is_ok()),
+        "{step}: 503 without a Retry-After of seconds (got {retry_after:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_over_the_limit_gets_in_once_a_slot_frees() {
+    let vigil = secure_server(|_| {}).await;
+    let base = base_url(&vigil);
+    let mut c = clients(&vigil).await;
+    create_limited_room(
+        &mut c,
+        pb::RoomLimits {
+            max_publishers: Some(1),
+            max_viewers: None,
+        },
+    )
+    .await;
+    let mut watcher = watch_room(&vigil).await;
+    let alice_token = token(&mut c, ROOM, "alice", publish_only()).await;
+    let bob_token = token(&mut c, ROOM, "bob", publish_only()).await;
+
+    let alice = Publisher::connect_as(&base, ROOM, "alice", &alice_token)
+        .await
+        .unwrap_or_else(|r| panic!("first publisher: {} {}", r.status, r.body));
+    let response = refused(
+        Publisher::connect_as(&base, ROOM, "bob", &bob_token).await,
+        "second publisher",
+    );
+    assert_problem(&response, 503, "second publisher in a room of one");
+    let raised = room_full_raised(&mut watcher).await;
+    assert_room_wide(&raised);
+    assert_eq!(raised.identity, "bob", "the alarm names who was refused");
+
+    assert_eq!(alice.delete().await, 200, "first publisher leaves");
+    let bob = Publisher::connect_as(&base, ROOM, "bob", &bob_token)
+        .await
+        .unwrap_or_else(|r| {
+            panic!(
+                "second publisher after a slot freed: {} {}",
+                r.status, r.body
+            )
+        });
+    let cleared = room_full_cleared(&mut watcher).await;
+    assert_room_wide(&cleared);
+    assert!(cleared.id > raised.id);
+
+    let room = c
+        .rooms
+        .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
+        .await
+        .expect("GetRoom")
+        .into_inner();
+    assert_eq!(room.publishers, 1);
+    drop(bob);
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_over_the_limit_gets_in_once_a_slot_frees() {
+    let vigil = secure_server(|_| {}).await;
+    let base = base_url(&vigil);
+    let mut c = clients(&vigil).await;
+    create_limited_room(
+        &mut c,
+        pb::RoomLimits {
+            max_publishers: None,
+            max_viewers: Some(1),
+        },
+    )
+    .await;
+    let mut watcher = watch_room(&vigil).await;
+    let alice_token = token(&mut c, ROOM, "alice", publish_only()).await;
+    let first_token = token(&mut c, ROOM, "viewer-1", subscribe_only()).await;
+    let second_token = token(&mut c, ROOM, "viewer-2", subscribe_only()).await;
+
+    let mut alice = Publisher::connect_as(&base, ROOM, "alice", &alice_token)
+        .await
+        .unwrap_or_else(|r| panic!("publisher: {} {}", r.status, r.body));
+    alice.start_media();
+    let first = Viewer::connect_as(&base, ROOM, "alice", Some(&first_token))
+        .await
+        .unwrap_or_else(|r| panic!("first viewer: {} {}", r.status, r.body));
+    let response = refused(
+        Viewer::connect_as(&base, ROOM, "alice", Some(&second_token)).await,
+        "second viewer",
+    );
+    assert_problem(&response, 503, "second viewer in a room of one viewer");
+    let raised = room_full_raised(&mut watcher).await;
+    assert_room_wide(&raised);
+    assert_eq!(
+        raised.identity, "viewer-2",
+        "the alarm names who was refused"
+    );
+
+    assert_eq!(first.delete().await, 200, "first viewer leaves");
+    let second = Viewer::connect_as(&base, ROOM, "alice", Some(&second_token))
+        .await
+        .unwrap_or_else(|r| panic!("second viewer after a slot freed: {} {}", r.status, r.body));
+    second.wait_video().await;
+    let cleared = room_full_cleared(&mut watcher).await;
+    assert_room_wide(&cleared);
+    assert!(cleared.id > raised.id);
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_full_refusals_say_when_to_retry() {
+    let vigil = secure_server(|_| {}).await;
+    let base = base_url(&vigil);
+    let mut c = clients(&vigil).await;
+    create_limited_room(
+        &mut c,
+        pb::RoomLimits {
+            max_publishers: Some(1),
+            max_viewers: Some(1),
+        },
+    )
+    .await;
+    let alice_token = token(&mut c, ROOM, "alice", publish_only()).await;
+    let bob_token = token(&mut c, ROOM, "bob", publish_only()).await;
+    let first_token = token(&mut c, ROOM, "viewer-1", subscribe_only()).await;
+    let second_token = token(&mut c, ROOM, "viewer-2", subscribe_only()).await;
+
+    let _alice = Publisher::connect_as(&base, ROOM, "alice", &alice_token)
+        .await
+        .unwrap_or_else(|r| panic!("publisher: {} {}", r.status, r.body));
+    let _first = Viewer::connect_as(&base, ROOM, "alice", Some(&first_token))
+        .await
+        .unwrap_or_else(|r| panic!("first viewer: {} {}", r.status, r.body));
+    let publisher = refused(
+        Publisher::connect_as(&base, ROOM, "bob", &bob_token).await,
+        "second publisher",
+    );
+    let viewer = refused(
+        Viewer::connect_as(&base, ROOM, "alice", Some(&second_token)).await,
+        "second viewer",
+    );
+    assert_retry_after(&publisher, "second publisher");
+    assert_retry_after(&viewer, "second viewer");
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_cannot_exceed_the_limit() {
+    let vigil = secure_server(|_| {}).await;
+    let base = base_url(&vigil);
+    let mut c = clients(&vigil).await;
+    // Several rounds, each in a fresh room of one, so that an interleaving
+    // that breaks the limit is met whatever the scheduling of one round.
+    for round in 1..=5 {
+        let room = format!("race-{round}");
+        c.rooms
+            .create_room(admin(pb::CreateRoomRequest {
+                name: room.clone(),
+                limits: Some(pb::RoomLimits {
+                    max_publishers: Some(1),
+                    max_viewers: None,
+                }),
+                alarm_rules: None,
+            }))
+            .await
+            .expect("CreateRoom");
+        // Offers and tokens are ready first, so the POSTs arrive together:
+        // the limit must hold however the requests interleave.
+        let mut attempts = Vec::new();
+        for identity in ["cam-1", "cam-2", "cam-3", "cam-4"] {
+            let token = token(&mut c, &room, identity, publish_only()).await;
+            let (peer, offer) = publisher_offer().await;
+            attempts.push((identity, token, peer, offer));
+        }
+        let requests: Vec<_> = attempts
+            .iter()
+            .map(|(identity, token, _, offer)| {
+                let url = format!("{base}/whip/{room}/{identity}");
+                let (token, offer) = (token.clone(), offer.clone());
+                tokio::spawn(async move { post_sdp_as(&url, &offer, Some(&token)).await.status })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for request in requests {
+            statuses.push(request.await.expect("WHIP POST task"));
+        }
+        let admitted = statuses.iter().filter(|&&s| s == 201).count();
+        let full = statuses.iter().filter(|&&s| s == 503).count();
+        let counted = c
+            .rooms
+            .get_room(admin(pb::GetRoomRequest { name: room.clone() }))
+            .await
+            .expect("GetRoom")
+            .into_inner()
+            .publishers;
+        assert_eq!(
+            (admitted, full, counted),
+            (1, 3, 1),
+            "round {round}: four simultaneous publishers in a room of one got \
+             {statuses:?} and GetRoom counts {counted} publishers"
+        );
+        for (_, _, peer, _) in attempts {
+            let _ = peer.pc.close().await;
+        }
+    }
+    vigil.shutdown().await;
+}

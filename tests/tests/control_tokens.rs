@@ -1,0 +1,540 @@
+//! WHIP/WHEP admission by participant token against rooms created over gRPC:
+//! a token opens its own room for its grants only; missing or invalid tokens
+//! are 401, valid ones outside their room or grant 403, unknown rooms 404;
+//! refusals never disturb a live session; participants watch only their room.
+
+use std::time::Duration;
+
+use tonic::Code;
+use vigil_control::RoomName;
+use vigil_control::token::{Grants, TokenSigner};
+use vigil_proto::v1 as pb;
+use vigil_tests::conformance::{assert_problem, obs_offer, recvonly_offer};
+use vigil_tests::control::{
+    Clients, Watcher, admin, clients, create_room, mint, now_unix, publish_and_subscribe,
+    secure_server, subscribe_only, token, with_bearer,
+};
+use vigil_tests::http_client::{HttpResponse, post_sdp_as, request};
+use vigil_tests::peers::{Publisher, Viewer};
+use vigil_tests::{base_url, eventually};
+
+const ROOM: &str = "site-1";
+const OTHER_ROOM: &str = "site-2";
+const UNKNOWN_ROOM: &str = "nowhere";
+
+/// Publish-only grants.
+fn publish_only() -> pb::Grants {
+    pb::Grants {
+        publish: true,
+        ..Default::default()
+    }
+}
+
+/// Domain grants for locally minted tokens.
+fn all_but_admin() -> Grants {
+    Grants {
+        publish: true,
+        subscribe: true,
+        admin: false,
+    }
+}
+
+/// POSTs a WHIP offer to `/whip/{room}/{stream}`; the offer is a hand-made
+/// one, since every request here is expected to be refused before it is read.
+async fn whip(base: &str, room: &str, stream: &str, token: Option<&str>) -> HttpResponse {
+    post_sdp_as(&format!("{base}/whip/{room}/{stream}"), &obs_offer(), token).await
+}
+
+/// POSTs a WHEP offer to `/whep/{room}/{stream}`.
+async fn whep(base: &str, room: &str, stream: &str, token: Option<&str>) -> HttpResponse {
+    post_sdp_as(
+        &format!("{base}/whep/{room}/{stream}"),
+        &recvonly_offer(),
+        token,
+    )
+    .await
+}
+
+/// The token with one character of its payload (claims) segment changed.
+fn tampered(token: &str) -> String {
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    assert_eq!(parts.len(), 3, "a JWT has three segments: {token}");
+    let payload = &mut parts[1];
+    let at = payload.len() / 2;
+    let flipped = if &payload[at..=at] == "A" { "B" } else { "A" };
+    payload.replace_range(at..=at, flipped);
+    let tampered = parts.join(".");
+    assert_ne!(tampered, token);
+    tampered
+}
+
+/// A well-formed, unexpired token for `room` signed with a secret the server
+/// does not know.
+fn signed_elsewhere(room: &str, identity: &str) -> String {
+    TokenSigner::new(b"some-other-signing-secret-0123456789")
+        .issue(
+            identity,
+            &RoomName::new(room).expect("room name"),
+            all_but_admin(),
+            now_unix(),
+            Duration::from_secs(3600),
+        )
+        .expect("sign token")
+}
+
+/// A server with `ROOM` and `OTHER_ROOM` created over gRPC.
+async fn server_with_rooms() -> (vigil_gateway::Vigil, Clients) {
+    let vigil = secure_server(|_| {}).await;
+    let mut c = clients(&vigil).await;
+    create_room(&mut c, ROOM).await;
+    create_room(&mut c, OTHER_ROOM).await;
+    (vigil, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tokens_publish_and_play() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+
+    let created = c
+        .tokens
+        .create_token(admin(pb::CreateTokenRequest {
+            room: ROOM.into(),
+            identity: "alice".into(),
+            grants: Some(publish_only()),
+            ttl_seconds: None,
+        }))
+        .await
+        .expect("CreateToken")
+        .into_inner();
+    assert_eq!(created.whip_path, format!("/whip/{ROOM}/alice"));
+    let expected_expiry = now_unix() as i64 + 86_400;
+    assert!(
+        (created.expires_at_unix - expected_expiry).abs() <= 5,
+        "default lifetime is a day: expires at {}, now + 1 day is {expected_expiry}",
+        created.expires_at_unix
+    );
+
+    let mut publisher = Publisher::connect_as(&base, ROOM, "alice", &created.token)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP with a CreateToken token: {} {}", r.status, r.body));
+    publisher.start_media();
+
+    let viewer_token = token(&mut c, ROOM, "watcher", subscribe_only()).await;
+    let viewer = Viewer::connect_as(&base, ROOM, "alice", Some(&viewer_token))
+        .await
+        .unwrap_or_else(|r| panic!("WHEP with a subscribe token: {} {}", r.status, r.body));
+    viewer.wait_video().await;
+
+    // The control plane knows them by the tokens' identities.
+    let participants = c
+        .rooms
+        .list_participants(admin(pb::ListParticipantsRequest { room: ROOM.into() }))
+        .await
+        .expect("ListParticipants")
+        .into_inner()
+        .participants;
+    let alice = participants
+        .iter()
+        .find(|p| p.identity == "alice")
+        .unwrap_or_else(|| panic!("alice not listed: {participants:?}"));
+    assert!(alice.publishing);
+    let watcher = participants
+        .iter()
+        .find(|p| p.identity == "watcher")
+        .unwrap_or_else(|| panic!("watcher not listed: {participants:?}"));
+    assert_eq!(watcher.watching, ["alice"]);
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_token_is_401() {
+    let (vigil, _c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    assert_problem(
+        &whip(&base, ROOM, "alice", None).await,
+        401,
+        "WHIP without a token",
+    );
+    assert_problem(
+        &whep(&base, ROOM, "alice", None).await,
+        401,
+        "WHEP without a token",
+    );
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_responses_carry_a_bearer_challenge() {
+    let (vigil, _c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    // RFC 9110 §15.5.2 / RFC 6750 §3: a 401 says how to authenticate.
+    for (step, response) in [
+        (
+            "WHIP without a token",
+            whip(&base, ROOM, "alice", None).await,
+        ),
+        (
+            "WHEP without a token",
+            whep(&base, ROOM, "alice", None).await,
+        ),
+        (
+            "WHIP with a garbage token",
+            whip(&base, ROOM, "alice", Some("garbage")).await,
+        ),
+    ] {
+        assert_eq!(response.status, 401, "{step}: {}", response.body);
+        let challenge = response.header("www-authenticate");
+        assert!(
+            challenge.is_some_and(|c| c.starts_with("Bearer")),
+            "{step}: 401 without a `WWW-Authenticate: Bearer ...` challenge (got {challenge:?})"
+        );
+    }
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_tokens_are_401() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    let good = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    // Controls: the untouched tokens pass admission (WHEP of a stream not yet
+    // published is then 409), so each 401 below is down to what was changed.
+    let fresh = mint(
+        ROOM,
+        "alice",
+        all_but_admin(),
+        now_unix(),
+        Duration::from_secs(60),
+    );
+    for (step, control) in [("server token", &good), ("minted token", &fresh)] {
+        assert_problem(
+            &whep(&base, ROOM, "alice", Some(control)).await,
+            409,
+            &format!("control: {step} passes admission"),
+        );
+    }
+
+    let expired = mint(
+        ROOM,
+        "alice",
+        all_but_admin(),
+        now_unix() - 3600,
+        Duration::from_secs(60),
+    );
+    let cases = [
+        ("a garbage token", "garbage".to_owned()),
+        ("a tampered token", tampered(&good)),
+        ("an expired token", expired),
+        (
+            "a token signed with another secret",
+            signed_elsewhere(ROOM, "alice"),
+        ),
+    ];
+    for (step, bad) in &cases {
+        assert_problem(
+            &whip(&base, ROOM, "alice", Some(bad)).await,
+            401,
+            &format!("WHIP with {step}"),
+        );
+        assert_problem(
+            &whep(&base, ROOM, "alice", Some(bad)).await,
+            401,
+            &format!("WHEP with {step}"),
+        );
+    }
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_for_another_room_is_403() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    let for_room = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    assert_problem(
+        &whip(&base, OTHER_ROOM, "alice", Some(&for_room)).await,
+        403,
+        "WHIP in another room",
+    );
+    assert_problem(
+        &whep(&base, OTHER_ROOM, "alice", Some(&for_room)).await,
+        403,
+        "WHEP in another room",
+    );
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_without_the_grant_is_403() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    let subscriber = token(&mut c, ROOM, "alice", subscribe_only()).await;
+    assert_problem(
+        &whip(&base, ROOM, "alice", Some(&subscriber)).await,
+        403,
+        "WHIP with a subscribe-only token",
+    );
+    let publisher = token(&mut c, ROOM, "alice", publish_only()).await;
+    assert_problem(
+        &whep(&base, ROOM, "alice", Some(&publisher)).await,
+        403,
+        "WHEP with a publish-only token",
+    );
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_token_publishes_only_its_own_stream() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    let alice = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    assert_problem(
+        &whip(&base, ROOM, "bob", Some(&alice)).await,
+        403,
+        "alice's token publishing stream bob",
+    );
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_for_an_unknown_room_is_404() {
+    let (vigil, _c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    let nowhere = mint(
+        UNKNOWN_ROOM,
+        "alice",
+        all_but_admin(),
+        now_unix(),
+        Duration::from_secs(3600),
+    );
+    assert_problem(
+        &whip(&base, UNKNOWN_ROOM, "alice", Some(&nowhere)).await,
+        404,
+        "WHIP to a room that does not exist",
+    );
+    assert_problem(
+        &whep(&base, UNKNOWN_ROOM, "alice", Some(&nowhere)).await,
+        404,
+        "WHEP to a room that does not exist",
+    );
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_token_for_an_unknown_room_is_not_found() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let refused = c
+        .tokens
+        .create_token(admin(pb::CreateTokenRequest {
+            room: UNKNOWN_ROOM.into(),
+            identity: "alice".into(),
+            grants: Some(publish_and_subscribe()),
+            ttl_seconds: None,
+        }))
+        .await
+        .expect_err("CreateToken for a room that does not exist");
+    assert_eq!(refused.code(), Code::NotFound, "{refused}");
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_leave_a_live_session_untouched() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    let alice = token(&mut c, ROOM, "alice", publish_only()).await;
+    let mut publisher = Publisher::connect_as(&base, ROOM, "alice", &alice)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP alice: {} {}", r.status, r.body));
+    publisher.start_media();
+    let watcher = token(&mut c, ROOM, "watcher", subscribe_only()).await;
+    let viewer = Viewer::connect_as(&base, ROOM, "alice", Some(&watcher))
+        .await
+        .unwrap_or_else(|r| panic!("WHEP watcher: {} {}", r.status, r.body));
+    viewer.wait_video().await;
+
+    // Every refusal aims at alice's live stream.
+    let both = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    let expired = mint(
+        ROOM,
+        "alice",
+        all_but_admin(),
+        now_unix() - 3600,
+        Duration::from_secs(60),
+    );
+    let elsewhere = signed_elsewhere(ROOM, "alice");
+    let other_room = token(&mut c, OTHER_ROOM, "alice", publish_and_subscribe()).await;
+    let subscriber = token(&mut c, ROOM, "alice", subscribe_only()).await;
+    let bob = token(&mut c, ROOM, "bob", publish_and_subscribe()).await;
+    let nowhere = mint(
+        UNKNOWN_ROOM,
+        "alice",
+        all_but_admin(),
+        now_unix(),
+        Duration::from_secs(3600),
+    );
+    let tampered = tampered(&both);
+    let whip_refusals: [(&str, Option<&str>, &str, u16); 9] = [
+        ("no token", None, ROOM, 401),
+        ("a garbage token", Some("garbage"), ROOM, 401),
+        ("a tampered token", Some(&tampered), ROOM, 401),
+        ("an expired token", Some(&expired), ROOM, 401),
+        ("a token signed elsewhere", Some(&elsewhere), ROOM, 401),
+        ("a token for another room", Some(&other_room), ROOM, 403),
+        ("a subscribe-only token", Some(&subscriber), ROOM, 403),
+        ("bob's publish token", Some(&bob), ROOM, 403),
+        (
+            "a token for an unknown room",
+            Some(&nowhere),
+            UNKNOWN_ROOM,
+            404,
+        ),
+    ];
+    for (step, bearer, room, status) in whip_refusals {
+        let response = whip(&base, room, "alice", bearer).await;
+        assert_problem(&response, status, &format!("WHIP alice with {step}"));
+    }
+    let whep_refusals: [(&str, Option<&str>, u16); 5] = [
+        ("no token", None, 401),
+        ("a garbage token", Some("garbage"), 401),
+        ("an expired token", Some(&expired), 401),
+        ("a token for another room", Some(&other_room), 403),
+        ("a publish-only token", Some(&alice), 403),
+    ];
+    for (step, bearer, status) in whep_refusals {
+        let response = whep(&base, ROOM, "alice", bearer).await;
+        assert_problem(&response, status, &format!("WHEP alice with {step}"));
+    }
+
+    // Media still flows to the viewer ...
+    let before = viewer.video().len();
+    eventually(
+        Duration::from_secs(10),
+        "video still arriving after the refusals",
+        || async { (viewer.video().len() >= before + 60).then_some(()) },
+    )
+    .await;
+    // ... both sessions still exist, and nobody else joined.
+    for (who, url) in [
+        ("publisher", &publisher.session.url),
+        ("viewer", &viewer.session.url),
+    ] {
+        let response = request("GET", url, &[], bytes::Bytes::new()).await;
+        assert_eq!(response.status, 204, "{who} session still exists");
+    }
+    let room = c
+        .rooms
+        .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
+        .await
+        .expect("GetRoom")
+        .into_inner();
+    assert_eq!((room.publishers, room.viewers), (1, 1));
+    let participants = c
+        .rooms
+        .list_participants(admin(pb::ListParticipantsRequest { room: ROOM.into() }))
+        .await
+        .expect("ListParticipants")
+        .into_inner()
+        .participants;
+    let identities: Vec<_> = participants.iter().map(|p| p.identity.as_str()).collect();
+    assert_eq!(identities, ["alice", "watcher"]);
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_watch_sees_only_its_own_room() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let base = base_url(&vigil);
+    let alice_here = token(&mut c, ROOM, "alice", publish_only()).await;
+    let alice_there = token(&mut c, OTHER_ROOM, "alice", publish_only()).await;
+    let mut own = Watcher::start(&vigil, &alice_here, pb::WatchRequest::default()).await;
+    let mut all = Watcher::start(
+        &vigil,
+        vigil_tests::control::ADMIN_KEY,
+        pb::WatchRequest::default(),
+    )
+    .await;
+
+    // Things happen in the other room first, some of them about "alice".
+    create_room(&mut c, "site-3").await;
+    let _there = Publisher::connect_as(&base, OTHER_ROOM, "alice", &alice_there)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP alice in {OTHER_ROOM}: {} {}", r.status, r.body));
+    all.wait_for(
+        Duration::from_secs(10),
+        "alice joining the other room (admin feed)",
+        |e| {
+            (e.room == OTHER_ROOM && matches!(e.kind, Some(pb::event::Kind::ParticipantJoined(_))))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Then alice joins her token's room.
+    let _here = Publisher::connect_as(&base, ROOM, "alice", &alice_here)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP alice in {ROOM}: {} {}", r.status, r.body));
+    let mut seen = Vec::new();
+    own.wait_for(Duration::from_secs(10), "alice joining her room", |e| {
+        seen.push(e.clone());
+        (e.room == ROOM
+            && e.identity == "alice"
+            && matches!(e.kind, Some(pb::event::Kind::ParticipantJoined(_))))
+        .then_some(())
+    })
+    .await;
+    seen.extend(own.drain());
+    let foreign: Vec<_> = seen.iter().filter(|e| e.room != ROOM).collect();
+    assert!(
+        foreign.is_empty(),
+        "a participant of {ROOM} saw events of other rooms: {foreign:?}"
+    );
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_watch_of_another_room_is_permission_denied() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let alice = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    let refused = c
+        .events
+        .watch(with_bearer(
+            pb::WatchRequest {
+                room: OTHER_ROOM.into(),
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await
+        .expect_err("Watch of another room with a participant token");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused}");
+    // Naming its own room is fine.
+    c.events
+        .watch(with_bearer(
+            pb::WatchRequest {
+                room: ROOM.into(),
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await
+        .expect("Watch of its own room");
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_without_credential_is_unauthenticated() {
+    let (vigil, mut c) = server_with_rooms().await;
+    let anonymous = c
+        .events
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect_err("Watch without a credential");
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous}");
+    let garbage = c
+        .events
+        .watch(with_bearer(pb::WatchRequest::default(), "garbage"))
+        .await
+        .expect_err("Watch with a garbage credential");
+    assert_eq!(garbage.code(), Code::Unauthenticated, "{garbage}");
+    vigil.shutdown().await;
+}
