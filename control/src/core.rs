@@ -10,7 +10,7 @@
 //! each other.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -247,7 +247,12 @@ pub(crate) enum Msg {
         kind: TrackKind,
         codec: String,
     },
-    Samples(Vec<StreamSample>),
+    /// Counters sampled at `at` (the sampler's tick, not the time the owner
+    /// reads the message, so intervals between samples are exact).
+    Samples {
+        samples: Vec<StreamSample>,
+        at: Instant,
+    },
 }
 
 /// The sending half for facts from the media plane, created before the
@@ -613,9 +618,9 @@ async fn sample(media: Arc<dyn MediaPlane>, owner: mpsc::UnboundedSender<Msg>) {
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let at = tick.tick().await.into_std();
         let samples = media.sample().await;
-        if owner.send(Msg::Samples(samples)).is_err() {
+        if owner.send(Msg::Samples { samples, at }).is_err() {
             return;
         }
     }

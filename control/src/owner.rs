@@ -280,7 +280,7 @@ impl Owner {
                     EventKind::TrackPublished { kind, codec },
                 );
             }
-            Msg::Samples(samples) => self.evaluate_alarms(samples, now),
+            Msg::Samples { samples, at } => self.evaluate_alarms(samples, at),
         }
     }
 
@@ -898,8 +898,8 @@ mod tests {
     fn a_silent_stream_raises_a_stall_alarm_about_its_publisher() {
         let mut h = Harness::new(Limits::default());
         h.start("s1", "cam", SessionRole::Publisher, "field-1");
-        let sample = |packets| {
-            Msg::Samples(vec![StreamSample {
+        let sample = |packets, at| Msg::Samples {
+            samples: vec![StreamSample {
                 room: room(),
                 stream: stream("cam"),
                 counters: StreamCounters {
@@ -908,14 +908,13 @@ mod tests {
                     keyframes: 1,
                     has_video: true,
                 },
-            }])
+            }],
+            at,
         };
-        h.owner
-            .handle(sample(10), h.t0 + Duration::from_millis(500));
-        h.owner
-            .handle(sample(10), h.t0 + Duration::from_millis(1000));
-        h.owner
-            .handle(sample(10), h.t0 + Duration::from_millis(1600));
+        for ms in [500, 1000, 1600] {
+            let at = h.t0 + Duration::from_millis(ms);
+            h.owner.handle(sample(10, at), at);
+        }
         let raised = h
             .events()
             .into_iter()

@@ -438,6 +438,8 @@ pub struct Publisher {
     audio: Arc<TrackLocalStaticRTP>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    video_numbering: Arc<Numbering>,
+    audio_numbering: Arc<Numbering>,
 }
 
 fn local_track(
@@ -586,6 +588,8 @@ impl Publisher {
             audio,
             stop,
             tasks: Vec::new(),
+            video_numbering: Arc::default(),
+            audio_numbering: Arc::default(),
         })
     }
 
@@ -611,6 +615,7 @@ impl Publisher {
         }));
         self.tasks.push(tokio::spawn(send_video(
             self.video.clone(),
+            self.video_numbering.clone(),
             self.test_video,
             self.sent.clone(),
             keyframe_wanted,
@@ -618,6 +623,7 @@ impl Publisher {
         )));
         self.tasks.push(tokio::spawn(send_audio(
             self.audio.clone(),
+            self.audio_numbering.clone(),
             self.sent.clone(),
             self.stop.subscribe(),
         )));
@@ -651,8 +657,40 @@ impl Drop for Publisher {
     }
 }
 
+/// A track's next RTP sequence number and timestamp, kept across
+/// `stop_media`/`start_media` as an encoder keeps counting (restarting lower
+/// would be dropped as replays by SRTP).
+#[derive(Debug)]
+pub struct Numbering {
+    seq: std::sync::atomic::AtomicU32,
+    timestamp: std::sync::atomic::AtomicU32,
+}
+
+impl Default for Numbering {
+    fn default() -> Self {
+        Numbering {
+            seq: (u32::from(rand::random::<u16>() / 2)).into(),
+            timestamp: rand::random::<u32>().into(),
+        }
+    }
+}
+
+impl Numbering {
+    fn load(&self) -> (u16, u32) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.seq.load(SeqCst) as u16, self.timestamp.load(SeqCst))
+    }
+
+    fn store(&self, seq: u16, timestamp: u32) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.seq.store(u32::from(seq), SeqCst);
+        self.timestamp.store(timestamp, SeqCst);
+    }
+}
+
 async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
+    numbering: Arc<Numbering>,
     video: TestVideo,
     sent: Arc<Mutex<SentLog>>,
     keyframe_wanted: Arc<std::sync::atomic::AtomicBool>,
@@ -661,8 +699,7 @@ async fn send_video(
     let frames = video.frames();
     let (payload_type, codec) = (video.payload_type(), video.video_codec());
     let ssrc = *track.ssrcs().await.first().expect("video ssrc");
-    let mut seq: u16 = rand::random::<u16>() / 2;
-    let mut timestamp: u32 = rand::random();
+    let (mut seq, mut timestamp) = numbering.load();
     let mut index = 0usize;
     let mut tick = tokio::time::interval(Duration::from_micros(33_333));
     while !*stop.borrow() {
@@ -705,18 +742,19 @@ async fn send_video(
             seq = seq.wrapping_add(1);
         }
         timestamp = timestamp.wrapping_add(3000);
+        numbering.store(seq, timestamp);
     }
 }
 
 async fn send_audio(
     track: Arc<TrackLocalStaticRTP>,
+    numbering: Arc<Numbering>,
     sent: Arc<Mutex<SentLog>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let packets = opus_packets();
     let ssrc = *track.ssrcs().await.first().expect("audio ssrc");
-    let mut seq: u16 = rand::random::<u16>() / 2;
-    let mut timestamp: u32 = rand::random();
+    let (mut seq, mut timestamp) = numbering.load();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     for payload in packets.iter().cycle() {
         tokio::select! {
@@ -745,6 +783,7 @@ async fn send_audio(
         });
         seq = seq.wrapping_add(1);
         timestamp = timestamp.wrapping_add(960);
+        numbering.store(seq, timestamp);
     }
 }
 

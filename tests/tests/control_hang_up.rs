@@ -1,0 +1,225 @@
+//! HangUp over gRPC closes a participant's real WebRTC sessions, tells the
+//! event feed why, and leaves everyone else connected.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tonic::Code;
+use vigil_proto::v1 as pb;
+use vigil_proto::v1::event::Kind;
+use vigil_tests::control::{
+    ADMIN_KEY, Watcher, admin, clients, create_room, publish_and_subscribe, secure_server,
+    subscribe_only, token,
+};
+use vigil_tests::http_client::request;
+use vigil_tests::peers::{Publisher, Viewer};
+use vigil_tests::{base_url, eventually};
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+const ROOM: &str = "site-1";
+
+fn left_connected(state: RTCPeerConnectionState) -> bool {
+    matches!(
+        state,
+        RTCPeerConnectionState::Closed
+            | RTCPeerConnectionState::Failed
+            | RTCPeerConnectionState::Disconnected
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_closes_the_publisher_and_says_why() {
+    let vigil = secure_server(|_| {}).await;
+    let base = base_url(&vigil);
+    let mut c = clients(&vigil).await;
+    create_room(&mut c, ROOM).await;
+    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
+    let dispatcher_token = token(&mut c, ROOM, "dispatcher", subscribe_only()).await;
+    let mut watcher = Watcher::start(
+        &vigil,
+        ADMIN_KEY,
+        pb::WatchRequest {
+            room: ROOM.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let mut publisher = Publisher::connect_as(&base, ROOM, "field-1", &field_token)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
+    publisher.start_media();
+    let viewer = Viewer::connect_as(&base, ROOM, "field-1", Some(&dispatcher_token))
+        .await
+        .unwrap_or_else(|r| panic!("WHEP: {} {}", r.status, r.body));
+    viewer.peer.wait_connected().await;
+    viewer.wait_video().await;
+    // Both tracks are known to the control plane before hanging up.
+    let mut published = 0;
+    watcher
+        .wait_for(Duration::from_secs(10), "both TrackPublished", |e| {
+            if e.identity == "field-1" && matches!(e.kind, Some(Kind::TrackPublished(_))) {
+                published += 1;
+            }
+            (published == 2).then_some(())
+        })
+        .await;
+
+    let closed = c
+        .rooms
+        .hang_up(admin(pb::HangUpRequest {
+            room: ROOM.into(),
+            identity: "field-1".into(),
+        }))
+        .await
+        .expect("HangUp")
+        .into_inner()
+        .sessions_closed;
+    assert!(closed >= 1, "HangUp closed {closed} sessions");
+    let hung_up = Instant::now();
+
+    let state = publisher
+        .peer
+        .wait_state(Duration::from_secs(10), left_connected)
+        .await;
+    eprintln!(
+        "publisher's peer connection {state:?} {:?} after HangUp",
+        hung_up.elapsed()
+    );
+
+    let get = request("GET", &publisher.session.url, &[], Bytes::new()).await;
+    assert_eq!(get.status, 404, "GET on the hung-up WHIP session");
+
+    let mut unpublished = Vec::new();
+    let left = watcher
+        .wait_for(Duration::from_secs(5), "ParticipantLeft of field-1", |e| {
+            if e.identity != "field-1" {
+                return None;
+            }
+            match &e.kind {
+                Some(Kind::TrackUnpublished(t)) => {
+                    unpublished.push(t.kind);
+                    None
+                }
+                Some(Kind::ParticipantLeft(left)) => Some(left.clone()),
+                _ => None,
+            }
+        })
+        .await;
+    assert_eq!(
+        left.reason,
+        pb::LeaveReason::HungUp as i32,
+        "ParticipantLeft reason: {left:?}"
+    );
+    assert_eq!(left.role, pb::SessionRole::Publisher as i32);
+    assert_eq!(left.stream, "field-1");
+    unpublished.sort_unstable();
+    assert_eq!(
+        unpublished,
+        [pb::TrackKind::Audio as i32, pb::TrackKind::Video as i32],
+        "TrackUnpublished for both tracks before ParticipantLeft"
+    );
+
+    let unknown = c
+        .rooms
+        .hang_up(admin(pb::HangUpRequest {
+            room: ROOM.into(),
+            identity: "nobody".into(),
+        }))
+        .await
+        .expect_err("HangUp of an unknown identity");
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
+    vigil.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_of_a_viewer_closes_only_that_viewer() {
+    let vigil = secure_server(|_| {}).await;
+    let base = base_url(&vigil);
+    let mut c = clients(&vigil).await;
+    create_room(&mut c, ROOM).await;
+    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
+    let dispatcher_token = token(&mut c, ROOM, "dispatcher", subscribe_only()).await;
+    let supervisor_token = token(&mut c, ROOM, "supervisor", subscribe_only()).await;
+    let mut watcher = Watcher::start(
+        &vigil,
+        ADMIN_KEY,
+        pb::WatchRequest {
+            room: ROOM.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let mut publisher = Publisher::connect_as(&base, ROOM, "field-1", &field_token)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
+    publisher.start_media();
+    let dispatcher = Viewer::connect_as(&base, ROOM, "field-1", Some(&dispatcher_token))
+        .await
+        .unwrap_or_else(|r| panic!("WHEP dispatcher: {} {}", r.status, r.body));
+    let supervisor = Viewer::connect_as(&base, ROOM, "field-1", Some(&supervisor_token))
+        .await
+        .unwrap_or_else(|r| panic!("WHEP supervisor: {} {}", r.status, r.body));
+    for viewer in [&dispatcher, &supervisor] {
+        viewer.peer.wait_connected().await;
+        viewer.wait_video().await;
+    }
+
+    let closed = c
+        .rooms
+        .hang_up(admin(pb::HangUpRequest {
+            room: ROOM.into(),
+            identity: "dispatcher".into(),
+        }))
+        .await
+        .expect("HangUp")
+        .into_inner()
+        .sessions_closed;
+    assert_eq!(closed, 1, "only the dispatcher's one session");
+
+    dispatcher
+        .peer
+        .wait_state(Duration::from_secs(10), left_connected)
+        .await;
+    let get = request("GET", &dispatcher.session.url, &[], Bytes::new()).await;
+    assert_eq!(get.status, 404, "GET on the hung-up WHEP session");
+
+    let left = watcher
+        .wait_for(
+            Duration::from_secs(5),
+            "ParticipantLeft of dispatcher",
+            |e| match &e.kind {
+                Some(Kind::ParticipantLeft(left)) if e.identity == "dispatcher" => {
+                    Some(left.clone())
+                }
+                _ => None,
+            },
+        )
+        .await;
+    assert_eq!(left.reason, pb::LeaveReason::HungUp as i32, "{left:?}");
+    assert_eq!(left.role, pb::SessionRole::Viewer as i32);
+    assert_eq!(left.stream, "field-1");
+
+    // The others are untouched: the publisher's and the supervisor's
+    // sessions exist and the supervisor keeps receiving video.
+    for (who, url) in [
+        ("publisher", &publisher.session.url),
+        ("supervisor", &supervisor.session.url),
+    ] {
+        let get = request("GET", url, &[], Bytes::new()).await;
+        assert_eq!(get.status, 204, "GET on the {who}'s session");
+    }
+    assert_eq!(
+        *publisher.peer.state.borrow(),
+        RTCPeerConnectionState::Connected
+    );
+    let before = supervisor.video().len();
+    eventually(
+        Duration::from_secs(5),
+        "more video at the supervisor",
+        || async { (supervisor.video().len() > before + 30).then_some(()) },
+    )
+    .await;
+    vigil.shutdown().await;
+}
