@@ -15,6 +15,8 @@ use vigil_proto::v1::event_service_client::EventServiceClient;
 use vigil_proto::v1::room_service_client::RoomServiceClient;
 use vigil_proto::v1::token_service_client::TokenServiceClient;
 
+use crate::peers::{Publisher, Viewer};
+
 /// The admin key of [`secure_server`].
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 /// The token signing secret of [`secure_server`].
@@ -210,4 +212,119 @@ impl Watcher {
 /// Validates a stream name (identities of publishers must be stream names).
 pub fn stream(name: &str) -> StreamName {
     StreamName::new(name).expect("stream name")
+}
+
+/// The usual control-plane scene: a secure server with one room, its
+/// clients, and helpers to bring in participants with their own tokens.
+pub struct Scene {
+    /// The server.
+    pub vigil: Vigil,
+    /// `http://127.0.0.1:PORT` of WHIP/WHEP.
+    pub base: String,
+    /// gRPC clients.
+    pub clients: Clients,
+    /// The room's name.
+    pub room: String,
+}
+
+impl Scene {
+    /// A secure server (tweaked) with `room` created with `request`'s settings.
+    pub async fn with_room(
+        room: &str,
+        request: pb::CreateRoomRequest,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Scene {
+        let vigil = secure_server(tweak).await;
+        let base = crate::base_url(&vigil);
+        let mut clients = clients(&vigil).await;
+        clients
+            .rooms
+            .create_room(admin(pb::CreateRoomRequest {
+                name: room.to_owned(),
+                ..request
+            }))
+            .await
+            .unwrap_or_else(|e| panic!("CreateRoom {room}: {e}"));
+        Scene {
+            vigil,
+            base,
+            clients,
+            room: room.to_owned(),
+        }
+    }
+
+    /// A secure server with `room` created with default settings.
+    pub async fn new(room: &str) -> Scene {
+        Self::with_room(room, pb::CreateRoomRequest::default(), |_| {}).await
+    }
+
+    /// An admin watcher of the room's events.
+    pub async fn watch_room(&self) -> Watcher {
+        Watcher::start(
+            &self.vigil,
+            ADMIN_KEY,
+            pb::WatchRequest {
+                room: self.room.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// A token for `identity` in the room.
+    pub async fn token(&mut self, identity: &str, grants: pb::Grants) -> String {
+        let room = self.room.clone();
+        token(&mut self.clients, &room, identity, grants).await
+    }
+
+    /// `identity` publishes its stream with its own token and sends media.
+    pub async fn publisher(&mut self, identity: &str) -> Publisher {
+        let token = self.token(identity, publish_and_subscribe()).await;
+        let mut publisher = Publisher::connect_as(&self.base, &self.room, identity, &token)
+            .await
+            .unwrap_or_else(|r| panic!("WHIP {identity}: {} {}", r.status, r.body));
+        publisher.start_media();
+        publisher
+    }
+
+    /// `identity` plays `stream` with its own token, until video arrives.
+    pub async fn viewer(&mut self, stream: &str, identity: &str) -> Viewer {
+        let token = self.token(identity, subscribe_only()).await;
+        let viewer = Viewer::connect_as(&self.base, &self.room, stream, Some(&token))
+            .await
+            .unwrap_or_else(|r| panic!("WHEP {identity} -> {stream}: {} {}", r.status, r.body));
+        viewer.peer.wait_connected().await;
+        viewer.wait_video().await;
+        viewer
+    }
+
+    /// The room's participants.
+    pub async fn participants(&self) -> Vec<pb::Participant> {
+        self.clients
+            .rooms
+            .clone()
+            .list_participants(admin(pb::ListParticipantsRequest {
+                room: self.room.clone(),
+            }))
+            .await
+            .expect("ListParticipants")
+            .into_inner()
+            .participants
+    }
+
+    /// `identity` as the room's participant list shows it (panics if absent);
+    /// takes `&self` so that it can be polled inside `eventually`.
+    pub async fn participant(&self, identity: &str) -> pb::Participant {
+        let participants = self.participants().await;
+        participants
+            .iter()
+            .find(|p| p.identity == identity)
+            .cloned()
+            .unwrap_or_else(|| panic!("{identity} not listed in {participants:?}"))
+    }
+
+    /// Shuts the server down.
+    pub async fn shutdown(self) {
+        self.vigil.shutdown().await;
+    }
 }

@@ -3,75 +3,34 @@
 
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_proto::v1::room_service_client::RoomServiceClient;
-use vigil_tests::control::{
-    ADMIN_KEY, Clients, Watcher, admin, clients, publish_and_subscribe, secure_server,
-    subscribe_only, token,
-};
-use vigil_tests::peers::{Publisher, Viewer};
-use vigil_tests::{base_url, eventually};
+use vigil_tests::control::Scene;
+use vigil_tests::eventually;
 
 const ROOM: &str = "site-1";
 const STALL_AFTER_MS: u32 = 1000;
 
-async fn create_room_stalling_after(c: &mut Clients, stall_after_ms: u32) {
-    c.rooms
-        .create_room(admin(pb::CreateRoomRequest {
-            name: ROOM.into(),
-            alarm_rules: Some(pb::AlarmRules {
-                stall_after_ms: Some(stall_after_ms),
-                ..Default::default()
-            }),
+/// A scene whose room raises STALLED after `STALL_AFTER_MS` without media.
+async fn stalling_scene() -> Scene {
+    let request = pb::CreateRoomRequest {
+        alarm_rules: Some(pb::AlarmRules {
+            stall_after_ms: Some(STALL_AFTER_MS),
             ..Default::default()
-        }))
-        .await
-        .expect("CreateRoom");
-}
-
-async fn participants(mut rooms: RoomServiceClient<Channel>) -> Vec<pb::Participant> {
-    rooms
-        .list_participants(admin(pb::ListParticipantsRequest { room: ROOM.into() }))
-        .await
-        .expect("ListParticipants")
-        .into_inner()
-        .participants
-}
-
-async fn participant(rooms: RoomServiceClient<Channel>, identity: &str) -> pb::Participant {
-    participants(rooms)
-        .await
-        .into_iter()
-        .find(|p| p.identity == identity)
-        .unwrap_or_else(|| panic!("{identity} not listed"))
+        }),
+        ..Default::default()
+    };
+    Scene::with_room(ROOM, request, |_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stall_alarm_is_raised_within_two_seconds_and_cleared() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_room_stalling_after(&mut c, STALL_AFTER_MS).await;
-    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
-    let mut watcher = Watcher::start(
-        &vigil,
-        ADMIN_KEY,
-        pb::WatchRequest {
-            room: ROOM.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let mut publisher = Publisher::connect_as(&base, ROOM, "field-1", &field_token)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
-    publisher.start_media();
+    let mut scene = stalling_scene().await;
+    let mut watcher = scene.watch_room().await;
+    let mut publisher = scene.publisher("field-1").await;
     // The control plane has sampled media flowing.
-    eventually(Duration::from_secs(10), "field-1's bitrate", || {
-        let rooms = c.rooms.clone();
-        async move { (participant(rooms, "field-1").await.bitrate_bps > 0).then_some(()) }
+    eventually(Duration::from_secs(10), "field-1's bitrate", || async {
+        (scene.participant("field-1").await.bitrate_bps > 0).then_some(())
     })
     .await;
 
@@ -102,7 +61,7 @@ async fn stall_alarm_is_raised_within_two_seconds_and_cleared() {
         "the stall alarm came {delay:?} after its cause; the wall needs it within {limit:?}"
     );
 
-    let listed = participant(c.rooms.clone(), "field-1").await;
+    let listed = scene.participant("field-1").await;
     assert!(
         listed
             .active_alarms
@@ -130,7 +89,7 @@ async fn stall_alarm_is_raised_within_two_seconds_and_cleared() {
         resumed.elapsed()
     );
     assert_eq!(cleared.stream, "field-1");
-    let listed = participant(c.rooms.clone(), "field-1").await;
+    let listed = scene.participant("field-1").await;
     assert!(
         !listed
             .active_alarms
@@ -138,40 +97,24 @@ async fn stall_alarm_is_raised_within_two_seconds_and_cleared() {
         "active_alarms after the stall ended: {:?}",
         listed.active_alarms
     );
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_participants_reports_live_media() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_room_stalling_after(&mut c, STALL_AFTER_MS).await;
-    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
-    let mut publisher = Publisher::connect_as(&base, ROOM, "field-1", &field_token)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
-    publisher.start_media();
-    let mut viewers = Vec::new();
-    for identity in ["dispatcher", "supervisor"] {
-        let viewer_token = token(&mut c, ROOM, identity, subscribe_only()).await;
-        let viewer = Viewer::connect_as(&base, ROOM, "field-1", Some(&viewer_token))
-            .await
-            .unwrap_or_else(|r| panic!("WHEP {identity}: {} {}", r.status, r.body));
-        viewer.peer.wait_connected().await;
-        viewer.wait_video().await;
-        viewers.push(viewer);
-    }
+    let mut scene = stalling_scene().await;
+    let _publisher = scene.publisher("field-1").await;
+    let _viewers = [
+        scene.viewer("field-1", "dispatcher").await,
+        scene.viewer("field-1", "supervisor").await,
+    ];
 
     let field = eventually(
         Duration::from_secs(10),
         "field-1 with a bitrate and both tracks",
-        || {
-            let rooms = c.rooms.clone();
-            async move {
-                let p = participant(rooms, "field-1").await;
-                (p.bitrate_bps > 0 && p.tracks.len() == 2).then_some(p)
-            }
+        || async {
+            let p = scene.participant("field-1").await;
+            (p.bitrate_bps > 0 && p.tracks.len() == 2).then_some(p)
         },
     )
     .await;
@@ -200,7 +143,7 @@ async fn list_participants_reports_live_media() {
         field.active_alarms
     );
 
-    let everyone = participants(c.rooms.clone()).await;
+    let everyone = scene.participants().await;
     for identity in ["dispatcher", "supervisor"] {
         let viewer = everyone
             .iter()
@@ -209,5 +152,5 @@ async fn list_participants_reports_live_media() {
         assert!(!viewer.publishing, "{identity} does not publish");
         assert_eq!(viewer.watching, ["field-1"], "{identity} watches field-1");
     }
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }

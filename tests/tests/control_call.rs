@@ -7,11 +7,8 @@ use std::time::Duration;
 use tonic::Code;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_tests::base_url;
-use vigil_tests::control::{
-    Watcher, admin, clients, create_room, publish_and_subscribe, secure_server, token,
-};
-use vigil_tests::peers::{Publisher, Viewer};
+use vigil_tests::control::{Scene, Watcher, admin, publish_and_subscribe};
+use vigil_tests::peers::Viewer;
 
 const ROOM: &str = "site-1";
 
@@ -25,20 +22,15 @@ fn call_request(caller: &str, callee: &str) -> tonic::Request<pb::CallRequest> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_reaches_the_callee_who_plays_the_caller() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_room(&mut c, ROOM).await;
-    let dispatcher_token = token(&mut c, ROOM, "dispatcher", publish_and_subscribe()).await;
-    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
-    let mut dispatcher = Publisher::connect_as(&base, ROOM, "dispatcher", &dispatcher_token)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
-    dispatcher.start_media();
+    let mut scene = Scene::new(ROOM).await;
+    let _dispatcher = scene.publisher("dispatcher").await;
     // field-1 reads its own feed with its own token, not the admin key.
-    let mut field_feed = Watcher::start(&vigil, &field_token, pb::WatchRequest::default()).await;
+    let field_token = scene.token("field-1", publish_and_subscribe()).await;
+    let mut field_feed =
+        Watcher::start(&scene.vigil, &field_token, pb::WatchRequest::default()).await;
 
-    let whep_path = c
+    let whep_path = scene
+        .clients
         .rooms
         .call(call_request("dispatcher", "field-1"))
         .await
@@ -65,45 +57,41 @@ async fn call_reaches_the_callee_who_plays_the_caller() {
         .strip_prefix("/whep/")
         .and_then(|rest| rest.split_once('/'))
         .unwrap_or_else(|| panic!("not a WHEP path: {}", requested.whep_path));
-    let viewer = Viewer::connect_as(&base, room, stream, Some(&field_token))
+    let viewer = Viewer::connect_as(&scene.base, room, stream, Some(&field_token))
         .await
         .unwrap_or_else(|r| panic!("WHEP {}: {} {}", requested.whep_path, r.status, r.body));
     viewer.peer.wait_connected().await;
     viewer.wait_video().await;
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_from_a_caller_who_is_not_publishing_fails() {
-    let vigil = secure_server(|_| {}).await;
-    let mut c = clients(&vigil).await;
-    create_room(&mut c, ROOM).await;
-    let refused = c
+    let mut scene = Scene::new(ROOM).await;
+    let refused = scene
+        .clients
         .rooms
         .call(call_request("dispatcher", "field-1"))
         .await
         .expect_err("Call without publishing");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_does_not_see_another_participants_call() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_room(&mut c, ROOM).await;
-    let dispatcher_token = token(&mut c, ROOM, "dispatcher", publish_and_subscribe()).await;
-    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
-    let other_token = token(&mut c, ROOM, "field-2", publish_and_subscribe()).await;
-    let mut dispatcher = Publisher::connect_as(&base, ROOM, "dispatcher", &dispatcher_token)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
-    dispatcher.start_media();
-    let mut field_feed = Watcher::start(&vigil, &field_token, pb::WatchRequest::default()).await;
-    let mut other_feed = Watcher::start(&vigil, &other_token, pb::WatchRequest::default()).await;
+    let mut scene = Scene::new(ROOM).await;
+    let _dispatcher = scene.publisher("dispatcher").await;
+    let field_token = scene.token("field-1", publish_and_subscribe()).await;
+    let other_token = scene.token("field-2", publish_and_subscribe()).await;
+    let mut field_feed =
+        Watcher::start(&scene.vigil, &field_token, pb::WatchRequest::default()).await;
+    let mut other_feed =
+        Watcher::start(&scene.vigil, &other_token, pb::WatchRequest::default()).await;
 
-    c.rooms
+    scene
+        .clients
+        .rooms
         .call(call_request("dispatcher", "field-1"))
         .await
         .expect("Call");
@@ -122,7 +110,9 @@ async fn a_participant_does_not_see_another_participants_call() {
         .collect();
     // field-2's feed works: its own call arrives, and the feed is in bus
     // order, so a leaked call to field-1 would have come before it.
-    c.rooms
+    scene
+        .clients
+        .rooms
         .call(call_request("dispatcher", "field-2"))
         .await
         .expect("Call field-2");
@@ -141,5 +131,5 @@ async fn a_participant_does_not_see_another_participants_call() {
         )
         .await;
     assert!(leaked.is_empty(), "field-2 saw field-1's call: {leaked:?}");
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }

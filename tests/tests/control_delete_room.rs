@@ -6,50 +6,23 @@ use std::time::Duration;
 use bytes::Bytes;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_tests::base_url;
-use vigil_tests::control::{
-    ADMIN_KEY, Watcher, admin, clients, create_room, publish_and_subscribe, secure_server,
-    subscribe_only, token,
-};
+use vigil_tests::control::{Scene, admin, publish_and_subscribe};
 use vigil_tests::http_client::request;
-use vigil_tests::peers::{Publisher, Viewer};
+use vigil_tests::peers::Publisher;
 
 const ROOM: &str = "site-1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_room_hangs_up_everyone() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_room(&mut c, ROOM).await;
-    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
-    let viewer_tokens = [
-        token(&mut c, ROOM, "dispatcher", subscribe_only()).await,
-        token(&mut c, ROOM, "supervisor", subscribe_only()).await,
+    let mut scene = Scene::new(ROOM).await;
+    // For a WHIP after the room is gone, when no token can be issued for it.
+    let field_token = scene.token("field-1", publish_and_subscribe()).await;
+    let mut watcher = scene.watch_room().await;
+    let publisher = scene.publisher("field-1").await;
+    let viewers = [
+        scene.viewer("field-1", "dispatcher").await,
+        scene.viewer("field-1", "supervisor").await,
     ];
-    let mut watcher = Watcher::start(
-        &vigil,
-        ADMIN_KEY,
-        pb::WatchRequest {
-            room: ROOM.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-
-    let mut publisher = Publisher::connect_as(&base, ROOM, "field-1", &field_token)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
-    publisher.start_media();
-    let mut viewers = Vec::new();
-    for viewer_token in &viewer_tokens {
-        let viewer = Viewer::connect_as(&base, ROOM, "field-1", Some(viewer_token))
-            .await
-            .unwrap_or_else(|r| panic!("WHEP: {} {}", r.status, r.body));
-        viewer.peer.wait_connected().await;
-        viewer.wait_video().await;
-        viewers.push(viewer);
-    }
     // All three sessions are known to the control plane.
     let mut joined = 0;
     watcher
@@ -61,7 +34,8 @@ async fn delete_room_hangs_up_everyone() {
         })
         .await;
 
-    let closed = c
+    let closed = scene
+        .clients
         .rooms
         .delete_room(admin(pb::DeleteRoomRequest { name: ROOM.into() }))
         .await
@@ -103,7 +77,7 @@ async fn delete_room_hangs_up_everyone() {
         "three ParticipantLeft with ROOM_CLOSED before RoomDeleted"
     );
 
-    let again = Publisher::connect_as(&base, ROOM, "field-1", &field_token).await;
+    let again = Publisher::connect_as(&scene.base, ROOM, "field-1", &field_token).await;
     match again {
         Ok(_) => panic!("WHIP to the deleted room was accepted"),
         Err(response) => assert_eq!(
@@ -112,5 +86,5 @@ async fn delete_room_hangs_up_everyone() {
             response.body
         ),
     }
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }

@@ -7,13 +7,9 @@ use bytes::Bytes;
 use tonic::Code;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_tests::control::{
-    ADMIN_KEY, Watcher, admin, clients, create_room, publish_and_subscribe, secure_server,
-    subscribe_only, token,
-};
+use vigil_tests::control::{Scene, admin};
+use vigil_tests::eventually;
 use vigil_tests::http_client::request;
-use vigil_tests::peers::{Publisher, Viewer};
-use vigil_tests::{base_url, eventually};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 const ROOM: &str = "site-1";
@@ -29,31 +25,10 @@ fn left_connected(state: RTCPeerConnectionState) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hang_up_closes_the_publisher_and_says_why() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_room(&mut c, ROOM).await;
-    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
-    let dispatcher_token = token(&mut c, ROOM, "dispatcher", subscribe_only()).await;
-    let mut watcher = Watcher::start(
-        &vigil,
-        ADMIN_KEY,
-        pb::WatchRequest {
-            room: ROOM.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-
-    let mut publisher = Publisher::connect_as(&base, ROOM, "field-1", &field_token)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
-    publisher.start_media();
-    let viewer = Viewer::connect_as(&base, ROOM, "field-1", Some(&dispatcher_token))
-        .await
-        .unwrap_or_else(|r| panic!("WHEP: {} {}", r.status, r.body));
-    viewer.peer.wait_connected().await;
-    viewer.wait_video().await;
+    let mut scene = Scene::new(ROOM).await;
+    let mut watcher = scene.watch_room().await;
+    let publisher = scene.publisher("field-1").await;
+    let _viewer = scene.viewer("field-1", "dispatcher").await;
     // Both tracks are known to the control plane before hanging up.
     let mut published = 0;
     watcher
@@ -65,7 +40,8 @@ async fn hang_up_closes_the_publisher_and_says_why() {
         })
         .await;
 
-    let closed = c
+    let closed = scene
+        .clients
         .rooms
         .hang_up(admin(pb::HangUpRequest {
             room: ROOM.into(),
@@ -120,7 +96,8 @@ async fn hang_up_closes_the_publisher_and_says_why() {
         "TrackUnpublished for both tracks before ParticipantLeft"
     );
 
-    let unknown = c
+    let unknown = scene
+        .clients
         .rooms
         .hang_up(admin(pb::HangUpRequest {
             room: ROOM.into(),
@@ -129,44 +106,19 @@ async fn hang_up_closes_the_publisher_and_says_why() {
         .await
         .expect_err("HangUp of an unknown identity");
     assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hang_up_of_a_viewer_closes_only_that_viewer() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_room(&mut c, ROOM).await;
-    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
-    let dispatcher_token = token(&mut c, ROOM, "dispatcher", subscribe_only()).await;
-    let supervisor_token = token(&mut c, ROOM, "supervisor", subscribe_only()).await;
-    let mut watcher = Watcher::start(
-        &vigil,
-        ADMIN_KEY,
-        pb::WatchRequest {
-            room: ROOM.into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut scene = Scene::new(ROOM).await;
+    let mut watcher = scene.watch_room().await;
+    let publisher = scene.publisher("field-1").await;
+    let dispatcher = scene.viewer("field-1", "dispatcher").await;
+    let supervisor = scene.viewer("field-1", "supervisor").await;
 
-    let mut publisher = Publisher::connect_as(&base, ROOM, "field-1", &field_token)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
-    publisher.start_media();
-    let dispatcher = Viewer::connect_as(&base, ROOM, "field-1", Some(&dispatcher_token))
-        .await
-        .unwrap_or_else(|r| panic!("WHEP dispatcher: {} {}", r.status, r.body));
-    let supervisor = Viewer::connect_as(&base, ROOM, "field-1", Some(&supervisor_token))
-        .await
-        .unwrap_or_else(|r| panic!("WHEP supervisor: {} {}", r.status, r.body));
-    for viewer in [&dispatcher, &supervisor] {
-        viewer.peer.wait_connected().await;
-        viewer.wait_video().await;
-    }
-
-    let closed = c
+    let closed = scene
+        .clients
         .rooms
         .hang_up(admin(pb::HangUpRequest {
             room: ROOM.into(),
@@ -221,5 +173,5 @@ async fn hang_up_of_a_viewer_closes_only_that_viewer() {
         || async { (supervisor.video().len() > before + 30).then_some(()) },
     )
     .await;
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }

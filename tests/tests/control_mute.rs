@@ -6,12 +6,8 @@ use std::time::Duration;
 use tonic::Code;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_tests::control::{
-    ADMIN_KEY, Clients, Watcher, admin, clients, create_room, publish_and_subscribe, secure_server,
-    subscribe_only, token,
-};
-use vigil_tests::peers::{Publisher, Viewer};
-use vigil_tests::{base_url, eventually};
+use vigil_tests::control::{Clients, Scene, admin};
+use vigil_tests::eventually;
 
 const ROOM: &str = "site-1";
 
@@ -29,30 +25,10 @@ async fn mute(c: &mut Clients, identity: &str, muted: bool) -> Result<(), tonic:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_stops_video_and_unmute_resumes_from_a_keyframe() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_room(&mut c, ROOM).await;
-    let field_token = token(&mut c, ROOM, "field-1", publish_and_subscribe()).await;
-    let dispatcher_token = token(&mut c, ROOM, "dispatcher", subscribe_only()).await;
-    let mut watcher = Watcher::start(
-        &vigil,
-        ADMIN_KEY,
-        pb::WatchRequest {
-            room: ROOM.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-
-    let mut publisher = Publisher::connect_as(&base, ROOM, "field-1", &field_token)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
-    publisher.start_media();
-    let viewer = Viewer::connect_as(&base, ROOM, "field-1", Some(&dispatcher_token))
-        .await
-        .unwrap_or_else(|r| panic!("WHEP: {} {}", r.status, r.body));
-    viewer.peer.wait_connected().await;
+    let mut scene = Scene::new(ROOM).await;
+    let mut watcher = scene.watch_room().await;
+    let _publisher = scene.publisher("field-1").await;
+    let viewer = scene.viewer("field-1", "dispatcher").await;
     // Video is flowing steadily (more than a second of it) before muting.
     eventually(Duration::from_secs(10), "video flowing", || async {
         (viewer.video().len() > 50).then_some(())
@@ -69,7 +45,7 @@ async fn mute_stops_video_and_unmute_resumes_from_a_keyframe() {
         )
         .await;
 
-    mute(&mut c, "field-1", true)
+    mute(&mut scene.clients, "field-1", true)
         .await
         .expect("MuteTrack(video, true)");
     // Packets already on their way may still land; then measure a window.
@@ -86,17 +62,7 @@ async fn mute_stops_video_and_unmute_resumes_from_a_keyframe() {
         "audio stopped while only video was muted: {audio_before} -> {audio_after}"
     );
 
-    let participants = c
-        .rooms
-        .list_participants(admin(pb::ListParticipantsRequest { room: ROOM.into() }))
-        .await
-        .expect("ListParticipants")
-        .into_inner()
-        .participants;
-    let field = participants
-        .iter()
-        .find(|p| p.identity == "field-1")
-        .expect("field-1 listed");
+    let field = scene.participant("field-1").await;
     let track = |kind: pb::TrackKind| {
         field
             .tracks
@@ -121,7 +87,7 @@ async fn mute_stops_video_and_unmute_resumes_from_a_keyframe() {
     assert!(muted.1.muted, "TrackMuted says muted");
 
     let resumed_from = viewer.video().len();
-    mute(&mut c, "field-1", false)
+    mute(&mut scene.clients, "field-1", false)
         .await
         .expect("MuteTrack(video, false)");
     eventually(Duration::from_secs(5), "video after unmute", || async {
@@ -144,9 +110,9 @@ async fn mute_stops_video_and_unmute_resumes_from_a_keyframe() {
         .await;
     assert!(!unmuted.muted, "TrackMuted says unmuted");
 
-    let unknown = mute(&mut c, "nobody", true)
+    let unknown = mute(&mut scene.clients, "nobody", true)
         .await
         .expect_err("MuteTrack of an unknown identity");
     assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }

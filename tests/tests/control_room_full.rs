@@ -8,9 +8,7 @@ use vigil_proto::v1 as pb;
 use vigil_tests::base_url;
 use vigil_tests::conformance::assert_problem;
 use vigil_tests::conformance::publisher_offer;
-use vigil_tests::control::{
-    ADMIN_KEY, Clients, Watcher, admin, clients, secure_server, subscribe_only, token,
-};
+use vigil_tests::control::{Scene, Watcher, admin, clients, secure_server, subscribe_only, token};
 use vigil_tests::http_client::{HttpResponse, post_sdp_as};
 use vigil_tests::peers::{Publisher, Viewer};
 
@@ -24,28 +22,15 @@ fn publish_only() -> pb::Grants {
     }
 }
 
-async fn create_limited_room(c: &mut Clients, limits: pb::RoomLimits) {
-    c.rooms
-        .create_room(admin(pb::CreateRoomRequest {
-            name: ROOM.into(),
-            limits: Some(limits),
-            alarm_rules: None,
-        }))
-        .await
-        .expect("CreateRoom");
-}
-
-/// An admin watcher of `ROOM`.
-async fn watch_room(vigil: &vigil_gateway::Vigil) -> Watcher {
-    Watcher::start(
-        vigil,
-        ADMIN_KEY,
-        pb::WatchRequest {
-            room: ROOM.into(),
-            ..Default::default()
-        },
-    )
-    .await
+/// Room settings with these limits.
+fn limited(max_publishers: Option<u32>, max_viewers: Option<u32>) -> pb::CreateRoomRequest {
+    pb::CreateRoomRequest {
+        limits: Some(pb::RoomLimits {
+            max_publishers,
+            max_viewers,
+        }),
+        ..Default::default()
+    }
 }
 
 /// Waits for the RoomFull alarm to be raised; returns the event.
@@ -105,26 +90,16 @@ fn assert_retry_after(response: &HttpResponse, step: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_over_the_limit_gets_in_once_a_slot_frees() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_limited_room(
-        &mut c,
-        pb::RoomLimits {
-            max_publishers: Some(1),
-            max_viewers: None,
-        },
-    )
-    .await;
-    let mut watcher = watch_room(&vigil).await;
-    let alice_token = token(&mut c, ROOM, "alice", publish_only()).await;
-    let bob_token = token(&mut c, ROOM, "bob", publish_only()).await;
+    let mut scene = Scene::with_room(ROOM, limited(Some(1), None), |_| {}).await;
+    let mut watcher = scene.watch_room().await;
+    let alice_token = scene.token("alice", publish_only()).await;
+    let bob_token = scene.token("bob", publish_only()).await;
 
-    let alice = Publisher::connect_as(&base, ROOM, "alice", &alice_token)
+    let alice = Publisher::connect_as(&scene.base, ROOM, "alice", &alice_token)
         .await
         .unwrap_or_else(|r| panic!("first publisher: {} {}", r.status, r.body));
     let response = refused(
-        Publisher::connect_as(&base, ROOM, "bob", &bob_token).await,
+        Publisher::connect_as(&scene.base, ROOM, "bob", &bob_token).await,
         "second publisher",
     );
     assert_problem(&response, 503, "second publisher in a room of one");
@@ -133,7 +108,7 @@ async fn publisher_over_the_limit_gets_in_once_a_slot_frees() {
     assert_eq!(raised.identity, "bob", "the alarm names who was refused");
 
     assert_eq!(alice.delete().await, 200, "first publisher leaves");
-    let bob = Publisher::connect_as(&base, ROOM, "bob", &bob_token)
+    let bob = Publisher::connect_as(&scene.base, ROOM, "bob", &bob_token)
         .await
         .unwrap_or_else(|r| {
             panic!(
@@ -145,7 +120,8 @@ async fn publisher_over_the_limit_gets_in_once_a_slot_frees() {
     assert_room_wide(&cleared);
     assert!(cleared.id > raised.id);
 
-    let room = c
+    let room = scene
+        .clients
         .rooms
         .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
         .await
@@ -153,36 +129,26 @@ async fn publisher_over_the_limit_gets_in_once_a_slot_frees() {
         .into_inner();
     assert_eq!(room.publishers, 1);
     drop(bob);
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_over_the_limit_gets_in_once_a_slot_frees() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_limited_room(
-        &mut c,
-        pb::RoomLimits {
-            max_publishers: None,
-            max_viewers: Some(1),
-        },
-    )
-    .await;
-    let mut watcher = watch_room(&vigil).await;
-    let alice_token = token(&mut c, ROOM, "alice", publish_only()).await;
-    let first_token = token(&mut c, ROOM, "viewer-1", subscribe_only()).await;
-    let second_token = token(&mut c, ROOM, "viewer-2", subscribe_only()).await;
+    let mut scene = Scene::with_room(ROOM, limited(None, Some(1)), |_| {}).await;
+    let mut watcher = scene.watch_room().await;
+    let alice_token = scene.token("alice", publish_only()).await;
+    let first_token = scene.token("viewer-1", subscribe_only()).await;
+    let second_token = scene.token("viewer-2", subscribe_only()).await;
 
-    let mut alice = Publisher::connect_as(&base, ROOM, "alice", &alice_token)
+    let mut alice = Publisher::connect_as(&scene.base, ROOM, "alice", &alice_token)
         .await
         .unwrap_or_else(|r| panic!("publisher: {} {}", r.status, r.body));
     alice.start_media();
-    let first = Viewer::connect_as(&base, ROOM, "alice", Some(&first_token))
+    let first = Viewer::connect_as(&scene.base, ROOM, "alice", Some(&first_token))
         .await
         .unwrap_or_else(|r| panic!("first viewer: {} {}", r.status, r.body));
     let response = refused(
-        Viewer::connect_as(&base, ROOM, "alice", Some(&second_token)).await,
+        Viewer::connect_as(&scene.base, ROOM, "alice", Some(&second_token)).await,
         "second viewer",
     );
     assert_problem(&response, 503, "second viewer in a room of one viewer");
@@ -194,51 +160,41 @@ async fn viewer_over_the_limit_gets_in_once_a_slot_frees() {
     );
 
     assert_eq!(first.delete().await, 200, "first viewer leaves");
-    let second = Viewer::connect_as(&base, ROOM, "alice", Some(&second_token))
+    let second = Viewer::connect_as(&scene.base, ROOM, "alice", Some(&second_token))
         .await
         .unwrap_or_else(|r| panic!("second viewer after a slot freed: {} {}", r.status, r.body));
     second.wait_video().await;
     let cleared = room_full_cleared(&mut watcher).await;
     assert_room_wide(&cleared);
     assert!(cleared.id > raised.id);
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_full_refusals_say_when_to_retry() {
-    let vigil = secure_server(|_| {}).await;
-    let base = base_url(&vigil);
-    let mut c = clients(&vigil).await;
-    create_limited_room(
-        &mut c,
-        pb::RoomLimits {
-            max_publishers: Some(1),
-            max_viewers: Some(1),
-        },
-    )
-    .await;
-    let alice_token = token(&mut c, ROOM, "alice", publish_only()).await;
-    let bob_token = token(&mut c, ROOM, "bob", publish_only()).await;
-    let first_token = token(&mut c, ROOM, "viewer-1", subscribe_only()).await;
-    let second_token = token(&mut c, ROOM, "viewer-2", subscribe_only()).await;
+    let mut scene = Scene::with_room(ROOM, limited(Some(1), Some(1)), |_| {}).await;
+    let alice_token = scene.token("alice", publish_only()).await;
+    let bob_token = scene.token("bob", publish_only()).await;
+    let first_token = scene.token("viewer-1", subscribe_only()).await;
+    let second_token = scene.token("viewer-2", subscribe_only()).await;
 
-    let _alice = Publisher::connect_as(&base, ROOM, "alice", &alice_token)
+    let _alice = Publisher::connect_as(&scene.base, ROOM, "alice", &alice_token)
         .await
         .unwrap_or_else(|r| panic!("publisher: {} {}", r.status, r.body));
-    let _first = Viewer::connect_as(&base, ROOM, "alice", Some(&first_token))
+    let _first = Viewer::connect_as(&scene.base, ROOM, "alice", Some(&first_token))
         .await
         .unwrap_or_else(|r| panic!("first viewer: {} {}", r.status, r.body));
     let publisher = refused(
-        Publisher::connect_as(&base, ROOM, "bob", &bob_token).await,
+        Publisher::connect_as(&scene.base, ROOM, "bob", &bob_token).await,
         "second publisher",
     );
     let viewer = refused(
-        Viewer::connect_as(&base, ROOM, "alice", Some(&second_token)).await,
+        Viewer::connect_as(&scene.base, ROOM, "alice", Some(&second_token)).await,
         "second viewer",
     );
     assert_retry_after(&publisher, "second publisher");
     assert_retry_after(&viewer, "second viewer");
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,11 +209,7 @@ async fn concurrent_publishers_cannot_exceed_the_limit() {
         c.rooms
             .create_room(admin(pb::CreateRoomRequest {
                 name: room.clone(),
-                limits: Some(pb::RoomLimits {
-                    max_publishers: Some(1),
-                    max_viewers: None,
-                }),
-                alarm_rules: None,
+                ..limited(Some(1), None)
             }))
             .await
             .expect("CreateRoom");

@@ -11,12 +11,12 @@ use vigil_control::token::{Grants, TokenSigner};
 use vigil_proto::v1 as pb;
 use vigil_tests::conformance::{assert_problem, obs_offer, recvonly_offer};
 use vigil_tests::control::{
-    Clients, Watcher, admin, clients, create_room, mint, now_unix, publish_and_subscribe,
-    secure_server, subscribe_only, token, with_bearer,
+    ADMIN_KEY, Scene, Watcher, admin, create_room, mint, now_unix, publish_and_subscribe,
+    subscribe_only, token, with_bearer,
 };
+use vigil_tests::eventually;
 use vigil_tests::http_client::{HttpResponse, post_sdp_as, request};
-use vigil_tests::peers::{Publisher, Viewer};
-use vigil_tests::{base_url, eventually};
+use vigil_tests::peers::Publisher;
 
 const ROOM: &str = "site-1";
 const OTHER_ROOM: &str = "site-2";
@@ -82,21 +82,19 @@ fn signed_elsewhere(room: &str, identity: &str) -> String {
         .expect("sign token")
 }
 
-/// A server with `ROOM` and `OTHER_ROOM` created over gRPC.
-async fn server_with_rooms() -> (vigil_gateway::Vigil, Clients) {
-    let vigil = secure_server(|_| {}).await;
-    let mut c = clients(&vigil).await;
-    create_room(&mut c, ROOM).await;
-    create_room(&mut c, OTHER_ROOM).await;
-    (vigil, c)
+/// A scene of `ROOM`, with `OTHER_ROOM` created over gRPC too.
+async fn scene_with_rooms() -> Scene {
+    let mut scene = Scene::new(ROOM).await;
+    create_room(&mut scene.clients, OTHER_ROOM).await;
+    scene
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn created_tokens_publish_and_play() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let base = base_url(&vigil);
+    let mut scene = scene_with_rooms().await;
 
-    let created = c
+    let created = scene
+        .clients
         .tokens
         .create_token(admin(pb::CreateTokenRequest {
             room: ROOM.into(),
@@ -115,72 +113,51 @@ async fn created_tokens_publish_and_play() {
         created.expires_at_unix
     );
 
-    let mut publisher = Publisher::connect_as(&base, ROOM, "alice", &created.token)
+    let mut publisher = Publisher::connect_as(&scene.base, ROOM, "alice", &created.token)
         .await
         .unwrap_or_else(|r| panic!("WHIP with a CreateToken token: {} {}", r.status, r.body));
     publisher.start_media();
 
-    let viewer_token = token(&mut c, ROOM, "watcher", subscribe_only()).await;
-    let viewer = Viewer::connect_as(&base, ROOM, "alice", Some(&viewer_token))
-        .await
-        .unwrap_or_else(|r| panic!("WHEP with a subscribe token: {} {}", r.status, r.body));
-    viewer.wait_video().await;
+    let _viewer = scene.viewer("alice", "watcher").await;
 
     // The control plane knows them by the tokens' identities.
-    let participants = c
-        .rooms
-        .list_participants(admin(pb::ListParticipantsRequest { room: ROOM.into() }))
-        .await
-        .expect("ListParticipants")
-        .into_inner()
-        .participants;
-    let alice = participants
-        .iter()
-        .find(|p| p.identity == "alice")
-        .unwrap_or_else(|| panic!("alice not listed: {participants:?}"));
-    assert!(alice.publishing);
-    let watcher = participants
-        .iter()
-        .find(|p| p.identity == "watcher")
-        .unwrap_or_else(|| panic!("watcher not listed: {participants:?}"));
-    assert_eq!(watcher.watching, ["alice"]);
-    vigil.shutdown().await;
+    assert!(scene.participant("alice").await.publishing);
+    assert_eq!(scene.participant("watcher").await.watching, ["alice"]);
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_token_is_401() {
-    let (vigil, _c) = server_with_rooms().await;
-    let base = base_url(&vigil);
+    let scene = scene_with_rooms().await;
     assert_problem(
-        &whip(&base, ROOM, "alice", None).await,
+        &whip(&scene.base, ROOM, "alice", None).await,
         401,
         "WHIP without a token",
     );
     assert_problem(
-        &whep(&base, ROOM, "alice", None).await,
+        &whep(&scene.base, ROOM, "alice", None).await,
         401,
         "WHEP without a token",
     );
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_responses_carry_a_bearer_challenge() {
-    let (vigil, _c) = server_with_rooms().await;
-    let base = base_url(&vigil);
+    let scene = scene_with_rooms().await;
     // RFC 9110 §15.5.2 / RFC 6750 §3: a 401 says how to authenticate.
     for (step, response) in [
         (
             "WHIP without a token",
-            whip(&base, ROOM, "alice", None).await,
+            whip(&scene.base, ROOM, "alice", None).await,
         ),
         (
             "WHEP without a token",
-            whep(&base, ROOM, "alice", None).await,
+            whep(&scene.base, ROOM, "alice", None).await,
         ),
         (
             "WHIP with a garbage token",
-            whip(&base, ROOM, "alice", Some("garbage")).await,
+            whip(&scene.base, ROOM, "alice", Some("garbage")).await,
         ),
     ] {
         assert_eq!(response.status, 401, "{step}: {}", response.body);
@@ -190,14 +167,13 @@ async fn unauthorized_responses_carry_a_bearer_challenge() {
             "{step}: 401 without a `WWW-Authenticate: Bearer ...` challenge (got {challenge:?})"
         );
     }
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_tokens_are_401() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let base = base_url(&vigil);
-    let good = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    let mut scene = scene_with_rooms().await;
+    let good = scene.token("alice", publish_and_subscribe()).await;
     // Controls: the untouched tokens pass admission (WHEP of a stream not yet
     // published is then 409), so each 401 below is down to what was changed.
     let fresh = mint(
@@ -209,7 +185,7 @@ async fn invalid_tokens_are_401() {
     );
     for (step, control) in [("server token", &good), ("minted token", &fresh)] {
         assert_problem(
-            &whep(&base, ROOM, "alice", Some(control)).await,
+            &whep(&scene.base, ROOM, "alice", Some(control)).await,
             409,
             &format!("control: {step} passes admission"),
         );
@@ -233,73 +209,69 @@ async fn invalid_tokens_are_401() {
     ];
     for (step, bad) in &cases {
         assert_problem(
-            &whip(&base, ROOM, "alice", Some(bad)).await,
+            &whip(&scene.base, ROOM, "alice", Some(bad)).await,
             401,
             &format!("WHIP with {step}"),
         );
         assert_problem(
-            &whep(&base, ROOM, "alice", Some(bad)).await,
+            &whep(&scene.base, ROOM, "alice", Some(bad)).await,
             401,
             &format!("WHEP with {step}"),
         );
     }
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_for_another_room_is_403() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let base = base_url(&vigil);
-    let for_room = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    let mut scene = scene_with_rooms().await;
+    let for_room = scene.token("alice", publish_and_subscribe()).await;
     assert_problem(
-        &whip(&base, OTHER_ROOM, "alice", Some(&for_room)).await,
+        &whip(&scene.base, OTHER_ROOM, "alice", Some(&for_room)).await,
         403,
         "WHIP in another room",
     );
     assert_problem(
-        &whep(&base, OTHER_ROOM, "alice", Some(&for_room)).await,
+        &whep(&scene.base, OTHER_ROOM, "alice", Some(&for_room)).await,
         403,
         "WHEP in another room",
     );
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_without_the_grant_is_403() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let base = base_url(&vigil);
-    let subscriber = token(&mut c, ROOM, "alice", subscribe_only()).await;
+    let mut scene = scene_with_rooms().await;
+    let subscriber = scene.token("alice", subscribe_only()).await;
     assert_problem(
-        &whip(&base, ROOM, "alice", Some(&subscriber)).await,
+        &whip(&scene.base, ROOM, "alice", Some(&subscriber)).await,
         403,
         "WHIP with a subscribe-only token",
     );
-    let publisher = token(&mut c, ROOM, "alice", publish_only()).await;
+    let publisher = scene.token("alice", publish_only()).await;
     assert_problem(
-        &whep(&base, ROOM, "alice", Some(&publisher)).await,
+        &whep(&scene.base, ROOM, "alice", Some(&publisher)).await,
         403,
         "WHEP with a publish-only token",
     );
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_token_publishes_only_its_own_stream() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let base = base_url(&vigil);
-    let alice = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    let mut scene = scene_with_rooms().await;
+    let alice = scene.token("alice", publish_and_subscribe()).await;
     assert_problem(
-        &whip(&base, ROOM, "bob", Some(&alice)).await,
+        &whip(&scene.base, ROOM, "bob", Some(&alice)).await,
         403,
         "alice's token publishing stream bob",
     );
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_for_an_unknown_room_is_404() {
-    let (vigil, _c) = server_with_rooms().await;
-    let base = base_url(&vigil);
+    let scene = scene_with_rooms().await;
     let nowhere = mint(
         UNKNOWN_ROOM,
         "alice",
@@ -308,22 +280,23 @@ async fn token_for_an_unknown_room_is_404() {
         Duration::from_secs(3600),
     );
     assert_problem(
-        &whip(&base, UNKNOWN_ROOM, "alice", Some(&nowhere)).await,
+        &whip(&scene.base, UNKNOWN_ROOM, "alice", Some(&nowhere)).await,
         404,
         "WHIP to a room that does not exist",
     );
     assert_problem(
-        &whep(&base, UNKNOWN_ROOM, "alice", Some(&nowhere)).await,
+        &whep(&scene.base, UNKNOWN_ROOM, "alice", Some(&nowhere)).await,
         404,
         "WHEP to a room that does not exist",
     );
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_token_for_an_unknown_room_is_not_found() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let refused = c
+    let mut scene = scene_with_rooms().await;
+    let refused = scene
+        .clients
         .tokens
         .create_token(admin(pb::CreateTokenRequest {
             room: UNKNOWN_ROOM.into(),
@@ -334,26 +307,18 @@ async fn create_token_for_an_unknown_room_is_not_found() {
         .await
         .expect_err("CreateToken for a room that does not exist");
     assert_eq!(refused.code(), Code::NotFound, "{refused}");
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_leave_a_live_session_untouched() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let base = base_url(&vigil);
-    let alice = token(&mut c, ROOM, "alice", publish_only()).await;
-    let mut publisher = Publisher::connect_as(&base, ROOM, "alice", &alice)
-        .await
-        .unwrap_or_else(|r| panic!("WHIP alice: {} {}", r.status, r.body));
-    publisher.start_media();
-    let watcher = token(&mut c, ROOM, "watcher", subscribe_only()).await;
-    let viewer = Viewer::connect_as(&base, ROOM, "alice", Some(&watcher))
-        .await
-        .unwrap_or_else(|r| panic!("WHEP watcher: {} {}", r.status, r.body));
-    viewer.wait_video().await;
+    let mut scene = scene_with_rooms().await;
+    let publisher = scene.publisher("alice").await;
+    let viewer = scene.viewer("alice", "watcher").await;
 
     // Every refusal aims at alice's live stream.
-    let both = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
+    let alice = scene.token("alice", publish_only()).await;
+    let both = scene.token("alice", publish_and_subscribe()).await;
     let expired = mint(
         ROOM,
         "alice",
@@ -362,9 +327,15 @@ async fn refusals_leave_a_live_session_untouched() {
         Duration::from_secs(60),
     );
     let elsewhere = signed_elsewhere(ROOM, "alice");
-    let other_room = token(&mut c, OTHER_ROOM, "alice", publish_and_subscribe()).await;
-    let subscriber = token(&mut c, ROOM, "alice", subscribe_only()).await;
-    let bob = token(&mut c, ROOM, "bob", publish_and_subscribe()).await;
+    let other_room = token(
+        &mut scene.clients,
+        OTHER_ROOM,
+        "alice",
+        publish_and_subscribe(),
+    )
+    .await;
+    let subscriber = scene.token("alice", subscribe_only()).await;
+    let bob = scene.token("bob", publish_and_subscribe()).await;
     let nowhere = mint(
         UNKNOWN_ROOM,
         "alice",
@@ -390,7 +361,7 @@ async fn refusals_leave_a_live_session_untouched() {
         ),
     ];
     for (step, bearer, room, status) in whip_refusals {
-        let response = whip(&base, room, "alice", bearer).await;
+        let response = whip(&scene.base, room, "alice", bearer).await;
         assert_problem(&response, status, &format!("WHIP alice with {step}"));
     }
     let whep_refusals: [(&str, Option<&str>, u16); 5] = [
@@ -401,7 +372,7 @@ async fn refusals_leave_a_live_session_untouched() {
         ("a publish-only token", Some(&alice), 403),
     ];
     for (step, bearer, status) in whep_refusals {
-        let response = whep(&base, ROOM, "alice", bearer).await;
+        let response = whep(&scene.base, ROOM, "alice", bearer).await;
         assert_problem(&response, status, &format!("WHEP alice with {step}"));
     }
 
@@ -421,42 +392,31 @@ async fn refusals_leave_a_live_session_untouched() {
         let response = request("GET", url, &[], bytes::Bytes::new()).await;
         assert_eq!(response.status, 204, "{who} session still exists");
     }
-    let room = c
+    let room = scene
+        .clients
         .rooms
         .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
         .await
         .expect("GetRoom")
         .into_inner();
     assert_eq!((room.publishers, room.viewers), (1, 1));
-    let participants = c
-        .rooms
-        .list_participants(admin(pb::ListParticipantsRequest { room: ROOM.into() }))
-        .await
-        .expect("ListParticipants")
-        .into_inner()
-        .participants;
+    let participants = scene.participants().await;
     let identities: Vec<_> = participants.iter().map(|p| p.identity.as_str()).collect();
     assert_eq!(identities, ["alice", "watcher"]);
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participant_watch_sees_only_its_own_room() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let base = base_url(&vigil);
-    let alice_here = token(&mut c, ROOM, "alice", publish_only()).await;
-    let alice_there = token(&mut c, OTHER_ROOM, "alice", publish_only()).await;
-    let mut own = Watcher::start(&vigil, &alice_here, pb::WatchRequest::default()).await;
-    let mut all = Watcher::start(
-        &vigil,
-        vigil_tests::control::ADMIN_KEY,
-        pb::WatchRequest::default(),
-    )
-    .await;
+    let mut scene = scene_with_rooms().await;
+    let alice_here = scene.token("alice", publish_only()).await;
+    let alice_there = token(&mut scene.clients, OTHER_ROOM, "alice", publish_only()).await;
+    let mut own = Watcher::start(&scene.vigil, &alice_here, pb::WatchRequest::default()).await;
+    let mut all = Watcher::start(&scene.vigil, ADMIN_KEY, pb::WatchRequest::default()).await;
 
     // Things happen in the other room first, some of them about "alice".
-    create_room(&mut c, "site-3").await;
-    let _there = Publisher::connect_as(&base, OTHER_ROOM, "alice", &alice_there)
+    create_room(&mut scene.clients, "site-3").await;
+    let _there = Publisher::connect_as(&scene.base, OTHER_ROOM, "alice", &alice_there)
         .await
         .unwrap_or_else(|r| panic!("WHIP alice in {OTHER_ROOM}: {} {}", r.status, r.body));
     all.wait_for(
@@ -470,7 +430,7 @@ async fn participant_watch_sees_only_its_own_room() {
     .await;
 
     // Then alice joins her token's room.
-    let _here = Publisher::connect_as(&base, ROOM, "alice", &alice_here)
+    let _here = Publisher::connect_as(&scene.base, ROOM, "alice", &alice_here)
         .await
         .unwrap_or_else(|r| panic!("WHIP alice in {ROOM}: {} {}", r.status, r.body));
     let mut seen = Vec::new();
@@ -488,14 +448,15 @@ async fn participant_watch_sees_only_its_own_room() {
         foreign.is_empty(),
         "a participant of {ROOM} saw events of other rooms: {foreign:?}"
     );
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participant_watch_of_another_room_is_permission_denied() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let alice = token(&mut c, ROOM, "alice", publish_and_subscribe()).await;
-    let refused = c
+    let mut scene = scene_with_rooms().await;
+    let alice = scene.token("alice", publish_and_subscribe()).await;
+    let refused = scene
+        .clients
         .events
         .watch(with_bearer(
             pb::WatchRequest {
@@ -508,7 +469,9 @@ async fn participant_watch_of_another_room_is_permission_denied() {
         .expect_err("Watch of another room with a participant token");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused}");
     // Naming its own room is fine.
-    c.events
+    scene
+        .clients
+        .events
         .watch(with_bearer(
             pb::WatchRequest {
                 room: ROOM.into(),
@@ -518,23 +481,25 @@ async fn participant_watch_of_another_room_is_permission_denied() {
         ))
         .await
         .expect("Watch of its own room");
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_without_credential_is_unauthenticated() {
-    let (vigil, mut c) = server_with_rooms().await;
-    let anonymous = c
+    let mut scene = scene_with_rooms().await;
+    let anonymous = scene
+        .clients
         .events
         .watch(pb::WatchRequest::default())
         .await
         .expect_err("Watch without a credential");
     assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous}");
-    let garbage = c
+    let garbage = scene
+        .clients
         .events
         .watch(with_bearer(pb::WatchRequest::default(), "garbage"))
         .await
         .expect_err("Watch with a garbage credential");
     assert_eq!(garbage.code(), Code::Unauthenticated, "{garbage}");
-    vigil.shutdown().await;
+    scene.shutdown().await;
 }
