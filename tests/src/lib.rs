@@ -8,6 +8,7 @@
 pub mod conformance;
 pub mod control;
 pub mod http_client;
+pub mod loss;
 pub mod media;
 pub mod peers;
 

@@ -261,6 +261,14 @@ pub enum ClientCodecs {
 impl ClientPeer {
     /// Builds a client peer bound to 127.0.0.1.
     pub async fn new(codecs: ClientCodecs) -> ClientPeer {
+        Self::with_loss(codecs, None).await
+    }
+
+    /// Builds a client peer that loses inbound RTP on purpose.
+    pub async fn with_loss(
+        codecs: ClientCodecs,
+        loss: Option<crate::loss::DropEveryNth>,
+    ) -> ClientPeer {
         let mut media = MediaEngine::default();
         let video = match codecs {
             ClientCodecs::H264AndOpus => Some(TestVideo::H264),
@@ -278,12 +286,15 @@ impl ClientPeer {
             }
             None => media.register_default_codecs().expect("codecs"),
         }
-        let registry = register_default_interceptors(Registry::new(), &mut media)
+        let mut registry = register_default_interceptors(Registry::new(), &mut media)
             .expect("interceptors")
             .with(
                 Slot::from(KEYFRAME_REQUEST_SLOT),
                 KeyframeRequestTap::default(),
             );
+        if let Some(loss) = loss {
+            registry = registry.with(Slot::from(crate::loss::LOSS_SLOT), loss);
+        }
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (gathered_tx, gathered) = watch::channel(0);
         let (tracks_tx, tracks) = mpsc::unbounded_channel();
@@ -838,7 +849,12 @@ pub struct Viewer {
 /// A client peer with receive-only video and audio and a browser's codec
 /// list, as a WHEP viewer builds it before its offer.
 pub async fn viewer_peer() -> ClientPeer {
-    let peer = ClientPeer::new(ClientCodecs::Defaults).await;
+    viewer_peer_with_loss(None).await
+}
+
+/// [`viewer_peer`] losing inbound RTP on purpose.
+pub async fn viewer_peer_with_loss(loss: Option<crate::loss::DropEveryNth>) -> ClientPeer {
+    let peer = ClientPeer::with_loss(ClientCodecs::Defaults, loss).await;
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         peer.pc
             .add_transceiver_from_kind(
@@ -868,7 +884,27 @@ impl Viewer {
         stream: &str,
         token: Option<&str>,
     ) -> Result<Viewer, HttpResponse> {
-        let peer = viewer_peer().await;
+        Self::negotiate(base, room, stream, token, None).await
+    }
+
+    /// Plays through a network that loses inbound RTP as `loss` decides.
+    pub async fn connect_lossy(
+        base: &str,
+        room: &str,
+        stream: &str,
+        loss: crate::loss::DropEveryNth,
+    ) -> Result<Viewer, HttpResponse> {
+        Self::negotiate(base, room, stream, None, Some(loss)).await
+    }
+
+    async fn negotiate(
+        base: &str,
+        room: &str,
+        stream: &str,
+        token: Option<&str>,
+        loss: Option<crate::loss::DropEveryNth>,
+    ) -> Result<Viewer, HttpResponse> {
+        let peer = viewer_peer_with_loss(loss).await;
         let offer = peer.offer().await;
         let requested_at = Instant::now();
         let response = post_sdp_as(&format!("{base}/whep/{room}/{stream}"), &offer, token).await;

@@ -64,6 +64,11 @@ pub struct TrackCodec {
     pub kind: RtpCodecKind,
     /// Codec and payload type.
     pub params: RTCRtpCodecParameters,
+    /// The peer's RTX (RFC 4588) entry for it, when one is used: viewers get
+    /// retransmissions on a separate SSRC, which their SRTP replay window
+    /// accepts (a resend under the original SSRC and sequence number may be
+    /// taken for a replay of a packet that was decrypted but lost after).
+    pub rtx: Option<RTCRtpCodecParameters>,
 }
 
 /// Parses an SDP offer into its m-sections.
@@ -159,6 +164,7 @@ pub fn choose_for_publish(sections: &[OfferedSection]) -> Result<Vec<TrackCodec>
         chosen.push(TrackCodec {
             kind,
             params: with_feedback(kind, params.clone()),
+            rtx: None,
         });
     }
     Ok(chosen)
@@ -206,6 +212,7 @@ pub fn choose_for_play(
         if let Some(params) = best {
             chosen.push(TrackCodec {
                 kind,
+                rtx: rtx_for(section, params.payload_type),
                 params: with_feedback(kind, params.clone()),
             });
         }
@@ -221,6 +228,20 @@ pub fn choose_for_play(
         )));
     }
     Ok(chosen)
+}
+
+/// The section's `video/rtx` entry whose `apt` is `payload_type`.
+fn rtx_for(section: &OfferedSection, payload_type: u8) -> Option<RTCRtpCodecParameters> {
+    section
+        .codecs
+        .iter()
+        .find(|codec| {
+            codec.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx")
+                && fmtp_param(&codec.rtp_codec.sdp_fmtp_line, "apt")
+                    .and_then(|apt| apt.parse::<u8>().ok())
+                    == Some(payload_type)
+        })
+        .cloned()
 }
 
 /// The audio and video sections, checked against "at most one of each".
@@ -388,6 +409,16 @@ mod tests {
         let chosen = choose_for_play(&parse_offer(&offer(viewer)).unwrap(), &published).unwrap();
         assert_eq!(chosen.len(), 1);
         assert_eq!(chosen[0].params.payload_type, 106);
+        assert_eq!(chosen[0].rtx, None, "no RTX offered");
+    }
+
+    #[test]
+    fn viewer_rtx_is_the_one_repairing_the_chosen_codec() {
+        let published = choose_for_publish(&parse_offer(&offer(OBS_VIDEO)).unwrap()).unwrap();
+        let viewer = "m=video 9 UDP/TLS/RTP/SAVPF 102 103 106 107\r\na=mid:0\r\na=recvonly\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 profile-level-id=42e01f;packetization-mode=1\r\na=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\na=rtpmap:106 H264/90000\r\na=fmtp:106 profile-level-id=64001f;packetization-mode=1\r\na=rtpmap:107 rtx/90000\r\na=fmtp:107 apt=106\r\n";
+        let chosen = choose_for_play(&parse_offer(&offer(viewer)).unwrap(), &published).unwrap();
+        assert_eq!(chosen[0].params.payload_type, 102);
+        assert_eq!(chosen[0].rtx.as_ref().map(|r| r.payload_type), Some(103));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, oneshot};
@@ -418,6 +418,9 @@ impl Sfu {
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         ssrc: Some(ssrc),
+                        rtx: codec.rtx.as_ref().map(|_| RTCRtpRtxParameters {
+                            ssrc: rand::random(),
+                        }),
                         ..Default::default()
                     },
                     codec: codec.params.rtp_codec.clone(),

@@ -101,9 +101,11 @@ impl Peer {
     ) -> Result<Peer> {
         let mut media = MediaEngine::default();
         for codec in codecs {
-            media
-                .register_codec(codec.params.clone(), codec.kind)
-                .map_err(|e| Error::Internal(format!("registering codec: {e}")))?;
+            for params in std::iter::once(&codec.params).chain(&codec.rtx) {
+                media
+                    .register_codec(params.clone(), codec.kind)
+                    .map_err(|e| Error::Internal(format!("registering codec: {e}")))?;
+            }
         }
         let registry = register_default_interceptors(Registry::new(), &mut media)
             .map_err(|e| Error::Internal(format!("interceptors: {e}")))?
