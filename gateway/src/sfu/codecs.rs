@@ -64,10 +64,9 @@ pub struct TrackCodec {
     pub kind: RtpCodecKind,
     /// Codec and payload type.
     pub params: RTCRtpCodecParameters,
-    /// The peer's RTX (RFC 4588) entry for it, when one is used: viewers get
-    /// retransmissions on a separate SSRC, which their SRTP replay window
-    /// accepts (a resend under the original SSRC and sequence number may be
-    /// taken for a replay of a packet that was decrypted but lost after).
+    /// The peer's RTX (RFC 4588) entry for it, when one is used: a viewer
+    /// that offers RTX, as browsers do, gets retransmissions on their own
+    /// SSRC and payload type.
     pub rtx: Option<RTCRtpCodecParameters>,
 }
 
