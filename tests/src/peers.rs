@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rtc::interceptor::Slot;
+use rtc::interceptor::{Interceptor, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
@@ -22,7 +22,7 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use vigil_gateway::sfu::keyframe::{VideoCodec, starts_keyframe};
-use vigil_gateway::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, KeyframeRequestTap, is_keyframe_request};
+use vigil_gateway::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, is_keyframe_request, keyframe_request_tap};
 use webrtc::media_stream::Track as _;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -261,13 +261,13 @@ pub enum ClientCodecs {
 impl ClientPeer {
     /// Builds a client peer bound to 127.0.0.1.
     pub async fn new(codecs: ClientCodecs) -> ClientPeer {
-        Self::with_loss(codecs, None).await
+        Self::with_loss(codecs, None::<crate::loss::Lossless>).await
     }
 
     /// Builds a client peer that loses inbound RTP on purpose.
     pub async fn with_loss(
         codecs: ClientCodecs,
-        loss: Option<crate::loss::DropEveryNth>,
+        loss: Option<impl Interceptor + 'static>,
     ) -> ClientPeer {
         let mut media = MediaEngine::default();
         let video = match codecs {
@@ -288,10 +288,7 @@ impl ClientPeer {
         }
         let mut registry = register_default_interceptors(Registry::new(), &mut media)
             .expect("interceptors")
-            .with(
-                Slot::from(KEYFRAME_REQUEST_SLOT),
-                KeyframeRequestTap::default(),
-            );
+            .with(Slot::from(KEYFRAME_REQUEST_SLOT), keyframe_request_tap());
         if let Some(loss) = loss {
             registry = registry.with(Slot::from(crate::loss::LOSS_SLOT), loss);
         }
@@ -849,11 +846,11 @@ pub struct Viewer {
 /// A client peer with receive-only video and audio and a browser's codec
 /// list, as a WHEP viewer builds it before its offer.
 pub async fn viewer_peer() -> ClientPeer {
-    viewer_peer_with_loss(None).await
+    viewer_peer_with_loss(None::<crate::loss::Lossless>).await
 }
 
 /// [`viewer_peer`] losing inbound RTP on purpose.
-pub async fn viewer_peer_with_loss(loss: Option<crate::loss::DropEveryNth>) -> ClientPeer {
+pub async fn viewer_peer_with_loss(loss: Option<impl Interceptor + 'static>) -> ClientPeer {
     let peer = ClientPeer::with_loss(ClientCodecs::Defaults, loss).await;
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         peer.pc
@@ -884,7 +881,7 @@ impl Viewer {
         stream: &str,
         token: Option<&str>,
     ) -> Result<Viewer, HttpResponse> {
-        Self::negotiate(base, room, stream, token, None).await
+        Self::negotiate(base, room, stream, token, None::<crate::loss::Lossless>).await
     }
 
     /// Plays through a network that loses inbound RTP as `loss` decides.
@@ -892,7 +889,7 @@ impl Viewer {
         base: &str,
         room: &str,
         stream: &str,
-        loss: crate::loss::DropEveryNth,
+        loss: impl Interceptor + 'static,
     ) -> Result<Viewer, HttpResponse> {
         Self::negotiate(base, room, stream, None, Some(loss)).await
     }
@@ -902,7 +899,7 @@ impl Viewer {
         room: &str,
         stream: &str,
         token: Option<&str>,
-        loss: Option<crate::loss::DropEveryNth>,
+        loss: Option<impl Interceptor + 'static>,
     ) -> Result<Viewer, HttpResponse> {
         let peer = viewer_peer_with_loss(loss).await;
         let offer = peer.offer().await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use vigil_tests::loss::DropEveryNth;
+use vigil_tests::loss::drop_every_nth;
 use vigil_tests::peers::{Publisher, TestVideo, Viewer, assert_continuous_from_keyframe};
 use vigil_tests::{base_url, eventually, start_server};
 
@@ -23,14 +23,10 @@ async fn lost_packets_reach_the_viewer_by_retransmission() {
         .offered_payload_type(&offer)
         .expect("a viewer offers H264");
     let dropped = Arc::new(AtomicUsize::new(0));
-    let viewer = Viewer::connect_lossy(
-        &base,
-        "r",
-        "s",
-        DropEveryNth::new(10, [h264], dropped.clone()),
-    )
-    .await
-    .expect("WHEP 201");
+    let viewer =
+        Viewer::connect_lossy(&base, "r", "s", drop_every_nth(10, [h264], dropped.clone()))
+            .await
+            .expect("WHEP 201");
     viewer.peer.wait_connected().await;
     viewer.wait_keyframes(3).await;
     let keyframe_requests = publisher.sent.lock().unwrap().keyframe_requests;

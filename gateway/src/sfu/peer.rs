@@ -27,7 +27,7 @@ use webrtc::peer_connection::{
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sfu::codecs::TrackCodec;
-use crate::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, KeyframeRequestTap};
+use crate::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, keyframe_request_tap};
 
 /// How long to wait for our own ICE candidates (host candidates are immediate;
 /// this only bounds a misconfigured machine).
@@ -109,10 +109,7 @@ impl Peer {
         }
         let registry = register_default_interceptors(Registry::new(), &mut media)
             .map_err(|e| Error::Internal(format!("interceptors: {e}")))?
-            .with(
-                Slot::from(KEYFRAME_REQUEST_SLOT),
-                KeyframeRequestTap::default(),
-            );
+            .with(Slot::from(KEYFRAME_REQUEST_SLOT), keyframe_request_tap());
         // Audio needs the mid extension too, to demultiplex a bundle whose
         // offer signals no SSRC (the video side is registered by default).
         media

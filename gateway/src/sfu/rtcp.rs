@@ -1,9 +1,10 @@
-//! Lets viewers' keyframe requests reach the forwarder.
+//! Interceptors of Vigil's own: a generic inbound filter, and the tap that
+//! lets viewers' keyframe requests reach the forwarder.
 //!
 //! In webrtc-rs 0.21 inbound RTCP ends at the interceptor chain unless an
 //! interceptor marks it `DeliverToApplication`. An SFU must relay a viewer's
-//! PLI/FIR to the publisher (coalesced), so this interceptor, placed last in
-//! the chain (application-most, after NACK and report handling have seen
+//! PLI/FIR to the publisher (coalesced), so the tap, placed last in the
+//! chain (application-most, after NACK and report handling have seen
 //! everything), marks exactly those packets and lets the rest stop.
 
 use std::collections::VecDeque;
@@ -24,14 +25,32 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-/// Marks inbound PLI and FIR for the application; passes everything else through.
-#[derive(Default)]
-pub struct KeyframeRequestTap {
+/// An interceptor whose function sees each inbound packet, may change it,
+/// and returns whether it goes on; outbound packets pass untouched.
+pub struct ReadFilter<F> {
+    filter: F,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
+impl<F> ReadFilter<F>
+where
+    F: FnMut(&mut TaggedPacket) -> bool + Send + Sync + 'static,
+{
+    /// Wraps `filter`.
+    pub fn new(filter: F) -> Self {
+        ReadFilter {
+            filter,
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        }
+    }
+}
+
+impl<F> Protocol<TaggedPacket, TaggedPacket, ()> for ReadFilter<F>
+where
+    F: FnMut(&mut TaggedPacket) -> bool + Send + Sync + 'static,
+{
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -39,19 +58,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<_> = packets
-                .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
-                .cloned()
-                .collect();
-            if requests.is_empty() {
-                return Ok(());
-            }
-            msg.message.packet = Packet::Rtcp(requests);
-            msg.message.add(Attribute::DeliverToApplication);
+        if (self.filter)(&mut msg) {
+            self.read.push_back(msg);
         }
-        self.read.push_back(msg);
         Ok(())
     }
 
@@ -69,9 +78,32 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
     }
 }
 
-impl Interceptor for KeyframeRequestTap {
+impl<F> Interceptor for ReadFilter<F>
+where
+    F: FnMut(&mut TaggedPacket) -> bool + Send + Sync + 'static,
+{
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Marks inbound PLI and FIR for the application and stops all other inbound
+/// RTCP here; RTP passes through.
+pub fn keyframe_request_tap() -> impl Interceptor + 'static {
+    ReadFilter::new(|msg: &mut TaggedPacket| {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<_> = packets
+                .iter()
+                .filter(|p| is_keyframe_request(p.as_ref()))
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return false;
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        true
+    })
 }
