@@ -22,8 +22,14 @@ async fn three_viewers_receive_every_frame() {
         viewers.push(viewer);
     }
     // Let two whole GOPs (2 s) flow to every viewer.
+    // Several keyframes and a few seconds' worth of packets at every viewer
+    // (each join's PLI shortens a GOP, so keyframes alone can come quickly).
     for viewer in &viewers {
         viewer.wait_keyframes(3).await;
+        vigil_tests::eventually(Duration::from_secs(10), "150 video packets", || async {
+            (viewer.video().len() >= 150).then_some(())
+        })
+        .await;
     }
     publisher.stop_media();
     tokio::time::sleep(Duration::from_millis(300)).await;

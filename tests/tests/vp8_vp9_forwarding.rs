@@ -55,6 +55,12 @@ async fn forwards_to_two_viewers(video: TestVideo) {
         viewer.wait_video().await;
         assert_payload_types(i, &viewer.video(), video, own_pt);
         viewer.wait_keyframes(3).await;
+        // A join's PLI shortens a GOP: also wait for a second's worth of frames.
+        vigil_tests::eventually(Duration::from_secs(10), "40 video frames", || async {
+            let frames: BTreeSet<u32> = viewer.video().iter().map(|p| p.header.timestamp).collect();
+            (frames.len() > 40).then_some(())
+        })
+        .await;
         own_pts.push(own_pt);
     }
     publisher.stop_media();
