@@ -843,6 +843,19 @@ pub struct Viewer {
     pub requested_at: Instant,
 }
 
+/// A publisher sending media and one viewer receiving its video: the
+/// starting point of most session-level tests.
+pub async fn live_stream(base: &str, room: &str, stream: &str) -> (Publisher, Viewer) {
+    let mut publisher = Publisher::connect(base, room, stream).await;
+    publisher.start_media();
+    let viewer = Viewer::connect(base, room, stream)
+        .await
+        .unwrap_or_else(|r| panic!("WHEP: {} {}", r.status, r.body));
+    viewer.peer.wait_connected().await;
+    viewer.wait_video().await;
+    (publisher, viewer)
+}
+
 /// A client peer with receive-only video and audio and a browser's codec
 /// list, as a WHEP viewer builds it before its offer.
 pub async fn viewer_peer() -> ClientPeer {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use vigil_tests::http_client::request;
-use vigil_tests::peers::{Publisher, Viewer};
+use vigil_tests::peers::{Viewer, live_stream};
 use vigil_tests::{base_url, eventually, start_server};
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
@@ -36,10 +36,7 @@ async fn video_grows(viewer: &Viewer, by: usize, what: &str) {
 async fn trickled_candidates_are_accepted_and_media_flows() {
     let vigil = start_server(|_| {}).await;
     let base = base_url(&vigil);
-    let mut publisher = Publisher::connect(&base, "r", "s").await;
-    publisher.start_media();
-    let viewer = Viewer::connect(&base, "r", "s").await.expect("WHEP 201");
-    viewer.peer.wait_connected().await;
+    let (_publisher, viewer) = live_stream(&base, "r", "s").await;
     video_grows(&viewer, 20, "video before trickle").await;
 
     let local = viewer.peer.pc.local_description().await.expect("local").sdp;
@@ -74,10 +71,7 @@ async fn trickled_candidates_are_accepted_and_media_flows() {
 async fn ice_restart_gets_new_credentials_and_media_continues() {
     let vigil = start_server(|_| {}).await;
     let base = base_url(&vigil);
-    let mut publisher = Publisher::connect(&base, "r", "s").await;
-    publisher.start_media();
-    let viewer = Viewer::connect(&base, "r", "s").await.expect("WHEP 201");
-    viewer.peer.wait_connected().await;
+    let (_publisher, viewer) = live_stream(&base, "r", "s").await;
     video_grows(&viewer, 20, "video before the restart").await;
 
     let pc = &viewer.peer.pc;
@@ -177,10 +171,7 @@ async fn ice_restart_gets_new_credentials_and_media_continues() {
 async fn failed_restart_keeps_the_session() {
     let vigil = start_server(|_| {}).await;
     let base = base_url(&vigil);
-    let mut publisher = Publisher::connect(&base, "r", "s").await;
-    publisher.start_media();
-    let viewer = Viewer::connect(&base, "r", "s").await.expect("WHEP 201");
-    viewer.peer.wait_connected().await;
+    let (_publisher, viewer) = live_stream(&base, "r", "s").await;
     video_grows(&viewer, 20, "video before").await;
     // New credentials, but a password too short to be valid ICE (RFC 8839: 22 chars).
     let response = request(
