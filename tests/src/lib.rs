@@ -10,6 +10,7 @@ pub mod control;
 pub mod http_client;
 pub mod loss;
 pub mod media;
+pub mod netns;
 pub mod peers;
 
 use std::future::Future;
