@@ -12,6 +12,7 @@ pub mod loss;
 pub mod media;
 pub mod netns;
 pub mod peers;
+pub mod replay;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -70,11 +70,17 @@ fn enter_private_network() {
     let client = format!("{CLIENT_IP}/24");
     for args in [
         &["link", "set", "lo", "up"][..],
-        &["link", "add", "vigil0", "type", "veth", "peer", "name", "vigil1"],
+        &[
+            "link", "add", "vigil0", "type", "veth", "peer", "name", "vigil1",
+        ],
         &["addr", "add", &server, "dev", "vigil0"],
         &["addr", "add", &client, "dev", "vigil1"],
         &["link", "set", "vigil0", "up"],
         &["link", "set", "vigil1", "up"],
+        // A host has a route for multicast (its default route); without one,
+        // joining the mDNS group fails with ENODEV, and webrtc-rs opens an
+        // mDNS socket for every peer connection (Vigil's and the harness's).
+        &["route", "add", "224.0.0.0/4", "dev", "vigil0"],
     ] {
         let status = Command::new("ip")
             .args(args)

@@ -33,7 +33,10 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
-use crate::http_client::{HttpResponse, post_sdp_as, request};
+use crate::http_client::{HttpResponse, request};
+
+/// The content type of an SDP offer or answer.
+const SDP: &str = "application/sdp";
 use crate::media::{VideoFrame, h264_frames, opus_packets, vp8_frames, vp9_frames};
 
 /// Payload type the test publisher offers for H264: one no default viewer
@@ -256,6 +259,8 @@ pub enum ClientCodecs {
     VideoAndOpus(TestVideo),
     /// webrtc-rs's defaults (VP8, VP9, several H264, AV1, Opus, ...), like a browser.
     Defaults,
+    /// Exactly this video codec and Opus.
+    Custom(RTCRtpCodecParameters),
 }
 
 impl ClientPeer {
@@ -271,14 +276,15 @@ impl ClientPeer {
     ) -> ClientPeer {
         let mut media = MediaEngine::default();
         let video = match codecs {
-            ClientCodecs::H264AndOpus => Some(TestVideo::H264),
-            ClientCodecs::VideoAndOpus(video) => Some(video),
+            ClientCodecs::H264AndOpus => Some(TestVideo::H264.codec()),
+            ClientCodecs::VideoAndOpus(video) => Some(video.codec()),
+            ClientCodecs::Custom(codec) => Some(codec),
             ClientCodecs::Defaults => None,
         };
         match video {
             Some(video) => {
                 media
-                    .register_codec(video.codec(), RtpCodecKind::Video)
+                    .register_codec(video, RtpCodecKind::Video)
                     .expect("video codec");
                 media
                     .register_codec(opus_codec(), RtpCodecKind::Audio)
@@ -438,6 +444,8 @@ pub struct Publisher {
     pub peer: ClientPeer,
     /// What its video track carries.
     pub test_video: TestVideo,
+    /// The payload type its video goes out with.
+    pub video_payload_type: u8,
     /// The WHIP session.
     pub session: SessionInfo,
     /// What has been sent so far.
@@ -490,8 +498,20 @@ pub async fn publisher_peer_with(
     Arc<TrackLocalStaticRTP>,
     Arc<TrackLocalStaticRTP>,
 ) {
-    let peer = ClientPeer::new(ClientCodecs::VideoAndOpus(video)).await;
-    let video = local_track(RtpCodecKind::Video, &video.codec(), rand::random());
+    publisher_peer_with_codec(video.codec()).await
+}
+
+/// A publisher's client peer offering exactly `video_codec` (a payload type
+/// or fmtp of a particular client's choosing) and Opus.
+pub async fn publisher_peer_with_codec(
+    video_codec: RTCRtpCodecParameters,
+) -> (
+    ClientPeer,
+    Arc<TrackLocalStaticRTP>,
+    Arc<TrackLocalStaticRTP>,
+) {
+    let peer = ClientPeer::new(ClientCodecs::Custom(video_codec.clone())).await;
+    let video = local_track(RtpCodecKind::Video, &video_codec, rand::random());
     let audio = local_track(RtpCodecKind::Audio, &opus_codec(), rand::random());
     for track in [&audio, &video] {
         peer.pc
@@ -506,6 +526,20 @@ pub async fn publisher_peer_with(
             .expect("add track");
     }
     (peer, video, audio)
+}
+
+/// How a client publishes: the video it sends and the exact HTTP request
+/// it makes, so tests can replay particular clients' wire behaviour.
+pub struct PublishRequest<'a> {
+    /// The fixture sent as video.
+    pub video: TestVideo,
+    /// The video codec offered instead of `video`'s own (another payload
+    /// type or fmtp); the fixture goes out with its payload type.
+    pub video_codec: Option<RTCRtpCodecParameters>,
+    /// Every request header, `content-type` included.
+    pub headers: Vec<(&'a str, String)>,
+    /// Rewrites the offer before it is sent.
+    pub munge: Box<dyn FnOnce(String) -> String + 'a>,
 }
 
 impl Publisher {
@@ -564,9 +598,41 @@ impl Publisher {
         token: Option<&str>,
         munge: impl FnOnce(String) -> String,
     ) -> Result<Publisher, HttpResponse> {
-        let (peer, video, audio) = publisher_peer_with(test_video).await;
-        let offer = munge(peer.offer().await);
-        let response = post_sdp_as(&format!("{base}/whip/{room}/{stream}"), &offer, token).await;
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", SDP.to_owned())];
+        if let Some(value) = authorization {
+            headers.push(("authorization", value));
+        }
+        let request = PublishRequest {
+            video: test_video,
+            video_codec: None,
+            headers,
+            munge: Box::new(munge),
+        };
+        Self::publish(base, &format!("{base}/whip/{room}/{stream}"), request)
+            .await
+            .map(|(publisher, _)| publisher)
+    }
+
+    /// Publishes the way `request` describes (a particular client's headers
+    /// and offer shape) and waits until connected. Returns the publisher and
+    /// the server's 201, or the response when it is not a 201. The session
+    /// URL is the Location resolved against `base`.
+    pub async fn publish(
+        base: &str,
+        whip_url: &str,
+        request: PublishRequest<'_>,
+    ) -> Result<(Publisher, HttpResponse), HttpResponse> {
+        let codec = request.video_codec.unwrap_or_else(|| request.video.codec());
+        let video_payload_type = codec.payload_type;
+        let (peer, video, audio) = publisher_peer_with_codec(codec).await;
+        let offer = (request.munge)(peer.offer().await);
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let response = crate::http_client::request("POST", whip_url, &headers, offer.clone()).await;
         if response.status != 201 {
             let _ = peer.pc.close().await;
             return Err(response);
@@ -587,9 +653,10 @@ impl Publisher {
         peer.accept_answer(&response.body).await;
         peer.wait_connected().await;
         let (stop, _) = watch::channel(false);
-        Ok(Publisher {
+        let publisher = Publisher {
             peer,
-            test_video,
+            test_video: request.video,
+            video_payload_type,
             session,
             sent: Arc::default(),
             video,
@@ -598,7 +665,8 @@ impl Publisher {
             tasks: Vec::new(),
             video_numbering: Arc::default(),
             audio_numbering: Arc::default(),
-        })
+        };
+        Ok((publisher, response))
     }
 
     /// Starts sending the fixture in a loop in real time (30 fps video, 20 ms
@@ -625,6 +693,7 @@ impl Publisher {
             self.video.clone(),
             self.video_numbering.clone(),
             self.test_video,
+            self.video_payload_type,
             self.sent.clone(),
             keyframe_wanted,
             self.stop.subscribe(),
@@ -700,12 +769,13 @@ async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
     numbering: Arc<Numbering>,
     video: TestVideo,
+    payload_type: u8,
     sent: Arc<Mutex<SentLog>>,
     keyframe_wanted: Arc<std::sync::atomic::AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let frames = video.frames();
-    let (payload_type, codec) = (video.payload_type(), video.video_codec());
+    let codec = video.video_codec();
     let ssrc = *track.ssrcs().await.first().expect("video ssrc");
     let (mut seq, mut timestamp) = numbering.load();
     let mut index = 0usize;
@@ -915,9 +985,31 @@ impl Viewer {
         loss: Option<impl Interceptor + 'static>,
     ) -> Result<Viewer, HttpResponse> {
         let peer = viewer_peer_with_loss(loss).await;
-        let offer = peer.offer().await;
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", SDP)];
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value));
+        }
+        let url = format!("{base}/whep/{room}/{stream}");
+        Self::play(base, &url, peer, &headers, |offer| offer)
+            .await
+            .map(|(viewer, _)| viewer)
+    }
+
+    /// Plays with a client peer built by the caller (an extra data channel,
+    /// say) and exactly the request headers of a particular client, the
+    /// offer rewritten by `munge`. Returns the viewer and the server's 201,
+    /// or the response when it is not a 201.
+    pub async fn play(
+        base: &str,
+        whep_url: &str,
+        peer: ClientPeer,
+        headers: &[(&str, &str)],
+        munge: impl FnOnce(String) -> String,
+    ) -> Result<(Viewer, HttpResponse), HttpResponse> {
+        let offer = munge(peer.offer().await);
         let requested_at = Instant::now();
-        let response = post_sdp_as(&format!("{base}/whep/{room}/{stream}"), &offer, token).await;
+        let response = request("POST", whep_url, headers, offer.clone()).await;
         if response.status != 201 {
             let _ = peer.pc.close().await;
             return Err(response);
@@ -932,13 +1024,14 @@ impl Viewer {
             received.clone(),
             paused_rx,
         ));
-        Ok(Viewer {
+        let viewer = Viewer {
             peer,
             session,
             received,
             paused,
             requested_at,
-        })
+        };
+        Ok((viewer, response))
     }
 
     /// Sends DELETE for the session; returns the status.
