@@ -10,7 +10,8 @@ use vigil_control::{RoomName, StreamName};
 
 use super::AppState;
 use super::response::{
-    Body, ENDPOINT_METHODS, SESSION_METHODS, empty, error_response, ice_server_links, with_cors,
+    Body, ENDPOINT_CORS_METHODS, ENDPOINT_METHODS, SESSION_METHODS, empty, error_response,
+    ice_server_links, with_cors,
 };
 use super::sdpfrag::SdpFrag;
 use crate::error::{Error, Result};
@@ -40,7 +41,7 @@ pub async fn endpoint(
         Method::POST => create_session(req, state, role, room, stream)
             .await
             .unwrap_or_else(|e| error_response(&e, ENDPOINT_METHODS)),
-        Method::OPTIONS => options(&req, state, ENDPOINT_METHODS),
+        Method::OPTIONS => options(&req, state, ENDPOINT_CORS_METHODS),
         // RFC 9725 §4.1: the endpoint has no representation, GET/HEAD are 2xx without content.
         Method::GET | Method::HEAD => empty(StatusCode::NO_CONTENT, ENDPOINT_METHODS),
         _ => error_response(&Error::MethodNotAllowed, ENDPOINT_METHODS),

@@ -15,6 +15,10 @@ pub type Body = Full<Bytes>;
 
 /// Methods each kind of resource takes, for `Allow` and CORS.
 pub const ENDPOINT_METHODS: &str = "OPTIONS, POST, GET, HEAD";
+/// What an endpoint's OPTIONS lists in `Access-Control-Allow-Methods`: its
+/// own methods and its sessions' (Eyevinn's whip-web-client turns trickle on
+/// only when the endpoint's list has PATCH, whip-whep.md §2.4).
+pub const ENDPOINT_CORS_METHODS: &str = "OPTIONS, POST, GET, HEAD, PATCH, DELETE";
 /// Methods of a session resource.
 pub const SESSION_METHODS: &str = "OPTIONS, PATCH, DELETE, GET, HEAD";
 
