@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::Slot;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -122,7 +123,12 @@ impl Peer {
             )
             .map_err(|e| Error::Internal(format!("header extension: {e}")))?;
 
+        // No mDNS: remote `.local` candidates cannot be reached from a
+        // server (trickle drops them), and the default query mode opens a
+        // socket on 5353 per session that fails with ENODEV on hosts
+        // without a multicast route, refusing every session.
         let mut setting = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_ice_timeouts(
                 Some(settings.disconnected_timeout),
                 Some(settings.failed_timeout),
