@@ -146,6 +146,28 @@ pub async fn assert_session_gone(client: &str, url: &str) {
     );
 }
 
+/// A trickle-ice-sdpfrag body as most clients write it: the SDP's
+/// ufrag/pwd at session level, one `m=` line with `mid`, then `candidates`
+/// (full `a=candidate:` lines) and `trailer` lines such as
+/// `a=end-of-candidates`.
+pub fn sdpfrag(
+    sdp: &str,
+    kind: &str,
+    mid: &str,
+    candidates: &[String],
+    trailer: &[&str],
+) -> String {
+    let mut lines = vec![
+        format!("a=ice-ufrag:{}", attribute(sdp, "a=ice-ufrag:")),
+        format!("a=ice-pwd:{}", attribute(sdp, "a=ice-pwd:")),
+        format!("m={kind} 9 UDP/TLS/RTP/SAVPF 0"),
+        format!("a=mid:{mid}"),
+    ];
+    lines.extend(candidates.iter().cloned());
+    lines.extend(trailer.iter().map(|l| l.to_string()));
+    to_sdp(&lines)
+}
+
 /// An ICE restart as the browser libraries do it: new credentials from the
 /// peer's restart offer PATCHed with `If-Match: *`; the server's 200
 /// fragment (new ufrag, pwd, candidates) then becomes the peer's answer.
@@ -155,15 +177,7 @@ pub async fn ice_restart(client: &str, peer: &ClientPeer, session_url: &str) -> 
     let old_answer = pc.remote_description().await.expect("remote").sdp;
     pc.restart_ice().await.expect("restart_ice");
     let offer = peer.offer().await;
-    let mut body = format!(
-        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n",
-        attribute(&offer, "a=ice-ufrag:"),
-        attribute(&offer, "a=ice-pwd:")
-    );
-    for candidate in candidate_lines(&offer) {
-        body.push_str(&candidate);
-        body.push_str("\r\n");
-    }
+    let body = sdpfrag(&offer, "video", "0", &candidate_lines(&offer), &[]);
     let response = request(
         "PATCH",
         session_url,

@@ -147,7 +147,7 @@ fn trickled_h264_and_opus_reach_a_viewer() {
             &client,
             MEDIA_LIMIT,
             "the end-of-candidates PATCH",
-            async || {
+            || async {
                 let patches = proxy.exchanges_of("PATCH");
                 patches
                     .iter()
@@ -185,12 +185,10 @@ fn trickled_h264_and_opus_reach_a_viewer() {
                 client.context("PATCH goes to the Location of the 201")
             );
         }
-        let host_candidate = format!(" {CLIENT_IP} ");
         assert!(
-            patches.iter().any(|p| p
-                .request_body
-                .lines()
-                .any(|l| l.starts_with("a=candidate:") && l.contains(&host_candidate))),
+            patches
+                .iter()
+                .any(|p| has_client_candidate(&p.request_body)),
             "{}",
             client.context(&format!(
                 "no PATCH trickled a host candidate on {CLIENT_IP}"
@@ -236,11 +234,8 @@ fn non_trickle_vp8_and_opus_reach_a_viewer() {
         let media = check_media(&client, &viewer, VideoCodec::Vp8).await;
 
         let post = client.post_exchange();
-        let host_candidate = format!(" {CLIENT_IP} ");
         assert!(
-            post.request_body
-                .lines()
-                .any(|l| l.starts_with("a=candidate:") && l.contains(&host_candidate)),
+            has_client_candidate(&post.request_body),
             "{}",
             client.context(&format!(
                 "the -n offer carries the host candidate on {CLIENT_IP}"
@@ -543,7 +538,7 @@ async fn connect_viewer(
 }
 
 async fn viewer_connected(client: &WhipClient, viewer: &Viewer) {
-    eventually_with(client, MEDIA_LIMIT, "the viewer to connect", async || {
+    eventually_with(client, MEDIA_LIMIT, "the viewer to connect", || async {
         (*viewer.peer.state.borrow() == webrtc::peer_connection::RTCPeerConnectionState::Connected)
             .then_some(())
     })
@@ -551,7 +546,7 @@ async fn viewer_connected(client: &WhipClient, viewer: &Viewer) {
 }
 
 async fn wait_for_video(client: &WhipClient, viewer: &Viewer) {
-    eventually_with(client, MEDIA_LIMIT, "video at the viewer", async || {
+    eventually_with(client, MEDIA_LIMIT, "video at the viewer", || async {
         (!viewer.video().is_empty()).then_some(())
     })
     .await;
@@ -576,7 +571,7 @@ async fn check_media(client: &WhipClient, viewer: &Viewer, codec: VideoCodec) ->
         client,
         MEDIA_LIMIT,
         "2 keyframes, 60 video and 100 audio packets at the viewer",
-        async || {
+        || async {
             let video = viewer.video();
             let summary = MediaSummary {
                 video: video.len(),
@@ -666,7 +661,7 @@ async fn stop_and_check_delete(
         &client,
         Duration::from_secs(5),
         "no publisher session",
-        async || (vigil_publishers(vigil).await == 0).then_some(()),
+        || async { (vigil_publishers(vigil).await == 0).then_some(()) },
     )
     .await;
     let gone = request("GET", &proxy.upstream_url(&delete.path), &[], Bytes::new()).await;
@@ -701,26 +696,27 @@ async fn eventually_scene(
     }
 }
 
+/// Whether an SDP or fragment has a candidate on the client's veth address.
+fn has_client_candidate(sdp: &str) -> bool {
+    let address = format!(" {CLIENT_IP} ");
+    sdp.lines()
+        .any(|l| l.starts_with("a=candidate:") && l.contains(&address))
+}
+
 /// Polls `check` every 50 ms until it gives `Some`; fails naming the client,
 /// `what` it waited for, and its output.
-async fn eventually_with<T>(
+async fn eventually_with<T, Fut>(
     client: &WhipClient,
     limit: Duration,
     what: &str,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            client.context(&format!("no {what} within {limit:?}"))
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    check: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    vigil_tests::poll_until(limit, check)
+        .await
+        .unwrap_or_else(|| panic!("{}", client.context(&format!("no {what} within {limit:?}"))))
 }
 
 // ---------------------------------------------------------------------

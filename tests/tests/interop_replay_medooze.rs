@@ -14,7 +14,7 @@ use vigil_tests::http_client::{HttpResponse, request};
 use vigil_tests::peers::{ClientPeer, PublishRequest, Publisher, TestVideo, Viewer, viewer_peer};
 use vigil_tests::replay::{
     SDP_FRAG, assert_answer_is_crlf_sdp, assert_session_gone, assert_viewer_plays, attribute,
-    candidate_lines, ice_restart, to_sdp, video_grows, without_candidates,
+    candidate_lines, ice_restart, sdpfrag, video_grows, without_candidates,
 };
 
 const WHIP_JS: &str = "medooze whip.js 1.2.0 (replayed)";
@@ -50,19 +50,17 @@ fn assert_readable_cross_origin(client: &str, created: &HttpResponse) {
 /// PATCH with only `a=end-of-candidates`.
 async fn trickle_like_medooze(client: &str, peer: &ClientPeer, session_url: &str, etag: &str) {
     let local = peer.pc.local_description().await.expect("local").sdp;
-    let head = format!(
-        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:{}\r\n",
-        attribute(&local, "a=ice-ufrag:"),
-        attribute(&local, "a=ice-pwd:"),
-        attribute(&local, "a=mid:")
-    );
+    let mid = attribute(&local, "a=mid:");
     let candidates = candidate_lines(&local);
     assert!(!candidates.is_empty(), "the peer gathered candidates");
     for (step, body) in [
-        ("candidates", format!("{head}{}", to_sdp(&candidates))),
+        (
+            "candidates",
+            sdpfrag(&local, "audio", mid, &candidates, &[]),
+        ),
         (
             "end-of-candidates",
-            format!("{head}a=end-of-candidates\r\n"),
+            sdpfrag(&local, "audio", mid, &[], &["a=end-of-candidates"]),
         ),
     ] {
         let patched = request(

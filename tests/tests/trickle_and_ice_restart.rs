@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use vigil_tests::http_client::request;
 use vigil_tests::peers::live_stream;
-use vigil_tests::replay::{SDP_FRAG, attribute, candidate_lines, ice_restart, video_grows};
+use vigil_tests::replay::{
+    SDP_FRAG, attribute, candidate_lines, ice_restart, sdpfrag, video_grows,
+};
 use vigil_tests::{base_url, start_server};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
@@ -18,16 +20,13 @@ async fn trickled_candidates_are_accepted_and_media_flows() {
     video_grows(&viewer, 20, "video before trickle").await;
 
     let local = viewer.peer.pc.local_description().await.expect("local").sdp;
-    let mut body = format!(
-        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n",
-        attribute(&local, "a=ice-ufrag:"),
-        attribute(&local, "a=ice-pwd:")
+    let body = sdpfrag(
+        &local,
+        "video",
+        "0",
+        &candidate_lines(&local),
+        &["a=end-of-candidates"],
     );
-    for candidate in candidate_lines(&local) {
-        body.push_str(&candidate);
-        body.push_str("\r\n");
-    }
-    body.push_str("a=end-of-candidates\r\n");
     let response = request(
         "PATCH",
         &viewer.session.url,
