@@ -403,6 +403,27 @@ impl Control {
         }
     }
 
+    /// Checks a credential for one room's administration (participants,
+    /// hang-up, mute, call): the admin key, or a token with the `admin`
+    /// grant for that room (a dispatcher signed in with a token).
+    pub fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
+        let Auth::Tokens { signer, admin_key } = &self.auth else {
+            return Ok(());
+        };
+        let bearer = bearer.ok_or_else(|| {
+            ControlError::Unauthenticated(
+                "the admin key or a room admin token is required (authorization: Bearer <credential>)"
+                    .into(),
+            )
+        })?;
+        if constant_time_eq(bearer.as_bytes(), admin_key.as_bytes()) {
+            return Ok(());
+        }
+        let room = RoomName::new(room)?;
+        signer.authorize(bearer, &room, Action::Admin, None, unix_secs())?;
+        Ok(())
+    }
+
     /// Checks a participant token (signature, expiry) and returns its claims.
     pub fn verify_token(&self, token: &str) -> Result<Claims> {
         match &self.auth {

@@ -15,7 +15,9 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::Routes;
 use tonic::{Code, Request, Status};
+use tower::Layer;
 use vigil_proto::v1::event_service_server::EventServiceServer;
 use vigil_proto::v1::room_service_server::RoomServiceServer;
 use vigil_proto::v1::token_service_server::TokenServiceServer;
@@ -52,6 +54,29 @@ fn bearer<T>(request: &Request<T>) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The control services (rooms, tokens, events) as one router: the gRPC
+/// port serves it, and so does the HTTP port as gRPC-web for the console.
+/// Watch streams end when `stop` turns true.
+fn control_routes(control: Control, stop: watch::Receiver<bool>) -> Routes {
+    Routes::new(RoomServiceServer::new(rooms::Rooms::new(control.clone())))
+        .add_service(TokenServiceServer::new(tokens::Tokens::new(
+            control.clone(),
+        )))
+        .add_service(EventServiceServer::new(events::Events::new(control, stop)))
+}
+
+/// gRPC-web (binary and text) over HTTP/1.1, for the console: the HTTP port
+/// serves it under `/vigil.v1.*`, on the page's own origin, so no CORS.
+pub type WebService = tonic_web::GrpcWebService<Routes>;
+
+/// The body of a [`WebService`] response.
+pub type WebBody = tonic::body::Body;
+
+/// The control services as gRPC-web; Watch streams end when `stop` turns true.
+pub fn web_service(control: Control, stop: watch::Receiver<bool>) -> WebService {
+    tonic_web::GrpcWebLayer::new().layer(control_routes(control, stop).prepare())
+}
+
 /// Serves the control API on `listener` until `shutdown` resolves. Watch
 /// streams end when it does.
 pub async fn serve(
@@ -83,20 +108,15 @@ pub async fn serve(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("embedded descriptor sets are valid");
+    let routes = control_routes(control, stop_rx)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(RoomServiceServer::new(rooms::Rooms::new(control.clone())))
-        .add_service(TokenServiceServer::new(tokens::Tokens::new(
-            control.clone(),
-        )))
-        .add_service(EventServiceServer::new(events::Events::new(
-            control, stop_rx,
-        )))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             // Ends every Watch stream so the server can finish draining.

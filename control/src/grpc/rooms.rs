@@ -7,7 +7,8 @@ use vigil_proto::v1::room_service_server::RoomService;
 use super::{bearer, convert};
 use crate::core::Control;
 
-/// The service; every RPC needs the admin key.
+/// The service. Creating, listing and deleting rooms needs the admin key;
+/// what concerns one room also takes a token with that room's `admin` grant.
 pub struct Rooms {
     control: Control,
 }
@@ -19,6 +20,10 @@ impl Rooms {
 
     fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
         Ok(self.control.check_admin(bearer(request))?)
+    }
+
+    fn room_admin<T>(&self, request: &Request<T>, room: &str) -> Result<(), Status> {
+        Ok(self.control.check_room_admin(bearer(request), room)?)
     }
 }
 
@@ -45,7 +50,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::GetRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
-        self.admin(&request)?;
+        self.room_admin(&request, &request.get_ref().name)?;
         let view = self.control.room(&request.into_inner().name).await?;
         Ok(Response::new(convert::room(view)))
     }
@@ -76,7 +81,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::ListParticipantsRequest>,
     ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
-        self.admin(&request)?;
+        self.room_admin(&request, &request.get_ref().room)?;
         let participants = self
             .control
             .participants(&request.into_inner().room)
@@ -90,7 +95,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::HangUpRequest>,
     ) -> Result<Response<pb::HangUpResponse>, Status> {
-        self.admin(&request)?;
+        self.room_admin(&request, &request.get_ref().room)?;
         let req = request.into_inner();
         let closed = self.control.hang_up(&req.room, &req.identity).await?;
         Ok(Response::new(pb::HangUpResponse {
@@ -102,7 +107,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::MuteTrackRequest>,
     ) -> Result<Response<pb::MuteTrackResponse>, Status> {
-        self.admin(&request)?;
+        self.room_admin(&request, &request.get_ref().room)?;
         let req = request.into_inner();
         let kind = convert::track_kind_from(req.kind)?;
         self.control
@@ -115,7 +120,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::CallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.admin(&request)?;
+        self.room_admin(&request, &request.get_ref().room)?;
         let req = request.into_inner();
         let whep_path = self
             .control
