@@ -129,6 +129,7 @@ impl Vigil {
         let state = Arc::new(http::AppState {
             sfu: sfu.clone(),
             control: control.clone(),
+            grpc_web: vigil_control::grpc::web_service(control.clone(), stopped.clone()),
             config,
         });
         let http = tokio::spawn(http::serve(

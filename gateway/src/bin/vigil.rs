@@ -35,6 +35,12 @@ async fn main() -> std::process::ExitCode {
         "gRPC control: {} (health, reflection, gRPC-web)",
         vigil.grpc_addr
     );
+    // The key rides in the fragment, which the browser never sends.
+    let console = match &vigil.credentials {
+        Credentials::None => format!("{base}/console/"),
+        Credentials::AdminKey { key, .. } => format!("{base}/console/#key={key}"),
+    };
+    println!("Web console:  {console}");
     match &vigil.credentials {
         Credentials::None => {
             eprintln!();

@@ -8,11 +8,14 @@
 //! | `/whep/{room}/{stream}` | POST (play), OPTIONS, GET, HEAD |
 //! | `/sessions/{id}` | PATCH (trickle, ICE restart), DELETE, OPTIONS, GET, HEAD |
 //! | `/healthz` | GET |
+//! | `/`, `/console/...`, `/join/{room}`, `/watch/{room}/{stream}`, `/assets/{file}` | GET, HEAD: the web console |
+//! | `/vigil.v1.*` (content type `application/grpc-web*`) | POST: the control API as gRPC-web |
 //!
 //! Handlers parse and check the request, make one call into the SFU, and
 //! turn the result into a response; errors become statuses in exactly one
 //! place, [`response::error_response`].
 
+mod console;
 mod handlers;
 pub mod response;
 pub mod sdpfrag;
@@ -22,7 +25,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::header;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -43,9 +48,15 @@ pub struct AppState {
     pub sfu: Sfu,
     /// Admission (tokens, rooms, limits).
     pub control: vigil_control::Control,
+    /// The control API as gRPC-web, for the console on this origin.
+    pub grpc_web: vigil_control::grpc::WebService,
     /// Configuration.
     pub config: Config,
 }
+
+/// What the HTTP port answers with: our own responses, or gRPC-web's
+/// (which streams, for the event feed).
+type HttpBody = Either<Body, vigil_control::grpc::WebBody>;
 
 /// Serves WHIP/WHEP on `listener` until `shutdown` resolves, then lets open
 /// requests finish (bounded by a drain timeout).
@@ -71,7 +82,7 @@ pub async fn serve(
                 let state = state.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(req, &state).await) }
+                    async move { Ok::<_, Infallible>(handle(req, &state).await) }
                 });
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
@@ -93,9 +104,39 @@ pub async fn serve(
     }
 }
 
+async fn handle(req: Request<Incoming>, state: &AppState) -> Response<HttpBody> {
+    if is_grpc_web(&req) {
+        use tower::Service;
+        let mut grpc_web = state.grpc_web.clone();
+        let ready =
+            std::future::poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut grpc_web, cx))
+                .await;
+        let response = match ready {
+            Ok(()) => grpc_web.call(req).await,
+            Err(never) => Err(never),
+        };
+        return match response {
+            Ok(response) => response.map(Either::Right),
+            Err(never) => match never {},
+        };
+    }
+    route(req, state).await.map(Either::Left)
+}
+
+/// A gRPC-web call to one of our services (`/vigil.v1.Service/Method`).
+fn is_grpc_web(req: &Request<Incoming>) -> bool {
+    req.uri().path().starts_with("/vigil.v1.")
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc-web"))
+}
+
 async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method();
     match segments.as_slice() {
         ["whip", room, stream] => {
             handlers::endpoint(req, state, handlers::Role::Publish, room, stream).await
@@ -105,6 +146,10 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         }
         ["sessions", id] => handlers::session(req, state, id).await,
         ["healthz"] => response::empty(hyper::StatusCode::OK, "GET"),
+        [""] => console::redirect_to_console(),
+        ["console", ..] | ["join", _] => console::page(method, console::Framing::Deny),
+        ["watch", _, _] => console::page(method, console::Framing::Allow),
+        ["assets", name] => console::asset(method, name),
         _ => response::error_response(&crate::error::Error::RouteNotFound, "GET"),
     }
 }

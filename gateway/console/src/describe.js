@@ -1,0 +1,57 @@
+// Events and alarms in words, for people.
+
+import { AlarmKind, LeaveReason, SessionRole, TrackKind } from "./api.js";
+
+export const ALARM_NAMES = {
+  [AlarmKind.STALLED]: "stalled",
+  [AlarmKind.LOW_BITRATE]: "low bitrate",
+  [AlarmKind.KEYFRAME_INTERVAL]: "no keyframe",
+  [AlarmKind.ROOM_FULL]: "room full",
+};
+
+const LEAVE_REASONS = {
+  [LeaveReason.LEFT]: "left",
+  [LeaveReason.HUNG_UP]: "was hung up",
+  [LeaveReason.TIMED_OUT]: "timed out",
+  [LeaveReason.ROOM_CLOSED]: "left: room closed",
+  [LeaveReason.PUBLISHER_GONE]: "stopped watching: stream ended",
+  [LeaveReason.SERVER_SHUTDOWN]: "left: server shut down",
+};
+
+export const kindName = (kind) => (kind === TrackKind.VIDEO ? "video" : "audio");
+
+/** { text, alarm } for an event, or null for events not worth showing. */
+export function describe(event) {
+  const who = event.identity || event.room;
+  const { case: kind, value } = event.kind;
+  switch (kind) {
+    case "roomCreated":
+      return { text: `Room ${event.room} created` };
+    case "roomDeleted":
+      return { text: `Room ${event.room} deleted`, alarm: true };
+    case "participantJoined":
+      return value.role === SessionRole.PUBLISHER
+        ? { text: `${who} started publishing` }
+        : { text: `${who} is watching ${value.stream}` };
+    case "participantLeft":
+      return value.role === SessionRole.PUBLISHER
+        ? { text: `${who} stopped publishing (${LEAVE_REASONS[value.reason] ?? "left"})`, alarm: value.reason === LeaveReason.TIMED_OUT }
+        : { text: `${who} ${LEAVE_REASONS[value.reason] ?? "left"} (${value.stream})` };
+    case "trackPublished":
+      return { text: `${who} publishes ${kindName(value.kind)} (${value.codec})` };
+    case "trackUnpublished":
+      return null;
+    case "trackMuted":
+      return { text: `${who}: ${kindName(value.kind)} ${value.muted ? "muted" : "unmuted"}` };
+    case "callRequested":
+      return { text: `${value.caller} calls ${value.callee}` };
+    case "alarmRaised":
+      return { text: `ALARM ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}${value.detail ? ` (${value.detail})` : ""}`, alarm: true };
+    case "alarmCleared":
+      return { text: `Cleared ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}` };
+    case "historyGap":
+      return { text: "Some events were missed while disconnected" };
+    default:
+      return null;
+  }
+}

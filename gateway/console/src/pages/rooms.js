@@ -1,0 +1,189 @@
+// Rooms: list, create (limits, alarm thresholds), delete, and tokens with
+// ready-to-paste OBS settings and browser join links. Kept current by the
+// event feed.
+
+import { Code, ConnectError, followEvents } from "../api.js";
+import { actionButton, copyField, errorText, formatTime, h, replace, toast } from "../dom.js";
+import { header } from "./header.js";
+
+export function roomsPage(app, { api, credential, signOut }) {
+  const list = h("tbody", { "data-testid": "rooms" });
+  const tokenPanel = h("section", { class: "card", hidden: true, "data-testid": "token-panel" });
+  const error = h("p", { class: "error", role: "alert" });
+
+  const refresh = async () => {
+    try {
+      const { rooms } = await api.rooms.listRooms({});
+      error.textContent = "";
+      replace(
+        list,
+        rooms.length === 0
+          ? h("tr", {}, h("td", { colSpan: 5, class: "muted" }, "No rooms yet: create one below."))
+          : rooms.map((room) => roomRow(room)),
+      );
+    } catch (e) {
+      error.textContent = `Cannot list rooms: ${errorText(e)}`;
+    }
+  };
+
+  const roomRow = (room) =>
+    h(
+      "tr",
+      { "data-room": room.name },
+      h("td", {}, h("a", { href: `/console/rooms/${encodeURIComponent(room.name)}` }, room.name)),
+      h("td", {}, `${room.publishers}`),
+      h("td", {}, `${room.viewers}`),
+      h("td", {}, formatTime(Number(room.createdAtUnixMs))),
+      h(
+        "td",
+        { class: "actions" },
+        h("a", { class: "button", href: `/console/rooms/${encodeURIComponent(room.name)}` }, "Open wall"),
+        actionButton("Token…", async () => showTokenForm(room.name), { class: "secondary" }),
+        actionButton(
+          "Delete",
+          async () => {
+            if (!confirm(`Delete room ${room.name}? Everyone in it is hung up.`)) return;
+            const { sessionsClosed } = await api.rooms.deleteRoom({ name: room.name });
+            toast(`Deleted ${room.name} (${sessionsClosed} sessions closed)`);
+          },
+          { class: "danger" },
+        ),
+      ),
+    );
+
+  const showTokenForm = (room) => {
+    const identity = h("input", { name: "identity", required: true, pattern: "[A-Za-z0-9_.\\-]{1,64}", placeholder: "e.g. cam-1", "data-testid": "token-identity" });
+    const grant = (name, checked, label) => h("label", { class: "check" }, h("input", { type: "checkbox", name, checked }), label);
+    const ttl = h("input", { type: "number", name: "ttl", min: 60, value: 86400 });
+    const result = h("div", { "data-testid": "token-result" });
+    const form = h(
+      "form",
+      {
+        onsubmit: async (event) => {
+          event.preventDefault();
+          const data = new FormData(form);
+          try {
+            const issued = await api.tokens.createToken({
+              room,
+              identity: identity.value,
+              grants: { publish: data.has("publish"), subscribe: data.has("subscribe"), admin: data.has("admin") },
+              ttlSeconds: Number(ttl.value),
+            });
+            replace(result, issuedToken(room, identity.value, issued));
+          } catch (e) {
+            replace(result, h("p", { class: "error", role: "alert" }, errorText(e)));
+          }
+        },
+      },
+      h("label", {}, "Identity (the stream name)", identity),
+      h("div", { class: "row" }, grant("publish", true, "publish"), grant("subscribe", true, "watch (and be called)"), grant("admin", false, "room admin (dispatcher)")),
+      h("label", {}, "Lifetime (seconds)", ttl),
+      h("button", { type: "submit", "data-testid": "create-token" }, "Create token"),
+    );
+    replace(tokenPanel, h("h2", {}, `Token for ${room}`), form, result);
+    tokenPanel.hidden = false;
+    identity.focus();
+  };
+
+  const issuedToken = (room, identity, issued) => {
+    const origin = location.origin;
+    const joinLink = `${origin}/join/${encodeURIComponent(room)}#token=${issued.token}`;
+    return h(
+      "div",
+      { class: "issued" },
+      h("p", {}, `Valid until ${new Date(Number(issued.expiresAtUnix) * 1000).toLocaleString()}.`),
+      h("h3", {}, "OBS Studio (Settings → Stream → Service: WHIP)"),
+      copyField("Server", `${origin}${issued.whipPath}`, "obs-server"),
+      copyField("Bearer Token", issued.token, "obs-token"),
+      h("h3", {}, "Browser"),
+      copyField("Join link", joinLink, "join-link"),
+      h("p", {}, h("a", { href: joinLink, target: "_blank", rel: "noopener" }, "Open the join page"), ` as ${identity}`),
+    );
+  };
+
+  const createForm = () => {
+    const field = (label, name, attrs = {}) => h("label", {}, label, h("input", { name, ...attrs }));
+    const optional = (value) => (value === "" ? undefined : Number(value));
+    const form = h(
+      "form",
+      {
+        class: "card",
+        onsubmit: async (event) => {
+          event.preventDefault();
+          const data = Object.fromEntries(new FormData(form));
+          try {
+            await api.rooms.createRoom({
+              name: data.name,
+              limits: { maxPublishers: optional(data.maxPublishers), maxViewers: optional(data.maxViewers) },
+              alarmRules: {
+                stallAfterMs: optional(data.stallAfterMs),
+                minBitrateBps: data.minBitrateBps === "" ? undefined : BigInt(data.minBitrateBps),
+                maxKeyframeIntervalMs: optional(data.maxKeyframeIntervalMs),
+              },
+            });
+            toast(`Room ${data.name} created`);
+            form.reset();
+          } catch (e) {
+            const code = ConnectError.from(e).code;
+            toast(code === Code.AlreadyExists ? `A room named ${data.name} already exists` : errorText(e), "error");
+          }
+        },
+      },
+      h("h2", {}, "New room"),
+      field("Name", "name", { required: true, pattern: "[A-Za-z0-9_.\\-]{1,64}", placeholder: "site-1", "data-testid": "room-name" }),
+      h(
+        "fieldset",
+        {},
+        h("legend", {}, "Limits (empty: unlimited)"),
+        field("Max publishers", "maxPublishers", { type: "number", min: 0 }),
+        field("Max viewers", "maxViewers", { type: "number", min: 0 }),
+      ),
+      h(
+        "fieldset",
+        {},
+        h("legend", {}, "Alarms (empty: server default)"),
+        field("Stalled after (ms)", "stallAfterMs", { type: "number", min: 100, placeholder: "3000", "data-testid": "stall-after" }),
+        field("Minimum bitrate (bit/s, 0 = off)", "minBitrateBps", { type: "number", min: 0, placeholder: "50000" }),
+        field("Max keyframe interval (ms)", "maxKeyframeIntervalMs", { type: "number", min: 100, placeholder: "10000" }),
+      ),
+      h("button", { type: "submit", "data-testid": "create-room" }, "Create room"),
+    );
+    return form;
+  };
+
+  replace(
+    app,
+    header({ title: "Rooms", credential, signOut }),
+    h(
+      "main",
+      { class: "rooms" },
+      error,
+      h(
+        "section",
+        { class: "card" },
+        h("table", {}, h("thead", {}, h("tr", {}, ["Room", "Publishers", "Viewers", "Created", ""].map((t) => h("th", {}, t)))), list),
+      ),
+      tokenPanel,
+      createForm(),
+    ),
+  );
+
+  refresh();
+  // Rooms and their counts change with events; re-read on each (coalesced).
+  let pending = null;
+  followEvents(
+    api,
+    {},
+    {
+      onEvent: () => {
+        pending ??= setTimeout(() => {
+          pending = null;
+          refresh();
+        }, 200);
+      },
+      onError: (e) => {
+        error.textContent = `Live updates stopped: ${errorText(e)}`;
+      },
+    },
+  );
+}

@@ -1,0 +1,261 @@
+#!/usr/bin/env node
+// Drives Vigil's web console in headless Chromium, as a dispatcher and a
+// field user would, each in a browser context of their own:
+//
+//   node console_e2e.mjs --base URL --key ADMIN_KEY [--artifacts DIR] [--stall-ms 1500]
+//
+// The dispatcher signs in with the printed link, creates a room and a token
+// on the rooms page, and opens the room's wall; the field user opens the join
+// link and goes live; the dispatcher sees the tile play, calls back (the
+// field user's page plays the dispatcher), sees a stalled badge when the field
+// user's media stops, and hangs up (the field user's page says so and stops).
+// Then the error paths: a wrong admin key, an expired join link, and a room
+// deleted under a live field user.
+//
+// stdout carries one JSON line, {"result": {...}}: what each step measured
+// in the browsers (decoded frames, states, how long things took). The Rust
+// test (console_chromium.rs) asserts on it. Screenshots of every step go to
+// --artifacts. Diagnostics go to stderr.
+
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const args = { artifacts: null, 'stall-ms': '1500' };
+for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
+if (!args.base || !args.key) {
+  console.error('usage: console_e2e.mjs --base URL --key ADMIN_KEY [--artifacts DIR]');
+  process.exit(2);
+}
+const ROOM = 'site-1';
+const FIELD = 'field-1';
+const STEP_MS = 20000;
+
+const log = (...parts) => console.error('[console-e2e]', ...parts);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const result = { ok: false, step: 'launch', steps: {}, console: [], screenshots: [] };
+
+/** Screenshots of the given pages, named after the step. */
+async function shoot(name, pages) {
+  if (!args.artifacts) return;
+  for (const [who, page] of Object.entries(pages)) {
+    const file = `${name}-${who}.png`;
+    await page.screenshot({ path: join(args.artifacts, file) }).then(
+      () => result.screenshots.push(file),
+      (e) => log(`screenshot ${file}: ${e}`),
+    );
+  }
+}
+
+/** Decoding progress of a <video>: size and decoded frame count. */
+function videoState(selector) {
+  const video = document.querySelector(selector);
+  if (!video) return null;
+  return {
+    width: video.videoWidth,
+    height: video.videoHeight,
+    frames: video.getVideoPlaybackQuality().totalVideoFrames,
+    hidden: video.hidden,
+    hasStream: Boolean(video.srcObject),
+  };
+}
+
+/** Waits until `selector`'s video shows a picture, then samples decoding for 1.5 s. */
+async function playing(page, selector) {
+  const started = Date.now();
+  await page.waitForFunction(
+    (s) => {
+      const v = document.querySelector(s);
+      return v && v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 0;
+    },
+    selector,
+    { timeout: STEP_MS },
+  );
+  const first = await page.evaluate(videoState, selector);
+  await sleep(1500);
+  const second = await page.evaluate(videoState, selector);
+  return { msToPicture: Date.now() - started - 1500, first, second };
+}
+
+async function newPage(browser, who, permissions) {
+  const context = await browser.newContext({ permissions, viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('console', (m) => result.console.push(`[${who}] ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => result.console.push(`[${who}] pageerror: ${e.message}`));
+  page.on('dialog', (d) => d.accept());
+  return page;
+}
+
+async function mainScenario(browser) {
+  const s = result.steps;
+  const dispatcher = await newPage(browser, 'dispatcher', ['camera', 'microphone', 'clipboard-read', 'clipboard-write']);
+  const field = await newPage(browser, 'field', ['camera', 'microphone']);
+
+  result.step = 'sign in with the printed link';
+  await dispatcher.goto(`${args.base}/console/#key=${args.key}`);
+  await dispatcher.waitForSelector('[data-testid=rooms]', { timeout: STEP_MS });
+  s.signedIn = { url: dispatcher.url() };
+
+  result.step = 'create a room';
+  await dispatcher.fill('[data-testid=room-name]', ROOM);
+  await dispatcher.fill('[data-testid=stall-after]', args['stall-ms']);
+  await dispatcher.click('[data-testid=create-room]');
+  await dispatcher.waitForSelector(`tr[data-room="${ROOM}"]`, { timeout: STEP_MS });
+  s.roomListed = true;
+
+  result.step = 'create a token';
+  await dispatcher.click(`tr[data-room="${ROOM}"] >> text=Token…`);
+  await dispatcher.fill('[data-testid=token-identity]', FIELD);
+  await dispatcher.click('[data-testid=create-token]');
+  await dispatcher.waitForSelector('[data-testid=join-link]', { timeout: STEP_MS });
+  const joinLink = await dispatcher.inputValue('[data-testid=join-link]');
+  s.token = {
+    obsServer: await dispatcher.inputValue('[data-testid=obs-server]'),
+    joinLinkShape: joinLink.replace(/#token=.*/, '#token=…'),
+  };
+  await shoot('01-rooms', { dispatcher });
+
+  result.step = 'open the wall';
+  await dispatcher.click(`tr[data-room="${ROOM}"] >> text=Open wall`);
+  await dispatcher.waitForSelector('[data-testid=wall]', { state: 'attached', timeout: STEP_MS });
+
+  result.step = 'field user goes live';
+  await field.goto(joinLink);
+  await field.waitForFunction(() => document.querySelector('[data-testid=own-video]')?.videoWidth > 0, null, { timeout: STEP_MS });
+  s.fieldName = await field.inputValue('[data-testid=name]');
+  const goLive = Date.now();
+  await field.click('[data-testid=go-live]');
+  await field.waitForSelector('[data-testid=status][data-state=live]', { timeout: STEP_MS });
+  s.fieldLiveMs = Date.now() - goLive;
+
+  result.step = 'the tile appears and plays';
+  const tile = `[data-testid=tile][data-identity="${FIELD}"]`;
+  const tileSeen = Date.now();
+  await dispatcher.waitForSelector(tile, { timeout: STEP_MS });
+  s.tileAppearedMs = Date.now() - goLive;
+  s.tile = await playing(dispatcher, `${tile} video`);
+  s.tile.msFromTile = Date.now() - tileSeen;
+  await dispatcher.waitForFunction((t) => /kbit|Mbit/.test(document.querySelector(`${t} [data-testid=tile-stats]`)?.textContent), tile, { timeout: STEP_MS });
+  s.tile.stats = await dispatcher.textContent(`${tile} [data-testid=tile-stats]`);
+  s.tile.status = await dispatcher.textContent(`${tile} [data-testid=tile-status]`);
+  await shoot('02-wall', { dispatcher, field });
+
+  result.step = 'call back';
+  const call = Date.now();
+  await dispatcher.click(`${tile} [data-action=call]`);
+  s.call = await playing(field, '[data-testid=call-video]');
+  s.call.msFromClick = Date.now() - call;
+  s.call.note = await field.textContent('[data-testid=call-note]');
+  s.call.dispatcherCamera = await dispatcher.textContent('[data-testid=my-camera-state]');
+  await shoot('03-call', { dispatcher, field });
+
+  result.step = 'stalled alarm';
+  // The field user's camera and microphone stop (as if unplugged): the
+  // connection stays up, but no media reaches the server.
+  const stopped = Date.now();
+  await field.evaluate(() => {
+    for (const track of document.querySelector('[data-testid=own-video]').srcObject.getTracks()) track.stop();
+  });
+  await dispatcher.waitForSelector(`${tile} .badge[data-alarm=stalled]`, { timeout: STEP_MS });
+  s.stalledBadgeMs = Date.now() - stopped;
+  s.alarmLogged = await dispatcher.textContent('[data-testid=events] li.alarm');
+  await shoot('04-stalled', { dispatcher });
+
+  result.step = 'hang up';
+  const hangUp = Date.now();
+  await dispatcher.click(`${tile} [data-action=hangup]`);
+  await field.waitForSelector('[data-testid=status][data-state=hung-up]', { timeout: STEP_MS });
+  s.hungUp = { ms: Date.now() - hangUp, text: await field.textContent('[data-testid=status]') };
+  await dispatcher.waitForSelector(tile, { state: 'detached', timeout: STEP_MS });
+  s.hungUp.tileRemovedMs = Date.now() - hangUp;
+  // No reconnect loop: a while later the page has still stopped.
+  await sleep(3000);
+  s.hungUp.after3s = await field.evaluate(() => ({
+    state: document.querySelector('[data-testid=status]').dataset.state,
+    ownVideo: Boolean(document.querySelector('[data-testid=own-video]').srcObject),
+    callVisible: !document.querySelector('[data-testid=call-video]').hidden,
+  }));
+  await shoot('05-hung-up', { dispatcher, field });
+  await field.context().close();
+  return dispatcher;
+}
+
+async function errorScenarios(browser, dispatcher) {
+  const e = (result.errors = {});
+
+  result.step = 'wrong admin key';
+  const stranger = await newPage(browser, 'stranger', []);
+  await stranger.goto(`${args.base}/console/#key=not-the-key`);
+  await stranger.waitForSelector('[data-testid=signin-error]:not(:empty)', { timeout: STEP_MS });
+  e.wrongKey = await stranger.textContent('[data-testid=signin-error]');
+  await shoot('06-wrong-key', { stranger });
+  await stranger.context().close();
+
+  result.step = 'expired join link';
+  // A token whose claims say it expired (its signature does not matter: the
+  // page reads `exp` before it calls the server).
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const expired = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'late', room: ROOM, grants: { publish: true }, iat: 1, exp: 2 })}.x`;
+  const late = await newPage(browser, 'late', ['camera', 'microphone']);
+  await late.goto(`${args.base}/join/${ROOM}#token=${expired}`);
+  await late.waitForSelector('[data-testid=join-error]:not(:empty)', { timeout: STEP_MS });
+  e.expiredLink = await late.textContent('[data-testid=join-error]');
+  await late.context().close();
+
+  result.step = 'room deleted under a live field user';
+  await dispatcher.goto(`${args.base}/console/`);
+  await dispatcher.waitForSelector(`tr[data-room="${ROOM}"]`, { timeout: STEP_MS });
+  await dispatcher.click(`tr[data-room="${ROOM}"] >> text=Token…`);
+  await dispatcher.fill('[data-testid=token-identity]', 'field-2');
+  await dispatcher.click('[data-testid=create-token]');
+  await dispatcher.waitForSelector('[data-testid=join-link]', { timeout: STEP_MS });
+  const joinLink = await dispatcher.inputValue('[data-testid=join-link]');
+  const field = await newPage(browser, 'field-2', ['camera', 'microphone']);
+  await field.goto(joinLink);
+  await field.waitForFunction(() => document.querySelector('[data-testid=own-video]')?.videoWidth > 0, null, { timeout: STEP_MS });
+  await field.click('[data-testid=go-live]');
+  await field.waitForSelector('[data-testid=status][data-state=live]', { timeout: STEP_MS });
+  await dispatcher.click(`tr[data-room="${ROOM}"] >> text=Delete`);
+  await field.waitForSelector('[data-testid=status][data-state=room-closed]', { timeout: STEP_MS });
+  e.roomDeleted = await field.textContent('[data-testid=status]');
+  await shoot('07-room-deleted', { field });
+  await field.context().close();
+}
+
+async function main() {
+  if (args.artifacts) await mkdir(args.artifacts, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection',
+    ],
+  });
+  result.browserVersion = browser.version();
+  try {
+    const dispatcher = await mainScenario(browser);
+    await errorScenarios(browser, dispatcher);
+    result.ok = true;
+    result.step = 'done';
+  } catch (e) {
+    result.error = String(e?.stack ?? e);
+    log('failed at', result.step, e);
+    for (const context of browser.contexts()) {
+      for (const [i, page] of context.pages().entries()) await shoot(`failed-${result.step.replace(/\W+/g, '-')}`, { [`page${i}`]: page });
+    }
+  } finally {
+    await browser.close().catch(() => {});
+  }
+  if (args.artifacts) await writeFile(join(args.artifacts, 'result.json'), JSON.stringify(result, null, 2)).catch(() => {});
+  process.stdout.write(JSON.stringify({ result }) + '\n');
+}
+
+main().then(() => process.exit(0), (e) => {
+  log('fatal:', e);
+  process.stdout.write(JSON.stringify({ result: { ok: false, step: 'driver', error: String(e?.stack ?? e) } }) + '\n');
+  process.exit(1);
+});

@@ -1,0 +1,174 @@
+//! The web console end to end, in headless Chromium (Debian's
+//! `/usr/bin/chromium` driven by playwright-core, fake camera and
+//! microphone): `tests/browser/console_e2e.mjs` plays a dispatcher and a
+//! field user in two browser contexts against a Vigil with authentication on,
+//! and reports what the browsers decoded and showed; this test asserts on it.
+//!
+//! The steps: sign in with the link `vigil` prints (`/console/#key=...`);
+//! create a room (1.5 s stall alarm) and a token on the rooms page; the field
+//! user opens the join link and goes live; the dispatcher's wall grows a tile
+//! whose video decodes frames; "Call back" makes the field user's page play
+//! the dispatcher's camera; stopping the field user's tracks raises a stalled
+//! badge on the tile; "Hang up" makes the field user's page say so and stop
+//! for good. Then the error paths: a wrong admin key, an expired join link,
+//! and a room deleted under a live field user.
+//!
+//! Chromium gathers no loopback candidates, so the test runs in a private
+//! network namespace (`vigil_tests::netns`), with Vigil's ICE on a veth
+//! address. Screenshots of each step land in `artifacts/console/`
+//! (git-ignored); the README's picture of the wall is one of them.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+use vigil_gateway::Credentials;
+use vigil_tests::{base_url, eventually, netns};
+
+/// The whole driver run, every step included (each step has its own 20 s bound).
+const DRIVER_LIMIT: Duration = Duration::from_secs(240);
+
+#[test]
+fn dispatcher_and_field_user_in_chromium() {
+    netns::require_program(
+        "chromium",
+        "install Debian's `chromium` package (never a downloaded browser)",
+    );
+    netns::require_program("node", "install Node.js 20 or later");
+    let browser_dir = netns::tests_dir().join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci --prefix tests/browser`"
+    );
+    let artifacts = netns::tests_dir()
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .join("artifacts/console");
+
+    netns::run(move || async move {
+        let vigil = netns::start_server(|config| config.insecure_no_auth = false).await;
+        let Credentials::AdminKey { key, .. } = &vigil.credentials else {
+            panic!("authentication is on, so there is an admin key");
+        };
+        let driver = Command::new("node")
+            .arg(browser_dir.join("console_e2e.mjs"))
+            .args([
+                "--base",
+                &base_url(&vigil),
+                "--key",
+                key,
+                "--stall-ms",
+                "1500",
+            ])
+            .arg("--artifacts")
+            .arg(&artifacts)
+            .current_dir(&browser_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(DRIVER_LIMIT, driver)
+            .await
+            .unwrap_or_else(|_| panic!("the console driver took more than {DRIVER_LIMIT:?}"))
+            .expect("run node");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        let parsed: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!("the driver printed no result ({e}): {stdout}\n--- stderr ---\n{stderr}")
+        });
+        let r = &parsed["result"];
+        eprintln!(
+            "console e2e in Chromium {}: {}",
+            r["browserVersion"].as_str().unwrap_or("?"),
+            serde_json::to_string_pretty(&r["steps"]).unwrap_or_default()
+        );
+        assert!(
+            r["ok"] == true,
+            "the console driver failed at `{}`: {}\n--- page console ---\n{}\n--- stderr ---\n{stderr}",
+            r["step"],
+            r["error"],
+            r["console"]
+        );
+        let s = &r["steps"];
+
+        // The dispatcher's tile plays the field user: a picture, and decoding goes on.
+        let tile = &s["tile"];
+        assert!(tile["first"]["width"].as_u64() > Some(0), "tile: {tile}");
+        assert!(
+            tile["second"]["frames"].as_u64() > tile["first"]["frames"].as_u64(),
+            "the tile's video stopped decoding: {tile}"
+        );
+        assert_eq!(tile["status"], "playing", "{tile}");
+        assert_eq!(s["fieldName"], "field-1", "the name comes from the token");
+        assert!(
+            s["token"]["obsServer"]
+                .as_str()
+                .is_some_and(|url| url.ends_with("/whip/site-1/field-1")),
+            "{}",
+            s["token"]
+        );
+
+        // Calling back: the field user's page decodes the dispatcher's camera.
+        let call = &s["call"];
+        assert!(call["first"]["width"].as_u64() > Some(0), "call: {call}");
+        assert!(
+            call["second"]["frames"].as_u64() > call["first"]["frames"].as_u64(),
+            "the call stopped decoding: {call}"
+        );
+
+        // Stopping the field user's media raised the stalled badge within a
+        // few seconds (1.5 s threshold plus sampling and delivery).
+        let stalled = s["stalledBadgeMs"].as_u64().expect("stalled badge time");
+        assert!(stalled < 6000, "stalled badge after {stalled} ms");
+        assert!(
+            s["alarmLogged"]
+                .as_str()
+                .is_some_and(|text| text.contains("stalled")),
+            "{}",
+            s["alarmLogged"]
+        );
+
+        // Hung up: the page says so, stopped its media, and stays stopped.
+        let hung = &s["hungUp"];
+        assert!(
+            hung["text"]
+                .as_str()
+                .is_some_and(|text| text.contains("hung up")),
+            "{hung}"
+        );
+        assert_eq!(hung["after3s"]["state"], "hung-up", "{hung}");
+        assert_eq!(hung["after3s"]["ownVideo"], false, "{hung}");
+        assert_eq!(hung["after3s"]["callVisible"], false, "{hung}");
+
+        // Errors are told to the person.
+        let errors = &r["errors"];
+        assert!(
+            errors["wrongKey"]
+                .as_str()
+                .is_some_and(|t| t.contains("Not accepted")),
+            "{errors}"
+        );
+        assert!(
+            errors["expiredLink"]
+                .as_str()
+                .is_some_and(|t| t.contains("expired")),
+            "{errors}"
+        );
+        assert!(
+            errors["roomDeleted"]
+                .as_str()
+                .is_some_and(|t| t.contains("room was closed")),
+            "{errors}"
+        );
+
+        // With the browser gone, every session it opened is gone too.
+        eventually(Duration::from_secs(10), "all sessions closed", || async {
+            let stats = vigil.sfu.stats().await.ok()?;
+            (stats.publishers == 0 && stats.viewers == 0).then_some(())
+        })
+        .await;
+        vigil.shutdown().await;
+    });
+}
