@@ -83,7 +83,8 @@ async function newPage(browser, who, permissions) {
   const page = await context.newPage();
   page.on('console', (m) => result.console.push(`[${who}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => result.console.push(`[${who}] pageerror: ${e.message}`));
-  page.on('dialog', (d) => d.accept());
+  // confirm() says yes; prompt() gets its default (e.g. "Add a camera"'s name).
+  page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? d.defaultValue() : undefined));
   return page;
 }
 
@@ -129,7 +130,20 @@ async function mainScenario(browser) {
   await field.waitForSelector('[data-testid=status][data-state=live]', { timeout: STEP_MS });
   s.fieldLiveMs = Date.now() - goLive;
 
-  result.step = 'the tile appears and plays';
+  result.step = 'a second camera from the wall';
+  // "Add a camera" asks for a name, creates a token and opens the join page
+  // in a new tab (of the dispatcher's browser, as for a person trying it out).
+  const [second] = await Promise.all([
+    dispatcher.context().waitForEvent('page', { timeout: STEP_MS }),
+    dispatcher.click('[data-testid=add-camera]'),
+  ]);
+  await second.waitForLoadState();
+  await second.waitForFunction(() => document.querySelector('[data-testid=own-video]')?.videoWidth > 0, null, { timeout: STEP_MS });
+  s.secondName = await second.inputValue('[data-testid=name]');
+  await second.click('[data-testid=go-live]');
+  await second.waitForSelector('[data-testid=status][data-state=live]', { timeout: STEP_MS });
+
+  result.step = 'the tiles appear and play';
   const tile = `[data-testid=tile][data-identity="${FIELD}"]`;
   const tileSeen = Date.now();
   await dispatcher.waitForSelector(tile, { timeout: STEP_MS });
@@ -139,6 +153,8 @@ async function mainScenario(browser) {
   await dispatcher.waitForFunction((t) => /kbit|Mbit/.test(document.querySelector(`${t} [data-testid=tile-stats]`)?.textContent), tile, { timeout: STEP_MS });
   s.tile.stats = await dispatcher.textContent(`${tile} [data-testid=tile-stats]`);
   s.tile.status = await dispatcher.textContent(`${tile} [data-testid=tile-status]`);
+  s.secondTile = await playing(dispatcher, `[data-testid=tile][data-identity="${s.secondName}"] video`);
+  s.tiles = await dispatcher.$$eval('[data-testid=tile]', (tiles) => tiles.map((t) => t.dataset.identity));
   await shoot('02-wall', { dispatcher, field });
 
   result.step = 'call back';
@@ -148,6 +164,8 @@ async function mainScenario(browser) {
   s.call.msFromClick = Date.now() - call;
   s.call.note = await field.textContent('[data-testid=call-note]');
   s.call.dispatcherCamera = await dispatcher.textContent('[data-testid=my-camera-state]');
+  await dispatcher.waitForSelector(`${tile} [data-testid=in-call]`, { timeout: STEP_MS });
+  s.call.tileBadge = true;
   await shoot('03-call', { dispatcher, field });
 
   result.step = 'stalled alarm';
@@ -178,6 +196,7 @@ async function mainScenario(browser) {
   }));
   await shoot('05-hung-up', { dispatcher, field });
   await field.context().close();
+  await second.close();
   return dispatcher;
 }
 
@@ -207,11 +226,11 @@ async function errorScenarios(browser, dispatcher) {
   await dispatcher.goto(`${args.base}/console/`);
   await dispatcher.waitForSelector(`tr[data-room="${ROOM}"]`, { timeout: STEP_MS });
   await dispatcher.click(`tr[data-room="${ROOM}"] >> text=Token…`);
-  await dispatcher.fill('[data-testid=token-identity]', 'field-2');
+  await dispatcher.fill('[data-testid=token-identity]', 'field-3');
   await dispatcher.click('[data-testid=create-token]');
   await dispatcher.waitForSelector('[data-testid=join-link]', { timeout: STEP_MS });
   const joinLink = await dispatcher.inputValue('[data-testid=join-link]');
-  const field = await newPage(browser, 'field-2', ['camera', 'microphone']);
+  const field = await newPage(browser, 'field-3', ['camera', 'microphone']);
   await field.goto(joinLink);
   await field.waitForFunction(() => document.querySelector('[data-testid=own-video]')?.videoWidth > 0, null, { timeout: STEP_MS });
   await field.click('[data-testid=go-live]');
@@ -232,7 +251,9 @@ async function main() {
       '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection',
+      // No --allow-loopback-in-peer-connection: like a person's browser, it
+      // gathers its non-loopback address (the namespace's veth) and pairs it
+      // with Vigil's default 127.0.0.1 candidate.
     ],
   });
   result.browserVersion = browser.version();

@@ -13,10 +13,14 @@
 //! for good. Then the error paths: a wrong admin key, an expired join link,
 //! and a room deleted under a live field user.
 //!
-//! Chromium gathers no loopback candidates, so the test runs in a private
-//! network namespace (`vigil_tests::netns`), with Vigil's ICE on a veth
-//! address. Screenshots of each step land in `artifacts/console/`
-//! (git-ignored); the README's picture of the wall is one of them.
+//! Vigil runs with its default ICE address, 127.0.0.1, and Chromium without
+//! `--allow-loopback-in-peer-connection`, as on a newcomer's machine: the
+//! browser gathers no loopback candidate, but pairs its own non-loopback
+//! address with Vigil's 127.0.0.1 candidate. So that address is private, the
+//! test runs in a network namespace of its own (`vigil_tests::netns`: a veth
+//! pair, nothing connected outside). Screenshots of each step land in
+//! `artifacts/console/` (git-ignored); the README's picture of the wall is
+//! one of them.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -47,7 +51,8 @@ fn dispatcher_and_field_user_in_chromium() {
         .join("artifacts/console");
 
     netns::run(move || async move {
-        let vigil = netns::start_server(|config| config.insecure_no_auth = false).await;
+        // Vigil's defaults (ICE on 127.0.0.1), as a newcomer runs it.
+        let vigil = vigil_tests::start_server(|config| config.insecure_no_auth = false).await;
         let Credentials::AdminKey { key, .. } = &vigil.credentials else {
             panic!("authentication is on, so there is an admin key");
         };
@@ -102,6 +107,13 @@ fn dispatcher_and_field_user_in_chromium() {
         );
         assert_eq!(tile["status"], "playing", "{tile}");
         assert_eq!(s["fieldName"], "field-1", "the name comes from the token");
+        // "Add a camera" opened a second field user: the wall has both.
+        let second = &s["secondTile"];
+        assert!(
+            second["second"]["frames"].as_u64() > second["first"]["frames"].as_u64(),
+            "the second tile is not decoding: {second}"
+        );
+        assert_eq!(s["tiles"].as_array().map(Vec::len), Some(2), "{}", s["tiles"]);
         assert!(
             s["token"]["obsServer"]
                 .as_str()

@@ -17,6 +17,7 @@ export class Tile {
     this.alarms = new Set(participant?.activeAlarms ?? []);
     this.muted = new Map((participant?.tracks ?? []).map((t) => [t.kind, t.muted]));
     this.viewers = participant?.viewerCount ?? 0;
+    this.inCall = false;
     this.abort = new AbortController();
 
     this.video = h("video", { autoplay: true, playsInline: true, muted: true });
@@ -92,6 +93,12 @@ export class Tile {
     this.render();
   }
 
+  /** Whether this participant is playing the dispatcher (a call is on). */
+  setInCall(inCall) {
+    this.inCall = inCall;
+    this.render();
+  }
+
   viewerChange(delta) {
     this.viewers = Math.max(0, this.viewers + delta);
     this.render();
@@ -103,6 +110,7 @@ export class Tile {
       [...this.alarms].map((kind) => h("span", { class: "badge alarm", "data-alarm": ALARM_NAMES[kind] }, ALARM_NAMES[kind] ?? "alarm")),
       this.muted.get(TrackKind.VIDEO) ? h("span", { class: "badge" }, "video muted") : null,
       this.muted.get(TrackKind.AUDIO) ? h("span", { class: "badge" }, "audio muted") : null,
+      this.inCall ? h("span", { class: "badge call", "data-testid": "in-call" }, "in call") : null,
     );
     this.el.classList.toggle("alarmed", this.alarms.size > 0);
     this.viewerBadge.textContent = `${this.viewers} watching`;

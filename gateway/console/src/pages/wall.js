@@ -122,9 +122,13 @@ export async function wallPage(app, { api, credential, room, signOut }) {
             if (value.role === SessionRole.PUBLISHER) addTile(who);
             else tiles.get(value.stream)?.viewerChange(+1);
             break;
+          case "callRequested":
+            if (value.caller === mine.identity) tiles.get(value.callee)?.setInCall(true);
+            break;
           case "participantLeft":
             if (value.role === SessionRole.PUBLISHER) removeTile(who);
             else tiles.get(value.stream)?.viewerChange(-1);
+            if (value.role === SessionRole.VIEWER && value.stream === mine.identity) tiles.get(who)?.setInCall(false);
             if (who === mine.identity && value.role === SessionRole.PUBLISHER) mine.stop();
             break;
           case "trackMuted":
