@@ -157,6 +157,15 @@ async function mainScenario(browser) {
   s.tiles = await dispatcher.$$eval('[data-testid=tile]', (tiles) => tiles.map((t) => t.dataset.identity));
   await shoot('02-wall', { dispatcher, field });
 
+  result.step = 'standalone player';
+  // /watch/{room}/{stream} with a subscribe token (the field user's own).
+  const token = joinLink.split('#token=')[1];
+  const viewer = await newPage(browser, 'player', []);
+  await viewer.goto(`${args.base}/watch/${ROOM}/${FIELD}#token=${token}`);
+  s.player = await playing(viewer, '[data-testid=player]');
+  await shoot('02-player', { viewer });
+  await viewer.context().close();
+
   result.step = 'call back';
   const call = Date.now();
   await dispatcher.click(`${tile} [data-action=call]`);
@@ -221,6 +230,21 @@ async function errorScenarios(browser, dispatcher) {
   await late.waitForSelector('[data-testid=join-error]:not(:empty)', { timeout: STEP_MS });
   e.expiredLink = await late.textContent('[data-testid=join-error]');
   await late.context().close();
+
+  result.step = 'camera denied';
+  const denied = await newPage(browser, 'denied', []);
+  // --use-fake-ui-for-media-stream grants every request browser-wide, so the
+  // person's "Block" is stood in for by what the page then gets from
+  // getUserMedia: a NotAllowedError.
+  await denied.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () =>
+      Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+  });
+  await denied.goto(`${args.base}/join/${ROOM}?name=nocam`);
+  await denied.waitForSelector('[data-testid=join-error]:not(:empty)', { timeout: STEP_MS });
+  e.cameraDenied = await denied.textContent('[data-testid=join-error]');
+  await shoot('06-camera-denied', { denied });
+  await denied.context().close();
 
   result.step = 'room deleted under a live field user';
   await dispatcher.goto(`${args.base}/console/`);

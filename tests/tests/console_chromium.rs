@@ -10,8 +10,9 @@
 //! whose video decodes frames; "Call back" makes the field user's page play
 //! the dispatcher's camera; stopping the field user's tracks raises a stalled
 //! badge on the tile; "Hang up" makes the field user's page say so and stop
-//! for good. Then the error paths: a wrong admin key, an expired join link,
-//! and a room deleted under a live field user.
+//! for good. The standalone `/watch` player plays the stream as well. Then
+//! the error paths: a wrong admin key, an expired join link, a camera the
+//! browser denies, and a room deleted under a live field user.
 //!
 //! Vigil runs with its default ICE address, 127.0.0.1, and Chromium without
 //! `--allow-loopback-in-peer-connection`, as on a newcomer's machine: the
@@ -113,13 +114,25 @@ fn dispatcher_and_field_user_in_chromium() {
             second["second"]["frames"].as_u64() > second["first"]["frames"].as_u64(),
             "the second tile is not decoding: {second}"
         );
-        assert_eq!(s["tiles"].as_array().map(Vec::len), Some(2), "{}", s["tiles"]);
+        assert_eq!(
+            s["tiles"].as_array().map(Vec::len),
+            Some(2),
+            "{}",
+            s["tiles"]
+        );
         assert!(
             s["token"]["obsServer"]
                 .as_str()
                 .is_some_and(|url| url.ends_with("/whip/site-1/field-1")),
             "{}",
             s["token"]
+        );
+
+        // The standalone player page plays the stream too.
+        let player = &s["player"];
+        assert!(
+            player["second"]["frames"].as_u64() > player["first"]["frames"].as_u64(),
+            "the /watch player is not decoding: {player}"
         );
 
         // Calling back: the field user's page decodes the dispatcher's camera.
@@ -166,6 +179,12 @@ fn dispatcher_and_field_user_in_chromium() {
             errors["expiredLink"]
                 .as_str()
                 .is_some_and(|t| t.contains("expired")),
+            "{errors}"
+        );
+        assert!(
+            errors["cameraDenied"]
+                .as_str()
+                .is_some_and(|t| t.contains("denied")),
             "{errors}"
         );
         assert!(
