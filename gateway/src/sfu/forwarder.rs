@@ -7,7 +7,10 @@
 //! connection cannot keep up fills only its own queue, loses packets
 //! (counted), and waits for the next keyframe instead of slowing anyone
 //! else. Keyframe requests from joins, stalled viewers and viewers' own
-//! PLI/FIR are coalesced into at most one PLI upstream per interval.
+//! PLI/FIR are coalesced into at most one PLI upstream per interval. A video
+//! viewer that joins mid-GOP starts on the track's last keyframe, kept in a
+//! [`KeyframeCache`], so it shows a picture without waiting for the
+//! publisher.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +25,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
+use crate::sfu::keyframe_cache::KeyframeCache;
 use crate::sfu::rewrite::Rewriter;
 use crate::sfu::rtcp::is_keyframe_request;
 use crate::sfu::{Gauge, MediaKind, SessionId};
@@ -82,6 +86,23 @@ impl ViewerSink {
 
     /// Prepares the sink for a new source: continue numbering, wait for a keyframe.
     pub fn rebase(&mut self) {
+        self.rewriter.rebase();
+        self.waiting_for_keyframe = true;
+    }
+
+    /// Starts a joining viewer on a cached keyframe, so it decodes a picture
+    /// at once. It then resumes live at the next keyframe (the delta frames
+    /// in between refer to frames it never had), with its sequence numbers
+    /// and timestamps continuing across the skip.
+    fn start_from(&mut self, keyframe: &[rtp::Packet], now: Instant) {
+        for packet in keyframe {
+            let mut out = packet.clone();
+            self.rewriter.rewrite(&mut out.header, now);
+            if self.tx.try_send(out).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
         self.rewriter.rebase();
         self.waiting_for_keyframe = true;
     }
@@ -225,6 +246,7 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
         sink.rebase();
     }
     let mut keyframes = KeyframeRequests::new(MIN_PLI_INTERVAL);
+    let mut cache = KeyframeCache::default();
     if video.is_some() && !sinks.is_empty() {
         keyframes.request();
     }
@@ -237,6 +259,10 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
                 Some(ForwarderCommand::AddSink(mut sink)) => {
                     sink.rebase();
                     if video.is_some() {
+                        if let Some(keyframe) = cache.keyframe().filter(|_| !muted) {
+                            sink.start_from(keyframe, Instant::now());
+                        }
+                        // Live from the next keyframe, which this hurries.
                         keyframes.request();
                     }
                     sinks.push(sink);
@@ -258,10 +284,18 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
                 None => break,
             },
             event = track.poll() => match event {
-                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
                     let keyframe_start =
                         video.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
                     counters.count(packet.payload.len(), keyframe_start);
+                    // Strip extensions once here rather than per viewer: their
+                    // ids belong to the publisher's negotiation, and an empty
+                    // Vec clones without allocating.
+                    packet.header.extension = false;
+                    packet.header.extensions.clear();
+                    if video.is_some() {
+                        cache.observe(&packet, keyframe_start);
+                    }
                     if !muted {
                         forward(packet, keyframe_start, video.is_some(), &mut sinks);
                     }
@@ -288,17 +322,8 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
     on_end(sinks);
 }
 
-/// Sends one publisher packet to every sink.
-fn forward(
-    mut packet: rtp::Packet,
-    keyframe_start: bool,
-    video: bool,
-    sinks: &mut Vec<ViewerSink>,
-) {
-    // Strip extensions once here rather than per viewer: their ids belong to
-    // the publisher's negotiation, and an empty Vec clones without allocating.
-    packet.header.extension = false;
-    packet.header.extensions.clear();
+/// Sends one publisher packet (extensions stripped) to every sink.
+fn forward(packet: rtp::Packet, keyframe_start: bool, video: bool, sinks: &mut Vec<ViewerSink>) {
     let now = Instant::now();
     sinks.retain_mut(|sink| {
         if sink.waiting_for_keyframe && video {
@@ -425,6 +450,42 @@ mod tests {
         assert_eq!(
             slow_rx.try_recv().expect("keyframe").header.sequence_number,
             102
+        );
+    }
+
+    #[test]
+    fn a_joining_viewer_starts_on_the_cached_keyframe_then_waits_for_a_live_one() {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut cache = KeyframeCache::default();
+        let mut keyframe = packet(10, IDR);
+        keyframe.header.marker = true;
+        cache.observe(&keyframe, true);
+        cache.observe(&packet(11, P_FRAME), false);
+
+        let (tx, mut rx) = mpsc::channel(100);
+        let mut sinks = vec![sink(tx, &dropped)];
+        sinks[0].rebase();
+        sinks[0].start_from(cache.keyframe().expect("cached"), Instant::now());
+        let first = rx.try_recv().expect("the cached keyframe, at once");
+        assert_eq!(first.payload, IDR);
+
+        forward(packet(12, P_FRAME), false, true, &mut sinks);
+        assert!(
+            rx.try_recv().is_err(),
+            "no delta that refers to skipped frames"
+        );
+        let mut next = packet(40, IDR);
+        next.header.marker = true;
+        forward(next, true, true, &mut sinks);
+        let live = rx.try_recv().expect("the next live keyframe");
+        assert_eq!(
+            live.header.sequence_number,
+            first.header.sequence_number.wrapping_add(1),
+            "numbering continues across the skipped frames"
+        );
+        assert!(
+            live.header.timestamp.wrapping_sub(first.header.timestamp) as i32 > 0,
+            "time moves forward"
         );
     }
 

@@ -15,6 +15,7 @@ pub mod codecs;
 pub mod forwarder;
 mod ice;
 pub mod keyframe;
+pub mod keyframe_cache;
 mod media_plane;
 pub mod peer;
 pub mod registry;
