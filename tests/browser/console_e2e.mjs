@@ -19,7 +19,7 @@
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const args = { artifacts: null, 'stall-ms': '1500' };
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
@@ -270,18 +270,10 @@ async function errorScenarios(browser, dispatcher) {
 
 async function main() {
   if (args.artifacts) await mkdir(args.artifacts, { recursive: true });
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      // No --allow-loopback-in-peer-connection: like a person's browser, it
-      // gathers its non-loopback address (the namespace's veth) and pairs it
-      // with Vigil's default 127.0.0.1 candidate.
-    ],
-  });
+  // No loopback candidates: like a person's browser, it gathers its
+  // non-loopback address (the namespace's veth) and pairs it with Vigil's
+  // default 127.0.0.1 candidate.
+  const browser = await launchChromium({ loopback: false });
   result.browserVersion = browser.version();
   try {
     const dispatcher = await mainScenario(browser);

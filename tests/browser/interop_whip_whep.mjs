@@ -18,7 +18,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -198,16 +198,7 @@ async function main() {
   // deletes on close; each page gets a browser context of its own, like two
   // people on two machines (the player has no camera permission, so its host
   // candidates are mDNS names, as for any WHEP viewer page).
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection',
-    ],
-  });
+  const browser = await launchChromium({ loopback: true });
   const ctx = {};
   // The trickle scenario's viewer is the Rust test's own webrtc-rs peer.
   const sides = args.scenario === 'trickle' ? ['publisher'] : ['publisher', 'player'];

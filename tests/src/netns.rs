@@ -112,6 +112,22 @@ pub fn require_program(program: &str, install_hint: &str) -> PathBuf {
         })
 }
 
+/// Checks what a headless Chromium test drives (Debian's `chromium`, Node.js
+/// and playwright-core) and returns the path of `tests/browser/{script}`.
+pub fn browser_driver(script: &str) -> PathBuf {
+    require_program(
+        "chromium",
+        "install Debian's `chromium` package (never a downloaded browser)",
+    );
+    require_program("node", "install Node.js 20 or later");
+    let browser_dir = tests_dir().join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci --prefix tests/browser`"
+    );
+    browser_dir.join(script)
+}
+
 /// The directory of the test crate, where interop scripts live.
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

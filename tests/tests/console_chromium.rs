@@ -36,16 +36,8 @@ const DRIVER_LIMIT: Duration = Duration::from_secs(240);
 
 #[test]
 fn dispatcher_and_field_user_in_chromium() {
-    netns::require_program(
-        "chromium",
-        "install Debian's `chromium` package (never a downloaded browser)",
-    );
-    netns::require_program("node", "install Node.js 20 or later");
-    let browser_dir = netns::tests_dir().join("browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run `npm ci --prefix tests/browser`"
-    );
+    let driver = netns::browser_driver("console_e2e.mjs");
+    let browser_dir = driver.parent().expect("tests/browser").to_owned();
     let artifacts = netns::tests_dir()
         .parent()
         .expect("the tests crate sits in the workspace")
@@ -58,7 +50,7 @@ fn dispatcher_and_field_user_in_chromium() {
             panic!("authentication is on, so there is an admin key");
         };
         let driver = Command::new("node")
-            .arg(browser_dir.join("console_e2e.mjs"))
+            .arg(&driver)
             .args([
                 "--base",
                 &base_url(&vigil),

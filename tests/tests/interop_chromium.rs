@@ -52,17 +52,7 @@ fn one_browser_at_a_time() -> MutexGuard<'static, ()> {
 
 /// Checks the programs the test drives, and returns the driver script.
 fn driver_script() -> PathBuf {
-    netns::require_program(
-        "chromium",
-        "install Debian's `chromium` package (never a downloaded browser)",
-    );
-    netns::require_program("node", "install Node.js 20 or later");
-    let browser_dir = netns::tests_dir().join("browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run `npm ci --prefix tests/browser`"
-    );
-    browser_dir.join("interop_whip_whep.mjs")
+    netns::browser_driver("interop_whip_whep.mjs")
 }
 
 /// `artifacts/interop/` at the repository root (git-ignored).
