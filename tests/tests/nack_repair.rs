@@ -15,7 +15,6 @@ async fn lost_packets_reach_the_viewer_by_retransmission() {
     let vigil = start_server(|_| {}).await;
     let base = base_url(&vigil);
     let mut publisher = Publisher::connect(&base, "r", "s").await;
-    publisher.start_media();
 
     // The viewer's H264 payload types, whichever the server picks.
     let offer = vigil_tests::peers::viewer_peer().await.offer().await;
@@ -28,7 +27,16 @@ async fn lost_packets_reach_the_viewer_by_retransmission() {
             .await
             .expect("WHEP 201");
     viewer.peer.wait_connected().await;
+    // Media starts once the viewer is in, so it gets the live stream from
+    // its first packet (no cached keyframe): its sequence numbers are then
+    // the publisher's, which the cutoff below relies on.
+    publisher.start_media();
     viewer.wait_keyframes(3).await;
+    // Enough video for a dozen or more losses.
+    eventually(Duration::from_secs(10), "200 video packets", || async {
+        (viewer.video().len() >= 200).then_some(())
+    })
+    .await;
     let keyframe_requests = publisher.sent.lock().unwrap().keyframe_requests;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
