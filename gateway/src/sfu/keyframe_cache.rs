@@ -23,7 +23,9 @@ pub struct KeyframeCache {
 impl KeyframeCache {
     /// Notes one packet of the track (extensions already stripped).
     pub fn observe(&mut self, packet: &rtp::Packet, keyframe_start: bool) {
-        if keyframe_start {
+        // SPS/PPS in a STAP-A and then the IDR's first fragment both "start"
+        // a keyframe: within one access unit, the second one continues it.
+        if keyframe_start && !(self.in_progress() && self.continues(packet)) {
             self.packets.clear();
             self.bytes = 0;
             self.complete = false;
@@ -41,6 +43,10 @@ impl KeyframeCache {
         }
         self.packets.push(packet.clone());
         self.complete = packet.header.marker;
+    }
+
+    fn in_progress(&self) -> bool {
+        !self.complete && !self.packets.is_empty()
     }
 
     fn continues(&self, packet: &rtp::Packet) -> bool {
@@ -98,6 +104,15 @@ mod tests {
         assert_eq!(seqs(&cache), None, "a newer keyframe replaces it");
         cache.observe(&packet(3, 15000, true), false);
         assert_eq!(seqs(&cache), Some(vec![2, 3]));
+    }
+
+    #[test]
+    fn parameter_sets_and_the_idr_are_one_keyframe() {
+        let mut cache = KeyframeCache::default();
+        cache.observe(&packet(7, 3000, false), true); // STAP-A: SPS, PPS
+        cache.observe(&packet(8, 3000, false), true); // FU-A start of the IDR
+        cache.observe(&packet(9, 3000, true), false);
+        assert_eq!(seqs(&cache), Some(vec![7, 8, 9]));
     }
 
     #[test]
