@@ -1,0 +1,330 @@
+//! The measurement procedure: publish, then for each point join N viewers at
+//! once, let them settle, measure a window, and tear them down.
+
+use std::time::{Duration, Instant};
+
+use hyper::Uri;
+use str0m::config::DtlsCert;
+use tokio::task::JoinSet;
+use tokio::time::sleep;
+use tracing::{info, warn};
+
+use crate::cli::{Point, Settings};
+use crate::media::{Command, Join, Media, Report, Stopped};
+use crate::metrics::Quantiles;
+use crate::peer::{Offer, PeerError, Role};
+use crate::proc;
+use crate::publisher::{PublishError, Publisher};
+use crate::report::{self, JoinStats, Latency, PointResult, RunReport, ServerCost, Spread};
+use crate::viewer::Viewer;
+use crate::whip::{Signal, SignalError};
+
+/// Enough for the publisher's next keyframe (every 2 s) to pass the server.
+const GOP_SETTLE: Duration = Duration::from_millis(2500);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+/// Lets the server release the last point's sessions before the next.
+const TEARDOWN_SETTLE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A WHIP/WHEP request failed.
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    /// Setting up a peer failed.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The publisher could not be built.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The media thread is gone.
+    #[error(transparent)]
+    Media(#[from] Stopped),
+    /// Starting the media thread or reading /proc failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// str0m's crypto provider made no certificate.
+    #[error("no DTLS certificate")]
+    Certificate,
+    /// ICE/DTLS with the server did not complete.
+    #[error("the publisher did not connect within {0:?}")]
+    PublisherTimeout(Duration),
+}
+
+pub async fn run(
+    settings: &Settings,
+    progress: impl FnMut(&PointResult),
+) -> Result<RunReport, BenchError> {
+    let media = Media::spawn()?;
+    let cert = str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+        .ok_or(BenchError::Certificate)?;
+    let signal = Signal::new(settings.token.clone());
+    // The settings always hold at least one point.
+    let bitrate = settings.points[0].bitrate_bps;
+
+    let offer = Offer::new(Role::Publish, &cert)?;
+    let session = signal.create(&settings.whip, offer.sdp.clone()).await?;
+    let publisher = Publisher::new(offer.accept(&session.answer)?, bitrate)?;
+    let fixture_bps = publisher.fixture_bitrate();
+    media.send(Command::Publish(Box::new(publisher)))?;
+
+    let bench = Bench {
+        settings,
+        signal: &signal,
+        media: &media,
+        cert: &cert,
+    };
+    let points = bench.points(bitrate, progress).await;
+    if let Err(e) = signal.delete(&session.location).await {
+        warn!("deleting the publisher: {e}");
+    }
+    Ok(report::summarise(points?, fixture_bps))
+}
+
+async fn wait_for_publisher(media: &Media) -> Result<(), BenchError> {
+    let started = Instant::now();
+    while !media.ask(Command::Publishing).await? {
+        if started.elapsed() > CONNECT_TIMEOUT {
+            return Err(BenchError::PublisherTimeout(CONNECT_TIMEOUT));
+        }
+        sleep(POLL).await;
+    }
+    Ok(())
+}
+
+struct Bench<'a> {
+    settings: &'a Settings,
+    signal: &'a Signal,
+    media: &'a Media,
+    cert: &'a DtlsCert,
+}
+
+/// Counters read at both ends of the window.
+struct Snapshot {
+    at: Instant,
+    server_cpu: Option<Duration>,
+    server_drops: Option<u64>,
+    own_cpu: Duration,
+    own_drops: u64,
+    machine_busy: Duration,
+}
+
+impl Snapshot {
+    fn take(server: Option<u32>) -> Result<Snapshot, BenchError> {
+        let me = std::process::id();
+        Ok(Snapshot {
+            at: Instant::now(),
+            server_cpu: server.map(proc::cpu_time).transpose()?,
+            server_drops: server.map(proc::udp_drops).transpose()?,
+            own_cpu: proc::cpu_time(me)?,
+            own_drops: proc::udp_drops(me)?,
+            machine_busy: proc::machine_busy()?,
+        })
+    }
+}
+
+impl Bench<'_> {
+    /// Runs the points in order, stopping past the knee in a sweep.
+    async fn points(
+        &self,
+        mut bitrate: f64,
+        mut progress: impl FnMut(&PointResult),
+    ) -> Result<Vec<PointResult>, BenchError> {
+        wait_for_publisher(self.media).await?;
+        sleep(GOP_SETTLE).await;
+        info!("publishing");
+        let mut points = Vec::new();
+        for &point in &self.settings.points {
+            if point.bitrate_bps != bitrate {
+                bitrate = point.bitrate_bps;
+                self.media.send(Command::SetBitrate(bitrate))?;
+                sleep(GOP_SETTLE).await;
+            }
+            let result = self.point(point).await?;
+            progress(&result);
+            let knee = result.knee.is_some();
+            points.push(result);
+            if knee && self.settings.stop_at_knee {
+                break;
+            }
+        }
+        Ok(points)
+    }
+
+    async fn point(&self, point: Point) -> Result<PointResult, BenchError> {
+        info!(
+            viewers = point.viewers,
+            mbps = point.bitrate_bps / 1e6,
+            "joining"
+        );
+        let joined_at = Instant::now();
+        let locations = self.join(point.viewers).await?;
+        let joins = self.wait_for_play(point.viewers).await?;
+        let join = join_stats(&joins, joined_at, point.viewers);
+
+        sleep(self.settings.warmup).await;
+        self.media.ask(Command::StartWindow).await?;
+        let before = Snapshot::take(self.settings.server_pid)?;
+        sleep(self.settings.duration).await;
+        let window = self.media.ask(Command::Report).await?;
+        let after = Snapshot::take(self.settings.server_pid)?;
+        let rss = self.settings.server_pid.map(proc::rss).transpose()?;
+
+        self.leave(locations).await;
+        self.media.ask(Command::DropViewers).await?;
+        sleep(TEARDOWN_SETTLE).await;
+
+        Ok(point_result(point, &window, &before, &after, rss, join))
+    }
+
+    /// POSTs N offers at once; each viewer goes to the media loop as soon as
+    /// its answer is in. Returns the sessions to DELETE.
+    async fn join(&self, n: usize) -> Result<Vec<Uri>, BenchError> {
+        let mut posts = JoinSet::new();
+        for _ in 0..n {
+            let offer = Offer::new(Role::Play, self.cert)?;
+            let signal = self.signal.clone();
+            let url = self.settings.whep.clone();
+            posts.spawn(async move {
+                let posted_at = Instant::now();
+                let session = signal.create(&url, offer.sdp.clone()).await?;
+                let peer = offer.accept(&session.answer)?;
+                Ok::<_, BenchError>((Viewer::new(peer, posted_at), session.location))
+            });
+        }
+        let mut locations = Vec::with_capacity(n);
+        while let Some(joined) = posts.join_next().await {
+            match joined.expect("join tasks do not panic") {
+                Ok((viewer, location)) => {
+                    self.media.send(Command::Play(Box::new(viewer)))?;
+                    locations.push(location);
+                }
+                Err(e) => warn!("a viewer failed to join: {e}"),
+            }
+        }
+        Ok(locations)
+    }
+
+    /// Waits until every viewer has a complete keyframe, or the join timeout.
+    async fn wait_for_play(&self, n: usize) -> Result<Vec<Join>, BenchError> {
+        let started = Instant::now();
+        loop {
+            let joins = self.media.ask(Command::Joins).await?;
+            let playing = joins.iter().filter(|j| j.first_keyframe.is_some()).count();
+            if playing == n || started.elapsed() > self.settings.join_timeout {
+                return Ok(joins);
+            }
+            sleep(POLL).await;
+        }
+    }
+
+    async fn leave(&self, locations: Vec<Uri>) {
+        let mut deletes = JoinSet::new();
+        for location in locations {
+            let signal = self.signal.clone();
+            deletes.spawn(async move { signal.delete(&location).await });
+        }
+        while let Some(deleted) = deletes.join_next().await {
+            if let Err(e) = deleted.expect("delete tasks do not panic") {
+                warn!("leaving: {e}");
+            }
+        }
+    }
+}
+
+fn join_stats(joins: &[Join], joined_at: Instant, n: usize) -> JoinStats {
+    let ms = |from: Instant, to: Option<Instant>| to.map(|t| (t - from).as_secs_f64() * 1e3);
+    let first_rtp: Vec<f64> = joins
+        .iter()
+        .filter_map(|j| ms(j.posted_at, j.first_rtp))
+        .collect();
+    let first_keyframe: Vec<f64> = joins
+        .iter()
+        .filter_map(|j| ms(j.posted_at, j.first_keyframe))
+        .collect();
+    let playing = first_keyframe.len();
+    let last = joins.iter().filter_map(|j| j.first_keyframe).max();
+    JoinStats {
+        first_rtp_ms: Quantiles::of(first_rtp),
+        first_keyframe_ms: Quantiles::of(first_keyframe),
+        all_playing_s: last
+            .filter(|_| playing == n)
+            .map(|t| (t - joined_at).as_secs_f64()),
+        not_playing: n - playing,
+    }
+}
+
+fn point_result(
+    point: Point,
+    window: &Report,
+    before: &Snapshot,
+    after: &Snapshot,
+    rss: Option<u64>,
+    join: JoinStats,
+) -> PointResult {
+    let seconds = (after.at - before.at).as_secs_f64();
+    let busy = (after.machine_busy - before.machine_busy).as_secs_f64();
+    let own_cpu = (after.own_cpu - before.own_cpu).as_secs_f64();
+    let server_cpu = before
+        .server_cpu
+        .zip(after.server_cpu)
+        .map_or(0.0, |(b, a)| (a - b).as_secs_f64());
+    let mbit = window.bytes as f64 * 8.0 / 1e6;
+    let server = before.server_cpu.is_some().then(|| ServerCost {
+        cpu_percent: server_cpu / seconds * 100.0,
+        us_per_packet: server_cpu * 1e6 / window.packets.max(1) as f64,
+        ms_per_mbit: server_cpu * 1e3 / mbit.max(f64::MIN_POSITIVE),
+        rss_mb: rss.map(|b| b as f64 / (1 << 20) as f64),
+    });
+    let percent = |part: u64, whole: u64| part as f64 * 100.0 / whole.max(1) as f64;
+    let loss: Vec<f64> = window
+        .viewers
+        .iter()
+        .map(|v| percent(v.lost, v.expected))
+        .collect();
+    let reordered: Vec<f64> = window
+        .viewers
+        .iter()
+        .map(|v| percent(v.reordered, v.expected))
+        .collect();
+    let total_lost = window.viewers.iter().map(|v| v.lost).sum();
+    let total_expected = window.viewers.iter().map(|v| v.expected).sum();
+    let latency = Latency {
+        keyframe: window.keyframe_latency,
+        delta: window.delta_latency,
+    };
+    let loss = Spread::of(&loss, percent(total_lost, total_expected));
+    let failed = join.not_playing + window.failed_viewers as usize;
+    let knee = report::knee(&loss, &latency, failed);
+    PointResult {
+        viewers: point.viewers,
+        bitrate_mbps: point.bitrate_bps / 1e6,
+        forwarded_pps: window.packets as f64 / seconds,
+        forwarded_mbps: mbit / seconds,
+        server,
+        latency_ms: latency,
+        loss_percent: loss,
+        reordered_percent: Spread::of(
+            &reordered,
+            percent(
+                window.viewers.iter().map(|v| v.reordered).sum(),
+                total_expected,
+            ),
+        ),
+        join,
+        keyframe_requests_per_s: window.published.keyframe_requests as f64 / seconds,
+        tool_cpu_percent: own_cpu / seconds * 100.0,
+        other_cpu_percent: (busy - own_cpu - server_cpu).max(0.0) / seconds * 100.0,
+        server_rcvbuf_drops: before
+            .server_drops
+            .zip(after.server_drops)
+            .map(|(b, a)| a.saturating_sub(b)),
+        tool_rcvbuf_drops: after.own_drops.saturating_sub(before.own_drops),
+        unmatched_packets: window.unmatched,
+        unsent_datagrams: window.unsent,
+        failed_viewers: window.failed_viewers,
+        knee,
+    }
+}

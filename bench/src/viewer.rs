@@ -1,0 +1,223 @@
+//! A WHEP viewer: what it received, when it started playing, and the
+//! per-packet measurements it adds to the current window.
+
+use std::time::Instant;
+
+use str0m::rtp::RtpPacket;
+use str0m::{Event, RtcError};
+
+use crate::metrics::Histogram;
+use crate::peer::{Peer, VIDEO_PT};
+use crate::sent::{Sent, SentLog};
+
+/// How a datagram arrived: when the kernel queued it, on the loop's clock
+/// and on the wall clock, and its size on the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub at: Instant,
+    pub wall_ns: u64,
+    pub len: usize,
+}
+
+/// Everything all viewers measured since the window started.
+#[derive(Default)]
+pub struct Window {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Forwarding latency in µs, for packets of IDR access units and the rest.
+    pub keyframe_latency: Histogram,
+    pub delta_latency: Histogram,
+    /// Video packets whose payload the publisher never sent (or sent twice).
+    pub unmatched: u64,
+}
+
+pub struct Viewer {
+    pub peer: Peer,
+    pub reception: Reception,
+}
+
+/// What a viewer got, apart from its connection.
+pub struct Reception {
+    pub posted_at: Instant,
+    pub first_rtp: Option<Instant>,
+    pub first_keyframe: Option<Instant>,
+    assembling: Vec<Assembly>,
+    pub video: Sequence,
+    pub audio: Sequence,
+}
+
+/// A keyframe being received: which of its packets are in.
+struct Assembly {
+    frame: u64,
+    seen: Vec<bool>,
+    missing: usize,
+}
+
+/// Keyframes tracked at once: a server replaying a cached GOP start may
+/// interleave it with the live one.
+const ASSEMBLIES: usize = 4;
+
+impl Viewer {
+    /// `posted_at` is when the WHEP POST went out: joins are timed from it.
+    pub fn new(peer: Peer, posted_at: Instant) -> Viewer {
+        Viewer {
+            peer,
+            reception: Reception {
+                posted_at,
+                first_rtp: None,
+                first_keyframe: None,
+                assembling: Vec::new(),
+                video: Sequence::default(),
+                audio: Sequence::default(),
+            },
+        }
+    }
+
+    /// Drains the Rtc after an input; `arrival` describes the datagram that
+    /// input was (RTP packets only come out right after their datagram).
+    pub fn drain(
+        &mut self,
+        arrival: Arrival,
+        log: &SentLog,
+        window: &mut Window,
+    ) -> Result<Instant, RtcError> {
+        self.peer.drain(|event| {
+            if let Event::RtpPacket(p) = event {
+                self.reception.on_rtp(&p, arrival, log, window);
+            }
+        })
+    }
+}
+
+impl Reception {
+    pub fn start_window(&mut self) {
+        self.video.start_window();
+        self.audio.start_window();
+    }
+
+    fn on_rtp(&mut self, packet: &RtpPacket, arrival: Arrival, log: &SentLog, window: &mut Window) {
+        self.first_rtp.get_or_insert(arrival.at);
+        window.packets += 1;
+        window.bytes += arrival.len as u64;
+        if *packet.header.payload_type != VIDEO_PT {
+            self.audio.record(*packet.seq_no);
+            return;
+        }
+        self.video.record(*packet.seq_no);
+        let Some(sent) = log.lookup(&packet.payload) else {
+            window.unmatched += 1;
+            return;
+        };
+        let latency_us = arrival.wall_ns.saturating_sub(sent.sent_ns) / 1000;
+        if sent.keyframe {
+            window.keyframe_latency.record(latency_us);
+            if self.first_keyframe.is_none() {
+                self.assemble(sent, arrival.at);
+            }
+        } else {
+            window.delta_latency.record(latency_us);
+        }
+    }
+
+    fn assemble(&mut self, sent: &Sent, at: Instant) {
+        let position = self.assembling.iter().position(|a| a.frame == sent.frame);
+        let assembly = match position {
+            Some(i) => &mut self.assembling[i],
+            None => {
+                if self.assembling.len() == ASSEMBLIES {
+                    self.assembling.remove(0);
+                }
+                self.assembling.push(Assembly {
+                    frame: sent.frame,
+                    seen: vec![false; sent.count.into()],
+                    missing: sent.count.into(),
+                });
+                self.assembling.last_mut().expect("just pushed")
+            }
+        };
+        let seen = &mut assembly.seen[usize::from(sent.index)];
+        if !*seen {
+            *seen = true;
+            assembly.missing -= 1;
+        }
+        if assembly.missing == 0 {
+            self.first_keyframe = Some(at);
+            self.assembling = Vec::new();
+        }
+    }
+}
+
+/// One RTP stream's sequence numbers (extended, de-duplicated by str0m,
+/// RTX repairs folded back in) within the current window.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sequence {
+    /// Highest sequence number seen, and the highest before the window.
+    max: Option<u64>,
+    base: Option<u64>,
+    pub received: u64,
+    /// Arrived after a higher sequence number.
+    pub reordered: u64,
+}
+
+impl Sequence {
+    fn record(&mut self, seq: u64) {
+        match self.max {
+            Some(max) if seq < max => self.reordered += 1,
+            _ => self.max = Some(seq),
+        }
+        // The first packet of a stream opens it.
+        let base = *self.base.get_or_insert(seq.saturating_sub(1));
+        if seq > base {
+            self.received += 1;
+        }
+    }
+
+    fn start_window(&mut self) {
+        self.base = self.max;
+        self.received = 0;
+        self.reordered = 0;
+    }
+
+    pub fn expected(&self) -> u64 {
+        match (self.base, self.max) {
+            (Some(base), Some(max)) => max - base,
+            _ => 0,
+        }
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_and_reordering_count_within_the_window() {
+        let mut s = Sequence::default();
+        for seq in [100, 101, 102] {
+            s.record(seq);
+        }
+        s.start_window();
+        // 103 and 106 lost, 105 late, 101 (before the window) ignored.
+        for seq in [104, 101, 107, 105, 108] {
+            s.record(seq);
+        }
+        assert_eq!(s.expected(), 6);
+        assert_eq!(s.received, 4);
+        assert_eq!(s.lost(), 2);
+        assert_eq!(s.reordered, 2);
+    }
+
+    #[test]
+    fn a_stream_starting_in_the_window_counts_from_its_first_packet() {
+        let mut s = Sequence::default();
+        s.start_window();
+        for seq in [5000, 5001, 5003] {
+            s.record(seq);
+        }
+        assert_eq!((s.expected(), s.lost()), (4, 1));
+    }
+}
