@@ -407,20 +407,22 @@ impl Control {
     /// hang-up, mute, call): the admin key, or a token with the `admin`
     /// grant for that room (a dispatcher signed in with a token).
     pub fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
-        let Auth::Tokens { signer, admin_key } = &self.auth else {
-            return Ok(());
-        };
-        let bearer = bearer.ok_or_else(|| {
-            ControlError::Unauthenticated(
-                "the admin key or a room admin token is required (authorization: Bearer <credential>)"
-                    .into(),
-            )
-        })?;
-        if constant_time_eq(bearer.as_bytes(), admin_key.as_bytes()) {
+        if self.check_admin(bearer).is_ok() {
             return Ok(());
         }
-        let room = RoomName::new(room)?;
-        signer.authorize(bearer, &room, Action::Admin, None, unix_secs())?;
+        let (Auth::Tokens { signer, .. }, Some(token)) = (&self.auth, bearer) else {
+            return Err(ControlError::Unauthenticated(
+                "the admin key or a room admin token is required (authorization: Bearer <credential>)"
+                    .into(),
+            ));
+        };
+        signer.authorize(
+            token,
+            &RoomName::new(room)?,
+            Action::Admin,
+            None,
+            unix_secs(),
+        )?;
         Ok(())
     }
 

@@ -33,6 +33,22 @@ async fn get(url: &str) -> vigil_tests::http_client::HttpResponse {
     request("GET", url, &[], "").await
 }
 
+/// Creates rooms over gRPC-web with the admin key.
+async fn create_rooms(rooms: &mut RoomServiceClient<WebChannel>, names: &[&str]) {
+    for name in names {
+        rooms
+            .create_room(with_bearer(
+                pb::CreateRoomRequest {
+                    name: (*name).into(),
+                    ..Default::default()
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect("create a room over gRPC-web");
+    }
+}
+
 fn origin(base: &str) -> Uri {
     base.parse().expect("base URL")
 }
@@ -96,18 +112,7 @@ async fn control_api_speaks_grpc_web_on_the_http_port() {
         .expect_err("no credential");
     assert_eq!(refused.code(), Code::Unauthenticated);
 
-    for name in ["site-1", "site-2"] {
-        rooms
-            .create_room(with_bearer(
-                pb::CreateRoomRequest {
-                    name: name.into(),
-                    ..Default::default()
-                },
-                ADMIN_KEY,
-            ))
-            .await
-            .expect("create room over gRPC-web");
-    }
+    create_rooms(&mut rooms, &["site-1", "site-2"]).await;
     let listed = rooms
         .list_rooms(with_bearer(pb::ListRoomsRequest {}, ADMIN_KEY))
         .await
@@ -141,18 +146,7 @@ async fn a_room_admin_token_runs_its_own_room_only() {
     let vigil = secure_server(|_| {}).await;
     let base = origin(&base_url(&vigil));
     let mut rooms = RoomServiceClient::with_origin(web_channel(), base.clone());
-    for name in ["site-1", "site-2"] {
-        rooms
-            .create_room(with_bearer(
-                pb::CreateRoomRequest {
-                    name: name.into(),
-                    ..Default::default()
-                },
-                ADMIN_KEY,
-            ))
-            .await
-            .expect("create room");
-    }
+    create_rooms(&mut rooms, &["site-1", "site-2"]).await;
     let grants = |admin| Grants {
         publish: false,
         subscribe: true,
@@ -258,16 +252,7 @@ async fn the_event_feed_streams_over_grpc_web_and_ends_at_shutdown() {
         .await
         .expect("watch over gRPC-web")
         .into_inner();
-    rooms
-        .create_room(with_bearer(
-            pb::CreateRoomRequest {
-                name: "site-9".into(),
-                ..Default::default()
-            },
-            ADMIN_KEY,
-        ))
-        .await
-        .expect("create room");
+    create_rooms(&mut rooms, &["site-9"]).await;
     let event = tokio::time::timeout(Duration::from_secs(5), feed.message())
         .await
         .expect("an event within 5 s")
