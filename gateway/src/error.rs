@@ -24,6 +24,9 @@ pub enum Error {
     /// The SDP offer could not be parsed, or is not an offer WebRTC can answer.
     #[error("malformed SDP: {0}")]
     MalformedSdp(String),
+    /// A query parameter has a value Vigil does not understand.
+    #[error("bad query parameter: {0}")]
+    BadQuery(String),
     /// The trickle-ice-sdpfrag body could not be parsed.
     #[error("malformed ICE fragment: {0}")]
     MalformedFragment(String),

@@ -13,6 +13,7 @@ pub mod media;
 pub mod netns;
 pub mod peers;
 pub mod replay;
+pub mod simulcast;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

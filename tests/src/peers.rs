@@ -405,7 +405,7 @@ pub struct SessionInfo {
     pub etag: String,
 }
 
-fn session_of(base: &str, response: &HttpResponse) -> SessionInfo {
+pub(crate) fn session_of(base: &str, response: &HttpResponse) -> SessionInfo {
     assert_eq!(response.status, 201, "POST failed: {}", response.body);
     let location = response.header("location").expect("Location header");
     SessionInfo {

@@ -15,6 +15,7 @@ use super::response::{
 };
 use super::sdpfrag::SdpFrag;
 use crate::error::{Error, Result};
+use crate::sfu::layers::LayerChoice;
 use crate::sfu::{PatchOutcome, SessionId};
 
 const SDP: &str = "application/sdp";
@@ -58,6 +59,7 @@ async fn create_session(
     let room = RoomName::new(room)?;
     let stream = StreamName::new(stream)?;
     require_content_type(req.headers(), SDP)?;
+    let layer = layer_choice(req.uri().query())?;
     let session_role = match role {
         Role::Publish => SessionRole::Publisher,
         Role::Play => SessionRole::Viewer,
@@ -71,7 +73,7 @@ async fn create_session(
     let identity = admission.identity.clone();
     let created = match role {
         Role::Publish => state.sfu.publish(room, stream, identity, offer).await?,
-        Role::Play => state.sfu.play(room, stream, identity, offer).await?,
+        Role::Play => state.sfu.play(room, stream, identity, offer, layer).await?,
     };
     drop(admission);
     let mut response = with_cors(Response::new(Body::from(created.answer)), ENDPOINT_METHODS);
@@ -88,6 +90,23 @@ async fn create_session(
         headers.append(header::LINK, link);
     }
     Ok(response)
+}
+
+/// The simulcast layer a WHEP viewer asks for with `?layer=high|mid|low|<rid>`
+/// (other parameters are ignored; WHIP ignores it).
+fn layer_choice(query: Option<&str>) -> Result<LayerChoice> {
+    let Some(value) = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("layer="))
+    else {
+        return Ok(LayerChoice::default());
+    };
+    LayerChoice::parse(value).ok_or_else(|| {
+        Error::BadQuery(format!(
+            "layer={value}: expected high, mid, low or a rid (letters, digits, - and _)"
+        ))
+    })
 }
 
 /// `/sessions/{id}`.

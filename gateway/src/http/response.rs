@@ -30,9 +30,10 @@ pub fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::MalformedSdp(_) | Error::MalformedFragment(_) | Error::InvalidName(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        Error::MalformedSdp(_)
+        | Error::MalformedFragment(_)
+        | Error::InvalidName(_)
+        | Error::BadQuery(_) => StatusCode::BAD_REQUEST,
         Error::UnsupportedMedia(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::RouteNotFound | Error::SessionNotFound => StatusCode::NOT_FOUND,
         Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -169,6 +170,7 @@ mod tests {
             ),
             (Error::BodyTooLarge { limit: 1 }, 413),
             (Error::MalformedSdp(String::new()), 400),
+            (Error::BadQuery(String::new()), 400),
             (Error::UnsupportedMedia(String::new()), 422),
             (Error::SessionNotFound, 404),
             (Error::PreconditionRequired, 428),

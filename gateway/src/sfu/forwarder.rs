@@ -9,8 +9,10 @@
 //! else. Keyframe requests from joins, stalled viewers and viewers' own
 //! PLI/FIR are coalesced into at most one PLI upstream per interval. A video
 //! viewer that joins mid-GOP starts on the track's last keyframe, kept in a
-//! [`KeyframeCache`], so it shows a picture without waiting for the
-//! publisher.
+//! [`KeyframeCache`](crate::sfu::keyframe_cache::KeyframeCache), so it
+//! shows a picture without waiting for the publisher. A simulcast track has
+//! several layers (one SSRC each, see [`crate::sfu::layers`]); each viewer
+//! follows one of them and switches at a keyframe of the next.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,17 +27,20 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
-use crate::sfu::keyframe_cache::KeyframeCache;
+use crate::sfu::layers::{LayerChoice, Layers, StepDown};
 use crate::sfu::rewrite::Rewriter;
-use crate::sfu::rtcp::is_keyframe_request;
+use crate::sfu::rtcp::{fraction_lost, is_keyframe_request};
 use crate::sfu::{Gauge, MediaKind, SessionId};
 
 /// Packets queued per viewer track before that viewer starts losing them.
 /// Sized for a large keyframe burst at 8 Mbit/s.
 pub const VIEWER_QUEUE: usize = 512;
 
-/// Least time between two PLIs sent to a publisher.
+/// Least time between two PLIs sent to a publisher (per layer).
 pub const MIN_PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often rates are sampled and waiting viewers re-checked.
+const TICK: Duration = Duration::from_millis(100);
 
 /// One viewer's end of a forwarder.
 pub struct ViewerSink {
@@ -46,10 +51,18 @@ pub struct ViewerSink {
     tx: mpsc::Sender<rtp::Packet>,
     waiting_for_keyframe: bool,
     dropped: Arc<AtomicU64>,
+    /// The layer the viewer asked for.
+    choice: LayerChoice,
+    /// The layer (SSRC) it is being sent.
+    layer: Option<u32>,
+    /// The layer it moves to at that layer's next keyframe.
+    next: Option<u32>,
+    step_down: StepDown,
 }
 
 impl ViewerSink {
-    /// A sink for `session`'s `kind` track, negotiated as `mime`.
+    /// A sink for `session`'s `kind` track, negotiated as `mime`, following
+    /// the simulcast layer `choice`.
     pub fn new(
         session: SessionId,
         kind: MediaKind,
@@ -57,6 +70,7 @@ impl ViewerSink {
         rewriter: Rewriter,
         tx: mpsc::Sender<rtp::Packet>,
         dropped: Arc<AtomicU64>,
+        choice: LayerChoice,
     ) -> Self {
         ViewerSink {
             session,
@@ -66,6 +80,10 @@ impl ViewerSink {
             tx,
             waiting_for_keyframe: true,
             dropped,
+            choice,
+            layer: None,
+            next: None,
+            step_down: StepDown::default(),
         }
     }
 
@@ -84,10 +102,35 @@ impl ViewerSink {
         self.mime.eq_ignore_ascii_case(mime)
     }
 
-    /// Prepares the sink for a new source: continue numbering, wait for a keyframe.
+    /// Prepares the sink for a new source: continue numbering, wait for a
+    /// keyframe, pick a layer again.
     pub fn rebase(&mut self) {
         self.rewriter.rebase();
         self.waiting_for_keyframe = true;
+        self.layer = None;
+        self.next = None;
+    }
+
+    /// The layer it is sent, or will be.
+    fn wanted_layer(&self) -> Option<u32> {
+        self.next.or(self.layer)
+    }
+
+    /// Points the sink at the layer it should get; `true` if that is a
+    /// change (the caller hurries a keyframe of it).
+    fn retarget(&mut self, layers: &Layers) -> bool {
+        let Some(target) = layers.pick(&self.choice, self.step_down.steps()) else {
+            return false;
+        };
+        if self.layer == Some(target) {
+            self.next = None;
+            false
+        } else if self.next == Some(target) {
+            false
+        } else {
+            self.next = Some(target);
+            true
+        }
     }
 
     /// Starts a joining viewer on a cached keyframe, so it decodes a picture
@@ -105,6 +148,31 @@ impl ViewerSink {
         }
         self.rewriter.rebase();
         self.waiting_for_keyframe = true;
+    }
+
+    /// Whether the sink takes this packet of `layer`: it switches to a
+    /// pending layer at that layer's keyframe (or first packet, for audio),
+    /// and video waits for a keyframe after any break.
+    fn admits(&mut self, layer: u32, keyframe_start: bool, video: bool) -> bool {
+        if self.next == Some(layer) && (keyframe_start || !video) {
+            if self.layer.is_some() {
+                // Continue the viewer's numbering across the change of source.
+                self.rewriter.rebase();
+            }
+            self.layer = Some(layer);
+            self.next = None;
+            self.waiting_for_keyframe = false;
+        }
+        if self.layer != Some(layer) {
+            return false;
+        }
+        if self.waiting_for_keyframe && video {
+            if !keyframe_start {
+                return false;
+            }
+            self.waiting_for_keyframe = false;
+        }
+        true
     }
 }
 
@@ -145,8 +213,18 @@ pub enum ForwarderCommand {
     AddSink(ViewerSink),
     /// Stop sending to this viewer.
     RemoveSink(SessionId),
-    /// A viewer asked for a keyframe.
-    RequestKeyframe,
+    /// A viewer's RTCP about what it receives.
+    Feedback(SessionId, ViewerFeedback),
+}
+
+/// What a viewer's receiver tells about its track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerFeedback {
+    /// PLI or FIR: it needs a keyframe.
+    KeyframeRequest,
+    /// A reception report: the fraction (of 256) of packets lost since the
+    /// previous one.
+    Loss(u8),
 }
 
 /// A handle to a forwarder task; dropping every handle does not stop it
@@ -209,7 +287,7 @@ pub struct ForwarderSpec {
     pub track: Arc<dyn TrackRemote>,
     /// `Some` for video: which codec, to find keyframes.
     pub video: Option<VideoCodec>,
-    /// The publisher's SSRC, named in PLIs.
+    /// The publisher's first SSRC (the first layer, with simulcast).
     pub media_ssrc: u32,
     /// Viewers waiting for this track.
     pub sinks: Vec<ViewerSink>,
@@ -229,108 +307,238 @@ pub fn spawn(spec: ForwarderSpec) -> ForwarderHandle {
     ForwarderHandle { tx }
 }
 
+/// A forwarder's state, owned by its task.
+struct Forwarder {
+    video: Option<VideoCodec>,
+    sinks: Vec<ViewerSink>,
+    layers: Layers,
+    muted: bool,
+}
+
+impl Forwarder {
+    fn is_video(&self) -> bool {
+        self.video.is_some()
+    }
+
+    /// Asks the publisher for a keyframe of `layer` (coalesced).
+    fn request_keyframe(&mut self, layer: Option<u32>) {
+        if let (true, Some(layer)) = (self.is_video(), layer)
+            && let Some(layer) = self.layers.get_mut(layer)
+        {
+            layer.keyframes.request();
+        }
+    }
+
+    /// Points every sink at the layer it should get now.
+    fn retarget_all(&mut self) {
+        for i in 0..self.sinks.len() {
+            self.retarget(i);
+        }
+    }
+
+    fn retarget(&mut self, i: usize) {
+        if self.sinks[i].retarget(&self.layers) {
+            let next = self.sinks[i].next;
+            self.request_keyframe(next);
+        }
+    }
+
+    fn add_sink(&mut self, mut sink: ViewerSink, now: Instant) {
+        sink.rebase();
+        if let Some(target) = self.layers.pick(&sink.choice, sink.step_down.steps()) {
+            let cached = self
+                .layers
+                .get(target)
+                .and_then(|layer| layer.cache.keyframe())
+                .filter(|_| self.is_video() && !self.muted);
+            match cached {
+                Some(keyframe) => {
+                    sink.start_from(keyframe, now);
+                    sink.layer = Some(target);
+                }
+                None => sink.next = Some(target),
+            }
+            // Live from the next keyframe, which this hurries.
+            self.request_keyframe(Some(target));
+        }
+        self.sinks.push(sink);
+    }
+
+    fn feedback(&mut self, session: &SessionId, feedback: ViewerFeedback, now: Instant) {
+        let Some(i) = self.sinks.iter().position(|s| &s.session == session) else {
+            return;
+        };
+        match feedback {
+            ViewerFeedback::KeyframeRequest => {
+                let layer = self.sinks[i].wanted_layer();
+                self.request_keyframe(layer);
+            }
+            ViewerFeedback::Loss(fraction_lost) => {
+                let sink = &mut self.sinks[i];
+                let steps = sink.step_down.steps();
+                let lower_exists = self.layers.pick(&sink.choice, steps + 1)
+                    != self.layers.pick(&sink.choice, steps);
+                if sink.step_down.report(fraction_lost, lower_exists, now) {
+                    tracing::debug!(viewer = %session, fraction_lost, "viewer steps down a layer");
+                    self.retarget(i);
+                }
+            }
+        }
+    }
+
+    fn set_muted(&mut self, now_muted: bool) {
+        if self.muted && !now_muted {
+            // Resume from a keyframe, not from a broken picture.
+            let video = self.is_video();
+            for sink in &mut self.sinks {
+                sink.waiting_for_keyframe = video;
+            }
+            let wanted: Vec<_> = self.sinks.iter().map(ViewerSink::wanted_layer).collect();
+            for layer in wanted {
+                self.request_keyframe(layer);
+            }
+        }
+        self.muted = now_muted;
+    }
+
+    /// Takes one publisher packet.
+    fn packet(&mut self, mut packet: rtp::Packet, counters: &StreamCounters, now: Instant) {
+        let ssrc = packet.header.ssrc;
+        let keyframe_start = self
+            .video
+            .is_some_and(|codec| starts_keyframe(codec, &packet.payload));
+        counters.count(packet.payload.len(), keyframe_start);
+        // Strip extensions once here rather than per viewer: their ids
+        // belong to the publisher's negotiation, and an empty Vec clones
+        // without allocating.
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        let video = self.is_video();
+        let layer = self.layers.get_or_add(ssrc, MIN_PLI_INTERVAL);
+        let new_layer = layer.last_packet().is_none();
+        layer.saw_packet(packet.payload.len(), now);
+        if video {
+            layer.cache.observe(&packet, keyframe_start);
+        }
+        if new_layer {
+            // A publisher's first packets, or a layer (re)appearing.
+            self.layers.rerank(now);
+            self.retarget_all();
+        }
+        if !self.muted {
+            forward(packet, ssrc, keyframe_start, video, &mut self.sinks);
+        }
+    }
+
+    /// Every tick: rates and ranking, loss recovery, and keyframe requests
+    /// for viewers still waiting.
+    fn tick(&mut self, elapsed: Duration, now: Instant) {
+        self.layers.tick(elapsed, now);
+        for sink in &mut self.sinks {
+            sink.step_down.poll_step_up(now);
+        }
+        self.retarget_all();
+        if self.is_video() {
+            let waiting: Vec<_> = self
+                .sinks
+                .iter()
+                .filter(|s| s.waiting_for_keyframe || s.next.is_some())
+                .map(ViewerSink::wanted_layer)
+                .collect();
+            for layer in waiting {
+                self.request_keyframe(layer);
+            }
+        }
+    }
+}
+
 async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<ForwarderCommand>) {
     let _alive = spec.gauge.enter();
     let ForwarderSpec {
         track,
         video,
         media_ssrc,
-        mut sinks,
+        sinks,
         on_end,
         counters,
         ..
     } = spec;
-    let mut muted = false;
+    let mut fwd = Forwarder {
+        video,
+        sinks,
+        layers: Layers::default(),
+        muted: false,
+    };
+    fwd.layers.get_or_add(media_ssrc, MIN_PLI_INTERVAL);
     // Viewers handed over from a previous publisher continue their numbering.
-    for sink in &mut sinks {
+    for sink in &mut fwd.sinks {
         sink.rebase();
     }
-    let mut keyframes = KeyframeRequests::new(MIN_PLI_INTERVAL);
-    let mut cache = KeyframeCache::default();
-    if video.is_some() && !sinks.is_empty() {
-        keyframes.request();
-    }
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
     loop {
         tokio::select! {
             biased;
             command = commands.recv() => match command {
-                Some(ForwarderCommand::AddSink(mut sink)) => {
-                    sink.rebase();
-                    if video.is_some() {
-                        if let Some(keyframe) = cache.keyframe().filter(|_| !muted) {
-                            sink.start_from(keyframe, Instant::now());
-                        }
-                        // Live from the next keyframe, which this hurries.
-                        keyframes.request();
-                    }
-                    sinks.push(sink);
-                }
+                Some(ForwarderCommand::AddSink(sink)) => fwd.add_sink(sink, Instant::now()),
                 Some(ForwarderCommand::RemoveSink(session)) => {
-                    sinks.retain(|sink| sink.session != session);
+                    fwd.sinks.retain(|sink| sink.session != session);
                 }
-                Some(ForwarderCommand::RequestKeyframe) => keyframes.request(),
-                Some(ForwarderCommand::SetMuted(now_muted)) => {
-                    if muted && !now_muted {
-                        // Resume from a keyframe, not from a broken picture.
-                        for sink in &mut sinks {
-                            sink.waiting_for_keyframe = video.is_some();
-                        }
-                        keyframes.request();
-                    }
-                    muted = now_muted;
+                Some(ForwarderCommand::Feedback(session, feedback)) => {
+                    fwd.feedback(&session, feedback, Instant::now());
                 }
+                Some(ForwarderCommand::SetMuted(muted)) => fwd.set_muted(muted),
                 None => break,
             },
             event = track.poll() => match event {
-                Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
-                    let keyframe_start =
-                        video.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
-                    counters.count(packet.payload.len(), keyframe_start);
-                    // Strip extensions once here rather than per viewer: their
-                    // ids belong to the publisher's negotiation, and an empty
-                    // Vec clones without allocating.
-                    packet.header.extension = false;
-                    packet.header.extensions.clear();
-                    if video.is_some() {
-                        cache.observe(&packet, keyframe_start);
-                    }
-                    if !muted {
-                        forward(packet, keyframe_start, video.is_some(), &mut sinks);
-                    }
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                    fwd.packet(packet, &counters, Instant::now());
+                }
+                Some(TrackRemoteEvent::OnOpen(init)) => {
+                    fwd.layers.set_rid(init.ssrc, init.rid, MIN_PLI_INTERVAL);
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}
             },
             _ = tick.tick() => {
-                if video.is_some() && sinks.iter().any(|sink| sink.waiting_for_keyframe) {
-                    keyframes.request();
+                let now = Instant::now();
+                fwd.tick(now.saturating_duration_since(last_tick), now);
+                last_tick = now;
+            }
+        }
+        if fwd.is_video() {
+            let now = Instant::now();
+            for layer in fwd.layers.iter_mut() {
+                if !layer.keyframes.poll_send(now) {
+                    continue;
+                }
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: layer.ssrc,
+                };
+                if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+                    tracing::debug!("PLI to publisher failed: {e}");
                 }
             }
         }
-        if video.is_some() && keyframes.poll_send(Instant::now()) {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            };
-            if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
-                tracing::debug!("PLI to publisher failed: {e}");
-            }
-        }
     }
-    on_end(sinks);
+    on_end(fwd.sinks);
 }
 
-/// Sends one publisher packet (extensions stripped) to every sink.
-fn forward(packet: rtp::Packet, keyframe_start: bool, video: bool, sinks: &mut Vec<ViewerSink>) {
+/// Sends one publisher packet of layer `ssrc` (extensions stripped) to
+/// every sink that follows that layer.
+fn forward(
+    packet: rtp::Packet,
+    ssrc: u32,
+    keyframe_start: bool,
+    video: bool,
+    sinks: &mut Vec<ViewerSink>,
+) {
     let now = Instant::now();
     sinks.retain_mut(|sink| {
-        if sink.waiting_for_keyframe && video {
-            if !keyframe_start {
-                return true;
-            }
-            sink.waiting_for_keyframe = false;
+        if !sink.admits(ssrc, keyframe_start, video) {
+            return true;
         }
         let mut out = packet.clone();
         sink.rewriter.rewrite(&mut out.header, now);
@@ -348,11 +556,13 @@ fn forward(packet: rtp::Packet, keyframe_start: bool, video: bool, sinks: &mut V
 }
 
 /// Writes one viewer track: packets from its sink to the peer connection,
-/// and the viewer's PLI/FIR back as `on_keyframe_request` calls.
+/// and the viewer's RTCP about it (PLI/FIR, reception reports for the
+/// track's `ssrc`) back as `on_feedback` calls.
 pub async fn run_writer(
     track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
     mut packets: mpsc::Receiver<rtp::Packet>,
-    on_keyframe_request: impl Fn(),
+    on_feedback: impl Fn(ViewerFeedback),
     gauge: Gauge,
 ) {
     let _alive = gauge.enter();
@@ -370,7 +580,10 @@ pub async fn run_writer(
             event = track.poll(), if feedback_open => match event {
                 Some(TrackLocalEvent::OnRtcpPacket(rtcp)) => {
                     if rtcp.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        on_keyframe_request();
+                        on_feedback(ViewerFeedback::KeyframeRequest);
+                    }
+                    if let Some(lost) = rtcp.iter().filter_map(|p| fraction_lost(p.as_ref(), ssrc)).max() {
+                        on_feedback(ViewerFeedback::Loss(lost));
                     }
                 }
                 Some(_) => {}
@@ -383,6 +596,7 @@ pub async fn run_writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sfu::keyframe_cache::KeyframeCache;
     use bytes::Bytes;
 
     fn packet(seq: u16, payload: &'static [u8]) -> rtp::Packet {
@@ -400,14 +614,18 @@ mod tests {
     }
 
     fn sink(tx: mpsc::Sender<rtp::Packet>, dropped: &Arc<AtomicU64>) -> ViewerSink {
-        ViewerSink::new(
+        let mut sink = ViewerSink::new(
             SessionId::random(),
             MediaKind::Video,
             "video/H264".into(),
             Rewriter::new(rand::random(), 96, 90_000),
             tx,
             dropped.clone(),
-        )
+            LayerChoice::default(),
+        );
+        // Following the test packets' one layer.
+        sink.layer = Some(1);
+        sink
     }
 
     const IDR: &[u8] = &[0x65, 0x88];
@@ -419,9 +637,9 @@ mod tests {
         let (fast_tx, mut fast_rx) = mpsc::channel(1000);
         let (slow_tx, mut slow_rx) = mpsc::channel(2);
         let mut sinks = vec![sink(fast_tx, &dropped), sink(slow_tx, &dropped)];
-        forward(packet(1, IDR), true, true, &mut sinks);
+        forward(packet(1, IDR), 1, true, true, &mut sinks);
         for seq in 2..=100 {
-            forward(packet(seq, P_FRAME), false, true, &mut sinks);
+            forward(packet(seq, P_FRAME), 1, false, true, &mut sinks);
         }
         let mut fast = Vec::new();
         while let Ok(p) = fast_rx.try_recv() {
@@ -444,9 +662,9 @@ mod tests {
 
         // The slow viewer drains; it gets nothing until the next keyframe.
         while slow_rx.try_recv().is_ok() {}
-        forward(packet(101, P_FRAME), false, true, &mut sinks);
+        forward(packet(101, P_FRAME), 1, false, true, &mut sinks);
         assert!(slow_rx.try_recv().is_err(), "no P-frame after a loss");
-        forward(packet(102, IDR), true, true, &mut sinks);
+        forward(packet(102, IDR), 1, true, true, &mut sinks);
         assert_eq!(
             slow_rx.try_recv().expect("keyframe").header.sequence_number,
             102
@@ -466,17 +684,18 @@ mod tests {
         let mut sinks = vec![sink(tx, &dropped)];
         sinks[0].rebase();
         sinks[0].start_from(cache.keyframe().expect("cached"), Instant::now());
+        sinks[0].layer = Some(1);
         let first = rx.try_recv().expect("the cached keyframe, at once");
         assert_eq!(first.payload, IDR);
 
-        forward(packet(12, P_FRAME), false, true, &mut sinks);
+        forward(packet(12, P_FRAME), 1, false, true, &mut sinks);
         assert!(
             rx.try_recv().is_err(),
             "no delta that refers to skipped frames"
         );
         let mut next = packet(40, IDR);
         next.header.marker = true;
-        forward(next, true, true, &mut sinks);
+        forward(next, 1, true, true, &mut sinks);
         let live = rx.try_recv().expect("the next live keyframe");
         assert_eq!(
             live.header.sequence_number,
@@ -490,12 +709,59 @@ mod tests {
     }
 
     #[test]
+    fn a_viewer_changes_layer_at_the_new_layers_keyframe_with_continuous_numbering() {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (tx, mut rx) = mpsc::channel(100);
+        let mut sinks = vec![sink(tx, &dropped)];
+        let on_layer = |ssrc: u32, p: rtp::Packet| {
+            let mut p = p;
+            p.header.ssrc = ssrc;
+            p
+        };
+        forward(on_layer(1, packet(1, IDR)), 1, true, true, &mut sinks);
+        sinks[0].next = Some(2);
+        forward(on_layer(1, packet(2, P_FRAME)), 1, false, true, &mut sinks);
+        forward(
+            on_layer(2, packet(500, P_FRAME)),
+            2,
+            false,
+            true,
+            &mut sinks,
+        );
+        forward(on_layer(2, packet(501, IDR)), 2, true, true, &mut sinks);
+        forward(on_layer(1, packet(3, P_FRAME)), 1, false, true, &mut sinks);
+        forward(
+            on_layer(2, packet(502, P_FRAME)),
+            2,
+            false,
+            true,
+            &mut sinks,
+        );
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let payloads: Vec<_> = got.iter().map(|p| p.payload.clone()).collect();
+        assert_eq!(
+            payloads,
+            [IDR, P_FRAME, IDR, P_FRAME],
+            "layer 1 until layer 2's keyframe, then only layer 2"
+        );
+        let seqs: Vec<_> = got.iter().map(|p| p.header.sequence_number).collect();
+        for pair in seqs.windows(2) {
+            assert_eq!(
+                pair[1],
+                pair[0].wrapping_add(1),
+                "numbering continues: {seqs:?}"
+            );
+        }
+        assert!(got.iter().all(|p| p.header.ssrc == got[0].header.ssrc));
+    }
+
+    #[test]
     fn a_gone_viewer_is_removed() {
         let dropped = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(10);
         let mut sinks = vec![sink(tx, &dropped)];
         drop(rx);
-        forward(packet(1, IDR), true, true, &mut sinks);
+        forward(packet(1, IDR), 1, true, true, &mut sinks);
         assert!(sinks.is_empty());
     }
 

@@ -16,6 +16,7 @@ pub mod forwarder;
 mod ice;
 pub mod keyframe;
 pub mod keyframe_cache;
+pub mod layers;
 mod media_plane;
 pub mod peer;
 pub mod registry;
@@ -40,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::http::sdpfrag::SdpFrag;
 use crate::sfu::codecs::TrackCodec;
 use crate::sfu::forwarder::{VIEWER_QUEUE, ViewerSink};
+use crate::sfu::layers::LayerChoice;
 use crate::sfu::peer::{EventSink, Peer, PeerEvent, PeerSettings};
 use crate::sfu::registry::{CloseReason, Msg, NewTrack, NewViewer, Timings};
 use crate::sfu::rewrite::Rewriter;
@@ -349,13 +351,16 @@ impl Sfu {
         committed
     }
 
-    /// WHEP: negotiates a viewer session of `room`/`stream` for `identity`.
+    /// WHEP: negotiates a viewer session of `room`/`stream` for `identity`,
+    /// getting the simulcast layer `layer` of its video (if the publisher
+    /// sends several).
     pub async fn play(
         &self,
         room: RoomName,
         stream: StreamName,
         identity: String,
         offer: String,
+        layer: LayerChoice,
     ) -> Result<Created> {
         let sections = codecs::parse_offer(&offer)?;
         let published = self
@@ -369,7 +374,7 @@ impl Sfu {
         let session = SessionId::random();
         let (peer, (answer, sinks)) = self
             .negotiate(&session, &chosen, async |peer| {
-                self.prepare_viewer(peer, &session, &stream, &chosen, offer)
+                self.prepare_viewer(peer, &session, &stream, &chosen, offer, layer)
                     .await
             })
             .await?;
@@ -403,6 +408,7 @@ impl Sfu {
         stream: &StreamName,
         chosen: &[TrackCodec],
         offer: String,
+        layer: LayerChoice,
     ) -> Result<(String, Vec<ViewerSink>)> {
         let mut tracks = Vec::with_capacity(chosen.len());
         for codec in chosen {
@@ -456,16 +462,19 @@ impl Sfu {
                 rewriter,
                 tx,
                 self.dropped.clone(),
+                layer.clone(),
             ));
             let owner = self.owner.clone();
             let viewer = session.clone();
             tokio::spawn(forwarder::run_writer(
                 track,
+                ssrc,
                 rx,
-                move || {
-                    let _ = owner.send(Msg::ViewerKeyframeRequest {
+                move |feedback| {
+                    let _ = owner.send(Msg::ViewerFeedback {
                         session: viewer.clone(),
                         kind,
+                        feedback,
                     });
                 },
                 self.gauges.writers.clone(),

@@ -35,7 +35,9 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 use crate::error::{Error, Result};
 use crate::sfu::codecs::TrackCodec;
 use crate::sfu::forwarder::StreamCounters;
-use crate::sfu::forwarder::{self, ForwarderCommand, ForwarderHandle, ForwarderSpec, ViewerSink};
+use crate::sfu::forwarder::{
+    self, ForwarderCommand, ForwarderHandle, ForwarderSpec, ViewerFeedback, ViewerSink,
+};
 use crate::sfu::keyframe::VideoCodec;
 use crate::sfu::peer::Peer;
 use crate::sfu::{Gauges, MediaKind, SessionId, Stats};
@@ -187,8 +189,12 @@ pub enum Msg {
         reason: CloseReason,
         reply: Option<Reply<bool>>,
     },
-    /// A viewer sent PLI/FIR.
-    ViewerKeyframeRequest { session: SessionId, kind: MediaKind },
+    /// A viewer's RTCP about its `kind` track (PLI/FIR, loss).
+    ViewerFeedback {
+        session: SessionId,
+        kind: MediaKind,
+        feedback: ViewerFeedback,
+    },
     /// A peer connection changed state.
     PeerState {
         session: SessionId,
@@ -407,14 +413,18 @@ impl Owner {
                     let _ = reply.send(existed);
                 }
             }
-            Msg::ViewerKeyframeRequest { session, kind } => {
+            Msg::ViewerFeedback {
+                session,
+                kind,
+                feedback,
+            } => {
                 if let Some(s) = self.sessions.get(&session) {
                     let (room, stream) = (s.room.clone(), s.stream.clone());
                     if let Some((_, fwd)) = self
                         .stream_mut(&room, &stream)
                         .and_then(|st| st.forwarders.get(&kind))
                     {
-                        fwd.send(ForwarderCommand::RequestKeyframe);
+                        fwd.send(ForwarderCommand::Feedback(session, feedback));
                     }
                 }
             }

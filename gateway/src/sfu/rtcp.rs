@@ -1,11 +1,13 @@
 //! Interceptors of Vigil's own: a generic inbound filter, and the tap that
-//! lets viewers' keyframe requests reach the forwarder.
+//! lets viewers' keyframe requests and reception reports reach the
+//! forwarder (for coalesced PLIs and simulcast step-down).
 //!
 //! In webrtc-rs 0.21 inbound RTCP ends at the interceptor chain unless an
 //! interceptor marks it `DeliverToApplication`. An SFU must relay a viewer's
-//! PLI/FIR to the publisher (coalesced), so the tap, placed last in the
-//! chain (application-most, after NACK and report handling have seen
-//! everything), marks exactly those packets and lets the rest stop.
+//! PLI/FIR to the publisher (coalesced) and see how much each viewer loses,
+//! so the tap, placed last in the chain (application-most, after NACK and
+//! report handling have seen everything), marks exactly those packets and
+//! lets the rest stop.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -13,11 +15,37 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
 /// Slot after every built-in interceptor (the last built-in is 13 000).
 pub const KEYFRAME_REQUEST_SLOT: usize = 14_000;
+
+/// The fraction lost (of 256) a receiver or sender report gives for
+/// `ssrc`, if it reports on it.
+pub fn fraction_lost(packet: &dyn rtc::rtcp::Packet, ssrc: u32) -> Option<u8> {
+    let any = packet.as_any();
+    let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+        &rr.reports
+    } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+        &sr.reports
+    } else {
+        return None;
+    };
+    reports
+        .iter()
+        .find(|r| r.ssrc == ssrc)
+        .map(|r| r.fraction_lost)
+}
+
+/// Whether a viewer's RTCP packet is for the forwarder: a keyframe
+/// request, or a report on what it receives.
+fn is_viewer_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    is_keyframe_request(packet) || any.is::<ReceiverReport>() || any.is::<SenderReport>()
+}
 
 /// Whether an RTCP packet asks for a keyframe.
 pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
@@ -88,14 +116,14 @@ where
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// Marks inbound PLI and FIR for the application and stops all other inbound
-/// RTCP here; RTP passes through.
+/// Marks inbound PLI, FIR and reception reports for the application and
+/// stops all other inbound RTCP here; RTP passes through.
 pub fn keyframe_request_tap() -> impl Interceptor + 'static {
     ReadFilter::new(|msg: &mut TaggedPacket| {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let requests: Vec<_> = packets
                 .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
+                .filter(|p| is_viewer_feedback(p.as_ref()))
                 .cloned()
                 .collect();
             if requests.is_empty() {

@@ -1,0 +1,367 @@
+//! Simulcast: which of a track's encodings ("layers") each viewer gets.
+//!
+//! A simulcast publisher (browsers, OBS 32+) sends one m-section with
+//! several RTP streams, each named by a rid (RFC 8851/8853). Names are the
+//! publisher's choice (`q`/`h`/`f`, `0`/`1`/`2`, `low`/`high`...), so Vigil
+//! ranks layers by what they carry: the measured byte rate, highest first,
+//! with hysteresis so that two close layers do not trade places on every
+//! keyframe. A layer that stopped (a browser pauses its top layer when its
+//! uplink shrinks) leaves the ranking until it sends again.
+//!
+//! A viewer asks for a layer by rank (`high`, `mid`, `low`) or by rid; that
+//! is its ceiling. Receiver reports with heavy loss step it one layer down;
+//! after a quiet period it steps back up one layer at a time. A track
+//! without simulcast is a single layer and none of this changes anything.
+
+use std::time::{Duration, Instant};
+
+use crate::sfu::forwarder::KeyframeRequests;
+use crate::sfu::keyframe_cache::KeyframeCache;
+
+/// A layer that sent nothing for this long is out of the ranking.
+pub const INACTIVE_AFTER: Duration = Duration::from_secs(1);
+
+/// Fraction lost (of 256, as in RTCP reception reports) from which a
+/// viewer steps down a layer: about 10 %.
+pub const LOSS_STEP_DOWN: u8 = 26;
+
+/// Quiet time after the last heavy loss before a viewer steps back up.
+pub const STEP_UP_AFTER: Duration = Duration::from_secs(8);
+
+/// A lower-ranked layer must carry this much more (as a ratio) than the
+/// one above it before they trade places.
+const RANK_HYSTERESIS: f64 = 1.25;
+
+/// Weight of the newest sample in the rate average (sampled every tick).
+const RATE_SMOOTHING: f64 = 0.2;
+
+/// Which layer a viewer wants.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LayerChoice {
+    /// The best one the publisher sends (the default).
+    #[default]
+    High,
+    /// The middle one (with two layers, the lower).
+    Mid,
+    /// The lowest one.
+    Low,
+    /// The one with this rid (the best one while it is not being sent).
+    Rid(String),
+}
+
+impl LayerChoice {
+    /// Parses `high`, `mid`, `low` or a rid (RFC 8851: letters, digits,
+    /// `-`, `_`; at most 32 characters here).
+    pub fn parse(value: &str) -> Option<LayerChoice> {
+        match value {
+            "high" => Some(LayerChoice::High),
+            "mid" => Some(LayerChoice::Mid),
+            "low" => Some(LayerChoice::Low),
+            rid if !rid.is_empty()
+                && rid.len() <= 32
+                && rid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Some(LayerChoice::Rid(rid.to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One encoding of a published track.
+#[derive(Debug)]
+pub struct Layer {
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// Its rid, for simulcast.
+    pub rid: Option<String>,
+    /// Its last complete keyframe (video).
+    pub cache: KeyframeCache,
+    /// Keyframe requests for it, coalesced.
+    pub keyframes: KeyframeRequests,
+    bytes_since_tick: u64,
+    rate: f64,
+    last_packet: Option<Instant>,
+}
+
+impl Layer {
+    /// A layer not yet heard from.
+    pub fn new(ssrc: u32, rid: Option<String>, min_pli_interval: Duration) -> Self {
+        Layer {
+            ssrc,
+            rid,
+            cache: KeyframeCache::default(),
+            keyframes: KeyframeRequests::new(min_pli_interval),
+            bytes_since_tick: 0,
+            rate: 0.0,
+            last_packet: None,
+        }
+    }
+
+    /// Counts a packet of `bytes` payload.
+    pub fn saw_packet(&mut self, bytes: usize, now: Instant) {
+        self.bytes_since_tick += bytes as u64;
+        self.last_packet = Some(now);
+    }
+
+    /// When it last sent (`None`: never).
+    pub fn last_packet(&self) -> Option<Instant> {
+        self.last_packet
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|at| now.saturating_duration_since(at) < INACTIVE_AFTER)
+    }
+}
+
+/// A track's layers and their ranking.
+#[derive(Debug, Default)]
+pub struct Layers {
+    layers: Vec<Layer>,
+    /// Indexes into `layers`, best first; only active layers.
+    ranked: Vec<usize>,
+}
+
+impl Layers {
+    /// The layer sending as `ssrc`, learning it if new.
+    pub fn get_or_add(&mut self, ssrc: u32, min_pli_interval: Duration) -> &mut Layer {
+        let index = match self.layers.iter().position(|l| l.ssrc == ssrc) {
+            Some(index) => index,
+            None => {
+                self.layers.push(Layer::new(ssrc, None, min_pli_interval));
+                self.layers.len() - 1
+            }
+        };
+        &mut self.layers[index]
+    }
+
+    /// Names a layer's rid (when the track reports it).
+    pub fn set_rid(&mut self, ssrc: u32, rid: Option<String>, min_pli_interval: Duration) {
+        self.get_or_add(ssrc, min_pli_interval).rid = rid;
+    }
+
+    /// The layer sending as `ssrc`.
+    pub fn get_mut(&mut self, ssrc: u32) -> Option<&mut Layer> {
+        self.layers.iter_mut().find(|l| l.ssrc == ssrc)
+    }
+
+    /// The layer sending as `ssrc`.
+    pub fn get(&self, ssrc: u32) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.ssrc == ssrc)
+    }
+
+    /// All layers.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Layer> {
+        self.layers.iter_mut()
+    }
+
+    /// How many layers are being sent now.
+    pub fn active_count(&self) -> usize {
+        self.ranked.len()
+    }
+
+    /// Updates the rates from the bytes seen since the last call, `elapsed`
+    /// ago, and re-ranks.
+    pub fn tick(&mut self, elapsed: Duration, now: Instant) {
+        let seconds = elapsed.as_secs_f64().max(1e-3);
+        for layer in &mut self.layers {
+            let sample = layer.bytes_since_tick as f64 / seconds;
+            layer.rate += RATE_SMOOTHING * (sample - layer.rate);
+            layer.bytes_since_tick = 0;
+        }
+        self.rerank(now);
+    }
+
+    /// Ranks the active layers by rate, best first (also when a layer
+    /// starts sending between ticks).
+    pub fn rerank(&mut self, now: Instant) {
+        let layers = &self.layers;
+        // Keep the previous order, add newcomers at the end, drop the silent.
+        self.ranked.retain(|&i| layers[i].active(now));
+        for (i, layer) in layers.iter().enumerate() {
+            if layer.active(now) && !self.ranked.contains(&i) {
+                self.ranked.push(i);
+            }
+        }
+        // Insertion sort with hysteresis: a layer moves above another only
+        // if it carries clearly more.
+        for k in 1..self.ranked.len() {
+            let mut j = k;
+            while j > 0
+                && layers[self.ranked[j]].rate > RANK_HYSTERESIS * layers[self.ranked[j - 1]].rate
+            {
+                self.ranked.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+    }
+
+    /// The SSRC a viewer with `choice`, stepped down `steps` layers for
+    /// loss, should get; `None` while nothing is being sent.
+    pub fn pick(&self, choice: &LayerChoice, steps: usize) -> Option<u32> {
+        let last = self.ranked.len().checked_sub(1)?;
+        let ceiling = match choice {
+            LayerChoice::High => 0,
+            LayerChoice::Mid => self.ranked.len() / 2,
+            LayerChoice::Low => last,
+            LayerChoice::Rid(rid) => self
+                .ranked
+                .iter()
+                .position(|&i| self.layers[i].rid.as_deref() == Some(rid.as_str()))
+                .unwrap_or(0),
+        };
+        Some(self.layers[self.ranked[(ceiling + steps).min(last)]].ssrc)
+    }
+}
+
+/// A viewer's loss-driven step-down: how many layers below its choice it
+/// is held, and since when it has been quiet.
+#[derive(Debug, Default, Clone)]
+pub struct StepDown {
+    steps: usize,
+    last_loss: Option<Instant>,
+}
+
+impl StepDown {
+    /// Layers below the viewer's choice.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Takes a receiver report's fraction lost. Returns whether the viewer
+    /// stepped down (only while there is a lower layer than where it is).
+    pub fn report(&mut self, fraction_lost: u8, lower_exists: bool, now: Instant) -> bool {
+        if fraction_lost < LOSS_STEP_DOWN {
+            return false;
+        }
+        self.last_loss = Some(now);
+        if lower_exists {
+            self.steps += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Called every tick: after a quiet period, one step back up. Returns
+    /// whether it stepped up.
+    pub fn poll_step_up(&mut self, now: Instant) -> bool {
+        let quiet = self
+            .last_loss
+            .is_none_or(|at| now.saturating_duration_since(at) >= STEP_UP_AFTER);
+        if self.steps > 0 && quiet {
+            self.steps -= 1;
+            // The next step up waits for another quiet period.
+            self.last_loss = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLI: Duration = Duration::from_millis(500);
+
+    fn layers(rates: &[(u32, &str, u64)], now: Instant) -> Layers {
+        let mut layers = Layers::default();
+        for &(ssrc, rid, bytes) in rates {
+            layers.set_rid(ssrc, Some(rid.to_owned()), PLI);
+            layers.get_or_add(ssrc, PLI).saw_packet(bytes as usize, now);
+        }
+        // Enough ticks for the averages to settle.
+        for _ in 0..40 {
+            for &(ssrc, _, bytes) in rates {
+                layers.get_or_add(ssrc, PLI).saw_packet(bytes as usize, now);
+            }
+            layers.tick(Duration::from_millis(100), now);
+        }
+        layers
+    }
+
+    #[test]
+    fn layers_rank_by_rate_whatever_their_names() {
+        let now = Instant::now();
+        let l = layers(&[(1, "f", 10_000), (2, "q", 1_000), (3, "h", 4_000)], now);
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(1));
+        assert_eq!(l.pick(&LayerChoice::Mid, 0), Some(3));
+        assert_eq!(l.pick(&LayerChoice::Low, 0), Some(2));
+        assert_eq!(l.pick(&LayerChoice::Rid("h".into()), 0), Some(3));
+        assert_eq!(
+            l.pick(&LayerChoice::Rid("x".into()), 0),
+            Some(1),
+            "unknown rid: the best layer"
+        );
+    }
+
+    #[test]
+    fn steps_down_stop_at_the_lowest_layer() {
+        let now = Instant::now();
+        let l = layers(&[(1, "f", 10_000), (2, "q", 1_000), (3, "h", 4_000)], now);
+        assert_eq!(l.pick(&LayerChoice::High, 1), Some(3));
+        assert_eq!(l.pick(&LayerChoice::High, 2), Some(2));
+        assert_eq!(l.pick(&LayerChoice::High, 9), Some(2));
+        assert_eq!(l.pick(&LayerChoice::Rid("h".into()), 1), Some(2));
+    }
+
+    #[test]
+    fn close_layers_keep_their_order() {
+        let now = Instant::now();
+        let mut l = layers(&[(1, "a", 1_000), (2, "b", 1_100)], now);
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(1), "10 % is not enough");
+        for _ in 0..40 {
+            l.get_or_add(1, PLI).saw_packet(1_000, now);
+            l.get_or_add(2, PLI).saw_packet(2_000, now);
+            l.tick(Duration::from_millis(100), now);
+        }
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(2), "twice as much is");
+    }
+
+    #[test]
+    fn a_silent_layer_leaves_the_ranking() {
+        let t0 = Instant::now();
+        let mut l = layers(&[(1, "f", 10_000), (2, "q", 1_000)], t0);
+        let later = t0 + Duration::from_secs(2);
+        l.get_or_add(2, PLI).saw_packet(1_000, later);
+        l.tick(Duration::from_millis(100), later);
+        assert_eq!(l.active_count(), 1);
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(2));
+        assert_eq!(l.pick(&LayerChoice::Rid("f".into()), 0), Some(2));
+    }
+
+    #[test]
+    fn nothing_sent_nothing_picked() {
+        assert_eq!(Layers::default().pick(&LayerChoice::High, 0), None);
+    }
+
+    #[test]
+    fn heavy_loss_steps_down_and_quiet_steps_back_up() {
+        let t0 = Instant::now();
+        let mut s = StepDown::default();
+        assert!(!s.report(10, true, t0), "4 % loss is tolerated");
+        assert!(s.report(64, true, t0));
+        assert_eq!(s.steps(), 1);
+        assert!(!s.report(64, false, t0), "already at the lowest layer");
+        assert_eq!(s.steps(), 1);
+        assert!(!s.poll_step_up(t0 + Duration::from_secs(1)), "too soon");
+        assert!(s.poll_step_up(t0 + STEP_UP_AFTER));
+        assert_eq!(s.steps(), 0);
+        assert!(!s.poll_step_up(t0 + STEP_UP_AFTER * 3), "nothing to undo");
+    }
+
+    #[test]
+    fn layer_choices_parse() {
+        assert_eq!(LayerChoice::parse("low"), Some(LayerChoice::Low));
+        assert_eq!(LayerChoice::parse("q"), Some(LayerChoice::Rid("q".into())));
+        assert_eq!(LayerChoice::parse("0"), Some(LayerChoice::Rid("0".into())));
+        assert_eq!(LayerChoice::parse(""), None);
+        assert_eq!(LayerChoice::parse("a b"), None);
+        assert_eq!(LayerChoice::parse(&"x".repeat(33)), None);
+    }
+}
