@@ -414,16 +414,11 @@ impl Forwarder {
         packet.header.extension = false;
         packet.header.extensions.clear();
         let video = self.is_video();
+        // A new or resuming layer is ranked at the next tick, from its rate.
         let layer = self.layers.get_or_add(ssrc, MIN_PLI_INTERVAL);
-        let new_layer = layer.last_packet().is_none();
         layer.saw_packet(packet.payload.len(), now);
         if video {
             layer.cache.observe(&packet, keyframe_start);
-        }
-        if new_layer {
-            // A publisher's first packets, or a layer (re)appearing.
-            self.layers.rerank(now);
-            self.retarget_all();
         }
         if !self.muted {
             forward(packet, ssrc, keyframe_start, video, &mut self.sinks);

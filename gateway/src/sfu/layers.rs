@@ -100,15 +100,15 @@ impl Layer {
         }
     }
 
-    /// Counts a packet of `bytes` payload.
+    /// Counts a packet of `bytes` payload. Packets without payload
+    /// (padding: browsers probe bandwidth with it on a paused layer's SSRC
+    /// when RTX is not negotiated) do not make a layer active.
     pub fn saw_packet(&mut self, bytes: usize, now: Instant) {
+        if bytes == 0 {
+            return;
+        }
         self.bytes_since_tick += bytes as u64;
         self.last_packet = Some(now);
-    }
-
-    /// When it last sent (`None`: never).
-    pub fn last_packet(&self) -> Option<Instant> {
-        self.last_packet
     }
 
     fn active(&self, now: Instant) -> bool {
@@ -167,23 +167,34 @@ impl Layers {
     /// ago, and re-ranks.
     pub fn tick(&mut self, elapsed: Duration, now: Instant) {
         let seconds = elapsed.as_secs_f64().max(1e-3);
-        for layer in &mut self.layers {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
             let sample = layer.bytes_since_tick as f64 / seconds;
-            layer.rate += RATE_SMOOTHING * (sample - layer.rate);
+            if self.ranked.contains(&i) {
+                layer.rate += RATE_SMOOTHING * (sample - layer.rate);
+            } else {
+                // A layer (re)appearing starts from what it sends now, not
+                // from an average that decayed while it was silent.
+                layer.rate = sample;
+            }
             layer.bytes_since_tick = 0;
         }
-        self.rerank(now);
+        self.rank(now);
     }
 
-    /// Ranks the active layers by rate, best first (also when a layer
-    /// starts sending between ticks).
-    pub fn rerank(&mut self, now: Instant) {
+    /// Ranks the active layers by rate, best first.
+    fn rank(&mut self, now: Instant) {
         let layers = &self.layers;
-        // Keep the previous order, add newcomers at the end, drop the silent.
+        // Keep the previous order and drop the silent; a newcomer goes in
+        // at the place its first rate gives it.
         self.ranked.retain(|&i| layers[i].active(now));
         for (i, layer) in layers.iter().enumerate() {
             if layer.active(now) && !self.ranked.contains(&i) {
-                self.ranked.push(i);
+                let at = self
+                    .ranked
+                    .iter()
+                    .position(|&j| layer.rate > layers[j].rate)
+                    .unwrap_or(self.ranked.len());
+                self.ranked.insert(at, i);
             }
         }
         // Insertion sort with hysteresis: a layer moves above another only
@@ -313,13 +324,18 @@ mod tests {
     #[test]
     fn close_layers_keep_their_order() {
         let now = Instant::now();
-        let mut l = layers(&[(1, "a", 1_000), (2, "b", 1_100)], now);
+        let mut l = layers(&[(1, "a", 1_000), (2, "b", 900)], now);
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(1));
+        let feed = |l: &mut Layers, a: usize, b: usize| {
+            for _ in 0..40 {
+                l.get_or_add(1, PLI).saw_packet(a, now);
+                l.get_or_add(2, PLI).saw_packet(b, now);
+                l.tick(Duration::from_millis(100), now);
+            }
+        };
+        feed(&mut l, 1_000, 1_100);
         assert_eq!(l.pick(&LayerChoice::High, 0), Some(1), "10 % is not enough");
-        for _ in 0..40 {
-            l.get_or_add(1, PLI).saw_packet(1_000, now);
-            l.get_or_add(2, PLI).saw_packet(2_000, now);
-            l.tick(Duration::from_millis(100), now);
-        }
+        feed(&mut l, 1_000, 2_000);
         assert_eq!(l.pick(&LayerChoice::High, 0), Some(2), "twice as much is");
     }
 
@@ -333,6 +349,32 @@ mod tests {
         assert_eq!(l.active_count(), 1);
         assert_eq!(l.pick(&LayerChoice::High, 0), Some(2));
         assert_eq!(l.pick(&LayerChoice::Rid("f".into()), 0), Some(2));
+    }
+
+    #[test]
+    fn a_paused_layer_sending_only_padding_is_not_the_lowest_layer() {
+        let t0 = Instant::now();
+        let mut l = layers(&[(1, "f", 10_000), (2, "q", 1_000), (3, "h", 4_000)], t0);
+        // f pauses; its SSRC carries only padding (empty payloads).
+        let mut now = t0;
+        for _ in 0..20 {
+            now += Duration::from_millis(100);
+            l.get_or_add(1, PLI).saw_packet(0, now);
+            l.get_or_add(2, PLI).saw_packet(1_000, now);
+            l.get_or_add(3, PLI).saw_packet(4_000, now);
+            l.tick(Duration::from_millis(100), now);
+        }
+        assert_eq!(l.active_count(), 2);
+        assert_eq!(l.pick(&LayerChoice::Low, 0), Some(2));
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(3));
+        // f comes back: it ranks first from its first tick, not last.
+        now += Duration::from_millis(100);
+        l.get_or_add(1, PLI).saw_packet(10_000, now);
+        l.get_or_add(2, PLI).saw_packet(1_000, now);
+        l.get_or_add(3, PLI).saw_packet(4_000, now);
+        l.tick(Duration::from_millis(100), now);
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(1));
+        assert_eq!(l.pick(&LayerChoice::Low, 0), Some(2));
     }
 
     #[test]
