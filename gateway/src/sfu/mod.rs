@@ -18,6 +18,7 @@ pub mod keyframe;
 pub mod keyframe_cache;
 pub mod layers;
 mod media_plane;
+pub mod media_runtime;
 pub mod peer;
 pub mod registry;
 pub mod rewrite;
