@@ -13,56 +13,21 @@
 // {"event": "publishing"} until a line arrives on stdin (or --hold-ms passes).
 // Diagnostics go to stderr.
 
-import { createServer } from 'node:http';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { launchChromium } from './chromium.mjs';
-
-const HERE = dirname(fileURLToPath(import.meta.url));
+import {
+  drive, emit, finish, logger, parseArgs, runMain, sleep,
+} from './interop_common.mjs';
 
 // ---- arguments -------------------------------------------------------------
 
-const args = { scenario: 'play', codec: null, artifacts: null, name: 'chromium', 'wait-ms': '15000', 'hold-ms': '60000' };
-for (let i = 2; i < process.argv.length; i += 2) {
-  const key = process.argv[i].replace(/^--/, '');
-  args[key] = process.argv[i + 1];
-}
-if (!args.whip || !args.whep) {
-  console.error('usage: interop_whip_whep.mjs --whip URL --whep URL [--scenario play|trickle|restart] [--codec H264|VP8]');
-  process.exit(2);
-}
+const args = parseArgs(
+  { scenario: 'play', codec: null, artifacts: null, name: 'chromium', 'wait-ms': '15000', 'hold-ms': '60000' },
+  'interop_whip_whep.mjs --whip URL --whep URL [--scenario play|trickle|restart] [--codec H264|VP8]');
 const WAIT_MS = Number(args['wait-ms']);
 
-const emit = (object) => process.stdout.write(JSON.stringify(object) + '\n');
-const log = (...parts) => console.error('[driver]', ...parts);
-
-// ---- the pages' HTTP server ------------------------------------------------
-
-/** Serves this directory's interop-* files on 127.0.0.1 (a port of its own). */
-async function servePages() {
-  const types = { '.html': 'text/html', '.js': 'text/javascript' };
-  const server = createServer(async (req, res) => {
-    const name = new URL(req.url, 'http://x').pathname.slice(1);
-    if (!/^interop-[\w-]+\.(html|js)$/.test(name)) {
-      res.writeHead(404).end();
-      return;
-    }
-    try {
-      const body = await readFile(join(HERE, name));
-      res.writeHead(200, { 'Content-Type': types[extname(name)], 'Cache-Control': 'no-store' }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, origin: `http://127.0.0.1:${server.address().port}` };
-}
+const log = logger('driver');
 
 // ---- helpers -----------------------------------------------------------------
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Polls `sample()` every 250 ms until `done(value)` or `ms` pass. Returns the
@@ -192,62 +157,15 @@ async function main() {
   const scenario = SCENARIOS[args.scenario];
   if (!scenario) throw new Error(`unknown scenario ${args.scenario}`);
   const result = { ok: false, scenario: args.scenario, codec: args.codec, step: 'launch', publisher: {}, player: {}, console: [] };
-  const { server, origin } = await servePages();
-  result.pagesOrigin = origin;
-  // launch() runs Chromium on a fresh temporary profile that Playwright
-  // deletes on close; each page gets a browser context of its own, like two
-  // people on two machines (the player has no camera permission, so its host
-  // candidates are mDNS names, as for any WHEP viewer page).
-  const browser = await launchChromium({ loopback: true });
-  const ctx = {};
   // The trickle scenario's viewer is the Rust test's own webrtc-rs peer.
   const sides = args.scenario === 'trickle' ? ['publisher'] : ['publisher', 'player'];
-  try {
-    result.browserVersion = browser.version();
-    for (const side of sides) {
-      const context = await browser.newContext(
-        side === 'publisher' ? { permissions: ['camera', 'microphone'] } : {});
-      const page = await context.newPage();
-      page.on('console', (m) => result.console.push(`[${side}] ${m.type()}: ${m.text()}`));
-      page.on('pageerror', (e) => result.console.push(`[${side}] pageerror: ${e.message}`));
-      await page.goto(`${origin}/interop-${side}.html`);
-      await page.waitForFunction(() => window.interopReady === true);
-      ctx[side] = page;
-    }
-    result.userAgent = await ctx.publisher.evaluate(() => navigator.userAgent);
-    await scenario(ctx, result);
-    result.ok = true;
-    result.step = 'done';
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-    log('failed at', result.step, e);
-  } finally {
-    // Screenshots are for people; a failure to take one is not the test's.
-    if (args.artifacts) {
-      await mkdir(args.artifacts, { recursive: true }).catch(() => {});
-      for (const side of sides) {
-        await ctx[side]?.screenshot({ path: join(args.artifacts, `${args.name}-${side}.png`) })
-          .catch((e) => log(`screenshot of the ${side}: ${e}`));
-      }
-    }
-    for (const side of sides) {
-      const page = ctx[side];
-      if (!page) continue;
-      result[side].deleteStatus = await page.evaluate(() => window.interop.stop()).catch((e) => `error: ${e}`);
-      result[side].log = await page.evaluate(() => window.interop.log()).catch(() => null);
-    }
-    await browser.close().catch(() => {});
-    server.close();
-  }
-  if (args.artifacts) {
-    await writeFile(join(args.artifacts, `${args.name}-result.json`), JSON.stringify(result, null, 2))
-      .catch((e) => log(`writing the result file: ${e}`));
-  }
-  emit({ result });
+  await drive({
+    args, log, result,
+    pages: Object.fromEntries(sides.map((side) => [side, `interop-${side}.html`])),
+    into: (side) => result[side],
+    run: (ctx) => scenario(ctx, result),
+  });
+  await finish(args, result, log);
 }
 
-main().then(() => process.exit(0), (e) => {
-  log('fatal:', e);
-  emit({ result: { ok: false, step: 'driver', error: String(e?.stack ?? e) } });
-  process.exit(1);
-});
+runMain(main, log);

@@ -15,25 +15,15 @@
 // every 250 ms); the Rust test (interop_chromium_simulcast.rs) asserts.
 // Diagnostics go to stderr.
 
-import { createServer } from 'node:http';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, extname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { launchChromium } from './chromium.mjs';
-
-const HERE = dirname(fileURLToPath(import.meta.url));
+import {
+  drive, emit, finish, logger, parseArgs, runMain, sleep,
+} from './interop_common.mjs';
 
 // ---- arguments -------------------------------------------------------------
 
-const args = { codec: null, artifacts: null, name: 'chromium-simulcast', 'wait-ms': '25000' };
-for (let i = 2; i < process.argv.length; i += 2) {
-  const key = process.argv[i].replace(/^--/, '');
-  args[key] = process.argv[i + 1];
-}
-if (!args.whip || !args.whep) {
-  console.error('usage: simulcast.mjs --whip URL --whep URL [--codec VP8|H264] [--artifacts DIR]');
-  process.exit(2);
-}
+const args = parseArgs(
+  { codec: null, artifacts: null, name: 'chromium-simulcast', 'wait-ms': '25000' },
+  'simulcast.mjs --whip URL --whep URL [--codec VP8|H264] [--artifacts DIR]');
 /** How long the players get to show their layers (the best one: f). */
 const WAIT_MS = Number(args['wait-ms']);
 /** The decoded width from which a frame is the f layer (1280, or 960 if Chromium shrank it). */
@@ -43,31 +33,7 @@ const FULL_FRAMES = 30;
 /** Frames the low viewer decodes before the driver is satisfied. */
 const LOW_FRAMES = 60;
 
-const emit = (object) => process.stdout.write(JSON.stringify(object) + '\n');
-const log = (...parts) => console.error('[simulcast]', ...parts);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// ---- the pages' HTTP server ------------------------------------------------
-
-/** Serves this directory's interop-* files on 127.0.0.1 (a port of its own). */
-async function servePages() {
-  const types = { '.html': 'text/html', '.js': 'text/javascript' };
-  const server = createServer(async (req, res) => {
-    const name = new URL(req.url, 'http://x').pathname.slice(1);
-    if (!/^interop-[\w-]+\.(html|js)$/.test(name)) {
-      res.writeHead(404).end();
-      return;
-    }
-    try {
-      const body = await readFile(join(HERE, name));
-      res.writeHead(200, { 'Content-Type': types[extname(name)], 'Cache-Control': 'no-store' }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, origin: `http://127.0.0.1:${server.address().port}` };
-}
+const log = logger('simulcast');
 
 // ---- measurements ------------------------------------------------------------
 
@@ -236,65 +202,20 @@ async function main() {
     ok: false, codec: args.codec, step: 'launch', publisher: {}, players: { low: {}, best: {} },
     timing: {}, console: [],
   };
-  const { server, origin } = await servePages();
-  result.pagesOrigin = origin;
-  // One browser; each page gets a context of its own, like three people on
-  // three machines (the players have no camera permission, so their host
-  // candidates are mDNS names, as for any WHEP viewer page).
-  const browser = await launchChromium({ loopback: true });
-  const ctx = {};
-  try {
-    result.browserVersion = browser.version();
-    for (const [side, file] of Object.entries(SIDES)) {
-      const context = await browser.newContext(
-        side === 'publisher' ? { permissions: ['camera', 'microphone'] } : {});
-      const page = await context.newPage();
-      page.on('console', (m) => result.console.push(`[${side}] ${m.type()}: ${m.text()}`));
-      page.on('pageerror', (e) => result.console.push(`[${side}] pageerror: ${e.message}`));
-      await page.goto(`${origin}/${file}`);
-      await page.waitForFunction(() => window.interopReady === true);
-      ctx[side] = page;
-    }
-    result.userAgent = await ctx.publisher.evaluate(() => navigator.userAgent);
-    await run(ctx, result, t0);
-    result.ok = true;
-    result.step = 'done';
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-    log('failed at', result.step, e);
-  } finally {
-    const track = result.publisher.track;
-    result.publisher.history = track?.history ?? [];
-    result.timing.layersFirstEncodedMs = track?.firstEncodedMs ?? {};
-    delete result.publisher.track;
-    // Screenshots are for people; a failure to take one is not the test's.
-    if (args.artifacts) {
-      await mkdir(args.artifacts, { recursive: true }).catch(() => {});
-      for (const side of Object.keys(SIDES)) {
-        await ctx[side]?.screenshot({ path: join(args.artifacts, `${args.name}-${side}.png`) })
-          .catch((e) => log(`screenshot of the ${side}: ${e}`));
-      }
-    }
-    for (const side of Object.keys(SIDES)) {
-      const page = ctx[side];
-      if (!page) continue;
-      const into = side === 'publisher' ? result.publisher : result.players[side];
-      into.deleteStatus = await page.evaluate(() => window.interop.stop()).catch((e) => `error: ${e}`);
-      into.log = await page.evaluate(() => window.interop.log()).catch(() => null);
-    }
-    await browser.close().catch(() => {});
-    server.close();
-  }
+  await drive({
+    args, log, result,
+    pages: SIDES,
+    into: (side) => (side === 'publisher' ? result.publisher : result.players[side]),
+    run: (ctx) => run(ctx, result, t0),
+    collect: () => {
+      const track = result.publisher.track;
+      result.publisher.history = track?.history ?? [];
+      result.timing.layersFirstEncodedMs = track?.firstEncodedMs ?? {};
+      delete result.publisher.track;
+    },
+  });
   result.totalMs = Date.now() - t0;
-  if (args.artifacts) {
-    await writeFile(join(args.artifacts, `${args.name}-result.json`), JSON.stringify(result, null, 2))
-      .catch((e) => log(`writing the result file: ${e}`));
-  }
-  emit({ result });
+  await finish(args, result, log);
 }
 
-main().then(() => process.exit(0), (e) => {
-  log('fatal:', e);
-  emit({ result: { ok: false, step: 'driver', error: String(e?.stack ?? e) } });
-  process.exit(1);
-});
+runMain(main, log);

@@ -5,6 +5,7 @@
 //! asserts on the RTP that actually arrived. ICE on both sides is pinned to
 //! 127.0.0.1.
 
+pub mod browser;
 pub mod conformance;
 pub mod control;
 pub mod http_client;

@@ -321,6 +321,20 @@ impl ClientPeer {
         }
     }
 
+    /// Adds `track` in a send-only transceiver, as a WHIP publisher does.
+    pub async fn add_sending_track(&self, track: &Arc<TrackLocalStaticRTP>) {
+        self.pc
+            .add_transceiver_from_track(
+                track.clone(),
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("add sending track");
+    }
+
     /// Creates an offer and waits until it holds all local candidates.
     pub async fn offer(&self) -> String {
         let mut gathered = self.gathered.clone();
@@ -515,16 +529,7 @@ pub async fn publisher_peer_with_codec(
     let video = local_track(RtpCodecKind::Video, &video_codec, rand::random());
     let audio = local_track(RtpCodecKind::Audio, &opus_codec(), rand::random());
     for track in [&audio, &video] {
-        peer.pc
-            .add_transceiver_from_track(
-                track.clone(),
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .expect("add track");
+        peer.add_sending_track(track).await;
     }
     (peer, video, audio)
 }

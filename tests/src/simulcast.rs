@@ -20,7 +20,6 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::task::JoinHandle;
 use vigil_gateway::sfu::rtcp::is_keyframe_request;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -45,6 +44,23 @@ pub fn layer_of(payload: &[u8]) -> Option<usize> {
         .get(1)
         .map(|&l| usize::from(l))
         .filter(|&l| l < LAYERS.len())
+}
+
+/// The rids of an answer's `a=simulcast:recv` line, sorted (alternatives
+/// and the paused marker `~` stripped). Only a CRLF-terminated line counts:
+/// OBS reads the rid list up to CRLF.
+pub fn simulcast_recv_rids(answer: &str) -> Option<Vec<String>> {
+    let line = answer
+        .split("\r\n")
+        .find(|l| l.starts_with("a=simulcast:"))?;
+    let list = line.strip_prefix("a=simulcast:recv ")?;
+    let mut rids: Vec<String> = list
+        .split(';')
+        .flat_map(|alternatives| alternatives.split(','))
+        .map(|rid| rid.trim_start_matches('~').to_owned())
+        .collect();
+    rids.sort_unstable();
+    Some(rids)
 }
 
 /// A publisher sending three simulcast layers.
@@ -88,16 +104,7 @@ impl SimulcastPublisher {
             RtpCodecKind::Video,
             encodings,
         )));
-        peer.pc
-            .add_transceiver_from_track(
-                track.clone(),
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .expect("add simulcast track");
+        peer.add_sending_track(&track).await;
         let offer = peer.offer().await;
         assert!(
             offer.contains("a=simulcast:send"),

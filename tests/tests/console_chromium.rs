@@ -38,10 +38,7 @@ const DRIVER_LIMIT: Duration = Duration::from_secs(240);
 fn dispatcher_and_field_user_in_chromium() {
     let driver = netns::browser_driver("console_e2e.mjs");
     let browser_dir = driver.parent().expect("tests/browser").to_owned();
-    let artifacts = netns::tests_dir()
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .join("artifacts/console");
+    let artifacts = vigil_tests::browser::artifacts_dir("console");
 
     netns::run(move || async move {
         // Vigil's defaults (ICE on 127.0.0.1), as a newcomer runs it.

@@ -25,14 +25,13 @@
 //! at a time. Screenshots of both pages, and the driver's full measurements,
 //! land in `artifacts/interop/` (not asserted).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use vigil_tests::browser::{self, BrowserDriver};
 use vigil_tests::netns;
 use vigil_tests::peers::Viewer;
 use vigil_tests::{base_url, eventually};
@@ -50,17 +49,9 @@ fn one_browser_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Checks the programs the test drives, and returns the driver script.
-fn driver_script() -> PathBuf {
-    netns::browser_driver("interop_whip_whep.mjs")
-}
-
 /// `artifacts/interop/` at the repository root (git-ignored).
 fn artifacts_dir() -> PathBuf {
-    netns::tests_dir()
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .join("artifacts/interop")
+    browser::artifacts_dir("interop")
 }
 
 /// What a failed task panicked with.
@@ -75,99 +66,42 @@ fn panic_text(error: tokio::task::JoinError) -> String {
     }
 }
 
-/// A running `interop_whip_whep.mjs`: its JSON lines, its stdin, its stderr.
+/// A running `interop_whip_whep.mjs`.
 struct Driver {
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<String>>,
-    started: Instant,
+    driver: BrowserDriver,
     name: String,
 }
 
 impl Driver {
     /// Starts the driver against Vigil at `base` (killed if the test ends first).
     fn spawn(base: &str, scenario: &str, codec: Option<&str>, name: &str) -> Driver {
-        let script = driver_script();
-        let mut command = Command::new("node");
-        command
-            .arg(&script)
-            .args(["--whip", &format!("{base}/whip/{ROOM}/{STREAM}")])
-            .args(["--whep", &format!("{base}/whep/{ROOM}/{STREAM}")])
-            .args(["--scenario", scenario])
-            .args(["--name", name])
-            .arg("--artifacts")
-            .arg(artifacts_dir())
-            .current_dir(script.parent().expect("browser dir"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut args: Vec<OsString> = [
+            "--whip",
+            &format!("{base}/whip/{ROOM}/{STREAM}"),
+            "--whep",
+            &format!("{base}/whep/{ROOM}/{STREAM}"),
+            "--scenario",
+            scenario,
+            "--name",
+            name,
+        ]
+        .map(OsString::from)
+        .into();
+        args.push("--artifacts".into());
+        args.push(artifacts_dir().into());
         if let Some(codec) = codec {
-            command.args(["--codec", codec]);
+            args.extend(["--codec".into(), codec.into()]);
         }
-        let mut child = command.spawn().expect("start node");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let stdin = child.stdin.take();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("stderr")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
         Driver {
-            child,
-            stdout,
-            stdin,
-            stderr,
-            started: Instant::now(),
+            driver: BrowserDriver::spawn("interop_whip_whep.mjs", args, DRIVER_LIMIT),
             name: name.to_owned(),
         }
-    }
-
-    /// The driver's stderr so far.
-    fn stderr(&self) -> String {
-        self.stderr.lock().expect("stderr").clone()
-    }
-
-    /// The next JSON line on stdout, within what is left of [`DRIVER_LIMIT`].
-    async fn next(&mut self) -> Value {
-        let left = DRIVER_LIMIT.saturating_sub(self.started.elapsed());
-        let line = match tokio::time::timeout(left, self.stdout.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            Ok(Ok(None)) => {
-                let status = self.child.wait().await;
-                panic!(
-                    "chromium driver exited ({status:?}) without a result\n--- driver stderr ---\n{}",
-                    self.stderr()
-                )
-            }
-            Ok(Err(e)) => panic!("reading the chromium driver's stdout: {e}"),
-            Err(_) => panic!(
-                "chromium driver gave no result within {DRIVER_LIMIT:?}\n--- driver stderr ---\n{}",
-                self.stderr()
-            ),
-        };
-        serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!(
-                "chromium driver printed a line that is not JSON ({e}): {line}\n--- driver stderr ---\n{}",
-                self.stderr()
-            )
-        })
     }
 
     /// Waits for `{"event": name}`.
     async fn wait_event(&mut self, name: &str) {
         loop {
-            let line = self.next().await;
+            let line = self.driver.next().await;
             if line["event"] == name {
                 return;
             }
@@ -181,39 +115,29 @@ impl Driver {
     fn report(&self, result: Value) -> Report {
         Report {
             result,
-            stderr: self.stderr(),
+            stderr: self.driver.stderr(),
             file: artifacts_dir().join(format!("{}-result.json", self.name)),
         }
     }
 
     /// Tells a holding driver to finish.
     async fn release(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            stdin
-                .write_all(b"stop\n")
-                .await
-                .expect("write to the driver");
-        }
+        self.driver.release().await;
     }
 
     /// Waits for the final `{"result": ...}` and for the process to exit.
     async fn result(mut self) -> Report {
-        loop {
-            let line = self.next().await;
-            if let Some(result) = line.get("result") {
-                let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-                let report = self.report(result.clone());
-                eprintln!(
-                    "{}: Chromium {} ran `{}` in {:.1} s (details in {})",
-                    self.name,
-                    report.result["browserVersion"].as_str().unwrap_or("?"),
-                    report.result["scenario"].as_str().unwrap_or("?"),
-                    self.started.elapsed().as_secs_f64(),
-                    report.file.display()
-                );
-                return report;
-            }
-        }
+        let result = self.driver.result(|_, _| {}).await;
+        let report = self.report(result);
+        eprintln!(
+            "{}: Chromium {} ran `{}` in {:.1} s (details in {})",
+            self.name,
+            report.result["browserVersion"].as_str().unwrap_or("?"),
+            report.result["scenario"].as_str().unwrap_or("?"),
+            self.driver.elapsed().as_secs_f64(),
+            report.file.display()
+        );
+        report
     }
 }
 

@@ -20,16 +20,15 @@
 //! measurements land in `artifacts/interop/chromium-simulcast-*` (not
 //! asserted).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::Command;
 use vigil_tests::base_url;
+use vigil_tests::browser::{self, BrowserDriver};
 use vigil_tests::netns;
+use vigil_tests::simulcast::simulcast_recv_rids;
 
 const ROOM: &str = "interop";
 const STREAM: &str = "simulcast";
@@ -46,10 +45,7 @@ const FULL_MIN_WIDTH: u64 = 960;
 
 /// `artifacts/interop/` at the repository root (git-ignored).
 fn artifacts_dir() -> PathBuf {
-    netns::tests_dir()
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .join("artifacts/interop")
+    browser::artifacts_dir("interop")
 }
 
 /// The driver's result, and what to print when an assertion on it fails.
@@ -61,83 +57,35 @@ struct Report {
 impl Report {
     /// Runs `simulcast.mjs` against Vigil at `base` and returns its result.
     async fn run(base: &str) -> Report {
-        let script = netns::browser_driver("simulcast.mjs");
-        let mut child = Command::new("node")
-            .arg(&script)
-            .args(["--whip", &format!("{base}/whip/{ROOM}/{STREAM}")])
-            .args(["--whep", &format!("{base}/whep/{ROOM}/{STREAM}")])
-            .args(["--name", NAME])
-            .args(["--wait-ms", &DECODE_WAIT.as_millis().to_string()])
-            .arg("--artifacts")
-            .arg(artifacts_dir())
-            .current_dir(script.parent().expect("browser dir"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start node");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("stderr")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let stderr_now = || stderr.lock().expect("stderr").clone();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let started = Instant::now();
-        loop {
-            let left = DRIVER_LIMIT.saturating_sub(started.elapsed());
-            let line = match tokio::time::timeout(left, stdout.next_line()).await {
-                Ok(Ok(Some(line))) => line,
-                Ok(Ok(None)) => {
-                    let status = child.wait().await;
-                    panic!(
-                        "chromium driver exited ({status:?}) without a result\n\
-                         --- driver stderr ---\n{}",
-                        stderr_now()
-                    )
-                }
-                Ok(Err(e)) => panic!("reading the chromium driver's stdout: {e}"),
-                Err(_) => panic!(
-                    "chromium driver gave no result within {DRIVER_LIMIT:?}\n\
-                     --- driver stderr ---\n{}",
-                    stderr_now()
-                ),
-            };
-            let line: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                panic!(
-                    "chromium driver printed a line that is not JSON ({e}): {line}\n\
-                     --- driver stderr ---\n{}",
-                    stderr_now()
-                )
-            });
-            if let Some(event) = line["event"].as_str() {
-                eprintln!("{NAME}: {:.1} s: {event}", started.elapsed().as_secs_f64());
-            }
-            if let Some(result) = line.get("result") {
-                let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-                eprintln!(
-                    "{NAME}: Chromium {} ran in {:.1} s (details in {})",
-                    result["browserVersion"].as_str().unwrap_or("?"),
-                    started.elapsed().as_secs_f64(),
-                    artifacts_dir()
-                        .join(format!("{NAME}-result.json"))
-                        .display()
-                );
-                return Report {
-                    result: result.clone(),
-                    stderr: stderr_now(),
-                };
-            }
+        let mut args: Vec<OsString> = [
+            "--whip",
+            &format!("{base}/whip/{ROOM}/{STREAM}"),
+            "--whep",
+            &format!("{base}/whep/{ROOM}/{STREAM}"),
+            "--name",
+            NAME,
+            "--wait-ms",
+            &DECODE_WAIT.as_millis().to_string(),
+        ]
+        .map(OsString::from)
+        .into();
+        args.push("--artifacts".into());
+        args.push(artifacts_dir().into());
+        let mut driver = BrowserDriver::spawn("simulcast.mjs", args, DRIVER_LIMIT);
+        let result = driver
+            .result(|event, at| eprintln!("{NAME}: {:.1} s: {event}", at.as_secs_f64()))
+            .await;
+        eprintln!(
+            "{NAME}: Chromium {} ran in {:.1} s (details in {})",
+            result["browserVersion"].as_str().unwrap_or("?"),
+            driver.elapsed().as_secs_f64(),
+            artifacts_dir()
+                .join(format!("{NAME}-result.json"))
+                .display()
+        );
+        Report {
+            result,
+            stderr: driver.stderr(),
         }
     }
 
@@ -241,23 +189,6 @@ impl Report {
         }
         out
     }
-}
-
-/// The rids of the answer's `a=simulcast:recv` line, sorted (alternatives
-/// and the paused marker `~` stripped).
-fn simulcast_recv_rids(answer: &str) -> Option<Vec<String>> {
-    let line = answer
-        .lines()
-        .find(|l| l.starts_with("a=simulcast:"))?
-        .trim_end();
-    let list = line.strip_prefix("a=simulcast:recv ")?;
-    let mut rids: Vec<String> = list
-        .split(';')
-        .flat_map(|alternatives| alternatives.split(','))
-        .map(|rid| rid.trim_start_matches('~').to_owned())
-        .collect();
-    rids.sort_unstable();
-    Some(rids)
 }
 
 #[test]

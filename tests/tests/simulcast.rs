@@ -13,7 +13,9 @@ use std::time::Duration;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use vigil_tests::peers::{Viewer, viewer_peer};
-use vigil_tests::simulcast::{LAYERS, SimulcastPublisher, layer_counts, layers_received};
+use vigil_tests::simulcast::{
+    LAYERS, SimulcastPublisher, layer_counts, layers_received, simulcast_recv_rids,
+};
 use vigil_tests::{base_url, eventually, start_server};
 
 const Q: usize = 0;
@@ -74,16 +76,12 @@ async fn whip_answer_accepts_every_offered_layer() {
     let answer = &publisher.response.body;
     // OBS counts the `;`-separated entries of this line up to CRLF and
     // gives up if one is missing (whip-whep.md, OBS).
-    let line = answer
-        .split("\r\n")
-        .find(|l| l.starts_with("a=simulcast:"))
-        .unwrap_or_else(|| panic!("no a=simulcast in the answer:\n{answer}"));
-    let mut rids: Vec<&str> = line
-        .trim_start_matches("a=simulcast:recv ")
-        .split(';')
-        .collect();
-    rids.sort_unstable();
-    assert_eq!(rids, ["f", "h", "q"], "{line}");
+    let rids = simulcast_recv_rids(answer);
+    assert_eq!(
+        rids.as_deref(),
+        Some(&["f", "h", "q"].map(String::from)[..]),
+        "a=simulcast:recv with every rid, CRLF-terminated:\n{answer}"
+    );
     for (rid, _) in LAYERS {
         assert!(
             answer.contains(&format!("a=rid:{rid} recv")),

@@ -1,0 +1,143 @@
+//! Running a headless-Chromium driver script (`tests/browser/*.mjs`) from a
+//! test: the script prints JSON lines on stdout (progress events, then
+//! `{"result": ...}`) and diagnostics on stderr, which is kept for failure
+//! messages.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::netns;
+
+/// `artifacts/{name}/` at the repository root (git-ignored), where browser
+/// tests leave screenshots and their drivers' full results.
+pub fn artifacts_dir(name: &str) -> PathBuf {
+    netns::tests_dir()
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .join("artifacts")
+        .join(name)
+}
+
+/// A running driver script.
+pub struct BrowserDriver {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stdin: Option<ChildStdin>,
+    stderr: Arc<Mutex<String>>,
+    started: Instant,
+    limit: Duration,
+}
+
+impl BrowserDriver {
+    /// Starts `node tests/browser/{script} {args}` (checking Chromium, Node
+    /// and playwright-core first); everything it does must end within
+    /// `limit`. It is killed if the test ends first.
+    pub fn spawn(script: &str, args: Vec<OsString>, limit: Duration) -> BrowserDriver {
+        let script = netns::browser_driver(script);
+        let mut child = Command::new("node")
+            .arg(&script)
+            .args(args)
+            .current_dir(script.parent().expect("browser dir"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let stdin = child.stdin.take();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("stderr")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        BrowserDriver {
+            child,
+            stdout,
+            stdin,
+            stderr,
+            started: Instant::now(),
+            limit,
+        }
+    }
+
+    /// The driver's stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr").clone()
+    }
+
+    /// Time since the driver started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The next JSON line on stdout, within what is left of the limit.
+    pub async fn next(&mut self) -> Value {
+        let limit = self.limit;
+        let left = limit.saturating_sub(self.started.elapsed());
+        let line = match tokio::time::timeout(left, self.stdout.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => {
+                let status = self.child.wait().await;
+                panic!(
+                    "chromium driver exited ({status:?}) without a result\n--- driver stderr ---\n{}",
+                    self.stderr()
+                )
+            }
+            Ok(Err(e)) => panic!("reading the chromium driver's stdout: {e}"),
+            Err(_) => panic!(
+                "chromium driver gave no result within {limit:?}\n--- driver stderr ---\n{}",
+                self.stderr()
+            ),
+        };
+        serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "chromium driver printed a line that is not JSON ({e}): {line}\n--- driver stderr ---\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    /// Reads lines until `{"result": ...}`, handing each `{"event": ...}`
+    /// name to `on_event`; then waits (briefly) for the process to exit and
+    /// returns the result.
+    pub async fn result(&mut self, mut on_event: impl FnMut(&str, Duration)) -> Value {
+        loop {
+            let line = self.next().await;
+            if let Some(event) = line["event"].as_str() {
+                on_event(event, self.elapsed());
+            }
+            if let Some(result) = line.get("result") {
+                let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+                return result.clone();
+            }
+        }
+    }
+
+    /// Writes a line to the driver's stdin (once; a holding driver takes it
+    /// as "go on").
+    pub async fn release(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin
+                .write_all(b"stop\n")
+                .await
+                .expect("write to the driver");
+        }
+    }
+}
