@@ -320,12 +320,10 @@ impl Forwarder {
         self.video.is_some()
     }
 
-    /// Asks the publisher for a keyframe of `layer` (coalesced).
+    /// Asks the publisher for a keyframe of `layer` (coalesced; video only).
     fn request_keyframe(&mut self, layer: Option<u32>) {
-        if let (true, Some(layer)) = (self.is_video(), layer)
-            && let Some(layer) = self.layers.get_mut(layer)
-        {
-            layer.keyframes.request();
+        if self.is_video() {
+            self.layers.request_keyframe(layer);
         }
     }
 
@@ -392,10 +390,9 @@ impl Forwarder {
             let video = self.is_video();
             for sink in &mut self.sinks {
                 sink.waiting_for_keyframe = video;
-            }
-            let wanted: Vec<_> = self.sinks.iter().map(ViewerSink::wanted_layer).collect();
-            for layer in wanted {
-                self.request_keyframe(layer);
+                if video {
+                    self.layers.request_keyframe(sink.wanted_layer());
+                }
             }
         }
         self.muted = now_muted;
@@ -415,7 +412,7 @@ impl Forwarder {
         packet.header.extensions.clear();
         let video = self.is_video();
         // A new or resuming layer is ranked at the next tick, from its rate.
-        let layer = self.layers.get_or_add(ssrc, MIN_PLI_INTERVAL);
+        let layer = self.layers.get_or_add(ssrc);
         layer.saw_packet(packet.payload.len(), now);
         if video {
             layer.cache.observe(&packet, keyframe_start);
@@ -434,14 +431,10 @@ impl Forwarder {
         }
         self.retarget_all();
         if self.is_video() {
-            let waiting: Vec<_> = self
-                .sinks
-                .iter()
-                .filter(|s| s.waiting_for_keyframe || s.next.is_some())
-                .map(ViewerSink::wanted_layer)
-                .collect();
-            for layer in waiting {
-                self.request_keyframe(layer);
+            for sink in &self.sinks {
+                if sink.waiting_for_keyframe || sink.next.is_some() {
+                    self.layers.request_keyframe(sink.wanted_layer());
+                }
             }
         }
     }
@@ -464,7 +457,7 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
         layers: Layers::default(),
         muted: false,
     };
-    fwd.layers.get_or_add(media_ssrc, MIN_PLI_INTERVAL);
+    fwd.layers.get_or_add(media_ssrc);
     // Viewers handed over from a previous publisher continue their numbering.
     for sink in &mut fwd.sinks {
         sink.rebase();
@@ -491,7 +484,7 @@ async fn run(spec: ForwarderSpec, mut commands: mpsc::UnboundedReceiver<Forwarde
                     fwd.packet(packet, &counters, Instant::now());
                 }
                 Some(TrackRemoteEvent::OnOpen(init)) => {
-                    fwd.layers.set_rid(init.ssrc, init.rid, MIN_PLI_INTERVAL);
+                    fwd.layers.set_rid(init.ssrc, init.rid);
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}

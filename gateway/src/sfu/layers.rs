@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sfu::forwarder::KeyframeRequests;
+use crate::sfu::forwarder::{KeyframeRequests, MIN_PLI_INTERVAL};
 use crate::sfu::keyframe_cache::KeyframeCache;
 
 /// A layer that sent nothing for this long is out of the ranking.
@@ -88,12 +88,12 @@ pub struct Layer {
 
 impl Layer {
     /// A layer not yet heard from.
-    pub fn new(ssrc: u32, rid: Option<String>, min_pli_interval: Duration) -> Self {
+    pub fn new(ssrc: u32, rid: Option<String>) -> Self {
         Layer {
             ssrc,
             rid,
             cache: KeyframeCache::default(),
-            keyframes: KeyframeRequests::new(min_pli_interval),
+            keyframes: KeyframeRequests::new(MIN_PLI_INTERVAL),
             bytes_since_tick: 0,
             rate: 0.0,
             last_packet: None,
@@ -127,11 +127,11 @@ pub struct Layers {
 
 impl Layers {
     /// The layer sending as `ssrc`, learning it if new.
-    pub fn get_or_add(&mut self, ssrc: u32, min_pli_interval: Duration) -> &mut Layer {
+    pub fn get_or_add(&mut self, ssrc: u32) -> &mut Layer {
         let index = match self.layers.iter().position(|l| l.ssrc == ssrc) {
             Some(index) => index,
             None => {
-                self.layers.push(Layer::new(ssrc, None, min_pli_interval));
+                self.layers.push(Layer::new(ssrc, None));
                 self.layers.len() - 1
             }
         };
@@ -139,13 +139,15 @@ impl Layers {
     }
 
     /// Names a layer's rid (when the track reports it).
-    pub fn set_rid(&mut self, ssrc: u32, rid: Option<String>, min_pli_interval: Duration) {
-        self.get_or_add(ssrc, min_pli_interval).rid = rid;
+    pub fn set_rid(&mut self, ssrc: u32, rid: Option<String>) {
+        self.get_or_add(ssrc).rid = rid;
     }
 
-    /// The layer sending as `ssrc`.
-    pub fn get_mut(&mut self, ssrc: u32) -> Option<&mut Layer> {
-        self.layers.iter_mut().find(|l| l.ssrc == ssrc)
+    /// Asks for a keyframe of the layer sending as `ssrc` (coalesced).
+    pub fn request_keyframe(&mut self, ssrc: Option<u32>) {
+        if let Some(layer) = ssrc.and_then(|ssrc| self.layers.iter_mut().find(|l| l.ssrc == ssrc)) {
+            layer.keyframes.request();
+        }
     }
 
     /// The layer sending as `ssrc`.
@@ -278,18 +280,16 @@ impl StepDown {
 mod tests {
     use super::*;
 
-    const PLI: Duration = Duration::from_millis(500);
-
     fn layers(rates: &[(u32, &str, u64)], now: Instant) -> Layers {
         let mut layers = Layers::default();
         for &(ssrc, rid, bytes) in rates {
-            layers.set_rid(ssrc, Some(rid.to_owned()), PLI);
-            layers.get_or_add(ssrc, PLI).saw_packet(bytes as usize, now);
+            layers.set_rid(ssrc, Some(rid.to_owned()));
+            layers.get_or_add(ssrc).saw_packet(bytes as usize, now);
         }
         // Enough ticks for the averages to settle.
         for _ in 0..40 {
             for &(ssrc, _, bytes) in rates {
-                layers.get_or_add(ssrc, PLI).saw_packet(bytes as usize, now);
+                layers.get_or_add(ssrc).saw_packet(bytes as usize, now);
             }
             layers.tick(Duration::from_millis(100), now);
         }
@@ -328,8 +328,8 @@ mod tests {
         assert_eq!(l.pick(&LayerChoice::High, 0), Some(1));
         let feed = |l: &mut Layers, a: usize, b: usize| {
             for _ in 0..40 {
-                l.get_or_add(1, PLI).saw_packet(a, now);
-                l.get_or_add(2, PLI).saw_packet(b, now);
+                l.get_or_add(1).saw_packet(a, now);
+                l.get_or_add(2).saw_packet(b, now);
                 l.tick(Duration::from_millis(100), now);
             }
         };
@@ -344,7 +344,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = layers(&[(1, "f", 10_000), (2, "q", 1_000)], t0);
         let later = t0 + Duration::from_secs(2);
-        l.get_or_add(2, PLI).saw_packet(1_000, later);
+        l.get_or_add(2).saw_packet(1_000, later);
         l.tick(Duration::from_millis(100), later);
         assert_eq!(l.active_count(), 1);
         assert_eq!(l.pick(&LayerChoice::High, 0), Some(2));
@@ -359,9 +359,9 @@ mod tests {
         let mut now = t0;
         for _ in 0..20 {
             now += Duration::from_millis(100);
-            l.get_or_add(1, PLI).saw_packet(0, now);
-            l.get_or_add(2, PLI).saw_packet(1_000, now);
-            l.get_or_add(3, PLI).saw_packet(4_000, now);
+            l.get_or_add(1).saw_packet(0, now);
+            l.get_or_add(2).saw_packet(1_000, now);
+            l.get_or_add(3).saw_packet(4_000, now);
             l.tick(Duration::from_millis(100), now);
         }
         assert_eq!(l.active_count(), 2);
@@ -369,9 +369,9 @@ mod tests {
         assert_eq!(l.pick(&LayerChoice::High, 0), Some(3));
         // f comes back: it ranks first from its first tick, not last.
         now += Duration::from_millis(100);
-        l.get_or_add(1, PLI).saw_packet(10_000, now);
-        l.get_or_add(2, PLI).saw_packet(1_000, now);
-        l.get_or_add(3, PLI).saw_packet(4_000, now);
+        l.get_or_add(1).saw_packet(10_000, now);
+        l.get_or_add(2).saw_packet(1_000, now);
+        l.get_or_add(3).saw_packet(4_000, now);
         l.tick(Duration::from_millis(100), now);
         assert_eq!(l.pick(&LayerChoice::High, 0), Some(1));
         assert_eq!(l.pick(&LayerChoice::Low, 0), Some(2));

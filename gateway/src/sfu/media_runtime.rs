@@ -32,7 +32,7 @@ pub struct MediaRuntime {
 
 impl MediaRuntime {
     /// The runtime for one peer connection (it holds no state).
-    pub fn shared() -> Arc<dyn Runtime> {
+    pub fn for_peer() -> Arc<dyn Runtime> {
         Arc::new(MediaRuntime {
             inner: TokioRuntime,
         })

@@ -171,7 +171,7 @@ impl Peer {
             .with_setting_engine(setting.build())
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_runtime(MediaRuntime::shared())
+            .with_runtime(MediaRuntime::for_peer())
             .with_udp_addrs(vec![SocketAddr::new(settings.bind, 0)])
             .build()
             .await
