@@ -34,7 +34,7 @@ export const logger = (tag) => (...parts) => console.error(`[${tag}]`, ...parts)
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Serves this directory's interop-* files on 127.0.0.1 (a port of its own). */
-async function servePages() {
+export async function servePages() {
   const types = { '.html': 'text/html', '.js': 'text/javascript' };
   const server = createServer(async (req, res) => {
     const name = new URL(req.url, 'http://x').pathname.slice(1);

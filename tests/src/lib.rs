@@ -14,6 +14,7 @@ pub mod media;
 pub mod netns;
 pub mod peers;
 pub mod replay;
+pub mod script;
 pub mod simulcast;
 
 use std::future::Future;

@@ -21,168 +21,13 @@
 //! `whep_play.py` print their results as JSON lines, judged here.
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use vigil_gateway::sfu::keyframe::VideoCodec;
 use vigil_tests::netns;
 use vigil_tests::peers::{Publisher, Viewer};
+use vigil_tests::script::{Report, Script, require_aiortc};
 use vigil_tests::{base_url, eventually};
-
-const INSTALL_HINT: &str = "pip install -r tests/interop/requirements.txt (aiortc 1.16.0)";
-
-/// How long one script may take to report its next line.
-const REPORT_LIMIT: Duration = Duration::from_secs(40);
-
-/// Fails unless `python3` runs and can import aiortc.
-fn require_aiortc() {
-    netns::require_program("python3", "install Python 3 (Debian package python3)");
-    let output = std::process::Command::new("python3")
-        .args(["-c", "import aiortc, av"])
-        .output()
-        .expect("run python3");
-    assert!(
-        output.status.success(),
-        "python3 cannot import aiortc: {INSTALL_HINT}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A Python script from `tests/interop/aiortc/`, its stdout read line by
-/// line and its stderr kept for failure messages. Killed when dropped.
-struct Script {
-    label: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Script {
-    fn spawn(label: &str, script: &str, args: &[&str]) -> Script {
-        let path = netns::tests_dir().join("interop/aiortc").join(script);
-        let mut child = Command::new("python3")
-            // Unbuffered, and no __pycache__ left in the source tree.
-            .args(["-u", "-B"])
-            .arg(&path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{label}: start {}: {e}", path.display()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr piped");
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf).await {
-                sink.lock()
-                    .expect("stderr")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Script {
-            label: label.to_owned(),
-            stdin: child.stdin.take(),
-            stdout: BufReader::new(child.stdout.take().expect("stdout piped")).lines(),
-            child,
-            stderr,
-        }
-    }
-
-    /// The script's stderr so far (its last 4000 characters).
-    fn stderr(&self) -> String {
-        let all = self.stderr.lock().expect("stderr").clone();
-        let start = all.char_indices().rev().nth(3999).map_or(0, |(i, _)| i);
-        all[start..].to_owned()
-    }
-
-    fn fail(&self, step: &str, what: &str) -> ! {
-        panic!(
-            "{}: {step}: {what}\n--- stderr of {} ---\n{}",
-            self.label,
-            self.label,
-            self.stderr()
-        );
-    }
-
-    /// The next JSON line the script prints; fails on an `error` report, on
-    /// exit and after [`REPORT_LIMIT`].
-    async fn report(&mut self, step: &str) -> Report {
-        let mut other = Vec::new();
-        loop {
-            let line = match tokio::time::timeout(REPORT_LIMIT, self.stdout.next_line()).await {
-                Err(_) => self.fail(step, &format!("no report in {REPORT_LIMIT:?}")),
-                Ok(Err(e)) => self.fail(step, &format!("reading stdout: {e}")),
-                Ok(Ok(None)) => {
-                    let status = self.child.wait().await.ok();
-                    self.fail(
-                        step,
-                        &format!("exited ({status:?}) without a report; stdout: {other:?}"),
-                    )
-                }
-                Ok(Ok(Some(line))) => line,
-            };
-            let Ok(Value::Object(fields)) = serde_json::from_str(&line) else {
-                other.push(line);
-                continue;
-            };
-            eprintln!("{} reports: {line}", self.label);
-            let report = Report {
-                label: self.label.clone(),
-                fields,
-            };
-            if let Some(Value::String(error)) = report.fields.get("error") {
-                // The scripts name themselves with the label they are given.
-                let prefix = format!("{}: ", self.label);
-                self.fail(step, error.strip_prefix(&prefix).unwrap_or(error));
-            }
-            return report;
-        }
-    }
-
-    /// Closes stdin: `whip_publish.py` takes it as its cue to stop.
-    fn close_stdin(&mut self) {
-        self.stdin.take();
-    }
-
-    /// Waits for a clean exit.
-    async fn exits_cleanly(mut self, step: &str) {
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(status) => self.fail(step, &format!("exited with {status:?}")),
-            Err(_) => self.fail(step, "did not exit within 15 s"),
-        }
-    }
-}
-
-/// One JSON object a script printed.
-struct Report {
-    label: String,
-    fields: serde_json::Map<String, Value>,
-}
-
-impl Report {
-    fn num(&self, key: &str) -> f64 {
-        self.fields
-            .get(key)
-            .and_then(Value::as_f64)
-            .unwrap_or_else(|| panic!("{}: report field {key} is not a number", self.label))
-    }
-
-    fn str(&self, key: &str) -> &str {
-        self.fields
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("{}: report field {key} is not a string", self.label))
-    }
-}
 
 /// The codecs the scripts can force, as SDP names them.
 #[derive(Debug, Clone, Copy)]
@@ -268,7 +113,7 @@ fn assert_decoded(viewer: &Report, frames: f64) {
 /// Starts `whip_publish.py` and waits until it is connected.
 async fn aiortc_publisher(url: &str, codec: Codec) -> Script {
     let label = format!("aiortc WHIP publisher ({})", codec.sdp_name());
-    let mut publisher = Script::spawn(
+    let mut publisher = Script::python(
         &label,
         "whip_publish.py",
         &[
@@ -313,7 +158,7 @@ fn aiortc_to_aiortc(codec: Codec) {
 
         let label = format!("aiortc WHEP viewer ({})", codec.sdp_name());
         let whep = format!("{base}/whep/{stream}");
-        let mut viewer = Script::spawn(
+        let mut viewer = Script::python(
             &label,
             "whep_play.py",
             &[&whep, "--label", &label, "--counter", "--frames", "60"],
@@ -334,6 +179,14 @@ fn aiortc_to_aiortc(codec: Codec) {
         assert!(
             read >= 60.0 && unreadable == 0.0,
             "{label}: read the frame number from {read} frames, {unreadable} unreadable"
+        );
+        // A joining viewer starts on the cached keyframe, sent twice so that
+        // aiortc, which ends a frame only when the next one starts, decodes
+        // it at once: that picture may repeat once, nothing else.
+        let repeats = played.num("first_counter_repeats");
+        assert!(
+            repeats <= 1.0,
+            "{label}: the first frame number repeated {repeats} times"
         );
         let backwards = played.num("counter_backwards");
         assert_eq!(
@@ -452,7 +305,7 @@ fn webrtc_rs_publisher_to_aiortc_viewer() {
 
         let label = "aiortc WHEP viewer (webrtc-rs H264 publisher)";
         let whep = format!("{base}/whep/aiortc/fixture");
-        let mut viewer = Script::spawn(label, "whep_play.py", &[&whep, "--label", label]);
+        let mut viewer = Script::python(label, "whep_play.py", &[&whep, "--label", label]);
         let played = viewer.report("play and decode").await;
         viewer.exits_cleanly("exit").await;
 

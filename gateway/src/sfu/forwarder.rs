@@ -137,14 +137,25 @@ impl ViewerSink {
     /// at once. It then resumes live at the next keyframe (the delta frames
     /// in between refer to frames it never had), with its sequence numbers
     /// and timestamps continuing across the skip.
+    ///
+    /// The keyframe goes out twice, the second copy a tick later. A receiver
+    /// that ends a frame only when a packet of the next one arrives (aiortc's
+    /// jitter buffer, FFmpeg's H.264 parser: the marker bit is not enough
+    /// for them) would otherwise hold the first copy until the next live
+    /// keyframe, which a publisher that ignores PLI, as OBS does, sends only
+    /// at its next GOP. The second copy closes the first, and is itself a
+    /// whole keyframe that any decoder takes.
     fn start_from(&mut self, keyframe: &[rtp::Packet], now: Instant) {
-        for packet in keyframe {
-            let mut out = packet.clone();
-            self.rewriter.rewrite(&mut out.header, now);
-            if self.tx.try_send(out).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                break;
+        'copies: for _ in 0..2 {
+            for packet in keyframe {
+                let mut out = packet.clone();
+                self.rewriter.rewrite(&mut out.header, now);
+                if self.tx.try_send(out).is_err() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    break 'copies;
+                }
             }
+            self.rewriter.rebase();
         }
         self.rewriter.rebase();
         self.waiting_for_keyframe = true;
@@ -675,6 +686,21 @@ mod tests {
         sinks[0].layer = Some(1);
         let first = rx.try_recv().expect("the cached keyframe, at once");
         assert_eq!(first.payload, IDR);
+        let closing = rx.try_recv().expect("the cached keyframe again");
+        assert_eq!(closing.payload, IDR);
+        assert_eq!(
+            closing.header.sequence_number,
+            first.header.sequence_number.wrapping_add(1),
+            "the second copy is numbered after the first"
+        );
+        assert!(
+            closing
+                .header
+                .timestamp
+                .wrapping_sub(first.header.timestamp) as i32
+                > 0,
+            "the second copy is a later frame, which closes the first"
+        );
 
         forward(packet(12, P_FRAME), 1, false, true, &mut sinks);
         assert!(
@@ -687,11 +713,11 @@ mod tests {
         let live = rx.try_recv().expect("the next live keyframe");
         assert_eq!(
             live.header.sequence_number,
-            first.header.sequence_number.wrapping_add(1),
+            closing.header.sequence_number.wrapping_add(1),
             "numbering continues across the skipped frames"
         );
         assert!(
-            live.header.timestamp.wrapping_sub(first.header.timestamp) as i32 > 0,
+            live.header.timestamp.wrapping_sub(closing.header.timestamp) as i32 > 0,
             "time moves forward"
         );
     }

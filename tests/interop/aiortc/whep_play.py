@@ -12,7 +12,9 @@ checks it is gone, and prints one JSON line:
   planes), audio_frames, audio_hz (tone frequency from zero crossings),
   video_codecs (the answer's), and with --counter the frame numbers that
   whip_publish.py draws: counters_read, counters_unreadable, first_counter,
-  last_counter, counter_backwards (a number not above the previous one).
+  last_counter, first_counter_repeats (how often the first number repeats
+  at once), counter_backwards (after those, a number not above the previous
+  one).
 """
 
 import argparse
@@ -148,7 +150,14 @@ async def main():
         for reader in readers:
             reader.cancel()
 
+    # A viewer that joins a running stream starts on the server's cached
+    # keyframe, which Vigil sends twice (the second copy tells receivers like
+    # this one that the first is complete): the first number may repeat once.
     counters = stats.counters
+    first_repeats = 0
+    while len(counters) > first_repeats + 1 and counters[first_repeats + 1] == counters[0]:
+        first_repeats += 1
+    after_first = counters[first_repeats:]
     report(
         event="done",
         seconds=seconds,
@@ -160,7 +169,8 @@ async def main():
         counters_unreadable=stats.unreadable,
         first_counter=counters[0] if counters else -1,
         last_counter=counters[-1] if counters else -1,
-        counter_backwards=sum(b <= a for a, b in zip(counters, counters[1:])),
+        first_counter_repeats=first_repeats,
+        counter_backwards=sum(b <= a for a, b in zip(after_first, after_first[1:])),
         audio_frames=stats.audio_frames,
         audio_hz=round(stats.rising_crossings / max(stats.audible_seconds, 0.001)),
         delete_status=delete,
