@@ -101,14 +101,14 @@ pub async fn start_server(tweak: impl FnOnce(&mut Config)) -> Vigil {
 }
 
 /// Checks that an external program the test drives is installed, and
-/// otherwise fails saying what to install (`.ci/run` installs them all).
+/// otherwise fails saying what to install (`./test.sh` installs them all).
 pub fn require_program(program: &str, install_hint: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| {
-            panic!("`{program}` is not installed: {install_hint} (`.ci/run` installs it)")
+            panic!("`{program}` is not installed: {install_hint} (`./test.sh` installs it)")
         })
 }
 
@@ -123,7 +123,7 @@ pub fn browser_driver(script: &str) -> PathBuf {
     let browser_dir = tests_dir().join("browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run `npm ci --prefix tests/browser`"
+        "playwright-core is not installed: run ./test.sh (or `npm ci --prefix tests/browser`)"
     );
     browser_dir.join(script)
 }
