@@ -188,7 +188,10 @@ async function mainScenario(browser) {
   });
   await dispatcher.waitForSelector(`${tile} .badge[data-alarm=stalled]`, { timeout: STEP_MS });
   s.stalledBadgeMs = Date.now() - stopped;
-  s.alarmLogged = await dispatcher.textContent('[data-testid=events] li.alarm');
+  // The field user's own alarm: other cameras' alarms may be newer.
+  s.alarmLogged = await dispatcher.locator('[data-testid=events] li.alarm')
+    .filter({ hasText: `${FIELD}:` }).filter({ hasText: 'stalled' }).first()
+    .textContent({ timeout: STEP_MS });
   await shoot('04-stalled', { dispatcher });
 
   result.step = 'hang up';

@@ -139,7 +139,7 @@ fn dispatcher_and_field_user_in_chromium() {
         assert!(
             s["alarmLogged"]
                 .as_str()
-                .is_some_and(|text| text.contains("stalled")),
+                .is_some_and(|text| text.contains("field-1") && text.contains("stalled")),
             "{}",
             s["alarmLogged"]
         );
