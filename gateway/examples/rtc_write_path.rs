@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::crypto::SignatureScheme;
 use rtc::interceptor::{Registry, Slot};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -58,18 +57,15 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::srtp::context::Context as SrtpContext;
 use rtc::srtp::protection_profile::ProtectionProfile;
+use vigil_gateway::engine::{add_host_candidate, send_track};
 use vigil_gateway::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, keyframe_request_tap};
 
 // ---- heap accounting ---------------------------------------------------------
@@ -228,20 +224,7 @@ fn peer(
         .with_interceptor_registry(registry)
         .build(Instant::now())
         .expect("peer connection");
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .expect("host candidate");
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().expect("json"))
-        .expect("local candidate");
+    add_host_candidate(&mut pc, addr).expect("host candidate");
     Peer {
         pc,
         addr,
@@ -291,20 +274,7 @@ fn pair(index: u16, chain: Chain, codecs: Codecs) -> Pair {
 
     let codec = h264();
     let ssrc = 0x5e00_0000 + u32::from(index);
-    let track = MediaStreamTrack::new(
-        "vigil".to_owned(),
-        format!("video-{index}"),
-        format!("video-{index}"),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec,
-            ..Default::default()
-        }],
-    );
+    let track = send_track(&format!("video-{index}"), RtpCodecKind::Video, ssrc, codec);
     let sender_id = sender.pc.add_track(track).expect("track");
     sender
         .pc

@@ -1,0 +1,66 @@
+//! The sans-IO media engine that is to replace the `webrtc` driver behind
+//! [`crate::sfu`] (issue 12): all WebRTC media on one UDP port, webrtc-rs's
+//! `rtc` connections driven directly, a shard per core.
+//!
+//! Built so far, and tested packet by packet without sockets:
+//! - [`demux`]: which connection a datagram on the shared port belongs to
+//!   (STUN by the server ufrag, everything else by an address that passed a
+//!   check) and where a connection's media goes (its last checked address,
+//!   so a NAT rebinding heals at the next check).
+//!
+//! Not wired into the server yet: sessions still run on the per-connection
+//! `webrtc` driver in [`crate::sfu`]. The write path it will drive is
+//! measured in `examples/rtc_write_path.rs` (docs/performance.md).
+
+pub mod demux;
+
+use std::net::SocketAddr;
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::shared::error::Error;
+
+/// Gives `pc` one UDP host candidate at `addr`. On the shared media port
+/// every connection of a shard gets the same one: rtc matches a received
+/// datagram's local address against its candidates exactly, so `addr` must
+/// be the address the socket is bound to.
+pub fn add_host_candidate(pc: &mut RTCPeerConnection, addr: SocketAddr) -> Result<(), Error> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
+#[cfg(test)]
+mod one_port_tests;
+
+/// A track a connection sends with one encoding: `codec` on `ssrc`, the
+/// SSRC the engine writes its packets with.
+pub fn send_track(id: &str, kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        "vigil".to_owned(),
+        id.to_owned(),
+        id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )
+}
