@@ -7,12 +7,17 @@
 //!   (STUN by the server ufrag, everything else by an address that passed a
 //!   check) and where a connection's media goes (its last checked address,
 //!   so a NAT rebinding heals at the next check).
+//! - [`shard::Shard`]: the connections of one shard behind that
+//!   demultiplexer, their timers in one heap, and the fan-out of a
+//!   publisher's RTP to its viewers (rewritten per viewer by
+//!   [`crate::sfu::rewrite::Rewriter`]), with inputs in and outputs polled.
 //!
 //! Not wired into the server yet: sessions still run on the per-connection
-//! `webrtc` driver in [`crate::sfu`]. The write path it will drive is
+//! `webrtc` driver in [`crate::sfu`]; no socket loop drives a shard. The write path it will drive is
 //! measured in `examples/rtc_write_path.rs` (docs/performance.md).
 
 pub mod demux;
+pub mod shard;
 
 use std::net::SocketAddr;
 

@@ -1,48 +1,67 @@
-//! Many `rtc` connections behind one address, driven packet by packet with
-//! a fake clock and no sockets: the [`Demux`] is the only thing that tells
-//! their datagrams apart.
+//! A [`Shard`] with many `rtc` connections behind its one address, driven
+//! packet by packet with a fake clock and no sockets.
 //!
-//! Server side: ICE-lite connections, each with ICE credentials the engine
-//! chose, one H.264 send track, and one host candidate, the same for all
-//! ([`SERVER`]). Client side: full-ICE `rtc` connections shaped like WHEP
-//! players (receive-only offer). A small NAT in the harness can move a
-//! client to a new public address, as a rebinding does.
+//! Server side: ICE-lite connections with ICE credentials the test chose
+//! and one host candidate, the same for all ([`SERVER`]), handed to the
+//! shard. Client side: full-ICE `rtc` connections shaped like WHEP players
+//! (receive-only offer) or WHIP publishers (send-only offer). A small NAT in
+//! the harness can move a client to a new public address, as a rebinding
+//! does.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::demux::Demux;
+use super::shard::{ConnId, Event, Shard};
 use super::{add_host_candidate, send_track};
+use crate::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, keyframe_request_tap};
 
-/// The one media address every server connection shares.
-const SERVER: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
-    8189,
-);
+/// The one media address of the shard.
+const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8189);
 
-fn build(setting_engine: SettingEngineBuilder, now: Instant) -> RTCPeerConnection {
+fn h264() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .to_owned(),
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+/// A connection: the server's get the engine's slim chain (keyframe
+/// requests and reports to the engine, RR/SR), clients rtc's default one.
+fn build(setting_engine: SettingEngineBuilder, server: bool, now: Instant) -> RTCPeerConnection {
     let mut media_engine = MediaEngine::default();
     media_engine
         .register_default_codecs()
         .expect("default codecs");
-    let registry =
-        register_default_interceptors(Default::default(), &mut media_engine).expect("interceptors");
+    let registry = if server {
+        configure_rtcp_reports(
+            Registry::new().with(Slot::from(KEYFRAME_REQUEST_SLOT), keyframe_request_tap()),
+        )
+    } else {
+        register_default_interceptors(Registry::new(), &mut media_engine).expect("interceptors")
+    };
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine.build())
@@ -52,218 +71,180 @@ fn build(setting_engine: SettingEngineBuilder, now: Instant) -> RTCPeerConnectio
         .expect("peer connection")
 }
 
-struct Session {
-    server: RTCPeerConnection,
-    client: RTCPeerConnection,
-    /// The client's own address (its host candidate).
-    client_addr: SocketAddr,
-    /// Where the client's datagrams appear to come from, after the NAT.
+/// What a client does.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    /// Receives one video track (WHEP).
+    Viewer,
+    /// Sends one video track on this SSRC (WHIP).
+    Publisher(u32),
+}
+
+struct Client {
+    pc: RTCPeerConnection,
+    /// Its own address (its host candidate).
+    addr: SocketAddr,
+    /// Where its datagrams appear to come from, after the NAT.
     public_addr: SocketAddr,
-    sender: RTCRtpSenderId,
-    ssrc: u32,
-    connected: [bool; 2],
-    /// SSRCs of the RTP the client received, in order.
-    received: Vec<u32>,
+    connected: bool,
+    /// RTP it received: (SSRC, sequence number, payload).
+    received: Vec<(u32, u16, Bytes)>,
 }
 
-impl Session {
-    fn new(index: u8, now: Instant) -> Session {
-        let ufrag = format!("vigil{index}");
-        let lite = SettingEngineBuilder::new()
-            .with_lite(true)
-            .with_ice_credentials(ufrag, format!("password-of-session-{index:03}-xx"));
-        let mut server = build(lite, now);
-        add_host_candidate(&mut server, SERVER).expect("host candidate");
-
-        let client_addr = SocketAddr::from(([10, 1, 0, index], 5000));
-        let mut client = build(SettingEngineBuilder::new(), now);
-        add_host_candidate(&mut client, client_addr).expect("host candidate");
-        client
-            .add_transceiver_from_kind(
-                RtpCodecKind::Video,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
-            )
-            .expect("recvonly");
-        let offer = client.create_offer(None).expect("offer");
-        client
-            .set_local_description(now, offer.clone())
-            .expect("client local description");
-
-        let ssrc = 0x7000 + u32::from(index);
-        let codec = RTCRtpCodec {
-            mime_type: MIME_TYPE_H264.to_owned(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                .to_owned(),
-            rtcp_feedback: Vec::new(),
-        };
-        let track = send_track(&format!("video-{index}"), RtpCodecKind::Video, ssrc, codec);
-        let sender = server.add_track(track).expect("track");
-        server.set_remote_description(now, offer).expect("offer");
-        let answer = server.create_answer(None).expect("answer");
-        server
-            .set_local_description(now, answer.clone())
-            .expect("server local description");
-        client.set_remote_description(now, answer).expect("answer");
-        Session {
-            server,
-            client,
-            client_addr,
-            public_addr: client_addr,
-            sender,
-            ssrc,
-            connected: [false, false],
-            received: Vec::new(),
-        }
-    }
-
-    /// Sends one RTP packet on the session's track.
-    fn send_rtp(&mut self, now: Instant, seq: u16) {
-        let mut sender = self.server.rtp_sender(self.sender).expect("sender");
-        let payload_type = sender
-            .get_parameters()
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264))
-            .expect("H264 negotiated")
-            .payload_type;
-        sender
-            .write_rtp(
-                now,
-                rtp::Packet {
-                    header: rtp::header::Header {
-                        version: 2,
-                        payload_type,
-                        sequence_number: seq,
-                        timestamp: u32::from(seq) * 3000,
-                        marker: true,
-                        ssrc: self.ssrc,
-                        ..Default::default()
-                    },
-                    payload: Bytes::from_static(&[0x41, 0x9a, 0, 0]),
-                },
-            )
-            .expect("write_rtp");
-    }
+/// The server end of a client's session, in the shard.
+struct ServerEnd {
+    conn: ConnId,
+    /// For a viewer: its send track's sender and SSRC.
+    sender: Option<(RTCRtpSenderId, u32)>,
 }
 
-/// The sessions, the demultiplexer in front of their one address, and a
-/// fake clock.
+/// The shard, its clients and a fake clock.
 struct World {
-    sessions: Vec<Session>,
-    demux: Demux<usize>,
+    shard: Shard,
+    clients: Vec<Client>,
+    ends: Vec<ServerEnd>,
     now: Instant,
-    /// Datagrams to the server that the demultiplexer routed nowhere.
-    unrouted: usize,
+    events: Vec<Event>,
     /// Datagrams to a client address nobody holds any more.
     lost_to_old_addresses: usize,
 }
 
 impl World {
-    fn new(sessions: u8) -> World {
-        let now = Instant::now();
-        let sessions: Vec<Session> = (1..=sessions).map(|i| Session::new(i, now)).collect();
-        let mut demux = Demux::new();
-        for (i, s) in sessions.iter().enumerate() {
-            demux.add_ufrag(i, &format!("vigil{}", i + 1));
-            // The engine routes by the ufrag it chose; the SDP must carry it.
-            let answer = s.server.local_description().expect("answer").sdp.clone();
-            assert!(answer.contains(&format!("a=ice-ufrag:vigil{}", i + 1)));
-            assert!(answer.contains("a=ice-lite"));
-        }
+    fn new() -> World {
         World {
-            sessions,
-            demux,
-            now,
-            unrouted: 0,
+            shard: Shard::new(SERVER),
+            clients: Vec::new(),
+            ends: Vec::new(),
+            now: Instant::now(),
+            events: Vec::new(),
             lost_to_old_addresses: 0,
         }
+    }
+
+    /// Negotiates a client with a new server connection and hands the
+    /// latter to the shard. Returns the client's index.
+    fn join(&mut self, role: Role) -> usize {
+        let index = self.clients.len();
+        let now = self.now;
+        let ufrag = format!("vigil{index}");
+        let lite = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), format!("password-of-session-{index:03}-xx"));
+        let mut server = build(lite, true, now);
+        add_host_candidate(&mut server, SERVER).expect("host candidate");
+
+        let addr = SocketAddr::from(([10, 1, 0, index as u8 + 1], 5000));
+        let mut client = build(SettingEngineBuilder::new(), false, now);
+        add_host_candidate(&mut client, addr).expect("host candidate");
+        match role {
+            Role::Viewer => {
+                client
+                    .add_transceiver_from_kind(
+                        RtpCodecKind::Video,
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Recvonly,
+                            ..Default::default()
+                        }),
+                    )
+                    .expect("recvonly");
+            }
+            Role::Publisher(ssrc) => {
+                client
+                    .add_track(send_track("camera", RtpCodecKind::Video, ssrc, h264()))
+                    .expect("send track");
+            }
+        }
+        let offer = client.create_offer(None).expect("offer");
+        client
+            .set_local_description(now, offer.clone())
+            .expect("client local description");
+
+        let sender = match role {
+            Role::Viewer => {
+                let ssrc = 0x7000 + index as u32;
+                let track =
+                    send_track(&format!("video-{index}"), RtpCodecKind::Video, ssrc, h264());
+                Some((server.add_track(track).expect("track"), ssrc))
+            }
+            Role::Publisher(_) => None,
+        };
+        server.set_remote_description(now, offer).expect("offer");
+        let answer = server.create_answer(None).expect("answer");
+        server
+            .set_local_description(now, answer.clone())
+            .expect("server local description");
+        assert!(answer.sdp.contains(&format!("a=ice-ufrag:{ufrag}")));
+        assert!(answer.sdp.contains("a=ice-lite"));
+        client.set_remote_description(now, answer).expect("answer");
+
+        let conn = self.shard.add_connection(server, &ufrag, now);
+        self.ends.push(ServerEnd { conn, sender });
+        self.clients.push(Client {
+            pc: client,
+            addr,
+            public_addr: addr,
+            connected: false,
+            received: Vec::new(),
+        });
+        index
     }
 
     /// Moves every pending datagram once, runs due timers, then advances the
     /// clock by `step`.
     fn step(&mut self, step: Duration) {
         let now = self.now;
-        // Clients → the shared server address, through the demultiplexer.
-        let mut to_server = Vec::new();
-        for s in &mut self.sessions {
-            while let Some(out) = s.client.poll_write() {
-                assert_eq!(
-                    out.transport.peer_addr, SERVER,
-                    "clients only know one address"
-                );
-                to_server.push((s.public_addr, out.message));
+        for i in 0..self.clients.len() {
+            while let Some(out) = self.clients[i].pc.poll_write() {
+                assert_eq!(out.transport.peer_addr, SERVER, "clients know one address");
+                let from = self.clients[i].public_addr;
+                self.shard.handle_datagram(now, from, out.message);
             }
         }
-        for (from, datagram) in to_server {
-            self.deliver_to_server(from, datagram);
+        if self.shard.poll_timeout().is_some_and(|at| at <= now) {
+            self.shard.handle_timeout(now);
         }
-        // Server connections → wherever the demultiplexer says.
-        for i in 0..self.sessions.len() {
-            while let Some(out) = self.sessions[i].server.poll_write() {
-                let to = self
-                    .demux
-                    .on_transmit(i, out.transport.peer_addr, &out.message);
-                match self.sessions.iter_mut().find(|s| s.public_addr == to) {
-                    Some(client) => {
-                        let read = TaggedBytesMut {
-                            now,
-                            transport: TransportContext {
-                                local_addr: client.client_addr,
-                                peer_addr: SERVER,
-                                transport_protocol: TransportProtocol::UDP,
-                                ecn: None,
-                            },
-                            message: out.message,
-                        };
-                        let _dropped_if_refused = client.client.handle_read(read);
-                    }
-                    None => self.lost_to_old_addresses += 1,
+        while let Some(transmit) = self.shard.poll_transmit() {
+            match self
+                .clients
+                .iter_mut()
+                .find(|c| c.public_addr == transmit.to)
+            {
+                Some(client) => {
+                    let read = TaggedBytesMut {
+                        now,
+                        transport: TransportContext {
+                            local_addr: client.addr,
+                            peer_addr: SERVER,
+                            transport_protocol: TransportProtocol::UDP,
+                            ecn: None,
+                        },
+                        message: transmit.payload,
+                    };
+                    let _dropped_if_refused = client.pc.handle_read(read);
                 }
+                None => self.lost_to_old_addresses += 1,
             }
         }
-        for s in &mut self.sessions {
-            for (side, pc) in [&mut s.server, &mut s.client].into_iter().enumerate() {
-                while let Some(event) = pc.poll_event() {
-                    if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                        s.connected[side] = state == RTCPeerConnectionState::Connected;
-                    }
-                }
-                if pc.poll_timeout().is_some_and(|at| at <= now) {
-                    let _ended_by_state_events = pc.handle_timeout(now);
+        while let Some(event) = self.shard.poll_event() {
+            self.events.push(event);
+        }
+        for c in &mut self.clients {
+            while let Some(event) = c.pc.poll_event() {
+                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                    c.connected = state == RTCPeerConnectionState::Connected;
                 }
             }
-            while s.server.poll_read().is_some() {}
-            while let Some(TaggedRTCMessage { message, .. }) = s.client.poll_read() {
-                if let RTCMessage::RtpPacket(_, packet) = message {
-                    s.received.push(packet.header.ssrc);
+            if c.pc.poll_timeout().is_some_and(|at| at <= now) {
+                let _ended_by_state_events = c.pc.handle_timeout(now);
+            }
+            while let Some(TaggedRTCMessage { message, .. }) = c.pc.poll_read() {
+                if let RTCMessage::RtpPacket(_, p) = message {
+                    c.received
+                        .push((p.header.ssrc, p.header.sequence_number, p.payload));
                 }
             }
         }
         self.now += step;
-    }
-
-    fn deliver_to_server(&mut self, from: SocketAddr, datagram: bytes::BytesMut) {
-        let Some(i) = self.demux.route(from, &datagram) else {
-            self.unrouted += 1;
-            return;
-        };
-        let read = TaggedBytesMut {
-            now: self.now,
-            transport: TransportContext {
-                local_addr: SERVER,
-                peer_addr: from,
-                transport_protocol: TransportProtocol::UDP,
-                ecn: None,
-            },
-            message: datagram,
-        };
-        let _dropped_if_refused = self.sessions[i].server.handle_read(read);
     }
 
     fn run_until(&mut self, what: &str, limit: Duration, done: impl Fn(&World) -> bool) {
@@ -277,101 +258,277 @@ impl World {
         }
     }
 
-    fn all_connected(&self) -> bool {
-        self.sessions.iter().all(|s| s.connected == [true, true])
+    fn connect_all(&mut self) {
+        self.run_until("ICE and DTLS", Duration::from_secs(10), |w| {
+            w.clients.iter().all(|c| c.connected)
+                && w.ends
+                    .iter()
+                    .all(|e| w.events.contains(&Event::Connected(e.conn)))
+        });
+    }
+
+    /// Subscribes viewer client `viewer` to what publisher client
+    /// `publisher` sends on `ssrc`.
+    fn subscribe(&mut self, viewer: usize, publisher: usize, ssrc: u32) {
+        let (sender, viewer_ssrc) = self.ends[viewer].sender.expect("a viewer");
+        let source = (self.ends[publisher].conn, ssrc);
+        self.shard
+            .subscribe(source, self.ends[viewer].conn, sender, viewer_ssrc)
+            .expect("subscribe");
+    }
+
+    /// Publisher client `index` sends one packet.
+    fn client_sends(&mut self, index: usize, ssrc: u32, seq: u16) {
+        let now = self.now;
+        let pc = &mut self.clients[index].pc;
+        let sender = pc.get_senders().next().expect("a sender");
+        let mut sender = pc.rtp_sender(sender).expect("sender");
+        let payload_type = sender.get_parameters().rtp_parameters.codecs[0].payload_type;
+        let mut p = packet(ssrc, seq);
+        p.header.payload_type = payload_type;
+        sender.write_rtp(now, p).expect("write_rtp");
+    }
+}
+
+fn packet(ssrc: u32, seq: u16) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: u32::from(seq) * 3000,
+            marker: true,
+            ssrc,
+            ..Default::default()
+        },
+        payload: Bytes::from(vec![0x41, 0x9a, (seq >> 8) as u8, seq as u8]),
     }
 }
 
 #[test]
 fn sessions_sharing_one_address_connect_and_get_only_their_own_media() {
-    let mut world = World::new(3);
-    world.run_until(
-        "ICE and DTLS",
-        Duration::from_secs(10),
-        World::all_connected,
-    );
+    let mut world = World::new();
+    let cameras = [0x00ca_0001, 0x00ca_0002, 0x00ca_0003];
+    let publishers: Vec<usize> = cameras
+        .iter()
+        .map(|&ssrc| world.join(Role::Publisher(ssrc)))
+        .collect();
+    let viewers: Vec<usize> = cameras.iter().map(|_| world.join(Role::Viewer)).collect();
+    world.connect_all();
+    assert_eq!(world.shard.connections(), 6);
+    for i in 0..3 {
+        world.subscribe(viewers[i], publishers[i], cameras[i]);
+    }
 
     for seq in 0..20 {
-        let now = world.now;
-        for s in &mut world.sessions {
-            s.send_rtp(now, seq);
+        for i in 0..3 {
+            world.client_sends(publishers[i], cameras[i], seq + 100 * i as u16);
         }
         world.step(Duration::from_millis(5));
     }
     world.run_until("media", Duration::from_secs(1), |w| {
-        w.sessions.iter().all(|s| s.received.len() >= 20)
+        viewers.iter().all(|&v| w.clients[v].received.len() >= 20)
     });
-    for s in &world.sessions {
-        assert!(
-            s.received.iter().all(|ssrc| *ssrc == s.ssrc),
-            "client of SSRC {:#x} got {:?}",
-            s.ssrc,
-            s.received
+    for i in 0..3 {
+        let expected: Vec<Bytes> = (0..20)
+            .map(|seq| packet(cameras[i], seq + 100 * i as u16).payload)
+            .collect();
+        let got: Vec<Bytes> = world.clients[viewers[i]]
+            .received
+            .iter()
+            .map(|(_, _, p)| p.clone())
+            .collect();
+        assert_eq!(
+            got, expected,
+            "viewer {i} got exactly its publisher's packets"
         );
     }
 }
 
 #[test]
-fn a_datagram_from_an_unchecked_address_is_not_routed() {
-    let mut world = World::new(2);
-    world.run_until(
-        "ICE and DTLS",
-        Duration::from_secs(10),
-        World::all_connected,
-    );
+fn a_publishers_packets_reach_every_viewer_renumbered() {
+    const CAMERA: u32 = 0x00ca_fe01;
+    let mut world = World::new();
+    let publisher = world.join(Role::Publisher(CAMERA));
+    let viewers: Vec<usize> = (0..3).map(|_| world.join(Role::Viewer)).collect();
+    world.connect_all();
+    let source = (world.ends[publisher].conn, CAMERA);
+    for &v in &viewers {
+        let (sender, ssrc) = world.ends[v].sender.expect("viewer");
+        world
+            .shard
+            .subscribe(source, world.ends[v].conn, sender, ssrc)
+            .expect("subscribe");
+    }
 
-    // Anything from an address that passed no check of this connection,
-    // even a copy of a real client's datagram, goes nowhere.
-    let before = world.unrouted;
-    let spoofed = bytes::BytesMut::from(&[0x80u8, 0x60, 0, 9, 0, 0, 0, 9, 0, 0, 0x70, 0x01][..]);
-    world.deliver_to_server(SocketAddr::from(([203, 0, 113, 9], 5000)), spoofed);
-    assert_eq!(world.unrouted, before + 1);
-    let dtls_like = bytes::BytesMut::from(&[22u8, 0xfe, 0xfd, 0, 0][..]);
-    world.deliver_to_server(SocketAddr::from(([10, 1, 0, 1], 5001)), dtls_like);
-    assert_eq!(world.unrouted, before + 2);
-    assert!(world.all_connected(), "nobody was disturbed");
+    for seq in 1000..1050 {
+        world.client_sends(publisher, CAMERA, seq);
+        world.step(Duration::from_millis(5));
+    }
+    world.run_until("fan-out", Duration::from_secs(1), |w| {
+        viewers.iter().all(|&v| w.clients[v].received.len() >= 50)
+    });
+    for &v in &viewers {
+        let (_, ssrc) = world.ends[v].sender.expect("viewer");
+        let got = &world.clients[v].received;
+        assert!(
+            got.iter().all(|(s, _, _)| *s == ssrc),
+            "the viewer's own SSRC"
+        );
+        let payloads: Vec<&Bytes> = got.iter().map(|(_, _, p)| p).collect();
+        let sent: Vec<Bytes> = (1000..1050)
+            .map(|seq| packet(CAMERA, seq).payload)
+            .collect();
+        assert_eq!(
+            payloads,
+            sent.iter().collect::<Vec<_>>(),
+            "every packet, in order, unaltered"
+        );
+        assert!(
+            got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+            "continuous numbering"
+        );
+    }
+}
+
+#[test]
+fn a_viewers_keyframe_request_names_its_source() {
+    const CAMERA: u32 = 0x00ca_fe02;
+    let mut world = World::new();
+    let publisher = world.join(Role::Publisher(CAMERA));
+    let viewer = world.join(Role::Viewer);
+    world.connect_all();
+    let source = (world.ends[publisher].conn, CAMERA);
+    let (sender, ssrc) = world.ends[viewer].sender.expect("viewer");
+    let viewer_conn = world.ends[viewer].conn;
+    world
+        .shard
+        .subscribe(source, viewer_conn, sender, ssrc)
+        .expect("subscribe");
+
+    let now = world.now;
+    let pc = &mut world.clients[viewer].pc;
+    let receiver = pc.get_receivers().next().expect("a receiver");
+    pc.rtp_receiver(receiver)
+        .expect("receiver")
+        .write_rtcp(
+            now,
+            vec![Box::new(PictureLossIndication {
+                sender_ssrc: 1,
+                media_ssrc: ssrc,
+            })],
+        )
+        .expect("PLI");
+    let request = Event::KeyframeRequest {
+        viewer: viewer_conn,
+        source,
+    };
+    world.run_until("the PLI", Duration::from_secs(1), |w| {
+        w.events.contains(&request)
+    });
+}
+
+#[test]
+fn a_datagram_from_an_unchecked_address_is_ignored() {
+    let mut world = World::new();
+    world.join(Role::Viewer);
+    world.join(Role::Viewer);
+    world.connect_all();
+
+    // Anything from an address that passed no check of a connection, even
+    // shaped like SRTP or DTLS, goes nowhere: no output, nobody disturbed.
+    let now = world.now;
+    let spoofed = BytesMut::from(&[0x80u8, 0x60, 0, 9, 0, 0, 0, 9, 0, 0, 0x70, 0x01][..]);
+    world
+        .shard
+        .handle_datagram(now, SocketAddr::from(([203, 0, 113, 9], 5000)), spoofed);
+    let dtls_like = BytesMut::from(&[21u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
+    world
+        .shard
+        .handle_datagram(now, SocketAddr::from(([10, 1, 0, 1], 5001)), dtls_like);
+    assert!(world.shard.poll_transmit().is_none());
+    for _ in 0..100 {
+        world.step(Duration::from_millis(10));
+    }
+    assert!(
+        world.clients.iter().all(|c| c.connected),
+        "nobody was disturbed"
+    );
+    assert!(!world.events.iter().any(|e| matches!(e, Event::Closed(_))));
 }
 
 #[test]
 fn a_rebound_client_keeps_playing_after_its_next_check() {
-    let mut world = World::new(2);
-    world.run_until(
-        "ICE and DTLS",
-        Duration::from_secs(10),
-        World::all_connected,
-    );
+    const CAMERA: u32 = 0x00ca_fe03;
+    let mut world = World::new();
+    let publisher = world.join(Role::Publisher(CAMERA));
+    let viewers = [world.join(Role::Viewer), world.join(Role::Viewer)];
+    world.connect_all();
+    for v in viewers {
+        world.subscribe(v, publisher, CAMERA);
+    }
 
-    // Client 0's NAT gives it a new public port; the old mapping is gone.
+    // Viewer 0's NAT gives it a new public port; the old mapping is gone.
     let rebound = SocketAddr::from(([198, 51, 100, 7], 40_000));
-    world.sessions[0].public_addr = rebound;
-    let received_before = world.sessions[0].received.len();
-    world.run_until(
-        "media after the client's next check",
-        Duration::from_secs(5),
-        |w| w.demux.current_addr(0) == Some(rebound),
-    );
-    for seq in 100..110 {
-        let now = world.now;
-        for s in &mut world.sessions {
-            s.send_rtp(now, seq);
-        }
+    world.clients[viewers[0]].public_addr = rebound;
+    let conn = world.ends[viewers[0]].conn;
+    world.run_until("the viewer's next check", Duration::from_secs(5), |w| {
+        w.shard.peer_addr(conn) == Some(rebound)
+    });
+    for seq in 0..10 {
+        world.client_sends(publisher, CAMERA, seq);
         world.step(Duration::from_millis(5));
     }
     world.run_until("media to the new address", Duration::from_secs(1), |w| {
-        w.sessions[0].received.len() >= received_before + 10
+        viewers.iter().all(|&v| w.clients[v].received.len() >= 10)
     });
-    assert!(
-        world.sessions[1].received.len() >= 10,
-        "the other client is untouched"
-    );
-    assert!(world.all_connected());
-    let by_ssrc: HashMap<u32, usize> =
-        world.sessions[0]
-            .received
-            .iter()
-            .fold(HashMap::new(), |mut counts, ssrc| {
-                *counts.entry(*ssrc).or_default() += 1;
-                counts
-            });
-    assert_eq!(by_ssrc.len(), 1, "only its own track");
+    assert!(world.clients.iter().all(|c| c.connected));
+}
+
+#[test]
+fn removing_a_connection_forgets_it() {
+    let mut world = World::new();
+    world.join(Role::Viewer);
+    world.connect_all();
+    let conn = world.ends[0].conn;
+    let addr = world.shard.peer_addr(conn).expect("checked address");
+    let now = world.now;
+    world.shard.remove_connection(conn, now);
+    assert_eq!(world.shard.connections(), 0);
+    assert_eq!(world.shard.peer_addr(conn), None);
+    while world.shard.poll_transmit().is_some() {} // its DTLS close_notify
+    let media = BytesMut::from(&[0x80u8, 0x60, 0, 9, 0, 0, 0, 9, 0, 0, 0x70, 0x01][..]);
+    world.shard.handle_datagram(now, addr, media);
+    assert!(world.shard.poll_transmit().is_none(), "routes nowhere");
+}
+
+#[test]
+fn a_publishers_packet_leaves_for_every_viewer_within_the_same_input() {
+    const CAMERA: u32 = 0x00ca_fe04;
+    let mut world = World::new();
+    let publisher = world.join(Role::Publisher(CAMERA));
+    let viewers: Vec<usize> = (0..3).map(|_| world.join(Role::Viewer)).collect();
+    world.connect_all();
+    for &v in &viewers {
+        world.subscribe(v, publisher, CAMERA);
+    }
+    while world.shard.poll_transmit().is_some() {}
+
+    // One datagram in; no timer runs: the viewers' SRTP is already out.
+    world.client_sends(publisher, CAMERA, 7);
+    let from = world.clients[publisher].public_addr;
+    let now = world.now;
+    while let Some(out) = world.clients[publisher].pc.poll_write() {
+        world.shard.handle_datagram(now, from, out.message);
+    }
+    let mut to = Vec::new();
+    while let Some(transmit) = world.shard.poll_transmit() {
+        to.push(transmit.to);
+    }
+    for &v in &viewers {
+        assert!(
+            to.contains(&world.clients[v].public_addr),
+            "viewer {v} got nothing from this input: {to:?}"
+        );
+    }
 }

@@ -1,0 +1,339 @@
+//! One shard of the media engine: the connections it owns, the shared
+//! port's demultiplexer, their timers and the fan-out of publishers' RTP to
+//! viewers, as plain data.
+//!
+//! Inputs come in with the time they happen ([`Shard::handle_datagram`],
+//! [`Shard::handle_timeout`], and commands such as
+//! [`Shard::add_connection`] and [`Shard::subscribe`]); outputs are polled
+//! ([`Shard::poll_transmit`], [`Shard::poll_event`],
+//! [`Shard::poll_timeout`]). No socket, thread or clock: the I/O loop
+//! around it owns those, and tests drive it packet by packet.
+//!
+//! The run-loop invariant: after any input, every connection it touched has
+//! been drained (its datagrams are in the transmit queue, its events in the
+//! event queue, its RTP fanned out) and its next deadline is in the timer
+//! heap. So an I/O loop only sends what it polls and sleeps until
+//! [`Shard::poll_timeout`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use super::demux::Demux;
+use crate::sfu::rewrite::Rewriter;
+use crate::sfu::rtcp::is_keyframe_request;
+
+/// A connection of this shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u32);
+
+/// A datagram to send from the shard's socket.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub to: SocketAddr,
+    /// The bytes, SRTP/DTLS/STUN already applied.
+    pub payload: BytesMut,
+}
+
+/// What happened, for the room owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// ICE and DTLS are up.
+    Connected(ConnId),
+    /// The connection failed or closed; the shard has dropped it.
+    Closed(ConnId),
+    /// A viewer asked for a keyframe (PLI or FIR) of the stream it gets
+    /// from `source`.
+    KeyframeRequest {
+        /// The viewer.
+        viewer: ConnId,
+        /// The publisher connection and SSRC the viewer is subscribed to.
+        source: (ConnId, u32),
+    },
+}
+
+/// A viewer's end of a subscription: where one source SSRC goes.
+struct Sink {
+    viewer: ConnId,
+    sender: RTCRtpSenderId,
+    rewriter: Rewriter,
+}
+
+struct Conn {
+    pc: RTCPeerConnection,
+    /// The deadline this connection has in the heap, if any.
+    deadline: Option<Instant>,
+    connected: bool,
+}
+
+/// The connections of one shard and everything between them.
+pub struct Shard {
+    local: SocketAddr,
+    next_id: u32,
+    conns: HashMap<ConnId, Conn>,
+    demux: Demux<ConnId>,
+    /// Deadlines, earliest first; an entry whose connection has since moved
+    /// its deadline is stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Fan-out: a publisher connection's SSRC → its viewers.
+    sinks: HashMap<(ConnId, u32), Vec<Sink>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Shard {
+    /// A shard whose socket is bound to `local` (the address every
+    /// connection's host candidate carries).
+    pub fn new(local: SocketAddr) -> Self {
+        Shard {
+            local,
+            next_id: 0,
+            conns: HashMap::new(),
+            demux: Demux::new(),
+            timers: BinaryHeap::new(),
+            sinks: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Takes over a negotiated connection whose ICE credentials use `ufrag`
+    /// (see [`super::add_host_candidate`] for its candidate).
+    pub fn add_connection(&mut self, pc: RTCPeerConnection, ufrag: &str, now: Instant) -> ConnId {
+        let id = ConnId(self.next_id);
+        self.next_id += 1;
+        self.demux.add_ufrag(id, ufrag);
+        self.conns.insert(
+            id,
+            Conn {
+                pc,
+                deadline: None,
+                connected: false,
+            },
+        );
+        self.drain(id, now);
+        id
+    }
+
+    /// Closes and drops a connection, and every subscription to or from it.
+    pub fn remove_connection(&mut self, id: ConnId, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            let _closing_anyway = conn.pc.close();
+            self.drain(id, now);
+        }
+        self.forget(id);
+    }
+
+    /// Sends what `source` publishes on `source_ssrc` to `viewer`'s sender
+    /// `sender`, as `ssrc` at the payload type the viewer negotiated for the
+    /// sender's codec, numbered continuously for the viewer.
+    pub fn subscribe(
+        &mut self,
+        source: (ConnId, u32),
+        viewer: ConnId,
+        sender: RTCRtpSenderId,
+        ssrc: u32,
+    ) -> Option<()> {
+        let pc = &mut self.conns.get_mut(&viewer)?.pc;
+        let mut rtp_sender = pc.rtp_sender(sender)?;
+        let codec = rtp_sender.get_parameters().rtp_parameters.codecs.first()?;
+        let (payload_type, clock_rate) = (codec.payload_type, codec.rtp_codec.clock_rate);
+        self.sinks.entry(source).or_default().push(Sink {
+            viewer,
+            sender,
+            rewriter: Rewriter::new(ssrc, payload_type, clock_rate),
+        });
+        Some(())
+    }
+
+    /// A datagram arrived on the shard's socket from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
+        let Some(id) = self.demux.route(from, &payload) else {
+            return; // not a checked source of any connection: dropped
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let read = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: from,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: payload,
+        };
+        // A datagram rtc refuses (bad SRTP auth, a stray DTLS record) costs
+        // only itself.
+        let _refused = conn.pc.handle_read(read);
+        self.drain(id, now);
+    }
+
+    /// Runs every connection timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if conn.deadline != Some(at) {
+                continue; // stale: the connection has a newer deadline
+            }
+            conn.deadline = None;
+            let _reported_as_state_events = conn.pc.handle_timeout(now);
+            self.drain(id, now);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the room owner.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Shard::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// How many connections the shard holds.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The address `id`'s media goes to, once it has passed a check.
+    pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.demux.current_addr(id)
+    }
+
+    /// Empties connection `id` after an input: datagrams, events, received
+    /// media (fanned out to its viewers), then its next deadline.
+    fn drain(&mut self, id: ConnId, now: Instant) {
+        let mut closed = false;
+        let mut media = Vec::new();
+        let mut keyframe_requests = Vec::new();
+        {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            while let Some(out) = conn.pc.poll_write() {
+                let to = self
+                    .demux
+                    .on_transmit(id, out.transport.peer_addr, &out.message);
+                self.transmits.push_back(Transmit {
+                    to,
+                    payload: out.message,
+                });
+            }
+            while let Some(event) = conn.pc.poll_event() {
+                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                    match state {
+                        RTCPeerConnectionState::Connected if !conn.connected => {
+                            conn.connected = true;
+                            self.events.push_back(Event::Connected(id));
+                        }
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                            closed = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            while let Some(TaggedRTCMessage { message, .. }) = conn.pc.poll_read() {
+                match message {
+                    RTCMessage::RtpPacket(_, packet) => media.push(packet),
+                    RTCMessage::RtcpPacket(_, packets) => keyframe_requests.extend(
+                        packets
+                            .iter()
+                            .filter(|p| is_keyframe_request(p.as_ref()))
+                            .flat_map(|p| p.destination_ssrc()),
+                    ),
+                    _ => {} // data channels: none are negotiated
+                }
+            }
+            if !closed {
+                conn.deadline = conn.pc.poll_timeout();
+                if let Some(at) = conn.deadline {
+                    self.timers.push(Reverse((at, id)));
+                }
+            }
+        }
+        for viewer_ssrc in keyframe_requests {
+            if let Some(source) = self.source_of(id, viewer_ssrc) {
+                self.events
+                    .push_back(Event::KeyframeRequest { viewer: id, source });
+            }
+        }
+        for packet in media {
+            self.fan_out(id, packet, now);
+        }
+        if closed {
+            self.forget(id);
+            self.events.push_back(Event::Closed(id));
+        }
+    }
+
+    /// Writes a publisher's packet to each of its viewers.
+    fn fan_out(&mut self, source: ConnId, packet: rtp::Packet, now: Instant) {
+        let Some(sinks) = self.sinks.get_mut(&(source, packet.header.ssrc)) else {
+            return;
+        };
+        let mut touched = Vec::with_capacity(sinks.len());
+        for sink in sinks.iter_mut() {
+            let Some(conn) = self.conns.get_mut(&sink.viewer) else {
+                continue;
+            };
+            if !conn.connected {
+                continue; // packets written before DTLS are lost anyway
+            }
+            let mut out = packet.clone();
+            sink.rewriter.rewrite(&mut out.header, now);
+            if let Some(mut sender) = conn.pc.rtp_sender(sink.sender) {
+                let _counted_by_rtc_stats = sender.write_rtp(now, out);
+            }
+            touched.push(sink.viewer);
+        }
+        for viewer in touched {
+            self.drain(viewer, now);
+        }
+    }
+
+    /// The source a viewer's SSRC is subscribed to.
+    fn source_of(&self, viewer: ConnId, viewer_ssrc: u32) -> Option<(ConnId, u32)> {
+        self.sinks.iter().find_map(|(source, sinks)| {
+            sinks
+                .iter()
+                .any(|s| s.viewer == viewer && s.rewriter.ssrc() == viewer_ssrc)
+                .then_some(*source)
+        })
+    }
+
+    fn forget(&mut self, id: ConnId) {
+        self.conns.remove(&id);
+        self.demux.remove(id);
+        self.sinks.retain(|(source, _), _| *source != id);
+        for sinks in self.sinks.values_mut() {
+            sinks.retain(|s| s.viewer != id);
+        }
+    }
+}
