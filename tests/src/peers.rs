@@ -401,6 +401,21 @@ impl ClientPeer {
         .await;
     }
 
+    /// Records every RTP packet that arrives on this peer's tracks, as a
+    /// WHEP [`Viewer`] does; `offer` is the offer it sent (for the video
+    /// codecs by payload type).
+    pub fn record(&self, offer: &str) -> Arc<Mutex<Received>> {
+        let received = Arc::new(Mutex::new(Received::default()));
+        let (_never_paused, paused) = watch::channel(false);
+        tokio::spawn(record_tracks(
+            self.take_tracks(),
+            video_codecs_by_payload_type(offer),
+            received.clone(),
+            paused,
+        ));
+        received
+    }
+
     fn take_tracks(&self) -> mpsc::UnboundedReceiver<Arc<dyn TrackRemote>> {
         self.tracks
             .lock()

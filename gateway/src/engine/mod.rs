@@ -12,11 +12,19 @@
 //!   publisher's RTP to its viewers (rewritten per viewer by
 //!   [`crate::sfu::rewrite::Rewriter`]), with inputs in and outputs polled.
 //!
-//! Not wired into the server yet: sessions still run on the per-connection
-//! `webrtc` driver in [`crate::sfu`]; no socket loop drives a shard. The write path it will drive is
+//! - [`session::answer`]: an engine connection (ICE-lite, engine-chosen
+//!   credentials, the shard's address as its one candidate, slim chain)
+//!   answered from a client's offer.
+//! - [`io::ShardHandle`]: the shard's thread and socket loop, with batched
+//!   receive (GRO) and GSO sends, commanded over a channel.
+//!
+//! Not wired into WHIP/WHEP yet: sessions still run on the per-connection
+//! `webrtc` driver in [`crate::sfu`]. The write path it will drive is
 //! measured in `examples/rtc_write_path.rs` (docs/performance.md).
 
 pub mod demux;
+pub mod io;
+pub mod session;
 pub mod shard;
 
 use std::net::SocketAddr;

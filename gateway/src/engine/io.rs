@@ -1,0 +1,401 @@
+//! The outer layer of a shard: its thread, its one UDP socket, and the loop
+//! that feeds the [`Shard`] and sends what it polls.
+//!
+//! One thread per shard runs a single-threaded tokio runtime: it waits for
+//! the socket, a command, or the shard's next deadline, whichever comes
+//! first, and after every input flushes the shard's transmits. Receiving
+//! uses quinn-udp (GRO where the kernel has it: one `recvmsg` may carry many
+//! datagrams). Sending groups consecutive datagrams to one destination of
+//! equal size (the last may be shorter) into one UDP GSO `sendmsg`, up to
+//! what the kernel accepts; anything else goes one datagram per call.
+//!
+//! Commands come from other threads (the room owner, HTTP handlers) over an
+//! unbounded channel with oneshot replies; none of them touches the
+//! shard's state directly. Dropping the [`ShardHandle`] ends the loop.
+
+use std::io;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::shard::{ConnId, Event, Shard, Transmit};
+
+/// Receive buffers per `recvmsg` batch.
+const RECV_BATCH: usize = 8;
+/// The largest datagram expected (an MTU-sized packet, with room).
+const MAX_DATAGRAM: usize = 2048;
+
+enum Command {
+    Add {
+        pc: Box<RTCPeerConnection>,
+        ufrag: String,
+        reply: oneshot::Sender<ConnId>,
+    },
+    Subscribe {
+        source: (ConnId, u32),
+        viewer: ConnId,
+        sender: RTCRtpSenderId,
+        ssrc: u32,
+        reply: oneshot::Sender<bool>,
+    },
+    Remove(ConnId),
+}
+
+/// A running shard: its address and the way to command it.
+pub struct ShardHandle {
+    local_addr: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl ShardHandle {
+    /// Binds `bind` and starts the shard's thread. Returns the handle and
+    /// the shard's events.
+    pub fn spawn(bind: SocketAddr) -> io::Result<(ShardHandle, mpsc::UnboundedReceiver<Event>)> {
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        let local_addr = socket.local_addr()?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, event_rx) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("media-shard-{}", local_addr.port()))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match ShardLoop::new(socket, local_addr, command_rx, events) {
+                        Ok(shard_loop) => shard_loop.run().await,
+                        Err(error) => tracing::error!(%error, "media shard could not start"),
+                    }
+                })
+            })?;
+        Ok((
+            ShardHandle {
+                local_addr,
+                commands,
+            },
+            event_rx,
+        ))
+    }
+
+    /// The address every connection of this shard is reached at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Hands a negotiated connection (ICE credentials with `ufrag`) to the
+    /// shard. `None` if the shard has stopped.
+    pub async fn add_connection(&self, pc: RTCPeerConnection, ufrag: String) -> Option<ConnId> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Add {
+                pc: Box::new(pc),
+                ufrag,
+                reply,
+            })
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// See [`Shard::subscribe`]; `false` if the viewer or its sender is
+    /// gone.
+    pub async fn subscribe(
+        &self,
+        source: (ConnId, u32),
+        viewer: ConnId,
+        sender: RTCRtpSenderId,
+        ssrc: u32,
+    ) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.commands.send(Command::Subscribe {
+            source,
+            viewer,
+            sender,
+            ssrc,
+            reply,
+        });
+        sent.is_ok() && answer.await.unwrap_or(false)
+    }
+
+    /// Closes a connection.
+    pub fn remove_connection(&self, id: ConnId) {
+        // A stopped shard has no connections left to remove.
+        let _stopped = self.commands.send(Command::Remove(id));
+    }
+}
+
+struct ShardLoop {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    shard: Shard,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    recv_bufs: Vec<Vec<u8>>,
+    /// Datagrams polled from the shard, waiting to be sent.
+    pending: Vec<Transmit>,
+    /// One GSO batch being built.
+    batch: Vec<u8>,
+}
+
+impl ShardLoop {
+    fn new(
+        socket: std::net::UdpSocket,
+        local_addr: SocketAddr,
+        commands: mpsc::UnboundedReceiver<Command>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> io::Result<Self> {
+        let state = UdpSocketState::new((&socket).into())?;
+        let buf_len = MAX_DATAGRAM * state.gro_segments().max(1);
+        Ok(ShardLoop {
+            socket: UdpSocket::from_std(socket)?,
+            state,
+            shard: Shard::new(local_addr),
+            commands,
+            events,
+            recv_bufs: vec![vec![0; buf_len]; RECV_BATCH],
+            pending: Vec::new(),
+            batch: Vec::new(),
+        })
+    }
+
+    async fn run(mut self) {
+        loop {
+            self.flush().await;
+            while let Some(event) = self.shard.poll_event() {
+                // Nobody listening: the handle's owner is shutting down.
+                let _unheard = self.events.send(event);
+            }
+            let deadline = self
+                .shard
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                readable = self.socket.readable() => {
+                    if readable.is_ok() {
+                        self.receive();
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => self.apply(command),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    self.shard.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Add { pc, ufrag, reply } => {
+                let id = self.shard.add_connection(*pc, &ufrag, now);
+                // The asker gave up: the connection times out unconnected.
+                let _asker_gone = reply.send(id);
+            }
+            Command::Subscribe {
+                source,
+                viewer,
+                sender,
+                ssrc,
+                reply,
+            } => {
+                let done = self.shard.subscribe(source, viewer, sender, ssrc).is_some();
+                let _asker_gone = reply.send(done);
+            }
+            Command::Remove(id) => self.shard.remove_connection(id, now),
+        }
+    }
+
+    /// Reads every datagram the socket has now and hands each to the shard.
+    fn receive(&mut self) {
+        let mut meta = [RecvMeta::default(); RECV_BATCH];
+        loop {
+            let mut slices: Vec<IoSliceMut<'_>> = self
+                .recv_bufs
+                .iter_mut()
+                .map(|b| IoSliceMut::new(b))
+                .collect();
+            let received = self.socket.try_io(Interest::READABLE, || {
+                self.state
+                    .recv((&self.socket).into(), &mut slices, &mut meta)
+            });
+            let count = match received {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    tracing::debug!(%error, "media socket receive");
+                    return;
+                }
+            };
+            drop(slices);
+            let now = Instant::now();
+            for (buf, meta) in self.recv_bufs.iter().zip(&meta).take(count) {
+                let stride = meta.stride.max(1);
+                for datagram in buf[..meta.len].chunks(stride) {
+                    self.shard
+                        .handle_datagram(now, meta.addr, BytesMut::from(datagram));
+                }
+            }
+        }
+    }
+
+    /// Sends everything the shard has polled out, batching runs for GSO.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.shard.poll_transmit() {
+            self.pending.push(transmit);
+        }
+        let max_segments = self.state.max_gso_segments().max(1);
+        let pending = std::mem::take(&mut self.pending);
+        for run in gso_runs(&pending, max_segments) {
+            let first = &pending[run.start];
+            let contents: &[u8] = if run.len() == 1 {
+                &first.payload
+            } else {
+                self.batch.clear();
+                for t in &pending[run.clone()] {
+                    self.batch.extend_from_slice(&t.payload);
+                }
+                &self.batch
+            };
+            let transmit = UdpTransmit {
+                destination: first.to,
+                ecn: None,
+                contents,
+                segment_size: (run.len() > 1).then_some(first.payload.len()),
+                src_ip: None,
+            };
+            send(&self.socket, &self.state, &transmit).await;
+        }
+        // Keep the allocation for the next flush.
+        self.pending = pending;
+        self.pending.clear();
+    }
+}
+
+/// Splits `pending` into runs that one GSO `sendmsg` can carry: the same
+/// destination, at most `max_segments` datagrams, all of the first one's
+/// size except the last, which may be shorter.
+fn gso_runs(pending: &[Transmit], max_segments: usize) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < pending.len() {
+        let (to, size) = (pending[start].to, pending[start].payload.len());
+        let mut end = start + 1;
+        while end < pending.len()
+            && end - start < max_segments
+            && pending[end].to == to
+            && pending[end - 1].payload.len() == size
+            && pending[end].payload.len() <= size
+        {
+            end += 1;
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
+async fn send(socket: &UdpSocket, state: &UdpSocketState, transmit: &UdpTransmit<'_>) {
+    loop {
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            state.try_send(socket.into(), transmit)
+        });
+        match sent {
+            Ok(()) => return,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if socket.writable().await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                if let Some(size) = transmit.segment_size {
+                    // A device without GSO (quinn-udp has turned it off for
+                    // later batches): this batch goes one datagram at a time.
+                    for datagram in transmit.contents.chunks(size) {
+                        let single = UdpTransmit {
+                            contents: datagram,
+                            segment_size: None,
+                            ..transmit.clone()
+                        };
+                        Box::pin(send(socket, state, &single)).await;
+                    }
+                    return;
+                }
+                // One unreachable peer costs only its own datagrams.
+                tracing::debug!(%error, to = %transmit.destination, "media socket send");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transmit(port: u16, len: usize) -> Transmit {
+        Transmit {
+            to: SocketAddr::from(([127, 0, 0, 1], port)),
+            payload: BytesMut::from(&vec![port as u8; len][..]),
+        }
+    }
+
+    #[test]
+    fn runs_are_one_destination_of_one_size_with_a_shorter_last() {
+        let pending = [
+            transmit(1, 1200),
+            transmit(1, 1200),
+            transmit(1, 700), // ends the run
+            transmit(1, 1200),
+            transmit(2, 1200), // another viewer
+            transmit(2, 1300), // larger: a new run
+            transmit(2, 1300),
+        ];
+        assert_eq!(gso_runs(&pending, 64), vec![0..3, 3..4, 4..5, 5..7]);
+        assert_eq!(gso_runs(&pending, 2), vec![0..2, 2..3, 3..4, 4..5, 5..7]);
+        assert_eq!(gso_runs(&[], 64), Vec::<Range<usize>>::new());
+    }
+
+    #[tokio::test]
+    async fn a_gso_batch_arrives_as_separate_datagrams() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("receiver");
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let to = receiver.local_addr().expect("address");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let state = UdpSocketState::new((&socket).into()).expect("state");
+        let socket = UdpSocket::from_std(socket).expect("tokio socket");
+        let mut contents = Vec::new();
+        for i in 0..5u8 {
+            contents.extend(std::iter::repeat_n(i, if i == 4 { 300 } else { 1000 }));
+        }
+        let batch = UdpTransmit {
+            destination: to,
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(1000),
+            src_ip: None,
+        };
+        send(&socket, &state, &batch).await;
+
+        let mut buf = [0u8; 2000];
+        for i in 0..5u8 {
+            let (n, _) = receiver.recv_from(&mut buf).expect("a datagram");
+            assert_eq!(n, if i == 4 { 300 } else { 1000 }, "datagram {i}");
+            assert!(buf[..n].iter().all(|b| *b == i), "datagram {i} intact");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! A server-side connection for the engine, answered from a client's offer.
+//!
+//! Every engine connection is ICE-lite (a server with a public address has
+//! nothing to discover: it answers checks and never sends them), carries
+//! ICE credentials the engine chose (their ufrag is how the shard's
+//! demultiplexer finds it), has the shard's address as its only host
+//! candidate, and runs the slim interceptor chain: Vigil's tap that hands
+//! viewers' PLI/FIR and reports to the engine, and RR/SR. NACK and TWCC
+//! are not in it (performance.md, "The rtc write path").
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::shared::error::Error;
+
+use super::add_host_candidate;
+use crate::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, keyframe_request_tap};
+
+/// A connection ready for [`super::shard::Shard::add_connection`].
+pub struct Answered {
+    /// The connection, its answer set as local description.
+    pub pc: RTCPeerConnection,
+    /// The ICE ufrag it answers checks for.
+    pub ufrag: String,
+    /// The answer, to send back (`201` body).
+    pub answer: String,
+    /// The senders of `tracks`, in their order.
+    pub senders: Vec<RTCRtpSenderId>,
+}
+
+/// Answers `offer` with a new engine connection reached at `local` (the
+/// shard's address) that sends `tracks` (none for a publisher).
+pub fn answer(
+    offer: &str,
+    local: SocketAddr,
+    tracks: Vec<MediaStreamTrack>,
+    now: Instant,
+) -> Result<Answered, Error> {
+    let ufrag = random_token(16);
+    let setting_engine = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.clone(), random_token(32))
+        .build();
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    let registry = configure_rtcp_reports(
+        Registry::new().with(Slot::from(KEYFRAME_REQUEST_SLOT), keyframe_request_tap()),
+    );
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    add_host_candidate(&mut pc, local)?;
+    let mut senders = Vec::with_capacity(tracks.len());
+    for track in tracks {
+        senders.push(pc.add_track(track)?);
+    }
+    pc.set_remote_description(now, RTCSessionDescription::offer(offer.to_owned())?)?;
+    let answer = pc.create_answer(None)?;
+    pc.set_local_description(now, answer.clone())?;
+    Ok(Answered {
+        pc,
+        ufrag,
+        answer: answer.sdp,
+        senders,
+    })
+}
+
+/// ICE ufrag and password characters (RFC 8839 `ice-char`, without `+/`).
+fn random_token(len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    // A u32 modulo 62: a bias of under 2e-8, irrelevant for a nonce.
+    (0..len)
+        .map(|_| char::from(CHARS[rand::random::<u32>() as usize % CHARS.len()]))
+        .collect()
+}
