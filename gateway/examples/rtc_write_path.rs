@@ -59,13 +59,13 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::srtp::context::Context as SrtpContext;
 use rtc::srtp::protection_profile::ProtectionProfile;
-use vigil_gateway::engine::{add_host_candidate, send_track};
+use vigil_gateway::engine::{add_host_candidate, h264_baseline, send_track};
 use vigil_gateway::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, keyframe_request_tap};
 
 // ---- heap accounting ---------------------------------------------------------
@@ -167,17 +167,6 @@ fn shared_certificate() -> RTCCertificate {
         .clone()
 }
 
-fn h264() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-            .to_owned(),
-        rtcp_feedback: Vec::new(),
-    }
-}
-
 /// The codecs a connection's media engine knows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Codecs {
@@ -196,7 +185,7 @@ fn media_engine(codecs: Codecs) -> MediaEngine {
         Codecs::H264 => media_engine
             .register_codec(
                 RTCRtpCodecParameters {
-                    rtp_codec: h264(),
+                    rtp_codec: h264_baseline(),
                     payload_type: 102,
                 },
                 RtpCodecKind::Video,
@@ -272,7 +261,7 @@ fn pair(index: u16, chain: Chain, codecs: Codecs) -> Pair {
         .set_local_description(Instant::now(), offer.clone())
         .expect("viewer local description");
 
-    let codec = h264();
+    let codec = h264_baseline();
     let ssrc = 0x5e00_0000 + u32::from(index);
     let track = send_track(&format!("video-{index}"), RtpCodecKind::Video, ssrc, codec);
     let sender_id = sender.pc.add_track(track).expect("track");

@@ -17,6 +17,8 @@ use std::io;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -54,6 +56,20 @@ enum Command {
 pub struct ShardHandle {
     local_addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
+    stats: Arc<IoStats>,
+}
+
+/// What a shard's socket has done, counted with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// `recvmsg` calls that returned datagrams.
+    pub receives: AtomicU64,
+    /// Datagrams received.
+    pub datagrams_in: AtomicU64,
+    /// `sendmsg` calls (a GSO batch is one).
+    pub sends: AtomicU64,
+    /// Datagrams sent.
+    pub datagrams_out: AtomicU64,
 }
 
 impl ShardHandle {
@@ -65,14 +81,17 @@ impl ShardHandle {
         let local_addr = socket.local_addr()?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(IoStats::default());
+        let loop_stats = stats.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
-            .name(format!("media-shard-{}", local_addr.port()))
+            // Short: Linux keeps 15 characters of a thread name.
+            .name(format!("shard-{}", local_addr.port()))
             .spawn(move || {
                 runtime.block_on(async move {
-                    match ShardLoop::new(socket, local_addr, command_rx, events) {
+                    match ShardLoop::new(socket, local_addr, command_rx, events, loop_stats) {
                         Ok(shard_loop) => shard_loop.run().await,
                         Err(error) => tracing::error!(%error, "media shard could not start"),
                     }
@@ -82,9 +101,15 @@ impl ShardHandle {
             ShardHandle {
                 local_addr,
                 commands,
+                stats,
             },
             event_rx,
         ))
+    }
+
+    /// The shard socket's counters.
+    pub fn io_stats(&self) -> &IoStats {
+        &self.stats
     }
 
     /// The address every connection of this shard is reached at.
@@ -144,6 +169,7 @@ struct ShardLoop {
     pending: Vec<Transmit>,
     /// One GSO batch being built.
     batch: Vec<u8>,
+    stats: Arc<IoStats>,
 }
 
 impl ShardLoop {
@@ -152,6 +178,7 @@ impl ShardLoop {
         local_addr: SocketAddr,
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<Event>,
+        stats: Arc<IoStats>,
     ) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let buf_len = MAX_DATAGRAM * state.gro_segments().max(1);
@@ -164,6 +191,7 @@ impl ShardLoop {
             recv_bufs: vec![vec![0; buf_len]; RECV_BATCH],
             pending: Vec::new(),
             batch: Vec::new(),
+            stats,
         })
     }
 
@@ -239,14 +267,21 @@ impl ShardLoop {
                 }
             };
             drop(slices);
-            let now = Instant::now();
-            for (buf, meta) in self.recv_bufs.iter().zip(&meta).take(count) {
-                let stride = meta.stride.max(1);
-                for datagram in buf[..meta.len].chunks(stride) {
-                    self.shard
-                        .handle_datagram(now, meta.addr, BytesMut::from(datagram));
-                }
-            }
+            self.stats.receives.fetch_add(1, Ordering::Relaxed);
+            let datagrams = self
+                .recv_bufs
+                .iter()
+                .zip(&meta)
+                .take(count)
+                .flat_map(|(buf, meta)| {
+                    buf[..meta.len]
+                        .chunks(meta.stride.max(1))
+                        .map(|datagram| (meta.addr, BytesMut::from(datagram)))
+                })
+                .inspect(|_| {
+                    self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                });
+            self.shard.handle_datagrams(Instant::now(), datagrams);
         }
     }
 
@@ -256,7 +291,10 @@ impl ShardLoop {
             self.pending.push(transmit);
         }
         let max_segments = self.state.max_gso_segments().max(1);
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
+        // Each viewer's datagrams together (in their order) so a frame's
+        // packets to one viewer leave in one GSO send.
+        pending.sort_by_key(|t| t.to);
         for run in gso_runs(&pending, max_segments) {
             let first = &pending[run.start];
             let contents: &[u8] = if run.len() == 1 {
@@ -276,6 +314,10 @@ impl ShardLoop {
                 src_ip: None,
             };
             send(&self.socket, &self.state, &transmit).await;
+            self.stats.sends.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .datagrams_out
+                .fetch_add(run.len() as u64, Ordering::Relaxed);
         }
         // Keep the allocation for the next flush.
         self.pending = pending;

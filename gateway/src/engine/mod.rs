@@ -77,3 +77,16 @@ pub fn send_track(id: &str, kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -
         }],
     )
 }
+
+/// H.264 Constrained Baseline 3.1 with packetization mode 1: the H.264 that
+/// OBS, FFmpeg, GStreamer and every browser offer.
+pub fn h264_baseline() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .to_owned(),
+        rtcp_feedback: Vec::new(),
+    }
+}

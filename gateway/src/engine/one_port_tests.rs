@@ -17,7 +17,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, register_default_interceptors,
 };
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -25,28 +25,17 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::shard::{ConnId, Event, Shard};
-use super::{add_host_candidate, send_track};
+use super::{add_host_candidate, h264_baseline, send_track};
 use crate::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, keyframe_request_tap};
 
 /// The one media address of the shard.
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8189);
-
-fn h264() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-            .to_owned(),
-        rtcp_feedback: Vec::new(),
-    }
-}
 
 /// A connection: the server's get the engine's slim chain (keyframe
 /// requests and reports to the engine, RR/SR), clients rtc's default one.
@@ -150,7 +139,12 @@ impl World {
             }
             Role::Publisher(ssrc) => {
                 client
-                    .add_track(send_track("camera", RtpCodecKind::Video, ssrc, h264()))
+                    .add_track(send_track(
+                        "camera",
+                        RtpCodecKind::Video,
+                        ssrc,
+                        h264_baseline(),
+                    ))
                     .expect("send track");
             }
         }
@@ -162,8 +156,12 @@ impl World {
         let sender = match role {
             Role::Viewer => {
                 let ssrc = 0x7000 + index as u32;
-                let track =
-                    send_track(&format!("video-{index}"), RtpCodecKind::Video, ssrc, h264());
+                let track = send_track(
+                    &format!("video-{index}"),
+                    RtpCodecKind::Video,
+                    ssrc,
+                    h264_baseline(),
+                );
                 Some((server.add_track(track).expect("track"), ssrc))
             }
             Role::Publisher(_) => None,

@@ -12,7 +12,9 @@
 //! The run-loop invariant: after any input, every connection it touched has
 //! been drained (its datagrams are in the transmit queue, its events in the
 //! event queue, its RTP fanned out) and its next deadline is in the timer
-//! heap. So an I/O loop only sends what it polls and sleeps until
+//! heap. Within one input (a batch of datagrams, say) a viewer that several
+//! packets fan out to has its datagrams queued at each packet but is
+//! drained once, at the end. So an I/O loop only sends what it polls and sleeps until
 //! [`Shard::poll_timeout`].
 
 use std::cmp::Reverse;
@@ -76,6 +78,8 @@ struct Conn {
     /// The deadline this connection has in the heap, if any.
     deadline: Option<Instant>,
     connected: bool,
+    /// Written to by a fan-out and not drained since (it is in `dirty`).
+    dirty: bool,
 }
 
 /// The connections of one shard and everything between them.
@@ -89,6 +93,8 @@ pub struct Shard {
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Fan-out: a publisher connection's SSRC → its viewers.
     sinks: HashMap<(ConnId, u32), Vec<Sink>>,
+    /// Viewers written to during the current input, drained at its end.
+    dirty: Vec<ConnId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -104,6 +110,7 @@ impl Shard {
             demux: Demux::new(),
             timers: BinaryHeap::new(),
             sinks: HashMap::new(),
+            dirty: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -121,6 +128,7 @@ impl Shard {
                 pc,
                 deadline: None,
                 connected: false,
+                dirty: false,
             },
         );
         self.drain(id, now);
@@ -160,6 +168,24 @@ impl Shard {
 
     /// A datagram arrived on the shard's socket from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
+        self.read(now, from, payload);
+        self.settle(now);
+    }
+
+    /// Datagrams that arrived together (one receive batch). Viewers that
+    /// several of them fan out to are drained once, at the end.
+    pub fn handle_datagrams(
+        &mut self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = (SocketAddr, BytesMut)>,
+    ) {
+        for (from, payload) in datagrams {
+            self.read(now, from, payload);
+        }
+        self.settle(now);
+    }
+
+    fn read(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
         let Some(id) = self.demux.route(from, &payload) else {
             return; // not a checked source of any connection: dropped
         };
@@ -182,6 +208,16 @@ impl Shard {
         self.drain(id, now);
     }
 
+    /// Drains the viewers the current input wrote to.
+    fn settle(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.dirty = false;
+                self.drain(id, now);
+            }
+        }
+    }
+
     /// Runs every connection timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
@@ -199,6 +235,7 @@ impl Shard {
             let _reported_as_state_events = conn.pc.handle_timeout(now);
             self.drain(id, now);
         }
+        self.settle(now);
     }
 
     /// The next datagram to send.
@@ -236,15 +273,7 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
-            while let Some(out) = conn.pc.poll_write() {
-                let to = self
-                    .demux
-                    .on_transmit(id, out.transport.peer_addr, &out.message);
-                self.transmits.push_back(Transmit {
-                    to,
-                    payload: out.message,
-                });
-            }
+            Self::write_out(&mut self.demux, &mut self.transmits, id, &mut conn.pc);
             while let Some(event) = conn.pc.poll_event() {
                 if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                     match state {
@@ -272,9 +301,12 @@ impl Shard {
                 }
             }
             if !closed {
-                conn.deadline = conn.pc.poll_timeout();
-                if let Some(at) = conn.deadline {
-                    self.timers.push(Reverse((at, id)));
+                let deadline = conn.pc.poll_timeout();
+                if deadline != conn.deadline {
+                    conn.deadline = deadline;
+                    if let Some(at) = deadline {
+                        self.timers.push(Reverse((at, id)));
+                    }
                 }
             }
         }
@@ -293,12 +325,29 @@ impl Shard {
         }
     }
 
-    /// Writes a publisher's packet to each of its viewers.
+    /// Queues what `pc` (connection `id`) has to send.
+    fn write_out(
+        demux: &mut Demux<ConnId>,
+        transmits: &mut VecDeque<Transmit>,
+        id: ConnId,
+        pc: &mut RTCPeerConnection,
+    ) {
+        while let Some(out) = pc.poll_write() {
+            let to = demux.on_transmit(id, out.transport.peer_addr, &out.message);
+            transmits.push_back(Transmit {
+                to,
+                payload: out.message,
+            });
+        }
+    }
+
+    /// Writes a publisher's packet to each of its viewers. Their datagrams
+    /// are queued now; the rest of their draining waits for the end of the
+    /// input ([`Shard::settle`]).
     fn fan_out(&mut self, source: ConnId, packet: rtp::Packet, now: Instant) {
         let Some(sinks) = self.sinks.get_mut(&(source, packet.header.ssrc)) else {
             return;
         };
-        let mut touched = Vec::with_capacity(sinks.len());
         for sink in sinks.iter_mut() {
             let Some(conn) = self.conns.get_mut(&sink.viewer) else {
                 continue;
@@ -311,10 +360,16 @@ impl Shard {
             if let Some(mut sender) = conn.pc.rtp_sender(sink.sender) {
                 let _counted_by_rtc_stats = sender.write_rtp(now, out);
             }
-            touched.push(sink.viewer);
-        }
-        for viewer in touched {
-            self.drain(viewer, now);
+            Self::write_out(
+                &mut self.demux,
+                &mut self.transmits,
+                sink.viewer,
+                &mut conn.pc,
+            );
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(sink.viewer);
+            }
         }
     }
 
