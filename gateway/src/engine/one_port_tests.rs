@@ -76,6 +76,9 @@ struct Client {
     /// Where its datagrams appear to come from, after the NAT.
     public_addr: SocketAddr,
     connected: bool,
+    /// `false` once it vanished (a phone that lost its network): nothing
+    /// it sends arrives, nothing reaches it.
+    alive: bool,
     /// RTP it received: (SSRC, sequence number, payload).
     received: Vec<(u32, u16, Bytes)>,
 }
@@ -182,6 +185,7 @@ impl World {
             addr,
             public_addr: addr,
             connected: false,
+            alive: true,
             received: Vec::new(),
         });
         index
@@ -193,6 +197,9 @@ impl World {
         let now = self.now;
         for i in 0..self.clients.len() {
             while let Some(out) = self.clients[i].pc.poll_write() {
+                if !self.clients[i].alive {
+                    continue;
+                }
                 assert_eq!(out.transport.peer_addr, SERVER, "clients know one address");
                 let from = self.clients[i].public_addr;
                 self.shard.handle_datagram(now, from, out.message);
@@ -529,4 +536,23 @@ fn a_publishers_packet_leaves_for_every_viewer_within_the_same_input() {
             "viewer {v} got nothing from this input: {to:?}"
         );
     }
+}
+
+#[test]
+fn a_client_that_vanishes_is_closed_and_forgotten() {
+    let mut world = World::new();
+    world.join(Role::Viewer);
+    world.join(Role::Viewer);
+    world.connect_all();
+    let (gone, stays) = (world.ends[0].conn, world.ends[1].conn);
+
+    // Client 0 vanishes without a goodbye.
+    world.clients[0].alive = false;
+    world.run_until("the shard closing it", Duration::from_secs(60), |w| {
+        w.events.contains(&Event::Closed(gone))
+    });
+    assert_eq!(world.shard.connections(), 1);
+    assert_eq!(world.shard.peer_addr(gone), None);
+    assert!(!world.events.contains(&Event::Closed(stays)));
+    assert!(world.clients[1].connected, "the other client is untouched");
 }
