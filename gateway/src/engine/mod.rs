@@ -23,6 +23,7 @@
 //! measured in `examples/rtc_write_path.rs` (docs/performance.md).
 
 pub mod demux;
+mod feedback;
 pub mod io;
 pub mod session;
 pub mod shard;
@@ -36,6 +37,8 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::shared::error::Error;
+
+pub use feedback::{FEEDBACK_SLOT, feedback_tap};
 
 /// Gives `pc` one UDP host candidate at `addr`. On the shared media port
 /// every connection of a shard gets the same one: rtc matches a received

@@ -31,8 +31,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::shard::{ConnId, Event, Shard};
-use super::{add_host_candidate, h264_baseline, send_track};
-use crate::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, keyframe_request_tap};
+use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap, h264_baseline, send_track};
 
 /// The one media address of the shard.
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8189);
@@ -45,9 +44,7 @@ fn build(setting_engine: SettingEngineBuilder, server: bool, now: Instant) -> RT
         .register_default_codecs()
         .expect("default codecs");
     let registry = if server {
-        configure_rtcp_reports(
-            Registry::new().with(Slot::from(KEYFRAME_REQUEST_SLOT), keyframe_request_tap()),
-        )
+        configure_rtcp_reports(Registry::new().with(Slot::from(FEEDBACK_SLOT), feedback_tap()))
     } else {
         register_default_interceptors(Registry::new(), &mut media_engine).expect("interceptors")
     };
@@ -99,6 +96,12 @@ struct World {
     events: Vec<Event>,
     /// Datagrams to a client address nobody holds any more.
     lost_to_old_addresses: usize,
+    /// Loss on the way to one client: (client, every nth RTP datagram is
+    /// dropped), below SRTP, as a network loses it.
+    lose: Option<(usize, usize)>,
+    /// RTP datagrams dropped by `lose`, and the RTP datagrams it counted.
+    dropped: usize,
+    rtp_to_lossy: usize,
 }
 
 impl World {
@@ -110,6 +113,9 @@ impl World {
             now: Instant::now(),
             events: Vec::new(),
             lost_to_old_addresses: 0,
+            lose: None,
+            dropped: 0,
+            rtp_to_lossy: 0,
         }
     }
 
@@ -209,10 +215,23 @@ impl World {
             self.shard.handle_timeout(now);
         }
         while let Some(transmit) = self.shard.poll_transmit() {
+            let to = transmit.to;
+            if let Some((lossy, nth)) = self.lose {
+                let is_rtp = transmit.payload.len() > 12
+                    && transmit.payload[0] >> 6 == 2
+                    && !(192..=223).contains(&transmit.payload[1]);
+                if is_rtp && self.clients[lossy].public_addr == to {
+                    self.rtp_to_lossy += 1;
+                    if self.rtp_to_lossy.is_multiple_of(nth) {
+                        self.dropped += 1;
+                        continue;
+                    }
+                }
+            }
             match self
                 .clients
                 .iter_mut()
-                .find(|c| c.public_addr == transmit.to)
+                .find(|c| c.alive && c.public_addr == to)
             {
                 Some(client) => {
                     let read = TaggedBytesMut {
@@ -270,6 +289,19 @@ impl World {
                     .iter()
                     .all(|e| w.events.contains(&Event::Connected(e.conn)))
         });
+    }
+
+    /// A connected publisher sending on `camera` and two connected viewers
+    /// subscribed to it: (world, publisher, viewers).
+    fn stream_with_two_viewers(camera: u32) -> (World, usize, [usize; 2]) {
+        let mut world = World::new();
+        let publisher = world.join(Role::Publisher(camera));
+        let viewers = [world.join(Role::Viewer), world.join(Role::Viewer)];
+        world.connect_all();
+        for v in viewers {
+            world.subscribe(v, publisher, camera);
+        }
+        (world, publisher, viewers)
     }
 
     /// Subscribes viewer client `viewer` to what publisher client
@@ -465,13 +497,7 @@ fn a_datagram_from_an_unchecked_address_is_ignored() {
 #[test]
 fn a_rebound_client_keeps_playing_after_its_next_check() {
     const CAMERA: u32 = 0x00ca_fe03;
-    let mut world = World::new();
-    let publisher = world.join(Role::Publisher(CAMERA));
-    let viewers = [world.join(Role::Viewer), world.join(Role::Viewer)];
-    world.connect_all();
-    for v in viewers {
-        world.subscribe(v, publisher, CAMERA);
-    }
+    let (mut world, publisher, viewers) = World::stream_with_two_viewers(CAMERA);
 
     // Viewer 0's NAT gives it a new public port; the old mapping is gone.
     let rebound = SocketAddr::from(([198, 51, 100, 7], 40_000));
@@ -555,4 +581,49 @@ fn a_client_that_vanishes_is_closed_and_forgotten() {
     assert_eq!(world.shard.peer_addr(gone), None);
     assert!(!world.events.contains(&Event::Closed(stays)));
     assert!(world.clients[1].connected, "the other client is untouched");
+}
+
+#[test]
+fn a_viewers_lost_packets_come_again_from_the_streams_history() {
+    const CAMERA: u32 = 0x00ca_fe05;
+    let (mut world, publisher, viewers) = World::stream_with_two_viewers(CAMERA);
+    // One RTP datagram in seven to viewer 0 is lost on the network.
+    world.lose = Some((viewers[0], 7));
+
+    for seq in 0..70 {
+        world.client_sends(publisher, CAMERA, seq);
+        world.step(Duration::from_millis(5));
+    }
+    let sent: std::collections::HashSet<Bytes> =
+        (0..70).map(|seq| packet(CAMERA, seq).payload).collect();
+    world.run_until(
+        "every packet at both viewers",
+        Duration::from_secs(3),
+        |w| {
+            viewers.iter().all(|&v| {
+                let got: std::collections::HashSet<&Bytes> =
+                    w.clients[v].received.iter().map(|(_, _, p)| p).collect();
+                sent.iter().all(|p| got.contains(p))
+            })
+        },
+    );
+    assert!(
+        world.dropped >= 9,
+        "the network lost {} packets",
+        world.dropped
+    );
+    assert!(
+        world.shard.retransmitted() >= world.dropped as u64,
+        "{} resent for {} lost",
+        world.shard.retransmitted(),
+        world.dropped
+    );
+    let (_, ssrc) = world.ends[viewers[0]].sender.expect("viewer");
+    assert!(
+        world.clients[viewers[0]]
+            .received
+            .iter()
+            .all(|(s, _, _)| *s == ssrc),
+        "repairs come on the viewer's own SSRC"
+    );
 }

@@ -4,9 +4,10 @@
 //! nothing to discover: it answers checks and never sends them), carries
 //! ICE credentials the engine chose (their ufrag is how the shard's
 //! demultiplexer finds it), has the shard's address as its only host
-//! candidate, and runs the slim interceptor chain: Vigil's tap that hands
-//! viewers' PLI/FIR and reports to the engine, and RR/SR. NACK and TWCC
-//! are not in it (performance.md, "The rtc write path").
+//! candidate, and runs the slim interceptor chain: the engine's feedback
+//! tap (viewers' PLI/FIR, NACK and reports to the engine) and RR/SR. No
+//! NACK responder (the shard answers NACKs from one history per stream)
+//! and no TWCC (performance.md, "The rtc write path").
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -22,8 +23,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::shared::error::Error;
 
-use super::add_host_candidate;
-use crate::sfu::rtcp::{KEYFRAME_REQUEST_SLOT, keyframe_request_tap};
+use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap};
 
 /// A connection ready for [`super::shard::Shard::add_connection`].
 pub struct Answered {
@@ -52,9 +52,8 @@ pub fn answer(
         .build();
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
-    let registry = configure_rtcp_reports(
-        Registry::new().with(Slot::from(KEYFRAME_REQUEST_SLOT), keyframe_request_tap()),
-    );
+    let registry =
+        configure_rtcp_reports(Registry::new().with(Slot::from(FEEDBACK_SLOT), feedback_tap()));
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)

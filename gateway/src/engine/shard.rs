@@ -35,6 +35,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use super::demux::Demux;
 use crate::sfu::rewrite::Rewriter;
 use crate::sfu::rtcp::is_keyframe_request;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 /// A connection of this shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +67,34 @@ pub enum Event {
     },
 }
 
+/// Packets a publisher's stream kept for retransmission, shared by all its
+/// viewers: one copy per packet (its payload shared by reference), not one
+/// per viewer connection as rtc's NACK responder keeps.
+struct History {
+    slots: Vec<Option<rtp::Packet>>,
+}
+
+/// Packets kept per published stream: 0.7 s at 8 Mbit/s.
+pub const HISTORY: usize = 512;
+
+impl History {
+    fn new() -> Self {
+        History {
+            slots: vec![None; HISTORY],
+        }
+    }
+
+    fn keep(&mut self, packet: &rtp::Packet) {
+        self.slots[usize::from(packet.header.sequence_number) % HISTORY] = Some(packet.clone());
+    }
+
+    fn get(&self, seq: u16) -> Option<&rtp::Packet> {
+        self.slots[usize::from(seq) % HISTORY]
+            .as_ref()
+            .filter(|p| p.header.sequence_number == seq)
+    }
+}
+
 /// A viewer's end of a subscription: where one source SSRC goes.
 struct Sink {
     viewer: ConnId,
@@ -93,6 +122,10 @@ pub struct Shard {
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Fan-out: a publisher connection's SSRC → its viewers.
     sinks: HashMap<(ConnId, u32), Vec<Sink>>,
+    /// Recent packets of each subscribed source, for viewers' NACKs.
+    histories: HashMap<(ConnId, u32), History>,
+    /// Packets resent from a history.
+    retransmitted: u64,
     /// Viewers written to during the current input, drained at its end.
     dirty: Vec<ConnId>,
     transmits: VecDeque<Transmit>,
@@ -110,6 +143,8 @@ impl Shard {
             demux: Demux::new(),
             timers: BinaryHeap::new(),
             sinks: HashMap::new(),
+            histories: HashMap::new(),
+            retransmitted: 0,
             dirty: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -269,6 +304,7 @@ impl Shard {
         let mut closed = false;
         let mut media = Vec::new();
         let mut keyframe_requests = Vec::new();
+        let mut nacks = Vec::new();
         {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
@@ -291,12 +327,17 @@ impl Shard {
             while let Some(TaggedRTCMessage { message, .. }) = conn.pc.poll_read() {
                 match message {
                     RTCMessage::RtpPacket(_, packet) => media.push(packet),
-                    RTCMessage::RtcpPacket(_, packets) => keyframe_requests.extend(
-                        packets
-                            .iter()
-                            .filter(|p| is_keyframe_request(p.as_ref()))
-                            .flat_map(|p| p.destination_ssrc()),
-                    ),
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        for p in &packets {
+                            if is_keyframe_request(p.as_ref()) {
+                                keyframe_requests.extend(p.destination_ssrc());
+                            } else if let Some(nack) =
+                                p.as_any().downcast_ref::<TransportLayerNack>()
+                            {
+                                nacks.push(nack.clone());
+                            }
+                        }
+                    }
                     _ => {} // data channels: none are negotiated
                 }
             }
@@ -309,6 +350,9 @@ impl Shard {
                     }
                 }
             }
+        }
+        for nack in nacks {
+            self.retransmit(id, &nack, now);
         }
         for viewer_ssrc in keyframe_requests {
             if let Some(source) = self.source_of(id, viewer_ssrc) {
@@ -345,9 +389,14 @@ impl Shard {
     /// are queued now; the rest of their draining waits for the end of the
     /// input ([`Shard::settle`]).
     fn fan_out(&mut self, source: ConnId, packet: rtp::Packet, now: Instant) {
-        let Some(sinks) = self.sinks.get_mut(&(source, packet.header.ssrc)) else {
+        let key = (source, packet.header.ssrc);
+        let Some(sinks) = self.sinks.get_mut(&key) else {
             return;
         };
+        self.histories
+            .entry(key)
+            .or_insert_with(History::new)
+            .keep(&packet);
         for sink in sinks.iter_mut() {
             let Some(conn) = self.conns.get_mut(&sink.viewer) else {
                 continue;
@@ -373,6 +422,47 @@ impl Shard {
         }
     }
 
+    /// Answers a viewer's NACK from the history of the stream it gets: each
+    /// lost packet it still has goes out again on the viewer's SSRC, with
+    /// the viewer's numbering.
+    fn retransmit(&mut self, viewer: ConnId, nack: &TransportLayerNack, now: Instant) {
+        let Some(source) = self.source_of(viewer, nack.media_ssrc) else {
+            return;
+        };
+        let (Some(history), Some(sinks), Some(conn)) = (
+            self.histories.get(&source),
+            self.sinks.get_mut(&source),
+            self.conns.get_mut(&viewer),
+        ) else {
+            return;
+        };
+        let Some(sink) = sinks
+            .iter_mut()
+            .find(|s| s.viewer == viewer && s.rewriter.ssrc() == nack.media_ssrc)
+        else {
+            return;
+        };
+        for pair in &nack.nacks {
+            for viewer_seq in pair.packet_list() {
+                let Some(packet) = history.get(sink.rewriter.source_seq(viewer_seq)) else {
+                    continue; // too old: the viewer will ask for a keyframe
+                };
+                let mut out = packet.clone();
+                sink.rewriter.rewrite(&mut out.header, now);
+                if let Some(mut sender) = conn.pc.rtp_sender(sink.sender) {
+                    let _counted_by_rtc_stats = sender.write_rtp(now, out);
+                    self.retransmitted += 1;
+                }
+            }
+        }
+        Self::write_out(&mut self.demux, &mut self.transmits, viewer, &mut conn.pc);
+    }
+
+    /// Packets resent from the shared histories so far.
+    pub fn retransmitted(&self) -> u64 {
+        self.retransmitted
+    }
+
     /// The source a viewer's SSRC is subscribed to.
     fn source_of(&self, viewer: ConnId, viewer_ssrc: u32) -> Option<(ConnId, u32)> {
         self.sinks.iter().find_map(|(source, sinks)| {
@@ -387,6 +477,7 @@ impl Shard {
         self.conns.remove(&id);
         self.demux.remove(id);
         self.sinks.retain(|(source, _), _| *source != id);
+        self.histories.retain(|(source, _), _| *source != id);
         for sinks in self.sinks.values_mut() {
             sinks.retain(|s| s.viewer != id);
         }

@@ -119,17 +119,23 @@ where
 /// Marks inbound PLI, FIR and reception reports for the application and
 /// stops all other inbound RTCP here; RTP passes through.
 pub fn keyframe_request_tap() -> impl Interceptor + 'static {
-    ReadFilter::new(|msg: &mut TaggedPacket| {
+    marking_tap(is_viewer_feedback)
+}
+
+/// Marks the inbound RTCP packets `wanted` picks for the application and
+/// stops the others here; RTP passes through.
+pub fn marking_tap(wanted: fn(&dyn rtc::rtcp::Packet) -> bool) -> impl Interceptor + 'static {
+    ReadFilter::new(move |msg: &mut TaggedPacket| {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<_> = packets
+            let kept: Vec<_> = packets
                 .iter()
-                .filter(|p| is_viewer_feedback(p.as_ref()))
+                .filter(|p| wanted(p.as_ref()))
                 .cloned()
                 .collect();
-            if requests.is_empty() {
+            if kept.is_empty() {
                 return false;
             }
-            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.packet = Packet::Rtcp(kept);
             msg.message.add(Attribute::DeliverToApplication);
         }
         true
