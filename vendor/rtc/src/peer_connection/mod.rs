@@ -245,6 +245,8 @@ pub mod certificate;
 pub mod configuration;
 pub mod event;
 pub(crate) mod handler;
+
+pub use handler::dtls::LocalSrtpKeys;
 mod internal;
 pub mod message;
 pub mod sdp;
@@ -1643,6 +1645,20 @@ impl RTCPeerConnection {
         }
 
         Ok(())
+    }
+
+    /// The master key, salt and profile this connection protects its outgoing SRTP with, once
+    /// DTLS has completed (Vigil patch).
+    ///
+    /// An application that sends some SSRCs on a path of its own (sealing them in a
+    /// `srtp::context::Context` built from these keys) must never also write those SSRCs
+    /// through this connection: each SSRC's rollover counter must live in exactly one context.
+    /// RTCP keeps going through the connection, whose SRTCP index is its own.
+    pub fn local_srtp_keys(&self) -> Option<&LocalSrtpKeys> {
+        self.pipeline_context
+            .dtls_handler_context
+            .local_srtp_keys
+            .as_ref()
     }
 
     /// Returns the remote session description.

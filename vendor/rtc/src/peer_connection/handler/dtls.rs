@@ -21,6 +21,28 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The keys this endpoint protects its outgoing SRTP with, as derived from the DTLS handshake
+/// (RFC 5764 §4.2). Vigil patch: lets an application seal RTP for SSRCs it never writes through
+/// the connection, in a context of its own (see `RTCPeerConnection::local_srtp_keys`).
+#[derive(Clone)]
+pub struct LocalSrtpKeys {
+    /// The negotiated SRTP protection profile.
+    pub profile: ProtectionProfile,
+    /// The local SRTP master key.
+    pub master_key: Vec<u8>,
+    /// The local SRTP master salt.
+    pub master_salt: Vec<u8>,
+}
+
+impl std::fmt::Debug for LocalSrtpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("LocalSrtpKeys")
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct DtlsHandlerContext {
     pub(crate) dtls_transport: DtlsTransport,
 
@@ -31,6 +53,10 @@ pub(crate) struct DtlsHandlerContext {
     /// Set by [`DtlsHandler::request_close`]: queue a `close_notify`, stamped with this instant,
     /// at the next `poll_write`.
     pub(crate) close_requested: Option<Instant>,
+
+    /// The local SRTP master key, salt and profile of the last completed handshake
+    /// (Vigil patch: see `RTCPeerConnection::local_srtp_keys`).
+    pub(crate) local_srtp_keys: Option<LocalSrtpKeys>,
 }
 
 impl DtlsHandlerContext {
@@ -41,6 +67,7 @@ impl DtlsHandlerContext {
             write_outs: VecDeque::new(),
             event_outs: VecDeque::new(),
             close_requested: None,
+            local_srtp_keys: None,
         }
     }
 }
@@ -250,12 +277,13 @@ impl<'a>
                             // Save DTLS cipher suite for stats
                             dtls_cipher_for_stats = state.cipher_suite().map(|cs| cs.to_string());
 
-                            let (local_srtp_context, remote_srtp_context) =
+                            let (local_srtp_context, remote_srtp_context, local_srtp_keys) =
                                 DtlsHandler::update_srtp_contexts(
                                     state,
                                     &self.ctx.dtls_transport.replay_protection,
                                     &self.ctx.dtls_transport.crypto_provider,
                                 )?;
+                            self.ctx.local_srtp_keys = Some(local_srtp_keys);
                             srtp_contexts = Some((local_srtp_context, remote_srtp_context));
                         } else {
                             warn!(
@@ -457,7 +485,7 @@ impl<'a> DtlsHandler<'a> {
         state: &State,
         replay_protection: &ReplayProtection,
         crypto_provider: &Arc<dyn RTCCryptoProvider>,
-    ) -> Result<(srtp::context::Context, srtp::context::Context)> {
+    ) -> Result<(srtp::context::Context, srtp::context::Context, LocalSrtpKeys)> {
         let profile = match state.srtp_protection_profile() {
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
             SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm => ProtectionProfile::AeadAes256Gcm,
@@ -523,7 +551,13 @@ impl<'a> DtlsHandler<'a> {
             crypto_provider.crypto(),
         )?;
 
-        Ok((local_context, remote_context))
+        let local_keys = LocalSrtpKeys {
+            profile: srtp_config.profile,
+            master_key: srtp_config.keys.local_master_key.clone(),
+            master_salt: srtp_config.keys.local_master_salt.clone(),
+        };
+
+        Ok((local_context, remote_context, local_keys))
     }
 }
 
