@@ -7,8 +7,9 @@
 //! thread of this program (pin the program so that thread and the shard's
 //! do not share a core). The publisher sends 1,200-byte H.264-shaped
 //! packets at `--mbps`, in bursts of one frame (`--fps`), as an encoder
-//! does. Media goes through `rtc` on the shard (phase 1 of issue 12: no
-//! fast path beside it), with the slim interceptor chain and GSO sends.
+//! does. The publisher's packets go through its `rtc` connection on the
+//! shard; each viewer's copy leaves on the engine's fast path beside `rtc`
+//! (rewritten and sealed by the shard, `engine/fast.rs`), in GSO sends.
 //!
 //! ```text
 //! cargo build --release -p vigil-gateway --example engine_fanout

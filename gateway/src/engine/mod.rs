@@ -23,6 +23,7 @@
 //! measured in `examples/rtc_write_path.rs` (docs/performance.md).
 
 pub mod demux;
+pub mod fast;
 mod feedback;
 pub mod io;
 pub mod session;

@@ -24,12 +24,14 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use super::fast::srtp_context;
 use super::shard::{ConnId, Event, Shard};
 use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap, h264_baseline, send_track};
 
@@ -99,6 +101,8 @@ struct World {
     /// Loss on the way to one client: (client, every nth RTP datagram is
     /// dropped), below SRTP, as a network loses it.
     lose: Option<(usize, usize)>,
+    /// Every RTCP datagram the shard sent, still sealed: (to, datagram).
+    rtcp_sent: Vec<(SocketAddr, BytesMut)>,
     /// RTP datagrams dropped by `lose`, and the RTP datagrams it counted.
     dropped: usize,
     rtp_to_lossy: usize,
@@ -114,6 +118,7 @@ impl World {
             events: Vec::new(),
             lost_to_old_addresses: 0,
             lose: None,
+            rtcp_sent: Vec::new(),
             dropped: 0,
             rtp_to_lossy: 0,
         }
@@ -216,6 +221,9 @@ impl World {
         }
         while let Some(transmit) = self.shard.poll_transmit() {
             let to = transmit.to;
+            if transmit.payload.len() > 8 && (200..=204).contains(&transmit.payload[1]) {
+                self.rtcp_sent.push((to, transmit.payload.clone()));
+            }
             if let Some((lossy, nth)) = self.lose {
                 let is_rtp = transmit.payload.len() > 12
                     && transmit.payload[0] >> 6 == 2
@@ -626,4 +634,65 @@ fn a_viewers_lost_packets_come_again_from_the_streams_history() {
             .all(|(s, _, _)| *s == ssrc),
         "repairs come on the viewer's own SSRC"
     );
+}
+
+/// Forwarded media leaves on the fast path, which rtc's own reporter never
+/// sees: the engine's sender reports must go to the viewer, sealed with its
+/// keys, carry what it was sent, and an RTP time that moves with the
+/// stream. (They are read off the wire: rtc's receiving side consumes
+/// sender reports and shows none to its application.)
+#[test]
+fn viewers_get_sender_reports_for_what_the_fast_path_sent() {
+    const CAMERA: u32 = 0x00ca_fe07;
+    let (mut world, publisher, viewers) = World::stream_with_two_viewers(CAMERA);
+    for seq in 0..300u16 {
+        world.client_sends(publisher, CAMERA, seq);
+        world.step(Duration::from_millis(10));
+    }
+    world.run_until("the last packets", Duration::from_secs(1), |w| {
+        viewers.iter().all(|&v| w.clients[v].received.len() == 300)
+    });
+    for v in viewers {
+        let (_, ssrc) = world.ends[v].sender.expect("viewer");
+        let keys = world
+            .shard
+            .local_srtp_keys(world.ends[v].conn)
+            .expect("DTLS is up");
+        let mut open = srtp_context(&keys).expect("context");
+        let to = world.clients[v].public_addr;
+        let mut reports = Vec::new();
+        for (_, sealed) in world.rtcp_sent.iter().filter(|(a, _)| *a == to) {
+            let plain = open
+                .decrypt_rtcp(sealed)
+                .expect("sealed with the viewer's keys");
+            let packets = rtc::rtcp::packet::unmarshal(&mut &plain[..]).expect("RTCP");
+            reports.extend(
+                packets
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<SenderReport>().cloned())
+                    .filter(|r| r.ssrc == ssrc),
+            );
+        }
+        // 3 s of media: one report at the first packet, then one a second.
+        assert!(
+            (3..=5).contains(&reports.len()),
+            "viewer {v}: {} reports",
+            reports.len()
+        );
+        assert_eq!(
+            reports[0].packet_count, 1,
+            "the first follows the first packet"
+        );
+        assert!(
+            reports
+                .windows(2)
+                .all(|w| w[1].packet_count > w[0].packet_count)
+        );
+        let last = reports.last().expect("a report");
+        assert!(last.packet_count >= 200, "counts what was sent: {last:?}");
+        // The test's packets carry 3000 ticks per 10 ms of fake time, so
+        // reports a second apart differ by about 300,000 ticks.
+        let step = reports[2].rtp_time.wrapping_sub(reports[1].rtp_time);
+        assert!((250_000..350_000).contains(&step), "RTP time step {step}");
+    }
 }

@@ -33,6 +33,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::demux::Demux;
+use super::fast::{FastPath, SenderStats};
 use crate::sfu::rewrite::Rewriter;
 use crate::sfu::rtcp::is_keyframe_request;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -100,10 +101,16 @@ struct Sink {
     viewer: ConnId,
     sender: RTCRtpSenderId,
     rewriter: Rewriter,
+    clock_rate: u32,
+    /// What went out on the viewer's SSRC, for its sender reports.
+    stats: SenderStats,
 }
 
 struct Conn {
     pc: RTCPeerConnection,
+    /// The viewer's outgoing SRTP on the fast path, from its first
+    /// forwarded packet after DTLS ([`super::fast`]).
+    fast: Option<FastPath>,
     /// The deadline this connection has in the heap, if any.
     deadline: Option<Instant>,
     connected: bool,
@@ -161,6 +168,7 @@ impl Shard {
             id,
             Conn {
                 pc,
+                fast: None,
                 deadline: None,
                 connected: false,
                 dirty: false,
@@ -197,6 +205,8 @@ impl Shard {
             viewer,
             sender,
             rewriter: Rewriter::new(ssrc, payload_type, clock_rate),
+            clock_rate,
+            stats: SenderStats::default(),
         });
         Some(())
     }
@@ -385,48 +395,82 @@ impl Shard {
         }
     }
 
-    /// Writes a publisher's packet to each of its viewers. Their datagrams
-    /// are queued now; the rest of their draining waits for the end of the
-    /// input ([`Shard::settle`]).
+    /// Sends a publisher's packet to each of its viewers on the fast path:
+    /// rewritten, sealed and queued here, without entering the viewer's
+    /// `rtc` connection. Only a viewer whose sender report falls due is
+    /// written to (the report goes through `rtc`, as all RTCP does) and
+    /// drained at the end of the input ([`Shard::settle`]).
     fn fan_out(&mut self, source: ConnId, packet: rtp::Packet, now: Instant) {
         let key = (source, packet.header.ssrc);
         let Some(sinks) = self.sinks.get_mut(&key) else {
             return;
         };
-        self.histories
-            .entry(key)
-            .or_insert_with(History::new)
-            .keep(&packet);
         for sink in sinks.iter_mut() {
             let Some(conn) = self.conns.get_mut(&sink.viewer) else {
                 continue;
             };
             if !conn.connected {
-                continue; // packets written before DTLS are lost anyway
+                continue; // before DTLS there are no keys to seal with
             }
-            let mut out = packet.clone();
-            sink.rewriter.rewrite(&mut out.header, now);
-            if let Some(mut sender) = conn.pc.rtp_sender(sink.sender) {
-                let _counted_by_rtc_stats = sender.write_rtp(now, out);
-            }
-            Self::write_out(
-                &mut self.demux,
-                &mut self.transmits,
-                sink.viewer,
-                &mut conn.pc,
-            );
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(sink.viewer);
+            let Some(to) = self.demux.current_addr(sink.viewer) else {
+                continue;
+            };
+            Self::send_fast(&mut self.transmits, conn, sink, to, &packet, now);
+            if let Some(report) = sink
+                .stats
+                .report_due(sink.rewriter.ssrc(), sink.clock_rate, now)
+                && let Some(mut sender) = conn.pc.rtp_sender(sink.sender)
+            {
+                let _written_or_connection_closing = sender.write_rtcp(now, vec![Box::new(report)]);
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(sink.viewer);
+                }
             }
         }
+        self.histories
+            .entry(key)
+            .or_insert_with(History::new)
+            .keep(&packet);
+    }
+
+    /// Rewrites `packet` for `sink`'s viewer, seals it with the viewer's
+    /// keys and queues it to `to`. `false` if it could not be sealed.
+    fn send_fast(
+        transmits: &mut VecDeque<Transmit>,
+        conn: &mut Conn,
+        sink: &mut Sink,
+        to: SocketAddr,
+        packet: &rtp::Packet,
+        now: Instant,
+    ) -> bool {
+        if conn.fast.is_none() {
+            conn.fast = conn
+                .pc
+                .local_srtp_keys()
+                .and_then(|keys| FastPath::new(keys).ok());
+        }
+        let Some(fast) = conn.fast.as_mut() else {
+            return false; // no keys (DTLS not done): the packet is lost
+        };
+        let mut header = bare_header(&packet.header);
+        sink.rewriter.rewrite(&mut header, now);
+        let Ok(payload) = fast.seal(&header, &packet.payload) else {
+            return false;
+        };
+        sink.stats.on_sent(&header, packet.payload.len(), now);
+        transmits.push_back(Transmit { to, payload });
+        true
     }
 
     /// Answers a viewer's NACK from the history of the stream it gets: each
     /// lost packet it still has goes out again on the viewer's SSRC, with
-    /// the viewer's numbering.
+    /// the viewer's numbering, on the fast path like the first send.
     fn retransmit(&mut self, viewer: ConnId, nack: &TransportLayerNack, now: Instant) {
         let Some(source) = self.source_of(viewer, nack.media_ssrc) else {
+            return;
+        };
+        let Some(to) = self.demux.current_addr(viewer) else {
             return;
         };
         let (Some(history), Some(sinks), Some(conn)) = (
@@ -447,15 +491,21 @@ impl Shard {
                 let Some(packet) = history.get(sink.rewriter.source_seq(viewer_seq)) else {
                     continue; // too old: the viewer will ask for a keyframe
                 };
-                let mut out = packet.clone();
-                sink.rewriter.rewrite(&mut out.header, now);
-                if let Some(mut sender) = conn.pc.rtp_sender(sink.sender) {
-                    let _counted_by_rtc_stats = sender.write_rtp(now, out);
+                if Self::send_fast(&mut self.transmits, conn, sink, to, packet, now) {
                     self.retransmitted += 1;
                 }
             }
         }
-        Self::write_out(&mut self.demux, &mut self.transmits, viewer, &mut conn.pc);
+    }
+
+    /// The local SRTP keys of connection `id`, for tests that open what it
+    /// sends.
+    #[cfg(test)]
+    pub(super) fn local_srtp_keys(
+        &self,
+        id: ConnId,
+    ) -> Option<rtc::peer_connection::LocalSrtpKeys> {
+        self.conns.get(&id)?.pc.local_srtp_keys().cloned()
     }
 
     /// Packets resent from the shared histories so far.
@@ -481,5 +531,22 @@ impl Shard {
         for sinks in self.sinks.values_mut() {
             sinks.retain(|s| s.viewer != id);
         }
+    }
+}
+
+/// `source`'s header without its extensions (their ids were negotiated
+/// with the publisher; [`Rewriter::rewrite`] drops them anyway), so that
+/// making a viewer's header never copies them.
+fn bare_header(source: &rtp::header::Header) -> rtp::header::Header {
+    rtp::header::Header {
+        version: source.version,
+        padding: source.padding,
+        marker: source.marker,
+        payload_type: source.payload_type,
+        sequence_number: source.sequence_number,
+        timestamp: source.timestamp,
+        ssrc: source.ssrc,
+        csrc: source.csrc.clone(),
+        ..Default::default()
     }
 }
