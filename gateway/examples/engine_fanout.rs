@@ -13,8 +13,12 @@
 //!
 //! ```text
 //! cargo build --release -p vigil-gateway --example engine_fanout
-//! target/release/examples/engine_fanout [--viewers 200] [--mbps 2.5] [--fps 30] [--seconds 10]
+//! target/release/examples/engine_fanout [--viewers 200] [--mbps 2.5] [--fps 30] [--seconds 10] [--shards 1]
 //! ```
+//!
+//! With `--shards 2` the publisher sits on shard 0 and the viewers
+//! alternate between the shards, so half of them get each packet through
+//! a relay from shard 0 to shard 1; the CPU figure is both shards' threads.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -37,6 +41,8 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use vigil_gateway::engine::io::ShardHandle;
+use vigil_gateway::engine::shard::Source;
+use vigil_gateway::engine::shards::Engine;
 use vigil_gateway::engine::{add_host_candidate, h264_baseline, send_track, session};
 
 const PACKET: usize = 1_200;
@@ -179,6 +185,7 @@ struct Args {
     mbps: f64,
     fps: u32,
     seconds: u64,
+    shards: usize,
 }
 
 fn args() -> Args {
@@ -187,6 +194,7 @@ fn args() -> Args {
         mbps: 2.5,
         fps: 30,
         seconds: 10,
+        shards: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -196,6 +204,7 @@ fn args() -> Args {
             "--mbps" => args.mbps = value.parse().expect("--mbps"),
             "--fps" => args.fps = value.parse().expect("--fps"),
             "--seconds" => args.seconds = value.parse().expect("--seconds"),
+            "--shards" => args.shards = value.parse().expect("--shards"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -208,14 +217,27 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (shard, _events) =
-        ShardHandle::spawn("127.0.0.1:0".parse().expect("address")).expect("shard");
-    let port = shard.local_addr();
-    let shard_thread = format!("shard-{}", port.port());
+    let (engine, _events) =
+        Engine::start("127.0.0.1:0".parse().expect("address"), args.shards).expect("engine");
+    let shard_threads: Vec<String> = engine
+        .shards()
+        .iter()
+        .map(|s| format!("shard-{}", s.local_addr().port()))
+        .collect();
+    let shards_cpu = || {
+        shard_threads
+            .iter()
+            .map(|name| thread_cpu(name))
+            .fold((Duration::ZERO, Duration::ZERO), |a, b| {
+                (a.0 + b.0, a.1 + b.1)
+            })
+    };
 
-    // Negotiates a client with a new shard connection sending `tracks`.
-    let join = |client: &mut Client, offer: &str, tracks| {
-        let answered = session::answer(offer, port, tracks, Instant::now()).expect("answer");
+    // Negotiates a client with a new connection on shard `on` sending `tracks`.
+    let join = |client: &mut Client, offer: &str, tracks, on: usize| {
+        let shard = &engine.shards()[on];
+        let answered =
+            session::answer(offer, shard.local_addr(), tracks, Instant::now()).expect("answer");
         let conn = control
             .block_on(shard.add_connection(answered.pc, answered.ufrag))
             .expect("connection added");
@@ -227,7 +249,12 @@ fn main() {
         (conn, answered.senders)
     };
     let (mut publisher, offer) = client(true);
-    let (source, _) = join(&mut publisher, &offer, Vec::new());
+    let (source, _) = join(&mut publisher, &offer, Vec::new(), 0);
+    let source = Source {
+        shard: 0,
+        conn: source,
+        ssrc: CAMERA,
+    };
 
     let mut viewers = Vec::with_capacity(args.viewers);
     let mut subscriptions = Vec::with_capacity(args.viewers);
@@ -235,8 +262,9 @@ fn main() {
         let (mut viewer, offer) = client(false);
         let ssrc = 0x5000_0000 + i as u32;
         let track = send_track("video", RtpCodecKind::Video, ssrc, h264_baseline());
-        let (conn, senders) = join(&mut viewer, &offer, vec![track]);
-        subscriptions.push((conn, senders[0], ssrc));
+        let on = i % engine.shards().len();
+        let (conn, senders) = join(&mut viewer, &offer, vec![track], on);
+        subscriptions.push((on, conn, senders[0], ssrc));
         viewers.push(viewer);
     }
 
@@ -291,35 +319,29 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    for (conn, sender, ssrc) in subscriptions {
-        assert!(control.block_on(shard.subscribe((source, CAMERA), conn, sender, ssrc)));
+    for (on, conn, sender, ssrc) in subscriptions {
+        assert!(control.block_on(engine.subscribe(source, on, conn, sender, ssrc)));
     }
     sending.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(2)); // warm-up
 
     let total = |c: &[Arc<AtomicU64>]| c.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
-    let io = |s: &ShardHandle| {
-        let st = s.io_stats();
-        [
-            st.receives.load(Ordering::Relaxed),
-            st.datagrams_in.load(Ordering::Relaxed),
-            st.sends.load(Ordering::Relaxed),
-            st.datagrams_out.load(Ordering::Relaxed),
-        ]
+    let io = |shards: &[ShardHandle]| {
+        let mut sum = [0u64; 4];
+        for s in shards {
+            let st = s.io_stats();
+            sum[0] += st.receives.load(Ordering::Relaxed);
+            sum[1] += st.datagrams_in.load(Ordering::Relaxed);
+            sum[2] += st.sends.load(Ordering::Relaxed);
+            sum[3] += st.datagrams_out.load(Ordering::Relaxed);
+        }
+        sum
     };
-    let io0 = io(&shard);
-    let (cpu0, got0, sent0) = (
-        thread_cpu(&shard_thread),
-        total(&counters),
-        sent.load(Ordering::Relaxed),
-    );
+    let io0 = io(engine.shards());
+    let (cpu0, got0, sent0) = (shards_cpu(), total(&counters), sent.load(Ordering::Relaxed));
     std::thread::sleep(Duration::from_secs(args.seconds));
-    let (cpu1, got1, sent1) = (
-        thread_cpu(&shard_thread),
-        total(&counters),
-        sent.load(Ordering::Relaxed),
-    );
-    let io1 = io(&shard);
+    let (cpu1, got1, sent1) = (shards_cpu(), total(&counters), sent.load(Ordering::Relaxed));
+    let io1 = io(engine.shards());
     stop.store(true, Ordering::Relaxed);
     let _ = clients.join();
 
@@ -328,11 +350,11 @@ fn main() {
     let (user, system) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     let cpu = user + system;
     println!(
-        "{} viewers, {:.1} Mbit/s ({} packets of {} B per frame, {} fps), {} s",
-        args.viewers, args.mbps, packets_per_frame, PACKET, args.fps, args.seconds
+        "{} viewers on {} shard(s), {:.1} Mbit/s ({} packets of {} B per frame, {} fps), {} s",
+        args.viewers, args.shards, args.mbps, packets_per_frame, PACKET, args.fps, args.seconds
     );
     println!(
-        "shard thread: {:.2} s CPU ({:.0} % of a core; user {:.2} s, system {:.2} s); {} packets forwarded of {} expected ({:.2} % short)",
+        "shard threads: {:.2} s CPU ({:.0} % of a core; user {:.2} s, system {:.2} s); {} packets forwarded of {} expected ({:.2} % short)",
         cpu.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / args.seconds as f64,
         user.as_secs_f64(),

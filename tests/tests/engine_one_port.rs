@@ -1,7 +1,8 @@
-//! The media engine's shard on one UDP port, with webrtc-rs peers on real
-//! UDP over 127.0.0.1: a publisher and three viewers, whose media all pass
-//! through the shard's single socket (ICE-lite, credentials the engine
-//! chose, one host candidate for all).
+//! The media engine's shards, with webrtc-rs peers on real UDP over
+//! 127.0.0.1: a publisher and three viewers whose media all pass through
+//! one shard's single socket (ICE-lite, credentials the engine chose, one
+//! host candidate for all), and sessions spread over two shards, the
+//! publisher on one and viewers on both.
 //!
 //! Not yet through HTTP: the engine is not wired into the WHIP/WHEP
 //! handlers (issue 12); the test negotiates with `engine::session::answer`
@@ -12,8 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use vigil_gateway::engine::io::ShardHandle;
-use vigil_gateway::engine::shard::Event;
+use std::sync::atomic::Ordering;
+
+use vigil_gateway::engine::shard::{Event, Source};
+use vigil_gateway::engine::shards::Engine;
 use vigil_gateway::engine::{send_track, session};
 use vigil_tests::peers::{TestVideo, publisher_peer, viewer_peer};
 use vigil_tests::{eventually, init_logging};
@@ -57,25 +60,53 @@ fn assert_one_candidate(answer: &str, port: std::net::SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_reaches_three_viewers_through_one_port() {
+    let relayed = fan_out(1, 3).await;
+    assert_eq!(relayed, [0], "one shard relays nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_two_shards_get_every_packet() {
+    let relayed = fan_out(2, 4).await;
+    // Two of the four viewers are on shard 1: each packet crossed once.
+    assert_eq!(
+        relayed,
+        [100, 0],
+        "once per packet per shard, not per viewer"
+    );
+}
+
+/// A publisher on shard 0 and `viewer_count` viewers spread over `shards`
+/// shards in turn; 100 packets must reach every viewer unaltered, in
+/// order, on its own SSRC. Returns how many packets each shard relayed.
+async fn fan_out(shards: usize, viewer_count: u32) -> Vec<u64> {
     init_logging();
-    let (shard, mut events) =
-        ShardHandle::spawn("127.0.0.1:0".parse().expect("address")).expect("shard");
-    let port = shard.local_addr();
+    let (engine, mut events) =
+        Engine::start("127.0.0.1:0".parse().expect("address"), shards).expect("engine");
+    let home = &engine.shards()[0];
+    let port = home.local_addr();
 
     let (publisher, video, _audio) = publisher_peer().await;
     let offer = publisher.offer().await;
     let camera = ssrc_of(&offer, "video");
     let answered = session::answer(&offer, port, Vec::new(), Instant::now()).expect("answer");
     assert_one_candidate(&answered.answer, port);
-    let source = shard
+    let conn = home
         .add_connection(answered.pc, answered.ufrag)
         .await
         .expect("publisher added");
+    let source = Source {
+        shard: 0,
+        conn,
+        ssrc: camera,
+    };
     publisher.accept_answer(&answered.answer).await;
     publisher.wait_connected().await;
 
     let mut viewers = Vec::new();
-    for i in 0..3u32 {
+    for i in 0..viewer_count {
+        let on = i as usize % shards;
+        let shard = &engine.shards()[on];
+        let port = shard.local_addr();
         let peer = viewer_peer().await;
         let offer = peer.offer().await;
         let ssrc = 0x5100 + i;
@@ -95,19 +126,20 @@ async fn a_publisher_reaches_three_viewers_through_one_port() {
         peer.accept_answer(&answered.answer).await;
         peer.wait_connected().await;
         assert!(
-            shard
-                .subscribe((source, camera), viewer, answered.senders[0], ssrc)
+            engine
+                .subscribe(source, on, viewer, answered.senders[0], ssrc)
                 .await,
             "subscribed"
         );
         viewers.push((peer, received, ssrc));
     }
     let mut connected = 0;
-    while connected < 4 {
+    let sessions = viewer_count + 1;
+    while connected < sessions {
         match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
-            Ok(Some(Event::Connected(_))) => connected += 1,
+            Ok(Some((_, Event::Connected(_)))) => connected += 1,
             Ok(Some(_)) => {}
-            other => panic!("the shard reported {connected} of 4 connections: {other:?}"),
+            other => panic!("the shards reported {connected} of {sessions} connections: {other:?}"),
         }
     }
 
@@ -152,4 +184,9 @@ async fn a_publisher_reaches_three_viewers_through_one_port() {
             "its own SSRC"
         );
     }
+    engine
+        .shards()
+        .iter()
+        .map(|s| s.io_stats().relayed.load(Ordering::Relaxed))
+        .collect()
 }

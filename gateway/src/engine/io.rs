@@ -29,7 +29,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::shard::{ConnId, Event, Shard, Transmit};
+use super::shard::{ConnId, Event, Relay, Shard, Source, Transmit};
 
 /// Receive buffers per `recvmsg` batch.
 const RECV_BATCH: usize = 8;
@@ -43,17 +43,30 @@ enum Command {
         reply: oneshot::Sender<ConnId>,
     },
     Subscribe {
-        source: (ConnId, u32),
+        source: Source,
         viewer: ConnId,
         sender: RTCRtpSenderId,
         ssrc: u32,
         reply: oneshot::Sender<bool>,
     },
+    RelayTo {
+        conn: ConnId,
+        ssrc: u32,
+        shard: usize,
+    },
+    ForgetPublisher {
+        shard: usize,
+        conn: ConnId,
+    },
     Remove(ConnId),
 }
 
+/// What a shard reports: its index and the event.
+pub type ShardEvent = (usize, Event);
+
 /// A running shard: its address and the way to command it.
 pub struct ShardHandle {
+    index: usize,
     local_addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
     stats: Arc<IoStats>,
@@ -70,17 +83,43 @@ pub struct IoStats {
     pub sends: AtomicU64,
     /// Datagrams sent.
     pub datagrams_out: AtomicU64,
+    /// Packets relayed to other shards (each once per shard with viewers
+    /// of its stream).
+    pub relayed: AtomicU64,
 }
 
 impl ShardHandle {
-    /// Binds `bind` and starts the shard's thread. Returns the handle and
-    /// the shard's events.
-    pub fn spawn(bind: SocketAddr) -> io::Result<(ShardHandle, mpsc::UnboundedReceiver<Event>)> {
+    /// Binds `bind` and starts a shard on its own (an engine of one).
+    /// Returns the handle and the shard's events.
+    pub fn spawn(
+        bind: SocketAddr,
+    ) -> io::Result<(ShardHandle, mpsc::UnboundedReceiver<ShardEvent>)> {
+        let (events, event_rx) = mpsc::unbounded_channel();
+        let (relay_tx, relay_rx) = mpsc::unbounded_channel();
+        let handle = ShardHandle::spawn_in(
+            ShardPlace {
+                index: 0,
+                relay_rx,
+                peers: vec![relay_tx],
+            },
+            bind,
+            events,
+        )?;
+        Ok((handle, event_rx))
+    }
+
+    /// Binds `bind` and starts shard `place.index` of an engine, reporting
+    /// to `events`.
+    pub(super) fn spawn_in(
+        place: ShardPlace,
+        bind: SocketAddr,
+        events: mpsc::UnboundedSender<ShardEvent>,
+    ) -> io::Result<ShardHandle> {
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
         let local_addr = socket.local_addr()?;
+        let index = place.index;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (events, event_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(IoStats::default());
         let loop_stats = stats.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -91,20 +130,24 @@ impl ShardHandle {
             .name(format!("shard-{}", local_addr.port()))
             .spawn(move || {
                 runtime.block_on(async move {
-                    match ShardLoop::new(socket, local_addr, command_rx, events, loop_stats) {
+                    let shard = Shard::with_index(place.index, local_addr);
+                    match ShardLoop::new(socket, shard, command_rx, events, place, loop_stats) {
                         Ok(shard_loop) => shard_loop.run().await,
                         Err(error) => tracing::error!(%error, "media shard could not start"),
                     }
                 })
             })?;
-        Ok((
-            ShardHandle {
-                local_addr,
-                commands,
-                stats,
-            },
-            event_rx,
-        ))
+        Ok(ShardHandle {
+            index,
+            local_addr,
+            commands,
+            stats,
+        })
+    }
+
+    /// This shard's place among the engine's shards.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// The shard socket's counters.
@@ -135,7 +178,7 @@ impl ShardHandle {
     /// gone.
     pub async fn subscribe(
         &self,
-        source: (ConnId, u32),
+        source: Source,
         viewer: ConnId,
         sender: RTCRtpSenderId,
         ssrc: u32,
@@ -151,6 +194,18 @@ impl ShardHandle {
         sent.is_ok() && answer.await.unwrap_or(false)
     }
 
+    /// See [`Shard::relay_to`].
+    pub fn relay_to(&self, conn: ConnId, ssrc: u32, shard: usize) {
+        // A stopped shard relays nothing any more.
+        let _stopped = self.commands.send(Command::RelayTo { conn, ssrc, shard });
+    }
+
+    /// See [`Shard::forget_publisher`].
+    pub fn forget_publisher(&self, shard: usize, conn: ConnId) {
+        // A stopped shard has nothing left to forget.
+        let _stopped = self.commands.send(Command::ForgetPublisher { shard, conn });
+    }
+
     /// Closes a connection.
     pub fn remove_connection(&self, id: ConnId) {
         // A stopped shard has no connections left to remove.
@@ -158,12 +213,21 @@ impl ShardHandle {
     }
 }
 
+/// Where a shard sits among the engine's shards: its index, its inbox of
+/// relayed packets, and every shard's inbox (its own included, unused).
+pub(super) struct ShardPlace {
+    pub(super) index: usize,
+    pub(super) relay_rx: mpsc::UnboundedReceiver<Relay>,
+    pub(super) peers: Vec<mpsc::UnboundedSender<Relay>>,
+}
+
 struct ShardLoop {
     socket: UdpSocket,
     state: UdpSocketState,
     shard: Shard,
     commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<ShardEvent>,
+    place: ShardPlace,
     recv_bufs: Vec<Vec<u8>>,
     /// Datagrams polled from the shard, waiting to be sent.
     pending: Vec<Transmit>,
@@ -175,9 +239,10 @@ struct ShardLoop {
 impl ShardLoop {
     fn new(
         socket: std::net::UdpSocket,
-        local_addr: SocketAddr,
+        shard: Shard,
         commands: mpsc::UnboundedReceiver<Command>,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::UnboundedSender<ShardEvent>,
+        place: ShardPlace,
         stats: Arc<IoStats>,
     ) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
@@ -185,9 +250,10 @@ impl ShardLoop {
         Ok(ShardLoop {
             socket: UdpSocket::from_std(socket)?,
             state,
-            shard: Shard::new(local_addr),
+            shard,
             commands,
             events,
+            place,
             recv_bufs: vec![vec![0; buf_len]; RECV_BATCH],
             pending: Vec::new(),
             batch: Vec::new(),
@@ -198,9 +264,19 @@ impl ShardLoop {
     async fn run(mut self) {
         loop {
             self.flush().await;
+            while let Some((shard, relay)) = self.shard.poll_relay() {
+                if let Some(peer) = self.place.peers.get(shard) {
+                    self.stats
+                        .relayed
+                        .fetch_add(relay.packets.len() as u64, Ordering::Relaxed);
+                    // That shard has stopped: the engine is shutting down.
+                    let _stopped = peer.send(relay);
+                }
+            }
+            let index = self.place.index;
             while let Some(event) = self.shard.poll_event() {
                 // Nobody listening: the handle's owner is shutting down.
-                let _unheard = self.events.send(event);
+                let _unheard = self.events.send((index, event));
             }
             let deadline = self
                 .shard
@@ -216,6 +292,9 @@ impl ShardLoop {
                     Some(command) => self.apply(command),
                     None => break,
                 },
+                Some(relay) = self.place.relay_rx.recv() => {
+                    self.shard.handle_relay(Instant::now(), relay);
+                }
                 () = tokio::time::sleep_until(deadline.into()) => {
                     self.shard.handle_timeout(Instant::now());
                 }
@@ -241,6 +320,8 @@ impl ShardLoop {
                 let done = self.shard.subscribe(source, viewer, sender, ssrc).is_some();
                 let _asker_gone = reply.send(done);
             }
+            Command::RelayTo { conn, ssrc, shard } => self.shard.relay_to(conn, ssrc, shard),
+            Command::ForgetPublisher { shard, conn } => self.shard.forget_publisher(shard, conn),
             Command::Remove(id) => self.shard.remove_connection(id, now),
         }
     }

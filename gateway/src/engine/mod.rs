@@ -10,17 +10,23 @@
 //! - [`shard::Shard`]: the connections of one shard behind that
 //!   demultiplexer, their timers in one heap, and the fan-out of a
 //!   publisher's RTP to its viewers (rewritten per viewer by
-//!   [`crate::sfu::rewrite::Rewriter`]), with inputs in and outputs polled.
-//!
+//!   [`crate::sfu::rewrite::Rewriter`]) and relayed once per packet to
+//!   other shards with viewers of it, with inputs in and outputs polled.
+//! - [`fast`]: viewers' RTP sealed by the shard itself, beside `rtc`, with
+//!   the keys the vendored `rtc` exports, and their sender reports.
 //! - [`session::answer`]: an engine connection (ICE-lite, engine-chosen
 //!   credentials, the shard's address as its one candidate, slim chain)
 //!   answered from a client's offer.
 //! - [`io::ShardHandle`]: the shard's thread and socket loop, with batched
 //!   receive (GRO) and GSO sends, commanded over a channel.
+//! - [`shards::Engine`]: a shard per thread, one socket each, and the
+//!   commands that span shards (subscribing a viewer to a publisher on
+//!   another shard).
 //!
 //! Not wired into WHIP/WHEP yet: sessions still run on the per-connection
-//! `webrtc` driver in [`crate::sfu`]. The write path it will drive is
-//! measured in `examples/rtc_write_path.rs` (docs/performance.md).
+//! `webrtc` driver in [`crate::sfu`]. `examples/rtc_write_path.rs` measures
+//! `rtc`'s write path alone, `examples/engine_fanout.rs` the shards end to
+//! end (docs/performance.md).
 
 pub mod demux;
 pub mod fast;
@@ -28,6 +34,7 @@ mod feedback;
 pub mod io;
 pub mod session;
 pub mod shard;
+pub mod shards;
 
 use std::net::SocketAddr;
 

@@ -316,7 +316,7 @@ impl World {
     /// `publisher` sends on `ssrc`.
     fn subscribe(&mut self, viewer: usize, publisher: usize, ssrc: u32) {
         let (sender, viewer_ssrc) = self.ends[viewer].sender.expect("a viewer");
-        let source = (self.ends[publisher].conn, ssrc);
+        let source = self.shard.source(self.ends[publisher].conn, ssrc);
         self.shard
             .subscribe(source, self.ends[viewer].conn, sender, viewer_ssrc)
             .expect("subscribe");
@@ -397,7 +397,7 @@ fn a_publishers_packets_reach_every_viewer_renumbered() {
     let publisher = world.join(Role::Publisher(CAMERA));
     let viewers: Vec<usize> = (0..3).map(|_| world.join(Role::Viewer)).collect();
     world.connect_all();
-    let source = (world.ends[publisher].conn, CAMERA);
+    let source = world.shard.source(world.ends[publisher].conn, CAMERA);
     for &v in &viewers {
         let (sender, ssrc) = world.ends[v].sender.expect("viewer");
         world
@@ -443,7 +443,7 @@ fn a_viewers_keyframe_request_names_its_source() {
     let publisher = world.join(Role::Publisher(CAMERA));
     let viewer = world.join(Role::Viewer);
     world.connect_all();
-    let source = (world.ends[publisher].conn, CAMERA);
+    let source = world.shard.source(world.ends[publisher].conn, CAMERA);
     let (sender, ssrc) = world.ends[viewer].sender.expect("viewer");
     let viewer_conn = world.ends[viewer].conn;
     world

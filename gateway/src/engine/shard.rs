@@ -42,6 +42,26 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u32);
 
+/// A published stream, named across shards: the publisher connection's
+/// shard, its id there, and the publisher's SSRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// The shard the publisher's connection lives on.
+    pub shard: usize,
+    /// The publisher's connection on that shard.
+    pub conn: ConnId,
+    /// The publisher's SSRC.
+    pub ssrc: u32,
+}
+
+/// Packets of one input bound for another shard: each published packet
+/// once per shard that has viewers of it, never once per viewer.
+#[derive(Debug, Default)]
+pub struct Relay {
+    /// The packets, in arrival order, each with the stream it belongs to.
+    pub packets: Vec<(Source, rtp::Packet)>,
+}
+
 /// A datagram to send from the shard's socket.
 #[derive(Debug)]
 pub struct Transmit {
@@ -63,8 +83,9 @@ pub enum Event {
     KeyframeRequest {
         /// The viewer.
         viewer: ConnId,
-        /// The publisher connection and SSRC the viewer is subscribed to.
-        source: (ConnId, u32),
+        /// The stream the viewer is subscribed to (perhaps on another
+        /// shard).
+        source: Source,
     },
 }
 
@@ -120,6 +141,8 @@ struct Conn {
 
 /// The connections of one shard and everything between them.
 pub struct Shard {
+    /// This shard's place among the engine's shards.
+    index: usize,
     local: SocketAddr,
     next_id: u32,
     conns: HashMap<ConnId, Conn>,
@@ -127,10 +150,17 @@ pub struct Shard {
     /// Deadlines, earliest first; an entry whose connection has since moved
     /// its deadline is stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    /// Fan-out: a publisher connection's SSRC → its viewers.
-    sinks: HashMap<(ConnId, u32), Vec<Sink>>,
-    /// Recent packets of each subscribed source, for viewers' NACKs.
-    histories: HashMap<(ConnId, u32), History>,
+    /// Fan-out: a stream (local or relayed from another shard) → this
+    /// shard's viewers of it.
+    sinks: HashMap<Source, Vec<Sink>>,
+    /// Recent packets of each stream this shard's viewers get, for their
+    /// NACKs.
+    histories: HashMap<Source, History>,
+    /// A local publisher's stream → the other shards that have viewers of
+    /// it.
+    relay_targets: HashMap<(ConnId, u32), Vec<usize>>,
+    /// Relayed packets of the current input, per destination shard.
+    relays: Vec<(usize, Relay)>,
     /// Packets resent from a history.
     retransmitted: u64,
     /// Viewers written to during the current input, drained at its end.
@@ -141,9 +171,15 @@ pub struct Shard {
 
 impl Shard {
     /// A shard whose socket is bound to `local` (the address every
-    /// connection's host candidate carries).
+    /// connection's host candidate carries), alone.
     pub fn new(local: SocketAddr) -> Self {
+        Shard::with_index(0, local)
+    }
+
+    /// Shard number `index` of an engine, its socket bound to `local`.
+    pub fn with_index(index: usize, local: SocketAddr) -> Self {
         Shard {
+            index,
             local,
             next_id: 0,
             conns: HashMap::new(),
@@ -151,6 +187,8 @@ impl Shard {
             timers: BinaryHeap::new(),
             sinks: HashMap::new(),
             histories: HashMap::new(),
+            relay_targets: HashMap::new(),
+            relays: Vec::new(),
             retransmitted: 0,
             dirty: Vec::new(),
             transmits: VecDeque::new(),
@@ -187,12 +225,27 @@ impl Shard {
         self.forget(id);
     }
 
-    /// Sends what `source` publishes on `source_ssrc` to `viewer`'s sender
+    /// This shard's place among the engine's shards.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The stream a local publisher connection sends on `ssrc`.
+    pub fn source(&self, conn: ConnId, ssrc: u32) -> Source {
+        Source {
+            shard: self.index,
+            conn,
+            ssrc,
+        }
+    }
+
+    /// Sends `source` (a local publisher's stream, or one relayed from the
+    /// shard it lives on, see [`Shard::relay_to`]) to `viewer`'s sender
     /// `sender`, as `ssrc` at the payload type the viewer negotiated for the
     /// sender's codec, numbered continuously for the viewer.
     pub fn subscribe(
         &mut self,
-        source: (ConnId, u32),
+        source: Source,
         viewer: ConnId,
         sender: RTCRtpSenderId,
         ssrc: u32,
@@ -209,6 +262,38 @@ impl Shard {
             stats: SenderStats::default(),
         });
         Some(())
+    }
+
+    /// Copies every packet a local publisher sends on `ssrc` to shard
+    /// `shard` (which has viewers of it), once per packet, as a [`Relay`]
+    /// polled with [`Shard::poll_relay`].
+    pub fn relay_to(&mut self, conn: ConnId, ssrc: u32, shard: usize) {
+        let targets = self.relay_targets.entry((conn, ssrc)).or_default();
+        if shard != self.index && !targets.contains(&shard) {
+            targets.push(shard);
+        }
+    }
+
+    /// Packets another shard relayed: fanned out to this shard's viewers
+    /// of their streams, as if their publisher were local.
+    pub fn handle_relay(&mut self, now: Instant, relay: Relay) {
+        for (source, packet) in relay.packets {
+            self.fan_out(source, packet, now);
+        }
+        self.settle(now);
+    }
+
+    /// Drops this shard's subscriptions to, and history of, every stream
+    /// of publisher connection `conn` on shard `shard` (it has gone).
+    pub fn forget_publisher(&mut self, shard: usize, conn: ConnId) {
+        let gone = |source: &Source| source.shard == shard && source.conn == conn;
+        self.sinks.retain(|source, _| !gone(source));
+        self.histories.retain(|source, _| !gone(source));
+    }
+
+    /// Packets for another shard: (its index, the packets).
+    pub fn poll_relay(&mut self) -> Option<(usize, Relay)> {
+        self.relays.pop()
     }
 
     /// A datagram arrived on the shard's socket from `from`.
@@ -371,7 +456,9 @@ impl Shard {
             }
         }
         for packet in media {
-            self.fan_out(id, packet, now);
+            let source = self.source(id, packet.header.ssrc);
+            self.relay(source, &packet);
+            self.fan_out(source, packet, now);
         }
         if closed {
             self.forget(id);
@@ -400,8 +487,7 @@ impl Shard {
     /// `rtc` connection. Only a viewer whose sender report falls due is
     /// written to (the report goes through `rtc`, as all RTCP does) and
     /// drained at the end of the input ([`Shard::settle`]).
-    fn fan_out(&mut self, source: ConnId, packet: rtp::Packet, now: Instant) {
-        let key = (source, packet.header.ssrc);
+    fn fan_out(&mut self, key: Source, packet: rtp::Packet, now: Instant) {
         let Some(sinks) = self.sinks.get_mut(&key) else {
             return;
         };
@@ -432,6 +518,25 @@ impl Shard {
             .entry(key)
             .or_insert_with(History::new)
             .keep(&packet);
+    }
+
+    /// Queues a local publisher's packet for every other shard with
+    /// viewers of its stream: one copy per shard (the payload shared by
+    /// reference), gathered per input.
+    fn relay(&mut self, source: Source, packet: &rtp::Packet) {
+        let Some(targets) = self.relay_targets.get(&(source.conn, source.ssrc)) else {
+            return;
+        };
+        for &shard in targets {
+            let relay = match self.relays.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, relay)) => relay,
+                None => {
+                    self.relays.push((shard, Relay::default()));
+                    &mut self.relays.last_mut().expect("just pushed").1
+                }
+            };
+            relay.packets.push((source, packet.clone()));
+        }
     }
 
     /// Rewrites `packet` for `sink`'s viewer, seals it with the viewer's
@@ -514,7 +619,7 @@ impl Shard {
     }
 
     /// The source a viewer's SSRC is subscribed to.
-    fn source_of(&self, viewer: ConnId, viewer_ssrc: u32) -> Option<(ConnId, u32)> {
+    fn source_of(&self, viewer: ConnId, viewer_ssrc: u32) -> Option<Source> {
         self.sinks.iter().find_map(|(source, sinks)| {
             sinks
                 .iter()
@@ -526,8 +631,8 @@ impl Shard {
     fn forget(&mut self, id: ConnId) {
         self.conns.remove(&id);
         self.demux.remove(id);
-        self.sinks.retain(|(source, _), _| *source != id);
-        self.histories.retain(|(source, _), _| *source != id);
+        self.forget_publisher(self.index, id);
+        self.relay_targets.retain(|(conn, _), _| *conn != id);
         for sinks in self.sinks.values_mut() {
             sinks.retain(|s| s.viewer != id);
         }
