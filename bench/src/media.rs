@@ -277,7 +277,11 @@ impl Loop {
             warn!("publisher socket: {e}");
             return;
         }
-        match publisher.drain() {
+        // A first timeout starts str0m's ICE agent: until it has had one it
+        // sends no check of its own and waits for the server's. An ICE-lite
+        // server (live777's default, Vigil's engine) sends none.
+        let now = Instant::now();
+        match publisher.peer.timeout(now).and_then(|()| publisher.drain()) {
             Ok(deadline) => {
                 schedule(&mut self.timers, &mut self.deadlines, PUBLISHER, deadline);
                 self.publisher = Some(publisher);
@@ -298,8 +302,11 @@ impl Loop {
         let registry = self.poll.registry();
         let started =
             match registry.register(viewer.peer.socket_mut(), Token(token), Interest::READABLE) {
+                // A first timeout starts ICE checks (see `add_publisher`).
                 Ok(()) => viewer
-                    .drain(arrival, &self.log, &mut self.window)
+                    .peer
+                    .timeout(arrival.at)
+                    .and_then(|()| viewer.drain(arrival, &self.log, &mut self.window))
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
