@@ -8,12 +8,20 @@
 //! tap (viewers' PLI/FIR, NACK and reports to the engine) and RR/SR. No
 //! NACK responder (the shard answers NACKs from one history per stream)
 //! and no TWCC (performance.md, "The rtc write path").
+//!
+//! All engine connections share one DTLS certificate, made once per
+//! process: a key pair and certificate per connection cost a keygen on
+//! every POST and tens of kilobytes each, and a server's fingerprint
+//! identifies the server, not a session (mediasoup shares one per worker).
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Instant;
 
+use rtc::crypto::SignatureScheme;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -55,7 +63,11 @@ pub fn answer(
     let registry =
         configure_rtcp_reports(Registry::new().with(Slot::from(FEEDBACK_SLOT), feedback_tap()));
     let mut pc = RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_certificates(vec![certificate()?])
+                .build(),
+        )
         .with_setting_engine(setting_engine)
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
@@ -74,6 +86,24 @@ pub fn answer(
         answer: answer.sdp,
         senders,
     })
+}
+
+/// The engine's DTLS certificate, made at first use.
+fn certificate() -> Result<RTCCertificate, Error> {
+    static CERTIFICATE: OnceLock<RTCCertificate> = OnceLock::new();
+    if let Some(certificate) = CERTIFICATE.get() {
+        return Ok(certificate.clone());
+    }
+    let provider = rtc::crypto::default_provider()
+        .map_err(|e| Error::Other(format!("crypto provider: {e:?}")))?;
+    let made = RTCCertificate::generate(
+        provider.crypto(),
+        SignatureScheme::EcdsaP256Sha256,
+        CertificateParams::new(vec!["vigil".to_owned()])
+            .map_err(|e| Error::Other(format!("certificate parameters: {e}")))?,
+    )?;
+    // Two first sessions at once may both make one; the first kept wins.
+    Ok(CERTIFICATE.get_or_init(|| made).clone())
 }
 
 /// ICE ufrag and password characters (RFC 8839 `ice-char`, without `+/`).
