@@ -534,7 +534,19 @@ impl ControlledSelector for Agent {
 
             let p = &self.candidate_pairs[pair_index];
             let use_candidate = m.contains(ATTR_USE_CANDIDATE);
-            if use_candidate {
+            if self.lite {
+                // Vigil patch. A lite agent sends no checks of its own (RFC 8445 §2.5, §6.1.1),
+                // so a pair cannot become Succeeded through one: the full agent's valid request
+                // is answered, and one carrying USE-CANDIDATE nominates its pair at once
+                // (RFC 8445 §7.3.1.5). Without this, a nomination that arrives before the
+                // success of the (non-standard) triggered check went unanswered, and the
+                // connection waited for the client's retransmission (≈ 500 ms with str0m).
+                if use_candidate && self.get_selected_pair().is_none() {
+                    self.candidate_pairs[pair_index].state = CandidatePairState::Succeeded;
+                    self.set_selected_pair(Some(now), Some(pair_index));
+                }
+                self.send_binding_success(now, m, local_index, remote_index);
+            } else if use_candidate {
                 // https://tools.ietf.org/html/rfc8445#section-7.3.1.5
 
                 if p.state == CandidatePairState::Succeeded {
