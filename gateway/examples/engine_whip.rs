@@ -4,10 +4,10 @@
 //!
 //! One stream: the first WHIP POST publishes it (its offer's `a=ssrc`
 //! lines name the audio and video SSRCs), every WHEP POST plays it (H.264
-//! Constrained Baseline and Opus, the codecs vigil-bench offers). No room
-//! owner, tokens, trickle, ICE restart, keyframe requests toward the
-//! publisher or keyframe cache: a viewer starts at the publisher's next
-//! keyframe. DELETE answers 200 and closes the session.
+//! Constrained Baseline and Opus, the codecs vigil-bench offers). Viewers
+//! start from the shard's cached keyframe and their keyframe requests reach
+//! the publisher as coalesced PLIs. No room owner, tokens, trickle or ICE
+//! restart. DELETE answers 200 and closes the session.
 //! `ENGINE_WHIP_DEBUG=1` prints every offer, answer and shard event.
 //!
 //! ```text
@@ -30,9 +30,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use vigil_gateway::engine::shard::{ConnId, Source};
+use vigil_gateway::engine::shard::{ConnId, Event, Source};
 use vigil_gateway::engine::shards::Engine;
 use vigil_gateway::engine::{h264_baseline, send_track, session};
+use vigil_gateway::sfu::keyframe::VideoCodec;
 
 /// The published stream's sources, by kind, and every session by path id.
 #[derive(Default)]
@@ -125,6 +126,9 @@ impl Harness {
             let mut state = self.state.lock().expect("state");
             state.video = ssrc_of(&offer, "video").map(source);
             state.audio = ssrc_of(&offer, "audio").map(source);
+            if let Some(video) = state.video {
+                shard.watch(video, VideoCodec::H264);
+            }
         } else {
             let (video, audio) = {
                 let state = self.state.lock().expect("state");
@@ -180,16 +184,22 @@ async fn main() -> std::io::Result<()> {
     let media: SocketAddr = flag("--media", "127.0.0.1:18189").parse().expect("--media");
     let shards: usize = flag("--shards", "1").parse().expect("--shards");
     let (engine, mut events) = Engine::start(media, shards)?;
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if std::env::var_os("ENGINE_WHIP_DEBUG").is_some() {
-                eprintln!("event {event:?}");
-            }
-        }
-    });
     let harness = Arc::new(Harness {
         engine,
         state: Mutex::default(),
+    });
+    // A viewer that starts asks, through its shard, for a keyframe of its
+    // stream; the publisher's shard coalesces the requests into PLIs.
+    let events_harness = harness.clone();
+    tokio::spawn(async move {
+        while let Some((shard, event)) = events.recv().await {
+            if std::env::var_os("ENGINE_WHIP_DEBUG").is_some() {
+                eprintln!("event from shard {shard}: {event:?}");
+            }
+            if let Event::KeyframeRequest { source, .. } = event {
+                events_harness.engine.request_keyframe(source);
+            }
+        }
     });
     let listener = tokio::net::TcpListener::bind(http).await?;
     println!("engine_whip: HTTP {http}, media {media} ({shards} shard(s))");

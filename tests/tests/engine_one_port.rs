@@ -144,7 +144,11 @@ async fn fan_out(shards: usize, viewer_count: u32) -> Vec<u64> {
     }
 
     let sent: Vec<Bytes> = (0..100u16)
-        .map(|seq| Bytes::from(vec![0x41, 0x9a, (seq >> 8) as u8, seq as u8, 0xab]))
+        .map(|seq| {
+            // The first is an IDR: video viewers start at a keyframe.
+            let nal = if seq == 0 { 0x65 } else { 0x41 };
+            Bytes::from(vec![nal, 0x9a, (seq >> 8) as u8, seq as u8, 0xab])
+        })
         .collect();
     for (seq, payload) in sent.iter().enumerate() {
         let packet = rtp::Packet {

@@ -30,6 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::shard::{ConnId, Event, Relay, Shard, Source, Transmit};
+use crate::sfu::keyframe::VideoCodec;
 
 /// Receive buffers per `recvmsg` batch.
 const RECV_BATCH: usize = 8;
@@ -58,6 +59,8 @@ enum Command {
         shard: usize,
         conn: ConnId,
     },
+    RequestKeyframe(Source),
+    Watch(Source, VideoCodec),
     Remove(ConnId),
 }
 
@@ -206,6 +209,18 @@ impl ShardHandle {
         let _stopped = self.commands.send(Command::ForgetPublisher { shard, conn });
     }
 
+    /// See [`Shard::watch`].
+    pub fn watch(&self, source: Source, codec: VideoCodec) {
+        // A stopped shard has no stream left to watch.
+        let _stopped = self.commands.send(Command::Watch(source, codec));
+    }
+
+    /// See [`Shard::request_keyframe`].
+    pub fn request_keyframe(&self, source: Source) {
+        // A stopped shard has no publisher left to ask.
+        let _stopped = self.commands.send(Command::RequestKeyframe(source));
+    }
+
     /// Closes a connection.
     pub fn remove_connection(&self, id: ConnId) {
         // A stopped shard has no connections left to remove.
@@ -322,6 +337,8 @@ impl ShardLoop {
             }
             Command::RelayTo { conn, ssrc, shard } => self.shard.relay_to(conn, ssrc, shard),
             Command::ForgetPublisher { shard, conn } => self.shard.forget_publisher(shard, conn),
+            Command::RequestKeyframe(source) => self.shard.request_keyframe(source, now),
+            Command::Watch(source, codec) => self.shard.watch(source, codec),
             Command::Remove(id) => self.shard.remove_connection(id, now),
         }
     }

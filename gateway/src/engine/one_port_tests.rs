@@ -80,6 +80,8 @@ struct Client {
     alive: bool,
     /// RTP it received: (SSRC, sequence number, payload).
     received: Vec<(u32, u16, Bytes)>,
+    /// The payload type of each packet in `received`.
+    payload_types: Vec<u8>,
 }
 
 /// The server end of a client's session, in the shard.
@@ -101,6 +103,11 @@ struct World {
     /// Loss on the way to one client: (client, every nth RTP datagram is
     /// dropped), below SRTP, as a network loses it.
     lose: Option<(usize, usize)>,
+    /// STUN Binding requests the clients sent, and the shard's Binding
+    /// requests and success responses.
+    checks_in: usize,
+    checks_out: usize,
+    successes_out: usize,
     /// Every RTCP datagram the shard sent, still sealed: (to, datagram).
     rtcp_sent: Vec<(SocketAddr, BytesMut)>,
     /// RTP datagrams dropped by `lose`, and the RTP datagrams it counted.
@@ -118,6 +125,9 @@ impl World {
             events: Vec::new(),
             lost_to_old_addresses: 0,
             lose: None,
+            checks_in: 0,
+            checks_out: 0,
+            successes_out: 0,
             rtcp_sent: Vec::new(),
             dropped: 0,
             rtp_to_lossy: 0,
@@ -198,6 +208,7 @@ impl World {
             connected: false,
             alive: true,
             received: Vec::new(),
+            payload_types: Vec::new(),
         });
         index
     }
@@ -213,6 +224,9 @@ impl World {
                 }
                 assert_eq!(out.transport.peer_addr, SERVER, "clients know one address");
                 let from = self.clients[i].public_addr;
+                if out.message.starts_with(&[0x00, 0x01]) {
+                    self.checks_in += 1;
+                }
                 self.shard.handle_datagram(now, from, out.message);
             }
         }
@@ -221,7 +235,12 @@ impl World {
         }
         while let Some(transmit) = self.shard.poll_transmit() {
             let to = transmit.to;
-            if transmit.payload.len() > 8 && (200..=204).contains(&transmit.payload[1]) {
+            if transmit.payload.starts_with(&[0x00, 0x01]) {
+                self.checks_out += 1;
+            } else if transmit.payload.starts_with(&[0x01, 0x01]) {
+                self.successes_out += 1;
+            }
+            if transmit.payload.len() > 8 && (192..=223).contains(&transmit.payload[1]) {
                 self.rtcp_sent.push((to, transmit.payload.clone()));
             }
             if let Some((lossy, nth)) = self.lose {
@@ -271,6 +290,7 @@ impl World {
             }
             while let Some(TaggedRTCMessage { message, .. }) = c.pc.poll_read() {
                 if let RTCMessage::RtpPacket(_, p) = message {
+                    c.payload_types.push(p.header.payload_type);
                     c.received
                         .push((p.header.ssrc, p.header.sequence_number, p.payload));
                 }
@@ -323,6 +343,15 @@ impl World {
     }
 
     /// Publisher client `index` sends one packet.
+    /// The publisher at `index` sends `seqs` on `ssrc`, one packet every
+    /// `every` of fake time.
+    fn publish(&mut self, index: usize, ssrc: u32, seqs: std::ops::Range<u16>, every: Duration) {
+        for seq in seqs {
+            self.client_sends(index, ssrc, seq);
+            self.step(every);
+        }
+    }
+
     fn client_sends(&mut self, index: usize, ssrc: u32, seq: u16) {
         let now = self.now;
         let pc = &mut self.clients[index].pc;
@@ -333,6 +362,17 @@ impl World {
         p.header.payload_type = payload_type;
         sender.write_rtp(now, p).expect("write_rtp");
     }
+}
+
+/// The payload type an SDP gives Constrained Baseline H.264 with
+/// packetization mode 1 (the engine's track codec).
+fn h264_payload_type(sdp: &str) -> u8 {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=fmtp:"))
+        .find(|l| l.contains("profile-level-id=42e01f") && l.contains("packetization-mode=1"))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|pt| pt.parse().ok())
+        .expect("H.264 in the answer")
 }
 
 fn packet(ssrc: u32, seq: u16) -> rtp::Packet {
@@ -346,7 +386,14 @@ fn packet(ssrc: u32, seq: u16) -> rtp::Packet {
             ssrc,
             ..Default::default()
         },
-        payload: Bytes::from(vec![0x41, 0x9a, (seq >> 8) as u8, seq as u8]),
+        // Every hundredth packet is a whole H.264 IDR, the rest P slices:
+        // video viewers start at a keyframe.
+        payload: Bytes::from(vec![
+            if seq.is_multiple_of(100) { 0x65 } else { 0x41 },
+            0x9a,
+            (seq >> 8) as u8,
+            seq as u8,
+        ]),
     }
 }
 
@@ -406,10 +453,7 @@ fn a_publishers_packets_reach_every_viewer_renumbered() {
             .expect("subscribe");
     }
 
-    for seq in 1000..1050 {
-        world.client_sends(publisher, CAMERA, seq);
-        world.step(Duration::from_millis(5));
-    }
+    world.publish(publisher, CAMERA, 1000..1050, Duration::from_millis(5));
     world.run_until("fan-out", Duration::from_secs(1), |w| {
         viewers.iter().all(|&v| w.clients[v].received.len() >= 50)
     });
@@ -419,6 +463,16 @@ fn a_publishers_packets_reach_every_viewer_renumbered() {
         assert!(
             got.iter().all(|(s, _, _)| *s == ssrc),
             "the viewer's own SSRC"
+        );
+        // The viewer offered every codec rtc knows (VP8 first); the
+        // engine's track is H.264, so its packets carry the viewer's H.264
+        // payload type, not the first one negotiated.
+        let answer = world.clients[v].pc.remote_description().expect("answer");
+        let h264 = h264_payload_type(&answer.sdp);
+        assert!(
+            world.clients[v].payload_types.iter().all(|pt| *pt == h264),
+            "H.264's payload type {h264}: {:?}",
+            world.clients[v].payload_types
         );
         let payloads: Vec<&Bytes> = got.iter().map(|(_, _, p)| p).collect();
         let sent: Vec<Bytes> = (1000..1050)
@@ -514,10 +568,7 @@ fn a_rebound_client_keeps_playing_after_its_next_check() {
     world.run_until("the viewer's next check", Duration::from_secs(5), |w| {
         w.shard.peer_addr(conn) == Some(rebound)
     });
-    for seq in 0..10 {
-        world.client_sends(publisher, CAMERA, seq);
-        world.step(Duration::from_millis(5));
-    }
+    world.publish(publisher, CAMERA, 0..10, Duration::from_millis(5));
     world.run_until("media to the new address", Duration::from_secs(1), |w| {
         viewers.iter().all(|&v| w.clients[v].received.len() >= 10)
     });
@@ -554,7 +605,7 @@ fn a_publishers_packet_leaves_for_every_viewer_within_the_same_input() {
     while world.shard.poll_transmit().is_some() {}
 
     // One datagram in; no timer runs: the viewers' SRTP is already out.
-    world.client_sends(publisher, CAMERA, 7);
+    world.client_sends(publisher, CAMERA, 0);
     let from = world.clients[publisher].public_addr;
     let now = world.now;
     while let Some(out) = world.clients[publisher].pc.poll_write() {
@@ -598,10 +649,7 @@ fn a_viewers_lost_packets_come_again_from_the_streams_history() {
     // One RTP datagram in seven to viewer 0 is lost on the network.
     world.lose = Some((viewers[0], 7));
 
-    for seq in 0..70 {
-        world.client_sends(publisher, CAMERA, seq);
-        world.step(Duration::from_millis(5));
-    }
+    world.publish(publisher, CAMERA, 0..70, Duration::from_millis(5));
     let sent: std::collections::HashSet<Bytes> =
         (0..70).map(|seq| packet(CAMERA, seq).payload).collect();
     world.run_until(
@@ -645,10 +693,7 @@ fn a_viewers_lost_packets_come_again_from_the_streams_history() {
 fn viewers_get_sender_reports_for_what_the_fast_path_sent() {
     const CAMERA: u32 = 0x00ca_fe07;
     let (mut world, publisher, viewers) = World::stream_with_two_viewers(CAMERA);
-    for seq in 0..300u16 {
-        world.client_sends(publisher, CAMERA, seq);
-        world.step(Duration::from_millis(10));
-    }
+    world.publish(publisher, CAMERA, 0..300, Duration::from_millis(10));
     world.run_until("the last packets", Duration::from_secs(1), |w| {
         viewers.iter().all(|&v| w.clients[v].received.len() == 300)
     });
@@ -695,4 +740,103 @@ fn viewers_get_sender_reports_for_what_the_fast_path_sent() {
         let step = reports[2].rtp_time.wrapping_sub(reports[1].rtp_time);
         assert!((250_000..350_000).contains(&step), "RTP time step {step}");
     }
+}
+
+/// A viewer that starts mid-stream gets the stream's last complete
+/// keyframe at once (twice, for decoders that close a frame only at the
+/// next one), then the live stream from its next keyframe, numbered
+/// continuously; and the shard asks for a fresh keyframe on its behalf.
+#[test]
+fn a_late_viewer_starts_from_the_cached_keyframe() {
+    const CAMERA: u32 = 0x00ca_fe08;
+    let (mut world, publisher, _) = World::stream_with_two_viewers(CAMERA);
+    world.publish(publisher, CAMERA, 0..150, Duration::from_millis(5));
+    let late = world.join(Role::Viewer);
+    world.connect_all();
+    world.subscribe(late, publisher, CAMERA);
+    world.publish(publisher, CAMERA, 150..250, Duration::from_millis(5));
+    world.run_until("the late viewer's packets", Duration::from_secs(1), |w| {
+        w.clients[late].received.len() >= 52
+    });
+    let got = &world.clients[late].received;
+    let payloads: Vec<Bytes> = got.iter().map(|(_, _, p)| p.clone()).collect();
+    let mut expected = vec![packet(CAMERA, 100).payload, packet(CAMERA, 100).payload];
+    expected.extend((200..250).map(|seq| packet(CAMERA, seq).payload));
+    assert_eq!(
+        payloads, expected,
+        "keyframe 100 twice, then live from keyframe 200"
+    );
+    assert!(
+        got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+        "continuous numbering"
+    );
+    let source = world.shard.source(world.ends[publisher].conn, CAMERA);
+    assert!(world.events.contains(&Event::KeyframeRequest {
+        viewer: world.ends[late].conn,
+        source,
+    }));
+}
+
+/// Keyframe requests for one stream reach its publisher as at most one PLI
+/// per interval, however many viewers (or shards) ask. (Read off the wire,
+/// opened with the publisher connection's keys: rtc's receiving side does
+/// not show a sender's feedback to the application here.)
+#[test]
+fn keyframe_requests_coalesce_into_one_pli_per_interval() {
+    const CAMERA: u32 = 0x00ca_fe09;
+    let (mut world, publisher, _) = World::stream_with_two_viewers(CAMERA);
+    let source = world.shard.source(world.ends[publisher].conn, CAMERA);
+    let keys = world
+        .shard
+        .local_srtp_keys(world.ends[publisher].conn)
+        .expect("DTLS is up");
+    let to = world.clients[publisher].public_addr;
+    let plis = |world: &World| {
+        let mut open = srtp_context(&keys).expect("context");
+        world
+            .rtcp_sent
+            .iter()
+            .filter(|(a, _)| *a == to)
+            .map(|(_, sealed)| {
+                let plain = open.decrypt_rtcp(sealed).expect("sealed with its keys");
+                rtc::rtcp::packet::unmarshal(&mut &plain[..])
+                    .expect("RTCP")
+                    .iter()
+                    .filter(|p| {
+                        p.as_any()
+                            .downcast_ref::<PictureLossIndication>()
+                            .is_some_and(|pli| pli.media_ssrc == CAMERA)
+                    })
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    for _ in 0..5 {
+        world.shard.request_keyframe(source, world.now);
+        world.step(Duration::from_millis(50));
+    }
+    assert_eq!(plis(&world), 1, "five requests in 250 ms");
+    world.step(Duration::from_millis(300));
+    world.shard.request_keyframe(source, world.now);
+    world.step(Duration::from_millis(5));
+    assert_eq!(plis(&world), 2, "a request after the interval");
+}
+
+/// The engine's connections are ICE-lite: they send no connectivity check
+/// of their own (RFC 8445 §2.5) and answer every check, a nominating one
+/// included, at once. (rtc-ice 0.21 sent triggered checks from lite agents
+/// and left a nomination unanswered until that check had succeeded, so a
+/// client that nominated quickly waited for its own retransmission: the
+/// vendored patch, vendor/README.md.)
+#[test]
+fn lite_connections_answer_every_check_and_send_none() {
+    let mut world = World::new();
+    let _publisher = world.join(Role::Publisher(0x00ca_fe0a));
+    let _viewer = world.join(Role::Viewer);
+    world.connect_all();
+    world.step(Duration::from_secs(3)); // consent checks after connecting
+    world.step(Duration::from_millis(5));
+    assert!(world.checks_in >= 2, "clients checked: {}", world.checks_in);
+    assert_eq!(world.checks_out, 0, "a lite agent sends no checks");
+    assert_eq!(world.successes_out, world.checks_in, "every check answered");
 }

@@ -34,8 +34,12 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::demux::Demux;
 use super::fast::{FastPath, SenderStats};
+use crate::sfu::forwarder::MIN_PLI_INTERVAL;
+use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
+use crate::sfu::keyframe_cache::KeyframeCache;
 use crate::sfu::rewrite::Rewriter;
 use crate::sfu::rtcp::is_keyframe_request;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 /// A connection of this shard.
@@ -123,6 +127,13 @@ struct Sink {
     sender: RTCRtpSenderId,
     rewriter: Rewriter,
     clock_rate: u32,
+    /// The video codec the viewer gets (`None` for audio).
+    video: Option<VideoCodec>,
+    /// Started: the viewer is connected and was given the cached keyframe
+    /// (if any).
+    started: bool,
+    /// Video skipped until a keyframe starts (after the start).
+    waiting_for_keyframe: bool,
     /// What went out on the viewer's SSRC, for its sender reports.
     stats: SenderStats,
 }
@@ -156,6 +167,11 @@ pub struct Shard {
     /// Recent packets of each stream this shard's viewers get, for their
     /// NACKs.
     histories: HashMap<Source, History>,
+    /// The last complete keyframe of each video stream this shard's
+    /// viewers get, for viewers that start mid-GOP.
+    keyframes: HashMap<Source, (VideoCodec, KeyframeCache)>,
+    /// When each local publisher's stream was last asked for a keyframe.
+    keyframe_asked: HashMap<(ConnId, u32), Instant>,
     /// A local publisher's stream → the other shards that have viewers of
     /// it.
     relay_targets: HashMap<(ConnId, u32), Vec<usize>>,
@@ -187,6 +203,8 @@ impl Shard {
             timers: BinaryHeap::new(),
             sinks: HashMap::new(),
             histories: HashMap::new(),
+            keyframes: HashMap::new(),
+            keyframe_asked: HashMap::new(),
             relay_targets: HashMap::new(),
             relays: Vec::new(),
             retransmitted: 0,
@@ -252,25 +270,50 @@ impl Shard {
     ) -> Option<()> {
         let pc = &mut self.conns.get_mut(&viewer)?.pc;
         let mut rtp_sender = pc.rtp_sender(sender)?;
-        let codec = rtp_sender.get_parameters().rtp_parameters.codecs.first()?;
+        let codec = sent_codec(rtp_sender.get_parameters())?;
         let (payload_type, clock_rate) = (codec.payload_type, codec.rtp_codec.clock_rate);
+        let video = VideoCodec::from_mime(&codec.rtp_codec.mime_type);
+        if let Some(codec) = video {
+            self.keyframes
+                .entry(source)
+                .or_insert_with(|| (codec, KeyframeCache::default()));
+        }
         self.sinks.entry(source).or_default().push(Sink {
             viewer,
             sender,
             rewriter: Rewriter::new(ssrc, payload_type, clock_rate),
             clock_rate,
+            video,
+            started: false,
+            waiting_for_keyframe: false,
             stats: SenderStats::default(),
         });
         Some(())
     }
 
+    /// Keeps the last complete keyframe of `source` (a local publisher's
+    /// video stream in `codec`) from now on, before anyone watches it, so
+    /// that its first viewer starts at once.
+    pub fn watch(&mut self, source: Source, codec: VideoCodec) {
+        self.keyframes
+            .entry(source)
+            .or_insert_with(|| (codec, KeyframeCache::default()));
+    }
+
     /// Copies every packet a local publisher sends on `ssrc` to shard
     /// `shard` (which has viewers of it), once per packet, as a [`Relay`]
-    /// polled with [`Shard::poll_relay`].
+    /// polled with [`Shard::poll_relay`]. The stream's cached keyframe goes
+    /// first, so that shard's viewers start from it.
     pub fn relay_to(&mut self, conn: ConnId, ssrc: u32, shard: usize) {
         let targets = self.relay_targets.entry((conn, ssrc)).or_default();
-        if shard != self.index && !targets.contains(&shard) {
-            targets.push(shard);
+        if shard == self.index || targets.contains(&shard) {
+            return;
+        }
+        targets.push(shard);
+        let source = self.source(conn, ssrc);
+        if let Some(keyframe) = self.keyframes.get(&source).and_then(|(_, c)| c.keyframe()) {
+            let packets = keyframe.iter().map(|p| (source, p.clone())).collect();
+            self.relays.push((shard, Relay { packets }));
         }
     }
 
@@ -283,12 +326,53 @@ impl Shard {
         self.settle(now);
     }
 
+    /// Asks a local publisher for a keyframe of `source` (a PLI through its
+    /// connection), at most once per [`MIN_PLI_INTERVAL`] per stream: the
+    /// requests of many viewers, and of other shards, coalesce here.
+    pub fn request_keyframe(&mut self, source: Source, now: Instant) {
+        if source.shard != self.index {
+            return;
+        }
+        let key = (source.conn, source.ssrc);
+        if self
+            .keyframe_asked
+            .get(&key)
+            .is_some_and(|at| now.saturating_duration_since(*at) < MIN_PLI_INTERVAL)
+        {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&source.conn) else {
+            return;
+        };
+        let receivers: Vec<_> = conn.pc.get_receivers().collect();
+        for id in receivers {
+            let Some(mut receiver) = conn.pc.rtp_receiver(id) else {
+                continue;
+            };
+            if receiver.track().ssrcs().any(|ssrc| ssrc == source.ssrc) {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: source.ssrc,
+                };
+                if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                    self.keyframe_asked.insert(key, now);
+                }
+                break;
+            }
+        }
+        self.drain(source.conn, now);
+    }
+
     /// Drops this shard's subscriptions to, and history of, every stream
     /// of publisher connection `conn` on shard `shard` (it has gone).
     pub fn forget_publisher(&mut self, shard: usize, conn: ConnId) {
         let gone = |source: &Source| source.shard == shard && source.conn == conn;
         self.sinks.retain(|source, _| !gone(source));
         self.histories.retain(|source, _| !gone(source));
+        self.keyframes.retain(|source, _| !gone(source));
+        if shard == self.index {
+            self.keyframe_asked.retain(|(c, _), _| *c != conn);
+        }
     }
 
     /// Packets for another shard: (its index, the packets).
@@ -488,9 +572,19 @@ impl Shard {
     /// written to (the report goes through `rtc`, as all RTCP does) and
     /// drained at the end of the input ([`Shard::settle`]).
     fn fan_out(&mut self, key: Source, packet: rtp::Packet, now: Instant) {
+        let cache = self.keyframes.get_mut(&key);
+        let keyframe_start = cache
+            .as_ref()
+            .is_some_and(|(codec, _)| starts_keyframe(*codec, &packet.payload));
         let Some(sinks) = self.sinks.get_mut(&key) else {
+            // Nobody watches yet; a watched stream's keyframe is kept for
+            // the first viewer.
+            if let Some((_, cache)) = self.keyframes.get_mut(&key) {
+                cache.observe(&packet, keyframe_start);
+            }
             return;
         };
+        let cached = cache.as_ref().and_then(|(_, cache)| cache.keyframe());
         for sink in sinks.iter_mut() {
             let Some(conn) = self.conns.get_mut(&sink.viewer) else {
                 continue;
@@ -501,6 +595,22 @@ impl Shard {
             let Some(to) = self.demux.current_addr(sink.viewer) else {
                 continue;
             };
+            if !sink.started {
+                sink.started = true;
+                if sink.video.is_some() {
+                    Self::start_from(&mut self.transmits, conn, sink, to, cached, now);
+                    self.events.push_back(Event::KeyframeRequest {
+                        viewer: sink.viewer,
+                        source: key,
+                    });
+                }
+            }
+            if sink.waiting_for_keyframe {
+                if !keyframe_start {
+                    continue;
+                }
+                sink.waiting_for_keyframe = false;
+            }
             Self::send_fast(&mut self.transmits, conn, sink, to, &packet, now);
             if let Some(report) = sink
                 .stats
@@ -514,10 +624,40 @@ impl Shard {
                 }
             }
         }
+        // After the sinks: a viewer starting at this packet is given the
+        // keyframe before it, never one that this packet is part of.
+        if let Some((_, cache)) = self.keyframes.get_mut(&key) {
+            cache.observe(&packet, keyframe_start);
+        }
         self.histories
             .entry(key)
             .or_insert_with(History::new)
             .keep(&packet);
+    }
+
+    /// A video viewer's first packets: the stream's last complete keyframe
+    /// (if one is cached), twice, so that decoders which finish a frame only
+    /// at the next one's first packet (aiortc, FFmpeg) show it at once;
+    /// then live packets from the next keyframe on. Numbering stays
+    /// continuous: each copy and the live stream after them are rebased.
+    fn start_from(
+        transmits: &mut VecDeque<Transmit>,
+        conn: &mut Conn,
+        sink: &mut Sink,
+        to: SocketAddr,
+        keyframe: Option<&[rtp::Packet]>,
+        now: Instant,
+    ) {
+        sink.waiting_for_keyframe = true;
+        let Some(keyframe) = keyframe else {
+            return;
+        };
+        for _ in 0..2 {
+            for packet in keyframe {
+                Self::send_fast(transmits, conn, sink, to, packet, now);
+            }
+            sink.rewriter.rebase();
+        }
     }
 
     /// Queues a local publisher's packet for every other shard with
@@ -654,4 +794,22 @@ fn bare_header(source: &rtp::header::Header) -> rtp::header::Header {
         csrc: source.csrc.clone(),
         ..Default::default()
     }
+}
+
+/// The negotiated codec (with the viewer's payload type) of the track a
+/// sender sends: the transceiver lists every codec both sides know, in
+/// preference order, and the track's own codec is the one that counts.
+fn sent_codec(
+    parameters: &rtc::rtp_transceiver::rtp_sender::RTCRtpSendParameters,
+) -> Option<&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters> {
+    let track = &parameters.encodings.first()?.codec;
+    let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
+        c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type)
+    };
+    let codecs = &parameters.rtp_parameters.codecs;
+    codecs
+        .iter()
+        .filter(same_mime)
+        .find(|c| c.rtp_codec.sdp_fmtp_line == track.sdp_fmtp_line)
+        .or_else(|| codecs.iter().find(same_mime))
 }

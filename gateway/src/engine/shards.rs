@@ -95,6 +95,14 @@ impl Engine {
         subscribed
     }
 
+    /// Asks `source`'s publisher for a keyframe, on the shard it lives on
+    /// (which coalesces requests).
+    pub fn request_keyframe(&self, source: Source) {
+        if let Some(home) = self.shards.get(source.shard) {
+            home.request_keyframe(source);
+        }
+    }
+
     /// Closes connection `conn` of shard `shard`; the other shards drop
     /// whatever they had subscribed from it (as a publisher). A shard that
     /// keeps receiving relays of a stream none of its viewers watch any
