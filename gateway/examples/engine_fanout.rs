@@ -284,7 +284,15 @@ fn main() {
             sent.clone(),
         );
         std::thread::spawn(move || {
-            let payload = Bytes::from(vec![0x7c; PACKET - 12]);
+            // H.264 FU-A fragments: every 60th frame (2 s) starts with an
+            // IDR's first fragment, so viewers (who start at a keyframe)
+            // get going and the shard's keyframe cache has one.
+            let fragment = |fu_header: u8| {
+                let mut payload = vec![0x7c; PACKET - 12];
+                payload[1] = fu_header;
+                Bytes::from(payload)
+            };
+            let (idr_start, middle) = (fragment(0x85), fragment(0x05));
             let mut buf = vec![0u8; 2048];
             let (mut seq, mut frame, mut next_frame) = (0u16, 0u32, Instant::now());
             while !stop.load(Ordering::Relaxed) {
@@ -298,7 +306,12 @@ fn main() {
                 if sending.load(Ordering::Relaxed) && Instant::now() >= next_frame {
                     for i in 0..packets_per_frame {
                         let last = i + 1 == packets_per_frame;
-                        publisher.send(seq, frame * 3000, last, &payload);
+                        let payload = if i == 0 && frame % 60 == 0 {
+                            &idr_start
+                        } else {
+                            &middle
+                        };
+                        publisher.send(seq, frame * 3000, last, payload);
                         seq = seq.wrapping_add(1);
                     }
                     sent.fetch_add(packets_per_frame as u64, Ordering::Relaxed);

@@ -5,7 +5,9 @@
 //! ICE credentials the engine chose (their ufrag is how the shard's
 //! demultiplexer finds it), has the shard's address as its only host
 //! candidate, and runs the slim interceptor chain: the engine's feedback
-//! tap (viewers' PLI/FIR, NACK and reports to the engine) and RR/SR. No
+//! tap (viewers' PLI/FIR, NACK and reports to the engine), and receiver
+//! reports on a publisher's connection (a viewer's sender reports come
+//! from the shard, `super::fast`). No
 //! NACK responder (the shard answers NACKs from one history per stream)
 //! and no TWCC (performance.md, "The rtc write path").
 //!
@@ -19,11 +21,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rtc::crypto::SignatureScheme;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{ReceiverReportBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -65,8 +66,15 @@ pub fn answer(
         .build();
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
-    let registry =
-        configure_rtcp_reports(Registry::new().with(Slot::from(FEEDBACK_SLOT), feedback_tap()));
+    // A viewer connection carries only the fast path's media, whose sender
+    // reports the shard writes itself: rtc's reporters would only tick. A
+    // publisher's connection sends receiver reports for what it gets.
+    let registry = Registry::new().with(Slot::from(FEEDBACK_SLOT), feedback_tap());
+    let registry = if tracks.is_empty() {
+        registry.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+    } else {
+        registry
+    };
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(
             RTCConfigurationBuilder::new()
