@@ -28,6 +28,14 @@ pub const LOSS_STEP_DOWN: u8 = 26;
 /// Quiet time after the last heavy loss before a viewer steps back up.
 pub const STEP_UP_AFTER: Duration = Duration::from_secs(8);
 
+/// A layer never ranked before joins a ranking that has layers only after
+/// sending this long: a browser starts a simulcast layer small and ramps
+/// it up, and ranked by its first tick a 640x360 layer would briefly rank
+/// below the 320x180 one (a `?layer=low` viewer got 640x360 for 1.3 s in
+/// the Chromium simulcast test). A layer that was ranked before (a paused
+/// layer resuming) comes back at once.
+pub const NEW_LAYER_PROBATION: Duration = Duration::from_millis(500);
+
 /// A lower-ranked layer must carry this much more (as a ratio) than the
 /// one above it before they trade places.
 const RANK_HYSTERESIS: f64 = 1.25;
@@ -84,6 +92,10 @@ pub struct Layer {
     bytes_since_tick: u64,
     rate: f64,
     last_packet: Option<Instant>,
+    /// When it started sending, this time (it was inactive before).
+    active_since: Option<Instant>,
+    /// It has been in the ranking before.
+    ranked_before: bool,
 }
 
 impl Layer {
@@ -97,6 +109,8 @@ impl Layer {
             bytes_since_tick: 0,
             rate: 0.0,
             last_packet: None,
+            active_since: None,
+            ranked_before: false,
         }
     }
 
@@ -106,6 +120,9 @@ impl Layer {
     pub fn saw_packet(&mut self, bytes: usize, now: Instant) {
         if bytes == 0 {
             return;
+        }
+        if !self.active(now) {
+            self.active_since = Some(now);
         }
         self.bytes_since_tick += bytes as u64;
         self.last_packet = Some(now);
@@ -190,7 +207,12 @@ impl Layers {
         // at the place its first rate gives it.
         self.ranked.retain(|&i| layers[i].active(now));
         for (i, layer) in layers.iter().enumerate() {
-            if layer.active(now) && !self.ranked.contains(&i) {
+            let settled = layer.ranked_before
+                || self.ranked.is_empty()
+                || layer.active_since.is_some_and(|since| {
+                    now.saturating_duration_since(since) >= NEW_LAYER_PROBATION
+                });
+            if layer.active(now) && settled && !self.ranked.contains(&i) {
                 let at = self
                     .ranked
                     .iter()
@@ -209,6 +231,9 @@ impl Layers {
                 self.ranked.swap(j, j - 1);
                 j -= 1;
             }
+        }
+        for &i in &self.ranked {
+            self.layers[i].ranked_before = true;
         }
     }
 
@@ -280,18 +305,22 @@ impl StepDown {
 mod tests {
     use super::*;
 
+    /// Layers that have sent `rates` (bytes per 100 ms tick) for the 4 s
+    /// up to `now`: long enough for the averages to settle and past any
+    /// newcomer's probation.
     fn layers(rates: &[(u32, &str, u64)], now: Instant) -> Layers {
+        let start = now.checked_sub(Duration::from_secs(4)).expect("uptime");
         let mut layers = Layers::default();
         for &(ssrc, rid, bytes) in rates {
             layers.set_rid(ssrc, Some(rid.to_owned()));
-            layers.get_or_add(ssrc).saw_packet(bytes as usize, now);
+            layers.get_or_add(ssrc).saw_packet(bytes as usize, start);
         }
-        // Enough ticks for the averages to settle.
-        for _ in 0..40 {
+        for k in 1..=40u32 {
+            let at = start + Duration::from_millis(100) * k;
             for &(ssrc, _, bytes) in rates {
-                layers.get_or_add(ssrc).saw_packet(bytes as usize, now);
+                layers.get_or_add(ssrc).saw_packet(bytes as usize, at);
             }
-            layers.tick(Duration::from_millis(100), now);
+            layers.tick(Duration::from_millis(100), at);
         }
         layers
     }
@@ -405,5 +434,29 @@ mod tests {
         assert_eq!(LayerChoice::parse(""), None);
         assert_eq!(LayerChoice::parse("a b"), None);
         assert_eq!(LayerChoice::parse(&"x".repeat(33)), None);
+    }
+
+    /// A new layer that starts small (a browser ramping it up) does not
+    /// rank below the established one for its first ticks: it joins after
+    /// its probation, at the place its rate then gives it.
+    #[test]
+    fn a_new_layer_ramping_up_waits_for_its_probation() {
+        let now = Instant::now();
+        let mut l = layers(&[(1, "q", 2_000)], now);
+        // h appears with a trickle, then carries twice q.
+        let mut at = now;
+        for bytes in [300, 900, 4_000, 4_000, 4_000, 4_000, 4_000] {
+            at += Duration::from_millis(100);
+            l.get_or_add(1).saw_packet(2_000, at);
+            l.get_or_add(2).saw_packet(bytes, at);
+            l.tick(Duration::from_millis(100), at);
+            if at.duration_since(now) < NEW_LAYER_PROBATION {
+                assert_eq!(l.active_count(), 1, "h is on probation");
+                assert_eq!(l.pick(&LayerChoice::Low, 0), Some(1));
+            }
+        }
+        assert_eq!(l.active_count(), 2);
+        assert_eq!(l.pick(&LayerChoice::Low, 0), Some(1), "q stays the lowest");
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(2));
     }
 }
