@@ -572,14 +572,19 @@ impl Shard {
     /// written to (the report goes through `rtc`, as all RTCP does) and
     /// drained at the end of the input ([`Shard::settle`]).
     fn fan_out(&mut self, key: Source, packet: rtp::Packet, now: Instant) {
-        let cache = self.keyframes.get_mut(&key);
+        // One lookup of the stream's keyframe cache per packet, used for
+        // the keyframe test, the viewers that start now, and then fed.
+        let mut cache = self
+            .keyframes
+            .get_mut(&key)
+            .map(|(codec, cache)| (*codec, cache));
         let keyframe_start = cache
             .as_ref()
             .is_some_and(|(codec, _)| starts_keyframe(*codec, &packet.payload));
         let Some(sinks) = self.sinks.get_mut(&key) else {
             // Nobody watches yet; a watched stream's keyframe is kept for
             // the first viewer.
-            if let Some((_, cache)) = self.keyframes.get_mut(&key) {
+            if let Some((_, cache)) = cache {
                 cache.observe(&packet, keyframe_start);
             }
             return;
@@ -626,7 +631,7 @@ impl Shard {
         }
         // After the sinks: a viewer starting at this packet is given the
         // keyframe before it, never one that this packet is part of.
-        if let Some((_, cache)) = self.keyframes.get_mut(&key) {
+        if let Some((_, cache)) = cache.as_mut() {
             cache.observe(&packet, keyframe_start);
         }
         self.histories
