@@ -28,6 +28,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
 use crate::sfu::layers::{LayerChoice, Layers, StepDown};
+use crate::sfu::picture_size::keyframe_size;
 use crate::sfu::rewrite::Rewriter;
 use crate::sfu::rtcp::{fraction_lost, is_keyframe_request};
 use crate::sfu::{Gauge, MediaKind, SessionId};
@@ -425,6 +426,13 @@ impl Forwarder {
         // A new or resuming layer is ranked at the next tick, from its rate.
         let layer = self.layers.get_or_add(ssrc);
         layer.saw_packet(packet.payload.len(), now);
+        if let Some(size) = self
+            .video
+            .filter(|_| keyframe_start)
+            .and_then(|codec| keyframe_size(codec, &packet.payload))
+        {
+            layer.saw_keyframe_size(size);
+        }
         if video {
             layer.cache.observe(&packet, keyframe_start);
         }

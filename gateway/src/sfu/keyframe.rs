@@ -77,23 +77,24 @@ fn stap_a(mut rest: &[u8]) -> bool {
 }
 
 fn vp8(payload: &[u8]) -> bool {
-    let Some(&b0) = payload.first() else {
-        return false;
-    };
-    // Only the first partition's first packet (S=1, PID=0) holds the frame tag with the P bit.
+    vp8_frame_start(payload).is_some_and(|frame| frame.first().is_some_and(|tag| tag & 0x01 == 0))
+}
+
+/// The VP8 frame itself (after the RTP payload descriptor, RFC 7741 §4.2)
+/// when this packet carries its first bytes: the first partition's first
+/// packet (S=1, PID=0). `None` for any other packet or a truncated
+/// descriptor.
+pub(crate) fn vp8_frame_start(payload: &[u8]) -> Option<&[u8]> {
+    let &b0 = payload.first()?;
     if b0 & 0x10 == 0 || b0 & 0x07 != 0 {
-        return false;
+        return None;
     }
     let mut at = 1;
     if b0 & 0x80 != 0 {
-        let Some(&ext) = payload.get(at) else {
-            return false;
-        };
+        let &ext = payload.get(at)?;
         at += 1;
         if ext & 0x80 != 0 {
-            let Some(&pid) = payload.get(at) else {
-                return false;
-            };
+            let &pid = payload.get(at)?;
             at += if pid & 0x80 != 0 { 2 } else { 1 };
         }
         if ext & 0x40 != 0 {
@@ -104,7 +105,7 @@ fn vp8(payload: &[u8]) -> bool {
             at += 1;
         }
     }
-    matches!(payload.get(at), Some(&tag) if tag & 0x01 == 0)
+    payload.get(at..).filter(|frame| !frame.is_empty())
 }
 
 fn vp9(payload: &[u8]) -> bool {

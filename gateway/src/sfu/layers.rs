@@ -3,10 +3,12 @@
 //! A simulcast publisher (browsers, OBS 32+) sends one m-section with
 //! several RTP streams, each named by a rid (RFC 8851/8853). Names are the
 //! publisher's choice (`q`/`h`/`f`, `0`/`1`/`2`, `low`/`high`...), so Vigil
-//! ranks layers by what they carry: the measured byte rate, highest first,
-//! with hysteresis so that two close layers do not trade places on every
-//! keyframe. A layer that stopped (a browser pauses its top layer when its
-//! uplink shrinks) leaves the ranking until it sends again.
+//! ranks layers by what they carry: the picture size of their latest
+//! keyframe, largest first, when every active layer's is known (VP8 and
+//! H.264, see `picture_size`); otherwise the measured byte rate, highest
+//! first, with hysteresis so that two close layers do not trade places on
+//! every keyframe. A layer that stopped (a browser pauses its top layer when
+//! its uplink shrinks) leaves the ranking until it sends again.
 //!
 //! A viewer asks for a layer by rank (`high`, `mid`, `low`) or by rid; that
 //! is its ceiling. Receiver reports with heavy loss step it one layer down;
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::sfu::forwarder::{KeyframeRequests, MIN_PLI_INTERVAL};
 use crate::sfu::keyframe_cache::KeyframeCache;
+use crate::sfu::picture_size::Size;
 
 /// A layer that sent nothing for this long is out of the ranking.
 pub const INACTIVE_AFTER: Duration = Duration::from_secs(1);
@@ -96,6 +99,8 @@ pub struct Layer {
     active_since: Option<Instant>,
     /// It has been in the ranking before.
     ranked_before: bool,
+    /// The picture size of its latest keyframe, where the codec tells.
+    size: Option<Size>,
 }
 
 impl Layer {
@@ -111,7 +116,18 @@ impl Layer {
             last_packet: None,
             active_since: None,
             ranked_before: false,
+            size: None,
         }
+    }
+
+    /// Notes the picture size a keyframe of this layer announced.
+    pub fn saw_keyframe_size(&mut self, size: Size) {
+        self.size = Some(size);
+    }
+
+    /// Pixels per picture, if known.
+    fn area(&self) -> Option<u64> {
+        self.size.map(|(w, h)| u64::from(w) * u64::from(h))
     }
 
     /// Counts a packet of `bytes` payload. Packets without payload
@@ -200,15 +216,21 @@ impl Layers {
         self.rank(now);
     }
 
-    /// Ranks the active layers by rate, best first.
+    /// Ranks the active layers, best first: by picture size when every
+    /// active layer's is known, else by rate.
     fn rank(&mut self, now: Instant) {
         let layers = &self.layers;
+        let by_size = layers
+            .iter()
+            .filter(|l| l.active(now))
+            .all(|l| l.size.is_some());
         // Keep the previous order and drop the silent; a newcomer goes in
         // at the place its first rate gives it.
         self.ranked.retain(|&i| layers[i].active(now));
         for (i, layer) in layers.iter().enumerate() {
             let settled = layer.ranked_before
                 || self.ranked.is_empty()
+                || by_size
                 || layer.active_since.is_some_and(|since| {
                     now.saturating_duration_since(since) >= NEW_LAYER_PROBATION
                 });
@@ -221,15 +243,22 @@ impl Layers {
                 self.ranked.insert(at, i);
             }
         }
-        // Insertion sort with hysteresis: a layer moves above another only
-        // if it carries clearly more.
-        for k in 1..self.ranked.len() {
-            let mut j = k;
-            while j > 0
-                && layers[self.ranked[j]].rate > RANK_HYSTERESIS * layers[self.ranked[j - 1]].rate
-            {
-                self.ranked.swap(j, j - 1);
-                j -= 1;
+        if by_size {
+            // Stable: layers of one size keep their order.
+            self.ranked
+                .sort_by_key(|&i| std::cmp::Reverse(layers[i].area()));
+        } else {
+            // Insertion sort with hysteresis: a layer moves above another
+            // only if it carries clearly more.
+            for k in 1..self.ranked.len() {
+                let mut j = k;
+                while j > 0
+                    && layers[self.ranked[j]].rate
+                        > RANK_HYSTERESIS * layers[self.ranked[j - 1]].rate
+                {
+                    self.ranked.swap(j, j - 1);
+                    j -= 1;
+                }
             }
         }
         for &i in &self.ranked {
@@ -458,5 +487,49 @@ mod tests {
         assert_eq!(l.active_count(), 2);
         assert_eq!(l.pick(&LayerChoice::Low, 0), Some(1), "q stays the lowest");
         assert_eq!(l.pick(&LayerChoice::High, 0), Some(2));
+    }
+
+    /// What failed in CI (the Chromium simulcast test): Chromium enabled
+    /// `h` (640x360) while lowering `q` (320x180), and for 1.6 s `h` carried
+    /// no more than `q`, so by rate a `?layer=low` viewer got 640x360. With
+    /// both keyframes' sizes known, the ranking follows the pictures.
+    #[test]
+    fn keyframe_sizes_rank_layers_whatever_their_rates() {
+        let now = Instant::now();
+        let mut l = layers(&[(1, "q", 2_000)], now);
+        l.get_or_add(1).saw_keyframe_size((320, 180));
+        let mut at = now;
+        for (k, h_bytes) in [
+            1_200, 1_500, 1_800, 1_900, 2_000, 2_100, 2_200, 2_300, 2_400,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            at += Duration::from_millis(100);
+            l.get_or_add(1).saw_packet(2_000, at);
+            l.get_or_add(2).saw_packet(h_bytes, at);
+            if k == 0 {
+                l.get_or_add(2).saw_keyframe_size((640, 360));
+            }
+            l.tick(Duration::from_millis(100), at);
+            assert_eq!(l.active_count(), 2, "a sized newcomer needs no probation");
+            assert_eq!(l.pick(&LayerChoice::Low, 0), Some(1), "tick {k}");
+            assert_eq!(l.pick(&LayerChoice::High, 0), Some(2), "tick {k}");
+        }
+        // A layer the encoder scales below another (CPU or bandwidth
+        // adaptation) swaps with it at its next keyframe.
+        l.get_or_add(2).saw_keyframe_size((160, 90));
+        l.tick(Duration::from_millis(100), at + Duration::from_millis(100));
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(1));
+    }
+
+    /// While one active layer's size is unknown, the rate decides.
+    #[test]
+    fn an_unsized_layer_falls_back_to_rates() {
+        let now = Instant::now();
+        let mut l = layers(&[(1, "f", 10_000), (2, "q", 1_000)], now);
+        l.get_or_add(2).saw_keyframe_size((1280, 720));
+        l.tick(Duration::from_millis(100), now);
+        assert_eq!(l.pick(&LayerChoice::High, 0), Some(1));
     }
 }

@@ -20,6 +20,7 @@ pub mod layers;
 mod media_plane;
 pub mod media_runtime;
 pub mod peer;
+pub mod picture_size;
 pub mod registry;
 pub mod rewrite;
 pub mod rtcp;
