@@ -2,8 +2,8 @@
 //! the least WHIP/WHEP that lets vigil-bench drive them over HTTP, until
 //! the engine is wired into `vigil` itself (issue 12).
 //!
-//! One stream: the first WHIP POST publishes it (its offer's `a=ssrc`
-//! lines name the audio and video SSRCs), every WHEP POST plays it (H.264
+//! One stream: the latest WHIP publisher's tracks (as the shard reports
+//! them at their first packets) are what every WHEP POST plays (H.264
 //! Constrained Baseline and Opus, the codecs vigil-bench offers). Viewers
 //! start from the shard's cached keyframe and their keyframe requests reach
 //! the publisher as coalesced PLIs. No room owner, tokens, trickle or ICE
@@ -33,7 +33,7 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use vigil_gateway::engine::shard::{ConnId, Event, Source};
 use vigil_gateway::engine::shards::Engine;
 use vigil_gateway::engine::{h264_baseline, send_track, session};
-use vigil_gateway::sfu::keyframe::VideoCodec;
+use vigil_gateway::sfu::MediaKind;
 
 /// The published stream's sources, by kind, and every session by path id.
 #[derive(Default)]
@@ -57,19 +57,6 @@ fn opus() -> RTCRtpCodec {
         sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
         rtcp_feedback: Vec::new(),
     }
-}
-
-/// The SSRC the offer announces for its first `kind` section.
-fn ssrc_of(offer: &str, kind: &str) -> Option<u32> {
-    offer
-        .split("\nm=")
-        .find(|section| section.starts_with(kind))?
-        .lines()
-        .find_map(|line| line.strip_prefix("a=ssrc:"))?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
 }
 
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -117,19 +104,7 @@ impl Harness {
         let Some(conn) = shard.add_connection(answered.pc, answered.ufrag).await else {
             return reply(StatusCode::SERVICE_UNAVAILABLE, String::new());
         };
-        if publish {
-            let source = |ssrc| Source {
-                shard: shard.index(),
-                conn,
-                ssrc,
-            };
-            let mut state = self.state.lock().expect("state");
-            state.video = ssrc_of(&offer, "video").map(source);
-            state.audio = ssrc_of(&offer, "audio").map(source);
-            if let Some(video) = state.video {
-                shard.watch(video, VideoCodec::H264);
-            }
-        } else {
+        if !publish {
             let (video, audio) = {
                 let state = self.state.lock().expect("state");
                 (state.video, state.audio)
@@ -196,8 +171,18 @@ async fn main() -> std::io::Result<()> {
             if std::env::var_os("ENGINE_WHIP_DEBUG").is_some() {
                 eprintln!("event from shard {shard}: {event:?}");
             }
-            if let Event::KeyframeRequest { source, .. } = event {
-                events_harness.engine.request_keyframe(source);
+            match event {
+                Event::KeyframeRequest { source, .. } => {
+                    events_harness.engine.request_keyframe(source);
+                }
+                Event::Track(track) => {
+                    let mut state = events_harness.state.lock().expect("state");
+                    match track.kind {
+                        MediaKind::Video => state.video = Some(track.source),
+                        MediaKind::Audio => state.audio = Some(track.source),
+                    }
+                }
+                _ => {}
             }
         }
     });

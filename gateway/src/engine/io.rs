@@ -30,6 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::shard::{ConnId, Event, Relay, Shard, Source, Transmit};
+use crate::sfu::forwarder::StreamCounters;
 use crate::sfu::keyframe::VideoCodec;
 
 /// Receive buffers per `recvmsg` batch.
@@ -61,6 +62,8 @@ enum Command {
     },
     RequestKeyframe(Source),
     Watch(Source, VideoCodec),
+    SetMuted(Source, bool),
+    CountInto(ConnId, Arc<StreamCounters>),
     Remove(ConnId),
 }
 
@@ -215,6 +218,18 @@ impl ShardHandle {
         let _stopped = self.commands.send(Command::Watch(source, codec));
     }
 
+    /// See [`Shard::set_muted`].
+    pub fn set_muted(&self, source: Source, muted: bool) {
+        // A stopped shard sends nothing anyway.
+        let _stopped = self.commands.send(Command::SetMuted(source, muted));
+    }
+
+    /// See [`Shard::count_into`].
+    pub fn count_into(&self, conn: ConnId, counters: Arc<StreamCounters>) {
+        // A stopped shard has no publisher left to count.
+        let _stopped = self.commands.send(Command::CountInto(conn, counters));
+    }
+
     /// See [`Shard::request_keyframe`].
     pub fn request_keyframe(&self, source: Source) {
         // A stopped shard has no publisher left to ask.
@@ -339,6 +354,8 @@ impl ShardLoop {
             Command::ForgetPublisher { shard, conn } => self.shard.forget_publisher(shard, conn),
             Command::RequestKeyframe(source) => self.shard.request_keyframe(source, now),
             Command::Watch(source, codec) => self.shard.watch(source, codec),
+            Command::SetMuted(source, muted) => self.shard.set_muted(source, muted, now),
+            Command::CountInto(conn, counters) => self.shard.count_into(conn, counters),
             Command::Remove(id) => self.shard.remove_connection(id, now),
         }
     }

@@ -9,6 +9,7 @@
 //! does.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -34,6 +35,8 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use super::fast::srtp_context;
 use super::shard::{ConnId, Event, Shard};
 use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap, h264_baseline, send_track};
+use crate::sfu::MediaKind;
+use crate::sfu::forwarder::StreamCounters;
 
 /// The one media address of the shard.
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8189);
@@ -350,6 +353,35 @@ impl World {
             self.client_sends(index, ssrc, seq);
             self.step(every);
         }
+    }
+
+    /// PLIs for `ssrc` the shard sent to publisher client `publisher`, read
+    /// off the wire and opened with the publisher connection's keys (rtc's
+    /// receiving side does not show a sender's feedback to the
+    /// application).
+    fn plis_sent(&self, publisher: usize, ssrc: u32) -> usize {
+        let keys = self
+            .shard
+            .local_srtp_keys(self.ends[publisher].conn)
+            .expect("DTLS is up");
+        let to = self.clients[publisher].public_addr;
+        let mut open = srtp_context(&keys).expect("context");
+        self.rtcp_sent
+            .iter()
+            .filter(|(a, _)| *a == to)
+            .map(|(_, sealed)| {
+                let plain = open.decrypt_rtcp(sealed).expect("sealed with its keys");
+                rtc::rtcp::packet::unmarshal(&mut &plain[..])
+                    .expect("RTCP")
+                    .iter()
+                    .filter(|p| {
+                        p.as_any()
+                            .downcast_ref::<PictureLossIndication>()
+                            .is_some_and(|pli| pli.media_ssrc == ssrc)
+                    })
+                    .count()
+            })
+            .sum()
     }
 
     fn client_sends(&mut self, index: usize, ssrc: u32, seq: u16) {
@@ -786,31 +818,7 @@ fn keyframe_requests_coalesce_into_one_pli_per_interval() {
     const CAMERA: u32 = 0x00ca_fe09;
     let (mut world, publisher, _) = World::stream_with_two_viewers(CAMERA);
     let source = world.shard.source(world.ends[publisher].conn, CAMERA);
-    let keys = world
-        .shard
-        .local_srtp_keys(world.ends[publisher].conn)
-        .expect("DTLS is up");
-    let to = world.clients[publisher].public_addr;
-    let plis = |world: &World| {
-        let mut open = srtp_context(&keys).expect("context");
-        world
-            .rtcp_sent
-            .iter()
-            .filter(|(a, _)| *a == to)
-            .map(|(_, sealed)| {
-                let plain = open.decrypt_rtcp(sealed).expect("sealed with its keys");
-                rtc::rtcp::packet::unmarshal(&mut &plain[..])
-                    .expect("RTCP")
-                    .iter()
-                    .filter(|p| {
-                        p.as_any()
-                            .downcast_ref::<PictureLossIndication>()
-                            .is_some_and(|pli| pli.media_ssrc == CAMERA)
-                    })
-                    .count()
-            })
-            .sum::<usize>()
-    };
+    let plis = |world: &World| world.plis_sent(publisher, CAMERA);
     for _ in 0..5 {
         world.shard.request_keyframe(source, world.now);
         world.step(Duration::from_millis(50));
@@ -839,4 +847,101 @@ fn lite_connections_answer_every_check_and_send_none() {
     assert!(world.checks_in >= 2, "clients checked: {}", world.checks_in);
     assert_eq!(world.checks_out, 0, "a lite agent sends no checks");
     assert_eq!(world.successes_out, world.checks_in, "every check answered");
+}
+
+/// A publisher's stream is reported at its first packet, with its kind and
+/// codec, and its keyframes are kept from then on: the first viewer starts
+/// from one without anybody having asked the shard to watch the stream.
+#[test]
+fn a_publishers_first_packet_reports_its_track_and_its_keyframes_are_kept() {
+    const CAMERA: u32 = 0x00ca_fe0b;
+    let mut world = World::new();
+    let publisher = world.join(Role::Publisher(CAMERA));
+    world.connect_all();
+    world.publish(publisher, CAMERA, 0..150, Duration::from_millis(5));
+    let tracks: Vec<_> = world
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Track(track) => Some(track.clone()),
+            _ => None,
+        })
+        .collect();
+    let source = world.shard.source(world.ends[publisher].conn, CAMERA);
+    assert_eq!(tracks.len(), 1, "{tracks:?}");
+    assert_eq!(tracks[0].source, source);
+    assert_eq!(tracks[0].kind, MediaKind::Video);
+    assert!(
+        tracks[0].mime.eq_ignore_ascii_case("video/H264"),
+        "{}",
+        tracks[0].mime
+    );
+    assert_eq!(tracks[0].rid, None);
+
+    let viewer = world.join(Role::Viewer);
+    world.connect_all();
+    world.subscribe(viewer, publisher, CAMERA);
+    world.publish(publisher, CAMERA, 150..152, Duration::from_millis(5));
+    world.run_until("the cached keyframe", Duration::from_secs(1), |w| {
+        w.clients[viewer].received.len() >= 2
+    });
+    let first: Vec<Bytes> = world.clients[viewer].received[..2]
+        .iter()
+        .map(|(_, _, p)| p.clone())
+        .collect();
+    assert_eq!(first, vec![packet(CAMERA, 100).payload; 2]);
+}
+
+/// A muted stream reaches no viewer, though its publisher is still counted
+/// for the alarms; on unmute the publisher is asked for a keyframe and
+/// viewers resume at the next one, numbered on from where they stopped (no
+/// gap for them to ask to be repaired with what was muted).
+#[test]
+fn a_muted_stream_reaches_nobody_and_resumes_at_a_keyframe_numbered_on() {
+    const CAMERA: u32 = 0x00ca_fe0c;
+    let (mut world, publisher, viewers) = World::stream_with_two_viewers(CAMERA);
+    let counters = Arc::new(StreamCounters::default());
+    world
+        .shard
+        .count_into(world.ends[publisher].conn, counters.clone());
+    let source = world.shard.source(world.ends[publisher].conn, CAMERA);
+    world.publish(publisher, CAMERA, 0..50, Duration::from_millis(5));
+    world.run_until("the first 50", Duration::from_secs(1), |w| {
+        viewers.iter().all(|&v| w.clients[v].received.len() >= 50)
+    });
+    world.shard.set_muted(source, true, world.now);
+    world.publish(publisher, CAMERA, 50..150, Duration::from_millis(5));
+    world.step(Duration::from_millis(50));
+    for &v in &viewers {
+        assert_eq!(world.clients[v].received.len(), 50, "nothing while muted");
+    }
+    let counted = counters.snapshot(true);
+    assert_eq!(
+        (counted.packets, counted.keyframes),
+        (150, 2),
+        "muted still counts"
+    );
+
+    let plis_before = world.plis_sent(publisher, CAMERA);
+    world.shard.set_muted(source, false, world.now);
+    world.step(Duration::from_millis(5));
+    assert_eq!(
+        world.plis_sent(publisher, CAMERA),
+        plis_before + 1,
+        "a keyframe is asked for"
+    );
+    world.publish(publisher, CAMERA, 150..250, Duration::from_millis(5));
+    world.run_until("live again", Duration::from_secs(1), |w| {
+        viewers.iter().all(|&v| w.clients[v].received.len() >= 100)
+    });
+    for &v in &viewers {
+        let got = &world.clients[v].received;
+        let payloads: Vec<Bytes> = got[50..].iter().map(|(_, _, p)| p.clone()).collect();
+        let expected: Vec<Bytes> = (200..250).map(|seq| packet(CAMERA, seq).payload).collect();
+        assert_eq!(payloads, expected, "from keyframe 200 on");
+        assert!(
+            got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+            "numbered on across the mute"
+        );
+    }
 }

@@ -18,23 +18,26 @@
 //! [`Shard::poll_timeout`].
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::demux::Demux;
 use super::fast::{FastPath, SenderStats};
-use crate::sfu::forwarder::MIN_PLI_INTERVAL;
+use crate::sfu::MediaKind;
+use crate::sfu::forwarder::{MIN_PLI_INTERVAL, StreamCounters};
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
 use crate::sfu::keyframe_cache::KeyframeCache;
 use crate::sfu::rewrite::Rewriter;
@@ -75,11 +78,27 @@ pub struct Transmit {
     pub payload: BytesMut,
 }
 
+/// A stream a publisher started sending: reported at its first packet,
+/// by which time the shard keeps its keyframes (video).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedTrack {
+    /// The stream, on this shard.
+    pub source: Source,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The negotiated codec's mime type (`video/H264`, `audio/opus`).
+    pub mime: String,
+    /// Its rid, for a simulcast layer.
+    pub rid: Option<String>,
+}
+
 /// What happened, for the room owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// ICE and DTLS are up.
     Connected(ConnId),
+    /// A publisher's stream started.
+    Track(PublishedTrack),
     /// The connection failed or closed; the shard has dropped it.
     Closed(ConnId),
     /// A viewer asked for a keyframe (PLI or FIR) of the stream it gets
@@ -148,6 +167,8 @@ struct Conn {
     connected: bool,
     /// Written to by a fan-out and not drained since (it is in `dirty`).
     dirty: bool,
+    /// A publisher's counters for alarms: what it sent, muted or not.
+    counters: Option<Arc<StreamCounters>>,
 }
 
 /// The connections of one shard and everything between them.
@@ -177,6 +198,8 @@ pub struct Shard {
     relay_targets: HashMap<(ConnId, u32), Vec<usize>>,
     /// Relayed packets of the current input, per destination shard.
     relays: Vec<(usize, Relay)>,
+    /// Streams whose packets reach no viewer (nor other shard) for now.
+    muted: HashSet<Source>,
     /// Packets resent from a history.
     retransmitted: u64,
     /// Viewers written to during the current input, drained at its end.
@@ -207,6 +230,7 @@ impl Shard {
             keyframe_asked: HashMap::new(),
             relay_targets: HashMap::new(),
             relays: Vec::new(),
+            muted: HashSet::new(),
             retransmitted: 0,
             dirty: Vec::new(),
             transmits: VecDeque::new(),
@@ -228,10 +252,46 @@ impl Shard {
                 deadline: None,
                 connected: false,
                 dirty: false,
+                counters: None,
             },
         );
         self.drain(id, now);
         id
+    }
+
+    /// Counts everything publisher connection `conn` sends into
+    /// `counters` (packets, payload bytes, keyframes), muted or not: the
+    /// alarms judge the publisher, not what viewers get.
+    pub fn count_into(&mut self, conn: ConnId, counters: Arc<StreamCounters>) {
+        if let Some(conn) = self.conns.get_mut(&conn) {
+            conn.counters = Some(counters);
+        }
+    }
+
+    /// Stops (`true`) or resumes sending `source` to this shard's viewers
+    /// and, on its own shard, to other shards. While muted its packets are
+    /// neither sent, kept for repairs nor cached as a keyframe. On resume
+    /// each viewer continues its numbering where it stopped and, for
+    /// video, waits for a keyframe, which the publisher is asked for.
+    pub fn set_muted(&mut self, source: Source, muted: bool, now: Instant) {
+        if muted {
+            self.muted.insert(source);
+            return;
+        }
+        if !self.muted.remove(&source) {
+            return;
+        }
+        let mut video = false;
+        for sink in self.sinks.get_mut(&source).into_iter().flatten() {
+            if sink.started {
+                sink.rewriter.rebase();
+                sink.waiting_for_keyframe = sink.video.is_some();
+                video |= sink.video.is_some();
+            }
+        }
+        if video || self.keyframes.contains_key(&source) {
+            self.request_keyframe(source, now);
+        }
     }
 
     /// Closes and drops a connection, and every subscription to or from it.
@@ -370,6 +430,7 @@ impl Shard {
         self.sinks.retain(|source, _| !gone(source));
         self.histories.retain(|source, _| !gone(source));
         self.keyframes.retain(|source, _| !gone(source));
+        self.muted.retain(|source| !gone(source));
         if shard == self.index {
             self.keyframe_asked.retain(|(c, _), _| *c != conn);
         }
@@ -484,14 +545,15 @@ impl Shard {
         let mut media = Vec::new();
         let mut keyframe_requests = Vec::new();
         let mut nacks = Vec::new();
+        let mut opened = Vec::new();
         {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
             Self::write_out(&mut self.demux, &mut self.transmits, id, &mut conn.pc);
             while let Some(event) = conn.pc.poll_event() {
-                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                    match state {
+                match event {
+                    RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                         RTCPeerConnectionState::Connected if !conn.connected => {
                             conn.connected = true;
                             self.events.push_back(Event::Connected(id));
@@ -500,7 +562,11 @@ impl Shard {
                             closed = true;
                         }
                         _ => {}
+                    },
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                        opened.push(init);
                     }
+                    _ => {}
                 }
             }
             while let Some(TaggedRTCMessage { message, .. }) = conn.pc.poll_read() {
@@ -539,14 +605,66 @@ impl Shard {
                     .push_back(Event::KeyframeRequest { viewer: id, source });
             }
         }
-        for packet in media {
-            let source = self.source(id, packet.header.ssrc);
-            self.relay(source, &packet);
-            self.fan_out(source, packet, now);
+        for init in opened {
+            self.track_opened(id, init);
+        }
+        if !media.is_empty() {
+            self.publish(id, media, now);
         }
         if closed {
             self.forget(id);
             self.events.push_back(Event::Closed(id));
+        }
+    }
+
+    /// Reports a publisher's new stream, and keeps its keyframes from its
+    /// first packet on (video).
+    fn track_opened(&mut self, id: ConnId, init: RTCTrackEventInit) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(receiver) = conn.pc.rtp_receiver(init.receiver_id) else {
+            return;
+        };
+        let track = receiver.track();
+        let kind = match track.kind() {
+            RtpCodecKind::Audio => MediaKind::Audio,
+            RtpCodecKind::Video => MediaKind::Video,
+            _ => return,
+        };
+        let Some(mime) = track.codec(init.ssrc).map(|c| c.mime_type.clone()) else {
+            return;
+        };
+        let source = self.source(id, init.ssrc);
+        if let Some(codec) = VideoCodec::from_mime(&mime) {
+            self.watch(source, codec);
+        }
+        self.events.push_back(Event::Track(PublishedTrack {
+            source,
+            kind,
+            mime,
+            rid: init.rid.filter(|rid| !rid.is_empty()),
+        }));
+    }
+
+    /// A local publisher's packets of one input: counted, then relayed
+    /// and fanned out unless their stream is muted.
+    fn publish(&mut self, id: ConnId, media: Vec<rtp::Packet>, now: Instant) {
+        let counters = self.conns.get(&id).and_then(|c| c.counters.clone());
+        for packet in media {
+            let source = self.source(id, packet.header.ssrc);
+            if let Some(counters) = &counters {
+                let keyframe = self
+                    .keyframes
+                    .get(&source)
+                    .is_some_and(|(codec, _)| starts_keyframe(*codec, &packet.payload));
+                counters.count(packet.payload.len(), keyframe);
+            }
+            if self.muted.contains(&source) {
+                continue;
+            }
+            self.relay(source, &packet);
+            self.fan_out(source, packet, now);
         }
     }
 
@@ -572,6 +690,9 @@ impl Shard {
     /// written to (the report goes through `rtc`, as all RTCP does) and
     /// drained at the end of the input ([`Shard::settle`]).
     fn fan_out(&mut self, key: Source, packet: rtp::Packet, now: Instant) {
+        if self.muted.contains(&key) {
+            return; // a relay that left its shard before the mute reached it
+        }
         // One lookup of the stream's keyframe cache per packet, used for
         // the keyframe test, the viewers that start now, and then fed.
         let mut cache = self

@@ -103,6 +103,14 @@ impl Engine {
         }
     }
 
+    /// Stops (`true`) or resumes sending `source` to every viewer, on
+    /// every shard (see [`super::shard::Shard::set_muted`]).
+    pub fn set_muted(&self, source: Source, muted: bool) {
+        for shard in &self.shards {
+            shard.set_muted(source, muted);
+        }
+    }
+
     /// Closes connection `conn` of shard `shard`; the other shards drop
     /// whatever they had subscribed from it (as a publisher). A shard that
     /// keeps receiving relays of a stream none of its viewers watch any

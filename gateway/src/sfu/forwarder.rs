@@ -198,7 +198,7 @@ pub struct StreamCounters {
 }
 
 impl StreamCounters {
-    fn count(&self, payload_len: usize, keyframe: bool) {
+    pub(crate) fn count(&self, payload_len: usize, keyframe: bool) {
         self.packets.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(payload_len as u64, Ordering::Relaxed);
         if keyframe {
