@@ -1,8 +1,9 @@
 //! The media engine's shards, with webrtc-rs peers on real UDP over
 //! 127.0.0.1: a publisher and three viewers whose media all pass through
 //! one shard's single socket (ICE-lite, credentials the engine chose, one
-//! host candidate for all), and sessions spread over two shards, the
-//! publisher on one and viewers on both.
+//! host candidate for all); sessions spread over two shards, the
+//! publisher on one and viewers on both; and a republish onto the other
+//! shard.
 //!
 //! Not yet through HTTP: the engine is not wired into the WHIP/WHEP
 //! handlers (issue 12); the test negotiates with `engine::session::answer`
@@ -60,137 +61,227 @@ fn assert_one_candidate(answer: &str, port: std::net::SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_reaches_three_viewers_through_one_port() {
-    let relayed = fan_out(1, 3).await;
-    assert_eq!(relayed, [0], "one shard relays nothing");
+    let mut world = World::start(1, 3).await;
+    let camera = world.publish_on(0).await;
+    world.play(&camera).await;
+    world.send_and_check(&camera, 100, 100).await;
+    assert_eq!(world.relayed(), [0], "one shard relays nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_spread_over_two_shards_get_every_packet() {
-    let relayed = fan_out(2, 4).await;
+    let mut world = World::start(2, 4).await;
+    let camera = world.publish_on(0).await;
+    world.play(&camera).await;
+    world.send_and_check(&camera, 100, 100).await;
     // Two of the four viewers are on shard 1: each packet crossed once.
     assert_eq!(
-        relayed,
+        world.relayed(),
         [100, 0],
         "once per packet per shard, not per viewer"
     );
 }
 
-/// A publisher on shard 0 and `viewer_count` viewers spread over `shards`
-/// shards in turn; 100 packets must reach every viewer unaltered, in
-/// order, on its own SSRC. Returns how many packets each shard relayed.
-async fn fan_out(shards: usize, viewer_count: u32) -> Vec<u64> {
-    init_logging();
-    let (engine, mut events) =
-        Engine::start("127.0.0.1:0".parse().expect("address"), shards).expect("engine");
-    let home = &engine.shards()[0];
-    let port = home.local_addr();
+/// The publisher on shard 0 leaves and a new one comes on shard 1: the
+/// viewers on both shards stay, are moved to it, and get its packets after
+/// the first one's, on their own SSRC, numbered on; now shard 1 relays to
+/// shard 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_both_shards_move_to_a_publisher_on_the_other_shard() {
+    let mut world = World::start(2, 4).await;
+    let first = world.publish_on(0).await;
+    world.play(&first).await;
+    world.send_and_check(&first, 100, 100).await;
+    world.engine.remove_connection(0, first.source.conn);
+    let second = world.publish_on(1).await;
+    assert_eq!(
+        world.engine.move_viewers(first.source, second.source).await,
+        2,
+        "viewers on both shards moved"
+    );
+    world.send_and_check(&second, 100, 200).await;
+    assert_eq!(
+        world.relayed(),
+        [100, 100],
+        "each publisher's packets crossed once"
+    );
+}
 
-    let (publisher, video, _audio) = publisher_peer().await;
-    let offer = publisher.offer().await;
-    let camera = ssrc_of(&offer, "video");
-    let answered = session::answer(&offer, port, Vec::new(), Instant::now()).expect("answer");
-    assert_one_candidate(&answered.answer, port);
-    let conn = home
-        .add_connection(answered.pc, answered.ufrag)
-        .await
-        .expect("publisher added");
-    let source = Source {
-        shard: 0,
-        conn,
-        ssrc: camera,
-    };
-    publisher.accept_answer(&answered.answer).await;
-    publisher.wait_connected().await;
+/// A publisher's video track and the stream it is on the engine.
+struct Camera {
+    _peer: vigil_tests::peers::ClientPeer,
+    video: std::sync::Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    source: Source,
+}
 
-    let mut viewers = Vec::new();
-    for i in 0..viewer_count {
-        let on = i as usize % shards;
-        let shard = &engine.shards()[on];
-        let port = shard.local_addr();
-        let peer = viewer_peer().await;
-        let offer = peer.offer().await;
-        let ssrc = 0x5100 + i;
-        let track = send_track(
-            "video",
-            RtpCodecKind::Video,
-            ssrc,
-            TestVideo::H264.codec().rtp_codec,
-        );
-        let answered = session::answer(&offer, port, vec![track], Instant::now()).expect("answer");
-        assert_one_candidate(&answered.answer, port);
-        let viewer = shard
-            .add_connection(answered.pc, answered.ufrag)
-            .await
-            .expect("viewer added");
-        let received = peer.record(&offer);
-        peer.accept_answer(&answered.answer).await;
-        peer.wait_connected().await;
-        assert!(
-            engine
-                .subscribe(source, on, viewer, answered.senders[0], ssrc)
-                .await,
-            "subscribed"
-        );
-        viewers.push((peer, received, ssrc));
-    }
-    let mut connected = 0;
-    let sessions = viewer_count + 1;
-    while connected < sessions {
-        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
-            Ok(Some((_, Event::Connected(_)))) => connected += 1,
-            Ok(Some(_)) => {}
-            other => panic!("the shards reported {connected} of {sessions} connections: {other:?}"),
+/// Viewers spread over an engine's shards, and what each received.
+struct World {
+    engine: Engine,
+    events: tokio::sync::mpsc::UnboundedReceiver<vigil_gateway::engine::io::ShardEvent>,
+    shards: usize,
+    viewer_count: u32,
+    viewers: Vec<(
+        vigil_tests::peers::ClientPeer,
+        std::sync::Arc<std::sync::Mutex<vigil_tests::peers::Received>>,
+        u32,
+    )>,
+    /// Payloads sent so far, in order, over every publisher.
+    sent: Vec<Bytes>,
+}
+
+impl World {
+    async fn start(shards: usize, viewer_count: u32) -> World {
+        init_logging();
+        let (engine, events) =
+            Engine::start("127.0.0.1:0".parse().expect("address"), shards).expect("engine");
+        World {
+            engine,
+            events,
+            shards,
+            viewer_count,
+            viewers: Vec::new(),
+            sent: Vec::new(),
         }
     }
 
-    let sent: Vec<Bytes> = (0..100u16)
-        .map(|seq| {
-            // The first is an IDR: video viewers start at a keyframe.
-            let nal = if seq == 0 { 0x65 } else { 0x41 };
-            Bytes::from(vec![nal, 0x9a, (seq >> 8) as u8, seq as u8, 0xab])
-        })
-        .collect();
-    for (seq, payload) in sent.iter().enumerate() {
-        let packet = rtp::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                payload_type: TestVideo::H264.payload_type(),
-                sequence_number: 4000 + seq as u16,
-                timestamp: 3000 * seq as u32,
-                marker: true,
+    /// Connects a publisher on shard `on`; returns once the shard reports
+    /// it connected.
+    async fn publish_on(&mut self, on: usize) -> Camera {
+        let shard = &self.engine.shards()[on];
+        let port = shard.local_addr();
+        let (peer, video, _audio) = publisher_peer().await;
+        let offer = peer.offer().await;
+        let camera = ssrc_of(&offer, "video");
+        let answered = session::answer(&offer, port, Vec::new(), Instant::now()).expect("answer");
+        assert_one_candidate(&answered.answer, port);
+        let conn = shard
+            .add_connection(answered.pc, answered.ufrag)
+            .await
+            .expect("publisher added");
+        peer.accept_answer(&answered.answer).await;
+        peer.wait_connected().await;
+        self.wait_connected(1).await;
+        Camera {
+            _peer: peer,
+            video,
+            source: Source {
+                shard: on,
+                conn,
                 ssrc: camera,
-                ..Default::default()
             },
-            payload: payload.clone(),
-        };
-        video.write_rtp(packet).await.expect("publish");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
-    for (_, received, ssrc) in &viewers {
-        eventually(
-            Duration::from_secs(5),
-            "every packet at every viewer",
-            || async {
-                (received.lock().expect("received").video.len() >= sent.len()).then_some(())
-            },
-        )
-        .await;
-        let log = received.lock().expect("received");
-        let payloads: Vec<&Bytes> = log.video.iter().map(|p| &p.payload).collect();
-        assert_eq!(
-            payloads,
-            sent.iter().collect::<Vec<_>>(),
-            "unaltered, in order"
-        );
-        assert!(
-            log.video.iter().all(|p| p.header.ssrc == *ssrc),
-            "its own SSRC"
-        );
+    /// Connects `viewer_count` viewers over the shards in turn, each
+    /// subscribed to `camera`.
+    async fn play(&mut self, camera: &Camera) {
+        for i in 0..self.viewer_count {
+            let on = i as usize % self.shards;
+            let shard = &self.engine.shards()[on];
+            let port = shard.local_addr();
+            let peer = viewer_peer().await;
+            let offer = peer.offer().await;
+            let ssrc = 0x5100 + i;
+            let track = send_track(
+                "video",
+                RtpCodecKind::Video,
+                ssrc,
+                TestVideo::H264.codec().rtp_codec,
+            );
+            let answered =
+                session::answer(&offer, port, vec![track], Instant::now()).expect("answer");
+            assert_one_candidate(&answered.answer, port);
+            let viewer = shard
+                .add_connection(answered.pc, answered.ufrag)
+                .await
+                .expect("viewer added");
+            let received = peer.record(&offer);
+            peer.accept_answer(&answered.answer).await;
+            peer.wait_connected().await;
+            assert!(
+                self.engine
+                    .subscribe(camera.source, on, viewer, answered.senders[0], ssrc)
+                    .await,
+                "subscribed"
+            );
+            self.viewers.push((peer, received, ssrc));
+        }
+        self.wait_connected(self.viewer_count).await;
     }
-    engine
-        .shards()
-        .iter()
-        .map(|s| s.io_stats().relayed.load(Ordering::Relaxed))
-        .collect()
+
+    async fn wait_connected(&mut self, sessions: u32) {
+        let mut connected = 0;
+        while connected < sessions {
+            match tokio::time::timeout(Duration::from_secs(5), self.events.recv()).await {
+                Ok(Some((_, Event::Connected(_)))) => connected += 1,
+                Ok(Some(_)) => {}
+                other => {
+                    panic!("the shards reported {connected} of {sessions} connections: {other:?}")
+                }
+            }
+        }
+    }
+
+    /// `camera` sends `count` packets (the first an IDR); then every viewer
+    /// must have the `total` payloads sent so far, unaltered, in order, on
+    /// its own SSRC, numbered without a gap.
+    async fn send_and_check(&mut self, camera: &Camera, count: u16, total: usize) {
+        for seq in 0..count {
+            // The first is an IDR: video viewers start at a keyframe.
+            let nal = if seq == 0 { 0x65 } else { 0x41 };
+            let payload = Bytes::from(vec![nal, 0x9a, (seq >> 8) as u8, seq as u8, 0xab]);
+            let packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    payload_type: TestVideo::H264.payload_type(),
+                    sequence_number: 4000u16.wrapping_add(seq),
+                    timestamp: 3000 * u32::from(seq),
+                    marker: true,
+                    ssrc: camera.source.ssrc,
+                    ..Default::default()
+                },
+                payload: payload.clone(),
+            };
+            camera.video.write_rtp(packet).await.expect("publish");
+            self.sent.push(payload);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(self.sent.len(), total);
+        for (_, received, ssrc) in &self.viewers {
+            eventually(
+                Duration::from_secs(5),
+                "every packet at every viewer",
+                || async {
+                    (received.lock().expect("received").video.len() >= total).then_some(())
+                },
+            )
+            .await;
+            let log = received.lock().expect("received");
+            let payloads: Vec<&Bytes> = log.video.iter().map(|p| &p.payload).collect();
+            assert_eq!(
+                payloads,
+                self.sent.iter().collect::<Vec<_>>(),
+                "unaltered, in order"
+            );
+            assert!(
+                log.video.iter().all(|p| p.header.ssrc == *ssrc),
+                "its own SSRC"
+            );
+            assert!(
+                log.video.windows(2).all(|w| {
+                    w[1].header.sequence_number == w[0].header.sequence_number.wrapping_add(1)
+                }),
+                "numbered without a gap"
+            );
+        }
+    }
+
+    /// Packets each shard relayed.
+    fn relayed(&self) -> Vec<u64> {
+        self.engine
+            .shards()
+            .iter()
+            .map(|s| s.io_stats().relayed.load(Ordering::Relaxed))
+            .collect()
+    }
 }

@@ -63,6 +63,11 @@ enum Command {
     RequestKeyframe(Source),
     Watch(Source, VideoCodec),
     SetMuted(Source, bool),
+    MoveViewers {
+        from: Source,
+        to: Source,
+        reply: oneshot::Sender<bool>,
+    },
     CountInto(ConnId, Arc<StreamCounters>),
     Remove(ConnId),
 }
@@ -224,6 +229,13 @@ impl ShardHandle {
         let _stopped = self.commands.send(Command::SetMuted(source, muted));
     }
 
+    /// See [`Shard::move_viewers`]; `false` if none moved.
+    pub async fn move_viewers(&self, from: Source, to: Source) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.commands.send(Command::MoveViewers { from, to, reply });
+        sent.is_ok() && answer.await.unwrap_or(false)
+    }
+
     /// See [`Shard::count_into`].
     pub fn count_into(&self, conn: ConnId, counters: Arc<StreamCounters>) {
         // A stopped shard has no publisher left to count.
@@ -355,6 +367,9 @@ impl ShardLoop {
             Command::RequestKeyframe(source) => self.shard.request_keyframe(source, now),
             Command::Watch(source, codec) => self.shard.watch(source, codec),
             Command::SetMuted(source, muted) => self.shard.set_muted(source, muted, now),
+            Command::MoveViewers { from, to, reply } => {
+                let _gave_up = reply.send(self.shard.move_viewers(from, to));
+            }
             Command::CountInto(conn, counters) => self.shard.count_into(conn, counters),
             Command::Remove(id) => self.shard.remove_connection(id, now),
         }

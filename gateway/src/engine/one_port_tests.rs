@@ -945,3 +945,51 @@ fn a_muted_stream_reaches_nobody_and_resumes_at_a_keyframe_numbered_on() {
         );
     }
 }
+
+/// A publisher that leaves and one that takes its place (a republish):
+/// its viewers stay subscribed meanwhile, and once moved they play the new
+/// publisher from its first keyframe, on the SSRC they had, numbered on.
+#[test]
+fn viewers_move_to_a_new_publisher_numbered_on() {
+    const FIRST: u32 = 0x00ca_fe0d;
+    const SECOND: u32 = 0x00ca_fe0e;
+    let (mut world, first, viewers) = World::stream_with_two_viewers(FIRST);
+    world.publish(first, FIRST, 0..50, Duration::from_millis(5));
+    let from = world.shard.source(world.ends[first].conn, FIRST);
+    let now = world.now;
+    world.shard.remove_connection(world.ends[first].conn, now);
+    world.clients[first].alive = false;
+
+    let second = world.join(Role::Publisher(SECOND));
+    world.run_until("the new publisher", Duration::from_secs(10), |w| {
+        w.clients[second].connected
+    });
+    let to = world.shard.source(world.ends[second].conn, SECOND);
+    assert!(world.shard.move_viewers(from, to));
+    assert!(
+        !world.shard.move_viewers(from, to),
+        "nobody is left to move"
+    );
+    world.publish(second, SECOND, 0..150, Duration::from_millis(5));
+    world.run_until("the new stream", Duration::from_secs(1), |w| {
+        viewers.iter().all(|&v| w.clients[v].received.len() >= 200)
+    });
+    for &v in &viewers {
+        let got = &world.clients[v].received;
+        let payloads: Vec<Bytes> = got.iter().map(|(_, _, p)| p.clone()).collect();
+        let expected: Vec<Bytes> = (0..50)
+            .map(|seq| packet(FIRST, seq).payload)
+            .chain((0..150).map(|seq| packet(SECOND, seq).payload))
+            .collect();
+        assert_eq!(payloads, expected);
+        assert!(got.iter().all(|(ssrc, _, _)| *ssrc == got[0].0), "one SSRC");
+        assert!(
+            got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+            "numbered on across publishers"
+        );
+        assert!(world.events.contains(&Event::KeyframeRequest {
+            viewer: world.ends[v].conn,
+            source: to,
+        }));
+    }
+}

@@ -423,11 +423,35 @@ impl Shard {
         self.drain(source.conn, now);
     }
 
-    /// Drops this shard's subscriptions to, and history of, every stream
-    /// of publisher connection `conn` on shard `shard` (it has gone).
+    /// Moves this shard's viewers of `from` (a stream whose publisher left)
+    /// onto `to` (the stream of the publisher that replaced it, in the same
+    /// codec): each starts again as a new viewer would, from `to`'s cached
+    /// keyframe or its next one, on the same SSRC with its numbering
+    /// continued. Returns whether any viewer moved.
+    pub fn move_viewers(&mut self, from: Source, to: Source) -> bool {
+        let Some(mut moved) = self.sinks.remove(&from).filter(|s| !s.is_empty()) else {
+            return false;
+        };
+        for sink in &mut moved {
+            sink.rewriter.rebase();
+            sink.started = false;
+            sink.waiting_for_keyframe = false;
+            if let Some(codec) = sink.video {
+                self.keyframes
+                    .entry(to)
+                    .or_insert_with(|| (codec, KeyframeCache::default()));
+            }
+        }
+        self.sinks.entry(to).or_default().extend(moved);
+        true
+    }
+
+    /// Drops this shard's history, keyframe and relays of every stream of
+    /// publisher connection `conn` on shard `shard` (it has gone). Its
+    /// viewers stay subscribed, getting nothing, until they are moved to
+    /// a new publisher ([`Shard::move_viewers`]) or removed.
     pub fn forget_publisher(&mut self, shard: usize, conn: ConnId) {
         let gone = |source: &Source| source.shard == shard && source.conn == conn;
-        self.sinks.retain(|source, _| !gone(source));
         self.histories.retain(|source, _| !gone(source));
         self.keyframes.retain(|source, _| !gone(source));
         self.muted.retain(|source| !gone(source));
@@ -899,9 +923,10 @@ impl Shard {
         self.demux.remove(id);
         self.forget_publisher(self.index, id);
         self.relay_targets.retain(|(conn, _), _| *conn != id);
-        for sinks in self.sinks.values_mut() {
+        self.sinks.retain(|_, sinks| {
             sinks.retain(|s| s.viewer != id);
-        }
+            !sinks.is_empty()
+        });
     }
 }
 

@@ -103,6 +103,27 @@ impl Engine {
         }
     }
 
+    /// Moves every viewer of `from` (its publisher left) onto `to` (a new
+    /// publisher of the stream, same codec), on every shard (see
+    /// [`super::shard::Shard::move_viewers`]); `to`'s shard relays it to
+    /// the other shards that had viewers. Returns how many shards had
+    /// viewers of `from`.
+    pub async fn move_viewers(&self, from: Source, to: Source) -> usize {
+        let Some(home) = self.shards.get(to.shard) else {
+            return 0;
+        };
+        let mut shards_with_viewers = 0;
+        for shard in &self.shards {
+            if shard.move_viewers(from, to).await {
+                shards_with_viewers += 1;
+                if shard.index() != to.shard {
+                    home.relay_to(to.conn, to.ssrc, shard.index());
+                }
+            }
+        }
+        shards_with_viewers
+    }
+
     /// Stops (`true`) or resumes sending `source` to every viewer, on
     /// every shard (see [`super::shard::Shard::set_muted`]).
     pub fn set_muted(&self, source: Source, muted: bool) {
@@ -112,7 +133,8 @@ impl Engine {
     }
 
     /// Closes connection `conn` of shard `shard`; the other shards drop
-    /// whatever they had subscribed from it (as a publisher). A shard that
+    /// what they kept of its streams (as a publisher), keeping its viewers
+    /// for a new publisher ([`Engine::move_viewers`]). A shard that
     /// keeps receiving relays of a stream none of its viewers watch any
     /// more drops them on arrival.
     pub fn remove_connection(&self, shard: usize, conn: ConnId) {
