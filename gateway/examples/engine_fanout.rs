@@ -41,9 +41,10 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use vigil_gateway::engine::io::ShardHandle;
-use vigil_gateway::engine::shard::Source;
 use vigil_gateway::engine::shards::Engine;
 use vigil_gateway::engine::{add_host_candidate, h264_baseline, send_track, session};
+use vigil_gateway::sfu::MediaKind;
+use vigil_gateway::sfu::layers::LayerChoice;
 
 const PACKET: usize = 1_200;
 const CAMERA: u32 = 0x00ca_fe00;
@@ -249,12 +250,12 @@ fn main() {
         (conn, answered.senders)
     };
     let (mut publisher, offer) = client(true);
-    let (source, _) = join(&mut publisher, &offer, Vec::new(), 0);
-    let source = Source {
-        shard: 0,
-        conn: source,
-        ssrc: CAMERA,
-    };
+    let (publisher_conn, _) = join(&mut publisher, &offer, Vec::new(), 0);
+    let (track, _) = control
+        .block_on(engine.shards()[0].published_tracks(publisher_conn))
+        .into_iter()
+        .find(|(_, kind)| *kind == MediaKind::Video)
+        .expect("the publisher's video track");
 
     let mut viewers = Vec::with_capacity(args.viewers);
     let mut subscriptions = Vec::with_capacity(args.viewers);
@@ -333,7 +334,14 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     for (on, conn, sender, ssrc) in subscriptions {
-        assert!(control.block_on(engine.subscribe(source, on, conn, sender, ssrc)));
+        assert!(control.block_on(engine.subscribe(
+            track,
+            on,
+            conn,
+            sender,
+            ssrc,
+            LayerChoice::High
+        )));
     }
     sending.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(2)); // warm-up

@@ -30,16 +30,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use vigil_gateway::engine::shard::{ConnId, Event, Source};
+use vigil_gateway::engine::shard::{ConnId, Event, TrackId};
 use vigil_gateway::engine::shards::Engine;
 use vigil_gateway::engine::{h264_baseline, send_track, session};
 use vigil_gateway::sfu::MediaKind;
+use vigil_gateway::sfu::layers::LayerChoice::High;
 
 /// The published stream's sources, by kind, and every session by path id.
 #[derive(Default)]
 struct State {
-    video: Option<Source>,
-    audio: Option<Source>,
+    video: Option<TrackId>,
+    audio: Option<TrackId>,
     sessions: HashMap<u64, (usize, ConnId)>,
     next: u64,
 }
@@ -116,11 +117,11 @@ impl Harness {
             };
             let index = shard.index();
             self.engine
-                .subscribe(video, index, conn, video_sender, video_ssrc)
+                .subscribe(video, index, conn, video_sender, video_ssrc, High)
                 .await;
             if let Some(audio) = audio {
                 self.engine
-                    .subscribe(audio, index, conn, audio_sender, audio_ssrc)
+                    .subscribe(audio, index, conn, audio_sender, audio_ssrc, High)
                     .await;
             }
         }
@@ -178,8 +179,8 @@ async fn main() -> std::io::Result<()> {
                 Event::Track(track) => {
                     let mut state = events_harness.state.lock().expect("state");
                     match track.kind {
-                        MediaKind::Video => state.video = Some(track.source),
-                        MediaKind::Audio => state.audio = Some(track.source),
+                        MediaKind::Video => state.video = Some(track.track),
+                        MediaKind::Audio => state.audio = Some(track.track),
                     }
                 }
                 _ => {}

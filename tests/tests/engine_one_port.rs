@@ -16,9 +16,11 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use std::sync::atomic::Ordering;
 
-use vigil_gateway::engine::shard::{Event, Source};
+use vigil_gateway::engine::shard::{Event, TrackId};
 use vigil_gateway::engine::shards::Engine;
 use vigil_gateway::engine::{send_track, session};
+use vigil_gateway::sfu::MediaKind;
+use vigil_gateway::sfu::layers::LayerChoice;
 use vigil_tests::peers::{TestVideo, publisher_peer, viewer_peer};
 use vigil_tests::{eventually, init_logging};
 use webrtc::media_stream::track_local::TrackLocal;
@@ -92,10 +94,10 @@ async fn viewers_on_both_shards_move_to_a_publisher_on_the_other_shard() {
     let first = world.publish_on(0).await;
     world.play(&first).await;
     world.send_and_check(&first, 100, 100).await;
-    world.engine.remove_connection(0, first.source.conn);
+    world.engine.remove_connection(0, first.track.conn);
     let second = world.publish_on(1).await;
     assert_eq!(
-        world.engine.move_viewers(first.source, second.source).await,
+        world.engine.move_viewers(first.track, second.track).await,
         2,
         "viewers on both shards moved"
     );
@@ -107,11 +109,12 @@ async fn viewers_on_both_shards_move_to_a_publisher_on_the_other_shard() {
     );
 }
 
-/// A publisher's video track and the stream it is on the engine.
+/// A publisher's video track, its SSRC, and the track it is on the engine.
 struct Camera {
     _peer: vigil_tests::peers::ClientPeer,
     video: std::sync::Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
-    source: Source,
+    ssrc: u32,
+    track: TrackId,
 }
 
 /// Viewers spread over an engine's shards, and what each received.
@@ -160,15 +163,18 @@ impl World {
             .expect("publisher added");
         peer.accept_answer(&answered.answer).await;
         peer.wait_connected().await;
+        let (track, _) = shard
+            .published_tracks(conn)
+            .await
+            .into_iter()
+            .find(|(_, kind)| *kind == MediaKind::Video)
+            .expect("a video track");
         self.wait_connected(1).await;
         Camera {
             _peer: peer,
             video,
-            source: Source {
-                shard: on,
-                conn,
-                ssrc: camera,
-            },
+            ssrc: camera,
+            track,
         }
     }
 
@@ -200,7 +206,14 @@ impl World {
             peer.wait_connected().await;
             assert!(
                 self.engine
-                    .subscribe(camera.source, on, viewer, answered.senders[0], ssrc)
+                    .subscribe(
+                        camera.track,
+                        on,
+                        viewer,
+                        answered.senders[0],
+                        ssrc,
+                        LayerChoice::High
+                    )
                     .await,
                 "subscribed"
             );
@@ -237,7 +250,7 @@ impl World {
                     sequence_number: 4000u16.wrapping_add(seq),
                     timestamp: 3000 * u32::from(seq),
                     marker: true,
-                    ssrc: camera.source.ssrc,
+                    ssrc: camera.ssrc,
                     ..Default::default()
                 },
                 payload: payload.clone(),

@@ -29,9 +29,11 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::shard::{ConnId, Event, Relay, Shard, Source, Transmit};
+use super::shard::{ConnId, Event, Relay, Shard, Source, TrackId, Transmit};
+use crate::sfu::MediaKind;
 use crate::sfu::forwarder::StreamCounters;
 use crate::sfu::keyframe::VideoCodec;
+use crate::sfu::layers::LayerChoice;
 
 /// Receive buffers per `recvmsg` batch.
 const RECV_BATCH: usize = 8;
@@ -45,16 +47,20 @@ enum Command {
         reply: oneshot::Sender<ConnId>,
     },
     Subscribe {
-        source: Source,
+        track: TrackId,
         viewer: ConnId,
         sender: RTCRtpSenderId,
         ssrc: u32,
+        choice: LayerChoice,
         reply: oneshot::Sender<bool>,
     },
     RelayTo {
-        conn: ConnId,
-        ssrc: u32,
+        track: TrackId,
         shard: usize,
+    },
+    PublishedTracks {
+        conn: ConnId,
+        reply: oneshot::Sender<Vec<(TrackId, MediaKind)>>,
     },
     ForgetPublisher {
         shard: usize,
@@ -62,10 +68,10 @@ enum Command {
     },
     RequestKeyframe(Source),
     Watch(Source, VideoCodec),
-    SetMuted(Source, bool),
+    SetMuted(TrackId, bool),
     MoveViewers {
-        from: Source,
-        to: Source,
+        from: TrackId,
+        to: TrackId,
         reply: oneshot::Sender<bool>,
     },
     CountInto(ConnId, Arc<StreamCounters>),
@@ -189,26 +195,38 @@ impl ShardHandle {
     /// gone.
     pub async fn subscribe(
         &self,
-        source: Source,
+        track: TrackId,
         viewer: ConnId,
         sender: RTCRtpSenderId,
         ssrc: u32,
+        choice: LayerChoice,
     ) -> bool {
         let (reply, answer) = oneshot::channel();
         let sent = self.commands.send(Command::Subscribe {
-            source,
+            track,
             viewer,
             sender,
             ssrc,
+            choice,
             reply,
         });
         sent.is_ok() && answer.await.unwrap_or(false)
     }
 
+    /// See [`Shard::published_tracks`]; empty if the shard has stopped.
+    pub async fn published_tracks(&self, conn: ConnId) -> Vec<(TrackId, MediaKind)> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.commands.send(Command::PublishedTracks { conn, reply });
+        if sent.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
     /// See [`Shard::relay_to`].
-    pub fn relay_to(&self, conn: ConnId, ssrc: u32, shard: usize) {
+    pub fn relay_to(&self, track: TrackId, shard: usize) {
         // A stopped shard relays nothing any more.
-        let _stopped = self.commands.send(Command::RelayTo { conn, ssrc, shard });
+        let _stopped = self.commands.send(Command::RelayTo { track, shard });
     }
 
     /// See [`Shard::forget_publisher`].
@@ -224,13 +242,13 @@ impl ShardHandle {
     }
 
     /// See [`Shard::set_muted`].
-    pub fn set_muted(&self, source: Source, muted: bool) {
+    pub fn set_muted(&self, track: TrackId, muted: bool) {
         // A stopped shard sends nothing anyway.
-        let _stopped = self.commands.send(Command::SetMuted(source, muted));
+        let _stopped = self.commands.send(Command::SetMuted(track, muted));
     }
 
     /// See [`Shard::move_viewers`]; `false` if none moved.
-    pub async fn move_viewers(&self, from: Source, to: Source) -> bool {
+    pub async fn move_viewers(&self, from: TrackId, to: TrackId) -> bool {
         let (reply, answer) = oneshot::channel();
         let sent = self.commands.send(Command::MoveViewers { from, to, reply });
         sent.is_ok() && answer.await.unwrap_or(false)
@@ -353,20 +371,27 @@ impl ShardLoop {
                 let _asker_gone = reply.send(id);
             }
             Command::Subscribe {
-                source,
+                track,
                 viewer,
                 sender,
                 ssrc,
+                choice,
                 reply,
             } => {
-                let done = self.shard.subscribe(source, viewer, sender, ssrc).is_some();
+                let done = self
+                    .shard
+                    .subscribe(track, viewer, sender, ssrc, choice)
+                    .is_some();
                 let _asker_gone = reply.send(done);
             }
-            Command::RelayTo { conn, ssrc, shard } => self.shard.relay_to(conn, ssrc, shard),
+            Command::PublishedTracks { conn, reply } => {
+                let _asker_gone = reply.send(self.shard.published_tracks(conn));
+            }
+            Command::RelayTo { track, shard } => self.shard.relay_to(track, shard),
             Command::ForgetPublisher { shard, conn } => self.shard.forget_publisher(shard, conn),
             Command::RequestKeyframe(source) => self.shard.request_keyframe(source, now),
             Command::Watch(source, codec) => self.shard.watch(source, codec),
-            Command::SetMuted(source, muted) => self.shard.set_muted(source, muted, now),
+            Command::SetMuted(track, muted) => self.shard.set_muted(track, muted, now),
             Command::MoveViewers { from, to, reply } => {
                 let _gave_up = reply.send(self.shard.move_viewers(from, to));
             }

@@ -33,10 +33,15 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::fast::srtp_context;
-use super::shard::{ConnId, Event, Shard};
+use super::shard::{ConnId, Event, Shard, TrackId};
 use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap, h264_baseline, send_track};
 use crate::sfu::MediaKind;
 use crate::sfu::forwarder::StreamCounters;
+use crate::sfu::layers::LayerChoice;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 
 /// The one media address of the shard.
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8189);
@@ -48,6 +53,7 @@ fn build(setting_engine: SettingEngineBuilder, server: bool, now: Instant) -> RT
     media_engine
         .register_default_codecs()
         .expect("default codecs");
+    configure_simulcast_extension_headers(&mut media_engine).expect("simulcast extensions");
     let registry = if server {
         configure_rtcp_reports(Registry::new().with(Slot::from(FEEDBACK_SLOT), feedback_tap()))
     } else {
@@ -69,6 +75,8 @@ enum Role {
     Viewer,
     /// Sends one video track on this SSRC (WHIP).
     Publisher(u32),
+    /// Sends one video track in simulcast: a layer per (rid, SSRC).
+    Simulcast(&'static [(&'static str, u32)]),
 }
 
 struct Client {
@@ -103,9 +111,9 @@ struct World {
     events: Vec<Event>,
     /// Datagrams to a client address nobody holds any more.
     lost_to_old_addresses: usize,
-    /// Loss on the way to one client: (client, every nth RTP datagram is
-    /// dropped), below SRTP, as a network loses it.
-    lose: Option<(usize, usize)>,
+    /// Loss on the way to one client: (client, k, n): k of every n RTP
+    /// datagrams are dropped, below SRTP, as a network loses them.
+    lose: Option<(usize, usize, usize)>,
     /// STUN Binding requests the clients sent, and the shard's Binding
     /// requests and success responses.
     checks_in: usize,
@@ -174,6 +182,29 @@ impl World {
                     ))
                     .expect("send track");
             }
+            Role::Simulcast(layers) => {
+                let codings = layers
+                    .iter()
+                    .map(|&(rid, ssrc)| RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            rid: rid.to_owned(),
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: h264_baseline(),
+                        ..Default::default()
+                    })
+                    .collect();
+                client
+                    .add_track(MediaStreamTrack::new(
+                        "vigil".to_owned(),
+                        "camera".to_owned(),
+                        "camera".to_owned(),
+                        RtpCodecKind::Video,
+                        codings,
+                    ))
+                    .expect("simulcast track");
+            }
         }
         let offer = client.create_offer(None).expect("offer");
         client
@@ -191,7 +222,7 @@ impl World {
                 );
                 Some((server.add_track(track).expect("track"), ssrc))
             }
-            Role::Publisher(_) => None,
+            Role::Publisher(_) | Role::Simulcast(_) => None,
         };
         server.set_remote_description(now, offer).expect("offer");
         let answer = server.create_answer(None).expect("answer");
@@ -246,13 +277,13 @@ impl World {
             if transmit.payload.len() > 8 && (192..=223).contains(&transmit.payload[1]) {
                 self.rtcp_sent.push((to, transmit.payload.clone()));
             }
-            if let Some((lossy, nth)) = self.lose {
+            if let Some((lossy, k, n)) = self.lose {
                 let is_rtp = transmit.payload.len() > 12
                     && transmit.payload[0] >> 6 == 2
                     && !(192..=223).contains(&transmit.payload[1]);
                 if is_rtp && self.clients[lossy].public_addr == to {
                     self.rtp_to_lossy += 1;
-                    if self.rtp_to_lossy.is_multiple_of(nth) {
+                    if self.rtp_to_lossy % n < k {
                         self.dropped += 1;
                         continue;
                     }
@@ -339,10 +370,27 @@ impl World {
     /// `publisher` sends on `ssrc`.
     fn subscribe(&mut self, viewer: usize, publisher: usize, ssrc: u32) {
         let (sender, viewer_ssrc) = self.ends[viewer].sender.expect("a viewer");
-        let source = self.shard.source(self.ends[publisher].conn, ssrc);
+        let track = self.track(publisher);
+        assert_eq!(track.layer(ssrc).conn, self.ends[publisher].conn);
         self.shard
-            .subscribe(source, self.ends[viewer].conn, sender, viewer_ssrc)
+            .subscribe(
+                track,
+                self.ends[viewer].conn,
+                sender,
+                viewer_ssrc,
+                LayerChoice::High,
+            )
             .expect("subscribe");
+    }
+
+    /// Publisher client `publisher`'s video track, as negotiated.
+    fn track(&mut self, publisher: usize) -> TrackId {
+        self.shard
+            .published_tracks(self.ends[publisher].conn)
+            .into_iter()
+            .find(|(_, kind)| *kind == MediaKind::Video)
+            .expect("a video track")
+            .0
     }
 
     /// Publisher client `index` sends one packet.
@@ -385,13 +433,43 @@ impl World {
     }
 
     fn client_sends(&mut self, index: usize, ssrc: u32, seq: u16) {
+        self.client_sends_packet(index, packet(ssrc, seq));
+    }
+
+    /// Publisher client `index` sends `p` with its negotiated payload type;
+    /// a simulcast layer's packet carries the MID and rid extensions (RFC
+    /// 8852), as browsers send them.
+    fn client_sends_packet(&mut self, index: usize, mut p: rtp::Packet) {
         let now = self.now;
         let pc = &mut self.clients[index].pc;
         let sender = pc.get_senders().next().expect("a sender");
         let mut sender = pc.rtp_sender(sender).expect("sender");
-        let payload_type = sender.get_parameters().rtp_parameters.codecs[0].payload_type;
-        let mut p = packet(ssrc, seq);
-        p.header.payload_type = payload_type;
+        let parameters = sender.get_parameters();
+        p.header.payload_type = parameters.rtp_parameters.codecs[0].payload_type;
+        let rid = parameters
+            .encodings
+            .iter()
+            .find(|e| e.rtp_coding_parameters.ssrc == Some(p.header.ssrc))
+            .map(|e| e.rtp_coding_parameters.rid.clone())
+            .filter(|rid| !rid.is_empty());
+        if let Some(rid) = rid {
+            let id = |uri: &str| {
+                parameters
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == uri)
+                    .map(|e| e.id as u8)
+                    .expect("negotiated extension")
+            };
+            let (mid, rid_id) = (id(SDES_MID_URI), id(SDES_RTP_STREAM_ID_URI));
+            p.header
+                .set_extension(mid, Bytes::from_static(b"0"))
+                .expect("mid");
+            p.header
+                .set_extension(rid_id, Bytes::from(rid.into_bytes()))
+                .expect("rid");
+        }
         sender.write_rtp(now, p).expect("write_rtp");
     }
 }
@@ -476,13 +554,8 @@ fn a_publishers_packets_reach_every_viewer_renumbered() {
     let publisher = world.join(Role::Publisher(CAMERA));
     let viewers: Vec<usize> = (0..3).map(|_| world.join(Role::Viewer)).collect();
     world.connect_all();
-    let source = world.shard.source(world.ends[publisher].conn, CAMERA);
     for &v in &viewers {
-        let (sender, ssrc) = world.ends[v].sender.expect("viewer");
-        world
-            .shard
-            .subscribe(source, world.ends[v].conn, sender, ssrc)
-            .expect("subscribe");
+        world.subscribe(v, publisher, CAMERA);
     }
 
     world.publish(publisher, CAMERA, 1000..1050, Duration::from_millis(5));
@@ -530,12 +603,11 @@ fn a_viewers_keyframe_request_names_its_source() {
     let viewer = world.join(Role::Viewer);
     world.connect_all();
     let source = world.shard.source(world.ends[publisher].conn, CAMERA);
-    let (sender, ssrc) = world.ends[viewer].sender.expect("viewer");
+    let (_, ssrc) = world.ends[viewer].sender.expect("viewer");
     let viewer_conn = world.ends[viewer].conn;
-    world
-        .shard
-        .subscribe(source, viewer_conn, sender, ssrc)
-        .expect("subscribe");
+    world.subscribe(viewer, publisher, CAMERA);
+    // The viewer plays, then loses a picture.
+    world.publish(publisher, CAMERA, 0..3, Duration::from_millis(5));
 
     let now = world.now;
     let pc = &mut world.clients[viewer].pc;
@@ -679,7 +751,7 @@ fn a_viewers_lost_packets_come_again_from_the_streams_history() {
     const CAMERA: u32 = 0x00ca_fe05;
     let (mut world, publisher, viewers) = World::stream_with_two_viewers(CAMERA);
     // One RTP datagram in seven to viewer 0 is lost on the network.
-    world.lose = Some((viewers[0], 7));
+    world.lose = Some((viewers[0], 1, 7));
 
     world.publish(publisher, CAMERA, 0..70, Duration::from_millis(5));
     let sent: std::collections::HashSet<Bytes> =
@@ -904,12 +976,12 @@ fn a_muted_stream_reaches_nobody_and_resumes_at_a_keyframe_numbered_on() {
     world
         .shard
         .count_into(world.ends[publisher].conn, counters.clone());
-    let source = world.shard.source(world.ends[publisher].conn, CAMERA);
     world.publish(publisher, CAMERA, 0..50, Duration::from_millis(5));
     world.run_until("the first 50", Duration::from_secs(1), |w| {
         viewers.iter().all(|&v| w.clients[v].received.len() >= 50)
     });
-    world.shard.set_muted(source, true, world.now);
+    let track = world.track(publisher);
+    world.shard.set_muted(track, true, world.now);
     world.publish(publisher, CAMERA, 50..150, Duration::from_millis(5));
     world.step(Duration::from_millis(50));
     for &v in &viewers {
@@ -923,7 +995,7 @@ fn a_muted_stream_reaches_nobody_and_resumes_at_a_keyframe_numbered_on() {
     );
 
     let plis_before = world.plis_sent(publisher, CAMERA);
-    world.shard.set_muted(source, false, world.now);
+    world.shard.set_muted(track, false, world.now);
     world.step(Duration::from_millis(5));
     assert_eq!(
         world.plis_sent(publisher, CAMERA),
@@ -955,7 +1027,7 @@ fn viewers_move_to_a_new_publisher_numbered_on() {
     const SECOND: u32 = 0x00ca_fe0e;
     let (mut world, first, viewers) = World::stream_with_two_viewers(FIRST);
     world.publish(first, FIRST, 0..50, Duration::from_millis(5));
-    let from = world.shard.source(world.ends[first].conn, FIRST);
+    let from = world.track(first);
     let now = world.now;
     world.shard.remove_connection(world.ends[first].conn, now);
     world.clients[first].alive = false;
@@ -964,10 +1036,11 @@ fn viewers_move_to_a_new_publisher_numbered_on() {
     world.run_until("the new publisher", Duration::from_secs(10), |w| {
         w.clients[second].connected
     });
-    let to = world.shard.source(world.ends[second].conn, SECOND);
-    assert!(world.shard.move_viewers(from, to));
+    let to_track = world.track(second);
+    let to = to_track.layer(SECOND);
+    assert!(world.shard.move_viewers(from, to_track));
     assert!(
-        !world.shard.move_viewers(from, to),
+        !world.shard.move_viewers(from, to_track),
         "nobody is left to move"
     );
     world.publish(second, SECOND, 0..150, Duration::from_millis(5));
@@ -992,4 +1065,130 @@ fn viewers_move_to_a_new_publisher_numbered_on() {
             source: to,
         }));
     }
+}
+
+/// A simulcast publisher's layers, each reported with its rid: a viewer
+/// asking for `high` gets only the big layer and one asking for `low` only
+/// the small one, each on its own SSRC, numbered without a gap; a viewer
+/// asking for a rid gets that layer.
+#[test]
+fn simulcast_viewers_get_the_layer_they_ask_for() {
+    const LAYERS: &[(&str, u32)] = &[("q", 0x00ca_fe10), ("f", 0x00ca_fe11)];
+    let mut world = World::new();
+    let publisher = world.join(Role::Simulcast(LAYERS));
+    let viewers: Vec<usize> = (0..3).map(|_| world.join(Role::Viewer)).collect();
+    world.connect_all();
+    let track = world.track(publisher);
+    for (&v, choice) in viewers.iter().zip([
+        LayerChoice::High,
+        LayerChoice::Low,
+        LayerChoice::Rid("q".to_owned()),
+    ]) {
+        let (sender, ssrc) = world.ends[v].sender.expect("a viewer");
+        world
+            .shard
+            .subscribe(track, world.ends[v].conn, sender, ssrc, choice)
+            .expect("subscribe");
+    }
+    // q carries 100 bytes a packet, f 1,000: f ranks first. An IDR on
+    // each every 100 packets, so that viewers switch at keyframes.
+    let layer_packet = |ssrc: u32, seq: u16| {
+        let mut p = packet(ssrc, seq);
+        let size = if ssrc == LAYERS[0].1 { 100 } else { 1_000 };
+        let mut payload = p.payload.to_vec();
+        payload.resize(size, ssrc as u8);
+        p.payload = Bytes::from(payload);
+        p
+    };
+    for seq in 0..400u16 {
+        for &(_, ssrc) in LAYERS {
+            world.client_sends_packet(publisher, layer_packet(ssrc, seq));
+        }
+        world.step(Duration::from_millis(10));
+    }
+    let rids: Vec<_> = world
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Track(t) => Some((t.rid.clone(), t.source.ssrc, t.track)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rids,
+        vec![
+            (Some("q".to_owned()), LAYERS[0].1, track),
+            (Some("f".to_owned()), LAYERS[1].1, track)
+        ]
+    );
+    for (&v, wanted) in viewers.iter().zip([LAYERS[1].1, LAYERS[0].1, LAYERS[0].1]) {
+        let got = &world.clients[v].received;
+        assert!(got.len() >= 100, "viewer {v} got {} packets", got.len());
+        // After the first layer it was given (whichever ranked first), the
+        // viewer settles on its layer: the last 100 are all of it.
+        let tail = &got[got.len() - 100..];
+        let expected_len = if wanted == LAYERS[0].1 { 100 } else { 1_000 };
+        assert!(
+            tail.iter().all(|(_, _, p)| p.len() == expected_len),
+            "viewer {v} ends on the layer it asked for"
+        );
+        assert!(got.iter().all(|(ssrc, _, _)| *ssrc == got[0].0), "one SSRC");
+        assert!(
+            got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+            "viewer {v}: numbered without a gap across layer switches"
+        );
+    }
+}
+
+/// A viewer whose reception reports show heavy loss steps down from the
+/// big layer to the small one (and only it: the others keep theirs).
+#[test]
+fn a_lossy_simulcast_viewer_steps_down_a_layer() {
+    const LAYERS: &[(&str, u32)] = &[("q", 0x00ca_fe12), ("f", 0x00ca_fe13)];
+    let mut world = World::new();
+    let publisher = world.join(Role::Simulcast(LAYERS));
+    let viewers = [world.join(Role::Viewer), world.join(Role::Viewer)];
+    world.connect_all();
+    let track = world.track(publisher);
+    for &v in &viewers {
+        let (sender, ssrc) = world.ends[v].sender.expect("a viewer");
+        world
+            .shard
+            .subscribe(track, world.ends[v].conn, sender, ssrc, LayerChoice::High)
+            .expect("subscribe");
+    }
+    // Two datagrams in three lost: even with repairs the reports show
+    // more than 10 % lost (one in two lost is repaired down to 9 %).
+    world.lose = Some((viewers[1], 2, 3));
+    let layer_packet = |ssrc: u32, seq: u16| {
+        let mut p = packet(ssrc, seq);
+        let size = if ssrc == LAYERS[0].1 { 100 } else { 1_000 };
+        let mut payload = p.payload.to_vec();
+        payload.resize(size, ssrc as u8);
+        p.payload = Bytes::from(payload);
+        p
+    };
+    for seq in 0..800u16 {
+        for &(_, ssrc) in LAYERS {
+            world.client_sends_packet(publisher, layer_packet(ssrc, seq));
+        }
+        world.step(Duration::from_millis(10));
+    }
+    let tail_sizes = |v: usize| {
+        let got = &world.clients[v].received;
+        got[got.len() - 20..]
+            .iter()
+            .map(|(_, _, p)| p.len())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        tail_sizes(viewers[0]),
+        vec![1_000; 20],
+        "no loss: the big layer"
+    );
+    assert_eq!(
+        tail_sizes(viewers[1]),
+        vec![100; 20],
+        "heavy loss: the small one"
+    );
 }

@@ -5,11 +5,12 @@
 //! ICE credentials the engine chose (their ufrag is how the shard's
 //! demultiplexer finds it), has the shard's address as its only host
 //! candidate, and runs the slim interceptor chain: the engine's feedback
-//! tap (viewers' PLI/FIR, NACK and reports to the engine), and receiver
-//! reports on a publisher's connection (a viewer's sender reports come
-//! from the shard, `super::fast`). No
-//! NACK responder (the shard answers NACKs from one history per stream)
-//! and no TWCC (performance.md, "The rtc write path").
+//! tap (viewers' PLI/FIR, NACK and reports to the engine), and on a
+//! publisher's connection receiver reports, NACKs for its lost packets and
+//! TWCC feedback (a viewer's sender reports come from the shard,
+//! `super::fast`). No NACK responder (the shard answers NACKs from one
+//! history per stream) and no TWCC on viewers' connections (performance.md,
+//! "The rtc write path").
 //!
 //! All engine connections share one DTLS certificate, made once per
 //! process: a key pair and certificate per connection cost a keygen on
@@ -21,16 +22,22 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rtc::crypto::SignatureScheme;
-use rtc::interceptor::{ReceiverReportBuilder, Registry, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    TYPE_RTCP_FB_NACK,
+};
 use rtc::shared::error::Error;
 
 use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap};
@@ -72,6 +79,7 @@ pub fn answer(
     let mut media_engine = MediaEngine::default();
     if tracks.is_empty() {
         media_engine.register_default_codecs()?;
+        publisher_extensions(&mut media_engine)?;
     } else {
         for (i, track) in tracks.iter().enumerate() {
             for coding in track.codings() {
@@ -90,7 +98,10 @@ pub fn answer(
     // publisher's connection sends receiver reports for what it gets.
     let registry = Registry::new().with(Slot::from(FEEDBACK_SLOT), feedback_tap());
     let registry = if tracks.is_empty() {
-        registry.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        let registry = registry
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+        configure_twcc_receiver_only(registry, &mut media_engine)?
     } else {
         registry
     };
@@ -118,6 +129,33 @@ pub fn answer(
         answer: answer.sdp,
         senders,
     })
+}
+
+/// What a publisher's connection negotiates beyond codecs: the MID and rid
+/// header extensions (a simulcast offer names its layers by rid and may
+/// signal no SSRC; audio needs MID for the same reason), and NACK for
+/// video, which the connection's NACK generator sends for lost packets.
+/// Its TWCC feedback (configured with the chain) is what lets a browser's
+/// congestion control raise the bitrate, and with it its simulcast layers.
+fn publisher_extensions(media_engine: &mut MediaEngine) -> Result<(), Error> {
+    configure_simulcast_extension_headers(media_engine)?;
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: rtc::sdp::extmap::SDES_MID_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_NACK.to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    Ok(())
 }
 
 /// The engine's DTLS certificate, made at first use.

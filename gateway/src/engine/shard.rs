@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
@@ -29,8 +29,8 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrac
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtp;
-use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
@@ -40,8 +40,10 @@ use crate::sfu::MediaKind;
 use crate::sfu::forwarder::{MIN_PLI_INTERVAL, StreamCounters};
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
 use crate::sfu::keyframe_cache::KeyframeCache;
+use crate::sfu::layers::{LayerChoice, Layers, StepDown};
+use crate::sfu::picture_size::keyframe_size;
 use crate::sfu::rewrite::Rewriter;
-use crate::sfu::rtcp::is_keyframe_request;
+use crate::sfu::rtcp::{fraction_lost, is_keyframe_request};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
@@ -49,8 +51,32 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u32);
 
-/// A published stream, named across shards: the publisher connection's
-/// shard, its id there, and the publisher's SSRC.
+/// A published track, named across shards: the publisher connection's
+/// shard, its id there, and the receiver the track arrives on. A simulcast
+/// track has a stream per layer, each a [`Source`]; any other track has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackId {
+    /// The shard the publisher's connection lives on.
+    pub shard: usize,
+    /// The publisher's connection on that shard.
+    pub conn: ConnId,
+    /// The receiver (m-section) of the track in that connection.
+    pub receiver: RTCRtpReceiverId,
+}
+
+impl TrackId {
+    /// The stream of this track that the publisher sends on `ssrc`.
+    pub fn layer(&self, ssrc: u32) -> Source {
+        Source {
+            shard: self.shard,
+            conn: self.conn,
+            ssrc,
+        }
+    }
+}
+
+/// A published stream (one layer of a track), named across shards: the
+/// publisher connection's shard, its id there, and the publisher's SSRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Source {
     /// The shard the publisher's connection lives on.
@@ -61,12 +87,15 @@ pub struct Source {
     pub ssrc: u32,
 }
 
-/// Packets of one input bound for another shard: each published packet
-/// once per shard that has viewers of it, never once per viewer.
+/// What a publisher's shard sends a shard with viewers of its tracks:
+/// each published packet once per such shard, never once per viewer, and
+/// the rids of the tracks' layers as they become known.
 #[derive(Debug, Default)]
 pub struct Relay {
-    /// The packets, in arrival order, each with the stream it belongs to.
-    pub packets: Vec<(Source, rtp::Packet)>,
+    /// The packets, in arrival order, each with its track.
+    pub packets: Vec<(TrackId, rtp::Packet)>,
+    /// Layers' rids: (track, SSRC, rid).
+    pub rids: Vec<(TrackId, u32, String)>,
 }
 
 /// A datagram to send from the shard's socket.
@@ -82,6 +111,8 @@ pub struct Transmit {
 /// by which time the shard keeps its keyframes (video).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedTrack {
+    /// The track it belongs to.
+    pub track: TrackId,
     /// The stream, on this shard.
     pub source: Source,
     /// Audio or video.
@@ -101,13 +132,15 @@ pub enum Event {
     Track(PublishedTrack),
     /// The connection failed or closed; the shard has dropped it.
     Closed(ConnId),
-    /// A viewer asked for a keyframe (PLI or FIR) of the stream it gets
-    /// from `source`.
+    /// A viewer needs a keyframe of `source` (it asked with a PLI or FIR,
+    /// it starts, or it switches to that layer). The owner passes it to
+    /// the publisher's shard ([`Shard::request_keyframe`]), which
+    /// coalesces.
     KeyframeRequest {
         /// The viewer.
         viewer: ConnId,
-        /// The stream the viewer is subscribed to (perhaps on another
-        /// shard).
+        /// The stream (layer) it needs a keyframe of, perhaps on another
+        /// shard.
         source: Source,
     },
 }
@@ -121,6 +154,9 @@ struct History {
 
 /// Packets kept per published stream: 0.7 s at 8 Mbit/s.
 pub const HISTORY: usize = 512;
+
+/// How often each track's layers are re-ranked and its viewers re-aimed.
+pub const LAYER_TICK: Duration = Duration::from_millis(100);
 
 impl History {
     fn new() -> Self {
@@ -140,7 +176,8 @@ impl History {
     }
 }
 
-/// A viewer's end of a subscription: where one source SSRC goes.
+/// A viewer's end of a subscription: which of a track's layers it gets,
+/// and how its packets are rewritten for it.
 struct Sink {
     viewer: ConnId,
     sender: RTCRtpSenderId,
@@ -148,6 +185,14 @@ struct Sink {
     clock_rate: u32,
     /// The video codec the viewer gets (`None` for audio).
     video: Option<VideoCodec>,
+    /// The layer it asked for (its ceiling).
+    choice: LayerChoice,
+    /// Layers below its choice it is held for loss.
+    step_down: StepDown,
+    /// The layer (publisher SSRC) it gets now.
+    layer: Option<u32>,
+    /// The layer it switches to at that layer's next keyframe.
+    next: Option<u32>,
     /// Started: the viewer is connected and was given the cached keyframe
     /// (if any).
     started: bool,
@@ -155,6 +200,66 @@ struct Sink {
     waiting_for_keyframe: bool,
     /// What went out on the viewer's SSRC, for its sender reports.
     stats: SenderStats,
+}
+
+impl Sink {
+    /// Whether this packet of layer `ssrc` goes to the viewer: it moves to
+    /// a pending layer at that layer's keyframe (at once, for audio), and
+    /// video waits for a keyframe after any break.
+    fn admits(&mut self, ssrc: u32, keyframe_start: bool) -> bool {
+        if self.next == Some(ssrc) && (keyframe_start || self.video.is_none()) {
+            if self.layer.is_some() {
+                // Continue the viewer's numbering across the change.
+                self.rewriter.rebase();
+            }
+            self.layer = Some(ssrc);
+            self.next = None;
+            self.waiting_for_keyframe = false;
+        }
+        if self.layer != Some(ssrc) {
+            return false;
+        }
+        if self.waiting_for_keyframe {
+            if !keyframe_start {
+                return false;
+            }
+            self.waiting_for_keyframe = false;
+        }
+        true
+    }
+
+    /// Aims the sink at `target` (the layer its choice and step-down give
+    /// now). Returns the layer it now waits for a keyframe of, if any.
+    fn aim(&mut self, target: u32) -> Option<u32> {
+        if self.layer == Some(target) {
+            self.next = None;
+        } else {
+            self.next = Some(target);
+        }
+        let waiting = self.video.is_some() && (self.waiting_for_keyframe || self.next.is_some());
+        waiting.then(|| self.next.or(self.layer)).flatten()
+    }
+}
+
+/// A track's viewers on this shard and its layers as seen here.
+struct Fanout {
+    /// The video codec of its viewers (`None` for audio).
+    video: Option<VideoCodec>,
+    layers: Layers,
+    /// When its layers were last ranked.
+    ranked_at: Option<Instant>,
+    sinks: Vec<Sink>,
+}
+
+impl Fanout {
+    /// Ranks the layers now, from what they sent since the last ranking.
+    fn rank(&mut self, now: Instant) {
+        let elapsed = self
+            .ranked_at
+            .map_or(LAYER_TICK, |at| now.saturating_duration_since(at));
+        self.layers.tick(elapsed, now);
+        self.ranked_at = Some(now);
+    }
 }
 
 struct Conn {
@@ -182,9 +287,13 @@ pub struct Shard {
     /// Deadlines, earliest first; an entry whose connection has since moved
     /// its deadline is stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    /// Fan-out: a stream (local or relayed from another shard) → this
+    /// Fan-out: a track (local or relayed from another shard) → this
     /// shard's viewers of it.
-    sinks: HashMap<Source, Vec<Sink>>,
+    tracks: HashMap<TrackId, Fanout>,
+    /// A local publisher's stream → its track.
+    track_of: HashMap<Source, TrackId>,
+    /// Layers' rids, as the publisher's shard learnt them.
+    rids: HashMap<Source, String>,
     /// Recent packets of each stream this shard's viewers get, for their
     /// NACKs.
     histories: HashMap<Source, History>,
@@ -193,13 +302,15 @@ pub struct Shard {
     keyframes: HashMap<Source, (VideoCodec, KeyframeCache)>,
     /// When each local publisher's stream was last asked for a keyframe.
     keyframe_asked: HashMap<(ConnId, u32), Instant>,
-    /// A local publisher's stream → the other shards that have viewers of
+    /// A local publisher's track → the other shards that have viewers of
     /// it.
-    relay_targets: HashMap<(ConnId, u32), Vec<usize>>,
+    relay_targets: HashMap<TrackId, Vec<usize>>,
     /// Relayed packets of the current input, per destination shard.
     relays: Vec<(usize, Relay)>,
-    /// Streams whose packets reach no viewer (nor other shard) for now.
-    muted: HashSet<Source>,
+    /// Tracks whose packets reach no viewer (nor other shard) for now.
+    muted: HashSet<TrackId>,
+    /// When the layers are next ranked (while any track has viewers).
+    next_layer_tick: Option<Instant>,
     /// Packets resent from a history.
     retransmitted: u64,
     /// Viewers written to during the current input, drained at its end.
@@ -224,13 +335,16 @@ impl Shard {
             conns: HashMap::new(),
             demux: Demux::new(),
             timers: BinaryHeap::new(),
-            sinks: HashMap::new(),
+            tracks: HashMap::new(),
+            track_of: HashMap::new(),
+            rids: HashMap::new(),
             histories: HashMap::new(),
             keyframes: HashMap::new(),
             keyframe_asked: HashMap::new(),
             relay_targets: HashMap::new(),
             relays: Vec::new(),
             muted: HashSet::new(),
+            next_layer_tick: None,
             retransmitted: 0,
             dirty: Vec::new(),
             transmits: VecDeque::new(),
@@ -259,6 +373,32 @@ impl Shard {
         id
     }
 
+    /// The tracks a local publisher connection receives, by receiver, with
+    /// their kind: known from negotiation, before any packet.
+    pub fn published_tracks(&mut self, conn: ConnId) -> Vec<(TrackId, MediaKind)> {
+        let index = self.index;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let receivers: Vec<_> = c.pc.get_receivers().collect();
+        receivers
+            .into_iter()
+            .filter_map(|receiver| {
+                let kind = match c.pc.rtp_receiver(receiver)?.track().kind() {
+                    RtpCodecKind::Audio => MediaKind::Audio,
+                    RtpCodecKind::Video => MediaKind::Video,
+                    _ => return None,
+                };
+                let track = TrackId {
+                    shard: index,
+                    conn,
+                    receiver,
+                };
+                Some((track, kind))
+            })
+            .collect()
+    }
+
     /// Counts everything publisher connection `conn` sends into
     /// `counters` (packets, payload bytes, keyframes), muted or not: the
     /// alarms judge the publisher, not what viewers get.
@@ -268,29 +408,51 @@ impl Shard {
         }
     }
 
-    /// Stops (`true`) or resumes sending `source` to this shard's viewers
+    /// Stops (`true`) or resumes sending `track` to this shard's viewers
     /// and, on its own shard, to other shards. While muted its packets are
     /// neither sent, kept for repairs nor cached as a keyframe. On resume
     /// each viewer continues its numbering where it stopped and, for
     /// video, waits for a keyframe, which the publisher is asked for.
-    pub fn set_muted(&mut self, source: Source, muted: bool, now: Instant) {
+    pub fn set_muted(&mut self, track: TrackId, muted: bool, now: Instant) {
         if muted {
-            self.muted.insert(source);
+            self.muted.insert(track);
             return;
         }
-        if !self.muted.remove(&source) {
+        if !self.muted.remove(&track) {
             return;
         }
-        let mut video = false;
-        for sink in self.sinks.get_mut(&source).into_iter().flatten() {
+        let mut wanted = Vec::new();
+        for sink in self
+            .tracks
+            .get_mut(&track)
+            .into_iter()
+            .flat_map(|f| &mut f.sinks)
+        {
             if sink.started {
                 sink.rewriter.rebase();
                 sink.waiting_for_keyframe = sink.video.is_some();
-                video |= sink.video.is_some();
+                if let Some(layer) = sink.video.and(sink.next.or(sink.layer)) {
+                    wanted.push((sink.viewer, track.layer(layer)));
+                }
             }
         }
-        if video || self.keyframes.contains_key(&source) {
-            self.request_keyframe(source, now);
+        if track.shard == self.index {
+            // Without viewers here, still ask: other shards' viewers wait.
+            let own: Vec<Source> = self
+                .keyframes
+                .keys()
+                .filter(|s| self.track_of.get(s) == Some(&track))
+                .copied()
+                .collect();
+            for source in own {
+                self.request_keyframe(source, now);
+            }
+        } else {
+            wanted.dedup_by_key(|(_, source)| *source);
+            for (viewer, source) in wanted {
+                self.events
+                    .push_back(Event::KeyframeRequest { viewer, source });
+            }
         }
     }
 
@@ -317,38 +479,62 @@ impl Shard {
         }
     }
 
-    /// Sends `source` (a local publisher's stream, or one relayed from the
-    /// shard it lives on, see [`Shard::relay_to`]) to `viewer`'s sender
-    /// `sender`, as `ssrc` at the payload type the viewer negotiated for the
-    /// sender's codec, numbered continuously for the viewer.
+    /// Sends `track` (a local publisher's, or one relayed from the shard it
+    /// lives on, see [`Shard::relay_to`]) to `viewer`'s sender `sender`, as
+    /// `ssrc` at the payload type the viewer negotiated for the sender's
+    /// codec, numbered continuously for the viewer. Of a simulcast track
+    /// the viewer gets the layer `choice` names, lower while it reports
+    /// heavy loss.
     pub fn subscribe(
         &mut self,
-        source: Source,
+        track: TrackId,
         viewer: ConnId,
         sender: RTCRtpSenderId,
         ssrc: u32,
+        choice: LayerChoice,
     ) -> Option<()> {
         let pc = &mut self.conns.get_mut(&viewer)?.pc;
         let mut rtp_sender = pc.rtp_sender(sender)?;
         let codec = sent_codec(rtp_sender.get_parameters())?;
         let (payload_type, clock_rate) = (codec.payload_type, codec.rtp_codec.clock_rate);
         let video = VideoCodec::from_mime(&codec.rtp_codec.mime_type);
-        if let Some(codec) = video {
-            self.keyframes
-                .entry(source)
-                .or_insert_with(|| (codec, KeyframeCache::default()));
-        }
-        self.sinks.entry(source).or_default().push(Sink {
+        let sink = Sink {
             viewer,
             sender,
             rewriter: Rewriter::new(ssrc, payload_type, clock_rate),
             clock_rate,
             video,
+            choice,
+            step_down: StepDown::default(),
+            layer: None,
+            next: None,
             started: false,
             waiting_for_keyframe: false,
             stats: SenderStats::default(),
-        });
+        };
+        self.fanout(track, video).sinks.push(sink);
         Some(())
+    }
+
+    /// `track`'s fan-out on this shard, made with the rids known so far.
+    fn fanout(&mut self, track: TrackId, video: Option<VideoCodec>) -> &mut Fanout {
+        let rids = &self.rids;
+        let fanout = self.tracks.entry(track).or_insert_with(|| {
+            let mut layers = Layers::default();
+            for (source, rid) in rids {
+                if track.layer(source.ssrc) == *source {
+                    layers.set_rid(source.ssrc, Some(rid.clone()));
+                }
+            }
+            Fanout {
+                video,
+                layers,
+                ranked_at: None,
+                sinks: Vec::new(),
+            }
+        });
+        fanout.video = fanout.video.or(video);
+        fanout
     }
 
     /// Keeps the last complete keyframe of `source` (a local publisher's
@@ -360,30 +546,53 @@ impl Shard {
             .or_insert_with(|| (codec, KeyframeCache::default()));
     }
 
-    /// Copies every packet a local publisher sends on `ssrc` to shard
-    /// `shard` (which has viewers of it), once per packet, as a [`Relay`]
-    /// polled with [`Shard::poll_relay`]. The stream's cached keyframe goes
-    /// first, so that shard's viewers start from it.
-    pub fn relay_to(&mut self, conn: ConnId, ssrc: u32, shard: usize) {
-        let targets = self.relay_targets.entry((conn, ssrc)).or_default();
+    /// Copies every packet of a local publisher's `track` to shard `shard`
+    /// (which has viewers of it), once per packet, as a [`Relay`] polled
+    /// with [`Shard::poll_relay`]. The rids of its layers and their cached
+    /// keyframes go first, so that shard's viewers start from one.
+    pub fn relay_to(&mut self, track: TrackId, shard: usize) {
+        let targets = self.relay_targets.entry(track).or_default();
         if shard == self.index || targets.contains(&shard) {
             return;
         }
         targets.push(shard);
-        let source = self.source(conn, ssrc);
-        if let Some(keyframe) = self.keyframes.get(&source).and_then(|(_, c)| c.keyframe()) {
-            let packets = keyframe.iter().map(|p| (source, p.clone())).collect();
-            self.relays.push((shard, Relay { packets }));
+        let mut relay = Relay::default();
+        for (source, rid) in &self.rids {
+            if self.track_of.get(source) == Some(&track) {
+                relay.rids.push((track, source.ssrc, rid.clone()));
+            }
         }
+        for (source, (_, cache)) in &self.keyframes {
+            if self.track_of.get(source) == Some(&track)
+                && let Some(keyframe) = cache.keyframe()
+            {
+                relay
+                    .packets
+                    .extend(keyframe.iter().map(|p| (track, p.clone())));
+            }
+        }
+        self.relays.push((shard, relay));
     }
 
-    /// Packets another shard relayed: fanned out to this shard's viewers
-    /// of their streams, as if their publisher were local.
+    /// What another shard relayed: its layers' rids learnt, its packets
+    /// fanned out to this shard's viewers as if their publisher were local.
     pub fn handle_relay(&mut self, now: Instant, relay: Relay) {
-        for (source, packet) in relay.packets {
-            self.fan_out(source, packet, now);
+        for (track, ssrc, rid) in relay.rids {
+            self.learn_rid(track, ssrc, rid);
+        }
+        for (track, packet) in relay.packets {
+            self.fan_out(track, packet, now);
         }
         self.settle(now);
+    }
+
+    /// Notes the rid of `track`'s layer `ssrc`, for viewers that ask for a
+    /// layer by rid.
+    fn learn_rid(&mut self, track: TrackId, ssrc: u32, rid: String) {
+        if let Some(fanout) = self.tracks.get_mut(&track) {
+            fanout.layers.set_rid(ssrc, Some(rid.clone()));
+        }
+        self.rids.insert(track.layer(ssrc), rid);
     }
 
     /// Asks a local publisher for a keyframe of `source` (a PLI through its
@@ -423,30 +632,28 @@ impl Shard {
         self.drain(source.conn, now);
     }
 
-    /// Moves this shard's viewers of `from` (a stream whose publisher left)
-    /// onto `to` (the stream of the publisher that replaced it, in the same
+    /// Moves this shard's viewers of `from` (a track whose publisher left)
+    /// onto `to` (the track of the publisher that replaced it, in the same
     /// codec): each starts again as a new viewer would, from `to`'s cached
     /// keyframe or its next one, on the same SSRC with its numbering
     /// continued. Returns whether any viewer moved.
-    pub fn move_viewers(&mut self, from: Source, to: Source) -> bool {
-        let Some(mut moved) = self.sinks.remove(&from).filter(|s| !s.is_empty()) else {
+    pub fn move_viewers(&mut self, from: TrackId, to: TrackId) -> bool {
+        let Some(old) = self.tracks.remove(&from).filter(|f| !f.sinks.is_empty()) else {
             return false;
         };
+        let mut moved = old.sinks;
         for sink in &mut moved {
             sink.rewriter.rebase();
             sink.started = false;
             sink.waiting_for_keyframe = false;
-            if let Some(codec) = sink.video {
-                self.keyframes
-                    .entry(to)
-                    .or_insert_with(|| (codec, KeyframeCache::default()));
-            }
+            sink.layer = None;
+            sink.next = None;
         }
-        self.sinks.entry(to).or_default().extend(moved);
+        self.fanout(to, old.video).sinks.extend(moved);
         true
     }
 
-    /// Drops this shard's history, keyframe and relays of every stream of
+    /// Drops this shard's history, keyframes and relays of every track of
     /// publisher connection `conn` on shard `shard` (it has gone). Its
     /// viewers stay subscribed, getting nothing, until they are moved to
     /// a new publisher ([`Shard::move_viewers`]) or removed.
@@ -454,7 +661,10 @@ impl Shard {
         let gone = |source: &Source| source.shard == shard && source.conn == conn;
         self.histories.retain(|source, _| !gone(source));
         self.keyframes.retain(|source, _| !gone(source));
-        self.muted.retain(|source| !gone(source));
+        self.rids.retain(|source, _| !gone(source));
+        self.track_of.retain(|source, _| !gone(source));
+        self.muted
+            .retain(|track| !(track.shard == shard && track.conn == conn));
         if shard == self.index {
             self.keyframe_asked.retain(|(c, _), _| *c != conn);
         }
@@ -517,7 +727,7 @@ impl Shard {
         }
     }
 
-    /// Runs every connection timer due at `now`.
+    /// Runs every connection timer due at `now`, and the layer tick.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if at > now {
@@ -534,7 +744,39 @@ impl Shard {
             let _reported_as_state_events = conn.pc.handle_timeout(now);
             self.drain(id, now);
         }
+        if self.next_layer_tick.is_some_and(|at| at <= now) {
+            self.tick_layers(now);
+        }
         self.settle(now);
+    }
+
+    /// Every [`LAYER_TICK`]: ranks each track's layers again, steps
+    /// viewers back up after quiet, aims each viewer at its layer, and asks
+    /// for keyframes for the viewers waiting for one (one request per
+    /// layer; the publisher's shard coalesces them further).
+    fn tick_layers(&mut self, now: Instant) {
+        self.tracks.retain(|_, fanout| !fanout.sinks.is_empty());
+        self.next_layer_tick = (!self.tracks.is_empty()).then_some(now + LAYER_TICK);
+        let mut wanted: Vec<(ConnId, Source)> = Vec::new();
+        for (track, fanout) in &mut self.tracks {
+            fanout.rank(now);
+            for sink in fanout.sinks.iter_mut().filter(|s| s.started) {
+                sink.step_down.poll_step_up(now);
+                let Some(target) = fanout.layers.pick(&sink.choice, sink.step_down.steps()) else {
+                    continue;
+                };
+                if let Some(layer) = sink.aim(target) {
+                    let source = track.layer(layer);
+                    if !wanted.iter().any(|(_, s)| *s == source) {
+                        wanted.push((sink.viewer, source));
+                    }
+                }
+            }
+        }
+        for (viewer, source) in wanted {
+            self.events
+                .push_back(Event::KeyframeRequest { viewer, source });
+        }
     }
 
     /// The next datagram to send.
@@ -549,7 +791,11 @@ impl Shard {
 
     /// When [`Shard::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (timer, self.next_layer_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// How many connections the shard holds.
@@ -569,6 +815,7 @@ impl Shard {
         let mut media = Vec::new();
         let mut keyframe_requests = Vec::new();
         let mut nacks = Vec::new();
+        let mut losses = Vec::new();
         let mut opened = Vec::new();
         {
             let Some(conn) = self.conns.get_mut(&id) else {
@@ -604,6 +851,12 @@ impl Shard {
                                 p.as_any().downcast_ref::<TransportLayerNack>()
                             {
                                 nacks.push(nack.clone());
+                            } else {
+                                for ssrc in p.destination_ssrc() {
+                                    if let Some(lost) = fraction_lost(p.as_ref(), ssrc) {
+                                        losses.push((ssrc, lost));
+                                    }
+                                }
                             }
                         }
                     }
@@ -629,6 +882,9 @@ impl Shard {
                     .push_back(Event::KeyframeRequest { viewer: id, source });
             }
         }
+        for (viewer_ssrc, lost) in losses {
+            self.loss(id, viewer_ssrc, lost, now);
+        }
         for init in opened {
             self.track_opened(id, init);
         }
@@ -638,6 +894,33 @@ impl Shard {
         if closed {
             self.forget(id);
             self.events.push_back(Event::Closed(id));
+        }
+    }
+
+    /// A viewer's reception report about its SSRC `viewer_ssrc`: heavy
+    /// loss steps it down a layer, if the track has a lower one.
+    fn loss(&mut self, viewer: ConnId, viewer_ssrc: u32, fraction_lost: u8, now: Instant) {
+        for (track, fanout) in &mut self.tracks {
+            let Some(sink) = fanout
+                .sinks
+                .iter_mut()
+                .find(|s| s.viewer == viewer && s.rewriter.ssrc() == viewer_ssrc)
+            else {
+                continue;
+            };
+            let steps = sink.step_down.steps();
+            let lower_exists = fanout.layers.pick(&sink.choice, steps + 1)
+                != fanout.layers.pick(&sink.choice, steps);
+            if sink.step_down.report(fraction_lost, lower_exists, now)
+                && let Some(target) = fanout.layers.pick(&sink.choice, steps + 1)
+                && let Some(layer) = sink.aim(target)
+            {
+                self.events.push_back(Event::KeyframeRequest {
+                    viewer,
+                    source: track.layer(layer),
+                });
+            }
+            return;
         }
     }
 
@@ -659,20 +942,40 @@ impl Shard {
         let Some(mime) = track.codec(init.ssrc).map(|c| c.mime_type.clone()) else {
             return;
         };
-        let source = self.source(id, init.ssrc);
+        let track = TrackId {
+            shard: self.index,
+            conn: id,
+            receiver: init.receiver_id,
+        };
+        let source = track.layer(init.ssrc);
+        self.track_of.insert(source, track);
         if let Some(codec) = VideoCodec::from_mime(&mime) {
             self.watch(source, codec);
         }
+        let rid = init.rid.filter(|rid| !rid.is_empty());
+        if let Some(rid) = &rid {
+            self.learn_rid(track, init.ssrc, rid.clone());
+            for &shard in self.relay_targets.get(&track).into_iter().flatten() {
+                self.relays.push((
+                    shard,
+                    Relay {
+                        packets: Vec::new(),
+                        rids: vec![(track, init.ssrc, rid.clone())],
+                    },
+                ));
+            }
+        }
         self.events.push_back(Event::Track(PublishedTrack {
+            track,
             source,
             kind,
             mime,
-            rid: init.rid.filter(|rid| !rid.is_empty()),
+            rid,
         }));
     }
 
     /// A local publisher's packets of one input: counted, then relayed
-    /// and fanned out unless their stream is muted.
+    /// and fanned out unless their track is muted.
     fn publish(&mut self, id: ConnId, media: Vec<rtp::Packet>, now: Instant) {
         let counters = self.conns.get(&id).and_then(|c| c.counters.clone());
         for packet in media {
@@ -684,11 +987,14 @@ impl Shard {
                     .is_some_and(|(codec, _)| starts_keyframe(*codec, &packet.payload));
                 counters.count(packet.payload.len(), keyframe);
             }
-            if self.muted.contains(&source) {
+            let Some(&track) = self.track_of.get(&source) else {
+                continue; // no track opened for it (rtc reports each)
+            };
+            if self.muted.contains(&track) {
                 continue;
             }
-            self.relay(source, &packet);
-            self.fan_out(source, packet, now);
+            self.relay(track, &packet);
+            self.fan_out(track, packet, now);
         }
     }
 
@@ -708,25 +1014,34 @@ impl Shard {
         }
     }
 
-    /// Sends a publisher's packet to each of its viewers on the fast path:
-    /// rewritten, sealed and queued here, without entering the viewer's
-    /// `rtc` connection. Only a viewer whose sender report falls due is
-    /// written to (the report goes through `rtc`, as all RTCP does) and
-    /// drained at the end of the input ([`Shard::settle`]).
-    fn fan_out(&mut self, key: Source, packet: rtp::Packet, now: Instant) {
-        if self.muted.contains(&key) {
+    /// Sends a publisher's packet to each viewer of its track that gets
+    /// its layer, on the fast path: rewritten, sealed and queued here,
+    /// without entering the viewer's `rtc` connection. Only a viewer whose
+    /// sender report falls due is written to (the report goes through
+    /// `rtc`, as all RTCP does) and drained at the end of the input
+    /// ([`Shard::settle`]).
+    fn fan_out(&mut self, track: TrackId, packet: rtp::Packet, now: Instant) {
+        if self.muted.contains(&track) {
             return; // a relay that left its shard before the mute reached it
+        }
+        let ssrc = packet.header.ssrc;
+        let source = track.layer(ssrc);
+        let fanout = self.tracks.get_mut(&track);
+        if let Some(codec) = fanout.as_ref().and_then(|f| f.video) {
+            self.keyframes
+                .entry(source)
+                .or_insert_with(|| (codec, KeyframeCache::default()));
         }
         // One lookup of the stream's keyframe cache per packet, used for
         // the keyframe test, the viewers that start now, and then fed.
         let mut cache = self
             .keyframes
-            .get_mut(&key)
+            .get_mut(&source)
             .map(|(codec, cache)| (*codec, cache));
         let keyframe_start = cache
             .as_ref()
             .is_some_and(|(codec, _)| starts_keyframe(*codec, &packet.payload));
-        let Some(sinks) = self.sinks.get_mut(&key) else {
+        let Some(fanout) = fanout.filter(|f| !f.sinks.is_empty()) else {
             // Nobody watches yet; a watched stream's keyframe is kept for
             // the first viewer.
             if let Some((_, cache)) = cache {
@@ -734,8 +1049,25 @@ impl Shard {
             }
             return;
         };
+        let layer = fanout.layers.get_or_add(ssrc);
+        layer.saw_packet(packet.payload.len(), now);
+        if keyframe_start
+            && let Some(size) = cache
+                .as_ref()
+                .and_then(|(codec, _)| keyframe_size(*codec, &packet.payload))
+        {
+            layer.saw_keyframe_size(size);
+        }
+        if fanout.layers.active_count() == 0 {
+            // The first layer to arrive (or the first after a silence)
+            // ranks at once rather than at the next tick.
+            fanout.rank(now);
+        }
+        if self.next_layer_tick.is_none() {
+            self.next_layer_tick = Some(now + LAYER_TICK);
+        }
         let cached = cache.as_ref().and_then(|(_, cache)| cache.keyframe());
-        for sink in sinks.iter_mut() {
+        for sink in fanout.sinks.iter_mut() {
             let Some(conn) = self.conns.get_mut(&sink.viewer) else {
                 continue;
             };
@@ -746,20 +1078,22 @@ impl Shard {
                 continue;
             };
             if !sink.started {
+                // A viewer starts at a packet of the layer it is to get.
+                if fanout.layers.pick(&sink.choice, sink.step_down.steps()) != Some(ssrc) {
+                    continue;
+                }
                 sink.started = true;
+                sink.next = Some(ssrc);
                 if sink.video.is_some() {
                     Self::start_from(&mut self.transmits, conn, sink, to, cached, now);
                     self.events.push_back(Event::KeyframeRequest {
                         viewer: sink.viewer,
-                        source: key,
+                        source,
                     });
                 }
             }
-            if sink.waiting_for_keyframe {
-                if !keyframe_start {
-                    continue;
-                }
-                sink.waiting_for_keyframe = false;
+            if !sink.admits(ssrc, keyframe_start) {
+                continue;
             }
             Self::send_fast(&mut self.transmits, conn, sink, to, &packet, now);
             if let Some(report) = sink
@@ -780,7 +1114,7 @@ impl Shard {
             cache.observe(&packet, keyframe_start);
         }
         self.histories
-            .entry(key)
+            .entry(source)
             .or_insert_with(History::new)
             .keep(&packet);
     }
@@ -811,10 +1145,10 @@ impl Shard {
     }
 
     /// Queues a local publisher's packet for every other shard with
-    /// viewers of its stream: one copy per shard (the payload shared by
+    /// viewers of its track: one copy per shard (the payload shared by
     /// reference), gathered per input.
-    fn relay(&mut self, source: Source, packet: &rtp::Packet) {
-        let Some(targets) = self.relay_targets.get(&(source.conn, source.ssrc)) else {
+    fn relay(&mut self, track: TrackId, packet: &rtp::Packet) {
+        let Some(targets) = self.relay_targets.get(&track) else {
             return;
         };
         for &shard in targets {
@@ -825,7 +1159,7 @@ impl Shard {
                     &mut self.relays.last_mut().expect("just pushed").1
                 }
             };
-            relay.packets.push((source, packet.clone()));
+            relay.packets.push((track, packet.clone()));
         }
     }
 
@@ -858,27 +1192,27 @@ impl Shard {
         true
     }
 
-    /// Answers a viewer's NACK from the history of the stream it gets: each
+    /// Answers a viewer's NACK from the history of the layer it gets: each
     /// lost packet it still has goes out again on the viewer's SSRC, with
     /// the viewer's numbering, on the fast path like the first send.
     fn retransmit(&mut self, viewer: ConnId, nack: &TransportLayerNack, now: Instant) {
-        let Some(source) = self.source_of(viewer, nack.media_ssrc) else {
-            return;
-        };
         let Some(to) = self.demux.current_addr(viewer) else {
             return;
         };
-        let (Some(history), Some(sinks), Some(conn)) = (
-            self.histories.get(&source),
-            self.sinks.get_mut(&source),
-            self.conns.get_mut(&viewer),
-        ) else {
+        let Some(conn) = self.conns.get_mut(&viewer) else {
             return;
         };
-        let Some(sink) = sinks
-            .iter_mut()
-            .find(|s| s.viewer == viewer && s.rewriter.ssrc() == nack.media_ssrc)
-        else {
+        let found = self.tracks.iter_mut().find_map(|(track, fanout)| {
+            fanout
+                .sinks
+                .iter_mut()
+                .find(|s| s.viewer == viewer && s.rewriter.ssrc() == nack.media_ssrc)
+                .map(|sink| (*track, sink))
+        });
+        let Some((track, sink)) = found else {
+            return;
+        };
+        let Some(history) = sink.layer.and_then(|l| self.histories.get(&track.layer(l))) else {
             return;
         };
         for pair in &nack.nacks {
@@ -908,13 +1242,18 @@ impl Shard {
         self.retransmitted
     }
 
-    /// The source a viewer's SSRC is subscribed to.
+    /// The stream (layer) a viewer's SSRC gets, or is about to.
     fn source_of(&self, viewer: ConnId, viewer_ssrc: u32) -> Option<Source> {
-        self.sinks.iter().find_map(|(source, sinks)| {
-            sinks
+        self.tracks.iter().find_map(|(track, fanout)| {
+            let sink = fanout
+                .sinks
                 .iter()
-                .any(|s| s.viewer == viewer && s.rewriter.ssrc() == viewer_ssrc)
-                .then_some(*source)
+                .find(|s| s.viewer == viewer && s.rewriter.ssrc() == viewer_ssrc)?;
+            let layer = sink
+                .next
+                .or(sink.layer)
+                .or_else(|| fanout.layers.pick(&sink.choice, sink.step_down.steps()))?;
+            Some(track.layer(layer))
         })
     }
 
@@ -922,11 +1261,12 @@ impl Shard {
         self.conns.remove(&id);
         self.demux.remove(id);
         self.forget_publisher(self.index, id);
-        self.relay_targets.retain(|(conn, _), _| *conn != id);
-        self.sinks.retain(|_, sinks| {
-            sinks.retain(|s| s.viewer != id);
-            !sinks.is_empty()
-        });
+        self.relay_targets.retain(|track, _| track.conn != id);
+        for fanout in self.tracks.values_mut() {
+            fanout.sinks.retain(|s| s.viewer != id);
+        }
+        // A gone publisher's fan-out keeps its viewers (for a republish).
+        self.tracks.retain(|_, fanout| !fanout.sinks.is_empty());
     }
 }
 

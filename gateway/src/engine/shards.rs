@@ -19,7 +19,8 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use tokio::sync::mpsc;
 
 use super::io::{ShardEvent, ShardHandle, ShardPlace};
-use super::shard::{ConnId, Source};
+use super::shard::{ConnId, Source, TrackId};
+use crate::sfu::layers::LayerChoice;
 
 /// The running shards.
 pub struct Engine {
@@ -71,26 +72,29 @@ impl Engine {
         &self.shards[turn % self.shards.len()]
     }
 
-    /// Sends `source` to `viewer` on shard `viewer_shard` (see
-    /// [`super::shard::Shard::subscribe`]); if the publisher lives on
-    /// another shard, that shard starts relaying the stream to the
-    /// viewer's. `false` if the viewer or its sender is gone.
+    /// Sends `track` to `viewer` on shard `viewer_shard`, the layer
+    /// `choice` names (see [`super::shard::Shard::subscribe`]); if the
+    /// publisher lives on another shard, that shard starts relaying the
+    /// track to the viewer's. `false` if the viewer or its sender is gone.
     pub async fn subscribe(
         &self,
-        source: Source,
+        track: TrackId,
         viewer_shard: usize,
         viewer: ConnId,
         sender: RTCRtpSenderId,
         ssrc: u32,
+        choice: LayerChoice,
     ) -> bool {
         let (Some(publisher_side), Some(viewer_side)) =
-            (self.shards.get(source.shard), self.shards.get(viewer_shard))
+            (self.shards.get(track.shard), self.shards.get(viewer_shard))
         else {
             return false;
         };
-        let subscribed = viewer_side.subscribe(source, viewer, sender, ssrc).await;
-        if subscribed && source.shard != viewer_shard {
-            publisher_side.relay_to(source.conn, source.ssrc, viewer_shard);
+        let subscribed = viewer_side
+            .subscribe(track, viewer, sender, ssrc, choice)
+            .await;
+        if subscribed && track.shard != viewer_shard {
+            publisher_side.relay_to(track, viewer_shard);
         }
         subscribed
     }
@@ -108,7 +112,7 @@ impl Engine {
     /// [`super::shard::Shard::move_viewers`]); `to`'s shard relays it to
     /// the other shards that had viewers. Returns how many shards had
     /// viewers of `from`.
-    pub async fn move_viewers(&self, from: Source, to: Source) -> usize {
+    pub async fn move_viewers(&self, from: TrackId, to: TrackId) -> usize {
         let Some(home) = self.shards.get(to.shard) else {
             return 0;
         };
@@ -117,7 +121,7 @@ impl Engine {
             if shard.move_viewers(from, to).await {
                 shards_with_viewers += 1;
                 if shard.index() != to.shard {
-                    home.relay_to(to.conn, to.ssrc, shard.index());
+                    home.relay_to(to, shard.index());
                 }
             }
         }
@@ -126,9 +130,9 @@ impl Engine {
 
     /// Stops (`true`) or resumes sending `source` to every viewer, on
     /// every shard (see [`super::shard::Shard::set_muted`]).
-    pub fn set_muted(&self, source: Source, muted: bool) {
+    pub fn set_muted(&self, track: TrackId, muted: bool) {
         for shard in &self.shards {
-            shard.set_muted(source, muted);
+            shard.set_muted(track, muted);
         }
     }
 
