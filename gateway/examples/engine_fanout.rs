@@ -237,8 +237,14 @@ fn main() {
     // Negotiates a client with a new connection on shard `on` sending `tracks`.
     let join = |client: &mut Client, offer: &str, tracks, on: usize| {
         let shard = &engine.shards()[on];
-        let answered =
-            session::answer(offer, shard.local_addr(), tracks, Instant::now()).expect("answer");
+        let answered = session::answer(
+            offer,
+            shard.local_addr(),
+            tracks,
+            &Default::default(),
+            Instant::now(),
+        )
+        .expect("answer");
         let conn = control
             .block_on(shard.add_connection(answered.pc, answered.ufrag))
             .expect("connection added");

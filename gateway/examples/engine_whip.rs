@@ -98,7 +98,13 @@ impl Harness {
                 send_track("video", RtpCodecKind::Video, video_ssrc, h264_baseline()),
             ]
         };
-        let answered = match session::answer(&offer, shard.local_addr(), tracks, Instant::now()) {
+        let answered = match session::answer(
+            &offer,
+            shard.local_addr(),
+            tracks,
+            &Default::default(),
+            Instant::now(),
+        ) {
             Ok(answered) => answered,
             Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };

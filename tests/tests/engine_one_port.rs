@@ -155,7 +155,14 @@ impl World {
         let (peer, video, _audio) = publisher_peer().await;
         let offer = peer.offer().await;
         let camera = ssrc_of(&offer, "video");
-        let answered = session::answer(&offer, port, Vec::new(), Instant::now()).expect("answer");
+        let answered = session::answer(
+            &offer,
+            port,
+            Vec::new(),
+            &Default::default(),
+            Instant::now(),
+        )
+        .expect("answer");
         assert_one_candidate(&answered.answer, port);
         let conn = shard
             .add_connection(answered.pc, answered.ufrag)
@@ -194,8 +201,14 @@ impl World {
                 ssrc,
                 TestVideo::H264.codec().rtp_codec,
             );
-            let answered =
-                session::answer(&offer, port, vec![track], Instant::now()).expect("answer");
+            let answered = session::answer(
+                &offer,
+                port,
+                vec![track],
+                &Default::default(),
+                Instant::now(),
+            )
+            .expect("answer");
             assert_one_candidate(&answered.answer, port);
             let viewer = shard
                 .add_connection(answered.pc, answered.ufrag)

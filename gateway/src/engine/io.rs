@@ -29,7 +29,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::shard::{ConnId, Event, Relay, Shard, Source, TrackId, Transmit};
+use super::shard::{ConnId, Event, Relay, RestartError, Shard, Source, TrackId, Transmit};
 use crate::sfu::MediaKind;
 use crate::sfu::forwarder::StreamCounters;
 use crate::sfu::keyframe::VideoCodec;
@@ -69,6 +69,12 @@ enum Command {
     RequestKeyframe(Source),
     Watch(Source, VideoCodec),
     SetMuted(TrackId, bool),
+    RestartIce {
+        conn: ConnId,
+        ufrag: String,
+        pwd: String,
+        reply: oneshot::Sender<Result<String, RestartError>>,
+    },
     MoveViewers {
         from: TrackId,
         to: TrackId,
@@ -254,6 +260,25 @@ impl ShardHandle {
         sent.is_ok() && answer.await.unwrap_or(false)
     }
 
+    /// See [`Shard::restart_ice`].
+    pub async fn restart_ice(
+        &self,
+        conn: ConnId,
+        ufrag: String,
+        pwd: String,
+    ) -> Result<String, RestartError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::RestartIce {
+                conn,
+                ufrag,
+                pwd,
+                reply,
+            })
+            .map_err(|_| RestartError::NoSuchConnection)?;
+        answer.await.unwrap_or(Err(RestartError::NoSuchConnection))
+    }
+
     /// See [`Shard::count_into`].
     pub fn count_into(&self, conn: ConnId, counters: Arc<StreamCounters>) {
         // A stopped shard has no publisher left to count.
@@ -394,6 +419,14 @@ impl ShardLoop {
             Command::SetMuted(track, muted) => self.shard.set_muted(track, muted, now),
             Command::MoveViewers { from, to, reply } => {
                 let _gave_up = reply.send(self.shard.move_viewers(from, to));
+            }
+            Command::RestartIce {
+                conn,
+                ufrag,
+                pwd,
+                reply,
+            } => {
+                let _asker_gone = reply.send(self.shard.restart_ice(conn, &ufrag, &pwd, now));
             }
             Command::CountInto(conn, counters) => self.shard.count_into(conn, counters),
             Command::Remove(id) => self.shard.remove_connection(id, now),

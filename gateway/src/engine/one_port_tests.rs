@@ -40,6 +40,7 @@ use crate::sfu::forwarder::StreamCounters;
 use crate::sfu::layers::LayerChoice;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
+use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 
@@ -657,7 +658,12 @@ fn a_datagram_from_an_unchecked_address_is_ignored() {
         world.clients.iter().all(|c| c.connected),
         "nobody was disturbed"
     );
-    assert!(!world.events.iter().any(|e| matches!(e, Event::Closed(_))));
+    assert!(
+        !world
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Closed(_) | Event::Failed(_)))
+    );
 }
 
 #[test]
@@ -738,11 +744,11 @@ fn a_client_that_vanishes_is_closed_and_forgotten() {
     // Client 0 vanishes without a goodbye.
     world.clients[0].alive = false;
     world.run_until("the shard closing it", Duration::from_secs(60), |w| {
-        w.events.contains(&Event::Closed(gone))
+        w.events.contains(&Event::Failed(gone))
     });
     assert_eq!(world.shard.connections(), 1);
     assert_eq!(world.shard.peer_addr(gone), None);
-    assert!(!world.events.contains(&Event::Closed(stays)));
+    assert!(!world.events.contains(&Event::Failed(stays)));
     assert!(world.clients[1].connected, "the other client is untouched");
 }
 
@@ -1190,5 +1196,65 @@ fn a_lossy_simulcast_viewer_steps_down_a_layer() {
         tail_sizes(viewers[1]),
         vec![100; 20],
         "heavy loss: the small one"
+    );
+}
+
+/// An ICE restart (a client's PATCH with new credentials): the connection
+/// answers with new credentials of its own, the client's checks of the new
+/// generation reach it through the shared port, and media goes on past
+/// the point where the old generation's consent would have expired.
+#[test]
+fn an_ice_restart_changes_credentials_and_media_goes_on() {
+    const CAMERA: u32 = 0x00ca_fe14;
+    let (mut world, publisher, viewers) = World::stream_with_two_viewers(CAMERA);
+    let viewer = viewers[0];
+    world.publish(publisher, CAMERA, 0..20, Duration::from_millis(5));
+    let old_local = world.clients[viewer]
+        .pc
+        .remote_description()
+        .expect("answer")
+        .sdp
+        .clone();
+
+    let now = world.now;
+    let client = &mut world.clients[viewer].pc;
+    client.restart_ice();
+    let offer = client.create_offer(None).expect("restart offer");
+    client
+        .set_local_description(now, offer.clone())
+        .expect("client restart");
+    let (ufrag, pwd) = crate::sfu::ice::ice_credentials(&offer.sdp).expect("new credentials");
+    let answer = world
+        .shard
+        .restart_ice(world.ends[viewer].conn, &ufrag, &pwd, now)
+        .expect("restarted");
+    let old = crate::sfu::ice::ice_credentials(&old_local).expect("old");
+    let new = crate::sfu::ice::ice_credentials(&answer).expect("new");
+    assert_ne!(old.0, new.0, "a new ufrag");
+    assert_ne!(old.1, new.1, "a new password");
+    world.clients[viewer]
+        .pc
+        .set_remote_description(now, RTCSessionDescription::answer(answer).expect("answer"))
+        .expect("client takes the restart answer");
+
+    // 40 s of media at 10 packets a second: well past consent expiry
+    // (30 s) for a connection whose checks went nowhere.
+    for seq in 20..420u16 {
+        world.client_sends(publisher, CAMERA, seq);
+        for _ in 0..20 {
+            world.step(Duration::from_millis(5));
+        }
+    }
+    assert!(
+        !world
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Closed(_) | Event::Failed(_))),
+        "no connection closed"
+    );
+    let got = &world.clients[viewer].received;
+    assert_eq!(
+        got.last().map(|(_, _, p)| p.clone()),
+        Some(packet(CAMERA, 419).payload)
     );
 }

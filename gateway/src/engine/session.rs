@@ -17,7 +17,7 @@
 //! every POST and tens of kilobytes each, and a server's fingerprint
 //! identifies the server, not a session (mediasoup shares one per worker).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -54,31 +54,54 @@ pub struct Answered {
     pub senders: Vec<RTCRtpSenderId>,
 }
 
+/// How a connection is set up beyond its offer and tracks.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// The IPs the answer's candidate carries instead of the shard's
+    /// (a 1:1 NAT, or a shard bound to the unspecified address): one
+    /// candidate per IP, all with the shard's port.
+    pub advertise: Vec<IpAddr>,
+    /// A publisher's codecs, as chosen from its offer (`sfu::codecs`):
+    /// the only ones its connection accepts. Empty: every codec rtc knows.
+    pub receive: Vec<(RTCRtpCodecParameters, RtpCodecKind)>,
+    /// ICE's disconnected and failed timeouts; `None`: rtc's defaults.
+    pub ice_timeouts: Option<(Duration, Duration)>,
+}
+
 /// Answers `offer` with a new engine connection reached at `local` (the
 /// shard's address) that sends `tracks` (none for a publisher).
 pub fn answer(
     offer: &str,
     local: SocketAddr,
     tracks: Vec<MediaStreamTrack>,
+    options: &SessionOptions,
     now: Instant,
 ) -> Result<Answered, Error> {
     let ufrag = random_token(16);
-    let setting_engine = SettingEngineBuilder::new()
+    let mut setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
         // The ICE agent's tick while connecting: 50 ms (RFC 8445's Ta)
         // rather than rtc's 200 ms, since a lite connection turns
         // connected, and starts DTLS, only on that tick after the client's
         // nomination. Same 1.4 s of attempts as rtc's default.
         .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
-        .with_ice_credentials(ufrag.clone(), random_token(32))
-        .build();
+        .with_ice_credentials(ufrag.clone(), random_token(32));
+    if let Some((disconnected, failed)) = options.ice_timeouts {
+        setting_engine = setting_engine.with_ice_timeouts(Some(disconnected), Some(failed), None);
+    }
+    let setting_engine = setting_engine.build();
     // A publisher may send any codec rtc knows; a viewer's connection
     // needs only its tracks' codecs (the answer takes the offer's payload
     // types for them). Every codec registered is per-connection state:
     // 233 -> 205 KB per viewer in the vigil-bench sweep.
     let mut media_engine = MediaEngine::default();
     if tracks.is_empty() {
-        media_engine.register_default_codecs()?;
+        if options.receive.is_empty() {
+            media_engine.register_default_codecs()?;
+        }
+        for (codec, kind) in &options.receive {
+            media_engine.register_codec(codec.clone(), *kind)?;
+        }
         publisher_extensions(&mut media_engine)?;
     } else {
         for (i, track) in tracks.iter().enumerate() {
@@ -126,7 +149,7 @@ pub fn answer(
     Ok(Answered {
         pc,
         ufrag,
-        answer: answer.sdp,
+        answer: advertised(&answer.sdp, &options.advertise),
         senders,
     })
 }
@@ -158,6 +181,31 @@ fn publisher_extensions(media_engine: &mut MediaEngine) -> Result<(), Error> {
     Ok(())
 }
 
+/// `sdp` with each candidate line repeated once per IP of `ips`, carrying
+/// that IP instead of its own; `sdp` itself when `ips` is empty.
+fn advertised(sdp: &str, ips: &[IpAddr]) -> String {
+    if ips.is_empty() {
+        return sdp.to_owned();
+    }
+    let mut out = String::with_capacity(sdp.len() + 64 * ips.len());
+    for line in sdp.split_inclusive("\r\n") {
+        if !line.starts_with("a=candidate:") {
+            out.push_str(line);
+            continue;
+        }
+        for ip in ips {
+            let mut fields: Vec<&str> = line.trim_end().split(' ').collect();
+            let ip = ip.to_string();
+            if let Some(address) = fields.get_mut(4) {
+                *address = &ip;
+            }
+            out.push_str(&fields.join(" "));
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
 /// The engine's DTLS certificate, made at first use.
 fn certificate() -> Result<RTCCertificate, Error> {
     static CERTIFICATE: OnceLock<RTCCertificate> = OnceLock::new();
@@ -183,4 +231,26 @@ fn random_token(len: usize) -> String {
     (0..len)
         .map(|_| char::from(CHARS[rand::random::<u32>() as usize % CHARS.len()]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_ips_replace_the_candidate_address() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 0.0.0.0 8189 typ host\r\na=end-of-candidates\r\n";
+        assert_eq!(advertised(sdp, &[]), sdp);
+        let ips = [
+            "203.0.113.7".parse().expect("ip"),
+            "2001:db8::7".parse().expect("ip"),
+        ];
+        assert_eq!(
+            advertised(sdp, &ips),
+            "v=0\r\n\
+             a=candidate:1 1 udp 2130706431 203.0.113.7 8189 typ host\r\n\
+             a=candidate:1 1 udp 2130706431 2001:db8::7 8189 typ host\r\n\
+             a=end-of-candidates\r\n"
+        );
+    }
 }

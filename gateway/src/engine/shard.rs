@@ -38,12 +38,14 @@ use super::demux::Demux;
 use super::fast::{FastPath, SenderStats};
 use crate::sfu::MediaKind;
 use crate::sfu::forwarder::{MIN_PLI_INTERVAL, StreamCounters};
+use crate::sfu::ice::{ice_credentials, restart_remote};
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
 use crate::sfu::keyframe_cache::KeyframeCache;
 use crate::sfu::layers::{LayerChoice, Layers, StepDown};
 use crate::sfu::picture_size::keyframe_size;
 use crate::sfu::rewrite::Rewriter;
 use crate::sfu::rtcp::{fraction_lost, is_keyframe_request};
+use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
@@ -130,8 +132,12 @@ pub enum Event {
     Connected(ConnId),
     /// A publisher's stream started.
     Track(PublishedTrack),
-    /// The connection failed or closed; the shard has dropped it.
+    /// The peer closed the connection (DTLS close_notify), or it was
+    /// removed; the shard has dropped it.
     Closed(ConnId),
+    /// ICE failed or consent expired (the peer vanished); the shard has
+    /// dropped the connection.
+    Failed(ConnId),
     /// A viewer needs a keyframe of `source` (it asked with a PLI or FIR,
     /// it starts, or it switches to that layer). The owner passes it to
     /// the publisher's shard ([`Shard::request_keyframe`]), which
@@ -143,6 +149,15 @@ pub enum Event {
         /// shard.
         source: Source,
     },
+}
+
+/// Why an ICE restart was not done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartError {
+    /// The connection is gone (or never had a remote description).
+    NoSuchConnection,
+    /// The connection refused the new credentials; it runs on unchanged.
+    Refused(String),
 }
 
 /// Packets a publisher's stream kept for retransmission, shared by all its
@@ -454,6 +469,43 @@ impl Shard {
                     .push_back(Event::KeyframeRequest { viewer, source });
             }
         }
+    }
+
+    /// Restarts ICE on connection `conn` for a client that sent new
+    /// credentials (a WHIP/WHEP PATCH, RFC 9725 §4.3.2): the connection
+    /// takes them and makes its own new ones, which the demultiplexer
+    /// learns, so checks of the new generation reach it (the old ufrag is
+    /// kept until the connection goes: a check with it is still valid for
+    /// this connection only). Returns the connection's new local
+    /// description, whose credentials and candidate answer the client.
+    pub fn restart_ice(
+        &mut self,
+        conn: ConnId,
+        ufrag: &str,
+        pwd: &str,
+        now: Instant,
+    ) -> Result<String, RestartError> {
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(RestartError::NoSuchConnection)?;
+        let remote =
+            c.pc.remote_description()
+                .ok_or(RestartError::NoSuchConnection)?
+                .sdp
+                .clone();
+        let refused = |e: rtc::shared::error::Error| RestartError::Refused(e.to_string());
+        let offer =
+            RTCSessionDescription::offer(restart_remote(&remote, ufrag, pwd)).map_err(refused)?;
+        c.pc.set_remote_description(now, offer).map_err(refused)?;
+        let answer = c.pc.create_answer(None).map_err(refused)?;
+        c.pc.set_local_description(now, answer.clone())
+            .map_err(refused)?;
+        let (new_ufrag, _) = ice_credentials(&answer.sdp)
+            .ok_or_else(|| RestartError::Refused("the answer has no ICE credentials".into()))?;
+        self.demux.add_ufrag(conn, &new_ufrag);
+        self.drain(conn, now);
+        Ok(answer.sdp)
     }
 
     /// Closes and drops a connection, and every subscription to or from it.
@@ -811,7 +863,7 @@ impl Shard {
     /// Empties connection `id` after an input: datagrams, events, received
     /// media (fanned out to its viewers), then its next deadline.
     fn drain(&mut self, id: ConnId, now: Instant) {
-        let mut closed = false;
+        let mut closed = None;
         let mut media = Vec::new();
         let mut keyframe_requests = Vec::new();
         let mut nacks = Vec::new();
@@ -829,8 +881,9 @@ impl Shard {
                             conn.connected = true;
                             self.events.push_back(Event::Connected(id));
                         }
-                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                            closed = true;
+                        RTCPeerConnectionState::Failed => closed = Some(Event::Failed(id)),
+                        RTCPeerConnectionState::Closed => {
+                            closed = closed.or(Some(Event::Closed(id)));
                         }
                         _ => {}
                     },
@@ -863,7 +916,7 @@ impl Shard {
                     _ => {} // data channels: none are negotiated
                 }
             }
-            if !closed {
+            if closed.is_none() {
                 let deadline = conn.pc.poll_timeout();
                 if deadline != conn.deadline {
                     conn.deadline = deadline;
@@ -891,9 +944,9 @@ impl Shard {
         if !media.is_empty() {
             self.publish(id, media, now);
         }
-        if closed {
+        if let Some(event) = closed {
             self.forget(id);
-            self.events.push_back(Event::Closed(id));
+            self.events.push_back(event);
         }
     }
 

@@ -82,7 +82,7 @@ pub async fn apply_fragment(peer: &Peer, frag: &SdpFrag) -> Result<Applied> {
 }
 
 /// The first `a=ice-ufrag`/`a=ice-pwd` of an SDP (session or media level).
-fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+pub(crate) fn ice_credentials(sdp: &str) -> Option<(String, String)> {
     let find = |key: &str| {
         sdp.lines()
             .find_map(|l| l.trim_end().strip_prefix(key).map(str::to_owned))
@@ -108,7 +108,7 @@ fn first_section(sdp: &str) -> (String, String) {
 
 /// The remote description with new ICE credentials and without the old
 /// generation's candidates: what the client would have offered for a restart.
-fn restart_remote(sdp: &str, ufrag: &str, pwd: &str) -> String {
+pub(crate) fn restart_remote(sdp: &str, ufrag: &str, pwd: &str) -> String {
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.lines() {
         let line = line.trim_end();

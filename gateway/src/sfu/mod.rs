@@ -13,7 +13,7 @@
 
 pub mod codecs;
 pub mod forwarder;
-mod ice;
+pub(crate) mod ice;
 pub mod keyframe;
 pub mod keyframe_cache;
 pub mod layers;

@@ -1246,12 +1246,12 @@ impl RTCPeerConnection {
     /// The gathering state does move here, because SDP generation reads it and a restart offer
     /// must not claim end-of-candidates.
     pub(super) fn stage_ice_restart(&mut self) -> Result<()> {
-        let (local_ufrag, local_pwd) = (
-            self.setting_engine.candidates.username_fragment.clone(),
-            self.setting_engine.candidates.password.clone(),
-        );
+        // Fresh random credentials, even when the setting engine fixed the
+        // first generation's: an ICE restart MUST change both (RFC 8445
+        // §9), and reusing the configured pair made every restart keep
+        // them. (Vigil patch, vendor/README.md.)
         self.ice_transport_mut()
-            .generate_restart_credentials(local_ufrag, local_pwd)?;
+            .generate_restart_credentials(String::new(), String::new())?;
         self.ice_transport_mut().ice_gathering_state = RTCIceGatheringState::Gathering;
 
         // Update stats with the credentials the offer will carry.
