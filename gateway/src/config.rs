@@ -54,9 +54,14 @@ impl std::str::FromStr for IceServer {
 pub struct Config {
     /// Where WHIP/WHEP is served.
     pub http_listen: SocketAddr,
-    /// Local address every peer connection binds its UDP socket to.
-    pub ice_bind: IpAddr,
-    /// Addresses announced in host candidates instead of `ice_bind` (1:1 NAT).
+    /// The one UDP address all WebRTC media uses: the media engine's
+    /// first shard; shard `i` listens on its port + `i` (port 0: each
+    /// shard an ephemeral port).
+    pub media_listen: SocketAddr,
+    /// Media engine shards (threads, one UDP port each).
+    pub media_threads: usize,
+    /// Addresses announced in host candidates instead of `media_listen`'s
+    /// (1:1 NAT, or a bind to every address).
     pub advertise_ips: Vec<IpAddr>,
     /// STUN/TURN servers announced to clients.
     pub ice_servers: Vec<IceServer>,
@@ -84,7 +89,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
-            ice_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            media_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8189)),
+            media_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             advertise_ips: Vec::new(),
             ice_servers: Vec::new(),
             max_body_bytes: 64 * 1024,
@@ -114,9 +120,13 @@ pub struct Args {
     /// HTTP listen address for WHIP/WHEP [default: 127.0.0.1:8080].
     #[arg(long, env = "VIGIL_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
-    /// Local IP that media sockets bind to [default: 127.0.0.1].
-    #[arg(long, env = "VIGIL_ICE_BIND")]
-    pub ice_bind: Option<IpAddr>,
+    /// The one UDP address for all WebRTC media [default: 127.0.0.1:8189];
+    /// with N media threads, ports PORT..PORT+N-1.
+    #[arg(long, env = "VIGIL_MEDIA_LISTEN")]
+    pub media_listen: Option<SocketAddr>,
+    /// Media engine threads, one UDP port each [default: the CPU count].
+    #[arg(long, env = "VIGIL_MEDIA_THREADS")]
+    pub media_threads: Option<usize>,
     /// Public IP announced in ICE candidates (1:1 NAT); repeat for several.
     #[arg(
         long = "advertise-ip",
@@ -147,7 +157,8 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     http_listen: Option<SocketAddr>,
-    ice_bind: Option<IpAddr>,
+    media_listen: Option<SocketAddr>,
+    media_threads: Option<usize>,
     #[serde(default)]
     advertise_ips: Vec<IpAddr>,
     #[serde(default)]
@@ -207,7 +218,15 @@ impl Args {
                 .http_listen
                 .or(file.http_listen)
                 .unwrap_or(defaults.http_listen),
-            ice_bind: self.ice_bind.or(file.ice_bind).unwrap_or(defaults.ice_bind),
+            media_listen: self
+                .media_listen
+                .or(file.media_listen)
+                .unwrap_or(defaults.media_listen),
+            media_threads: self
+                .media_threads
+                .or(file.media_threads)
+                .unwrap_or(defaults.media_threads)
+                .max(1),
             advertise_ips: pick_vec(self.advertise_ips, file.advertise_ips),
             ice_servers: pick_vec(self.ice_servers, file.ice_servers),
             republish_grace: self
@@ -234,7 +253,8 @@ mod tests {
     fn defaults_are_loopback_only() {
         let config = Args::parse_from(["vigil"]).into_config().unwrap();
         assert!(config.http_listen.ip().is_loopback());
-        assert!(config.ice_bind.is_loopback());
+        assert!(config.media_listen.ip().is_loopback());
+        assert_eq!(config.media_listen.port(), 8189);
         assert!(config.advertise_ips.is_empty());
         assert!(config.grpc_listen.ip().is_loopback());
         assert!(!config.insecure_no_auth, "secure by default");
@@ -247,7 +267,7 @@ mod tests {
         let path = dir.join("vigil.toml");
         std::fs::write(
             &path,
-            "http_listen = \"127.0.0.1:9000\"\nice_bind = \"127.0.0.2\"\n\
+            "http_listen = \"127.0.0.1:9000\"\nmedia_listen = \"127.0.0.2:7000\"\n\
              [[ice_servers]]\nurl = \"stun:stun.example.net:3478\"\n",
         )
         .unwrap();
@@ -261,7 +281,10 @@ mod tests {
         .into_config()
         .unwrap();
         assert_eq!(config.http_listen.port(), 9001);
-        assert_eq!(config.ice_bind, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            config.media_listen,
+            "127.0.0.2:7000".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(config.ice_servers[0].url, "stun:stun.example.net:3478");
     }
 

@@ -111,7 +111,7 @@ impl Vigil {
         let (auth, credentials) = auth_from(&config)?;
 
         let (facts, inbox) = vigil_control::channel();
-        let sfu = Sfu::start(&config, facts.clone());
+        let sfu = Sfu::start(&config, facts.clone())?;
         let control = Control::start(
             &facts,
             inbox,

@@ -32,19 +32,25 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// A configuration for tests: HTTP and gRPC on ephemeral loopback ports,
-/// ICE on 127.0.0.1, nothing persisted, no authentication, and short ICE
+/// A configuration for tests: HTTP, gRPC and media on ephemeral loopback
+/// ports (two media shards, so sessions spread over both), nothing persisted, no authentication, and short ICE
 /// timeouts so reaping is observable quickly.
 pub fn test_config() -> Config {
     Config {
         http_listen: "127.0.0.1:0".parse().expect("literal address"),
         grpc_listen: "127.0.0.1:0".parse().expect("literal address"),
+        // Each shard an ephemeral port: tests run servers side by side.
+        media_listen: "127.0.0.1:0".parse().expect("literal address"),
         data_dir: None,
         // Media tests run open; the control-plane tests turn tokens on.
         insecure_no_auth: true,
-        ice_disconnected_timeout: Duration::from_secs(2),
-        ice_failed_timeout: Duration::from_secs(3),
+        // The server is ICE-lite: only the clients' checks keep a session
+        // alive, and some send them every 5 s (RFC 7675's average), so
+        // 8 s in all (production: 30 s, RFC 7675's consent expiry).
+        ice_disconnected_timeout: Duration::from_secs(4),
+        ice_failed_timeout: Duration::from_secs(4),
         connect_timeout: Duration::from_secs(10),
+        media_threads: 2,
         ..Config::default()
     }
 }

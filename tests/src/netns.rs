@@ -94,7 +94,7 @@ fn enter_private_network() {
 /// [`SERVER_IP`], otherwise [`crate::test_config`] changed by `tweak`.
 pub async fn start_server(tweak: impl FnOnce(&mut Config)) -> Vigil {
     crate::start_server(|config| {
-        config.ice_bind = IpAddr::V4(SERVER_IP);
+        config.media_listen = std::net::SocketAddr::new(IpAddr::V4(SERVER_IP), 0);
         tweak(config);
     })
     .await

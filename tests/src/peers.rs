@@ -1196,10 +1196,13 @@ async fn record_tracks(
 pub fn assert_continuous_from_keyframe(received: &[ReceivedPacket], sent: &[SentPacket]) -> usize {
     assert!(!received.is_empty(), "no video arrived");
     let mut ordered: Vec<_> = received.to_vec();
+    // By signed distance from the first arrival: a repaired packet that
+    // arrives after later ones (the very first one included) still sorts
+    // where it belongs.
     ordered.sort_by_key(|p| {
         p.header
             .sequence_number
-            .wrapping_sub(received[0].header.sequence_number)
+            .wrapping_sub(received[0].header.sequence_number) as i16
     });
     ordered.dedup_by_key(|p| p.header.sequence_number);
     assert!(

@@ -5,9 +5,10 @@
 //! publisher on one and viewers on both; and a republish onto the other
 //! shard.
 //!
-//! Not yet through HTTP: the engine is not wired into the WHIP/WHEP
-//! handlers (issue 12); the test negotiates with `engine::session::answer`
-//! directly and subscribes the viewers itself.
+//! Below HTTP and the room owner: the test negotiates with
+//! `engine::session::answer` directly and subscribes the viewers itself
+//! (every other media test goes through WHIP/WHEP, which runs on the same
+//! engine).
 
 use std::time::{Duration, Instant};
 

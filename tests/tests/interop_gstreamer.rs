@@ -284,7 +284,7 @@ fn sigint_deletes_the_session() {
 fn bearer_tokens_are_checked() {
     isolated(|| async {
         let mut scene = Scene::with_room("gst", pb::CreateRoomRequest::default(), |config| {
-            config.ice_bind = IpAddr::V4(SERVER_IP);
+            config.media_listen = std::net::SocketAddr::new(IpAddr::V4(SERVER_IP), 0);
         })
         .await;
         let proxy = Recorder::start(scene.vigil.http_addr).await;

@@ -28,7 +28,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let base = format!("http://{}", vigil.http_addr);
-    tracing::info!(ice_bind = %config.ice_bind, grpc = %vigil.grpc_addr, "vigil listening on {base}");
+    tracing::info!(media = ?vigil.sfu.media_addrs(), grpc = %vigil.grpc_addr, "vigil listening on {base}");
     println!("WHIP publish: {base}/whip/<room>/<stream>   (OBS: Service WHIP, Server = this URL)");
     println!("WHEP play:    {base}/whep/<room>/<stream>");
     println!(

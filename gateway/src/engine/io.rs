@@ -31,9 +31,19 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::shard::{ConnId, Event, Relay, RestartError, Shard, Source, TrackId, Transmit};
 use crate::sfu::MediaKind;
-use crate::sfu::forwarder::StreamCounters;
 use crate::sfu::keyframe::VideoCodec;
 use crate::sfu::layers::LayerChoice;
+use crate::sfu::stream_counters::StreamCounters;
+
+/// A shard's socket takes a publisher's whole keyframe in one burst
+/// (hundreds of packets at 8 Mbit/s) while the same thread is busy fanning
+/// out; with Linux's default 208 KB receive buffer the kernel drops the
+/// end of the burst and every viewer loses the same packets (vigil-bench
+/// saw it at 8 Mbit/s). The kernel grants at most `net.core.rmem_max` /
+/// `wmem_max` (docs/performance.md), and the buffer is only memory while
+/// it is full.
+/// Receive and send buffer asked for on each media socket.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 /// Receive buffers per `recvmsg` batch.
 const RECV_BATCH: usize = 8;
@@ -72,8 +82,8 @@ enum Command {
     RestartIce {
         conn: ConnId,
         ufrag: String,
-        pwd: String,
-        reply: oneshot::Sender<Result<String, RestartError>>,
+        pwd: Option<String>,
+        reply: oneshot::Sender<Result<Option<String>, RestartError>>,
     },
     MoveViewers {
         from: TrackId,
@@ -140,6 +150,8 @@ impl ShardHandle {
     ) -> io::Result<ShardHandle> {
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
+        // A publisher's keyframe burst and a fan-out's sends share it.
+        enlarge_buffers(&socket, SOCKET_BUFFER_BYTES);
         let local_addr = socket.local_addr()?;
         let index = place.index;
         let (commands, command_rx) = mpsc::unbounded_channel();
@@ -265,8 +277,8 @@ impl ShardHandle {
         &self,
         conn: ConnId,
         ufrag: String,
-        pwd: String,
-    ) -> Result<String, RestartError> {
+        pwd: Option<String>,
+    ) -> Result<Option<String>, RestartError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::RestartIce {
@@ -296,6 +308,30 @@ impl ShardHandle {
         // A stopped shard has no connections left to remove.
         let _stopped = self.commands.send(Command::Remove(id));
     }
+}
+
+/// Asks for `bytes` of receive and send buffer on `socket`; what the kernel
+/// grants is logged once, since a small `rmem_max` silently caps it.
+pub fn enlarge_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(bytes) {
+        tracing::debug!("SO_RCVBUF: {e}");
+    }
+    if let Err(e) = sock.set_send_buffer_size(bytes) {
+        tracing::debug!("SO_SNDBUF: {e}");
+    }
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| {
+        let granted = sock.recv_buffer_size().unwrap_or_default();
+        // Linux reports twice what it accounts for (bookkeeping overhead).
+        if granted < bytes {
+            tracing::info!(
+                asked = bytes,
+                granted,
+                "media socket receive buffer capped by net.core.rmem_max"
+            );
+        }
+    });
 }
 
 /// Where a shard sits among the engine's shards: its index, its inbox of
@@ -426,7 +462,8 @@ impl ShardLoop {
                 pwd,
                 reply,
             } => {
-                let _asker_gone = reply.send(self.shard.restart_ice(conn, &ufrag, &pwd, now));
+                let restarted = self.shard.restart_ice(conn, &ufrag, pwd.as_deref(), now);
+                let _asker_gone = reply.send(restarted);
             }
             Command::CountInto(conn, counters) => self.shard.count_into(conn, counters),
             Command::Remove(id) => self.shard.remove_connection(id, now),
@@ -573,6 +610,21 @@ async fn send(socket: &UdpSocket, state: &UdpSocketState, transmit: &UdpTransmit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_sockets_get_a_bigger_receive_buffer_than_the_default() {
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let default = socket2::SockRef::from(&plain)
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        enlarge_buffers(&media, SOCKET_BUFFER_BYTES);
+        let granted = socket2::SockRef::from(&media)
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        // Even where rmem_max is at its stock 208 KB the kernel doubles it.
+        assert!(granted > default, "{granted} vs default {default}");
+    }
 
     fn transmit(port: u16, len: usize) -> Transmit {
         Transmit {

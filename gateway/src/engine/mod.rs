@@ -1,8 +1,9 @@
-//! The sans-IO media engine that is to replace the `webrtc` driver behind
-//! [`crate::sfu`] (issue 12): all WebRTC media on one UDP port, webrtc-rs's
-//! `rtc` connections driven directly, a shard per core.
+//! The sans-IO media engine behind [`crate::sfu`] (issue 12): all WebRTC
+//! media on one UDP port per shard, webrtc-rs's `rtc` connections driven
+//! directly, a shard per core. The room owner ([`crate::sfu::registry`])
+//! tells it who gets which track; it forwards.
 //!
-//! Built so far, and tested packet by packet without sockets:
+//! Its parts, each tested packet by packet without sockets:
 //! - [`demux`]: which connection a datagram on the shared port belongs to
 //!   (STUN by the server ufrag, everything else by an address that passed a
 //!   check) and where a connection's media goes (its last checked address,
@@ -23,10 +24,9 @@
 //!   commands that span shards (subscribing a viewer to a publisher on
 //!   another shard).
 //!
-//! Not wired into WHIP/WHEP yet: sessions still run on the per-connection
-//! `webrtc` driver in [`crate::sfu`]. `examples/rtc_write_path.rs` measures
-//! `rtc`'s write path alone, `examples/engine_fanout.rs` the shards end to
-//! end (docs/performance.md).
+//! `examples/rtc_write_path.rs` measures `rtc`'s write path alone,
+//! `examples/engine_fanout.rs` the shards end to end, and vigil-bench the
+//! whole server (docs/performance.md).
 
 pub mod demux;
 pub mod fast;

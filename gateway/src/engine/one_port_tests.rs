@@ -36,12 +36,14 @@ use super::fast::srtp_context;
 use super::shard::{ConnId, Event, Shard, TrackId};
 use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap, h264_baseline, send_track};
 use crate::sfu::MediaKind;
-use crate::sfu::forwarder::StreamCounters;
 use crate::sfu::layers::LayerChoice;
+use crate::sfu::stream_counters::StreamCounters;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
+};
 use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 
 /// The one media address of the shard.
@@ -122,6 +124,10 @@ struct World {
     successes_out: usize,
     /// Every RTCP datagram the shard sent, still sealed: (to, datagram).
     rtcp_sent: Vec<(SocketAddr, BytesMut)>,
+    /// Viewers that join from now on send their track with an RTX SSRC.
+    viewer_rtx: bool,
+    /// RTP datagrams the shard sent, by SSRC (in the clear in SRTP).
+    rtp_out: std::collections::HashMap<u32, usize>,
     /// RTP datagrams dropped by `lose`, and the RTP datagrams it counted.
     dropped: usize,
     rtp_to_lossy: usize,
@@ -141,6 +147,8 @@ impl World {
             checks_out: 0,
             successes_out: 0,
             rtcp_sent: Vec::new(),
+            viewer_rtx: false,
+            rtp_out: std::collections::HashMap::new(),
             dropped: 0,
             rtp_to_lossy: 0,
         }
@@ -215,12 +223,25 @@ impl World {
         let sender = match role {
             Role::Viewer => {
                 let ssrc = 0x7000 + index as u32;
-                let track = send_track(
+                let mut track = send_track(
                     &format!("video-{index}"),
                     RtpCodecKind::Video,
                     ssrc,
                     h264_baseline(),
                 );
+                if self.viewer_rtx {
+                    let mut codings = track.codings().to_vec();
+                    codings[0].rtp_coding_parameters.rtx = Some(RTCRtpRtxParameters {
+                        ssrc: ssrc + 0x1000,
+                    });
+                    track = MediaStreamTrack::new(
+                        "vigil".to_owned(),
+                        format!("video-{index}"),
+                        format!("video-{index}"),
+                        RtpCodecKind::Video,
+                        codings,
+                    );
+                }
                 Some((server.add_track(track).expect("track"), ssrc))
             }
             Role::Publisher(_) | Role::Simulcast(_) => None,
@@ -277,6 +298,18 @@ impl World {
             }
             if transmit.payload.len() > 8 && (192..=223).contains(&transmit.payload[1]) {
                 self.rtcp_sent.push((to, transmit.payload.clone()));
+            }
+            if transmit.payload.len() > 12
+                && transmit.payload[0] >> 6 == 2
+                && !(192..=223).contains(&transmit.payload[1])
+            {
+                let ssrc = u32::from_be_bytes([
+                    transmit.payload[8],
+                    transmit.payload[9],
+                    transmit.payload[10],
+                    transmit.payload[11],
+                ]);
+                *self.rtp_out.entry(ssrc).or_default() += 1;
             }
             if let Some((lossy, k, n)) = self.lose {
                 let is_rtp = transmit.payload.len() > 12
@@ -1224,10 +1257,26 @@ fn an_ice_restart_changes_credentials_and_media_goes_on() {
         .set_local_description(now, offer.clone())
         .expect("client restart");
     let (ufrag, pwd) = crate::sfu::ice::ice_credentials(&offer.sdp).expect("new credentials");
+    let conn = world.ends[viewer].conn;
+    let (old_remote, _) = crate::sfu::ice::ice_credentials(&offer.sdp).expect("offer");
+    assert_eq!(
+        world.shard.restart_ice(conn, "abcd", Some("short"), now),
+        Err(super::shard::RestartError::Malformed(
+            "ice-ufrag must be 4-256 and ice-pwd 22-256 characters".into()
+        )),
+        "invalid credentials are refused, the session kept"
+    );
+    let _ = old_remote;
     let answer = world
         .shard
-        .restart_ice(world.ends[viewer].conn, &ufrag, &pwd, now)
-        .expect("restarted");
+        .restart_ice(conn, &ufrag, Some(&pwd), now)
+        .expect("restarted")
+        .expect("new credentials: a restart");
+    assert_eq!(
+        world.shard.restart_ice(conn, &ufrag, Some(&pwd), now),
+        Ok(None),
+        "the same credentials again: nothing to restart"
+    );
     let old = crate::sfu::ice::ice_credentials(&old_local).expect("old");
     let new = crate::sfu::ice::ice_credentials(&answer).expect("new");
     assert_ne!(old.0, new.0, "a new ufrag");
@@ -1256,5 +1305,39 @@ fn an_ice_restart_changes_credentials_and_media_goes_on() {
     assert_eq!(
         got.last().map(|(_, _, p)| p.clone()),
         Some(packet(CAMERA, 419).payload)
+    );
+}
+
+/// A viewer that negotiated RTX (RFC 4588), as browsers do, gets its
+/// repairs on its RTX SSRC, and its client restores them as the packets it
+/// lost.
+#[test]
+fn a_viewer_with_rtx_gets_its_repairs_on_rtx() {
+    const CAMERA: u32 = 0x00ca_fe15;
+    let mut world = World::new();
+    let publisher = world.join(Role::Publisher(CAMERA));
+    world.viewer_rtx = true;
+    let viewer = world.join(Role::Viewer);
+    world.connect_all();
+    world.subscribe(viewer, publisher, CAMERA);
+    world.lose = Some((viewer, 1, 7));
+    world.publish(publisher, CAMERA, 0..70, Duration::from_millis(5));
+    let sent: std::collections::HashSet<Bytes> =
+        (0..70).map(|seq| packet(CAMERA, seq).payload).collect();
+    world.run_until("every packet", Duration::from_secs(3), |w| {
+        let got: std::collections::HashSet<&Bytes> = w.clients[viewer]
+            .received
+            .iter()
+            .map(|(_, _, p)| p)
+            .collect();
+        sent.iter().all(|p| got.contains(p))
+    });
+    assert!(world.dropped >= 9, "the network lost {}", world.dropped);
+    let (_, ssrc) = world.ends[viewer].sender.expect("a viewer");
+    let repairs = world.rtp_out.get(&(ssrc + 0x1000)).copied().unwrap_or(0);
+    assert!(
+        repairs >= world.dropped,
+        "{repairs} repairs on RTX for {} lost",
+        world.dropped
     );
 }

@@ -29,14 +29,15 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-    TYPE_RTCP_FB_NACK,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind, TYPE_RTCP_FB_NACK,
 };
 use rtc::shared::error::Error;
 
@@ -106,15 +107,38 @@ pub fn answer(
     } else {
         for (i, track) in tracks.iter().enumerate() {
             for coding in track.codings() {
+                let payload_type = 96 + 2 * i as u8;
                 media_engine.register_codec(
                     RTCRtpCodecParameters {
                         rtp_codec: coding.codec.clone(),
-                        payload_type: 96 + i as u8,
+                        payload_type,
                     },
                     track.kind(),
                 )?;
+                // RTX (RFC 4588) for a track with an RTX SSRC: the shard
+                // sends its repairs there (offered by browsers; a repair
+                // on the media SSRC is a replay to an SRTP receiver that
+                // saw the first copy and dropped it above SRTP).
+                if coding.rtp_coding_parameters.rtx.is_some() {
+                    media_engine.register_codec(
+                        RTCRtpCodecParameters {
+                            rtp_codec: RTCRtpCodec {
+                                mime_type: MIME_TYPE_RTX.to_owned(),
+                                clock_rate: coding.codec.clock_rate,
+                                channels: 0,
+                                sdp_fmtp_line: format!("apt={payload_type}"),
+                                rtcp_feedback: Vec::new(),
+                            },
+                            payload_type: payload_type + 1,
+                        },
+                        track.kind(),
+                    )?;
+                }
             }
         }
+        // Viewers repair loss with NACK and ask for keyframes with PLI
+        // (a client sends neither unless the answer says so).
+        register_video_feedback(&mut media_engine);
     }
     // A viewer connection carries only the fast path's media, whose sender
     // reports the shard writes itself: rtc's reporters would only tick. A
@@ -169,6 +193,13 @@ fn publisher_extensions(media_engine: &mut MediaEngine) -> Result<(), Error> {
         RtpCodecKind::Audio,
         None,
     )?;
+    register_video_feedback(media_engine);
+    Ok(())
+}
+
+/// NACK and PLI (`nack`, `nack pli`) on every video codec registered so
+/// far.
+fn register_video_feedback(media_engine: &mut MediaEngine) {
     for parameter in ["", "pli"] {
         media_engine.register_feedback(
             RTCPFeedback {
@@ -178,12 +209,11 @@ fn publisher_extensions(media_engine: &mut MediaEngine) -> Result<(), Error> {
             RtpCodecKind::Video,
         );
     }
-    Ok(())
 }
 
 /// `sdp` with each candidate line repeated once per IP of `ips`, carrying
 /// that IP instead of its own; `sdp` itself when `ips` is empty.
-fn advertised(sdp: &str, ips: &[IpAddr]) -> String {
+pub(crate) fn advertised(sdp: &str, ips: &[IpAddr]) -> String {
     if ips.is_empty() {
         return sdp.to_owned();
     }

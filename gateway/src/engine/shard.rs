@@ -37,7 +37,6 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use super::demux::Demux;
 use super::fast::{FastPath, SenderStats};
 use crate::sfu::MediaKind;
-use crate::sfu::forwarder::{MIN_PLI_INTERVAL, StreamCounters};
 use crate::sfu::ice::{ice_credentials, restart_remote};
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
 use crate::sfu::keyframe_cache::KeyframeCache;
@@ -45,6 +44,8 @@ use crate::sfu::layers::{LayerChoice, Layers, StepDown};
 use crate::sfu::picture_size::keyframe_size;
 use crate::sfu::rewrite::Rewriter;
 use crate::sfu::rtcp::{fraction_lost, is_keyframe_request};
+use crate::sfu::stream_counters::StreamCounters;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -96,6 +97,10 @@ pub struct Source {
 pub struct Relay {
     /// The packets, in arrival order, each with its track.
     pub packets: Vec<(TrackId, rtp::Packet)>,
+    /// Cached keyframes of the tracks, for that shard's cache only (its
+    /// viewers start from them, as from a local cache, and are not sent
+    /// them as live packets).
+    pub keyframes: Vec<(TrackId, rtp::Packet)>,
     /// Layers' rids: (track, SSRC, rid).
     pub rids: Vec<(TrackId, u32, String)>,
 }
@@ -156,6 +161,8 @@ pub enum Event {
 pub enum RestartError {
     /// The connection is gone (or never had a remote description).
     NoSuchConnection,
+    /// The fragment cannot be a restart (credentials missing or invalid).
+    Malformed(String),
     /// The connection refused the new credentials; it runs on unchanged.
     Refused(String),
 }
@@ -169,6 +176,12 @@ struct History {
 
 /// Packets kept per published stream: 0.7 s at 8 Mbit/s.
 pub const HISTORY: usize = 512;
+
+/// Least time between two PLIs sent to a publisher, per stream (layer).
+pub const MIN_PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a viewer's start copies stay answerable to its NACKs.
+const COPIES_KEPT: Duration = Duration::from_secs(2);
 
 /// How often each track's layers are re-ranked and its viewers re-aimed.
 pub const LAYER_TICK: Duration = Duration::from_millis(100);
@@ -215,6 +228,21 @@ struct Sink {
     waiting_for_keyframe: bool,
     /// What went out on the viewer's SSRC, for its sender reports.
     stats: SenderStats,
+    /// Where repairs go, if the viewer negotiated RTX.
+    rtx: Option<Rtx>,
+    /// The cached keyframe's copies it was started with, as sent (its
+    /// numbering moved on after them, so a NACK for one is answered from
+    /// here, not the history); dropped after [`COPIES_KEPT`].
+    copies: Vec<rtp::Packet>,
+    copies_at: Option<Instant>,
+}
+
+/// A viewer track's RTX stream (RFC 4588): its SSRC, payload type, and the
+/// next sequence number.
+struct Rtx {
+    ssrc: u32,
+    payload_type: u8,
+    seq: u16,
 }
 
 impl Sink {
@@ -263,6 +291,11 @@ struct Fanout {
     layers: Layers,
     /// When its layers were last ranked.
     ranked_at: Option<Instant>,
+    /// When it got its first packet.
+    first_packet: Option<Instant>,
+    /// Its layers have been ranked with all of them heard: viewers may
+    /// start.
+    warm: bool,
     sinks: Vec<Sink>,
 }
 
@@ -291,6 +324,20 @@ struct Conn {
     counters: Option<Arc<StreamCounters>>,
 }
 
+impl Conn {
+    /// The connection's fast path, made from its SRTP keys at first use;
+    /// `None` before DTLS is done.
+    fn fast_path(&mut self) -> Option<&mut FastPath> {
+        if self.fast.is_none() {
+            self.fast = self
+                .pc
+                .local_srtp_keys()
+                .and_then(|keys| FastPath::new(keys).ok());
+        }
+        self.fast.as_mut()
+    }
+}
+
 /// The connections of one shard and everything between them.
 pub struct Shard {
     /// This shard's place among the engine's shards.
@@ -307,8 +354,9 @@ pub struct Shard {
     tracks: HashMap<TrackId, Fanout>,
     /// A local publisher's stream → its track.
     track_of: HashMap<Source, TrackId>,
-    /// Layers' rids, as the publisher's shard learnt them.
-    rids: HashMap<Source, String>,
+    /// Layers' rids by track and SSRC, as the publisher's shard learnt
+    /// them.
+    rids: HashMap<(TrackId, u32), String>,
     /// Recent packets of each stream this shard's viewers get, for their
     /// NACKs.
     histories: HashMap<Source, History>,
@@ -471,20 +519,23 @@ impl Shard {
         }
     }
 
-    /// Restarts ICE on connection `conn` for a client that sent new
-    /// credentials (a WHIP/WHEP PATCH, RFC 9725 §4.3.2): the connection
-    /// takes them and makes its own new ones, which the demultiplexer
-    /// learns, so checks of the new generation reach it (the old ufrag is
-    /// kept until the connection goes: a check with it is still valid for
-    /// this connection only). Returns the connection's new local
-    /// description, whose credentials and candidate answer the client.
+    /// Takes the ICE credentials of a client's PATCH (RFC 9725 §4.3) for
+    /// connection `conn`. The same as the current remote ones (or none):
+    /// `Ok(None)`, nothing to do (an ICE-lite server learns addresses from
+    /// checks, not trickled candidates). New ones: an ICE restart, in
+    /// which the connection takes them and makes its own new ones, which
+    /// the demultiplexer learns, so checks of the new generation reach it
+    /// (the old ufrag keeps routing to this connection until it goes).
+    /// Returns the connection's new local description, whose credentials
+    /// and candidate answer the client. On any error the running ICE
+    /// session is untouched.
     pub fn restart_ice(
         &mut self,
         conn: ConnId,
         ufrag: &str,
-        pwd: &str,
+        pwd: Option<&str>,
         now: Instant,
-    ) -> Result<String, RestartError> {
+    ) -> Result<Option<String>, RestartError> {
         let c = self
             .conns
             .get_mut(&conn)
@@ -494,6 +545,22 @@ impl Shard {
                 .ok_or(RestartError::NoSuchConnection)?
                 .sdp
                 .clone();
+        let (remote_ufrag, remote_pwd) = ice_credentials(&remote).unwrap_or_default();
+        if ufrag == remote_ufrag && pwd.is_none_or(|p| p == remote_pwd) {
+            return Ok(None);
+        }
+        let Some(pwd) = pwd else {
+            return Err(RestartError::Malformed(
+                "an ICE restart needs both a=ice-ufrag and a=ice-pwd".into(),
+            ));
+        };
+        // RFC 8839 §5.4: refuse credentials ICE would reject before the
+        // restart is applied, so the running ICE session is kept.
+        if !(4..=256).contains(&ufrag.len()) || !(22..=256).contains(&pwd.len()) {
+            return Err(RestartError::Malformed(
+                "ice-ufrag must be 4-256 and ice-pwd 22-256 characters".into(),
+            ));
+        }
         let refused = |e: rtc::shared::error::Error| RestartError::Refused(e.to_string());
         let offer =
             RTCSessionDescription::offer(restart_remote(&remote, ufrag, pwd)).map_err(refused)?;
@@ -505,7 +572,7 @@ impl Shard {
             .ok_or_else(|| RestartError::Refused("the answer has no ICE credentials".into()))?;
         self.demux.add_ufrag(conn, &new_ufrag);
         self.drain(conn, now);
-        Ok(answer.sdp)
+        Ok(Some(answer.sdp))
     }
 
     /// Closes and drops a connection, and every subscription to or from it.
@@ -547,9 +614,11 @@ impl Shard {
     ) -> Option<()> {
         let pc = &mut self.conns.get_mut(&viewer)?.pc;
         let mut rtp_sender = pc.rtp_sender(sender)?;
-        let codec = sent_codec(rtp_sender.get_parameters())?;
+        let parameters = rtp_sender.get_parameters();
+        let codec = sent_codec(parameters)?;
         let (payload_type, clock_rate) = (codec.payload_type, codec.rtp_codec.clock_rate);
         let video = VideoCodec::from_mime(&codec.rtp_codec.mime_type);
+        let rtx = rtx_of(parameters, payload_type);
         let sink = Sink {
             viewer,
             sender,
@@ -563,6 +632,9 @@ impl Shard {
             started: false,
             waiting_for_keyframe: false,
             stats: SenderStats::default(),
+            rtx,
+            copies: Vec::new(),
+            copies_at: None,
         };
         self.fanout(track, video).sinks.push(sink);
         Some(())
@@ -573,15 +645,17 @@ impl Shard {
         let rids = &self.rids;
         let fanout = self.tracks.entry(track).or_insert_with(|| {
             let mut layers = Layers::default();
-            for (source, rid) in rids {
-                if track.layer(source.ssrc) == *source {
-                    layers.set_rid(source.ssrc, Some(rid.clone()));
+            for ((of, ssrc), rid) in rids {
+                if *of == track {
+                    layers.set_rid(*ssrc, Some(rid.clone()));
                 }
             }
             Fanout {
                 video,
                 layers,
                 ranked_at: None,
+                first_packet: None,
+                warm: false,
                 sinks: Vec::new(),
             }
         });
@@ -609,9 +683,9 @@ impl Shard {
         }
         targets.push(shard);
         let mut relay = Relay::default();
-        for (source, rid) in &self.rids {
-            if self.track_of.get(source) == Some(&track) {
-                relay.rids.push((track, source.ssrc, rid.clone()));
+        for ((of, ssrc), rid) in &self.rids {
+            if *of == track {
+                relay.rids.push((track, *ssrc, rid.clone()));
             }
         }
         for (source, (_, cache)) in &self.keyframes {
@@ -619,7 +693,7 @@ impl Shard {
                 && let Some(keyframe) = cache.keyframe()
             {
                 relay
-                    .packets
+                    .keyframes
                     .extend(keyframe.iter().map(|p| (track, p.clone())));
             }
         }
@@ -631,6 +705,17 @@ impl Shard {
     pub fn handle_relay(&mut self, now: Instant, relay: Relay) {
         for (track, ssrc, rid) in relay.rids {
             self.learn_rid(track, ssrc, rid);
+        }
+        for (track, packet) in relay.keyframes {
+            let codec = self.tracks.get(&track).and_then(|f| f.video);
+            if let Some(codec) = codec {
+                let keyframe_start = starts_keyframe(codec, &packet.payload);
+                let (_, cache) = self
+                    .keyframes
+                    .entry(track.layer(packet.header.ssrc))
+                    .or_insert_with(|| (codec, KeyframeCache::default()));
+                cache.observe(&packet, keyframe_start);
+            }
         }
         for (track, packet) in relay.packets {
             self.fan_out(track, packet, now);
@@ -644,7 +729,7 @@ impl Shard {
         if let Some(fanout) = self.tracks.get_mut(&track) {
             fanout.layers.set_rid(ssrc, Some(rid.clone()));
         }
-        self.rids.insert(track.layer(ssrc), rid);
+        self.rids.insert((track, ssrc), rid);
     }
 
     /// Asks a local publisher for a keyframe of `source` (a PLI through its
@@ -713,7 +798,8 @@ impl Shard {
         let gone = |source: &Source| source.shard == shard && source.conn == conn;
         self.histories.retain(|source, _| !gone(source));
         self.keyframes.retain(|source, _| !gone(source));
-        self.rids.retain(|source, _| !gone(source));
+        self.rids
+            .retain(|(track, _), _| !(track.shard == shard && track.conn == conn));
         self.track_of.retain(|source, _| !gone(source));
         self.muted
             .retain(|track| !(track.shard == shard && track.conn == conn));
@@ -811,8 +897,18 @@ impl Shard {
         self.next_layer_tick = (!self.tracks.is_empty()).then_some(now + LAYER_TICK);
         let mut wanted: Vec<(ConnId, Source)> = Vec::new();
         for (track, fanout) in &mut self.tracks {
+            if !fanout.warm {
+                continue; // a simulcast track still being heard: see fan_out
+            }
             fanout.rank(now);
             for sink in fanout.sinks.iter_mut().filter(|s| s.started) {
+                if sink
+                    .copies_at
+                    .is_some_and(|at| now.saturating_duration_since(at) > COPIES_KEPT)
+                {
+                    sink.copies = Vec::new();
+                    sink.copies_at = None;
+                }
                 sink.step_down.poll_step_up(now);
                 let Some(target) = fanout.layers.pick(&sink.choice, sink.step_down.steps()) else {
                     continue;
@@ -1012,8 +1108,8 @@ impl Shard {
                 self.relays.push((
                     shard,
                     Relay {
-                        packets: Vec::new(),
                         rids: vec![(track, init.ssrc, rid.clone())],
+                        ..Relay::default()
                     },
                 ));
             }
@@ -1102,18 +1198,37 @@ impl Shard {
             }
             return;
         };
+        let new_layer = !fanout.layers.knows(ssrc);
         let layer = fanout.layers.get_or_add(ssrc);
         layer.saw_packet(packet.payload.len(), now);
-        if keyframe_start
-            && let Some(size) = cache
-                .as_ref()
-                .and_then(|(codec, _)| keyframe_size(*codec, &packet.payload))
-        {
+        // A layer's size from its keyframes: this one, or for a layer new
+        // to this fan-out, the cached one.
+        let size = cache.as_ref().and_then(|(codec, cache)| {
+            let sized = |p: &rtp::Packet| keyframe_size(*codec, &p.payload);
+            if keyframe_start {
+                sized(&packet)
+            } else if new_layer {
+                cache.keyframe()?.iter().find_map(sized)
+            } else {
+                None
+            }
+        });
+        if let Some(size) = size {
             layer.saw_keyframe_size(size);
         }
-        if fanout.layers.active_count() == 0 {
-            // The first layer to arrive (or the first after a silence)
-            // ranks at once rather than at the next tick.
+        let first_packet = *fanout.first_packet.get_or_insert(now);
+        if fanout.layers.named() {
+            // Simulcast: the layers are ranked first after a tick of
+            // hearing them all; no viewer starts before (it would start on
+            // whichever layer came first).
+            if !fanout.warm && now.saturating_duration_since(first_packet) >= LAYER_TICK {
+                fanout.warm = true;
+                fanout.rank(now);
+            }
+        } else if fanout.layers.active_count() == 0 {
+            // One layer: it ranks at its first packet (or the first after
+            // a silence) rather than at the next tick.
+            fanout.warm = true;
             fanout.rank(now);
         }
         if self.next_layer_tick.is_none() {
@@ -1132,7 +1247,9 @@ impl Shard {
             };
             if !sink.started {
                 // A viewer starts at a packet of the layer it is to get.
-                if fanout.layers.pick(&sink.choice, sink.step_down.steps()) != Some(ssrc) {
+                if !fanout.warm
+                    || fanout.layers.pick(&sink.choice, sink.step_down.steps()) != Some(ssrc)
+                {
                     continue;
                 }
                 sink.started = true;
@@ -1186,12 +1303,21 @@ impl Shard {
         now: Instant,
     ) {
         sink.waiting_for_keyframe = true;
+        sink.copies.clear();
         let Some(keyframe) = keyframe else {
             return;
         };
+        sink.copies_at = Some(now);
         for _ in 0..2 {
             for packet in keyframe {
-                Self::send_fast(transmits, conn, sink, to, packet, now);
+                let mut header = bare_header(&packet.header);
+                sink.rewriter.rewrite(&mut header, now);
+                let copy = rtp::Packet {
+                    header,
+                    payload: packet.payload.clone(),
+                };
+                Self::seal_out(transmits, conn, sink, to, &copy, now);
+                sink.copies.push(copy);
             }
             sink.rewriter.rebase();
         }
@@ -1226,13 +1352,7 @@ impl Shard {
         packet: &rtp::Packet,
         now: Instant,
     ) -> bool {
-        if conn.fast.is_none() {
-            conn.fast = conn
-                .pc
-                .local_srtp_keys()
-                .and_then(|keys| FastPath::new(keys).ok());
-        }
-        let Some(fast) = conn.fast.as_mut() else {
+        let Some(fast) = conn.fast_path() else {
             return false; // no keys (DTLS not done): the packet is lost
         };
         let mut header = bare_header(&packet.header);
@@ -1242,6 +1362,79 @@ impl Shard {
         };
         sink.stats.on_sent(&header, packet.payload.len(), now);
         transmits.push_back(Transmit { to, payload });
+        true
+    }
+
+    /// Seals a packet already rewritten for `sink`'s viewer and queues it.
+    fn seal_out(
+        transmits: &mut VecDeque<Transmit>,
+        conn: &mut Conn,
+        sink: &mut Sink,
+        to: SocketAddr,
+        rewritten: &rtp::Packet,
+        now: Instant,
+    ) -> bool {
+        let Some(fast) = conn.fast_path() else {
+            return false; // no keys (DTLS not done): the packet is lost
+        };
+        let Ok(payload) = fast.seal(&rewritten.header, &rewritten.payload) else {
+            return false;
+        };
+        sink.stats
+            .on_sent(&rewritten.header, rewritten.payload.len(), now);
+        transmits.push_back(Transmit { to, payload });
+        true
+    }
+
+    /// Resends `packet` to `sink`'s viewer on its RTX stream: the viewer's
+    /// header (its numbering) moved onto the RTX SSRC and payload type with
+    /// the RTX stream's own sequence number, the original sequence number
+    /// first in the payload (RFC 4588 §4).
+    fn send_rtx(
+        transmits: &mut VecDeque<Transmit>,
+        conn: &mut Conn,
+        sink: &mut Sink,
+        to: SocketAddr,
+        packet: &rtp::Packet,
+        now: Instant,
+    ) -> bool {
+        let mut header = bare_header(&packet.header);
+        sink.rewriter.rewrite(&mut header, now);
+        let rewritten = rtp::Packet {
+            header,
+            payload: packet.payload.clone(),
+        };
+        Self::send_rtx_of(transmits, conn, sink, to, &rewritten)
+    }
+
+    /// Sends `rewritten` (a packet as the viewer was sent it) again on the
+    /// viewer's RTX stream.
+    fn send_rtx_of(
+        transmits: &mut VecDeque<Transmit>,
+        conn: &mut Conn,
+        sink: &mut Sink,
+        to: SocketAddr,
+        rewritten: &rtp::Packet,
+    ) -> bool {
+        let (Some(fast), Some(rtx)) = (conn.fast.as_mut(), sink.rtx.as_mut()) else {
+            return false;
+        };
+        let mut header = rewritten.header.clone();
+        let packet = rewritten;
+        let mut payload = Vec::with_capacity(2 + packet.payload.len());
+        payload.extend_from_slice(&header.sequence_number.to_be_bytes());
+        payload.extend_from_slice(&packet.payload);
+        header.ssrc = rtx.ssrc;
+        header.payload_type = rtx.payload_type;
+        header.sequence_number = rtx.seq;
+        rtx.seq = rtx.seq.wrapping_add(1);
+        let Ok(sealed) = fast.seal(&header, &payload) else {
+            return false;
+        };
+        transmits.push_back(Transmit {
+            to,
+            payload: sealed,
+        });
         true
     }
 
@@ -1270,10 +1463,31 @@ impl Shard {
         };
         for pair in &nack.nacks {
             for viewer_seq in pair.packet_list() {
+                if let Some(copy) = sink
+                    .copies
+                    .iter()
+                    .find(|c| c.header.sequence_number == viewer_seq)
+                    .cloned()
+                {
+                    let sent = if sink.rtx.is_some() {
+                        Self::send_rtx_of(&mut self.transmits, conn, sink, to, &copy)
+                    } else {
+                        Self::seal_out(&mut self.transmits, conn, sink, to, &copy, now)
+                    };
+                    if sent {
+                        self.retransmitted += 1;
+                    }
+                    continue;
+                }
                 let Some(packet) = history.get(sink.rewriter.source_seq(viewer_seq)) else {
                     continue; // too old: the viewer will ask for a keyframe
                 };
-                if Self::send_fast(&mut self.transmits, conn, sink, to, packet, now) {
+                let sent = if sink.rtx.is_some() {
+                    Self::send_rtx(&mut self.transmits, conn, sink, to, packet, now)
+                } else {
+                    Self::send_fast(&mut self.transmits, conn, sink, to, packet, now)
+                };
+                if sent {
                     self.retransmitted += 1;
                 }
             }
@@ -1338,6 +1552,34 @@ fn bare_header(source: &rtp::header::Header) -> rtp::header::Header {
         csrc: source.csrc.clone(),
         ..Default::default()
     }
+}
+
+/// A viewer track's RTX stream, if its answer negotiated RTX for the
+/// track's codec (payload type `apt`) and its encoding has an RTX SSRC.
+fn rtx_of(
+    parameters: &rtc::rtp_transceiver::rtp_sender::RTCRtpSendParameters,
+    apt: u8,
+) -> Option<Rtx> {
+    let ssrc = parameters
+        .encodings
+        .first()?
+        .rtp_coding_parameters
+        .rtx
+        .as_ref()?
+        .ssrc;
+    let apt = format!("apt={apt}");
+    let codec = parameters.rtp_parameters.codecs.iter().find(|c| {
+        c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_RTX)
+            && c.rtp_codec
+                .sdp_fmtp_line
+                .split(';')
+                .any(|p| p.trim() == apt)
+    })?;
+    Some(Rtx {
+        ssrc,
+        payload_type: codec.payload_type,
+        seq: rand::random(),
+    })
 }
 
 /// The negotiated codec (with the viewer's payload type) of the track a

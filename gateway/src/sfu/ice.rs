@@ -3,13 +3,13 @@
 //! Entity-tags are checked by the caller; this module applies a parsed
 //! fragment to the session's peer connection.
 
-use std::sync::Arc;
+use std::net::IpAddr;
 
-use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDescription};
-
+use crate::engine::io::ShardHandle;
+use crate::engine::session::advertised;
+use crate::engine::shard::{ConnId, RestartError};
 use crate::error::{Error, Result};
 use crate::http::sdpfrag::{self, SdpFrag};
-use crate::sfu::peer::Peer;
 
 /// What applying a fragment did.
 pub enum Applied {
@@ -22,46 +22,32 @@ pub enum Applied {
     },
 }
 
-/// Applies `frag` to `peer`: a restart when it carries ICE credentials that
-/// differ from the current remote ones, otherwise a trickle.
-pub async fn apply_fragment(peer: &Peer, frag: &SdpFrag) -> Result<Applied> {
-    let pc = peer.pc();
-    let remote = pc
-        .remote_description()
-        .await
-        .ok_or(Error::SessionNotFound)?
-        .sdp;
-    let (remote_ufrag, remote_pwd) = ice_credentials(&remote).unwrap_or_default();
-    let restart = match (&frag.ice_ufrag, &frag.ice_pwd) {
-        (Some(u), Some(p)) => *u != remote_ufrag || *p != remote_pwd,
-        (Some(u), None) => *u != remote_ufrag,
-        _ => false,
-    };
-    let candidates = usable_candidates(frag)?;
-    let first_mid = first_mid(&remote);
-    if !restart {
-        add_candidates(pc, &candidates, first_mid.as_deref()).await?;
+/// Applies `frag` to connection `conn` of `shard`: a restart when it
+/// carries ICE credentials that differ from the current remote ones,
+/// otherwise a trickle, which an ICE-lite server has no use for beyond
+/// checking that the candidates parse (it learns the client's addresses
+/// from its checks). `advertise` are the IPs answers carry.
+pub async fn apply_fragment(
+    shard: &ShardHandle,
+    conn: ConnId,
+    frag: &SdpFrag,
+    advertise: &[IpAddr],
+) -> Result<Applied> {
+    let _checked = usable_candidates(frag)?;
+    let Some(ufrag) = frag.ice_ufrag.clone() else {
         return Ok(Applied::Trickled);
-    }
-    let (Some(ufrag), Some(pwd)) = (&frag.ice_ufrag, &frag.ice_pwd) else {
-        return Err(Error::MalformedFragment(
-            "an ICE restart needs both a=ice-ufrag and a=ice-pwd".into(),
-        ));
     };
-    // RFC 8839 §5.4: refuse credentials ICE would reject, before the
-    // restart is applied, so the running ICE session is kept.
-    if !(4..=256).contains(&ufrag.len()) || !(22..=256).contains(&pwd.len()) {
-        return Err(Error::MalformedFragment(
-            "ice-ufrag must be 4-256 and ice-pwd 22-256 characters".into(),
-        ));
-    }
-    let offer = RTCSessionDescription::offer(restart_remote(&remote, ufrag, pwd))
-        .map_err(|e| Error::MalformedFragment(e.to_string()))?;
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| Error::UnsupportedMedia(format!("ICE restart refused: {e}")))?;
-    let answer = peer.create_and_apply_answer().await?;
-    add_candidates(pc, &candidates, first_mid.as_deref()).await?;
+    let answer = match shard.restart_ice(conn, ufrag, frag.ice_pwd.clone()).await {
+        Ok(None) => return Ok(Applied::Trickled),
+        Ok(Some(answer)) => advertised(&answer, advertise),
+        Err(RestartError::NoSuchConnection) => return Err(Error::SessionNotFound),
+        Err(RestartError::Malformed(why)) => return Err(Error::MalformedFragment(why)),
+        Err(RestartError::Refused(why)) => {
+            return Err(Error::UnsupportedMedia(format!(
+                "ICE restart refused: {why}"
+            )));
+        }
+    };
     let (local_ufrag, local_pwd) = ice_credentials(&answer)
         .ok_or_else(|| Error::Internal("restarted answer has no ICE credentials".into()))?;
     let local_candidates: Vec<String> = answer
@@ -155,25 +141,6 @@ fn usable_candidates(frag: &SdpFrag) -> Result<Vec<String>> {
         }
     }
     Ok(usable)
-}
-
-async fn add_candidates(
-    pc: &Arc<dyn PeerConnection>,
-    candidates: &[String],
-    mid: Option<&str>,
-) -> Result<()> {
-    for candidate in candidates {
-        pc.add_ice_candidate(RTCIceCandidateInit {
-            candidate: format!("candidate:{candidate}"),
-            sdp_mid: mid.map(str::to_owned),
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-            url: None,
-        })
-        .await
-        .map_err(|e| Error::MalformedFragment(format!("candidate {candidate:?}: {e}")))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -17,8 +17,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sfu::forwarder::{KeyframeRequests, MIN_PLI_INTERVAL};
-use crate::sfu::keyframe_cache::KeyframeCache;
 use crate::sfu::picture_size::Size;
 
 /// A layer that sent nothing for this long is out of the ranking.
@@ -88,10 +86,6 @@ pub struct Layer {
     pub ssrc: u32,
     /// Its rid, for simulcast.
     pub rid: Option<String>,
-    /// Its last complete keyframe (video).
-    pub cache: KeyframeCache,
-    /// Keyframe requests for it, coalesced.
-    pub keyframes: KeyframeRequests,
     bytes_since_tick: u64,
     rate: f64,
     last_packet: Option<Instant>,
@@ -109,8 +103,6 @@ impl Layer {
         Layer {
             ssrc,
             rid,
-            cache: KeyframeCache::default(),
-            keyframes: KeyframeRequests::new(MIN_PLI_INTERVAL),
             bytes_since_tick: 0,
             rate: 0.0,
             last_packet: None,
@@ -171,26 +163,19 @@ impl Layers {
         &mut self.layers[index]
     }
 
+    /// Whether any layer has a rid: the track is simulcast.
+    pub fn named(&self) -> bool {
+        self.layers.iter().any(|l| l.rid.is_some())
+    }
+
+    /// Whether the layer sending as `ssrc` is known yet.
+    pub fn knows(&self, ssrc: u32) -> bool {
+        self.layers.iter().any(|l| l.ssrc == ssrc)
+    }
+
     /// Names a layer's rid (when the track reports it).
     pub fn set_rid(&mut self, ssrc: u32, rid: Option<String>) {
         self.get_or_add(ssrc).rid = rid;
-    }
-
-    /// Asks for a keyframe of the layer sending as `ssrc` (coalesced).
-    pub fn request_keyframe(&mut self, ssrc: Option<u32>) {
-        if let Some(layer) = ssrc.and_then(|ssrc| self.layers.iter_mut().find(|l| l.ssrc == ssrc)) {
-            layer.keyframes.request();
-        }
-    }
-
-    /// The layer sending as `ssrc`.
-    pub fn get(&self, ssrc: u32) -> Option<&Layer> {
-        self.layers.iter().find(|l| l.ssrc == ssrc)
-    }
-
-    /// All layers.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Layer> {
-        self.layers.iter_mut()
     }
 
     /// How many layers are being sent now.
@@ -227,9 +212,13 @@ impl Layers {
         // Keep the previous order and drop the silent; a newcomer goes in
         // at the place its first rate gives it.
         self.ranked.retain(|&i| layers[i].active(now));
+        // With nothing ranked, every active layer settles at once (not
+        // just the first one looked at, which would leave the others on
+        // probation and a viewer on whichever layer that was).
+        let was_empty = self.ranked.is_empty();
         for (i, layer) in layers.iter().enumerate() {
             let settled = layer.ranked_before
-                || self.ranked.is_empty()
+                || was_empty
                 || by_size
                 || layer.active_since.is_some_and(|since| {
                     now.saturating_duration_since(since) >= NEW_LAYER_PROBATION

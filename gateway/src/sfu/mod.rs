@@ -1,53 +1,50 @@
 //! The selective forwarding core.
 //!
-//! [`Sfu`] is the cloneable handle the HTTP layer uses. It negotiates peer
-//! connections itself (that is the slow part: socket bind, candidate
-//! gathering) and tells the room owner ([`registry`]) what happened; the
-//! owner holds all room and session state and is the only code that changes
-//! it. Media never passes through the owner: each published track has a
-//! forwarder task ([`forwarder`]) that writes straight into per-viewer
-//! queues.
+//! [`Sfu`] is the cloneable handle the HTTP layer uses. It negotiates each
+//! session's connection itself (an answer from the offer, on the media
+//! engine's next shard: [`crate::engine`]) and tells the room owner
+//! ([`registry`]) what happened; the owner holds all room and session state
+//! and is the only code that changes it. Media never passes through the
+//! owner: it tells the engine which viewer gets which track, and the
+//! engine's shards forward.
 //!
 //! Panic policy: nothing here panics on anything a client sends; a panic is
 //! a bug.
 
+pub mod answer;
 pub mod codecs;
-pub mod forwarder;
 pub(crate) mod ice;
 pub mod keyframe;
 pub mod keyframe_cache;
 pub mod layers;
 mod media_plane;
-pub mod media_runtime;
-pub mod peer;
 pub mod picture_size;
 pub mod registry;
 pub mod rewrite;
 pub mod rtcp;
+pub mod stream_counters;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use std::time::Instant;
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, oneshot};
+use vigil_control::Facts;
 use vigil_control::{RoomName, StreamName};
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use crate::config::Config;
+use crate::engine::session::{self, SessionOptions};
+use crate::engine::shards::Engine;
 use crate::error::{Error, Result};
 use crate::http::sdpfrag::SdpFrag;
 use crate::sfu::codecs::TrackCodec;
-use crate::sfu::forwarder::{VIEWER_QUEUE, ViewerSink};
 use crate::sfu::layers::LayerChoice;
-use crate::sfu::peer::{EventSink, Peer, PeerEvent, PeerSettings};
-use crate::sfu::registry::{CloseReason, Msg, NewTrack, NewViewer, Timings};
-use crate::sfu::rewrite::Rewriter;
-use vigil_control::Facts;
+use crate::sfu::registry::{CloseReason, EngineConn, Msg, NewViewer, Timings, ViewerTrack};
 
 /// An unguessable session id (128 random bits, hex), used in the session URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -115,40 +112,6 @@ impl From<vigil_control::event::TrackKind> for MediaKind {
     }
 }
 
-/// A count of live tasks of one sort; the guard decrements on drop, so a
-/// task that ends by any path is uncounted.
-#[derive(Debug, Clone, Default)]
-pub struct Gauge(Arc<AtomicUsize>);
-
-/// Held by a counted task for its lifetime.
-pub struct GaugeGuard(Arc<AtomicUsize>);
-
-impl Gauge {
-    /// Counts one more until the guard drops.
-    pub fn enter(&self) -> GaugeGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        GaugeGuard(self.0.clone())
-    }
-
-    /// Current count.
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Live task counts shared by the forwarding core.
-#[derive(Debug, Clone, Default)]
-pub struct Gauges {
-    forwarders: Gauge,
-    writers: Gauge,
-}
-
 /// A snapshot of what the SFU holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -160,9 +123,9 @@ pub struct Stats {
     pub publishers: usize,
     /// Viewer sessions.
     pub viewers: usize,
-    /// Running forwarder tasks.
+    /// Published tracks being forwarded.
     pub forwarders: usize,
-    /// Running viewer writer tasks.
+    /// Viewer tracks subscribed to a published track.
     pub viewer_writers: usize,
 }
 
@@ -195,33 +158,56 @@ pub enum PatchOutcome {
 #[derive(Clone)]
 pub struct Sfu {
     owner: mpsc::UnboundedSender<Msg>,
-    settings: Arc<PeerSettings>,
-    gauges: Gauges,
-    dropped: Arc<AtomicU64>,
+    engine: Arc<Engine>,
+    options: Arc<SessionOptions>,
 }
 
 impl Sfu {
-    /// Starts the room owner.
-    pub fn start(config: &Config, facts: Facts) -> Sfu {
+    /// Starts the media engine on `config.media_listen` (a shard per
+    /// `config.media_threads`) and the room owner.
+    pub fn start(config: &Config, facts: Facts) -> std::io::Result<Sfu> {
+        let (engine, mut events) = Engine::start(config.media_listen, config.media_threads)?;
+        let engine = Arc::new(engine);
         let (tx, rx) = mpsc::unbounded_channel();
-        let gauges = Gauges::default();
         let timings = Timings {
             republish_grace: config.republish_grace,
             connect_timeout: config.connect_timeout,
         };
-        tokio::spawn(registry::run(
-            timings,
-            gauges.clone(),
-            facts,
-            tx.clone(),
-            rx,
-        ));
-        Sfu {
-            owner: tx,
-            settings: Arc::new(PeerSettings::from(config)),
-            gauges,
-            dropped: Arc::default(),
+        tokio::spawn(registry::run(timings, engine.clone(), facts, rx));
+        let owner = tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if owner.send(Msg::Engine(event)).is_err() {
+                    break; // the owner stopped: shutdown
+                }
+            }
+        });
+        let mut advertise = config.advertise_ips.clone();
+        if advertise.is_empty() && config.media_listen.ip().is_unspecified() {
+            tracing::warn!(
+                listen = %config.media_listen,
+                "media listens on every address but none is advertised (--advertise-ip): answers will offer an unusable candidate"
+            );
         }
+        advertise.dedup();
+        Ok(Sfu {
+            owner: tx,
+            engine,
+            options: Arc::new(SessionOptions {
+                advertise,
+                receive: Vec::new(),
+                ice_timeouts: Some((config.ice_disconnected_timeout, config.ice_failed_timeout)),
+            }),
+        })
+    }
+
+    /// The address of each media shard (one UDP port each).
+    pub fn media_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.engine
+            .shards()
+            .iter()
+            .map(|s| s.local_addr())
+            .collect()
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T> {
@@ -235,32 +221,44 @@ impl Sfu {
         let _ = self.owner.send(msg);
     }
 
-    fn event_sink(&self, session: &SessionId) -> EventSink {
-        let owner = self.owner.clone();
-        let session = session.clone();
-        Arc::new(move |event| {
-            let msg = match event {
-                PeerEvent::State(state) => Msg::PeerState {
-                    session: session.clone(),
-                    state,
-                },
-                PeerEvent::Track(track) => {
-                    // Describing the track needs awaits; do it off the driver's callback.
-                    let owner = owner.clone();
-                    let session = session.clone();
-                    tokio::spawn(async move {
-                        if let Some(new) = describe_track(track).await {
-                            let _ = owner.send(Msg::Track {
-                                session,
-                                track: new,
-                            });
-                        }
-                    });
-                    return;
-                }
-            };
-            let _ = owner.send(msg);
-        })
+    /// Answers `offer` with a connection on the next shard that sends
+    /// `tracks` (none for a publisher, which receives `receive`), and hands
+    /// it to that shard.
+    async fn negotiate(
+        &self,
+        offer: &str,
+        tracks: Vec<MediaStreamTrack>,
+        receive: &[TrackCodec],
+    ) -> Result<(
+        EngineConn,
+        String,
+        Vec<rtc::rtp_transceiver::RTCRtpSenderId>,
+    )> {
+        let shard = self.engine.next_shard();
+        let mut options = (*self.options).clone();
+        options.receive = receive
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(&c.params)
+                    .chain(&c.rtx)
+                    .map(|p| (p.clone(), c.kind))
+            })
+            .collect();
+        let answered = session::answer(offer, shard.local_addr(), tracks, &options, Instant::now())
+            .map_err(|e| Error::UnsupportedMedia(format!("cannot answer the offer: {e}")))?;
+        let answer = answer::finish_answer(&answered.answer);
+        let conn = shard
+            .add_connection(answered.pc, answered.ufrag)
+            .await
+            .ok_or(Error::ShuttingDown)?;
+        Ok((
+            EngineConn {
+                shard: shard.index(),
+                conn,
+            },
+            answer,
+            answered.senders,
+        ))
     }
 
     /// WHIP: negotiates a publisher session for `room`/`stream`, published
@@ -283,22 +281,7 @@ impl Sfu {
             reply,
         })
         .await??;
-        let negotiated = self
-            .negotiate(&session, &chosen, async |peer| {
-                for codec in &chosen {
-                    let init = RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Recvonly,
-                        ..Default::default()
-                    };
-                    peer.pc()
-                        .add_transceiver_from_kind(codec.kind, Some(init))
-                        .await
-                        .map_err(|e| Error::Internal(format!("adding transceiver: {e}")))?;
-                }
-                peer.answer(offer).await
-            })
-            .await;
-        let (peer, answer) = match negotiated {
+        let (conn, answer, _) = match self.negotiate(&offer, Vec::new(), &chosen).await {
             Ok(ok) => ok,
             Err(e) => {
                 self.tell(Msg::Cancel { session });
@@ -306,51 +289,19 @@ impl Sfu {
             }
         };
         let etag = new_etag();
-        self.commit(&peer, |reply| Msg::CommitPublish {
+        self.ask(|reply| Msg::CommitPublish {
             session: session.clone(),
-            peer: peer.clone(),
+            conn,
             codecs: chosen,
             etag: etag.clone(),
             reply,
         })
-        .await?;
+        .await??;
         Ok(Created {
             session,
             answer,
             etag,
         })
-    }
-
-    /// Builds a peer for `chosen` and lets `prepare` add its transceivers and
-    /// answer; the peer is closed if that fails.
-    async fn negotiate<T>(
-        &self,
-        session: &SessionId,
-        chosen: &[TrackCodec],
-        prepare: impl AsyncFnOnce(&Arc<Peer>) -> Result<T>,
-    ) -> Result<(Arc<Peer>, T)> {
-        let peer = Arc::new(Peer::build(&self.settings, chosen, self.event_sink(session)).await?);
-        match prepare(&peer).await {
-            Ok(value) => Ok((peer, value)),
-            Err(e) => {
-                peer.close().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Hands a negotiated session to the owner; the peer is closed if the
-    /// owner refuses it (the stream went away meanwhile, or shutdown).
-    async fn commit(
-        &self,
-        peer: &Arc<Peer>,
-        msg: impl FnOnce(oneshot::Sender<Result<()>>) -> Msg,
-    ) -> Result<()> {
-        let committed = self.ask(msg).await.and_then(|r| r);
-        if committed.is_err() {
-            peer.close().await;
-        }
-        committed
     }
 
     /// WHEP: negotiates a viewer session of `room`/`stream` for `identity`,
@@ -374,52 +325,15 @@ impl Sfu {
             .await??;
         let chosen = codecs::choose_for_play(&sections, &published)?;
         let session = SessionId::random();
-        let (peer, (answer, sinks)) = self
-            .negotiate(&session, &chosen, async |peer| {
-                self.prepare_viewer(peer, &session, &stream, &chosen, offer, layer)
-                    .await
-            })
-            .await?;
-        let etag = new_etag();
-        self.commit(&peer, |reply| Msg::CommitPlay {
-            viewer: NewViewer {
-                room,
-                stream,
-                session: session.clone(),
-                identity,
-                peer: peer.clone(),
-                sinks,
-                etag: etag.clone(),
-            },
-            reply,
-        })
-        .await?;
-        Ok(Created {
-            session,
-            answer,
-            etag,
-        })
-    }
-
-    /// Adds one sending track per chosen codec, answers, and starts a writer
-    /// task per track. Returns the answer and the sinks for the forwarders.
-    async fn prepare_viewer(
-        &self,
-        peer: &Arc<Peer>,
-        session: &SessionId,
-        stream: &StreamName,
-        chosen: &[TrackCodec],
-        offer: String,
-        layer: LayerChoice,
-    ) -> Result<(String, Vec<ViewerSink>)> {
+        let mut sends = Vec::with_capacity(chosen.len());
         let mut tracks = Vec::with_capacity(chosen.len());
-        for codec in chosen {
+        for codec in &chosen {
             let Some(kind) = MediaKind::of(codec.kind) else {
                 continue;
             };
             let ssrc: u32 = rand::random();
-            let label = format!("{}-{kind:?}", stream).to_lowercase();
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            let label = format!("{stream}-{kind:?}").to_lowercase();
+            sends.push(MediaStreamTrack::new(
                 format!("vigil-{stream}"),
                 label.clone(),
                 label,
@@ -427,6 +341,7 @@ impl Sfu {
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         ssrc: Some(ssrc),
+                        // Repairs on RTX when the viewer offers it.
                         rtx: codec.rtx.as_ref().map(|_| RTCRtpRtxParameters {
                             ssrc: rand::random(),
                         }),
@@ -435,54 +350,36 @@ impl Sfu {
                     codec: codec.params.rtp_codec.clone(),
                     ..Default::default()
                 }],
-            )));
-            let init = RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                ..Default::default()
-            };
-            peer.pc()
-                .add_transceiver_from_track(track.clone(), Some(init))
-                .await
-                .map_err(|e| Error::Internal(format!("adding track: {e}")))?;
-            tracks.push((kind, codec, ssrc, track));
-        }
-        let answer = peer.answer(offer).await?;
-        let mut sinks = Vec::with_capacity(tracks.len());
-        for (kind, codec, ssrc, track) in tracks {
-            let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
-            // The media engine holds only this codec, at the viewer's own
-            // payload type, so that is what the sender negotiated.
-            let rewriter = Rewriter::new(
-                ssrc,
-                codec.params.payload_type,
-                codec.params.rtp_codec.clock_rate,
-            );
-            sinks.push(ViewerSink::new(
-                session.clone(),
-                kind,
-                codec.params.rtp_codec.mime_type.clone(),
-                rewriter,
-                tx,
-                self.dropped.clone(),
-                layer.clone(),
             ));
-            let owner = self.owner.clone();
-            let viewer = session.clone();
-            tokio::spawn(forwarder::run_writer(
-                track,
-                ssrc,
-                rx,
-                move |feedback| {
-                    let _ = owner.send(Msg::ViewerFeedback {
-                        session: viewer.clone(),
-                        kind,
-                        feedback,
-                    });
-                },
-                self.gauges.writers.clone(),
-            ));
+            tracks.push((kind, codec.params.rtp_codec.mime_type.clone(), ssrc));
         }
-        Ok((answer, sinks))
+        let (conn, answer, senders) = self.negotiate(&offer, sends, &[]).await?;
+        let tracks = tracks
+            .into_iter()
+            .zip(senders)
+            .map(|((kind, mime, ssrc), sender)| {
+                ViewerTrack::new(kind, mime, sender, ssrc, layer.clone())
+            })
+            .collect();
+        let etag = new_etag();
+        self.ask(|reply| Msg::CommitPlay {
+            viewer: NewViewer {
+                room,
+                stream,
+                session: session.clone(),
+                identity,
+                conn,
+                tracks,
+                etag: etag.clone(),
+            },
+            reply,
+        })
+        .await??;
+        Ok(Created {
+            session,
+            answer,
+            etag,
+        })
     }
 
     /// PATCH: trickles candidates or restarts ICE (RFC 9725 §4.3).
@@ -503,16 +400,22 @@ impl Sfu {
         if if_match != "*" && if_match != view.etag {
             return Err(Error::PreconditionFailed);
         }
-        let outcome = ice::apply_fragment(&view.peer, &frag).await?;
-        if let ice::Applied::Restarted { fragment } = outcome {
-            let etag = new_etag();
-            self.tell(Msg::SetEtag {
-                session: session.clone(),
-                etag: etag.clone(),
-            });
-            return Ok(PatchOutcome::Restarted { fragment, etag });
+        let shard = self
+            .engine
+            .shards()
+            .get(view.conn.shard)
+            .ok_or(Error::SessionNotFound)?;
+        match ice::apply_fragment(shard, view.conn.conn, &frag, &self.options.advertise).await? {
+            ice::Applied::Trickled => Ok(PatchOutcome::Trickled),
+            ice::Applied::Restarted { fragment } => {
+                let etag = new_etag();
+                self.tell(Msg::SetEtag {
+                    session: session.clone(),
+                    etag: etag.clone(),
+                });
+                Ok(PatchOutcome::Restarted { fragment, etag })
+            }
         }
-        Ok(PatchOutcome::Trickled)
     }
 
     /// DELETE: ends a session. `false` if there was none.
@@ -536,34 +439,15 @@ impl Sfu {
             .is_some())
     }
 
-    /// Counts of rooms, sessions and tasks.
+    /// Counts of rooms, sessions and tracks.
     pub async fn stats(&self) -> Result<Stats> {
         self.ask(|reply| Msg::Stats { reply }).await
-    }
-
-    /// Packets dropped because a viewer's queue was full, since start.
-    pub fn dropped_packets(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Closes every session and stops the owner.
     pub async fn shutdown(&self) {
         let _ = self.ask(|reply| Msg::Shutdown { reply }).await;
     }
-}
-
-async fn describe_track(
-    track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>,
-) -> Option<NewTrack> {
-    let kind = MediaKind::of(track.kind().await)?;
-    let ssrc = *track.ssrcs().await.first()?;
-    let mime = track.codec(ssrc).await?.mime_type;
-    Some(NewTrack {
-        track,
-        kind,
-        ssrc,
-        mime,
-    })
 }
 
 fn new_etag() -> String {

@@ -1,65 +1,55 @@
 //! The room owner: the single task that holds every room's state.
 //!
-//! HTTP handlers and webrtc callbacks never touch this state; they send a
-//! [`Msg`] and, for requests, await a oneshot reply. Everything that can be
-//! slow — building peer connections, gathering candidates, closing DTLS — is
-//! done outside, so each message is handled in microseconds and the owner
-//! never awaits anything but its inbox.
+//! HTTP handlers and the media engine's shards never touch this state; they
+//! send a [`Msg`] and, for requests, await a oneshot reply. Everything that
+//! can be slow — negotiating a connection — is done outside, so each message
+//! is handled in microseconds and the owner never awaits anything but its
+//! inbox. Media never passes through it: the owner tells the engine
+//! ([`crate::engine::shards::Engine`]) who gets which track, and the
+//! shards forward.
 //!
 //! Lifecycle of a session:
 //! 1. *reserved*: a WHIP POST claimed the stream (a second one gets 409)
-//!    while its peer connection is negotiated outside;
-//! 2. *committed*: the answer is out and the session resource exists;
+//!    while its connection is negotiated outside;
+//! 2. *committed*: the answer is out, the connection is on a shard, and the
+//!    session resource exists;
 //! 3. *connected*: ICE and DTLS are up (a session that does not get there
-//!    within `connect_timeout` is reaped);
+//!    within `connect_timeout` is reaped); a viewer is then subscribed to
+//!    the stream's tracks;
 //! 4. *closed*: by DELETE, by the peer (DTLS close), by ICE failure or
 //!    consent expiry, by the publisher leaving for good, or at shutdown.
-//!    Its peer connection is closed, its forwarder entries removed, and an
-//!    empty stream or room is dropped.
+//!    Its connection is removed from its shard, and an empty stream or room
+//!    is dropped.
 //!
-//! When a publisher goes away its viewers stay connected for
-//! `republish_grace`: a new publisher of the same stream (with the same
-//! codec) is spliced into their existing tracks with continuous numbering;
-//! when the grace runs out they are closed.
+//! When a publisher goes away its viewers stay subscribed to its (silent)
+//! tracks for `republish_grace`: a new publisher of the same stream (with
+//! the same codec) has them moved onto its tracks at its first packet of
+//! each kind, numbered on; when the grace runs out they are closed.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
-use vigil_control::{RoomName, StreamName};
-use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::RTCPeerConnectionState;
-
-use crate::error::{Error, Result};
-use crate::sfu::codecs::TrackCodec;
-use crate::sfu::forwarder::StreamCounters;
-use crate::sfu::forwarder::{
-    self, ForwarderCommand, ForwarderHandle, ForwarderSpec, ViewerFeedback, ViewerSink,
-};
-use crate::sfu::keyframe::VideoCodec;
-use crate::sfu::peer::Peer;
-use crate::sfu::{Gauges, MediaKind, SessionId, Stats};
+use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use tokio::sync::{mpsc, oneshot};
 use vigil_control::Facts;
 use vigil_control::event::{LeaveReason, SessionRole};
 use vigil_control::media::StreamSample;
+use vigil_control::{RoomName, StreamName};
+
+use crate::engine::io::ShardEvent;
+use crate::engine::shard::{ConnId, Event, PublishedTrack, TrackId};
+use crate::engine::shards::Engine;
+use crate::error::{Error, Result};
+use crate::sfu::codecs::TrackCodec;
+use crate::sfu::layers::LayerChoice;
+use crate::sfu::stream_counters::StreamCounters;
+use crate::sfu::{MediaKind, SessionId, Stats};
 
 /// A reply channel.
 pub type Reply<T> = oneshot::Sender<T>;
-
-/// A published track, described once by the callback that saw it.
-pub struct NewTrack {
-    /// The track.
-    pub track: Arc<dyn TrackRemote>,
-    /// Audio or video.
-    pub kind: MediaKind,
-    /// The publisher's SSRC.
-    pub ssrc: u32,
-    /// The negotiated codec's mime type.
-    pub mime: String,
-}
 
 /// Why a session ended (logged, and reported to the control plane).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +109,53 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// A session's connection in the engine: its shard and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EngineConn {
+    /// The shard it lives on.
+    pub shard: usize,
+    /// Its id on that shard.
+    pub conn: ConnId,
+}
+
+/// One track a viewer's connection sends: what it carries and where the
+/// engine writes it.
+#[derive(Debug, Clone)]
+pub struct ViewerTrack {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The codec negotiated for it (it can carry only this one).
+    pub mime: String,
+    /// Its sender in the viewer's connection.
+    pub sender: RTCRtpSenderId,
+    /// The SSRC it is sent with.
+    pub ssrc: u32,
+    /// Which simulcast layer the viewer asked for.
+    pub choice: LayerChoice,
+    /// The published track it is subscribed to, once it is.
+    subscribed_to: Option<TrackId>,
+}
+
+impl ViewerTrack {
+    /// A viewer's track, not yet subscribed.
+    pub fn new(
+        kind: MediaKind,
+        mime: String,
+        sender: RTCRtpSenderId,
+        ssrc: u32,
+        choice: LayerChoice,
+    ) -> Self {
+        ViewerTrack {
+            kind,
+            mime,
+            sender,
+            ssrc,
+            choice,
+            subscribed_to: None,
+        }
+    }
+}
+
 /// A negotiated viewer session, ready to be committed.
 pub struct NewViewer {
     /// Room played.
@@ -130,17 +167,17 @@ pub struct NewViewer {
     /// Who plays it.
     pub identity: String,
     /// Its connection.
-    pub peer: Arc<Peer>,
-    /// One sink per track, for the forwarders.
-    pub sinks: Vec<ViewerSink>,
+    pub conn: EngineConn,
+    /// The tracks it sends, to be subscribed once it connects.
+    pub tracks: Vec<ViewerTrack>,
     /// ICE session entity-tag.
     pub etag: String,
 }
 
 /// What a PATCH needs to know about a session.
 pub struct SessionView {
-    /// Its peer connection.
-    pub peer: Arc<Peer>,
+    /// Its connection.
+    pub conn: EngineConn,
     /// The current ICE session's entity-tag.
     pub etag: String,
 }
@@ -155,10 +192,10 @@ pub enum Msg {
         identity: String,
         reply: Reply<Result<()>>,
     },
-    /// The publisher's answer is ready.
+    /// The publisher's answer is ready and its connection is on a shard.
     CommitPublish {
         session: SessionId,
-        peer: Arc<Peer>,
+        conn: EngineConn,
         codecs: Vec<TrackCodec>,
         etag: String,
         reply: Reply<Result<()>>,
@@ -171,7 +208,7 @@ pub enum Msg {
         stream: StreamName,
         reply: Reply<Result<Vec<TrackCodec>>>,
     },
-    /// A viewer's answer is ready: its sinks attach once it connects.
+    /// A viewer's answer is ready: it is subscribed once it connects.
     CommitPlay {
         viewer: NewViewer,
         reply: Reply<Result<()>>,
@@ -189,27 +226,8 @@ pub enum Msg {
         reason: CloseReason,
         reply: Option<Reply<bool>>,
     },
-    /// A viewer's RTCP about its `kind` track (PLI/FIR, loss).
-    ViewerFeedback {
-        session: SessionId,
-        kind: MediaKind,
-        feedback: ViewerFeedback,
-    },
-    /// A peer connection changed state.
-    PeerState {
-        session: SessionId,
-        state: RTCPeerConnectionState,
-    },
-    /// A publisher's track started.
-    Track { session: SessionId, track: NewTrack },
-    /// A forwarder ended and hands back its viewers.
-    ForwarderEnded {
-        room: RoomName,
-        stream: StreamName,
-        publisher: SessionId,
-        kind: MediaKind,
-        sinks: Vec<ViewerSink>,
-    },
+    /// What a shard reported.
+    Engine(ShardEvent),
     /// Counts, for tests and diagnostics.
     Stats { reply: Reply<Stats> },
     /// Close every session of `identity` in `room` (or of everyone, with
@@ -234,24 +252,6 @@ pub enum Msg {
     Shutdown { reply: Reply<()> },
 }
 
-impl Msg {
-    /// The message a forwarder sends when its track ends, still to be given its sinks.
-    fn forwarder_ended(
-        room: RoomName,
-        stream: StreamName,
-        publisher: SessionId,
-        kind: MediaKind,
-    ) -> impl FnOnce(Vec<ViewerSink>) -> Msg + Send {
-        move |sinks| Msg::ForwarderEnded {
-            room,
-            stream,
-            publisher,
-            kind,
-            sinks,
-        }
-    }
-}
-
 /// Timings the owner enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
@@ -272,13 +272,22 @@ struct Session {
     stream: StreamName,
     identity: String,
     role: Role,
-    peer: Option<Arc<Peer>>,
+    conn: Option<EngineConn>,
     etag: String,
     created: Instant,
     connected: bool,
-    /// A viewer's sinks, attached once it connects: packets written before
-    /// DTLS is up would be dropped, and the keyframe with them.
-    pending_sinks: Vec<ViewerSink>,
+    /// A viewer's tracks.
+    tracks: Vec<ViewerTrack>,
+}
+
+/// A published track of a stream: the engine's track and its codec.
+#[derive(Debug, Clone)]
+struct Published {
+    track: TrackId,
+    mime: String,
+    /// The stream's current publisher sends it (`false`: its publisher
+    /// left; its viewers wait on it for the next one).
+    live: bool,
 }
 
 #[derive(Default)]
@@ -286,9 +295,8 @@ struct Stream {
     publisher: Option<SessionId>,
     /// Codecs of the committed publisher; empty while nobody publishes.
     codecs: Vec<TrackCodec>,
-    forwarders: HashMap<MediaKind, (SessionId, ForwarderHandle)>,
-    /// Viewers' sinks waiting for a publisher's track.
-    parked: Vec<ViewerSink>,
+    /// The track of each kind the viewers are (or will be) subscribed to.
+    tracks: HashMap<MediaKind, Published>,
     viewers: HashSet<SessionId>,
     orphaned_since: Option<Instant>,
     /// What the current publisher sent, for alarms; new per publisher.
@@ -305,26 +313,26 @@ impl Stream {
 pub struct Owner {
     rooms: HashMap<RoomName, HashMap<StreamName, Stream>>,
     sessions: HashMap<SessionId, Session>,
-    inbox: mpsc::UnboundedSender<Msg>,
+    /// Sessions by their engine connection, for the shards' events.
+    conns: HashMap<EngineConn, SessionId>,
+    engine: Arc<Engine>,
     timings: Timings,
-    gauges: Gauges,
     facts: Facts,
 }
 
 /// Runs the owner until shutdown.
 pub async fn run(
     timings: Timings,
-    gauges: Gauges,
+    engine: Arc<Engine>,
     facts: Facts,
-    inbox_tx: mpsc::UnboundedSender<Msg>,
     mut inbox: mpsc::UnboundedReceiver<Msg>,
 ) {
     let mut owner = Owner {
         rooms: HashMap::new(),
         sessions: HashMap::new(),
-        inbox: inbox_tx,
+        conns: HashMap::new(),
+        engine,
         timings,
-        gauges,
         facts,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -338,7 +346,7 @@ pub async fn run(
                     break;
                 }
                 Some(msg) => owner.handle(msg),
-                // Every sender is gone (the Sfu handle and all peers were dropped).
+                // Every sender is gone (the Sfu handle was dropped).
                 None => {
                     owner.close_all(CloseReason::Shutdown);
                     break;
@@ -369,12 +377,16 @@ impl Owner {
             }
             Msg::CommitPublish {
                 session,
-                peer,
+                conn,
                 codecs,
                 etag,
                 reply,
             } => {
-                let _ = reply.send(self.commit_publish(&session, peer, codecs, etag));
+                let committed = self.commit_publish(&session, conn, codecs, etag);
+                if committed.is_err() {
+                    self.engine.remove_connection(conn.shard, conn.conn);
+                }
+                let _ = reply.send(committed);
             }
             Msg::Cancel { session } => {
                 self.close(&session, CloseReason::NegotiationFailed);
@@ -387,12 +399,17 @@ impl Owner {
                 let _ = reply.send(self.published_codecs(&room, &stream));
             }
             Msg::CommitPlay { viewer, reply } => {
-                let _ = reply.send(self.commit_play(viewer));
+                let conn = viewer.conn;
+                let committed = self.commit_play(viewer);
+                if committed.is_err() {
+                    self.engine.remove_connection(conn.shard, conn.conn);
+                }
+                let _ = reply.send(committed);
             }
             Msg::Lookup { session, reply } => {
                 let view = self.sessions.get(&session).and_then(|s| {
-                    s.peer.as_ref().map(|peer| SessionView {
-                        peer: peer.clone(),
+                    s.conn.map(|conn| SessionView {
+                        conn,
                         etag: s.etag.clone(),
                     })
                 });
@@ -413,30 +430,7 @@ impl Owner {
                     let _ = reply.send(existed);
                 }
             }
-            Msg::ViewerFeedback {
-                session,
-                kind,
-                feedback,
-            } => {
-                if let Some(s) = self.sessions.get(&session) {
-                    let (room, stream) = (s.room.clone(), s.stream.clone());
-                    if let Some((_, fwd)) = self
-                        .stream_mut(&room, &stream)
-                        .and_then(|st| st.forwarders.get(&kind))
-                    {
-                        fwd.send(ForwarderCommand::Feedback(session, feedback));
-                    }
-                }
-            }
-            Msg::PeerState { session, state } => self.peer_state(&session, state),
-            Msg::Track { session, track } => self.track_started(session, track),
-            Msg::ForwarderEnded {
-                room,
-                stream,
-                publisher,
-                kind,
-                sinks,
-            } => self.forwarder_ended(room, stream, publisher, kind, sinks),
+            Msg::Engine((shard, event)) => self.engine_event(shard, event),
             Msg::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
@@ -455,12 +449,15 @@ impl Owner {
                 muted,
                 reply,
             } => {
-                let found = self
+                let track = self
                     .stream_mut(&room, &stream)
-                    .and_then(|st| st.forwarders.get(&kind))
-                    .map(|(_, fwd)| fwd.send(ForwarderCommand::SetMuted(muted)))
-                    .is_some();
-                let _ = reply.send(found);
+                    .and_then(|st| st.tracks.get(&kind))
+                    .filter(|p| p.live)
+                    .map(|p| p.track);
+                if let Some(track) = track {
+                    self.engine.set_muted(track, muted);
+                }
+                let _ = reply.send(track.is_some());
             }
             Msg::Sample { reply } => {
                 let _ = reply.send(self.sample());
@@ -500,11 +497,11 @@ impl Owner {
                 stream,
                 identity,
                 role: Role::Publisher,
-                peer: None,
+                conn: None,
                 etag: String::new(),
                 created: Instant::now(),
                 connected: false,
-                pending_sinks: Vec::new(),
+                tracks: Vec::new(),
             },
         );
         Ok(())
@@ -513,25 +510,25 @@ impl Owner {
     fn commit_publish(
         &mut self,
         session: &SessionId,
-        peer: Arc<Peer>,
+        conn: EngineConn,
         codecs: Vec<TrackCodec>,
         etag: String,
     ) -> Result<()> {
         let s = self.sessions.get_mut(session).ok_or(Error::ShuttingDown)?;
-        s.peer = Some(peer);
+        s.conn = Some(conn);
         s.etag = etag;
-        let (room, stream) = (s.room.clone(), s.stream.clone());
+        let (room, stream, identity) = (s.room.clone(), s.stream.clone(), s.identity.clone());
         let st = self
             .stream_mut(&room, &stream)
             .ok_or(Error::SessionNotFound)?;
         st.codecs = codecs;
         st.orphaned_since = None;
-        tracing::info!(%room, %stream, %session, "publisher session created");
-        let identity = self
-            .sessions
-            .get(session)
-            .map(|s| s.identity.clone())
-            .unwrap_or_default();
+        let counters = st.counters.clone();
+        self.conns.insert(conn, session.clone());
+        if let Some(shard) = self.engine.shards().get(conn.shard) {
+            shard.count_into(conn.conn, counters);
+        }
+        tracing::info!(%room, %stream, %session, shard = conn.shard, "publisher session created");
         self.facts.session_started(
             session.as_str(),
             &room,
@@ -560,8 +557,8 @@ impl Owner {
             stream,
             session,
             identity,
-            peer,
-            sinks,
+            conn,
+            tracks,
             etag,
         } = viewer;
         let not_published = || Error::NotPublished {
@@ -575,7 +572,7 @@ impl Owner {
             .filter(|st| !st.codecs.is_empty())
             .ok_or_else(not_published)?;
         st.viewers.insert(session.clone());
-        tracing::info!(%room, %stream, %session, %identity, viewers = st.viewers.len(), "viewer session created");
+        tracing::info!(%room, %stream, %session, %identity, viewers = st.viewers.len(), shard = conn.shard, "viewer session created");
         self.facts.session_started(
             session.as_str(),
             &room,
@@ -583,6 +580,7 @@ impl Owner {
             SessionRole::Viewer,
             &identity,
         );
+        self.conns.insert(conn, session.clone());
         self.sessions.insert(
             session,
             Session {
@@ -590,46 +588,110 @@ impl Owner {
                 stream,
                 identity,
                 role: Role::Viewer,
-                peer: Some(peer),
+                conn: Some(conn),
                 etag,
                 created: Instant::now(),
                 connected: false,
-                pending_sinks: sinks,
+                tracks,
             },
         );
         Ok(())
     }
 
-    fn peer_state(&mut self, session: &SessionId, state: RTCPeerConnectionState) {
-        match state {
-            RTCPeerConnectionState::Connected => {
-                let Some(s) = self.sessions.get_mut(session) else {
-                    return;
-                };
-                s.connected = true;
-                tracing::debug!(%session, "connected");
-                let sinks = std::mem::take(&mut s.pending_sinks);
-                let (room, stream) = (s.room.clone(), s.stream.clone());
-                if let Some(st) = self.stream_mut(&room, &stream) {
-                    for sink in sinks {
-                        match st.forwarders.get(&sink.kind()) {
-                            Some((_, fwd)) => fwd.send(ForwarderCommand::AddSink(sink)),
-                            None => st.parked.push(sink),
-                        }
-                    }
+    /// What a shard reported.
+    fn engine_event(&mut self, shard: usize, event: Event) {
+        let session = |conn: ConnId| EngineConn { shard, conn };
+        match event {
+            Event::Connected(conn) => {
+                if let Some(id) = self.conns.get(&session(conn)).cloned() {
+                    self.connected(&id);
                 }
             }
-            RTCPeerConnectionState::Failed => {
-                self.close(session, CloseReason::IceFailed);
+            Event::Closed(conn) => {
+                if let Some(id) = self.conns.get(&session(conn)).cloned() {
+                    self.close(&id, CloseReason::PeerClosed);
+                }
             }
-            RTCPeerConnectionState::Closed => {
-                self.close(session, CloseReason::PeerClosed);
+            Event::Failed(conn) => {
+                if let Some(id) = self.conns.get(&session(conn)).cloned() {
+                    self.close(&id, CloseReason::IceFailed);
+                }
             }
-            _ => {}
+            Event::KeyframeRequest { source, .. } => self.engine.request_keyframe(source),
+            Event::Track(track) => self.track_started(track),
         }
     }
 
-    fn track_started(&mut self, session: SessionId, new: NewTrack) {
+    /// ICE and DTLS are up: a viewer is subscribed to what is published.
+    fn connected(&mut self, session: &SessionId) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        s.connected = true;
+        tracing::debug!(%session, "connected");
+        if s.role == Role::Viewer {
+            self.subscribe_pending(session);
+        }
+    }
+
+    /// Subscribes a connected viewer's tracks that are not yet to the
+    /// stream's live tracks of their kind.
+    fn subscribe_pending(&mut self, session: &SessionId) {
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let Some(conn) = s.conn.filter(|_| s.connected) else {
+            return;
+        };
+        let (room, stream) = (s.room.clone(), s.stream.clone());
+        let Some(published) = self
+            .rooms
+            .get(&room)
+            .and_then(|streams| streams.get(&stream))
+            .map(|st| st.tracks.clone())
+        else {
+            return;
+        };
+        let mut incompatible = false;
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        for track in &mut s.tracks {
+            let Some(p) = published.get(&track.kind).filter(|p| p.live) else {
+                continue;
+            };
+            if track.subscribed_to.is_some() {
+                continue;
+            }
+            if !track.mime.eq_ignore_ascii_case(&p.mime) {
+                incompatible = true;
+                continue;
+            }
+            track.subscribed_to = Some(p.track);
+            let engine = self.engine.clone();
+            let (target, sender, ssrc, choice) =
+                (p.track, track.sender, track.ssrc, track.choice.clone());
+            tokio::spawn(async move {
+                engine
+                    .subscribe(target, conn.shard, conn.conn, sender, ssrc, choice)
+                    .await
+            });
+        }
+        if incompatible {
+            self.close(session, CloseReason::CodecChanged);
+        }
+    }
+
+    /// A publisher's stream started (a track's first packet, or a further
+    /// simulcast layer of it).
+    fn track_started(&mut self, started: PublishedTrack) {
+        let owner = EngineConn {
+            shard: started.track.shard,
+            conn: started.track.conn,
+        };
+        let Some(session) = self.conns.get(&owner).cloned() else {
+            return;
+        };
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
@@ -637,69 +699,64 @@ impl Owner {
             return;
         }
         let (room, stream) = (s.room.clone(), s.stream.clone());
-        let inbox = self.inbox.clone();
-        let gauge = self.gauges.forwarders.clone();
         let Some(st) = self.stream_mut(&room, &stream) else {
             return;
         };
-        let (waiting, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.parked)
-            .into_iter()
-            .partition(|sink| sink.kind() == new.kind);
-        st.parked = rest;
-        let (compatible, incompatible): (Vec<_>, Vec<_>) = waiting
-            .into_iter()
-            .partition(|sink| sink.accepts(&new.mime));
-        let ended = Msg::forwarder_ended(room.clone(), stream.clone(), session.clone(), new.kind);
-        let handle = forwarder::spawn(ForwarderSpec {
-            track: new.track,
-            video: VideoCodec::from_mime(&new.mime),
-            media_ssrc: new.ssrc,
-            sinks: compatible,
-            counters: st.counters.clone(),
-            on_end: Box::new(move |sinks| {
-                // The owner is gone only at shutdown; then the sinks die with it.
-                let _ = inbox.send(ended(sinks));
-            }),
-            gauge,
-        });
-        st.forwarders.insert(new.kind, (session.clone(), handle));
-        tracing::info!(%room, %stream, %session, kind = ?new.kind, mime = %new.mime, "forwarding track");
+        if st.publisher.as_ref() != Some(&session) {
+            return;
+        }
+        let kind = started.kind;
+        if st
+            .tracks
+            .get(&kind)
+            .is_some_and(|p| p.track == started.track && p.live)
+        {
+            return; // another layer of a track already forwarded
+        }
+        let previous = st.tracks.insert(
+            kind,
+            Published {
+                track: started.track,
+                mime: started.mime.clone(),
+                live: true,
+            },
+        );
+        let viewers: Vec<SessionId> = st.viewers.iter().cloned().collect();
+        tracing::info!(%room, %stream, %session, ?kind, mime = %started.mime, "forwarding track");
         self.facts
-            .track_published(session.as_str(), new.kind.into(), &new.mime);
-        for sink in incompatible {
-            let viewer = sink.session().clone();
+            .track_published(session.as_str(), kind.into(), &started.mime);
+
+        // Viewers that played the previous publisher's track move onto this
+        // one (same codec) or are closed (another codec); the others are
+        // subscribed once connected.
+        let mut moved = false;
+        let mut incompatible = Vec::new();
+        for viewer in &viewers {
+            let Some(v) = self.sessions.get_mut(viewer) else {
+                continue;
+            };
+            for track in v.tracks.iter_mut().filter(|t| t.kind == kind) {
+                if !track.mime.eq_ignore_ascii_case(&started.mime) {
+                    incompatible.push(viewer.clone());
+                } else if previous
+                    .as_ref()
+                    .is_some_and(|p| track.subscribed_to == Some(p.track))
+                {
+                    track.subscribed_to = Some(started.track);
+                    moved = true;
+                }
+            }
+        }
+        for viewer in incompatible {
             self.close(&viewer, CloseReason::CodecChanged);
         }
-    }
-
-    fn forwarder_ended(
-        &mut self,
-        room: RoomName,
-        stream: StreamName,
-        publisher: SessionId,
-        kind: MediaKind,
-        sinks: Vec<ViewerSink>,
-    ) {
-        let live: Vec<_> = sinks
-            .into_iter()
-            .filter(|sink| self.sessions.contains_key(sink.session()))
-            .collect();
-        let Some(st) = self.stream_mut(&room, &stream) else {
-            return;
-        };
-        if st
-            .forwarders
-            .get(&kind)
-            .is_some_and(|(p, _)| *p == publisher)
-        {
-            st.forwarders.remove(&kind);
+        if moved && let Some(old) = previous {
+            let engine = self.engine.clone();
+            let new = started.track;
+            tokio::spawn(async move { engine.move_viewers(old.track, new).await });
         }
-        for sink in live {
-            match st.forwarders.get(&kind) {
-                // A new publisher's track is already running: move over.
-                Some((_, fwd)) => fwd.send(ForwarderCommand::AddSink(sink)),
-                None => st.parked.push(sink),
-            }
+        for viewer in &viewers {
+            self.subscribe_pending(viewer);
         }
     }
 
@@ -709,12 +766,14 @@ impl Owner {
             return false;
         };
         tracing::info!(room = %s.room, stream = %s.stream, %session, %reason, role = ?s.role, "session closed");
-        if let Some(peer) = s.peer {
-            // Only a committed session (it has a peer) was reported as started.
+        if let Some(conn) = s.conn {
+            // Only a committed session (it has a connection) was reported
+            // as started.
             if let Some(leave) = reason.leave_reason() {
                 self.facts.session_ended(session.as_str(), leave);
             }
-            tokio::spawn(async move { peer.close().await });
+            self.conns.remove(&conn);
+            self.engine.remove_connection(conn.shard, conn.conn);
         }
         let now = Instant::now();
         if let Some(st) = self.stream_mut(&s.room, &s.stream) {
@@ -724,15 +783,17 @@ impl Owner {
                         st.publisher = None;
                         st.codecs.clear();
                         st.orphaned_since = Some(now);
+                        for published in st.tracks.values_mut() {
+                            published.live = false;
+                        }
                     }
                 }
                 Role::Viewer => {
                     st.viewers.remove(session);
-                    st.parked.retain(|sink| sink.session() != session);
-                    for (_, fwd) in st.forwarders.values() {
-                        fwd.send(ForwarderCommand::RemoveSink(session.clone()));
-                    }
                 }
+            }
+            if st.viewers.is_empty() && st.publisher.is_none() {
+                st.tracks.clear();
             }
         }
         self.drop_if_empty(&s.room, &s.stream);
@@ -758,7 +819,7 @@ impl Owner {
             .sessions
             .iter()
             .filter(|(_, s)| {
-                s.peer.is_some()
+                s.conn.is_some()
                     && !s.connected
                     && now.saturating_duration_since(s.created) > connect_timeout
             })
@@ -837,13 +898,25 @@ impl Owner {
             .values()
             .filter(|s| s.role == Role::Publisher)
             .count();
+        let forwarded = self
+            .rooms
+            .values()
+            .flat_map(|streams| streams.values())
+            .map(|st| st.tracks.values().filter(|p| p.live).count())
+            .sum();
+        let subscribed = self
+            .sessions
+            .values()
+            .flat_map(|s| &s.tracks)
+            .filter(|t| t.subscribed_to.is_some())
+            .count();
         Stats {
             rooms: self.rooms.len(),
             streams: self.rooms.values().map(HashMap::len).sum(),
             publishers,
             viewers: self.sessions.len() - publishers,
-            forwarders: self.gauges.forwarders.get(),
-            viewer_writers: self.gauges.writers.get(),
+            forwarders: forwarded,
+            viewer_writers: subscribed,
         }
     }
 }
