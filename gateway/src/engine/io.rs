@@ -62,7 +62,7 @@ enum Command {
         sender: RTCRtpSenderId,
         ssrc: u32,
         choice: LayerChoice,
-        reply: oneshot::Sender<bool>,
+        reply: Option<oneshot::Sender<bool>>,
     },
     RelayTo {
         track: TrackId,
@@ -88,7 +88,7 @@ enum Command {
     MoveViewers {
         from: TrackId,
         to: TrackId,
-        reply: oneshot::Sender<bool>,
+        reply: Option<oneshot::Sender<bool>>,
     },
     CountInto(ConnId, Arc<StreamCounters>),
     Remove(ConnId),
@@ -226,9 +226,31 @@ impl ShardHandle {
             sender,
             ssrc,
             choice,
-            reply,
+            reply: Some(reply),
         });
         sent.is_ok() && answer.await.unwrap_or(false)
+    }
+
+    /// [`ShardHandle::subscribe`] without waiting: commands to one shard
+    /// are applied in the order they are sent, so a later
+    /// [`ShardHandle::move_viewers_now`] finds this subscription.
+    pub fn subscribe_now(
+        &self,
+        track: TrackId,
+        viewer: ConnId,
+        sender: RTCRtpSenderId,
+        ssrc: u32,
+        choice: LayerChoice,
+    ) {
+        // A stopped shard has no viewer left to subscribe.
+        let _stopped = self.commands.send(Command::Subscribe {
+            track,
+            viewer,
+            sender,
+            ssrc,
+            choice,
+            reply: None,
+        });
     }
 
     /// See [`Shard::published_tracks`]; empty if the shard has stopped.
@@ -268,8 +290,22 @@ impl ShardHandle {
     /// See [`Shard::move_viewers`]; `false` if none moved.
     pub async fn move_viewers(&self, from: TrackId, to: TrackId) -> bool {
         let (reply, answer) = oneshot::channel();
-        let sent = self.commands.send(Command::MoveViewers { from, to, reply });
+        let sent = self.commands.send(Command::MoveViewers {
+            from,
+            to,
+            reply: Some(reply),
+        });
         sent.is_ok() && answer.await.unwrap_or(false)
+    }
+
+    /// [`ShardHandle::move_viewers`] without waiting.
+    pub fn move_viewers_now(&self, from: TrackId, to: TrackId) {
+        // A stopped shard has no viewer left to move.
+        let _stopped = self.commands.send(Command::MoveViewers {
+            from,
+            to,
+            reply: None,
+        });
     }
 
     /// See [`Shard::restart_ice`].
@@ -443,7 +479,9 @@ impl ShardLoop {
                     .shard
                     .subscribe(track, viewer, sender, ssrc, choice)
                     .is_some();
-                let _asker_gone = reply.send(done);
+                if let Some(reply) = reply {
+                    let _asker_gone = reply.send(done);
+                }
             }
             Command::PublishedTracks { conn, reply } => {
                 let _asker_gone = reply.send(self.shard.published_tracks(conn));
@@ -454,7 +492,10 @@ impl ShardLoop {
             Command::Watch(source, codec) => self.shard.watch(source, codec),
             Command::SetMuted(track, muted) => self.shard.set_muted(track, muted, now),
             Command::MoveViewers { from, to, reply } => {
-                let _gave_up = reply.send(self.shard.move_viewers(from, to));
+                let moved = self.shard.move_viewers(from, to);
+                if let Some(reply) = reply {
+                    let _gave_up = reply.send(moved);
+                }
             }
             Command::RestartIce {
                 conn,

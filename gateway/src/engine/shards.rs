@@ -99,6 +99,44 @@ impl Engine {
         subscribed
     }
 
+    /// [`Engine::subscribe`] without waiting, for the room owner: the
+    /// viewer's shard applies it in order with the owner's later commands.
+    pub fn subscribe_now(
+        &self,
+        track: TrackId,
+        viewer_shard: usize,
+        viewer: ConnId,
+        sender: RTCRtpSenderId,
+        ssrc: u32,
+        choice: LayerChoice,
+    ) {
+        let (Some(publisher_side), Some(viewer_side)) =
+            (self.shards.get(track.shard), self.shards.get(viewer_shard))
+        else {
+            return;
+        };
+        viewer_side.subscribe_now(track, viewer, sender, ssrc, choice);
+        if track.shard != viewer_shard {
+            publisher_side.relay_to(track, viewer_shard);
+        }
+    }
+
+    /// [`Engine::move_viewers`] without waiting, for the room owner, which
+    /// knows the shards its viewers of `from` are on (`viewer_shards`).
+    pub fn move_viewers_now(&self, from: TrackId, to: TrackId, viewer_shards: &[usize]) {
+        let Some(home) = self.shards.get(to.shard) else {
+            return;
+        };
+        for &index in viewer_shards {
+            if let Some(shard) = self.shards.get(index) {
+                shard.move_viewers_now(from, to);
+                if index != to.shard {
+                    home.relay_to(to, index);
+                }
+            }
+        }
+    }
+
     /// Asks `source`'s publisher for a keyframe, on the shard it lives on
     /// (which coalesces requests).
     pub fn request_keyframe(&self, source: Source) {

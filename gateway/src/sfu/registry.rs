@@ -668,14 +668,14 @@ impl Owner {
                 continue;
             }
             track.subscribed_to = Some(p.track);
-            let engine = self.engine.clone();
-            let (target, sender, ssrc, choice) =
-                (p.track, track.sender, track.ssrc, track.choice.clone());
-            tokio::spawn(async move {
-                engine
-                    .subscribe(target, conn.shard, conn.conn, sender, ssrc, choice)
-                    .await
-            });
+            self.engine.subscribe_now(
+                p.track,
+                conn.shard,
+                conn.conn,
+                track.sender,
+                track.ssrc,
+                track.choice.clone(),
+            );
         }
         if incompatible {
             self.close(session, CloseReason::CodecChanged);
@@ -729,12 +729,13 @@ impl Owner {
         // Viewers that played the previous publisher's track move onto this
         // one (same codec) or are closed (another codec); the others are
         // subscribed once connected.
-        let mut moved = false;
+        let mut moved_shards: Vec<usize> = Vec::new();
         let mut incompatible = Vec::new();
         for viewer in &viewers {
             let Some(v) = self.sessions.get_mut(viewer) else {
                 continue;
             };
+            let shard = v.conn.map(|c| c.shard);
             for track in v.tracks.iter_mut().filter(|t| t.kind == kind) {
                 if !track.mime.eq_ignore_ascii_case(&started.mime) {
                     incompatible.push(viewer.clone());
@@ -743,17 +744,19 @@ impl Owner {
                     .is_some_and(|p| track.subscribed_to == Some(p.track))
                 {
                     track.subscribed_to = Some(started.track);
-                    moved = true;
+                    if let Some(shard) = shard.filter(|s| !moved_shards.contains(s)) {
+                        moved_shards.push(shard);
+                    }
                 }
             }
         }
         for viewer in incompatible {
             self.close(&viewer, CloseReason::CodecChanged);
         }
-        if moved && let Some(old) = previous {
-            let engine = self.engine.clone();
-            let new = started.track;
-            tokio::spawn(async move { engine.move_viewers(old.track, new).await });
+        if let Some(old) = previous.filter(|_| !moved_shards.is_empty()) {
+            // In order with the subscriptions sent before, shard by shard.
+            self.engine
+                .move_viewers_now(old.track, started.track, &moved_shards);
         }
         for viewer in &viewers {
             self.subscribe_pending(viewer);
