@@ -519,6 +519,17 @@ fn h264_payload_type(sdp: &str) -> u8 {
         .expect("H.264 in the answer")
 }
 
+/// [`packet`] of a two-layer simulcast stream: 100 bytes on the first
+/// layer of `layers`, 1,000 on the other.
+fn layer_packet(layers: &[(&str, u32)], ssrc: u32, seq: u16) -> rtp::Packet {
+    let mut p = packet(ssrc, seq);
+    let size = if ssrc == layers[0].1 { 100 } else { 1_000 };
+    let mut payload = p.payload.to_vec();
+    payload.resize(size, ssrc as u8);
+    p.payload = Bytes::from(payload);
+    p
+}
+
 fn packet(ssrc: u32, seq: u16) -> rtp::Packet {
     rtp::Packet {
         header: rtp::header::Header {
@@ -1131,17 +1142,9 @@ fn simulcast_viewers_get_the_layer_they_ask_for() {
     }
     // q carries 100 bytes a packet, f 1,000: f ranks first. An IDR on
     // each every 100 packets, so that viewers switch at keyframes.
-    let layer_packet = |ssrc: u32, seq: u16| {
-        let mut p = packet(ssrc, seq);
-        let size = if ssrc == LAYERS[0].1 { 100 } else { 1_000 };
-        let mut payload = p.payload.to_vec();
-        payload.resize(size, ssrc as u8);
-        p.payload = Bytes::from(payload);
-        p
-    };
     for seq in 0..400u16 {
         for &(_, ssrc) in LAYERS {
-            world.client_sends_packet(publisher, layer_packet(ssrc, seq));
+            world.client_sends_packet(publisher, layer_packet(LAYERS, ssrc, seq));
         }
         world.step(Duration::from_millis(10));
     }
@@ -1199,17 +1202,9 @@ fn a_lossy_simulcast_viewer_steps_down_a_layer() {
     // Two datagrams in three lost: even with repairs the reports show
     // more than 10 % lost (one in two lost is repaired down to 9 %).
     world.lose = Some((viewers[1], 2, 3));
-    let layer_packet = |ssrc: u32, seq: u16| {
-        let mut p = packet(ssrc, seq);
-        let size = if ssrc == LAYERS[0].1 { 100 } else { 1_000 };
-        let mut payload = p.payload.to_vec();
-        payload.resize(size, ssrc as u8);
-        p.payload = Bytes::from(payload);
-        p
-    };
     for seq in 0..800u16 {
         for &(_, ssrc) in LAYERS {
-            world.client_sends_packet(publisher, layer_packet(ssrc, seq));
+            world.client_sends_packet(publisher, layer_packet(LAYERS, ssrc, seq));
         }
         world.step(Duration::from_millis(10));
     }

@@ -1176,17 +1176,18 @@ impl Shard {
         let ssrc = packet.header.ssrc;
         let source = track.layer(ssrc);
         let fanout = self.tracks.get_mut(&track);
-        if let Some(codec) = fanout.as_ref().and_then(|f| f.video) {
-            self.keyframes
-                .entry(source)
-                .or_insert_with(|| (codec, KeyframeCache::default()));
-        }
-        // One lookup of the stream's keyframe cache per packet, used for
-        // the keyframe test, the viewers that start now, and then fed.
-        let mut cache = self
-            .keyframes
-            .get_mut(&source)
-            .map(|(codec, cache)| (*codec, cache));
+        // One lookup of the stream's keyframe cache per packet (made for a
+        // video track with viewers here), used for the keyframe test, the
+        // viewers that start now, and then fed.
+        let entry = match fanout.as_ref().and_then(|f| f.video) {
+            Some(codec) => Some(
+                self.keyframes
+                    .entry(source)
+                    .or_insert_with(|| (codec, KeyframeCache::default())),
+            ),
+            None => self.keyframes.get_mut(&source),
+        };
+        let mut cache = entry.map(|(codec, cache)| (*codec, cache));
         let keyframe_start = cache
             .as_ref()
             .is_some_and(|(codec, _)| starts_keyframe(*codec, &packet.payload));
@@ -1316,7 +1317,7 @@ impl Shard {
                     header,
                     payload: packet.payload.clone(),
                 };
-                Self::seal_out(transmits, conn, sink, to, &copy, now);
+                Self::seal_out(transmits, conn, sink, to, &copy.header, &copy.payload, now);
                 sink.copies.push(copy);
             }
             sink.rewriter.rebase();
@@ -1352,37 +1353,33 @@ impl Shard {
         packet: &rtp::Packet,
         now: Instant,
     ) -> bool {
-        let Some(fast) = conn.fast_path() else {
-            return false; // no keys (DTLS not done): the packet is lost
-        };
         let mut header = bare_header(&packet.header);
         sink.rewriter.rewrite(&mut header, now);
-        let Ok(payload) = fast.seal(&header, &packet.payload) else {
-            return false;
-        };
-        sink.stats.on_sent(&header, packet.payload.len(), now);
-        transmits.push_back(Transmit { to, payload });
-        true
+        Self::seal_out(transmits, conn, sink, to, &header, &packet.payload, now)
     }
 
-    /// Seals a packet already rewritten for `sink`'s viewer and queues it.
+    /// Seals a packet already rewritten for `sink`'s viewer (`header`,
+    /// `payload`) and queues it. `false` if it could not be sealed.
     fn seal_out(
         transmits: &mut VecDeque<Transmit>,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
-        rewritten: &rtp::Packet,
+        header: &rtp::header::Header,
+        payload: &[u8],
         now: Instant,
     ) -> bool {
         let Some(fast) = conn.fast_path() else {
             return false; // no keys (DTLS not done): the packet is lost
         };
-        let Ok(payload) = fast.seal(&rewritten.header, &rewritten.payload) else {
+        let Ok(sealed) = fast.seal(header, payload) else {
             return false;
         };
-        sink.stats
-            .on_sent(&rewritten.header, rewritten.payload.len(), now);
-        transmits.push_back(Transmit { to, payload });
+        sink.stats.on_sent(header, payload.len(), now);
+        transmits.push_back(Transmit {
+            to,
+            payload: sealed,
+        });
         true
     }
 
@@ -1420,10 +1417,9 @@ impl Shard {
             return false;
         };
         let mut header = rewritten.header.clone();
-        let packet = rewritten;
-        let mut payload = Vec::with_capacity(2 + packet.payload.len());
+        let mut payload = Vec::with_capacity(2 + rewritten.payload.len());
         payload.extend_from_slice(&header.sequence_number.to_be_bytes());
-        payload.extend_from_slice(&packet.payload);
+        payload.extend_from_slice(&rewritten.payload);
         header.ssrc = rtx.ssrc;
         header.payload_type = rtx.payload_type;
         header.sequence_number = rtx.seq;
@@ -1472,7 +1468,15 @@ impl Shard {
                     let sent = if sink.rtx.is_some() {
                         Self::send_rtx_of(&mut self.transmits, conn, sink, to, &copy)
                     } else {
-                        Self::seal_out(&mut self.transmits, conn, sink, to, &copy, now)
+                        Self::seal_out(
+                            &mut self.transmits,
+                            conn,
+                            sink,
+                            to,
+                            &copy.header,
+                            &copy.payload,
+                            now,
+                        )
                     };
                     if sent {
                         self.retransmitted += 1;
