@@ -100,7 +100,7 @@ pub struct Relay {
     /// Cached keyframes of the tracks, for that shard's cache only (its
     /// viewers start from them, as from a local cache, and are not sent
     /// them as live packets).
-    pub keyframes: Vec<(TrackId, rtp::Packet)>,
+    pub keyframes: Vec<(TrackId, VideoCodec, rtp::Packet)>,
     /// Layers' rids: (track, SSRC, rid).
     pub rids: Vec<(TrackId, u32, String)>,
 }
@@ -688,13 +688,13 @@ impl Shard {
                 relay.rids.push((track, *ssrc, rid.clone()));
             }
         }
-        for (source, (_, cache)) in &self.keyframes {
+        for (source, (codec, cache)) in &self.keyframes {
             if self.track_of.get(source) == Some(&track)
                 && let Some(keyframe) = cache.keyframe()
             {
                 relay
                     .keyframes
-                    .extend(keyframe.iter().map(|p| (track, p.clone())));
+                    .extend(keyframe.iter().map(|p| (track, *codec, p.clone())));
             }
         }
         self.relays.push((shard, relay));
@@ -706,16 +706,15 @@ impl Shard {
         for (track, ssrc, rid) in relay.rids {
             self.learn_rid(track, ssrc, rid);
         }
-        for (track, packet) in relay.keyframes {
-            let codec = self.tracks.get(&track).and_then(|f| f.video);
-            if let Some(codec) = codec {
-                let keyframe_start = starts_keyframe(codec, &packet.payload);
-                let (_, cache) = self
-                    .keyframes
-                    .entry(track.layer(packet.header.ssrc))
-                    .or_insert_with(|| (codec, KeyframeCache::default()));
-                cache.observe(&packet, keyframe_start);
-            }
+        // The codec comes along: the relay may overtake the subscription
+        // it was sent for (another channel), so no fan-out may exist yet.
+        for (track, codec, packet) in relay.keyframes {
+            let keyframe_start = starts_keyframe(codec, &packet.payload);
+            let (_, cache) = self
+                .keyframes
+                .entry(track.layer(packet.header.ssrc))
+                .or_insert_with(|| (codec, KeyframeCache::default()));
+            cache.observe(&packet, keyframe_start);
         }
         for (track, packet) in relay.packets {
             self.fan_out(track, packet, now);
