@@ -16,7 +16,6 @@
 use std::io;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,7 +28,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::shard::{ConnId, Event, Relay, RestartError, Shard, Source, TrackId, Transmit};
+use super::shard::{ConnId, Event, Pending, Relay, RestartError, Shard, Source, TrackId};
 use crate::sfu::MediaKind;
 use crate::sfu::keyframe::VideoCodec;
 use crate::sfu::layers::LayerChoice;
@@ -386,10 +385,10 @@ struct ShardLoop {
     events: mpsc::UnboundedSender<ShardEvent>,
     place: ShardPlace,
     recv_bufs: Vec<Vec<u8>>,
-    /// Datagrams polled from the shard, waiting to be sent.
-    pending: Vec<Transmit>,
+    /// Datagrams taken from the shard, waiting to be sealed and sent.
+    pending: Vec<Pending>,
     /// One GSO batch being built.
-    batch: Vec<u8>,
+    batch: GsoBatch,
     stats: Arc<IoStats>,
 }
 
@@ -413,7 +412,7 @@ impl ShardLoop {
             place,
             recv_bufs: vec![vec![0; buf_len]; RECV_BATCH],
             pending: Vec::new(),
-            batch: Vec::new(),
+            batch: GsoBatch::default(),
             stats,
         })
     }
@@ -551,67 +550,96 @@ impl ShardLoop {
         }
     }
 
-    /// Sends everything the shard has polled out, batching runs for GSO.
+    /// Sends everything the shard has queued, batching runs for GSO.
+    ///
+    /// Each viewer's datagrams go together (in their order) so that a
+    /// frame's packets to one viewer leave in one GSO `sendmsg`; each is
+    /// sealed right before it joins its batch, so a batch leaves as soon as
+    /// it is complete instead of after the whole fan-out is sealed.
     async fn flush(&mut self) {
-        while let Some(transmit) = self.shard.poll_transmit() {
-            self.pending.push(transmit);
-        }
-        let max_segments = self.state.max_gso_segments().max(1);
         let mut pending = std::mem::take(&mut self.pending);
-        // Each viewer's datagrams together (in their order) so a frame's
-        // packets to one viewer leave in one GSO send.
-        pending.sort_by_key(|t| t.to);
-        for run in gso_runs(&pending, max_segments) {
-            let first = &pending[run.start];
-            let contents: &[u8] = if run.len() == 1 {
-                &first.payload
-            } else {
-                self.batch.clear();
-                for t in &pending[run.clone()] {
-                    self.batch.extend_from_slice(&t.payload);
-                }
-                &self.batch
+        self.shard.take_pending(&mut pending);
+        pending.sort_by_key(|p| p.to);
+        let max_segments = self.state.max_gso_segments().max(1);
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        for datagram in pending.drain(..) {
+            let Some(transmit) = self.shard.seal(datagram) else {
+                continue;
             };
-            let transmit = UdpTransmit {
-                destination: first.to,
-                ecn: None,
-                contents,
-                segment_size: (run.len() > 1).then_some(first.payload.len()),
-                src_ip: None,
-            };
-            send(&self.socket, &self.state, &transmit).await;
-            self.stats.sends.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .datagrams_out
-                .fetch_add(run.len() as u64, Ordering::Relaxed);
+            if !batch.takes(transmit.to, transmit.payload.len(), max_segments) {
+                self.send_batch(&batch).await;
+                batch.clear();
+            }
+            batch.push(transmit.to, &transmit.payload);
         }
-        // Keep the allocation for the next flush.
+        self.send_batch(&batch).await;
+        // Keep the allocations for the next flush.
         self.pending = pending;
-        self.pending.clear();
+        self.batch = batch;
+    }
+
+    async fn send_batch(&self, batch: &GsoBatch) {
+        let Some(destination) = batch.to else {
+            return;
+        };
+        let transmit = UdpTransmit {
+            destination,
+            ecn: None,
+            contents: &batch.contents,
+            segment_size: (batch.segments > 1).then_some(batch.segment_size),
+            src_ip: None,
+        };
+        send(&self.socket, &self.state, &transmit).await;
+        self.stats.sends.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .datagrams_out
+            .fetch_add(batch.segments as u64, Ordering::Relaxed);
     }
 }
 
-/// Splits `pending` into runs that one GSO `sendmsg` can carry: the same
-/// destination, at most `max_segments` datagrams, all of the first one's
-/// size except the last, which may be shorter.
-fn gso_runs(pending: &[Transmit], max_segments: usize) -> Vec<Range<usize>> {
-    let mut runs = Vec::new();
-    let mut start = 0;
-    while start < pending.len() {
-        let (to, size) = (pending[start].to, pending[start].payload.len());
-        let mut end = start + 1;
-        while end < pending.len()
-            && end - start < max_segments
-            && pending[end].to == to
-            && pending[end - 1].payload.len() == size
-            && pending[end].payload.len() <= size
-        {
-            end += 1;
+/// Datagrams for one GSO `sendmsg`: one destination, all of the first
+/// one's size except the last, which may be shorter.
+#[derive(Default)]
+struct GsoBatch {
+    to: Option<SocketAddr>,
+    segment_size: usize,
+    segments: usize,
+    /// The last datagram is shorter than the first: nothing may follow.
+    closed: bool,
+    contents: Vec<u8>,
+}
+
+impl GsoBatch {
+    /// Whether a datagram of `len` bytes to `to` can join this batch.
+    fn takes(&self, to: SocketAddr, len: usize, max_segments: usize) -> bool {
+        match self.to {
+            None => true,
+            Some(dest) => {
+                dest == to
+                    && !self.closed
+                    && self.segments < max_segments
+                    && len <= self.segment_size
+            }
         }
-        runs.push(start..end);
-        start = end;
     }
-    runs
+
+    fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if self.to.is_none() {
+            self.to = Some(to);
+            self.segment_size = datagram.len();
+        }
+        self.closed = datagram.len() < self.segment_size;
+        self.segments += 1;
+        self.contents.extend_from_slice(datagram);
+    }
+
+    fn clear(&mut self) {
+        self.to = None;
+        self.segments = 0;
+        self.closed = false;
+        self.contents.clear();
+    }
 }
 
 async fn send(socket: &UdpSocket, state: &UdpSocketState, transmit: &UdpTransmit<'_>) {
@@ -667,27 +695,24 @@ mod tests {
         assert!(granted > default, "{granted} vs default {default}");
     }
 
-    fn transmit(port: u16, len: usize) -> Transmit {
-        Transmit {
-            to: SocketAddr::from(([127, 0, 0, 1], port)),
-            payload: BytesMut::from(&vec![port as u8; len][..]),
-        }
-    }
-
     #[test]
-    fn runs_are_one_destination_of_one_size_with_a_shorter_last() {
-        let pending = [
-            transmit(1, 1200),
-            transmit(1, 1200),
-            transmit(1, 700), // ends the run
-            transmit(1, 1200),
-            transmit(2, 1200), // another viewer
-            transmit(2, 1300), // larger: a new run
-            transmit(2, 1300),
-        ];
-        assert_eq!(gso_runs(&pending, 64), vec![0..3, 3..4, 4..5, 5..7]);
-        assert_eq!(gso_runs(&pending, 2), vec![0..2, 2..3, 3..4, 4..5, 5..7]);
-        assert_eq!(gso_runs(&[], 64), Vec::<Range<usize>>::new());
+    fn a_batch_is_one_destination_of_one_size_with_a_shorter_last() {
+        let to = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut batch = GsoBatch::default();
+        assert!(batch.takes(to(1), 1200, 3));
+        batch.push(to(1), &[0; 1200]);
+        assert!(batch.takes(to(1), 1200, 3));
+        assert!(!batch.takes(to(1), 1300, 3), "larger than the first");
+        assert!(!batch.takes(to(2), 1200, 3), "another viewer");
+        batch.push(to(1), &[0; 700]);
+        assert!(!batch.takes(to(1), 700, 3), "nothing after a shorter one");
+        batch.clear();
+        for _ in 0..3 {
+            assert!(batch.takes(to(1), 1200, 3));
+            batch.push(to(1), &[0; 1200]);
+        }
+        assert!(!batch.takes(to(1), 1200, 3), "at most max segments");
+        assert_eq!((batch.segments, batch.contents.len()), (3, 3600));
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -112,6 +112,30 @@ pub struct Transmit {
     pub to: SocketAddr,
     /// The bytes, SRTP/DTLS/STUN already applied.
     pub payload: BytesMut,
+}
+
+/// A datagram queued to be sent, not yet sealed if it is a viewer's
+/// forwarded RTP: a fan-out queues one per viewer and packet, and sealing
+/// each only when it is taken ([`Shard::seal`]) keeps no sealed copy of a
+/// whole keyframe burst waiting in memory and lets the first viewers' sends
+/// start before the last viewers' packets are sealed.
+#[derive(Debug)]
+pub struct Pending {
+    /// Where to.
+    pub to: SocketAddr,
+    datagram: Datagram,
+}
+
+#[derive(Debug)]
+enum Datagram {
+    /// From `rtc` (STUN, DTLS, SRTCP): ready as it is.
+    Ready(BytesMut),
+    /// An RTP packet for connection `conn`'s fast path, rewritten already.
+    Rtp {
+        conn: ConnId,
+        header: rtp::header::Header,
+        payload: Bytes,
+    },
 }
 
 /// A stream a publisher started sending: reported at its first packet,
@@ -378,7 +402,7 @@ pub struct Shard {
     retransmitted: u64,
     /// Viewers written to during the current input, drained at its end.
     dirty: Vec<ConnId>,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<Pending>,
     events: VecDeque<Event>,
 }
 
@@ -926,9 +950,43 @@ impl Shard {
         }
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send, sealed.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        while let Some(pending) = self.transmits.pop_front() {
+            if let Some(transmit) = self.seal(pending) {
+                return Some(transmit);
+            }
+        }
+        None
+    }
+
+    /// Moves every datagram queued so far into `into`, unsealed: the
+    /// socket loop orders them for its batches and seals each with
+    /// [`Shard::seal`] right before sending it. Datagrams to one address
+    /// must be sealed in the order they were queued (their SRTP rollover
+    /// counters follow the sequence numbers).
+    pub fn take_pending(&mut self, into: &mut Vec<Pending>) {
+        into.extend(self.transmits.drain(..));
+    }
+
+    /// The datagram `pending` is, sealed with its connection's keys if it
+    /// is forwarded RTP; `None` if that connection is gone since.
+    pub fn seal(&mut self, pending: Pending) -> Option<Transmit> {
+        let payload = match pending.datagram {
+            Datagram::Ready(payload) => payload,
+            Datagram::Rtp {
+                conn,
+                header,
+                payload,
+            } => {
+                let fast = self.conns.get_mut(&conn)?.fast.as_mut()?;
+                fast.seal(&header, &payload).ok()?
+            }
+        };
+        Some(Transmit {
+            to: pending.to,
+            payload,
+        })
     }
 
     /// The next event for the room owner.
@@ -1149,15 +1207,15 @@ impl Shard {
     /// Queues what `pc` (connection `id`) has to send.
     fn write_out(
         demux: &mut Demux<ConnId>,
-        transmits: &mut VecDeque<Transmit>,
+        transmits: &mut VecDeque<Pending>,
         id: ConnId,
         pc: &mut RTCPeerConnection,
     ) {
         while let Some(out) = pc.poll_write() {
             let to = demux.on_transmit(id, out.transport.peer_addr, &out.message);
-            transmits.push_back(Transmit {
+            transmits.push_back(Pending {
                 to,
-                payload: out.message,
+                datagram: Datagram::Ready(out.message),
             });
         }
     }
@@ -1295,7 +1353,7 @@ impl Shard {
     /// then live packets from the next keyframe on. Numbering stays
     /// continuous: each copy and the live stream after them are rebased.
     fn start_from(
-        transmits: &mut VecDeque<Transmit>,
+        transmits: &mut VecDeque<Pending>,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
@@ -1316,7 +1374,8 @@ impl Shard {
                     header,
                     payload: packet.payload.clone(),
                 };
-                Self::seal_out(transmits, conn, sink, to, &copy.header, &copy.payload, now);
+                let header = copy.header.clone();
+                Self::seal_out(transmits, conn, sink, to, header, &copy.payload, now);
                 sink.copies.push(copy);
             }
             sink.rewriter.rebase();
@@ -1342,10 +1401,10 @@ impl Shard {
         }
     }
 
-    /// Rewrites `packet` for `sink`'s viewer, seals it with the viewer's
-    /// keys and queues it to `to`. `false` if it could not be sealed.
+    /// Rewrites `packet` for `sink`'s viewer and queues it to `to`, to be
+    /// sealed with the viewer's keys. `false` if the viewer has none yet.
     fn send_fast(
-        transmits: &mut VecDeque<Transmit>,
+        transmits: &mut VecDeque<Pending>,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
@@ -1354,30 +1413,32 @@ impl Shard {
     ) -> bool {
         let mut header = bare_header(&packet.header);
         sink.rewriter.rewrite(&mut header, now);
-        Self::seal_out(transmits, conn, sink, to, &header, &packet.payload, now)
+        Self::seal_out(transmits, conn, sink, to, header, &packet.payload, now)
     }
 
-    /// Seals a packet already rewritten for `sink`'s viewer (`header`,
-    /// `payload`) and queues it. `false` if it could not be sealed.
+    /// Queues a packet already rewritten for `sink`'s viewer (`header`,
+    /// `payload`) to be sealed with the viewer's keys. `false` if the
+    /// viewer has no keys yet.
     fn seal_out(
-        transmits: &mut VecDeque<Transmit>,
+        transmits: &mut VecDeque<Pending>,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
-        header: &rtp::header::Header,
-        payload: &[u8],
+        header: rtp::header::Header,
+        payload: &Bytes,
         now: Instant,
     ) -> bool {
-        let Some(fast) = conn.fast_path() else {
+        if conn.fast_path().is_none() {
             return false; // no keys (DTLS not done): the packet is lost
-        };
-        let Ok(sealed) = fast.seal(header, payload) else {
-            return false;
-        };
-        sink.stats.on_sent(header, payload.len(), now);
-        transmits.push_back(Transmit {
+        }
+        sink.stats.on_sent(&header, payload.len(), now);
+        transmits.push_back(Pending {
             to,
-            payload: sealed,
+            datagram: Datagram::Rtp {
+                conn: sink.viewer,
+                header,
+                payload: payload.clone(),
+            },
         });
         true
     }
@@ -1387,7 +1448,7 @@ impl Shard {
     /// the RTX stream's own sequence number, the original sequence number
     /// first in the payload (RFC 4588 §4).
     fn send_rtx(
-        transmits: &mut VecDeque<Transmit>,
+        transmits: &mut VecDeque<Pending>,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
@@ -1406,13 +1467,13 @@ impl Shard {
     /// Sends `rewritten` (a packet as the viewer was sent it) again on the
     /// viewer's RTX stream.
     fn send_rtx_of(
-        transmits: &mut VecDeque<Transmit>,
+        transmits: &mut VecDeque<Pending>,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
         rewritten: &rtp::Packet,
     ) -> bool {
-        let (Some(fast), Some(rtx)) = (conn.fast.as_mut(), sink.rtx.as_mut()) else {
+        let (Some(_keys), Some(rtx)) = (conn.fast.as_ref(), sink.rtx.as_mut()) else {
             return false;
         };
         let mut header = rewritten.header.clone();
@@ -1423,12 +1484,13 @@ impl Shard {
         header.payload_type = rtx.payload_type;
         header.sequence_number = rtx.seq;
         rtx.seq = rtx.seq.wrapping_add(1);
-        let Ok(sealed) = fast.seal(&header, &payload) else {
-            return false;
-        };
-        transmits.push_back(Transmit {
+        transmits.push_back(Pending {
             to,
-            payload: sealed,
+            datagram: Datagram::Rtp {
+                conn: sink.viewer,
+                header,
+                payload: payload.into(),
+            },
         });
         true
     }
@@ -1472,7 +1534,7 @@ impl Shard {
                             conn,
                             sink,
                             to,
-                            &copy.header,
+                            copy.header.clone(),
                             &copy.payload,
                             now,
                         )

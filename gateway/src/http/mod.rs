@@ -82,7 +82,11 @@ pub async fn serve(
                 let state = state.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &state).await) }
+                    // Boxed: hyper keeps room for one in-flight future in
+                    // every connection for as long as it stays open, and
+                    // the handler's state machine is tens of KB; a box
+                    // holds it only while a request runs.
+                    Box::pin(async move { Ok::<_, Infallible>(handle(req, &state).await) })
                 });
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
