@@ -28,7 +28,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::shard::{ConnId, Event, Pending, Relay, RestartError, Shard, Source, TrackId};
+use super::shard::{ConnId, Event, Relay, RestartError, Shard, Source, TrackId};
 use crate::sfu::MediaKind;
 use crate::sfu::keyframe::VideoCodec;
 use crate::sfu::layers::LayerChoice;
@@ -385,8 +385,6 @@ struct ShardLoop {
     events: mpsc::UnboundedSender<ShardEvent>,
     place: ShardPlace,
     recv_bufs: Vec<Vec<u8>>,
-    /// Datagrams taken from the shard, waiting to be sealed and sent.
-    pending: Vec<Pending>,
     /// One GSO batch being built.
     batch: GsoBatch,
     stats: Arc<IoStats>,
@@ -411,7 +409,6 @@ impl ShardLoop {
             events,
             place,
             recv_bufs: vec![vec![0; buf_len]; RECV_BATCH],
-            pending: Vec::new(),
             batch: GsoBatch::default(),
             stats,
         })
@@ -557,16 +554,11 @@ impl ShardLoop {
     /// sealed right before it joins its batch, so a batch leaves as soon as
     /// it is complete instead of after the whole fan-out is sealed.
     async fn flush(&mut self) {
-        let mut pending = std::mem::take(&mut self.pending);
-        self.shard.take_pending(&mut pending);
-        pending.sort_by_key(|p| p.to);
+        self.shard.order_transmits_by_destination();
         let max_segments = self.state.max_gso_segments().max(1);
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
-        for datagram in pending.drain(..) {
-            let Some(transmit) = self.shard.seal(datagram) else {
-                continue;
-            };
+        while let Some(transmit) = self.shard.poll_transmit() {
             if !batch.takes(transmit.to, transmit.payload.len(), max_segments) {
                 self.send_batch(&batch).await;
                 batch.clear();
@@ -574,8 +566,7 @@ impl ShardLoop {
             batch.push(transmit.to, &transmit.payload);
         }
         self.send_batch(&batch).await;
-        // Keep the allocations for the next flush.
-        self.pending = pending;
+        // Keep the allocation for the next flush.
         self.batch = batch;
     }
 

@@ -32,6 +32,7 @@ pub mod demux;
 pub mod fast;
 mod feedback;
 pub mod io;
+pub mod outbox;
 pub mod session;
 pub mod shard;
 pub mod shards;

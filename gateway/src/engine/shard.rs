@@ -36,6 +36,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::demux::Demux;
 use super::fast::{FastPath, SenderStats};
+use super::outbox::{Datagram, Outbox, OutgoingRtp, Pending};
 use crate::sfu::MediaKind;
 use crate::sfu::ice::{ice_credentials, restart_remote};
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
@@ -112,30 +113,6 @@ pub struct Transmit {
     pub to: SocketAddr,
     /// The bytes, SRTP/DTLS/STUN already applied.
     pub payload: BytesMut,
-}
-
-/// A datagram queued to be sent, not yet sealed if it is a viewer's
-/// forwarded RTP: a fan-out queues one per viewer and packet, and sealing
-/// each only when it is taken ([`Shard::seal`]) keeps no sealed copy of a
-/// whole keyframe burst waiting in memory and lets the first viewers' sends
-/// start before the last viewers' packets are sealed.
-#[derive(Debug)]
-pub struct Pending {
-    /// Where to.
-    pub to: SocketAddr,
-    datagram: Datagram,
-}
-
-#[derive(Debug)]
-enum Datagram {
-    /// From `rtc` (STUN, DTLS, SRTCP): ready as it is.
-    Ready(BytesMut),
-    /// An RTP packet for connection `conn`'s fast path, rewritten already.
-    Rtp {
-        conn: ConnId,
-        header: rtp::header::Header,
-        payload: Bytes,
-    },
 }
 
 /// A stream a publisher started sending: reported at its first packet,
@@ -368,7 +345,9 @@ pub struct Shard {
     index: usize,
     local: SocketAddr,
     next_id: u32,
-    conns: HashMap<ConnId, Conn>,
+    /// Boxed: an `rtc` connection is kilobytes inline, which a map's
+    /// spare slots and its moves on growth would otherwise pay for.
+    conns: HashMap<ConnId, Box<Conn>>,
     demux: Demux<ConnId>,
     /// Deadlines, earliest first; an entry whose connection has since moved
     /// its deadline is stale and skipped.
@@ -402,7 +381,7 @@ pub struct Shard {
     retransmitted: u64,
     /// Viewers written to during the current input, drained at its end.
     dirty: Vec<ConnId>,
-    transmits: VecDeque<Pending>,
+    transmits: Outbox,
     events: VecDeque<Event>,
 }
 
@@ -434,7 +413,7 @@ impl Shard {
             next_layer_tick: None,
             retransmitted: 0,
             dirty: Vec::new(),
-            transmits: VecDeque::new(),
+            transmits: Outbox::default(),
             events: VecDeque::new(),
         }
     }
@@ -447,14 +426,14 @@ impl Shard {
         self.demux.add_ufrag(id, ufrag);
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 pc,
                 fast: None,
                 deadline: None,
                 connected: false,
                 dirty: false,
                 counters: None,
-            },
+            }),
         );
         self.drain(id, now);
         id
@@ -952,7 +931,7 @@ impl Shard {
 
     /// The next datagram to send, sealed.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        while let Some(pending) = self.transmits.pop_front() {
+        while let Some(pending) = self.transmits.pop() {
             if let Some(transmit) = self.seal(pending) {
                 return Some(transmit);
             }
@@ -960,27 +939,22 @@ impl Shard {
         None
     }
 
-    /// Moves every datagram queued so far into `into`, unsealed: the
-    /// socket loop orders them for its batches and seals each with
-    /// [`Shard::seal`] right before sending it. Datagrams to one address
-    /// must be sealed in the order they were queued (their SRTP rollover
-    /// counters follow the sequence numbers).
-    pub fn take_pending(&mut self, into: &mut Vec<Pending>) {
-        into.extend(self.transmits.drain(..));
+    /// Orders the datagrams queued so far by destination (see
+    /// [`Outbox::order_by_destination`]), so that [`Shard::poll_transmit`]
+    /// gives each viewer's datagrams together: the socket loop's GSO
+    /// batches.
+    pub fn order_transmits_by_destination(&mut self) {
+        self.transmits.order_by_destination();
     }
 
     /// The datagram `pending` is, sealed with its connection's keys if it
     /// is forwarded RTP; `None` if that connection is gone since.
-    pub fn seal(&mut self, pending: Pending) -> Option<Transmit> {
+    fn seal(&mut self, pending: Pending) -> Option<Transmit> {
         let payload = match pending.datagram {
             Datagram::Ready(payload) => payload,
-            Datagram::Rtp {
-                conn,
-                header,
-                payload,
-            } => {
+            Datagram::Rtp { conn, packet } => {
                 let fast = self.conns.get_mut(&conn)?.fast.as_mut()?;
-                fast.seal(&header, &payload).ok()?
+                fast.seal(&packet.header(), &packet.payload).ok()?
             }
         };
         Some(Transmit {
@@ -1207,16 +1181,13 @@ impl Shard {
     /// Queues what `pc` (connection `id`) has to send.
     fn write_out(
         demux: &mut Demux<ConnId>,
-        transmits: &mut VecDeque<Pending>,
+        transmits: &mut Outbox,
         id: ConnId,
         pc: &mut RTCPeerConnection,
     ) {
         while let Some(out) = pc.poll_write() {
             let to = demux.on_transmit(id, out.transport.peer_addr, &out.message);
-            transmits.push_back(Pending {
-                to,
-                datagram: Datagram::Ready(out.message),
-            });
+            transmits.push_ready(to, out.message);
         }
     }
 
@@ -1353,7 +1324,7 @@ impl Shard {
     /// then live packets from the next keyframe on. Numbering stays
     /// continuous: each copy and the live stream after them are rebased.
     fn start_from(
-        transmits: &mut VecDeque<Pending>,
+        transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
@@ -1366,6 +1337,7 @@ impl Shard {
             return;
         };
         sink.copies_at = Some(now);
+        sink.copies.reserve_exact(2 * keyframe.len());
         for _ in 0..2 {
             for packet in keyframe {
                 let mut header = bare_header(&packet.header);
@@ -1374,8 +1346,7 @@ impl Shard {
                     header,
                     payload: packet.payload.clone(),
                 };
-                let header = copy.header.clone();
-                Self::seal_out(transmits, conn, sink, to, header, &copy.payload, now);
+                Self::seal_out(transmits, conn, sink, to, &copy.header, &copy.payload, now);
                 sink.copies.push(copy);
             }
             sink.rewriter.rebase();
@@ -1404,7 +1375,7 @@ impl Shard {
     /// Rewrites `packet` for `sink`'s viewer and queues it to `to`, to be
     /// sealed with the viewer's keys. `false` if the viewer has none yet.
     fn send_fast(
-        transmits: &mut VecDeque<Pending>,
+        transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
@@ -1413,33 +1384,26 @@ impl Shard {
     ) -> bool {
         let mut header = bare_header(&packet.header);
         sink.rewriter.rewrite(&mut header, now);
-        Self::seal_out(transmits, conn, sink, to, header, &packet.payload, now)
+        Self::seal_out(transmits, conn, sink, to, &header, &packet.payload, now)
     }
 
     /// Queues a packet already rewritten for `sink`'s viewer (`header`,
     /// `payload`) to be sealed with the viewer's keys. `false` if the
     /// viewer has no keys yet.
     fn seal_out(
-        transmits: &mut VecDeque<Pending>,
+        transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
-        header: rtp::header::Header,
+        header: &rtp::header::Header,
         payload: &Bytes,
         now: Instant,
     ) -> bool {
         if conn.fast_path().is_none() {
             return false; // no keys (DTLS not done): the packet is lost
         }
-        sink.stats.on_sent(&header, payload.len(), now);
-        transmits.push_back(Pending {
-            to,
-            datagram: Datagram::Rtp {
-                conn: sink.viewer,
-                header,
-                payload: payload.clone(),
-            },
-        });
+        sink.stats.on_sent(header, payload.len(), now);
+        transmits.push_rtp(to, sink.viewer, OutgoingRtp::new(header, payload.clone()));
         true
     }
 
@@ -1448,7 +1412,7 @@ impl Shard {
     /// the RTX stream's own sequence number, the original sequence number
     /// first in the payload (RFC 4588 §4).
     fn send_rtx(
-        transmits: &mut VecDeque<Pending>,
+        transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
@@ -1467,7 +1431,7 @@ impl Shard {
     /// Sends `rewritten` (a packet as the viewer was sent it) again on the
     /// viewer's RTX stream.
     fn send_rtx_of(
-        transmits: &mut VecDeque<Pending>,
+        transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
         to: SocketAddr,
@@ -1484,14 +1448,7 @@ impl Shard {
         header.payload_type = rtx.payload_type;
         header.sequence_number = rtx.seq;
         rtx.seq = rtx.seq.wrapping_add(1);
-        transmits.push_back(Pending {
-            to,
-            datagram: Datagram::Rtp {
-                conn: sink.viewer,
-                header,
-                payload: payload.into(),
-            },
-        });
+        transmits.push_rtp(to, sink.viewer, OutgoingRtp::new(&header, payload.into()));
         true
     }
 
@@ -1534,7 +1491,7 @@ impl Shard {
                             conn,
                             sink,
                             to,
-                            copy.header.clone(),
+                            &copy.header,
                             &copy.payload,
                             now,
                         )
