@@ -507,44 +507,47 @@ impl ShardLoop {
         }
     }
 
-    /// Reads every datagram the socket has now and hands each to the shard.
+    /// Reads one batch of datagrams (one `recvmsg`, up to [`RECV_BATCH`]
+    /// buffers) and hands each to the shard. One batch, not all the socket
+    /// has: the loop flushes between batches, so a keyframe burst's
+    /// fan-out leaves a few packets at a time instead of queueing whole
+    /// (the queue then stays a few thousand datagrams at N = 200), and a
+    /// packet that arrives during a burst waits for less of it.
     fn receive(&mut self) {
         let mut meta = [RecvMeta::default(); RECV_BATCH];
-        loop {
-            let mut slices: Vec<IoSliceMut<'_>> = self
-                .recv_bufs
-                .iter_mut()
-                .map(|b| IoSliceMut::new(b))
-                .collect();
-            let received = self.socket.try_io(Interest::READABLE, || {
-                self.state
-                    .recv((&self.socket).into(), &mut slices, &mut meta)
+        let mut slices: Vec<IoSliceMut<'_>> = self
+            .recv_bufs
+            .iter_mut()
+            .map(|b| IoSliceMut::new(b))
+            .collect();
+        let received = self.socket.try_io(Interest::READABLE, || {
+            self.state
+                .recv((&self.socket).into(), &mut slices, &mut meta)
+        });
+        let count = match received {
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            Err(error) => {
+                tracing::debug!(%error, "media socket receive");
+                return;
+            }
+        };
+        drop(slices);
+        self.stats.receives.fetch_add(1, Ordering::Relaxed);
+        let datagrams = self
+            .recv_bufs
+            .iter()
+            .zip(&meta)
+            .take(count)
+            .flat_map(|(buf, meta)| {
+                buf[..meta.len]
+                    .chunks(meta.stride.max(1))
+                    .map(|datagram| (meta.addr, BytesMut::from(datagram)))
+            })
+            .inspect(|_| {
+                self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
             });
-            let count = match received {
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    tracing::debug!(%error, "media socket receive");
-                    return;
-                }
-            };
-            drop(slices);
-            self.stats.receives.fetch_add(1, Ordering::Relaxed);
-            let datagrams = self
-                .recv_bufs
-                .iter()
-                .zip(&meta)
-                .take(count)
-                .flat_map(|(buf, meta)| {
-                    buf[..meta.len]
-                        .chunks(meta.stride.max(1))
-                        .map(|datagram| (meta.addr, BytesMut::from(datagram)))
-                })
-                .inspect(|_| {
-                    self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                });
-            self.shard.handle_datagrams(Instant::now(), datagrams);
-        }
+        self.shard.handle_datagrams(Instant::now(), datagrams);
     }
 
     /// Sends everything the shard has queued, batching runs for GSO.
