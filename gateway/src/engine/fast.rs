@@ -24,33 +24,76 @@ use rtc::shared::error::Error;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::shared::time::SystemInstant;
 use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
+
+use super::srtp_gcm::GcmSealer;
 
 /// How often a sending SSRC reports (rtc's reporter uses the same).
 pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One viewer connection's outgoing SRTP on the fast path.
 pub struct FastPath {
-    srtp: Context,
-    /// The plaintext packet being sealed: header, then payload.
+    sealer: Sealer,
+    /// The plaintext packet being sealed by a `Context`: header, then
+    /// payload.
     scratch: Vec<u8>,
+}
+
+enum Sealer {
+    /// AEAD_AES_128_GCM, the profile `rtc` negotiates first: sealed in
+    /// place into the caller's buffer.
+    Gcm(GcmSealer),
+    /// Any other profile, through `rtc-srtp`.
+    Context(Box<Context>),
 }
 
 impl FastPath {
     /// A context protecting with `keys` (the connection's local keys).
     pub fn new(keys: &LocalSrtpKeys) -> Result<Self, Error> {
+        let sealer = if matches!(keys.profile, ProtectionProfile::AeadAes128Gcm) {
+            let provider = rtc::crypto::default_provider()
+                .map_err(|e| Error::Other(format!("crypto provider: {e:?}")))?;
+            Sealer::Gcm(GcmSealer::new(
+                provider.crypto(),
+                &keys.master_key,
+                &keys.master_salt,
+            )?)
+        } else {
+            Sealer::Context(Box::new(srtp_context(keys)?))
+        };
         Ok(FastPath {
-            srtp: srtp_context(keys)?,
+            sealer,
             scratch: Vec::with_capacity(1500),
         })
     }
 
+    /// Appends the SRTP datagram of an RTP packet with `header` and
+    /// `payload` to `out`; on error `out` is as it was.
+    pub fn seal_into(
+        &mut self,
+        header: &Header,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        match &mut self.sealer {
+            Sealer::Gcm(gcm) => gcm.seal_into(header, payload, out),
+            Sealer::Context(context) => {
+                self.scratch.clear();
+                self.scratch.resize(header.marshal_size(), 0);
+                header.marshal_to(&mut self.scratch)?;
+                self.scratch.extend_from_slice(payload);
+                let sealed = context.encrypt_rtp_with_header(&self.scratch, header)?;
+                out.extend_from_slice(&sealed);
+                Ok(())
+            }
+        }
+    }
+
     /// The SRTP datagram of an RTP packet with `header` and `payload`.
     pub fn seal(&mut self, header: &Header, payload: &[u8]) -> Result<BytesMut, Error> {
-        self.scratch.clear();
-        self.scratch.resize(header.marshal_size(), 0);
-        header.marshal_to(&mut self.scratch)?;
-        self.scratch.extend_from_slice(payload);
-        self.srtp.encrypt_rtp_with_header(&self.scratch, header)
+        let mut out = Vec::with_capacity(header.marshal_size() + payload.len() + 16);
+        self.seal_into(header, payload, &mut out)?;
+        Ok(BytesMut::from(&out[..]))
     }
 }
 

@@ -561,26 +561,35 @@ impl ShardLoop {
         let max_segments = self.state.max_gso_segments().max(1);
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
-        while let Some(transmit) = self.shard.poll_transmit() {
-            if !batch.takes(transmit.to, transmit.payload.len(), max_segments) {
-                self.send_batch(&batch).await;
-                batch.clear();
+        loop {
+            let start = batch.contents.len();
+            let Some(to) = self.shard.poll_transmit_into(&mut batch.contents) else {
+                break;
+            };
+            let len = batch.contents.len() - start;
+            if !batch.takes(to, len, max_segments) {
+                // This datagram starts the next batch.
+                self.send_batch(&batch, start).await;
+                batch.contents.drain(..start);
+                batch.restart();
             }
-            batch.push(transmit.to, &transmit.payload);
+            batch.count(to, len);
         }
-        self.send_batch(&batch).await;
+        let end = batch.contents.len();
+        self.send_batch(&batch, end).await;
         // Keep the allocation for the next flush.
         self.batch = batch;
     }
 
-    async fn send_batch(&self, batch: &GsoBatch) {
+    /// Sends the batch's first `end` bytes (its counted datagrams).
+    async fn send_batch(&self, batch: &GsoBatch, end: usize) {
         let Some(destination) = batch.to else {
             return;
         };
         let transmit = UdpTransmit {
             destination,
             ecn: None,
-            contents: &batch.contents,
+            contents: &batch.contents[..end],
             segment_size: (batch.segments > 1).then_some(batch.segment_size),
             src_ip: None,
         };
@@ -618,20 +627,27 @@ impl GsoBatch {
         }
     }
 
-    fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+    /// Counts a datagram of `len` bytes to `to` that was appended to
+    /// `contents`.
+    fn count(&mut self, to: SocketAddr, len: usize) {
         if self.to.is_none() {
             self.to = Some(to);
-            self.segment_size = datagram.len();
+            self.segment_size = len;
         }
-        self.closed = datagram.len() < self.segment_size;
+        self.closed = len < self.segment_size;
         self.segments += 1;
-        self.contents.extend_from_slice(datagram);
     }
 
-    fn clear(&mut self) {
+    /// Forgets the counted datagrams (their bytes are gone from
+    /// `contents`).
+    fn restart(&mut self) {
         self.to = None;
         self.segments = 0;
         self.closed = false;
+    }
+
+    fn clear(&mut self) {
+        self.restart();
         self.contents.clear();
     }
 }
@@ -694,19 +710,19 @@ mod tests {
         let to = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let mut batch = GsoBatch::default();
         assert!(batch.takes(to(1), 1200, 3));
-        batch.push(to(1), &[0; 1200]);
+        batch.count(to(1), 1200);
         assert!(batch.takes(to(1), 1200, 3));
         assert!(!batch.takes(to(1), 1300, 3), "larger than the first");
         assert!(!batch.takes(to(2), 1200, 3), "another viewer");
-        batch.push(to(1), &[0; 700]);
+        batch.count(to(1), 700);
         assert!(!batch.takes(to(1), 700, 3), "nothing after a shorter one");
         batch.clear();
         for _ in 0..3 {
             assert!(batch.takes(to(1), 1200, 3));
-            batch.push(to(1), &[0; 1200]);
+            batch.count(to(1), 1200);
         }
         assert!(!batch.takes(to(1), 1200, 3), "at most max segments");
-        assert_eq!((batch.segments, batch.contents.len()), (3, 3600));
+        assert_eq!(batch.segments, 3);
     }
 
     #[tokio::test]

@@ -36,6 +36,7 @@ pub mod outbox;
 pub mod session;
 pub mod shard;
 pub mod shards;
+pub mod srtp_gcm;
 
 use std::net::SocketAddr;
 

@@ -36,7 +36,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::demux::Demux;
 use super::fast::{FastPath, SenderStats};
-use super::outbox::{Datagram, Outbox, OutgoingRtp, Pending};
+use super::outbox::{Datagram, Outbox, OutgoingRtp};
 use crate::sfu::MediaKind;
 use crate::sfu::ice::{ice_credentials, restart_remote};
 use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
@@ -931,9 +931,35 @@ impl Shard {
 
     /// The next datagram to send, sealed.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let mut payload = Vec::new();
+        let to = self.poll_transmit_into(&mut payload)?;
+        Some(Transmit {
+            to,
+            payload: BytesMut::from(&payload[..]),
+        })
+    }
+
+    /// Appends the next datagram to send to `out`, sealed there if it is a
+    /// viewer's forwarded RTP (see [`super::outbox`]), and says where it
+    /// goes. A datagram whose connection is gone since is skipped.
+    pub fn poll_transmit_into(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
         while let Some(pending) = self.transmits.pop() {
-            if let Some(transmit) = self.seal(pending) {
-                return Some(transmit);
+            match pending.datagram {
+                Datagram::Ready(bytes) => {
+                    out.extend_from_slice(&bytes);
+                    return Some(pending.to);
+                }
+                Datagram::Rtp { conn, packet } => {
+                    let Some(fast) = self.conns.get_mut(&conn).and_then(|c| c.fast.as_mut()) else {
+                        continue;
+                    };
+                    if fast
+                        .seal_into(&packet.header(), &packet.payload, out)
+                        .is_ok()
+                    {
+                        return Some(pending.to);
+                    }
+                }
             }
         }
         None
@@ -945,22 +971,6 @@ impl Shard {
     /// batches.
     pub fn order_transmits_by_destination(&mut self) {
         self.transmits.order_by_destination();
-    }
-
-    /// The datagram `pending` is, sealed with its connection's keys if it
-    /// is forwarded RTP; `None` if that connection is gone since.
-    fn seal(&mut self, pending: Pending) -> Option<Transmit> {
-        let payload = match pending.datagram {
-            Datagram::Ready(payload) => payload,
-            Datagram::Rtp { conn, packet } => {
-                let fast = self.conns.get_mut(&conn)?.fast.as_mut()?;
-                fast.seal(&packet.header(), &packet.payload).ok()?
-            }
-        };
-        Some(Transmit {
-            to: pending.to,
-            payload,
-        })
     }
 
     /// The next event for the room owner.
