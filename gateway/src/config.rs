@@ -67,6 +67,12 @@ pub struct Config {
     pub ice_servers: Vec<IceServer>,
     /// Largest accepted request body (SDP offers and fragments).
     pub max_body_bytes: usize,
+    /// How long an HTTP connection gets to send a complete request head,
+    /// counted from when it opens or its previous response ended: a slow
+    /// header and an idle keep-alive connection are closed after it.
+    pub http_header_timeout: Duration,
+    /// How long a request body gets to arrive in full (408 after).
+    pub http_body_timeout: Duration,
     /// How long viewers of a stream whose publisher left wait for it to come back.
     pub republish_grace: Duration,
     /// A session that has not connected by then is reaped.
@@ -94,6 +100,8 @@ impl Default for Config {
             advertise_ips: Vec::new(),
             ice_servers: Vec::new(),
             max_body_bytes: 64 * 1024,
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(10),
             republish_grace: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             ice_disconnected_timeout: Duration::from_secs(5),

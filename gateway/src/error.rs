@@ -21,6 +21,12 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request body did not arrive in full in time.
+    #[error("request body not received within {} s", after.as_secs_f32())]
+    BodyTimeout {
+        /// The limit.
+        after: std::time::Duration,
+    },
     /// The SDP offer could not be parsed, or is not an offer WebRTC can answer.
     #[error("malformed SDP: {0}")]
     MalformedSdp(String),

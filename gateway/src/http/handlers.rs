@@ -14,6 +14,7 @@ use super::response::{
     ice_server_links, with_cors,
 };
 use super::sdpfrag::SdpFrag;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sfu::layers::LayerChoice;
 use crate::sfu::{PatchOutcome, SessionId};
@@ -69,7 +70,7 @@ async fn create_session(
         .control
         .admit(&room, &stream, session_role, bearer(req.headers()))
         .await?;
-    let offer = read_text(req, state.config.max_body_bytes, Error::MalformedSdp).await?;
+    let offer = read_text(req, &state.config, Error::MalformedSdp).await?;
     let identity = admission.identity.clone();
     let created = match role {
         Role::Publish => state.sfu.publish(room, stream, identity, offer).await?,
@@ -141,7 +142,7 @@ async fn patch(req: Request<Incoming>, state: &AppState, id: &SessionId) -> Resu
         .or_else(|| req.headers().get(header::ETAG))
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_owned());
-    let body = read_text(req, state.config.max_body_bytes, Error::MalformedFragment).await?;
+    let body = read_text(req, &state.config, Error::MalformedFragment).await?;
     let frag = SdpFrag::parse(&body).map_err(|e| Error::MalformedFragment(e.to_string()))?;
     match state.sfu.patch(id, frag, if_match.as_deref()).await? {
         // RFC 9725 §4.3.2: 204, no body, no ETag.
@@ -207,12 +208,15 @@ fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(
     }
 }
 
-/// Reads a UTF-8 body of at most `limit` bytes.
+/// Reads a UTF-8 body of at most `config.max_body_bytes`, arriving within
+/// `config.http_body_timeout`.
 async fn read_text(
     req: Request<Incoming>,
-    limit: usize,
+    config: &Config,
     malformed: fn(String) -> Error,
 ) -> Result<String> {
+    let limit = config.max_body_bytes;
+    let body_timeout = config.http_body_timeout;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -221,9 +225,13 @@ async fn read_text(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(Error::BodyTooLarge { limit });
     }
-    let bytes: Bytes = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
+    let collected =
+        tokio::time::timeout(body_timeout, Limited::new(req.into_body(), limit).collect())
+            .await
+            .map_err(|_| Error::BodyTimeout {
+                after: body_timeout,
+            })?;
+    let bytes: Bytes = collected
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()

@@ -31,7 +31,7 @@ use hyper::header;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -66,6 +66,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    let header_timeout = state.config.http_header_timeout;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -88,7 +89,13 @@ pub async fn serve(
                     // holds it only while a request runs.
                     Box::pin(async move { Ok::<_, Infallible>(handle(req, &state).await) })
                 });
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    // Slow heads (slowloris) and idle keep-alive
+                    // connections alike: hyper starts this timer whenever
+                    // the connection waits for a request head.
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

@@ -30,6 +30,7 @@ pub fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         Error::MalformedSdp(_)
         | Error::MalformedFragment(_)
         | Error::InvalidName(_)
@@ -169,6 +170,12 @@ mod tests {
                 415,
             ),
             (Error::BodyTooLarge { limit: 1 }, 413),
+            (
+                Error::BodyTimeout {
+                    after: std::time::Duration::from_secs(1),
+                },
+                408,
+            ),
             (Error::MalformedSdp(String::new()), 400),
             (Error::BadQuery(String::new()), 400),
             (Error::UnsupportedMedia(String::new()), 422),
