@@ -601,6 +601,13 @@ impl ShardLoop {
     }
 }
 
+/// The most one GSO `sendmsg` carries, all segments together: a UDP
+/// payload's limit over IPv4 (65,535 − 20 − 8). Past it the kernel refuses
+/// the whole send with EMSGSIZE, which quinn-udp reports as sent (it
+/// expects EMSGSIZE only from MTU probes): 54 full-size SRTP packets to one
+/// viewer, e.g. a joining viewer's cached keyframe, would vanish.
+const MAX_GSO_BYTES: usize = 65_507;
+
 /// Datagrams for one GSO `sendmsg`: one destination, all of the first
 /// one's size except the last, which may be shorter.
 #[derive(Default)]
@@ -608,6 +615,8 @@ struct GsoBatch {
     to: Option<SocketAddr>,
     segment_size: usize,
     segments: usize,
+    /// The counted datagrams' bytes together.
+    bytes: usize,
     /// The last datagram is shorter than the first: nothing may follow.
     closed: bool,
     contents: Vec<u8>,
@@ -623,6 +632,7 @@ impl GsoBatch {
                     && !self.closed
                     && self.segments < max_segments
                     && len <= self.segment_size
+                    && self.bytes + len <= MAX_GSO_BYTES
             }
         }
     }
@@ -636,6 +646,7 @@ impl GsoBatch {
         }
         self.closed = len < self.segment_size;
         self.segments += 1;
+        self.bytes += len;
     }
 
     /// Forgets the counted datagrams (their bytes are gone from
@@ -643,6 +654,7 @@ impl GsoBatch {
     fn restart(&mut self) {
         self.to = None;
         self.segments = 0;
+        self.bytes = 0;
         self.closed = false;
     }
 
@@ -723,6 +735,56 @@ mod tests {
         }
         assert!(!batch.takes(to(1), 1200, 3), "at most max segments");
         assert_eq!(batch.segments, 3);
+    }
+
+    /// Fills a batch with `len`-byte datagrams to `to` until it refuses one;
+    /// its contents and segment count.
+    fn full_batch(to: SocketAddr, len: usize, max_segments: usize) -> GsoBatch {
+        let mut batch = GsoBatch::default();
+        let mut i = 0u8;
+        while batch.takes(to, len, max_segments) {
+            batch.contents.extend(std::iter::repeat_n(i, len));
+            batch.count(to, len);
+            i = i.wrapping_add(1);
+        }
+        batch
+    }
+
+    #[tokio::test]
+    async fn a_batch_never_exceeds_what_one_send_carries_and_all_of_it_arrives() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("receiver");
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        enlarge_buffers(&receiver, SOCKET_BUFFER_BYTES);
+        let to = receiver.local_addr().expect("address");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let state = UdpSocketState::new((&socket).into()).expect("state");
+        let socket = UdpSocket::from_std(socket).expect("tokio socket");
+        // A full-size SRTP packet: 1,200 bytes of payload, header and tag.
+        let len = 1228;
+        let batch = full_batch(to, len, state.max_gso_segments().max(64));
+        assert_eq!(batch.segments, 53, "65,507 bytes hold 53 of them");
+        let transmit = UdpTransmit {
+            destination: to,
+            ecn: None,
+            contents: &batch.contents,
+            segment_size: Some(len),
+            src_ip: None,
+        };
+        send(&socket, &state, &transmit).await;
+        let mut buf = [0u8; 2000];
+        for i in 0..batch.segments {
+            let (n, _) = receiver
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("datagram {i} of {}: {e}", batch.segments));
+            assert_eq!(n, len);
+            assert!(
+                buf[..n].iter().all(|b| *b == i as u8),
+                "datagram {i} intact"
+            );
+        }
     }
 
     #[tokio::test]
