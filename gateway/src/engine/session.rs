@@ -169,11 +169,13 @@ pub fn answer(
     }
     pc.set_remote_description(now, RTCSessionDescription::offer(offer.to_owned())?)?;
     let answer = pc.create_answer(None)?;
-    pc.set_local_description(now, answer.clone())?;
+    // The text only: cloning the description deep-copies its parsed SDP.
+    let sdp = advertised(&answer.sdp, &options.advertise);
+    pc.set_local_description(now, answer)?;
     Ok(Answered {
         pc,
         ufrag,
-        answer: advertised(&answer.sdp, &options.advertise),
+        answer: sdp,
         senders,
     })
 }
