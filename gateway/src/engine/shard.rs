@@ -1202,8 +1202,9 @@ impl Shard {
     }
 
     /// Sends a publisher's packet to each viewer of its track that gets
-    /// its layer, on the fast path: rewritten, sealed and queued here,
-    /// without entering the viewer's `rtc` connection. Only a viewer whose
+    /// its layer, on the fast path: rewritten and queued here (sealed when
+    /// the socket loop takes it, [`Shard::poll_transmit_into`]), without
+    /// entering the viewer's `rtc` connection. Only a viewer whose
     /// sender report falls due is written to (the report goes through
     /// `rtc`, as all RTCP does) and drained at the end of the input
     /// ([`Shard::settle`]).
