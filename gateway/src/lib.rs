@@ -24,6 +24,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod memory;
 pub mod sfu;
 
 use std::net::SocketAddr;
@@ -138,6 +139,7 @@ impl Vigil {
             state,
             until_stopped(stopped.clone()),
         ));
+        memory::spawn_trimmer(stopped.clone());
         let grpc_control = control.clone();
         let grpc = tokio::spawn(async move {
             let serving =

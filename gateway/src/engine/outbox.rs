@@ -89,6 +89,10 @@ impl OutgoingRtp {
     }
 }
 
+/// How many queued datagrams' room the queue keeps between bursts: a few
+/// flushes' worth at a few hundred viewers (≈ 0.5 MB).
+const KEPT_CAPACITY: usize = 4096;
+
 /// The queue.
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -118,8 +122,18 @@ impl Outbox {
 
     /// The oldest datagram, unless the queue was ordered by destination
     /// since: then the first in that order.
+    ///
+    /// Once empty, the queue gives back room beyond [`KEPT_CAPACITY`]: a
+    /// join storm's keyframe starts (two copies of the cached keyframe per
+    /// starting viewer) can queue tens of thousands of datagrams in one
+    /// turn, which would otherwise stay allocated for good (≈ 9 KB per
+    /// viewer at N = 200).
     pub fn pop(&mut self) -> Option<Pending> {
-        self.queue.pop_front()
+        let pending = self.queue.pop_front();
+        if pending.is_none() && self.queue.capacity() > KEPT_CAPACITY {
+            self.queue.shrink_to(KEPT_CAPACITY);
+        }
+        pending
     }
 
     /// Orders what is queued by destination, in place (no allocation), each
@@ -164,6 +178,25 @@ mod tests {
             "by destination, then in queue order"
         );
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn a_burst_gives_back_its_room_once_sent() {
+        let mut outbox = Outbox::default();
+        for i in 0..4 * KEPT_CAPACITY {
+            outbox.push_ready(addr(1 + (i % 7) as u16), BytesMut::new());
+        }
+        assert!(outbox.queue.capacity() >= 4 * KEPT_CAPACITY);
+        let mut sent = 0;
+        while outbox.pop().is_some() {
+            sent += 1;
+        }
+        assert_eq!(sent, 4 * KEPT_CAPACITY);
+        assert!(
+            outbox.queue.capacity() <= KEPT_CAPACITY,
+            "kept {} after the burst",
+            outbox.queue.capacity()
+        );
     }
 
     #[test]
