@@ -75,6 +75,9 @@ pub struct Config {
     pub http_body_timeout: Duration,
     /// How long viewers of a stream whose publisher left wait for it to come back.
     pub republish_grace: Duration,
+    /// How long a shutdown (SIGTERM, SIGINT) gets to close every session
+    /// and tell watchers before the process exits anyway.
+    pub drain: Duration,
     /// A session that has not connected by then is reaped.
     pub connect_timeout: Duration,
     /// ICE: no traffic for this long makes a connection `disconnected`.
@@ -103,6 +106,7 @@ impl Default for Config {
             http_header_timeout: Duration::from_secs(10),
             http_body_timeout: Duration::from_secs(10),
             republish_grace: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
@@ -148,6 +152,10 @@ pub struct Args {
     /// Seconds viewers wait for a publisher that left to come back [default: 30].
     #[arg(long, env = "VIGIL_REPUBLISH_GRACE_SECS")]
     pub republish_grace_secs: Option<u64>,
+    /// Seconds a shutdown (SIGTERM, SIGINT) gets to close every session
+    /// and tell watchers before exiting anyway [default: 10].
+    #[arg(long, env = "VIGIL_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
     /// gRPC control API listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "VIGIL_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
@@ -172,6 +180,7 @@ struct FileConfig {
     #[serde(default)]
     ice_servers: Vec<IceServer>,
     republish_grace_secs: Option<u64>,
+    drain_secs: Option<u64>,
     grpc_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
@@ -242,6 +251,11 @@ impl Args {
                 .or(file.republish_grace_secs)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.republish_grace),
+            drain: self
+                .drain_secs
+                .or(file.drain_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.drain),
             grpc_listen: self
                 .grpc_listen
                 .or(file.grpc_listen)

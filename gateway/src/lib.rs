@@ -13,10 +13,12 @@
 //!   the SFU implements. Control never imports the gateway: [`Vigil::start`]
 //!   wires them.
 //!
-//! Shutdown sequence ([`Vigil::shutdown`]): stop accepting HTTP and gRPC
-//! connections (Watch streams end), let in-flight requests finish, then close
-//! every session (DTLS close to each peer), which ends forwarders and
-//! writers.
+//! Shutdown sequence ([`Vigil::shutdown`], on SIGTERM or SIGINT): drain
+//! first (new WHIP/WHEP sessions get 503 with `Retry-After`, `/readyz` and
+//! gRPC health say not serving), close every session as DELETE does (a
+//! DTLS `close_notify` to each peer, `left` events to watchers), let the
+//! control plane deliver those events, then stop the HTTP and gRPC servers
+//! (Watch streams end after their last event). docs/operations.md.
 //!
 //! Panic policy: a panic is a bug; no client input can cause one.
 
@@ -53,6 +55,7 @@ pub struct Vigil {
     pub control: Control,
     /// How credentials were set up, to tell the operator.
     pub credentials: Credentials,
+    draining: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     grpc: JoinHandle<()>,
@@ -124,6 +127,7 @@ impl Vigil {
         .map_err(other)?;
 
         let (stop, stopped) = watch::channel(false);
+        let (draining, drain_started) = watch::channel(false);
         let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
             // A dropped sender means the same as a sent `true`: stop.
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -132,6 +136,7 @@ impl Vigil {
             sfu: sfu.clone(),
             control: control.clone(),
             grpc_web: vigil_control::grpc::web_service(control.clone(), stopped.clone()),
+            draining: drain_started.clone(),
             config,
         });
         let http = tokio::spawn(http::serve(
@@ -142,8 +147,12 @@ impl Vigil {
         memory::spawn_trimmer(stopped.clone());
         let grpc_control = control.clone();
         let grpc = tokio::spawn(async move {
-            let serving =
-                vigil_control::grpc::serve(grpc_listener, grpc_control, until_stopped(stopped));
+            let serving = vigil_control::grpc::serve(
+                grpc_listener,
+                grpc_control,
+                drain_started,
+                until_stopped(stopped),
+            );
             if let Err(e) = serving.await {
                 tracing::error!("gRPC server failed: {e}");
             }
@@ -154,22 +163,34 @@ impl Vigil {
             sfu,
             control,
             credentials,
+            draining,
             stop,
             http,
             grpc,
         })
     }
 
-    /// Stops HTTP and gRPC, then closes every session.
+    /// Starts draining without stopping: new sessions are refused (503,
+    /// `Retry-After`), `/readyz` and gRPC health say not serving, and the
+    /// sessions there are go on. [`Vigil::shutdown`] begins with it.
+    pub fn start_draining(&self) {
+        let _ = self.draining.send(true);
+    }
+
+    /// Drains and stops (the sequence in the crate's documentation). The
+    /// binary bounds it with `--drain-secs`.
     pub async fn shutdown(self) {
+        self.start_draining();
+        self.sfu.shutdown().await;
+        // Facts sent before (the sessions just closed) are handled, and
+        // their events published, before the control plane stops.
+        self.control.shutdown().await;
         let _ = self.stop.send(true);
         for (name, task) in [("HTTP", self.http), ("gRPC", self.grpc)] {
             if let Err(e) = task.await {
                 tracing::warn!("{name} task ended abnormally: {e}");
             }
         }
-        self.sfu.shutdown().await;
-        self.control.shutdown().await;
     }
 }
 

@@ -44,6 +44,33 @@ pub async fn channel(vigil: &Vigil) -> Channel {
         .expect("connect to gRPC")
 }
 
+/// Every service gRPC health reports on: the server as a whole (`""`) and
+/// each control service.
+pub const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "vigil.v1.RoomService",
+    "vigil.v1.EventService",
+    "vigil.v1.TokenService",
+];
+
+/// What gRPC health says of each of [`HEALTH_SERVICES`], in that order.
+pub async fn health(vigil: &Vigil) -> Vec<tonic_health::pb::health_check_response::ServingStatus> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel(vigil).await);
+    let mut statuses = Vec::new();
+    for service in HEALTH_SERVICES {
+        let status = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e}"))
+            .into_inner()
+            .status();
+        statuses.push(status);
+    }
+    statuses
+}
+
 /// Wraps `message` with `authorization: Bearer <credential>`.
 pub fn with_bearer<T>(message: T, credential: &str) -> Request<T> {
     let mut request = Request::new(message);
@@ -162,7 +189,22 @@ pub struct Watcher {
 impl Watcher {
     /// Starts watching with `credential`.
     pub async fn start(vigil: &Vigil, credential: &str, request: pb::WatchRequest) -> Watcher {
-        let mut client = EventServiceClient::new(channel(vigil).await);
+        Self::start_at(vigil.grpc_addr, credential, request).await
+    }
+
+    /// Starts watching the gRPC port at `grpc` (a server in another
+    /// process) with `credential`.
+    pub async fn start_at(
+        grpc: std::net::SocketAddr,
+        credential: &str,
+        request: pb::WatchRequest,
+    ) -> Watcher {
+        let channel = Channel::from_shared(format!("http://{grpc}"))
+            .expect("gRPC URI")
+            .connect()
+            .await
+            .expect("connect to gRPC");
+        let mut client = EventServiceClient::new(channel);
         let mut stream = client
             .watch(with_bearer(request, credential))
             .await
@@ -177,6 +219,20 @@ impl Watcher {
             }
         });
         Watcher { events }
+    }
+
+    /// Every event until the feed ends (the server closed the stream), or
+    /// `None` if it is still open after `limit`.
+    pub async fn until_end(&mut self, limit: Duration) -> Option<Vec<pb::Event>> {
+        tokio::time::timeout(limit, async {
+            let mut events = Vec::new();
+            while let Some(event) = self.events.recv().await {
+                events.push(event);
+            }
+            events
+        })
+        .await
+        .ok()
     }
 
     /// Waits for the first event that `pick` accepts, skipping the others;

@@ -13,6 +13,7 @@ pub mod loss;
 pub mod media;
 pub mod netns;
 pub mod peers;
+pub mod process;
 pub mod replay;
 pub mod script;
 pub mod simulcast;

@@ -386,6 +386,27 @@ impl ClientPeer {
         .unwrap_or_else(|_| panic!("peer stayed {:?} for {limit:?}", *self.state.borrow()))
     }
 
+    /// The state of the DTLS transport the connection's media runs over
+    /// (`None` before it has one). A DTLS `close_notify` from the server
+    /// turns it `Closed`; the connection state does not change with it
+    /// while ICE stays up (W3C's algorithm), so this is how a client tells
+    /// "closed by the server" from "timed out".
+    pub async fn dtls_state(
+        &self,
+    ) -> Option<rtc::peer_connection::transport::RTCDtlsTransportState> {
+        for receiver in self.pc.get_receivers().await {
+            if let Ok(Some(transport)) = receiver.transport().await {
+                return transport.state().await.ok();
+            }
+        }
+        for sender in self.pc.get_senders().await {
+            if let Ok(Some(transport)) = sender.transport().await {
+                return transport.state().await.ok();
+            }
+        }
+        None
+    }
+
     /// Waits for `Connected`.
     pub async fn wait_connected(&self) {
         self.wait_state(Duration::from_secs(10), |s| {

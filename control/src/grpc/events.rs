@@ -85,6 +85,9 @@ impl EventService for Events {
             let mut live = subscription.live;
             loop {
                 let event = tokio::select! {
+                    // In this order: events published before the stop
+                    // (sessions closed at shutdown) still go out.
+                    biased;
                     event = live.recv() => event,
                     _ = stop.wait_for(|stopped| *stopped) => return,
                     // The watcher went away.

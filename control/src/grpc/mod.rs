@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic::{Code, Request, Status};
+use tonic_health::ServingStatus;
 use tower::Layer;
 use vigil_proto::v1::event_service_server::EventServiceServer;
 use vigil_proto::v1::room_service_server::RoomServiceServer;
@@ -78,23 +79,38 @@ pub fn web_service(control: Control, stop: watch::Receiver<bool>) -> WebService 
 }
 
 /// Serves the control API on `listener` until `shutdown` resolves. Watch
-/// streams end when it does.
+/// streams end when it does, after the events already published. Health
+/// turns NOT_SERVING (every service and the server as a whole, `""`) once
+/// `draining` turns true.
 pub async fn serve(
     listener: TcpListener,
     control: Control,
+    mut draining: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RoomServiceServer<rooms::Rooms>>()
-        .await;
-    health_reporter
-        .set_serving::<EventServiceServer<events::Events>>()
-        .await;
-    health_reporter
-        .set_serving::<TokenServiceServer<tokens::Tokens>>()
-        .await;
+    let services = [
+        <RoomServiceServer<rooms::Rooms> as tonic::server::NamedService>::NAME,
+        <EventServiceServer<events::Events> as tonic::server::NamedService>::NAME,
+        <TokenServiceServer<tokens::Tokens> as tonic::server::NamedService>::NAME,
+        "",
+    ];
+    for service in services {
+        health_reporter
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
+    tokio::spawn(async move {
+        // A dropped sender (the server went away) drains nothing.
+        if draining.wait_for(|draining| *draining).await.is_ok() {
+            for service in services {
+                health_reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+        }
+    });
     // Both versions: grpcurl and most tools ask v1, older ones only v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -1,6 +1,7 @@
 //! `vigil`: one binary, one command, loopback-only by default.
 
 use clap::Parser;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use vigil_gateway::config::Args;
 use vigil_gateway::{Credentials, Vigil};
@@ -18,6 +19,15 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("vigil: {e}");
             return std::process::ExitCode::from(2);
+        }
+    };
+    // Registered before anything listens: from here on SIGTERM and SIGINT
+    // start a drain instead of killing the process.
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("vigil: cannot handle signals: {e}");
+            return std::process::ExitCode::FAILURE;
         }
     };
     let vigil = match Vigil::start(config.clone()).await {
@@ -62,10 +72,71 @@ async fn main() -> std::process::ExitCode {
             );
         }
     }
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::error!("cannot wait for Ctrl-C: {e}");
+    let signal = signals.next().await;
+    tracing::info!(
+        "{signal}: closing every session (at most {:?}; a second signal exits at once)",
+        config.drain
+    );
+    tokio::select! {
+        () = vigil.shutdown() => {
+            tracing::info!("shut down");
+            std::process::ExitCode::SUCCESS
+        }
+        () = tokio::time::sleep(config.drain) => {
+            tracing::warn!("still draining after {:?}: exiting", config.drain);
+            std::process::ExitCode::FAILURE
+        }
+        signal = signals.next() => {
+            tracing::warn!("{signal} again: exiting at once");
+            std::process::ExitCode::from(128 + signal.number())
+        }
     }
-    tracing::info!("shutting down");
-    vigil.shutdown().await;
-    std::process::ExitCode::SUCCESS
+}
+
+/// The signals that stop Vigil: SIGTERM (systemd, Docker, Kubernetes) and
+/// SIGINT (Ctrl-C).
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+/// Which of [`Signals`] arrived.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Terminate,
+    Interrupt,
+}
+
+impl Stop {
+    fn number(self) -> u8 {
+        match self {
+            Stop::Terminate => 15,
+            Stop::Interrupt => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Terminate => "SIGTERM",
+            Stop::Interrupt => "SIGINT",
+        })
+    }
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) -> Stop {
+        tokio::select! {
+            _ = self.terminate.recv() => Stop::Terminate,
+            _ = self.interrupt.recv() => Stop::Interrupt,
+        }
+    }
 }

@@ -91,6 +91,9 @@ enum Command {
     },
     CountInto(ConnId, Arc<StreamCounters>),
     Remove(ConnId),
+    /// Answered once everything the commands before it queued has been
+    /// handed to the socket.
+    Flush(oneshot::Sender<()>),
 }
 
 /// What a shard reports: its index and the event.
@@ -343,6 +346,16 @@ impl ShardHandle {
         // A stopped shard has no connections left to remove.
         let _stopped = self.commands.send(Command::Remove(id));
     }
+
+    /// Returns once what the commands sent before it queued (a closed
+    /// connection's DTLS `close_notify`, say) has been sent.
+    pub async fn flush(&self) {
+        let (reply, flushed) = oneshot::channel();
+        if self.commands.send(Command::Flush(reply)).is_ok() {
+            // A shard that stopped meanwhile has nothing left to send.
+            let _stopped = flushed.await;
+        }
+    }
 }
 
 /// Asks for `bytes` of receive and send buffer on `socket`; what the kernel
@@ -388,6 +401,8 @@ struct ShardLoop {
     /// One GSO batch being built.
     batch: GsoBatch,
     stats: Arc<IoStats>,
+    /// [`Command::Flush`]es to answer after the next flush.
+    flushed: Vec<oneshot::Sender<()>>,
 }
 
 impl ShardLoop {
@@ -411,12 +426,16 @@ impl ShardLoop {
             recv_bufs: vec![vec![0; buf_len]; RECV_BATCH],
             batch: GsoBatch::default(),
             stats,
+            flushed: Vec::new(),
         })
     }
 
     async fn run(mut self) {
         loop {
             self.flush().await;
+            for reply in self.flushed.drain(..) {
+                let _asker_gone = reply.send(());
+            }
             while let Some((shard, relay)) = self.shard.poll_relay() {
                 if let Some(peer) = self.place.peers.get(shard) {
                     self.stats
@@ -504,6 +523,7 @@ impl ShardLoop {
             }
             Command::CountInto(conn, counters) => self.shard.count_into(conn, counters),
             Command::Remove(id) => self.shard.remove_connection(id, now),
+            Command::Flush(reply) => self.flushed.push(reply),
         }
     }
 

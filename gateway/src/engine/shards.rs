@@ -174,6 +174,14 @@ impl Engine {
         }
     }
 
+    /// Returns once every shard has sent what the commands before this
+    /// call queued (closed connections' `close_notify`s).
+    pub async fn flush(&self) {
+        for shard in &self.shards {
+            shard.flush().await;
+        }
+    }
+
     /// Closes connection `conn` of shard `shard`; the other shards drop
     /// what they kept of its streams (as a publisher), keeping its viewers
     /// for a new publisher ([`Engine::move_viewers`]). A shard that

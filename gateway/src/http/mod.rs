@@ -7,7 +7,8 @@
 //! | `/whip/{room}/{stream}` | POST (publish), OPTIONS, GET, HEAD |
 //! | `/whep/{room}/{stream}` | POST (play), OPTIONS, GET, HEAD |
 //! | `/sessions/{id}` | PATCH (trickle, ICE restart), DELETE, OPTIONS, GET, HEAD |
-//! | `/healthz` | GET |
+//! | `/healthz` | GET: the process answers |
+//! | `/readyz` | GET: 200, or 503 once shutdown has started |
 //! | `/`, `/console/...`, `/join/{room}`, `/watch/{room}/{stream}`, `/assets/{file}` | GET, HEAD: the web console |
 //! | `/vigil.v1.*` (content type `application/grpc-web*`) | POST: the control API as gRPC-web |
 //!
@@ -50,6 +51,8 @@ pub struct AppState {
     pub control: vigil_control::Control,
     /// The control API as gRPC-web, for the console on this origin.
     pub grpc_web: vigil_control::grpc::WebService,
+    /// Turns true when shutdown starts: no new sessions, not ready.
+    pub draining: tokio::sync::watch::Receiver<bool>,
     /// Configuration.
     pub config: Config,
 }
@@ -148,7 +151,13 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
+    let draining = *state.draining.borrow();
     match segments.as_slice() {
+        // New sessions are refused while draining; the ones there are get
+        // closed, and DELETE, PATCH and GET keep working until then.
+        ["whip" | "whep", _, _] if draining && method == hyper::Method::POST => {
+            response::error_response(&crate::error::Error::ShuttingDown, "POST, OPTIONS")
+        }
         ["whip", room, stream] => {
             handlers::endpoint(req, state, handlers::Role::Publish, room, stream).await
         }
@@ -157,6 +166,10 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         }
         ["sessions", id] => handlers::session(req, state, id).await,
         ["healthz"] => response::empty(hyper::StatusCode::OK, "GET"),
+        ["readyz"] if draining => {
+            response::error_response(&crate::error::Error::ShuttingDown, "GET")
+        }
+        ["readyz"] => response::empty(hyper::StatusCode::OK, "GET"),
         [""] => console::redirect_to_console(),
         ["console", ..] | ["join", _] => console::page(method, console::Framing::Deny),
         ["watch", _, _] => console::page(method, console::Framing::Allow),

@@ -444,9 +444,11 @@ impl Sfu {
         self.ask(|reply| Msg::Stats { reply }).await
     }
 
-    /// Closes every session and stops the owner.
+    /// Closes every session, as DELETE does, stops the owner, and returns
+    /// once the engine has sent every peer its DTLS `close_notify`.
     pub async fn shutdown(&self) {
         let _ = self.ask(|reply| Msg::Shutdown { reply }).await;
+        self.engine.flush().await;
     }
 }
 
