@@ -122,6 +122,12 @@ async fn malformed_patch_fragment_is_400() {
         "PATCH with a candidate whose priority is not a number",
     );
 
+    // Nothing can reach port 0; accepted, it made the engine log write
+    // errors for as long as the session lived.
+    let port_zero = trickle_fragment(&ufrag, &pwd, &["1 1 udp 2130706431 127.0.0.1 0 typ host"]);
+    let response = patch(&publisher.session.url, &if_match, &port_zero).await;
+    assert_problem(&response, 400, "PATCH with a candidate on port 0");
+
     // Bad input changed nothing: the session is still there and connected.
     let response = request("GET", &publisher.session.url, &[], Bytes::new()).await;
     assert_2xx(&response, "GET the session after the 400s");

@@ -99,8 +99,12 @@ fn check_candidate(value: &str) -> Result<(), &'static str> {
     if !is_digits(f[3]) || f[3].len() > 10 {
         return Err("bad priority");
     }
-    if !is_digits(f[5]) || f[5].parse::<u16>().is_err() {
-        return Err("bad port");
+    match f[5].parse::<u16>() {
+        Ok(_) if !is_digits(f[5]) => return Err("bad port"),
+        // Nothing can be sent to port 0 (TCP active candidates use 9).
+        Ok(0) => return Err("port 0"),
+        Ok(_) => {}
+        Err(_) => return Err("bad port"),
     }
     if f[6] != "typ" {
         return Err("missing typ");
@@ -369,6 +373,10 @@ mod tests {
             (
                 "a=candidate:1 1 udp 1 10.0.0.1 65536 typ host",
                 InvalidCandidate(1, "bad port"),
+            ),
+            (
+                "a=candidate:1 1 udp 1 10.0.0.1 0 typ host",
+                InvalidCandidate(1, "port 0"),
             ),
             (
                 "a=candidate:1 1 udp 1 10.0.0.1 5000 type host",
