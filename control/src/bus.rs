@@ -6,13 +6,18 @@
 //! in-process [`MemoryBus`] serves a single machine.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
 use crate::event::{Event, EventKind};
 use crate::names::RoomName;
+use crate::store::{Store, StoreError};
+
+/// Event ids reserved in the store at a time: a restart skips at most this
+/// many, and the store is written once per this many events.
+pub const ID_BLOCK: u64 = 1000;
 
 /// Events retained for resuming watchers.
 pub const HISTORY: usize = 4096;
@@ -42,26 +47,50 @@ pub struct MemoryBus {
     // keeps history order and broadcast order the same.
     inner: Mutex<Inner>,
     live: broadcast::Sender<Event>,
+    /// Where ids handed out are reserved, so that they keep increasing
+    /// across restarts; `None`: ids start at 1 with each process.
+    ids: Option<Arc<dyn Store>>,
 }
 
 struct Inner {
     next_id: u64,
+    /// With a store: the first id not reserved there yet.
+    reserved_until: u64,
     history: VecDeque<Event>,
 }
 
 impl Default for MemoryBus {
     fn default() -> Self {
-        MemoryBus {
-            inner: Mutex::new(Inner {
-                next_id: 1,
-                history: VecDeque::with_capacity(HISTORY),
-            }),
-            live: broadcast::channel(HISTORY).0,
-        }
+        MemoryBus::starting_at(1, None)
     }
 }
 
 impl MemoryBus {
+    fn starting_at(next_id: u64, ids: Option<Arc<dyn Store>>) -> MemoryBus {
+        MemoryBus {
+            inner: Mutex::new(Inner {
+                next_id,
+                reserved_until: next_id,
+                history: VecDeque::with_capacity(HISTORY),
+            }),
+            live: broadcast::channel(HISTORY).0,
+            ids,
+        }
+    }
+
+    /// A bus whose event ids continue above every id an earlier run with
+    /// `store` handed out, so a watcher resuming from its last id after a
+    /// server restart neither misses nor repeats events (it gets a gap
+    /// instead: the history did not survive). Ids are reserved in the store
+    /// [`ID_BLOCK`] at a time, before they are used.
+    pub fn resuming(store: Arc<dyn Store>) -> Result<MemoryBus, StoreError> {
+        let first = store.next_event_id()?.max(1);
+        store.set_next_event_id(first + ID_BLOCK)?;
+        let bus = MemoryBus::starting_at(first, Some(store));
+        bus.lock().reserved_until = first + ID_BLOCK;
+        Ok(bus)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock means a panic while pushing to a VecDeque; the data
         // is still consistent, so keep serving.
@@ -80,6 +109,17 @@ fn unix_ms() -> u64 {
 impl EventBus for MemoryBus {
     fn publish(&self, room: RoomName, identity: Option<String>, kind: EventKind) -> Event {
         let mut inner = self.lock();
+        if let Some(store) = &self.ids
+            && inner.next_id >= inner.reserved_until
+        {
+            let until = inner.next_id + ID_BLOCK;
+            // Failing, ids still increase in this process; only a restart
+            // could then reuse some. Not worth refusing the event for.
+            if let Err(e) = store.set_next_event_id(until) {
+                tracing::error!("cannot reserve event ids up to {until}: {e}");
+            }
+            inner.reserved_until = until;
+        }
         let event = Event {
             id: inner.next_id,
             at_unix_ms: unix_ms(),
@@ -124,6 +164,27 @@ impl EventBus for MemoryBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn ids_continue_across_buses_on_one_store() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let first = MemoryBus::resuming(store.clone()).unwrap();
+        let mut last = 0;
+        // Past one reserved block, so the reservation moves on the way.
+        for _ in 0..ID_BLOCK + 5 {
+            last = first.publish(room(), None, EventKind::RoomCreated).id;
+        }
+        assert_eq!(last, ID_BLOCK + 5);
+        // A restart: a new bus on the same store.
+        let second = MemoryBus::resuming(store).unwrap();
+        let next = second.publish(room(), None, EventKind::RoomCreated).id;
+        assert!(next > last, "{next} after a restart, {last} before");
+        assert!(
+            next <= last + 1 + ID_BLOCK,
+            "skipped at most a block: {next}"
+        );
+    }
 
     fn room() -> RoomName {
         RoomName::new("r").unwrap()

@@ -25,6 +25,12 @@ use crate::room::RoomSpec;
 /// format so a field added to `RoomSpec` with a serde default reads old rows.
 const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 
+/// Counters that outlive a process: [`NEXT_EVENT_ID`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The key in [`META`] of the first event id no earlier run handed out.
+const NEXT_EVENT_ID: &str = "next_event_id";
+
 /// File holding the admin key, in the data directory.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 /// File holding the token signing secret (hex), in the data directory.
@@ -127,6 +133,11 @@ pub trait Store: Send + Sync + 'static {
     fn rooms(&self) -> Result<Vec<RoomSpec>, StoreError>;
     /// Deletes the room named `name`; returns whether it existed.
     fn delete_room(&self, name: &RoomName) -> Result<bool, StoreError>;
+    /// The first event id that no earlier run may have handed out (1 on a
+    /// fresh store). See [`crate::bus::MemoryBus::resuming`].
+    fn next_event_id(&self) -> Result<u64, StoreError>;
+    /// Records that ids below `next` may have been handed out.
+    fn set_next_event_id(&self, next: u64) -> Result<(), StoreError>;
 }
 
 /// The embedded store: one redb file.
@@ -149,6 +160,7 @@ impl RedbStore {
         // Create the table now so read transactions never meet a missing one.
         let tx = db.begin_write()?;
         tx.open_table(ROOMS)?;
+        tx.open_table(META)?;
         tx.commit()?;
         Ok(RedbStore { db })
     }
@@ -217,6 +229,22 @@ impl Store for RedbStore {
         tx.commit()?;
         Ok(existed)
     }
+
+    fn next_event_id(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(table.get(NEXT_EVENT_ID)?.map_or(1, |v| v.value()))
+    }
+
+    fn set_next_event_id(&self, next: u64) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(META)?;
+            table.insert(NEXT_EVENT_ID, next)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 /// An in-memory store for tests.
@@ -225,6 +253,7 @@ pub struct MemoryStore {
     // A std Mutex is fine: it is held only for a map operation, never across
     // an `.await`, and this store serves tests, not traffic.
     rooms: Mutex<BTreeMap<RoomName, RoomSpec>>,
+    next_event_id: Mutex<Option<u64>>,
 }
 
 impl MemoryStore {
@@ -251,6 +280,22 @@ impl Store for MemoryStore {
 
     fn delete_room(&self, name: &RoomName) -> Result<bool, StoreError> {
         Ok(self.rooms_map().remove(name).is_some())
+    }
+
+    fn next_event_id(&self) -> Result<u64, StoreError> {
+        let next = self
+            .next_event_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(next.unwrap_or(1))
+    }
+
+    fn set_next_event_id(&self, next: u64) -> Result<(), StoreError> {
+        *self
+            .next_event_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(next);
+        Ok(())
     }
 }
 

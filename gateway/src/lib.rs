@@ -114,17 +114,12 @@ impl Vigil {
         };
         let (auth, credentials) = auth_from(&config)?;
 
+        // Event ids continue across restarts (a watcher resumes by id).
+        let bus = Arc::new(MemoryBus::resuming(store.clone()).map_err(other)?);
         let (facts, inbox) = vigil_control::channel();
         let sfu = Sfu::start(&config, facts.clone())?;
-        let control = Control::start(
-            &facts,
-            inbox,
-            store,
-            Arc::new(MemoryBus::default()),
-            Arc::new(sfu.clone()),
-            auth,
-        )
-        .map_err(other)?;
+        let control = Control::start(&facts, inbox, store, bus, Arc::new(sfu.clone()), auth)
+            .map_err(other)?;
 
         let (stop, stopped) = watch::channel(false);
         let (draining, drain_started) = watch::channel(false);

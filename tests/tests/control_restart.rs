@@ -1,15 +1,17 @@
 //! State survives a restart: with a data directory and no configured
 //! secrets, the generated admin key and signing key are kept (mode 0600),
-//! rooms keep their settings, and tokens issued before still publish.
+//! rooms keep their settings, tokens issued before still publish, and
+//! event ids keep increasing.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vigil_gateway::{Credentials, Vigil};
 use vigil_proto::v1 as pb;
+use vigil_proto::v1::event::Kind;
 use vigil_tests::base_url;
-use vigil_tests::control::{clients, secure_server, with_bearer};
+use vigil_tests::control::{Watcher, clients, secure_server, with_bearer};
 use vigil_tests::peers::Publisher;
 
 const ROOM: &str = "site-1";
@@ -155,5 +157,44 @@ async fn rooms_secrets_and_tokens_survive_a_restart() {
     let stored_key = std::fs::read_to_string(dir.0.join("admin.key")).expect("admin.key");
     assert_eq!(stored_key.trim(), key, "admin.key holds the admin key");
     drop(c);
+    vigil.shutdown().await;
+}
+
+/// The id of the `RoomCreated` event for a room named `name`, created now.
+async fn create_room_event_id(vigil: &Vigil, key: &str, name: &str) -> u64 {
+    let mut watcher = Watcher::start(vigil, key, pb::WatchRequest::default()).await;
+    let mut c = clients(vigil).await;
+    c.rooms
+        .create_room(with_bearer(
+            pb::CreateRoomRequest {
+                name: name.into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("CreateRoom");
+    watcher
+        .wait_for(Duration::from_secs(5), "RoomCreated", |e| {
+            (e.room == name && matches!(e.kind, Some(Kind::RoomCreated(_)))).then_some(e.id)
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_ids_keep_increasing_across_a_restart() {
+    let dir = TempDir::new();
+    let vigil = server_on(&dir.0).await;
+    let (key, _) = admin_key(&vigil);
+    let before = create_room_event_id(&vigil, &key, "before").await;
+    vigil.shutdown().await;
+
+    let vigil = server_on(&dir.0).await;
+    let after = create_room_event_id(&vigil, &key, "after").await;
+    assert!(
+        after > before,
+        "event id {after} after the restart, {before} before: a watcher resuming from \
+         {before} would miss it"
+    );
     vigil.shutdown().await;
 }
