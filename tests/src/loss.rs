@@ -17,6 +17,9 @@ pub type Lossless = ReadFilter<fn(&mut TaggedPacket) -> bool>;
 
 /// Drops the first copy of every `every`-th inbound RTP packet of the given
 /// payload types (a retransmission on RTX gets through); counts the drops.
+/// Never a stream's first packet: nothing before it shows a gap, so no
+/// receiver can NACK it (a stream starting on a multiple of `every` failed
+/// `nack_repair` now and then).
 pub fn drop_every_nth(
     every: u16,
     payload_types: impl IntoIterator<Item = u8>,
@@ -24,12 +27,15 @@ pub fn drop_every_nth(
 ) -> impl Interceptor + 'static {
     let payload_types: HashSet<u8> = payload_types.into_iter().collect();
     let mut dropped_seqs = HashSet::new();
+    let mut seen_ssrcs = HashSet::new();
     ReadFilter::new(move |msg: &mut TaggedPacket| {
         let Packet::Rtp(rtp) = &msg.message.packet else {
             return true;
         };
         let header = &rtp.header;
-        let drop = payload_types.contains(&header.payload_type)
+        let first_of_stream = seen_ssrcs.insert(header.ssrc);
+        let drop = !first_of_stream
+            && payload_types.contains(&header.payload_type)
             && header.sequence_number % every == 0
             && dropped_seqs.insert((header.ssrc, header.sequence_number));
         if drop {
