@@ -61,16 +61,16 @@ struct Inner {
 
 impl Default for MemoryBus {
     fn default() -> Self {
-        MemoryBus::starting_at(1, None)
+        MemoryBus::starting_at(1, 1, None)
     }
 }
 
 impl MemoryBus {
-    fn starting_at(next_id: u64, ids: Option<Arc<dyn Store>>) -> MemoryBus {
+    fn starting_at(next_id: u64, reserved_until: u64, ids: Option<Arc<dyn Store>>) -> MemoryBus {
         MemoryBus {
             inner: Mutex::new(Inner {
                 next_id,
-                reserved_until: next_id,
+                reserved_until,
                 history: VecDeque::with_capacity(HISTORY),
             }),
             live: broadcast::channel(HISTORY).0,
@@ -86,9 +86,7 @@ impl MemoryBus {
     pub fn resuming(store: Arc<dyn Store>) -> Result<MemoryBus, StoreError> {
         let first = store.next_event_id()?.max(1);
         store.set_next_event_id(first + ID_BLOCK)?;
-        let bus = MemoryBus::starting_at(first, Some(store));
-        bus.lock().reserved_until = first + ID_BLOCK;
-        Ok(bus)
+        Ok(MemoryBus::starting_at(first, first + ID_BLOCK, Some(store)))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
