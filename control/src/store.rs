@@ -313,16 +313,9 @@ pub fn load_or_create_secrets(dir: &Path) -> Result<(Secrets, bool), StoreError>
         .create(dir)
         .map_err(|e| StoreError::io(dir, e))?;
 
-    let admin_path = dir.join(ADMIN_KEY_FILE);
+    let admin_path = admin_key_path(dir);
     let (admin_text, admin_created) = load_or_create(&admin_path)?;
-    // The admin key is used as typed, so any printable text an operator put
-    // there is accepted as is.
-    if admin_text.is_empty() || !admin_text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(StoreError::Corrupt(format!(
-            "{} must hold one line of printable ASCII",
-            admin_path.display()
-        )));
-    }
+    check_admin_key(&admin_path, &admin_text)?;
 
     let signing_path = dir.join(SIGNING_KEY_FILE);
     let (signing_text, signing_created) = load_or_create(&signing_path)?;
@@ -341,6 +334,38 @@ pub fn load_or_create_secrets(dir: &Path) -> Result<(Secrets, bool), StoreError>
         signing_secret,
     };
     Ok((secrets, admin_created || signing_created))
+}
+
+/// Where the server of data directory `dir` keeps its admin key.
+pub fn admin_key_path(dir: &Path) -> PathBuf {
+    dir.join(ADMIN_KEY_FILE)
+}
+
+/// The admin key stored in data directory `dir`, without creating anything:
+/// `None` if there is none (a server that never started there, or one run
+/// with `--insecure-no-auth`). For tools that act as the operator, such as
+/// `vigil ctl`.
+pub fn read_admin_key(dir: &Path) -> Result<Option<String>, StoreError> {
+    let path = admin_key_path(dir);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(&path, e)),
+    };
+    check_admin_key(&path, &text)?;
+    Ok(Some(text))
+}
+
+/// The admin key is used as typed, so any printable text an operator put in
+/// its file is accepted as is; anything else means the file was damaged.
+fn check_admin_key(path: &Path, text: &str) -> Result<(), StoreError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StoreError::Corrupt(format!(
+            "{} must hold one line of printable ASCII",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Reads the trimmed text of `path`, or writes 32 fresh random bytes there as
@@ -618,6 +643,23 @@ mod tests {
         assert!(!created);
         assert_eq!(secrets.admin_key, "operator-chosen-key");
         assert_eq!(secrets.signing_secret, vec![0xab; 32]);
+    }
+
+    #[test]
+    fn reading_the_admin_key_creates_nothing() {
+        let tmp = TempDir::new("read-admin-key");
+        assert!(read_admin_key(&tmp.0).unwrap().is_none());
+        assert!(!admin_key_path(&tmp.0).exists());
+        let (secrets, _) = load_or_create_secrets(&tmp.0).unwrap();
+        assert_eq!(
+            read_admin_key(&tmp.0).unwrap().as_deref(),
+            Some(secrets.admin_key.as_str())
+        );
+        fs::write(admin_key_path(&tmp.0), "two words\n").unwrap();
+        assert!(matches!(
+            read_admin_key(&tmp.0),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]
