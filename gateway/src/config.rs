@@ -49,6 +49,13 @@ impl std::str::FromStr for IceServer {
     }
 }
 
+/// Where the data directory is unless configured: `./data`, for the server
+/// and for `vigil ctl` alike (which reads the admin key there).
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// Where gRPC is served unless configured; also where `vigil ctl` connects.
+pub const DEFAULT_GRPC_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -110,22 +117,28 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(30),
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
-            grpc_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 50051)),
-            data_dir: Some(PathBuf::from("data")),
+            grpc_listen: DEFAULT_GRPC_LISTEN,
+            data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             insecure_no_auth: false,
             secrets: None,
         }
     }
 }
 
-/// Command line of `vigil`. Every flag also reads a `VIGIL_*` environment variable.
+/// Command line of `vigil`: without a subcommand it runs the server, with
+/// the flags below. Every flag also reads a `VIGIL_*` environment variable.
 #[derive(Debug, Parser)]
 #[command(
     name = "vigil",
     version,
-    about = "WHIP/WHEP media server for remote monitoring"
+    about = "WHIP/WHEP media server for remote monitoring",
+    // `vigil --grpc-listen X ctl ...` would silently ignore the flag.
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    /// Something other than running the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML file with any of the settings below (flags and environment win).
     #[arg(long, env = "VIGIL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -166,6 +179,14 @@ pub struct Args {
     /// play and administer. For local demos only.
     #[arg(long, env = "VIGIL_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+}
+
+/// The subcommands of `vigil`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Administer a running server over its gRPC API (rooms, tokens,
+    /// participants, events).
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// The TOML file's shape: the same settings as the flags.

@@ -23,6 +23,7 @@
 //! Panic policy: a panic is a bug; no client input can cause one.
 
 pub mod config;
+pub mod ctl;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -1,20 +1,31 @@
-//! `vigil`: one binary, one command, loopback-only by default.
+//! `vigil`: one binary, loopback-only by default. It runs the server, or
+//! with `vigil ctl ...` administers a running one.
 
 use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
-use vigil_gateway::config::Args;
-use vigil_gateway::{Credentials, Vigil};
+use vigil_control::store::admin_key_path;
+use vigil_gateway::config::{Args, Command};
+use vigil_gateway::{Credentials, Vigil, ctl};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let mut args = Args::parse();
+    match args.command.take() {
+        Some(Command::Ctl(ctl)) => ctl::run(ctl).await,
+        None => serve(args).await,
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains.
+async fn serve(args: Args) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
         )
         .init();
-    let config = match Args::parse().into_config() {
+    let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("vigil: {e}");
@@ -60,14 +71,18 @@ async fn main() -> std::process::ExitCode {
         }
         Credentials::AdminKey { key, generated } => {
             let where_ = match &config.data_dir {
-                Some(dir) => format!("stored in {}/admin.key", dir.display()),
+                Some(dir) => format!("stored in {}", admin_key_path(dir).display()),
                 None => "valid until this process exits".to_owned(),
             };
             let how = if *generated { "generated" } else { "loaded" };
             println!("Admin key {how}, {where_}:");
             println!("  {key}");
             println!(
-                "  e.g. grpcurl -plaintext -H 'authorization: Bearer {key}' {} list",
+                "  e.g. {}",
+                ctl::example(vigil.grpc_addr, config.data_dir.as_deref())
+            );
+            println!(
+                "  or   grpcurl -plaintext -H 'authorization: Bearer {key}' {} list",
                 vigil.grpc_addr
             );
         }

@@ -1,0 +1,518 @@
+//! `vigil ctl`: the admin command line, a client of the same gRPC API that
+//! grpcurl and the web console use (what LiveKit's `lk` is to LiveKit).
+//!
+//! Each command makes one RPC and prints its result: human-readable
+//! `key=value` lines by default, JSON with `--json` (one document, or one
+//! per line for `watch`). The credential is `--admin-key`, else
+//! `VIGIL_ADMIN_KEY`, else the key the server keeps in its data directory;
+//! with none of them the request goes without one, which an
+//! `--insecure-no-auth` server accepts.
+//!
+//! Exit status: 0 done, 1 the server refused (a gRPC error), 2 a usage
+//! error (clap's), 3 the server could not be reached.
+//!
+//! - [`client`]: the connection, the credential, one method per RPC.
+//! - [`output`]: the text and JSON forms of every response and event.
+
+mod client;
+mod output;
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value;
+use vigil_proto::v1 as pb;
+
+use crate::config::{DEFAULT_DATA_DIR, DEFAULT_GRPC_LISTEN};
+use client::{Client, Credential};
+
+/// The help section of the options every command takes.
+const GLOBAL: &str = "Options of every command";
+
+/// `vigil ctl`: what to connect to, with which credential, and what to do.
+#[derive(Debug, Args)]
+#[command(
+    about = "Administer a running Vigil over its gRPC API",
+    after_help = "Exit status: 0 done, 1 the server refused, 2 usage error, 3 server unreachable."
+)]
+pub struct CtlArgs {
+    /// The server's gRPC address, `http://HOST:PORT` or `HOST:PORT`.
+    #[arg(long, env = "VIGIL_SERVER", global = true, default_value_t = ServerUrl::default(), help_heading = GLOBAL)]
+    pub server: ServerUrl,
+    /// The admin key (or a room token with the admin grant, for that
+    /// room's RPCs) [default: the one in the data directory].
+    #[arg(long, env = "VIGIL_ADMIN_KEY", global = true, hide_env_values = true, help_heading = GLOBAL)]
+    pub admin_key: Option<String>,
+    /// The server's data directory, where it keeps its admin key.
+    #[arg(long, env = "VIGIL_DATA_DIR", global = true, default_value = DEFAULT_DATA_DIR, help_heading = GLOBAL)]
+    pub data_dir: PathBuf,
+    /// Print JSON (`.proto` field names) instead of text; `watch` prints
+    /// one object per line.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The commands of `vigil ctl`.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Create, list, show and delete rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Make participant tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Who is in a room: publishers with their tracks, and viewers.
+    Participants {
+        /// The room.
+        room: String,
+    },
+    /// Close every WHIP/WHEP session of one participant.
+    HangUp {
+        /// The room.
+        room: String,
+        /// The participant.
+        identity: String,
+    },
+    /// Stop forwarding one track of a publisher (`--unmute` resumes it).
+    Mute {
+        /// The room.
+        room: String,
+        /// The publisher.
+        identity: String,
+        /// Which of its tracks.
+        kind: MediaKind,
+        /// Resume forwarding instead (at the next keyframe).
+        #[arg(long)]
+        unmute: bool,
+    },
+    /// Ask a participant to play another's stream (a dispatcher calling
+    /// back: the caller must be publishing).
+    Call {
+        /// The room.
+        room: String,
+        /// Whose stream the callee plays.
+        caller: String,
+        /// Who is asked to play it.
+        callee: String,
+    },
+    /// Print events and alarms as they happen, until interrupted.
+    Watch {
+        /// Only this room's events [default: every room].
+        room: Option<String>,
+        /// Only events about this participant.
+        #[arg(long)]
+        identity: Option<String>,
+        /// First replay the retained events after this id (the last one
+        /// seen), so a restarted watch misses nothing.
+        #[arg(long)]
+        after_id: Option<u64>,
+    },
+}
+
+/// `vigil ctl room ...`
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Create a room.
+    Create(CreateRoom),
+    /// Every room, with its live counts.
+    List,
+    /// One room.
+    Get {
+        /// The room.
+        name: String,
+    },
+    /// Delete a room, hanging up everyone in it.
+    Delete {
+        /// The room.
+        name: String,
+    },
+}
+
+/// `vigil ctl room create`: a name, limits and alarm thresholds.
+#[derive(Debug, Args)]
+pub struct CreateRoom {
+    /// 1-64 of A-Z a-z 0-9 _ . -
+    pub name: String,
+    /// Most publishers at once [default: unlimited].
+    #[arg(long)]
+    pub max_publishers: Option<u32>,
+    /// Most viewers at once [default: unlimited].
+    #[arg(long)]
+    pub max_viewers: Option<u32>,
+    /// A stream without media for this long raises STALLED [default: 3000].
+    #[arg(long)]
+    pub stall_after_ms: Option<u32>,
+    /// A publisher under this bitrate raises LOW_BITRATE; 0 disables [default: 50000].
+    #[arg(long)]
+    pub min_bitrate_bps: Option<u64>,
+    /// A video stream without a keyframe for this long raises
+    /// KEYFRAME_INTERVAL [default: 10000].
+    #[arg(long)]
+    pub max_keyframe_interval_ms: Option<u32>,
+}
+
+/// `vigil ctl token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign a token for one participant of one room; prints the token.
+    Create(CreateToken),
+}
+
+/// `vigil ctl token create`: who, where, what it may do, for how long.
+#[derive(Debug, Args)]
+pub struct CreateToken {
+    /// The one room the token opens (it must exist).
+    pub room: String,
+    /// The participant; a publisher publishes the stream of this name.
+    pub identity: String,
+    /// May publish its own stream (WHIP).
+    #[arg(long)]
+    pub publish: bool,
+    /// May play the room's streams (WHEP).
+    #[arg(long)]
+    pub subscribe: bool,
+    /// May do everything in the room (a dispatcher).
+    #[arg(long)]
+    pub admin: bool,
+    /// Lifetime in seconds [default: 86400].
+    #[arg(long)]
+    pub ttl_secs: Option<u32>,
+}
+
+/// A track kind on the command line (`audio`, `video`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// The server's gRPC endpoint, an `http://` URL (`vigil ctl` speaks
+/// plaintext gRPC, as the server does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl(String);
+
+impl Default for ServerUrl {
+    fn default() -> Self {
+        ServerUrl(format!("http://{DEFAULT_GRPC_LISTEN}"))
+    }
+}
+
+impl std::fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ServerUrl {
+    type Err = String;
+
+    /// `http://HOST:PORT`, or `HOST:PORT` (as `--grpc-listen` is written).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = if s.contains("://") {
+            s.to_owned()
+        } else {
+            format!("http://{s}")
+        };
+        if !url.starts_with("http://") {
+            return Err(format!(
+                "{s}: only http:// (the server speaks plaintext gRPC; reach a remote one through a tunnel)"
+            ));
+        }
+        match url.parse::<tonic::transport::Uri>() {
+            Ok(uri) if uri.host().is_some() => Ok(ServerUrl(url)),
+            _ => Err(format!("{s}: not a server address (http://HOST:PORT)")),
+        }
+    }
+}
+
+/// Why a `vigil ctl` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// No connection to the server could be made.
+    #[error("cannot reach the Vigil server at {server}: {cause}")]
+    Unreachable {
+        /// The address tried.
+        server: ServerUrl,
+        /// The transport's error chain.
+        cause: String,
+    },
+    /// The server answered the RPC with an error.
+    #[error("{}", client::describe(.status, .hint.as_deref()))]
+    Refused {
+        /// What the server said.
+        status: tonic::Status,
+        /// What to do about it, when the credential is the likely cause.
+        hint: Option<String>,
+    },
+    /// The credential given cannot be sent as a header.
+    #[error("the admin key must be printable ASCII without spaces")]
+    BadKey,
+    /// Standard output could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] io::Error),
+}
+
+impl CtlError {
+    /// The process exit status for this error (the crate docs list them).
+    fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Refused { .. } | CtlError::Output(_) => 1,
+            CtlError::BadKey => 2,
+            CtlError::Unreachable { .. } => 3,
+        }
+    }
+}
+
+/// A `vigil ctl` command line that works against a server serving gRPC on
+/// `grpc` with data directory `data_dir` (the server prints it at start):
+/// flags only where the server's differ from ctl's defaults.
+pub fn example(grpc: SocketAddr, data_dir: Option<&Path>) -> String {
+    let mut line = String::from("vigil ctl");
+    if grpc != DEFAULT_GRPC_LISTEN {
+        line.push_str(&format!(" --server {grpc}"));
+    }
+    match data_dir {
+        Some(dir) if dir == Path::new(DEFAULT_DATA_DIR) => {}
+        Some(dir) => line.push_str(&format!(" --data-dir {}", dir.display())),
+        None => line.push_str(" --admin-key <key>"),
+    }
+    line.push_str(" room list");
+    line
+}
+
+/// Runs one `vigil ctl` command; errors become one line on stderr and the
+/// exit status.
+pub async fn run(args: CtlArgs) -> ExitCode {
+    match execute(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // `vigil ctl watch | head`: the reader has all it wanted.
+        Err(CtlError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil ctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn execute(args: CtlArgs) -> Result<(), CtlError> {
+    let credential = Credential::resolve(args.admin_key, &args.data_dir)?;
+    let client = Client::connect(&args.server, credential).await?;
+    let out = Printer { json: args.json };
+    match args.command {
+        CtlCommand::Room(command) => room(&client, &out, command).await,
+        CtlCommand::Token(TokenCommand::Create(create)) => token(&client, &out, create).await,
+        CtlCommand::Participants { room } => {
+            let response = client.list_participants(&room).await?;
+            if response.participants.is_empty() && !out.json {
+                eprintln!("no participants in {room}");
+            }
+            out.print(
+                || output::participants_text(&response),
+                || output::participants_json(&response),
+            )
+        }
+        CtlCommand::HangUp { room, identity } => {
+            let response = client.hang_up(&room, &identity).await?;
+            out.print(
+                || output::hung_up_text(&room, &identity, &response),
+                || output::hung_up_json(&response),
+            )
+        }
+        CtlCommand::Mute {
+            room,
+            identity,
+            kind,
+            unmute,
+        } => {
+            let kind = match kind {
+                MediaKind::Audio => pb::TrackKind::Audio,
+                MediaKind::Video => pb::TrackKind::Video,
+            };
+            client.mute_track(&room, &identity, kind, !unmute).await?;
+            out.print(
+                || output::muted_text(&room, &identity, kind, !unmute),
+                || Value::Object(Default::default()),
+            )
+        }
+        CtlCommand::Call {
+            room,
+            caller,
+            callee,
+        } => {
+            let response = client.call(&room, &caller, &callee).await?;
+            out.print(
+                || output::called_text(&callee, &response),
+                || output::called_json(&response),
+            )
+        }
+        CtlCommand::Watch {
+            room,
+            identity,
+            after_id,
+        } => {
+            let request = pb::WatchRequest {
+                room: room.unwrap_or_default(),
+                identity: identity.unwrap_or_default(),
+                after_id,
+            };
+            watch(&client, &out, request).await
+        }
+    }
+}
+
+async fn room(client: &Client, out: &Printer, command: RoomCommand) -> Result<(), CtlError> {
+    match command {
+        RoomCommand::Create(create) => {
+            let room = client.create_room(create.into_request()).await?;
+            out.print(|| output::room_line(&room), || output::room_json(&room))
+        }
+        RoomCommand::List => {
+            let response = client.list_rooms().await?;
+            if response.rooms.is_empty() && !out.json {
+                eprintln!("no rooms");
+            }
+            out.print(
+                || output::rooms_text(&response),
+                || output::rooms_json(&response),
+            )
+        }
+        RoomCommand::Get { name } => {
+            let room = client.room(&name).await?;
+            out.print(|| output::room_line(&room), || output::room_json(&room))
+        }
+        RoomCommand::Delete { name } => {
+            let response = client.delete_room(&name).await?;
+            out.print(
+                || output::deleted_text(&name, &response),
+                || output::deleted_json(&response),
+            )
+        }
+    }
+}
+
+/// Prints the token alone on stdout (`TOKEN=$(vigil ctl token create ...)`)
+/// and what else the server said on stderr; `--json` prints everything.
+async fn token(client: &Client, out: &Printer, create: CreateToken) -> Result<(), CtlError> {
+    let response = client.create_token(create.into_request()).await?;
+    if !out.json {
+        eprintln!("{}", output::token_note(&response));
+    }
+    out.print(|| response.token.clone(), || output::token_json(&response))
+}
+
+/// Prints each event as it arrives until the server ends the feed (it shuts
+/// down) or the process is interrupted.
+async fn watch(client: &Client, out: &Printer, request: pb::WatchRequest) -> Result<(), CtlError> {
+    let mut events = client.watch(request).await?;
+    // The server subscribed before answering, so from here nothing is missed;
+    // scripts (and the tests) wait for this line before acting.
+    eprintln!("watching events (Ctrl-C to stop)");
+    let mut last = None;
+    while let Some(event) = client.next_event(&mut events).await? {
+        last = Some(event.id);
+        out.print(|| output::event_line(&event), || output::event_json(&event))?;
+    }
+    match last {
+        Some(id) => eprintln!("the server ended the feed; resume with --after-id {id}"),
+        None => eprintln!("the server ended the feed"),
+    }
+    Ok(())
+}
+
+impl CreateRoom {
+    fn into_request(self) -> pb::CreateRoomRequest {
+        pb::CreateRoomRequest {
+            name: self.name,
+            limits: Some(pb::RoomLimits {
+                max_publishers: self.max_publishers,
+                max_viewers: self.max_viewers,
+            }),
+            alarm_rules: Some(pb::AlarmRules {
+                stall_after_ms: self.stall_after_ms,
+                min_bitrate_bps: self.min_bitrate_bps,
+                max_keyframe_interval_ms: self.max_keyframe_interval_ms,
+            }),
+        }
+    }
+}
+
+impl CreateToken {
+    fn into_request(self) -> pb::CreateTokenRequest {
+        pb::CreateTokenRequest {
+            room: self.room,
+            identity: self.identity,
+            grants: Some(pb::Grants {
+                publish: self.publish,
+                subscribe: self.subscribe,
+                admin: self.admin,
+            }),
+            ttl_seconds: self.ttl_secs,
+        }
+    }
+}
+
+/// Writes results to stdout, as text or as JSON.
+struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    /// Prints one result; text that is empty (an empty list) prints nothing.
+    fn print(
+        &self,
+        text: impl FnOnce() -> String,
+        json: impl FnOnce() -> Value,
+    ) -> Result<(), CtlError> {
+        let mut stdout = io::stdout().lock();
+        if self.json {
+            writeln!(stdout, "{}", json())?;
+        } else {
+            let text = text();
+            if !text.is_empty() {
+                writeln!(stdout, "{text}")?;
+            }
+        }
+        stdout.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        let parse = |s: &str| s.parse::<ServerUrl>().map(|u| u.0);
+        assert_eq!(parse("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(parse("http://[::1]:9").unwrap(), "http://[::1]:9");
+        assert!(parse("https://vigil.example:443").is_err());
+        assert!(parse("http://").is_err());
+        assert_eq!(ServerUrl::default().0, "http://127.0.0.1:50051");
+    }
+
+    #[test]
+    fn the_example_names_only_what_differs() {
+        let data = Path::new(DEFAULT_DATA_DIR);
+        assert_eq!(
+            example(DEFAULT_GRPC_LISTEN, Some(data)),
+            "vigil ctl room list"
+        );
+        let other: SocketAddr = "127.0.0.1:15051".parse().unwrap();
+        assert_eq!(
+            example(other, Some(Path::new("/var/lib/vigil"))),
+            "vigil ctl --server 127.0.0.1:15051 --data-dir /var/lib/vigil room list"
+        );
+        assert_eq!(
+            example(DEFAULT_GRPC_LISTEN, None),
+            "vigil ctl --admin-key <key> room list"
+        );
+    }
+}

@@ -1,0 +1,538 @@
+//! What `vigil ctl` prints: each response and event as text or as JSON.
+//!
+//! Text is one line per item: a name, then `key=value` fields (free text
+//! quoted), so it reads well and `grep`s well. JSON is the response message
+//! with its `.proto` field names, every field present (unset optional ones
+//! as `null`), 64-bit numbers as numbers, enums by their `.proto` names;
+//! an event carries its kind as the key of its `oneof` field
+//! (`{"id": 7, ..., "room_created": {}}`).
+
+use serde_json::{Value, json};
+use vigil_proto::v1 as pb;
+use vigil_proto::v1::event::Kind;
+
+/// `site-1 publishers=0 viewers=0 max_publishers=- ...`
+pub fn room_line(room: &pb::Room) -> String {
+    let limits = room.limits.unwrap_or_default();
+    let rules = room.alarm_rules.unwrap_or_default();
+    format!(
+        "{} publishers={} viewers={} max_publishers={} max_viewers={} \
+         stall_after_ms={} min_bitrate_bps={} max_keyframe_interval_ms={} created={}",
+        room.name,
+        room.publishers,
+        room.viewers,
+        or_dash(limits.max_publishers),
+        or_dash(limits.max_viewers),
+        or_dash(rules.stall_after_ms),
+        or_dash(rules.min_bitrate_bps),
+        or_dash(rules.max_keyframe_interval_ms),
+        utc(room.created_at_unix_ms),
+    )
+}
+
+pub fn room_json(room: &pb::Room) -> Value {
+    let limits = room.limits.map(|limits| {
+        json!({
+            "max_publishers": limits.max_publishers,
+            "max_viewers": limits.max_viewers,
+        })
+    });
+    let rules = room.alarm_rules.map(|rules| {
+        json!({
+            "stall_after_ms": rules.stall_after_ms,
+            "min_bitrate_bps": rules.min_bitrate_bps,
+            "max_keyframe_interval_ms": rules.max_keyframe_interval_ms,
+        })
+    });
+    json!({
+        "name": room.name,
+        "limits": limits,
+        "alarm_rules": rules,
+        "created_at_unix_ms": room.created_at_unix_ms,
+        "publishers": room.publishers,
+        "viewers": room.viewers,
+    })
+}
+
+/// One [`room_line`] per room.
+pub fn rooms_text(response: &pb::ListRoomsResponse) -> String {
+    lines(response.rooms.iter().map(room_line))
+}
+
+pub fn rooms_json(response: &pb::ListRoomsResponse) -> Value {
+    json!({ "rooms": response.rooms.iter().map(room_json).collect::<Vec<_>>() })
+}
+
+pub fn deleted_text(room: &str, response: &pb::DeleteRoomResponse) -> String {
+    format!(
+        "deleted {room} sessions_closed={}",
+        response.sessions_closed
+    )
+}
+
+pub fn deleted_json(response: &pb::DeleteRoomResponse) -> Value {
+    json!({ "sessions_closed": response.sessions_closed })
+}
+
+/// `cam-1 publishing=true viewers=2 bitrate_bps=... since=... tracks=video/H264,audio/opus(muted)`
+pub fn participant_line(p: &pb::Participant) -> String {
+    let mut line = format!(
+        "{} publishing={} viewers={} bitrate_bps={} since={}",
+        field(&p.identity),
+        p.publishing,
+        p.viewer_count,
+        p.bitrate_bps,
+        utc(p.connected_since_unix_ms),
+    );
+    if !p.tracks.is_empty() {
+        let tracks: Vec<String> = p
+            .tracks
+            .iter()
+            .map(|t| match t.muted {
+                true => format!("{}(muted)", t.codec),
+                false => t.codec.clone(),
+            })
+            .collect();
+        line.push_str(&format!(" tracks={}", field(&tracks.join(","))));
+    }
+    if !p.watching.is_empty() {
+        line.push_str(&format!(" watching={}", field(&p.watching.join(","))));
+    }
+    if !p.active_alarms.is_empty() {
+        let alarms: Vec<String> = p
+            .active_alarms
+            .iter()
+            .map(|&a| enum_text::<pb::AlarmKind>(a))
+            .collect();
+        line.push_str(&format!(" alarms={}", alarms.join(",")));
+    }
+    line
+}
+
+pub fn participant_json(p: &pb::Participant) -> Value {
+    let tracks: Vec<Value> = p
+        .tracks
+        .iter()
+        .map(|t| {
+            json!({
+                "kind": enum_json::<pb::TrackKind>(t.kind),
+                "codec": t.codec,
+                "muted": t.muted,
+            })
+        })
+        .collect();
+    let alarms: Vec<Value> = p
+        .active_alarms
+        .iter()
+        .map(|&a| enum_json::<pb::AlarmKind>(a))
+        .collect();
+    json!({
+        "identity": p.identity,
+        "publishing": p.publishing,
+        "tracks": tracks,
+        "viewer_count": p.viewer_count,
+        "bitrate_bps": p.bitrate_bps,
+        "connected_since_unix_ms": p.connected_since_unix_ms,
+        "watching": p.watching,
+        "active_alarms": alarms,
+    })
+}
+
+/// One [`participant_line`] per participant.
+pub fn participants_text(response: &pb::ListParticipantsResponse) -> String {
+    lines(response.participants.iter().map(participant_line))
+}
+
+pub fn participants_json(response: &pb::ListParticipantsResponse) -> Value {
+    json!({
+        "participants": response.participants.iter().map(participant_json).collect::<Vec<_>>()
+    })
+}
+
+pub fn hung_up_text(room: &str, identity: &str, response: &pb::HangUpResponse) -> String {
+    format!(
+        "hung up {} in {room} sessions_closed={}",
+        field(identity),
+        response.sessions_closed
+    )
+}
+
+pub fn hung_up_json(response: &pb::HangUpResponse) -> Value {
+    json!({ "sessions_closed": response.sessions_closed })
+}
+
+pub fn muted_text(room: &str, identity: &str, kind: pb::TrackKind, muted: bool) -> String {
+    let verb = if muted { "muted" } else { "unmuted" };
+    let kind = enum_text::<pb::TrackKind>(kind.into());
+    format!("{verb} {kind} of {} in {room}", field(identity))
+}
+
+pub fn called_text(callee: &str, response: &pb::CallResponse) -> String {
+    format!("called {} whep_path={}", field(callee), response.whep_path)
+}
+
+pub fn called_json(response: &pb::CallResponse) -> Value {
+    json!({ "whep_path": response.whep_path })
+}
+
+/// What accompanies a token on stderr: when it expires, where it publishes.
+pub fn token_note(response: &pb::CreateTokenResponse) -> String {
+    format!(
+        "expires={} whip_path={}",
+        utc(response.expires_at_unix.saturating_mul(1000)),
+        response.whip_path
+    )
+}
+
+pub fn token_json(response: &pb::CreateTokenResponse) -> Value {
+    json!({
+        "token": response.token,
+        "expires_at_unix": response.expires_at_unix,
+        "whip_path": response.whip_path,
+    })
+}
+
+/// `#7 2025-06-01T10:00:00.123Z site-1 cam-1 participant_joined role=publisher stream=cam-1`
+/// (`-` for an event about no one in particular).
+pub fn event_line(event: &pb::Event) -> String {
+    let (kind, details) = match &event.kind {
+        Some(kind) => (kind_name(kind), kind_text(kind)),
+        None => ("unknown", String::new()),
+    };
+    let mut line = format!(
+        "#{} {} {} {} {kind}",
+        event.id,
+        utc(event.at_unix_ms),
+        or_dash_str(&event.room),
+        or_dash_str(&event.identity),
+    );
+    if !details.is_empty() {
+        line.push(' ');
+        line.push_str(&details);
+    }
+    line
+}
+
+pub fn event_json(event: &pb::Event) -> Value {
+    let mut value = json!({
+        "id": event.id,
+        "at_unix_ms": event.at_unix_ms,
+        "room": event.room,
+        "identity": event.identity,
+    });
+    // An event kind newer than this build has no key: the fields above remain.
+    if let (Some(kind), Value::Object(object)) = (&event.kind, &mut value) {
+        object.insert(kind_name(kind).to_owned(), kind_json(kind));
+    }
+    value
+}
+
+/// The `oneof` field's name in `events.proto`.
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::RoomCreated(_) => "room_created",
+        Kind::RoomDeleted(_) => "room_deleted",
+        Kind::ParticipantJoined(_) => "participant_joined",
+        Kind::ParticipantLeft(_) => "participant_left",
+        Kind::TrackPublished(_) => "track_published",
+        Kind::TrackUnpublished(_) => "track_unpublished",
+        Kind::TrackMuted(_) => "track_muted",
+        Kind::CallRequested(_) => "call_requested",
+        Kind::AlarmRaised(_) => "alarm_raised",
+        Kind::AlarmCleared(_) => "alarm_cleared",
+        Kind::HistoryGap(_) => "history_gap",
+    }
+}
+
+fn kind_text(kind: &Kind) -> String {
+    match kind {
+        Kind::RoomCreated(_) | Kind::RoomDeleted(_) => String::new(),
+        Kind::ParticipantJoined(e) => format!(
+            "role={} stream={}",
+            enum_text::<pb::SessionRole>(e.role),
+            field(&e.stream)
+        ),
+        Kind::ParticipantLeft(e) => format!(
+            "role={} stream={} reason={}",
+            enum_text::<pb::SessionRole>(e.role),
+            field(&e.stream),
+            enum_text::<pb::LeaveReason>(e.reason)
+        ),
+        Kind::TrackPublished(e) => format!(
+            "kind={} codec={}",
+            enum_text::<pb::TrackKind>(e.kind),
+            field(&e.codec)
+        ),
+        Kind::TrackUnpublished(e) => format!("kind={}", enum_text::<pb::TrackKind>(e.kind)),
+        Kind::TrackMuted(e) => format!(
+            "kind={} muted={}",
+            enum_text::<pb::TrackKind>(e.kind),
+            e.muted
+        ),
+        Kind::CallRequested(e) => format!(
+            "caller={} callee={} whep_path={}",
+            field(&e.caller),
+            field(&e.callee),
+            field(&e.whep_path)
+        ),
+        Kind::AlarmRaised(e) => format!(
+            "alarm={} stream={} detail={}",
+            enum_text::<pb::AlarmKind>(e.kind),
+            field(&e.stream),
+            field(&e.detail)
+        ),
+        Kind::AlarmCleared(e) => format!(
+            "alarm={} stream={}",
+            enum_text::<pb::AlarmKind>(e.kind),
+            field(&e.stream)
+        ),
+        Kind::HistoryGap(e) => format!("oldest_retained_id={}", e.oldest_retained_id),
+    }
+}
+
+fn kind_json(kind: &Kind) -> Value {
+    match kind {
+        Kind::RoomCreated(_) | Kind::RoomDeleted(_) => json!({}),
+        Kind::ParticipantJoined(e) => json!({
+            "role": enum_json::<pb::SessionRole>(e.role),
+            "stream": e.stream,
+        }),
+        Kind::ParticipantLeft(e) => json!({
+            "role": enum_json::<pb::SessionRole>(e.role),
+            "stream": e.stream,
+            "reason": enum_json::<pb::LeaveReason>(e.reason),
+        }),
+        Kind::TrackPublished(e) => json!({
+            "kind": enum_json::<pb::TrackKind>(e.kind),
+            "codec": e.codec,
+        }),
+        Kind::TrackUnpublished(e) => json!({ "kind": enum_json::<pb::TrackKind>(e.kind) }),
+        Kind::TrackMuted(e) => json!({
+            "kind": enum_json::<pb::TrackKind>(e.kind),
+            "muted": e.muted,
+        }),
+        Kind::CallRequested(e) => json!({
+            "caller": e.caller,
+            "callee": e.callee,
+            "whep_path": e.whep_path,
+        }),
+        Kind::AlarmRaised(e) => json!({
+            "kind": enum_json::<pb::AlarmKind>(e.kind),
+            "stream": e.stream,
+            "detail": e.detail,
+        }),
+        Kind::AlarmCleared(e) => json!({
+            "kind": enum_json::<pb::AlarmKind>(e.kind),
+            "stream": e.stream,
+        }),
+        Kind::HistoryGap(e) => json!({ "oldest_retained_id": e.oldest_retained_id }),
+    }
+}
+
+/// A `.proto` enum as `vigil ctl` names it.
+trait ProtoEnum: TryFrom<i32> {
+    /// What every value's `.proto` name starts with (`TRACK_KIND_`).
+    const PREFIX: &'static str;
+    /// The value's `.proto` name (`TRACK_KIND_VIDEO`).
+    fn proto_name(&self) -> &'static str;
+}
+
+macro_rules! proto_enum {
+    ($($ty:ty => $prefix:literal),* $(,)?) => {$(
+        impl ProtoEnum for $ty {
+            const PREFIX: &'static str = $prefix;
+            fn proto_name(&self) -> &'static str {
+                self.as_str_name()
+            }
+        }
+    )*};
+}
+
+proto_enum!(
+    pb::TrackKind => "TRACK_KIND_",
+    pb::SessionRole => "SESSION_ROLE_",
+    pb::LeaveReason => "LEAVE_REASON_",
+    pb::AlarmKind => "ALARM_KIND_",
+);
+
+/// `TRACK_KIND_VIDEO`; the number for a value newer than this build.
+fn enum_json<E: ProtoEnum>(value: i32) -> Value {
+    match E::try_from(value) {
+        Ok(known) => Value::from(known.proto_name()),
+        Err(_) => Value::from(value),
+    }
+}
+
+/// `video`; the number for a value newer than this build.
+fn enum_text<E: ProtoEnum>(value: i32) -> String {
+    match E::try_from(value) {
+        Ok(known) => {
+            let name = known.proto_name();
+            name.strip_prefix(E::PREFIX)
+                .unwrap_or(name)
+                .to_ascii_lowercase()
+        }
+        Err(_) => value.to_string(),
+    }
+}
+
+/// A value in a text line: as is when it is one plain word, quoted (Rust
+/// string syntax) when it is empty or has spaces, quotes or `=`.
+fn field(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=');
+    if plain {
+        value.to_owned()
+    } else {
+        format!("{value:?}")
+    }
+}
+
+fn or_dash(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn or_dash_str(value: &str) -> String {
+    if value.is_empty() {
+        "-".to_owned()
+    } else {
+        field(value)
+    }
+}
+
+fn lines(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join("\n")
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC,
+/// `2025-06-01T10:00:00.123Z`.
+pub fn utc(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let millis = unix_ms.rem_euclid(1000);
+    let (days, in_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01: Howard Hinnant's
+/// `civil_from_days` (chrono-compatible date algorithms), in eras of 400 years.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months counted from March, so the leap day ends the year.
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Both are in range by construction: day 1..=31, month 1..=12.
+    (year, month as u32, day as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(utc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(utc(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(utc(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn enums_by_name_or_number() {
+        let video = i32::from(pb::TrackKind::Video);
+        assert_eq!(enum_text::<pb::TrackKind>(video), "video");
+        assert_eq!(enum_json::<pb::TrackKind>(video), json!("TRACK_KIND_VIDEO"));
+        let hung_up = i32::from(pb::LeaveReason::HungUp);
+        assert_eq!(enum_text::<pb::LeaveReason>(hung_up), "hung_up");
+        assert_eq!(enum_text::<pb::AlarmKind>(99), "99");
+        assert_eq!(enum_json::<pb::AlarmKind>(99), json!(99));
+    }
+
+    #[test]
+    fn events_as_text_and_json() {
+        let event = pb::Event {
+            id: 7,
+            at_unix_ms: 1_700_000_000_123,
+            room: "site-1".into(),
+            identity: "cam-1".into(),
+            kind: Some(Kind::AlarmRaised(pb::AlarmRaised {
+                kind: pb::AlarmKind::Stalled.into(),
+                stream: "cam-1".into(),
+                detail: "no media for 3 s".into(),
+            })),
+        };
+        assert_eq!(
+            event_line(&event),
+            "#7 2023-11-14T22:13:20.123Z site-1 cam-1 alarm_raised \
+             alarm=stalled stream=cam-1 detail=\"no media for 3 s\""
+        );
+        assert_eq!(
+            event_json(&event),
+            json!({
+                "id": 7,
+                "at_unix_ms": 1_700_000_000_123_i64,
+                "room": "site-1",
+                "identity": "cam-1",
+                "alarm_raised": {
+                    "kind": "ALARM_KIND_STALLED",
+                    "stream": "cam-1",
+                    "detail": "no media for 3 s",
+                },
+            })
+        );
+        let created = pb::Event {
+            id: 1,
+            at_unix_ms: 0,
+            room: "site-1".into(),
+            identity: String::new(),
+            kind: Some(Kind::RoomCreated(pb::RoomCreated {})),
+        };
+        assert_eq!(
+            event_line(&created),
+            "#1 1970-01-01T00:00:00.000Z site-1 - room_created"
+        );
+    }
+
+    #[test]
+    fn rooms_show_unset_limits_as_dash_and_null() {
+        let room = pb::Room {
+            name: "site-1".into(),
+            limits: Some(pb::RoomLimits {
+                max_publishers: None,
+                max_viewers: Some(5),
+            }),
+            alarm_rules: None,
+            created_at_unix_ms: 0,
+            publishers: 1,
+            viewers: 2,
+        };
+        assert_eq!(
+            room_line(&room),
+            "site-1 publishers=1 viewers=2 max_publishers=- max_viewers=5 stall_after_ms=- \
+             min_bitrate_bps=- max_keyframe_interval_ms=- created=1970-01-01T00:00:00.000Z"
+        );
+        let value = room_json(&room);
+        assert_eq!(value["limits"]["max_publishers"], Value::Null);
+        assert_eq!(value["limits"]["max_viewers"], json!(5));
+        assert_eq!(value["alarm_rules"], Value::Null);
+    }
+}
