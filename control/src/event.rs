@@ -36,6 +36,8 @@ pub enum LeaveReason {
     PublisherGone,
     /// The server shut down.
     ServerShutdown,
+    /// A new session of the same identity took the stream over.
+    Replaced,
 }
 
 /// An alarm: one of a stream's, or the room being full.

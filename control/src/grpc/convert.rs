@@ -134,6 +134,7 @@ fn leave_reason(reason: LeaveReason) -> i32 {
         LeaveReason::RoomClosed => pb::LeaveReason::RoomClosed,
         LeaveReason::PublisherGone => pb::LeaveReason::PublisherGone,
         LeaveReason::ServerShutdown => pb::LeaveReason::ServerShutdown,
+        LeaveReason::Replaced => pb::LeaveReason::Replaced,
     }
     .into()
 }

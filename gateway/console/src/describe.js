@@ -16,6 +16,7 @@ const LEAVE_REASONS = {
   [LeaveReason.ROOM_CLOSED]: "left: room closed",
   [LeaveReason.PUBLISHER_GONE]: "stopped watching: stream ended",
   [LeaveReason.SERVER_SHUTDOWN]: "left: server shut down",
+  [LeaveReason.REPLACED]: "reconnected: a new session took over",
 };
 
 export const kindName = (kind) => (kind === TrackKind.VIDEO ? "video" : "audio");

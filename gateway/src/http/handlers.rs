@@ -73,7 +73,15 @@ async fn create_session(
     let offer = read_text(req, &state.config, Error::MalformedSdp).await?;
     let identity = admission.identity.clone();
     let created = match role {
-        Role::Publish => state.sfu.publish(room, stream, identity, offer).await?,
+        Role::Publish => {
+            // A token proves who publishes, so the same identity may take
+            // its stream over (a phone back from a network drop); in open
+            // mode a second publisher is refused.
+            let may_replace = state.control.auth_required();
+            let sfu = &state.sfu;
+            sfu.publish(room, stream, identity, may_replace, offer)
+                .await?
+        }
         Role::Play => state.sfu.play(room, stream, identity, offer, layer).await?,
     };
     drop(admission);

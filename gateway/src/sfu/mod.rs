@@ -262,12 +262,15 @@ impl Sfu {
     }
 
     /// WHIP: negotiates a publisher session for `room`/`stream`, published
-    /// by `identity`.
+    /// by `identity`. With `may_replace` (the identity was authenticated),
+    /// a live session of the same identity is replaced by this one instead
+    /// of refusing it.
     pub async fn publish(
         &self,
         room: RoomName,
         stream: StreamName,
         identity: String,
+        may_replace: bool,
         offer: String,
     ) -> Result<Created> {
         let sections = codecs::parse_offer(&offer)?;
@@ -278,6 +281,7 @@ impl Sfu {
             stream,
             session: session.clone(),
             identity,
+            may_replace,
             reply,
         })
         .await??;

@@ -25,6 +25,14 @@
 //! tracks for `republish_grace`: a new publisher of the same stream (with
 //! the same codec) has them moved onto its tracks at its first packet of
 //! each kind, numbered on; when the grace runs out they are closed.
+//!
+//! *Takeover*: a WHIP POST for a live stream by the same authenticated
+//! identity (a phone that lost its network and comes back with its token
+//! before its old session timed out) reserves the stream as the current
+//! publisher's *successor*; when the successor commits, the old session is
+//! closed (`Replaced`) and the new one takes its place, its viewers moved
+//! over as on a republish. Without authentication (open mode) nothing
+//! proves two POSTs come from the same publisher, so the second gets 409.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -70,6 +78,8 @@ pub enum CloseReason {
     CodecChanged,
     /// The server is shutting down.
     Shutdown,
+    /// The same identity published the stream again (takeover).
+    Replaced,
     /// An admin hung up the participant.
     HungUp,
     /// The room was deleted.
@@ -86,6 +96,7 @@ impl CloseReason {
             CloseReason::NegotiationFailed => return None,
             CloseReason::PublisherGone | CloseReason::CodecChanged => LeaveReason::PublisherGone,
             CloseReason::Shutdown => LeaveReason::ServerShutdown,
+            CloseReason::Replaced => LeaveReason::Replaced,
             CloseReason::HungUp => LeaveReason::HungUp,
             CloseReason::RoomClosed => LeaveReason::RoomClosed,
         })
@@ -103,6 +114,7 @@ impl fmt::Display for CloseReason {
             CloseReason::PublisherGone => "publisher gone",
             CloseReason::CodecChanged => "publisher changed codec",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::Replaced => "replaced by a new session of the same identity",
             CloseReason::HungUp => "hung up by an admin",
             CloseReason::RoomClosed => "room deleted",
         })
@@ -184,12 +196,15 @@ pub struct SessionView {
 
 /// Messages to the owner: requests (with a reply) and facts (without).
 pub enum Msg {
-    /// Claim `stream` for a new publisher session.
+    /// Claim `stream` for a new publisher session; with `may_replace`
+    /// (the identity is authenticated) a live session of the same identity
+    /// is replaced once this one commits.
     ReservePublish {
         room: RoomName,
         stream: StreamName,
         session: SessionId,
         identity: String,
+        may_replace: bool,
         reply: Reply<Result<()>>,
     },
     /// The publisher's answer is ready and its connection is on a shard.
@@ -293,6 +308,9 @@ struct Published {
 #[derive(Default)]
 struct Stream {
     publisher: Option<SessionId>,
+    /// A reserved session of the publisher's identity that replaces it
+    /// when it commits (takeover).
+    successor: Option<SessionId>,
     /// Codecs of the committed publisher; empty while nobody publishes.
     codecs: Vec<TrackCodec>,
     /// The track of each kind the viewers are (or will be) subscribed to.
@@ -305,7 +323,7 @@ struct Stream {
 
 impl Stream {
     fn is_empty(&self) -> bool {
-        self.publisher.is_none() && self.viewers.is_empty()
+        self.publisher.is_none() && self.successor.is_none() && self.viewers.is_empty()
     }
 }
 
@@ -371,9 +389,11 @@ impl Owner {
                 stream,
                 session,
                 identity,
+                may_replace,
                 reply,
             } => {
-                let _ = reply.send(self.reserve_publish(room, stream, session, identity));
+                let reserved = self.reserve_publish(room, stream, session, identity, may_replace);
+                let _ = reply.send(reserved);
             }
             Msg::CommitPublish {
                 session,
@@ -475,6 +495,7 @@ impl Owner {
         stream: StreamName,
         session: SessionId,
         identity: String,
+        may_replace: bool,
     ) -> Result<()> {
         let entry = self
             .rooms
@@ -482,14 +503,30 @@ impl Owner {
             .or_default()
             .entry(stream.clone())
             .or_default();
-        if entry.publisher.is_some() {
-            return Err(Error::AlreadyPublished {
-                room: room.to_string(),
-                stream: stream.to_string(),
-            });
+        match &entry.publisher {
+            None if entry.successor.is_none() => {
+                entry.publisher = Some(session.clone());
+                entry.counters = Arc::default();
+            }
+            // Only a committed session is replaced, and by one successor at
+            // a time: two POSTs racing each other still get one 409.
+            Some(current)
+                if may_replace
+                    && entry.successor.is_none()
+                    && self
+                        .sessions
+                        .get(current)
+                        .is_some_and(|s| s.identity == identity && s.conn.is_some()) =>
+            {
+                entry.successor = Some(session.clone());
+            }
+            _ => {
+                return Err(Error::AlreadyPublished {
+                    room: room.to_string(),
+                    stream: stream.to_string(),
+                });
+            }
         }
-        entry.publisher = Some(session.clone());
-        entry.counters = Arc::default();
         self.sessions.insert(
             session,
             Session {
@@ -518,9 +555,24 @@ impl Owner {
         s.conn = Some(conn);
         s.etag = etag;
         let (room, stream, identity) = (s.room.clone(), s.stream.clone(), s.identity.clone());
+        // A takeover: the old session ends first (its viewers wait for the
+        // new tracks as on a republish), then this one becomes the publisher.
+        let replaced = self
+            .stream_mut(&room, &stream)
+            .filter(|st| st.successor.as_ref() == Some(session))
+            .and_then(|st| st.publisher.clone());
+        if let Some(old) = replaced {
+            tracing::info!(%room, %stream, %old, new = %session, "publisher replaced by the same identity");
+            self.close(&old, CloseReason::Replaced);
+        }
         let st = self
             .stream_mut(&room, &stream)
             .ok_or(Error::SessionNotFound)?;
+        if st.successor.as_ref() == Some(session) {
+            st.successor = None;
+            st.publisher = Some(session.clone());
+            st.counters = Arc::default();
+        }
         st.codecs = codecs;
         st.orphaned_since = None;
         let counters = st.counters.clone();
@@ -782,7 +834,9 @@ impl Owner {
         if let Some(st) = self.stream_mut(&s.room, &s.stream) {
             match s.role {
                 Role::Publisher => {
-                    if st.publisher.as_ref() == Some(session) {
+                    if st.successor.as_ref() == Some(session) {
+                        st.successor = None;
+                    } else if st.publisher.as_ref() == Some(session) {
                         st.publisher = None;
                         st.codecs.clear();
                         st.orphaned_since = Some(now);
