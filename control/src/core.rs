@@ -102,6 +102,24 @@ pub enum Auth {
     Open,
 }
 
+/// A call that rings (or is on): what `Call` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallView {
+    /// Names the call in its events.
+    pub call_id: String,
+    /// What the callee plays: `/whep/{room}/{caller}`.
+    pub whep_path: String,
+}
+
+/// A call `EndCall` ended: whose media to close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedCall {
+    /// Whose stream the callee played.
+    pub caller: StreamName,
+    /// Whether the caller is in no other call (its stream is closed too).
+    pub caller_idle: bool,
+}
+
 /// A room with its live counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomView {
@@ -215,13 +233,21 @@ pub(crate) enum Msg {
         room: RoomName,
         caller: String,
         callee: String,
-        reply: Reply<Result<String>>,
+        reply: Reply<Result<CallView>>,
+    },
+    EndCall {
+        room: RoomName,
+        callee: String,
+        reply: Reply<Result<EndedCall>>,
     },
     Admit {
         room: RoomName,
         stream: StreamName,
         role: SessionRole,
         identity: String,
+        /// The token lacks the subscribe grant: admitted only if `identity`
+        /// is called by `stream`'s publisher (the call is the grant).
+        via_call: bool,
         reply: Reply<Result<u64>>,
     },
     Release {
@@ -447,7 +473,7 @@ impl Control {
         role: SessionRole,
         bearer: Option<&str>,
     ) -> Result<Admission> {
-        let identity = match &self.auth {
+        let (identity, via_call) = match &self.auth {
             Auth::Tokens { signer, .. } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
                 let action = match role {
@@ -455,13 +481,25 @@ impl Control {
                     SessionRole::Viewer => Action::Subscribe,
                 };
                 let publishing = (role == SessionRole::Publisher).then_some(stream);
-                signer
-                    .authorize(token, room, action, publishing, unix_secs())?
-                    .sub
+                let now = unix_secs();
+                match signer.authorize(token, room, action, publishing, now) {
+                    Ok(claims) => (claims.sub, false),
+                    // A callee plays its caller with its own token, granted
+                    // or not: the owner admits it only during the call.
+                    // (`authorize` checked the signature and the room before
+                    // the grant.)
+                    Err(TokenError::MissingGrant(Action::Subscribe)) => {
+                        (signer.verify(token, now)?.sub, true)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Auth::Open => match role {
-                SessionRole::Publisher => stream.to_string(),
-                SessionRole::Viewer => format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
+                SessionRole::Publisher => (stream.to_string(), false),
+                SessionRole::Viewer => (
+                    format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
+                    false,
+                ),
             },
         };
         let ticket = self
@@ -470,6 +508,7 @@ impl Control {
                 stream: stream.clone(),
                 role,
                 identity: identity.clone(),
+                via_call,
                 reply,
             })
             .await??;
@@ -580,8 +619,8 @@ impl Control {
             .map_err(|_| ControlError::Unavailable)
     }
 
-    /// Asks `callee` to play `caller`'s stream; returns the WHEP path.
-    pub async fn call(&self, room: &str, caller: &str, callee: &str) -> Result<String> {
+    /// Rings `callee`: asks it to play `caller`'s stream.
+    pub async fn call(&self, room: &str, caller: &str, callee: &str) -> Result<CallView> {
         let room = RoomName::new(room)?;
         self.ask(|reply| Msg::Call {
             room,
@@ -590,6 +629,24 @@ impl Control {
             reply,
         })
         .await?
+    }
+
+    /// Ends `callee`'s call and closes its media: the callee's playback of
+    /// the caller and, unless the caller is in another call, the caller's
+    /// stream. Returns how many sessions were closed.
+    pub async fn end_call(&self, room: &str, callee: &str) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        let ended = self
+            .ask(|reply| Msg::EndCall {
+                room: room.clone(),
+                callee: callee.to_owned(),
+                reply,
+            })
+            .await??;
+        Ok(self
+            .media
+            .end_call(&room, &ended.caller, callee, ended.caller_idle)
+            .await)
     }
 
     /// Signs a participant token (admin mode only).

@@ -21,6 +21,7 @@ pub mod token;
 pub use names::{InvalidName, RoomName, StreamName};
 
 pub use core::{
-    Admission, Auth, Control, ControlError, Facts, Inbox, ParticipantView, RoomView, TrackView,
-    WatchScope, channel,
+    Admission, Auth, CallView, Control, ControlError, EndedCall, Facts, Inbox, ParticipantView,
+    RoomView, TrackView, WatchScope, channel,
 };
+pub use owner::RING_TIMEOUT;

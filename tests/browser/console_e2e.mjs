@@ -179,6 +179,22 @@ async function mainScenario(browser) {
   s.call.tileBadge = true;
   await shoot('03-call', { dispatcher, field });
 
+  result.step = 'end the call';
+  // The server ends it: the field page stops playing the dispatcher, and
+  // the dispatcher's camera and microphone go off (nobody else is called).
+  const endCall = Date.now();
+  await dispatcher.click(`${tile} [data-action=end-call]`);
+  await field.waitForSelector('[data-testid=call-video]', { state: 'hidden', timeout: STEP_MS });
+  await dispatcher.waitForSelector(`${tile} [data-testid=in-call]`, { state: 'detached', timeout: STEP_MS });
+  await dispatcher.waitForFunction(() => document.querySelector('[data-testid=my-camera-state]')?.textContent === 'camera off', null, { timeout: STEP_MS });
+  s.callEnded = {
+    ms: Date.now() - endCall,
+    note: await field.textContent('[data-testid=call-note]'),
+    // Live capture tracks left on the dispatcher's page after the call.
+    dispatcherLiveTracks: await dispatcher.evaluate(() => (document.querySelector('video.mine')?.srcObject?.getTracks() ?? []).filter((t) => t.readyState === 'live').length),
+    callButton: await dispatcher.textContent(`${tile} [data-action=call]`),
+  };
+
   result.step = 'stalled alarm';
   // The field user's camera and microphone stop (as if unplugged): the
   // connection stays up, but no media reaches the server.

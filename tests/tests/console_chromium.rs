@@ -132,6 +132,13 @@ fn dispatcher_and_field_user_in_chromium() {
             "the call stopped decoding: {call}"
         );
 
+        // Ending the call: the field page says so and stops playing it; the
+        // dispatcher's camera and microphone are off again.
+        let ended = &s["callEnded"];
+        assert_eq!(ended["note"], "The call ended.", "{ended}");
+        assert_eq!(ended["dispatcherLiveTracks"], 0, "{ended}");
+        assert_eq!(ended["callButton"], "Call back", "{ended}");
+
         // Stopping the field user's media raised the stalled badge within a
         // few seconds (1.5 s threshold plus sampling and delivery).
         let stalled = s["stalledBadgeMs"].as_u64().expect("stalled badge time");

@@ -6,7 +6,7 @@ use vigil_proto::v1 as pb;
 
 use crate::alarms::AlarmKind;
 use crate::core::{ControlError, ParticipantView, RoomView};
-use crate::event::{Alarm, Event, EventKind, LeaveReason, SessionRole, TrackKind};
+use crate::event::{Alarm, CallEndReason, Event, EventKind, LeaveReason, SessionRole, TrackKind};
 use crate::room::{AlarmRules, Limits};
 use crate::token::Grants;
 
@@ -135,6 +135,18 @@ fn leave_reason(reason: LeaveReason) -> i32 {
         LeaveReason::PublisherGone => pb::LeaveReason::PublisherGone,
         LeaveReason::ServerShutdown => pb::LeaveReason::ServerShutdown,
         LeaveReason::Replaced => pb::LeaveReason::Replaced,
+        LeaveReason::CallEnded => pb::LeaveReason::CallEnded,
+    }
+    .into()
+}
+
+fn call_end_reason(reason: CallEndReason) -> i32 {
+    match reason {
+        CallEndReason::Ended => pb::CallEndReason::Ended,
+        CallEndReason::CalleeLeft => pb::CallEndReason::CalleeLeft,
+        CallEndReason::CallerLeft => pb::CallEndReason::CallerLeft,
+        CallEndReason::NotAnswered => pb::CallEndReason::NotAnswered,
+        CallEndReason::RoomClosed => pb::CallEndReason::RoomClosed,
     }
     .into()
 }
@@ -171,6 +183,7 @@ pub fn event(event: Event) -> pb::Event {
             muted,
         }),
         EventKind::CallRequested {
+            call_id,
             caller,
             callee,
             whep_path,
@@ -178,6 +191,27 @@ pub fn event(event: Event) -> pb::Event {
             caller,
             callee,
             whep_path,
+            call_id,
+        }),
+        EventKind::CallConnected {
+            call_id,
+            caller,
+            callee,
+        } => Kind::CallConnected(pb::CallConnected {
+            call_id,
+            caller,
+            callee,
+        }),
+        EventKind::CallEnded {
+            call_id,
+            caller,
+            callee,
+            reason,
+        } => Kind::CallEnded(pb::CallEnded {
+            call_id,
+            caller,
+            callee,
+            reason: call_end_reason(reason),
         }),
         EventKind::AlarmRaised {
             alarm,

@@ -122,10 +122,25 @@ impl RoomService for Rooms {
     ) -> Result<Response<pb::CallResponse>, Status> {
         self.room_admin(&request, &request.get_ref().room)?;
         let req = request.into_inner();
-        let whep_path = self
+        let call = self
             .control
             .call(&req.room, &req.caller, &req.callee)
             .await?;
-        Ok(Response::new(pb::CallResponse { whep_path }))
+        Ok(Response::new(pb::CallResponse {
+            whep_path: call.whep_path,
+            call_id: call.call_id,
+        }))
+    }
+
+    async fn end_call(
+        &self,
+        request: Request<pb::EndCallRequest>,
+    ) -> Result<Response<pb::EndCallResponse>, Status> {
+        self.room_admin(&request, &request.get_ref().room)?;
+        let req = request.into_inner();
+        let closed = self.control.end_call(&req.room, &req.callee).await?;
+        Ok(Response::new(pb::EndCallResponse {
+            sessions_closed: closed as u32,
+        }))
     }
 }

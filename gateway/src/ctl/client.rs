@@ -225,6 +225,20 @@ impl Client {
         self.answer(response)
     }
 
+    /// RoomService.EndCall.
+    pub async fn end_call(
+        &self,
+        room: &str,
+        callee: &str,
+    ) -> Result<pb::EndCallResponse, CtlError> {
+        let request = pb::EndCallRequest {
+            room: room.into(),
+            callee: callee.into(),
+        };
+        let response = self.rooms().end_call(self.request(request)).await;
+        self.answer(response)
+    }
+
     /// TokenService.CreateToken.
     pub async fn create_token(
         &self,

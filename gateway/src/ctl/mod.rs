@@ -93,13 +93,21 @@ pub enum CtlCommand {
         unmute: bool,
     },
     /// Ask a participant to play another's stream (a dispatcher calling
-    /// back: the caller must be publishing).
+    /// back: the caller must be publishing, the callee in the room).
     Call {
         /// The room.
         room: String,
         /// Whose stream the callee plays.
         caller: String,
         /// Who is asked to play it.
+        callee: String,
+    },
+    /// End a participant's call: its playback of the caller stops, and the
+    /// caller's stream too unless it is in another call.
+    EndCall {
+        /// The room.
+        room: String,
+        /// Who was called.
         callee: String,
     },
     /// Print events and alarms as they happen, until interrupted.
@@ -350,6 +358,13 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
             out.print(
                 || output::called_text(&callee, &response),
                 || output::called_json(&response),
+            )
+        }
+        CtlCommand::EndCall { room, callee } => {
+            let response = client.end_call(&room, &callee).await?;
+            out.print(
+                || output::call_ended_text(&room, &callee, &response),
+                || output::call_ended_json(&response),
             )
         }
         CtlCommand::Watch {

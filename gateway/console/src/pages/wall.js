@@ -59,23 +59,40 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     call: async () => {
       await mine.start();
       // The control plane learns of the new WHIP session a moment after
-      // its 201: until then it answers FAILED_PRECONDITION.
+      // its 201: until then it answers "not publishing".
       for (let attempt = 0; ; attempt++) {
         try {
           await api.rooms.call({ room, caller: mine.identity, callee: identity });
           break;
         } catch (e) {
-          if (ConnectError.from(e).code !== Code.FailedPrecondition || attempt >= 10) throw e;
+          const error = ConnectError.from(e);
+          const early = error.code === Code.FailedPrecondition && error.rawMessage.includes("is not publishing");
+          if (!early || attempt >= 10) {
+            // Nobody else to call: the camera goes off again.
+            if (!calls.size) mine.stop();
+            throw e;
+          }
           await sleep(300);
         }
       }
-      toast(`Calling ${identity}: they now see and hear you`);
+      toast(`Ringing ${identity}…`);
+    },
+    endCall: async () => {
+      await api.rooms.endCall({ room, callee: identity });
     },
   });
+  // This dispatcher's calls as the server reports them: callee -> state.
+  const calls = new Map();
+  const setCall = (callee, state) => {
+    if (state) calls.set(callee, state);
+    else calls.delete(callee);
+    tiles.get(callee)?.setCall(state);
+  };
 
   const addTile = (identity, participant) => {
     if (identity === mine.identity || tiles.has(identity)) return tiles.get(identity);
     const tile = new Tile({ room, identity, token: mine.token, participant, actions: actionsFor(identity) });
+    tile.setCall(calls.get(identity) ?? null);
     tiles.set(identity, tile);
     wall.append(tile.el);
     empty.hidden = true;
@@ -123,12 +140,21 @@ export async function wallPage(app, { api, credential, room, signOut }) {
             else tiles.get(value.stream)?.viewerChange(+1);
             break;
           case "callRequested":
-            if (value.caller === mine.identity) tiles.get(value.callee)?.setInCall(true);
+            if (value.caller === mine.identity) setCall(value.callee, "ringing");
+            break;
+          case "callConnected":
+            if (value.caller === mine.identity) setCall(value.callee, "connected");
+            break;
+          case "callEnded":
+            if (value.caller === mine.identity) {
+              setCall(value.callee, null);
+              // Privacy: the camera and microphone go off with the last call.
+              if (!calls.size) mine.stop();
+            }
             break;
           case "participantLeft":
             if (value.role === SessionRole.PUBLISHER) removeTile(who);
             else tiles.get(value.stream)?.viewerChange(-1);
-            if (value.role === SessionRole.VIEWER && value.stream === mine.identity) tiles.get(who)?.setInCall(false);
             if (who === mine.identity && value.role === SessionRole.PUBLISHER) mine.stop();
             break;
           case "trackMuted":
