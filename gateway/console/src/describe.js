@@ -5,7 +5,7 @@ import { AlarmKind, LeaveReason, SessionRole, TrackKind } from "./api.js";
 export const ALARM_NAMES = {
   [AlarmKind.STALLED]: "stalled",
   [AlarmKind.LOW_BITRATE]: "low bitrate",
-  [AlarmKind.KEYFRAME_INTERVAL]: "no keyframe",
+  [AlarmKind.KEYFRAME_INTERVAL]: "keyframe overdue",
   [AlarmKind.ROOM_FULL]: "room full",
 };
 
