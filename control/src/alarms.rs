@@ -28,12 +28,20 @@
 //!   is only raised on a call that saw new packets: a stream that simply
 //!   stopped is left to the stall rule instead of showing a low-bitrate badge
 //!   for the second before the stall is declared.
-//! - **KeyframeInterval**: only for streams with video; no keyframe for longer
-//!   than [`AlarmRules::max_keyframe_interval`], counted from the last call
-//!   that saw the keyframes counter change, from the start, or from the end of
-//!   the last stall, whichever is latest (a stall already explains the
-//!   missing keyframes). It clears on the next keyframe, when the stream no
-//!   longer has video, or when the stream stalls.
+//! - **KeyframeInterval**: a keyframe was asked of the publisher and has not
+//!   come for [`AlarmRules::keyframe_wait`] (0 disables the rule). A request
+//!   is outstanding while the stream's keyframe requests counter is ahead of
+//!   the value it had when the last keyframe arrived
+//!   ([`StreamCounters::keyframe_requests_answered`]); the wait is counted
+//!   from the first call that saw it outstanding, or from the last call that
+//!   saw a keyframe answer earlier requests while a newer one still waits.
+//!   Only for streams with video and at least one viewer: a stream nobody
+//!   watches needs no keyframe. It clears on the keyframe that answers, when
+//!   the last viewer leaves, when the stream no longer has video, or when the
+//!   stream stalls; after a stall the wait starts again when media resumes.
+//!   The interval between keyframes does not matter: browsers send them only
+//!   when asked, and an encoder with a fixed GOP that ignores requests is
+//!   fine as long as its next keyframe comes within the wait.
 //!
 //! Every alarm is recomputed from its condition on each call, so changing the
 //! [`AlarmRules`] of a live room takes effect on the next evaluation.
@@ -74,7 +82,7 @@ pub enum AlarmKind {
     Stalled,
     /// Publisher bitrate under `min_bitrate_bps`.
     LowBitrate,
-    /// No keyframe for longer than `max_keyframe_interval`.
+    /// A keyframe asked of the publisher has not come within `keyframe_wait`.
     KeyframeInterval,
 }
 
@@ -94,6 +102,14 @@ pub struct StreamCounters {
     pub bytes: u64,
     /// Video keyframes received since the stream started.
     pub keyframes: u64,
+    /// Keyframe requests (PLI) sent to the publisher since the stream
+    /// started, after coalescing: for a viewer that joined, lost its
+    /// picture, changed layer, or was unmuted.
+    pub keyframe_requests: u64,
+    /// What `keyframe_requests` was when the last keyframe arrived: the
+    /// requests that keyframe answered. Below `keyframe_requests` while a
+    /// request waits for its keyframe.
+    pub keyframe_requests_answered: u64,
     /// Whether the stream has a video track (the keyframe rule applies only then).
     pub has_video: bool,
 }
@@ -102,7 +118,7 @@ pub struct StreamCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlarmChange {
     /// The condition began. `detail` is a short human sentence, e.g. "no media for 3.0 s" or
-    /// "bitrate 12 kbit/s is under 50 kbit/s" or "no keyframe for 10.5 s".
+    /// "bitrate 12 kbit/s is under 50 kbit/s" or "a keyframe asked for 5.0 s ago has not come".
     Raised {
         /// Which alarm.
         kind: AlarmKind,
@@ -123,11 +139,13 @@ pub struct StreamAlarms {
     packets: u64,
     /// When the packets counter last moved (or the stream started).
     last_packet_at: Instant,
-    /// Keyframes counter at the last call.
-    keyframes: u64,
-    /// Start of the current keyframe interval: the last keyframe, the
-    /// stream's start, or the end of the last stall.
-    keyframe_clock: Instant,
+    /// `keyframe_requests_answered` at the last call: when it moves, a
+    /// keyframe answered the requests before it.
+    answered: u64,
+    /// Since when the oldest unanswered keyframe request has waited, as
+    /// first seen by a call; `None` while none waits (or it does not count:
+    /// no viewers, no video, stalled).
+    keyframe_wait_since: Option<Instant>,
     /// Since when media has flowed without a stall or counter reset; the
     /// bitrate rule waits one window after it.
     flowing_since: Instant,
@@ -145,8 +163,8 @@ impl StreamAlarms {
         StreamAlarms {
             packets: 0,
             last_packet_at: now,
-            keyframes: 0,
-            keyframe_clock: now,
+            answered: 0,
+            keyframe_wait_since: None,
             flowing_since: now,
             ring: ByteRing::new(now, 0),
             bitrate_bps: 0,
@@ -154,11 +172,13 @@ impl StreamAlarms {
         }
     }
 
-    /// Feeds the latest cumulative counters at `now` and returns the alarms that were raised or
+    /// Feeds the latest cumulative counters at `now`, with the number of
+    /// viewers the stream has, and returns the alarms that were raised or
     /// cleared since the last call, in a stable order (by AlarmKind).
     pub fn evaluate(
         &mut self,
         counters: StreamCounters,
+        viewers: usize,
         rules: &AlarmRules,
         now: Instant,
     ) -> Vec<AlarmChange> {
@@ -182,12 +202,13 @@ impl StreamAlarms {
                 // start, every stall would end in a low-bitrate alarm.
                 self.ring.reset(now, counters.bytes);
                 self.flowing_since = now;
-                self.keyframe_clock = now;
             }
         }
-        if counters.keyframes != self.keyframes {
-            self.keyframes = counters.keyframes;
-            self.keyframe_clock = now;
+        if counters.keyframe_requests_answered != self.answered {
+            // A keyframe came: the requests before it are answered, and one
+            // still outstanding was made after it, so it waits from now.
+            self.answered = counters.keyframe_requests_answered;
+            self.keyframe_wait_since = None;
         }
         self.ring.push(now, counters.bytes);
 
@@ -216,9 +237,19 @@ impl StreamAlarms {
             _ => false,
         };
 
-        let keyframe_age = now.saturating_duration_since(self.keyframe_clock);
-        let keyframe_late =
-            counters.has_video && !stalled && keyframe_age > rules.max_keyframe_interval;
+        let waiting = counters.has_video
+            && viewers > 0
+            && !stalled
+            && counters.keyframe_requests > counters.keyframe_requests_answered;
+        // A stall also restarts the wait: the publisher cannot answer while
+        // nothing arrives from it, and the stall alarm already says so.
+        let keyframe_wait = if waiting {
+            now.saturating_duration_since(*self.keyframe_wait_since.get_or_insert(now))
+        } else {
+            self.keyframe_wait_since = None;
+            Duration::ZERO
+        };
+        let keyframe_late = !rules.keyframe_wait.is_zero() && keyframe_wait >= rules.keyframe_wait;
 
         let wanted = [stalled, low, keyframe_late];
         let mut changes = Vec::new();
@@ -236,7 +267,10 @@ impl StreamAlarms {
                         kbits(rules.min_bitrate_bps)
                     ),
                     AlarmKind::KeyframeInterval => {
-                        format!("no keyframe for {}", secs(keyframe_age))
+                        format!(
+                            "a keyframe asked for {} ago has not come",
+                            secs(keyframe_wait)
+                        )
                     }
                 };
                 AlarmChange::Raised { kind, detail }
@@ -354,11 +388,13 @@ mod tests {
 
     const STEP: Duration = Duration::from_millis(500);
 
-    /// A publisher sampled every 500 ms on a fake clock.
+    /// A publisher sampled every 500 ms on a fake clock, watched by one
+    /// viewer unless told otherwise.
     struct Sim {
         t0: Instant,
         now: Instant,
         counters: StreamCounters,
+        viewers: usize,
         rules: AlarmRules,
         alarms: StreamAlarms,
     }
@@ -373,13 +409,21 @@ mod tests {
                     has_video,
                     ..StreamCounters::default()
                 },
+                viewers: 1,
                 rules: AlarmRules::default(),
                 alarms: StreamAlarms::new(t0),
             }
         }
 
+        /// The server sends the publisher a keyframe request (counted as
+        /// the shard counts it; seen by the next step).
+        fn ask(&mut self) {
+            self.counters.keyframe_requests += 1;
+        }
+
         /// Advances one step during which the publisher sent at `bps`
-        /// (0: nothing at all) and maybe a keyframe, then evaluates.
+        /// (0: nothing at all) and maybe a keyframe, after any request
+        /// made before the step, then evaluates.
         fn step(&mut self, bps: u64, keyframe: bool) -> Vec<AlarmChange> {
             self.now += STEP;
             if bps > 0 {
@@ -389,8 +433,10 @@ mod tests {
             }
             if keyframe {
                 self.counters.keyframes += 1;
+                self.counters.keyframe_requests_answered = self.counters.keyframe_requests;
             }
-            self.alarms.evaluate(self.counters, &self.rules, self.now)
+            self.alarms
+                .evaluate(self.counters, self.viewers, &self.rules, self.now)
         }
 
         /// `n` steps at `bps`, a keyframe every 2 s; all changes with the
@@ -455,7 +501,8 @@ mod tests {
     #[test]
     fn stall_clears_and_suppresses_low_bitrate_and_keyframe_alarms() {
         let mut sim = Sim::new(true);
-        // Low rate and no keyframes: both alarms come up.
+        // Low rate and a keyframe request never answered: both alarms come up.
+        sim.ask();
         for _ in 0..22 {
             sim.step(20_000, false);
         }
@@ -545,30 +592,152 @@ mod tests {
         }
     }
 
-    #[test]
-    fn keyframe_interval_is_raised_when_too_long_and_cleared_by_a_keyframe() {
-        let mut sim = Sim::new(true);
-        sim.step(300_000, true);
-        let mut changes = Vec::new();
-        for _ in 0..21 {
-            changes.extend(sim.step(300_000, false));
+    /// Steps at 300 kbit/s, with a keyframe on the steps `keyframe` picks
+    /// (by index) and a request before the steps `ask` picks; the changes
+    /// with the step they came on.
+    fn keyframe_script(
+        sim: &mut Sim,
+        steps: usize,
+        ask: impl Fn(usize) -> bool,
+        keyframe: impl Fn(usize) -> bool,
+    ) -> Vec<(usize, AlarmChange)> {
+        let mut out = Vec::new();
+        for i in 0..steps {
+            if ask(i) {
+                sim.ask();
+            }
+            out.extend(sim.step(300_000, keyframe(i)).into_iter().map(|c| (i, c)));
         }
+        out
+    }
+
+    #[test]
+    fn keyframes_nobody_asked_for_never_alarm_however_far_apart() {
+        // A browser: one keyframe at the start, then only when asked, and
+        // nobody asks. Then an encoder with a 10 s GOP, nobody asking.
+        let mut sim = Sim::new(true);
+        assert_eq!(keyframe_script(&mut sim, 240, |_| false, |i| i == 0), []);
+        assert_eq!(
+            keyframe_script(&mut sim, 240, |_| false, |i| i % 20 == 0),
+            []
+        );
+    }
+
+    #[test]
+    fn requests_answered_within_the_wait_never_alarm() {
+        let mut sim = Sim::new(true);
+        // A browser answers on the next frame: in the same step.
+        assert_eq!(
+            keyframe_script(&mut sim, 60, |i| i % 4 == 0, |i| i % 4 == 0),
+            []
+        );
+        // A fixed-GOP encoder that ignores requests: a request every 1.5 s
+        // (viewers joining, repeated PLIs), a keyframe every 5 s that
+        // answers the oldest 4.5 s after it, under the 5 s default.
+        assert_eq!(
+            keyframe_script(&mut sim, 120, |i| i % 10 % 3 == 0, |i| i % 10 == 9),
+            []
+        );
+        assert!(sim.alarms.active().is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_request_is_raised_once_and_cleared_by_the_keyframe() {
+        let mut sim = Sim::new(true);
+        // Periodic keyframes before, then a request at step 20 that the
+        // encoder does not answer, while more requests pile up (repeated
+        // PLIs): they must not restart the wait.
+        let changes = keyframe_script(&mut sim, 60, |i| i >= 20, |i| i < 20 && i % 4 == 0);
         assert_eq!(
             changes,
-            vec![AlarmChange::Raised {
-                kind: AlarmKind::KeyframeInterval,
-                detail: "no keyframe for 10.5 s".into(),
-            }]
+            vec![(
+                // Seen at step 20, waited 5 s at step 30.
+                30,
+                AlarmChange::Raised {
+                    kind: AlarmKind::KeyframeInterval,
+                    detail: "a keyframe asked for 5.0 s ago has not come".into(),
+                }
+            )]
         );
         assert_eq!(
             sim.step(300_000, true),
             vec![cleared(AlarmKind::KeyframeInterval)]
         );
+        assert_eq!(sim.run(40, 300_000), vec![]);
+    }
+
+    #[test]
+    fn a_request_after_the_answering_keyframe_waits_from_when_it_was_seen() {
+        let mut sim = Sim::new(true);
+        sim.ask();
+        for _ in 0..8 {
+            assert_eq!(sim.step(300_000, false), vec![]);
+        }
+        // A keyframe answers the first request, and a new one goes out
+        // before the next sample: the new one's wait starts now, not 4 s ago.
+        sim.counters.keyframes += 1;
+        sim.counters.keyframe_requests_answered = sim.counters.keyframe_requests;
+        sim.ask();
+        let changes = keyframe_script(&mut sim, 12, |_| false, |_| false);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].0, 10, "5 s after the second request");
+    }
+
+    #[test]
+    fn a_stall_suppresses_the_keyframe_alarm_and_restarts_its_wait() {
+        let mut sim = Sim::new(true);
+        sim.ask();
+        let mut changes = Vec::new();
+        for _ in 0..4 {
+            changes.extend(sim.step(300_000, false));
+        }
+        // The publisher goes silent with the request unanswered: only the
+        // stall is raised, however long it lasts.
+        for _ in 0..30 {
+            changes.extend(sim.step(0, false));
+        }
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(raised(AlarmKind::Stalled, &changes[0]));
+        // Media resumes, still without the keyframe: the wait counts from
+        // the resume.
+        let changes = keyframe_script(&mut sim, 14, |_| false, |_| false);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes[0], (0, cleared(AlarmKind::Stalled)));
+        assert_eq!(changes[1].0, 10);
+        assert!(raised(AlarmKind::KeyframeInterval, &changes[1].1));
+    }
+
+    #[test]
+    fn a_stream_without_viewers_never_raises_the_keyframe_alarm() {
+        let mut sim = Sim::new(true);
+        sim.viewers = 0;
+        sim.ask();
+        assert_eq!(keyframe_script(&mut sim, 60, |_| false, |_| false), []);
+        // A viewer arrives with the request still unanswered: it waits
+        // from now on; and leaving clears the alarm.
+        sim.viewers = 1;
+        let changes = keyframe_script(&mut sim, 12, |_| false, |_| false);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].0, 10);
+        sim.viewers = 0;
+        assert_eq!(
+            sim.step(300_000, false),
+            vec![cleared(AlarmKind::KeyframeInterval)]
+        );
+    }
+
+    #[test]
+    fn zero_keyframe_wait_disables_the_rule() {
+        let mut sim = Sim::new(true);
+        sim.rules.keyframe_wait = Duration::ZERO;
+        sim.ask();
+        assert_eq!(keyframe_script(&mut sim, 60, |_| false, |_| false), []);
     }
 
     #[test]
     fn audio_only_streams_never_raise_keyframe_interval() {
         let mut sim = Sim::new(false);
+        sim.ask();
         assert_eq!(sim.run(200, 64_000), vec![]);
     }
 
@@ -583,6 +752,7 @@ mod tests {
     #[test]
     fn active_is_sorted() {
         let mut sim = Sim::new(true);
+        sim.ask();
         for _ in 0..22 {
             sim.step(20_000, false);
         }
@@ -602,6 +772,7 @@ mod tests {
             counters.bytes = i * 1250;
             alarms.evaluate(
                 counters,
+                1,
                 &AlarmRules::default(),
                 t0 + Duration::from_millis(i * 10),
             );
@@ -633,6 +804,7 @@ mod tests {
         let mut alarms = StreamAlarms::new(t0);
         let mut counters = StreamCounters::default();
         let mut rules = AlarmRules::default();
+        let mut viewers = 1;
         let mut up = [false; 3];
         let mut raises = [0u32; 3];
         for step in 0..10_000 {
@@ -645,17 +817,25 @@ mod tests {
                 }
                 _ => counters.bytes = counters.bytes.saturating_sub(rng.below(5_000)),
             }
-            if rng.below(8) == 0 {
+            if rng.below(4) == 0 {
+                counters.keyframe_requests += 1;
+            }
+            if rng.below(12) == 0 {
                 counters.keyframes += 1;
+                counters.keyframe_requests_answered = counters.keyframe_requests;
             }
             if rng.below(50) == 0 {
                 counters.has_video = !counters.has_video;
             }
+            if rng.below(40) == 0 {
+                viewers = rng.below(3) as usize;
+            }
             if rng.below(100) == 0 {
                 rules.min_bitrate_bps = rng.below(3) * 100_000;
                 rules.stall_after = Duration::from_millis(rng.below(5000));
+                rules.keyframe_wait = Duration::from_millis(rng.below(6000));
             }
-            let changes = alarms.evaluate(counters, &rules, now);
+            let changes = alarms.evaluate(counters, viewers, &rules, now);
             let kinds: Vec<AlarmKind> = changes
                 .iter()
                 .map(|c| match c {

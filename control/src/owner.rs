@@ -900,10 +900,20 @@ impl Owner {
                 continue;
             };
             let rules = room.spec.alarms;
+            // The keyframe rule needs to know whether anyone watches.
+            let viewers = room
+                .sessions
+                .keys()
+                .filter_map(|s| self.sessions.get(s))
+                .filter(|s| s.role == SessionRole::Viewer && s.stream == sample.stream)
+                .count();
             let Some(published) = room.streams.get_mut(&sample.stream) else {
                 continue;
             };
-            for change in published.alarms.evaluate(sample.counters, &rules, now) {
+            for change in published
+                .alarms
+                .evaluate(sample.counters, viewers, &rules, now)
+            {
                 let kind = match change {
                     AlarmChange::Raised { kind, detail } => EventKind::AlarmRaised {
                         alarm: Alarm::Stream(kind),
@@ -1198,6 +1208,7 @@ mod tests {
                     bytes: packets * 1000,
                     keyframes: 1,
                     has_video: true,
+                    ..StreamCounters::default()
                 },
             }],
             at,
@@ -1219,6 +1230,59 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_unanswered_keyframe_request_alarms_only_while_someone_watches() {
+        let mut h = Harness::new(Limits::default());
+        h.start("s1", "cam", SessionRole::Publisher, "field-1");
+        // Media flows; one keyframe request is never answered.
+        let t0 = h.t0;
+        let sample = |step: u64| {
+            let at = t0 + Duration::from_millis(500 * step);
+            let counters = StreamCounters {
+                packets: step,
+                bytes: step * 40_000,
+                keyframes: 1,
+                keyframe_requests: 1,
+                keyframe_requests_answered: 0,
+                has_video: true,
+            };
+            let samples = vec![StreamSample {
+                room: room(),
+                stream: stream("cam"),
+                counters,
+            }];
+            (Msg::Samples { samples, at }, at)
+        };
+        let keyframe_alarms = |h: &Harness| {
+            h.events()
+                .into_iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::AlarmRaised {
+                            alarm: Alarm::Stream(AlarmKind::KeyframeInterval),
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        for step in 1..=20 {
+            let (msg, at) = sample(step);
+            h.owner.handle(msg, at);
+        }
+        assert_eq!(keyframe_alarms(&h), 0, "nobody watches");
+
+        h.start("v1", "cam", SessionRole::Viewer, "dispatcher");
+        // A viewer of another stream does not count; this one does.
+        h.start("v2", "other", SessionRole::Viewer, "supervisor");
+        for step in 21..=40 {
+            let (msg, at) = sample(step);
+            h.owner.handle(msg, at);
+        }
+        assert_eq!(keyframe_alarms(&h), 1, "raised once the viewer waited");
     }
 
     #[test]

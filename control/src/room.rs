@@ -24,9 +24,14 @@ pub struct AlarmRules {
     /// A publisher whose bitrate over the last window is below this (bits per
     /// second) is low; 0 disables the rule.
     pub min_bitrate_bps: u64,
-    /// A video stream whose keyframes are further apart than this alarms.
-    #[serde(with = "millis")]
-    pub max_keyframe_interval: Duration,
+    /// A keyframe asked of a watched video stream's publisher that has not
+    /// come after this long alarms; zero disables the rule. How far apart
+    /// the publisher's keyframes are does not matter (see
+    /// [`crate::alarms`]). Stored (and sent, as `max_keyframe_interval_ms`)
+    /// under the name it had when it meant the interval between keyframes,
+    /// so stored rooms and older clients keep working.
+    #[serde(with = "millis", rename = "max_keyframe_interval")]
+    pub keyframe_wait: Duration,
 }
 
 impl Default for AlarmRules {
@@ -34,7 +39,12 @@ impl Default for AlarmRules {
         AlarmRules {
             stall_after: Duration::from_secs(3),
             min_bitrate_bps: 50_000,
-            max_keyframe_interval: Duration::from_secs(10),
+            // A browser answers a request within about 100 ms; an encoder
+            // that ignores requests (OBS, FFmpeg) at its next keyframe, 1-4 s
+            // on a sensible GOP, plus up to 500 ms of coalescing and 500 ms
+            // of sampling. Longer, and a joining viewer's picture is frozen
+            // long enough for a person to notice.
+            keyframe_wait: Duration::from_secs(5),
         }
     }
 }

@@ -347,7 +347,7 @@ fn rooms_are_created_listed_shown_and_deleted() {
     assert!(
         created.stdout.starts_with(
             "site-1 publishers=0 viewers=0 max_publishers=- max_viewers=5 stall_after_ms=2000 \
-             min_bitrate_bps=50000 max_keyframe_interval_ms=10000 created="
+             min_bitrate_bps=50000 max_keyframe_interval_ms=5000 created="
         ),
         "{created:?}"
     );

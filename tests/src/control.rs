@@ -15,7 +15,7 @@ use vigil_proto::v1::event_service_client::EventServiceClient;
 use vigil_proto::v1::room_service_client::RoomServiceClient;
 use vigil_proto::v1::token_service_client::TokenServiceClient;
 
-use crate::peers::{Publisher, Viewer};
+use crate::peers::{Keyframes, Publisher, Viewer};
 
 /// The admin key of [`secure_server`].
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
@@ -335,10 +335,17 @@ impl Scene {
 
     /// `identity` publishes its stream with its own token and sends media.
     pub async fn publisher(&mut self, identity: &str) -> Publisher {
+        self.publisher_with(identity, Keyframes::Periodic).await
+    }
+
+    /// Like [`publisher`](Self::publisher), with keyframes sent as
+    /// `keyframes` says.
+    pub async fn publisher_with(&mut self, identity: &str, keyframes: Keyframes) -> Publisher {
         let token = self.token(identity, publish_and_subscribe()).await;
         let mut publisher = Publisher::connect_as(&self.base, &self.room, identity, &token)
             .await
             .unwrap_or_else(|r| panic!("WHIP {identity}: {} {}", r.status, r.body));
+        publisher.keyframes(keyframes);
         publisher.start_media();
         publisher
     }

@@ -505,8 +505,48 @@ pub struct Publisher {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     video_numbering: Arc<Numbering>,
-    answers_keyframe_requests: bool,
+    keyframes: Keyframes,
+    keyframe_switch: Arc<KeyframeSwitch>,
     audio_numbering: Arc<Numbering>,
+}
+
+/// When a test publisher sends keyframes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyframes {
+    /// The fixture's own (one a second), and one at once when asked (PLI
+    /// or FIR): an encoder with a GOP that honours requests.
+    Periodic,
+    /// The fixture's own only; requests are counted, not answered: an
+    /// encoder with a fixed GOP that ignores them, as OBS does.
+    PeriodicIgnoringRequests,
+    /// The first frame, then one only when asked: a browser.
+    OnRequest,
+    /// The first frame, then none, whatever is asked (requests are
+    /// counted), until the test calls [`Publisher::send_keyframe`].
+    Never,
+}
+
+impl Keyframes {
+    fn answers_requests(self) -> bool {
+        matches!(self, Keyframes::Periodic | Keyframes::OnRequest)
+    }
+
+    fn periodic(self) -> bool {
+        matches!(
+            self,
+            Keyframes::Periodic | Keyframes::PeriodicIgnoringRequests
+        )
+    }
+}
+
+/// What the video sending task reads to decide on keyframes.
+#[derive(Debug, Default)]
+struct KeyframeSwitch {
+    /// The next frame is to be a keyframe (asked for, or forced by the test).
+    wanted: std::sync::atomic::AtomicBool,
+    /// The fixture's own keyframes go out; otherwise they are skipped and
+    /// only a wanted one is sent (after the first frame).
+    periodic: bool,
 }
 
 fn local_track(
@@ -706,7 +746,8 @@ impl Publisher {
             stop,
             tasks: Vec::new(),
             video_numbering: Arc::default(),
-            answers_keyframe_requests: true,
+            keyframes: Keyframes::Periodic,
+            keyframe_switch: Arc::default(),
             audio_numbering: Arc::default(),
         };
         Ok((publisher, response))
@@ -716,27 +757,50 @@ impl Publisher {
     /// keyframes come only on the fixture's schedule, as from an encoder
     /// with a fixed GOP.
     pub fn ignore_keyframe_requests(&mut self) {
-        self.answers_keyframe_requests = false;
+        self.keyframes(Keyframes::PeriodicIgnoringRequests);
+    }
+
+    /// Sends keyframes as `policy` says from the next
+    /// [`start_media`](Self::start_media) on.
+    pub fn keyframes(&mut self, policy: Keyframes) {
+        self.keyframes = policy;
+    }
+
+    /// Makes the next video frame a keyframe, whatever the policy (an
+    /// encoder's keyframe forced by its operator).
+    pub fn send_keyframe(&self) {
+        self.keyframe_switch
+            .wanted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Starts sending the fixture in a loop in real time (30 fps video, 20 ms
-    /// audio). A PLI or FIR makes the next frame a keyframe, as an encoder
-    /// would (unless [`ignore_keyframe_requests`](Self::ignore_keyframe_requests)).
+    /// audio), its keyframes as [`keyframes`](Self::keyframes) says (by
+    /// default the fixture's, and one at once for a PLI or FIR, as an
+    /// encoder would).
     pub fn start_media(&mut self) {
-        let answers = self.answers_keyframe_requests;
+        let answers = self.keyframes.answers_requests();
         self.stop.send_replace(false);
-        let keyframe_wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.keyframe_switch = Arc::new(KeyframeSwitch {
+            periodic: self.keyframes.periodic(),
+            ..KeyframeSwitch::default()
+        });
+        let switch = self.keyframe_switch.clone();
         // Keyframe requests arrive as RTCP on the video track.
         let video = self.video.clone();
         let sent = self.sent.clone();
-        let wanted = keyframe_wanted.clone();
+        let answering = switch.clone();
         self.tasks.push(tokio::spawn(async move {
             while let Some(event) = video.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event
                     && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
                 {
                     sent.lock().expect("log").keyframe_requests += 1;
-                    wanted.store(answers, std::sync::atomic::Ordering::SeqCst);
+                    if answers {
+                        answering
+                            .wanted
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
             }
         }));
@@ -746,7 +810,7 @@ impl Publisher {
             self.test_video,
             self.video_payload_type,
             self.sent.clone(),
-            keyframe_wanted,
+            switch,
             self.stop.subscribe(),
         )));
         self.tasks.push(tokio::spawn(send_audio(
@@ -822,7 +886,7 @@ async fn send_video(
     video: TestVideo,
     payload_type: u8,
     sent: Arc<Mutex<SentLog>>,
-    keyframe_wanted: Arc<std::sync::atomic::AtomicBool>,
+    keyframes: Arc<KeyframeSwitch>,
     mut stop: watch::Receiver<bool>,
 ) {
     let frames = video.frames();
@@ -830,18 +894,29 @@ async fn send_video(
     let ssrc = *track.ssrcs().await.first().expect("video ssrc");
     let (mut seq, mut timestamp) = numbering.load();
     let mut index = 0usize;
+    let mut first = true;
     let mut tick = tokio::time::interval(Duration::from_micros(33_333));
     while !*stop.borrow() {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        if keyframe_wanted.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if keyframes
+            .wanted
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
             // Jump to the start of the next GOP: the fixture's keyframes
             // (every 30 frames in all of them) stand in for an encoder's
             // forced keyframe.
             index = index.div_ceil(30) * 30 % frames.len();
+        } else if !keyframes.periodic && !first {
+            // Only the very first frame, or a wanted one, is a keyframe:
+            // the fixture's others are skipped (nobody decodes these).
+            while frames[index % frames.len()].keyframe {
+                index = (index + 1) % frames.len();
+            }
         }
+        first = false;
         let frame = &frames[index % frames.len()];
         index = (index + 1) % frames.len();
         let last = frame.payloads.len() - 1;

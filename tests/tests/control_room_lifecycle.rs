@@ -32,8 +32,8 @@ async fn room_lifecycle() {
     assert_eq!(rules.stall_after_ms, Some(1500));
     assert_eq!(
         rules.max_keyframe_interval_ms,
-        Some(10_000),
-        "defaults filled in"
+        Some(5_000),
+        "defaults filled in (the keyframe wait)"
     );
 
     let duplicate = c

@@ -26,9 +26,9 @@ pub fn alarm_rules(rules: Option<pb::AlarmRules>) -> AlarmRules {
             .stall_after_ms
             .map_or(defaults.stall_after, |ms| Duration::from_millis(ms.into())),
         min_bitrate_bps: rules.min_bitrate_bps.unwrap_or(defaults.min_bitrate_bps),
-        max_keyframe_interval: rules
+        keyframe_wait: rules
             .max_keyframe_interval_ms
-            .map_or(defaults.max_keyframe_interval, |ms| {
+            .map_or(defaults.keyframe_wait, |ms| {
                 Duration::from_millis(ms.into())
             }),
     }
@@ -46,10 +46,7 @@ pub fn room(view: RoomView) -> pb::Room {
             stall_after_ms: Some(rules.stall_after.as_millis().min(u32::MAX as u128) as u32),
             min_bitrate_bps: Some(rules.min_bitrate_bps),
             max_keyframe_interval_ms: Some(
-                rules
-                    .max_keyframe_interval
-                    .as_millis()
-                    .min(u32::MAX as u128) as u32,
+                rules.keyframe_wait.as_millis().min(u32::MAX as u128) as u32
             ),
         }),
         created_at_unix_ms: view.spec.created_at_ms as i64,

@@ -5,7 +5,7 @@ import { AlarmKind, CallEndReason, LeaveReason, SessionRole, TrackKind } from ".
 export const ALARM_NAMES = {
   [AlarmKind.STALLED]: "stalled",
   [AlarmKind.LOW_BITRATE]: "low bitrate",
-  [AlarmKind.KEYFRAME_INTERVAL]: "no keyframe",
+  [AlarmKind.KEYFRAME_INTERVAL]: "keyframe overdue",
   [AlarmKind.ROOM_FULL]: "room full",
 };
 

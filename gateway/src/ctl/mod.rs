@@ -160,8 +160,8 @@ pub struct CreateRoom {
     /// A publisher under this bitrate raises LOW_BITRATE; 0 disables [default: 50000].
     #[arg(long)]
     pub min_bitrate_bps: Option<u64>,
-    /// A video stream without a keyframe for this long raises
-    /// KEYFRAME_INTERVAL [default: 10000].
+    /// A keyframe asked for a viewer that has not come after this long
+    /// raises KEYFRAME_INTERVAL; 0 disables [default: 5000].
     #[arg(long)]
     pub max_keyframe_interval_ms: Option<u32>,
 }

@@ -764,6 +764,12 @@ impl Shard {
                 };
                 if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
                     self.keyframe_asked.insert(key, now);
+                    // Every request reaches the publisher here (joins,
+                    // viewers' PLI/FIR, layer switches, unmutes): the
+                    // keyframe alarm waits for the answer to it.
+                    if let Some(counters) = &conn.counters {
+                        counters.count_keyframe_request();
+                    }
                 }
                 break;
             }

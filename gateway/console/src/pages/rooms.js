@@ -144,7 +144,9 @@ export function roomsPage(app, { api, credential, signOut }) {
         h("legend", {}, "Alarms (empty: server default)"),
         field("Stalled after (ms)", "stallAfterMs", { type: "number", min: 100, placeholder: "3000", "data-testid": "stall-after" }),
         field("Minimum bitrate (bit/s, 0 = off)", "minBitrateBps", { type: "number", min: 0, placeholder: "50000" }),
-        field("Max keyframe interval (ms)", "maxKeyframeIntervalMs", { type: "number", min: 100, placeholder: "10000" }),
+        // The wire name is older than its meaning: how long a keyframe asked
+        // for a viewer may take (api.md, "Alarms").
+        field("Keyframe wait (ms, 0 = off)", "maxKeyframeIntervalMs", { type: "number", min: 0, placeholder: "5000" }),
       ),
       h("button", { type: "submit", "data-testid": "create-room" }, "Create room"),
     );
