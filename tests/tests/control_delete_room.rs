@@ -1,12 +1,14 @@
 //! DeleteRoom over gRPC hangs up every session in the room, reports each
-//! leave and then the room's deletion, and the room stays gone.
+//! leave and then the room's deletion, and the room stays gone: its
+//! tokens neither publish nor watch its events.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_tests::control::{Scene, admin, publish_and_subscribe};
+use vigil_proto::v1::event_service_client::EventServiceClient;
+use vigil_tests::control::{Scene, admin, channel, publish_and_subscribe, with_bearer};
 use vigil_tests::http_client::request;
 use vigil_tests::peers::Publisher;
 
@@ -86,5 +88,20 @@ async fn delete_room_hangs_up_everyone() {
             response.body
         ),
     }
+
+    // Its join page learns it up front: the token's event feed is refused.
+    let mut events = EventServiceClient::new(channel(&scene.vigil).await);
+    let refused = events
+        .watch(with_bearer(
+            pb::WatchRequest {
+                room: ROOM.into(),
+                ..Default::default()
+            },
+            &field_token,
+        ))
+        .await
+        .map(|_| ())
+        .expect_err("Watch of the deleted room with its token");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused}");
     scene.shutdown().await;
 }

@@ -18,7 +18,8 @@ const WATCHER_BUFFER: usize = 256;
 
 /// The service. The admin key sees every room (filters optional); a
 /// participant token sees its own room's events about itself, plus the
-/// room-wide ones.
+/// room-wide ones, and only while that room exists (`NOT_FOUND` after it
+/// was deleted).
 pub struct Events {
     control: Control,
     stop: watch::Receiver<bool>,
@@ -68,6 +69,13 @@ impl EventService for Events {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let scope = self.scope(bearer(&request), request.get_ref())?;
+        // A token outlives its room: a join link for a deleted room must say
+        // so before its page offers to go live, not after.
+        if scope.participant
+            && let Some(room) = &scope.room
+        {
+            self.control.room(room.as_str()).await?;
+        }
         let subscription = self.control.watch(request.get_ref().after_id);
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let mut stop = self.stop.clone();
