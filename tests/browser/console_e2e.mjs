@@ -20,9 +20,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { launchChromium } from './chromium.mjs';
+import { newPage as openPage, parseArgs, playing as decoding, screenshots, sleep } from './console_common.mjs';
 
-const args = { artifacts: null, 'stall-ms': '1500' };
-for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
+const args = parseArgs({ artifacts: null, 'stall-ms': '1500' });
 if (!args.base || !args.key) {
   console.error('usage: console_e2e.mjs --base URL --key ADMIN_KEY [--artifacts DIR]');
   process.exit(2);
@@ -32,61 +32,12 @@ const FIELD = 'field-1';
 const STEP_MS = 20000;
 
 const log = (...parts) => console.error('[console-e2e]', ...parts);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const result = { ok: false, step: 'launch', steps: {}, console: [], screenshots: [] };
 
-/** Screenshots of the given pages, named after the step. */
-async function shoot(name, pages) {
-  if (!args.artifacts) return;
-  for (const [who, page] of Object.entries(pages)) {
-    const file = `${name}-${who}.png`;
-    await page.screenshot({ path: join(args.artifacts, file) }).then(
-      () => result.screenshots.push(file),
-      (e) => log(`screenshot ${file}: ${e}`),
-    );
-  }
-}
-
-/** Decoding progress of a <video>: size and decoded frame count. */
-function videoState(selector) {
-  const video = document.querySelector(selector);
-  if (!video) return null;
-  return {
-    width: video.videoWidth,
-    height: video.videoHeight,
-    frames: video.getVideoPlaybackQuality().totalVideoFrames,
-    hidden: video.hidden,
-    hasStream: Boolean(video.srcObject),
-  };
-}
-
-/** Waits until `selector`'s video shows a picture, then samples decoding for 1.5 s. */
-async function playing(page, selector) {
-  const started = Date.now();
-  await page.waitForFunction(
-    (s) => {
-      const v = document.querySelector(s);
-      return v && v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 0;
-    },
-    selector,
-    { timeout: STEP_MS },
-  );
-  const first = await page.evaluate(videoState, selector);
-  await sleep(1500);
-  const second = await page.evaluate(videoState, selector);
-  return { msToPicture: Date.now() - started - 1500, first, second };
-}
-
-async function newPage(browser, who, permissions) {
-  const context = await browser.newContext({ permissions, viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  page.on('console', (m) => result.console.push(`[${who}] ${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => result.console.push(`[${who}] pageerror: ${e.message}`));
-  // confirm() says yes; prompt() gets its default (e.g. "Add a camera"'s name).
-  page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? d.defaultValue() : undefined));
-  return page;
-}
+const shoot = screenshots(args.artifacts, result, log);
+const playing = (page, selector) => decoding(page, selector, STEP_MS);
+const newPage = (browser, who, permissions) => openPage(browser, result, who, permissions);
 
 async function mainScenario(browser) {
   const s = result.steps;

@@ -130,6 +130,17 @@ impl BrowserDriver {
         }
     }
 
+    /// Writes `line` to the driver's stdin (a driver that waits for the
+    /// test, e.g. to restart the server, reads it as the go-ahead).
+    pub async fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("the driver's stdin is open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to the driver");
+        stdin.flush().await.expect("flush the driver's stdin");
+    }
+
     /// Writes a line to the driver's stdin (once; a holding driver takes it
     /// as "go on").
     pub async fn release(&mut self) {

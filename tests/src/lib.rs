@@ -19,7 +19,8 @@ pub mod script;
 pub mod simulcast;
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vigil_gateway::{Config, Vigil};
 
@@ -97,5 +98,39 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A fresh directory under the system temp dir (a server's data directory
+/// that outlives one start), removed when dropped, also when the test fails.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `{temp}/vigil-{what}-{pid}-{nanos}-{random}`, not created yet: the
+    /// server creates it with its own permissions.
+    pub fn new(what: &str) -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "vigil-{what}-{}-{nanos:x}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        assert!(!path.exists(), "{} already exists", path.display());
+        TempDir(path)
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover temp dir is harmless.
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

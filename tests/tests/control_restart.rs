@@ -4,43 +4,17 @@
 //! event ids keep increasing.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use vigil_gateway::{Credentials, Vigil};
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_tests::base_url;
 use vigil_tests::control::{Watcher, clients, secure_server, with_bearer};
 use vigil_tests::peers::Publisher;
+use vigil_tests::{TempDir, base_url};
 
 const ROOM: &str = "site-1";
-
-/// A fresh directory under the system temp dir, removed when dropped (also
-/// when the test fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "vigil-restart-{}-{nanos:x}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        assert!(!path.exists(), "{} already exists", path.display());
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A secure server whose secrets come from `dir` (created on first start).
 async fn server_on(dir: &Path) -> Vigil {
@@ -61,10 +35,10 @@ fn admin_key(vigil: &Vigil) -> (String, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_secrets_and_tokens_survive_a_restart() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("restart");
 
     // First start: the keys are generated.
-    let vigil = server_on(&dir.0).await;
+    let vigil = server_on(dir.path()).await;
     let (key, generated) = admin_key(&vigil);
     assert!(generated, "first start generates the admin key");
     assert!(!key.is_empty());
@@ -111,7 +85,7 @@ async fn rooms_secrets_and_tokens_survive_a_restart() {
     vigil.shutdown().await;
 
     // Second start on the same directory: everything is loaded.
-    let vigil = server_on(&dir.0).await;
+    let vigil = server_on(dir.path()).await;
     let (reloaded, generated) = admin_key(&vigil);
     assert!(!generated, "second start loads the admin key");
     assert_eq!(reloaded, key, "the admin key survives the restart");
@@ -147,14 +121,14 @@ async fn rooms_secrets_and_tokens_survive_a_restart() {
     assert_eq!(publisher.delete().await, 200);
 
     for file in ["admin.key", "signing.key"] {
-        let path = dir.0.join(file);
+        let path = dir.path().join(file);
         let mode = std::fs::metadata(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{file} has mode {:o}", mode & 0o777);
     }
-    let stored_key = std::fs::read_to_string(dir.0.join("admin.key")).expect("admin.key");
+    let stored_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin.key");
     assert_eq!(stored_key.trim(), key, "admin.key holds the admin key");
     drop(c);
     vigil.shutdown().await;
@@ -183,13 +157,13 @@ async fn create_room_event_id(vigil: &Vigil, key: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_ids_keep_increasing_across_a_restart() {
-    let dir = TempDir::new();
-    let vigil = server_on(&dir.0).await;
+    let dir = TempDir::new("restart");
+    let vigil = server_on(dir.path()).await;
     let (key, _) = admin_key(&vigil);
     let before = create_room_event_id(&vigil, &key, "before").await;
     vigil.shutdown().await;
 
-    let vigil = server_on(&dir.0).await;
+    let vigil = server_on(dir.path()).await;
     let after = create_room_event_id(&vigil, &key, "after").await;
     assert!(
         after > before,
