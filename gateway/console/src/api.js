@@ -7,6 +7,7 @@ import { EventService } from "./gen/vigil/v1/events_pb.js";
 import { RoomService } from "./gen/vigil/v1/rooms_pb.js";
 import { TokenService } from "./gen/vigil/v1/tokens_pb.js";
 import { sleep } from "./dom.js";
+import { Backoff } from "./retry.js";
 
 export { Code, ConnectError };
 export * from "./gen/vigil/v1/common_pb.js";
@@ -39,22 +40,36 @@ export function isFinal(e) {
 
 /**
  * Follows the event feed: calls `onEvent` for each event, reconnects after a
- * dropped connection (resuming after the last event seen), and stops on a
- * final error (reported to `onError`) or when the returned function is called.
+ * dropped connection (resuming after the last event seen; the server sends
+ * `HistoryGap` first if some are lost), and stops on a final error
+ * (reported to `onError`) or when the returned function is called.
+ * `afterId` (0: every retained event) replays history on the first
+ * connection. `onState` hears "connecting", "live" (the server answered),
+ * "reconnecting" (it did not, or the feed ended: trying again after 0.5 s,
+ * 1 s, 2 s… up to 10 s) and "failed".
  */
-export function followEvents(api, request, { onEvent, onError = () => {}, onState = () => {} }) {
+export function followEvents(api, request, { onEvent, onError = () => {}, onState = () => {}, afterId: from } = {}) {
   const abort = new AbortController();
-  let afterId;
+  let afterId = from;
   (async () => {
-    let backoff = 500;
+    const backoff = new Backoff(500, 10000);
     while (!abort.signal.aborted) {
+      let liveAt = 0;
       try {
         onState("connecting");
-        const stream = api.events.watch({ ...request, afterId }, { signal: abort.signal });
-        onState("live");
+        const stream = api.events.watch(
+          { ...request, afterId },
+          {
+            signal: abort.signal,
+            onHeader: () => {
+              liveAt = Date.now();
+              onState("live");
+            },
+          },
+        );
         for await (const event of stream) {
-          afterId = event.id;
-          backoff = 500;
+          // A gap after a lag has id 0: never resume before what was seen.
+          if (afterId === undefined || event.id > afterId) afterId = event.id;
           onEvent(event);
         }
       } catch (e) {
@@ -66,9 +81,11 @@ export function followEvents(api, request, { onEvent, onError = () => {}, onStat
         }
       }
       if (abort.signal.aborted) return;
+      // A feed that lasted starts over at the shortest delay; one the
+      // server keeps ending at once does not spin.
+      if (liveAt && Date.now() - liveAt > 10000) backoff.reset();
       onState("reconnecting");
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, 8000);
+      await sleep(backoff.next());
     }
   })();
   return () => abort.abort();

@@ -1,15 +1,18 @@
 // One stream on the wall: a WHEP player with the stream's identity, bitrate,
 // resolution and frame rate, viewer count, alarm and mute badges, and the
-// dispatcher's actions on it.
+// dispatcher's actions on it. A camera that drops stays on the wall:
+// "reconnecting…" over its last picture while the server waits for it,
+// "offline" after, and playing again when it comes back.
 
 import { TrackKind } from "../api.js";
-import { actionButton, errorText, formatBitrate, h, replace } from "../dom.js";
+import { actionButton, formatBitrate, formatTime, h, replace } from "../dom.js";
 import { ALARM_NAMES } from "../describe.js";
-import { InboundStats, play } from "../whip.js";
+import { Viewing } from "../viewing.js";
+import { InboundStats, Player } from "../whip.js";
 
 export class Tile {
   /**
-   * `actions`: { mute(kind, muted), hangUp(), call(), endCall() } on this stream.
+   * `actions`: { mute(kind, muted), hangUp(), call(), endCall(), remove() } on this stream.
    * `participant`: its ListParticipants entry, if known.
    */
   constructor({ room, identity, token, participant, actions }) {
@@ -21,10 +24,12 @@ export class Tile {
     // null, "ringing" or "connected" (CallRequested / CallConnected /
     // CallEnded events).
     this.call = null;
-    this.abort = new AbortController();
+    this.viewing = new Viewing({ seesPublisher: true, onChange: () => this.render() });
 
     this.video = h("video", { autoplay: true, playsInline: true, muted: true });
     this.status = h("span", { class: "status", "data-testid": "tile-status" }, "connecting");
+    // Over the picture, so a frozen frame cannot pass for a still scene.
+    this.notice = h("div", { class: "notice", "data-testid": "tile-notice", hidden: true });
     this.stats = h("span", { class: "stats", "data-testid": "tile-stats" });
     this.viewerBadge = h("span", { class: "viewers", title: "viewers" });
     this.badges = h("span", { class: "badges" });
@@ -43,7 +48,7 @@ export class Tile {
     this.el = h(
       "article",
       { class: "tile", "data-testid": "tile", "data-identity": identity },
-      h("div", { class: "media" }, this.video, h("div", { class: "overlay" }, h("strong", {}, identity), this.badges)),
+      h("div", { class: "media" }, this.video, this.notice, h("div", { class: "overlay" }, h("strong", {}, identity), this.badges)),
       h("div", { class: "info" }, this.status, this.stats, this.viewerBadge),
       h(
         "div",
@@ -54,35 +59,48 @@ export class Tile {
         this.muteAudio,
         (this.callButton = actionButton("Call back", () => (this.call ? actions.endCall() : actions.call()), { "data-action": "call" })),
         actionButton("Hang up", actions.hangUp, { class: "danger", "data-action": "hangup" }),
+        // An offline camera stays until it comes back or the dispatcher removes it.
+        (this.removeButton = h("button", { type: "button", class: "secondary", hidden: true, "data-action": "remove", onclick: actions.remove }, "Remove")),
       ),
     );
     this.render();
-    this.start(`/whep/${encodeURIComponent(room)}/${encodeURIComponent(identity)}`, token);
+    const endpoint = new URL(`/whep/${encodeURIComponent(room)}/${encodeURIComponent(identity)}`, location.origin).href;
+    this.player = new Player(endpoint, token, this.video, { onState: (state, error) => this.viewing.playerState(state, error) });
+    this.timer = setInterval(() => this.sample(), 1000);
   }
 
-  async start(path, token) {
-    try {
-      this.session = await play(new URL(path, location.origin).href, token, this.video, {
-        signal: this.abort.signal,
-        onState: (state) => this.setStatus(state === "connected" ? "playing" : state),
-      });
-    } catch (e) {
-      if (!this.abort.signal.aborted) this.setStatus(`cannot play: ${errorText(e)}`);
+  /** Bitrate, size and frame rate of the player's current session. */
+  async sample() {
+    const pc = this.player.pc;
+    if (!pc) {
+      this.stats.textContent = "";
       return;
     }
-    const stats = new InboundStats(this.session.pc);
-    this.timer = setInterval(async () => {
-      if (!this.session?.pc) return;
-      const s = await stats.sample();
-      const size = s.width ? ` · ${s.width}×${s.height}` : "";
-      const fps = s.fps ? ` · ${Math.round(s.fps)} fps` : "";
-      this.stats.textContent = `${formatBitrate(s.bitrate)}${size}${fps}`;
-    }, 1000);
+    if (this.inbound?.pc !== pc) this.inbound = new InboundStats(pc);
+    const s = await this.inbound.sample();
+    const size = s.width ? ` · ${s.width}×${s.height}` : "";
+    const fps = s.fps ? ` · ${Math.round(s.fps)} fps` : "";
+    this.stats.textContent = `${formatBitrate(s.bitrate)}${size}${fps}`;
   }
 
-  setStatus(text) {
-    this.status.textContent = text;
-    this.status.dataset.state = text;
+  /** The publisher's session ended without a successor (it may come back). */
+  publisherLeft() {
+    this.viewing.publisherLeft();
+  }
+
+  /** The publisher is there (joined, published a track, or listed): play it now. */
+  publisherBack() {
+    this.viewing.publisherBack();
+    this.player.wake();
+  }
+
+  /**
+   * The server closed this wall's player of the stream; `publisherGone`:
+   * because the publisher did not come back within the republish grace.
+   */
+  playerClosed(publisherGone) {
+    if (publisherGone) this.viewing.publisherGone();
+    this.player.lost();
   }
 
   alarm(kind, raised) {
@@ -108,6 +126,20 @@ export class Tile {
   }
 
   render() {
+    let { state, text } = this.viewing.status;
+    // No picture is what a muted video is: its badge says so.
+    if (state === "frozen" && this.muted.get(TrackKind.VIDEO)) [state, text] = ["playing", "playing"];
+    this.status.textContent = text;
+    this.status.dataset.state = state;
+    this.el.dataset.state = state;
+    const notices = {
+      reconnecting: () => `lost at ${formatTime(this.viewing.since)}: the picture is frozen`,
+      offline: () => `no picture since ${formatTime(this.viewing.since)}`,
+      frozen: () => `no new frame since ${formatTime(this.viewing.frozenAt)}`,
+    };
+    this.notice.hidden = !notices[state];
+    if (notices[state]) replace(this.notice, h("strong", {}, text), h("span", {}, notices[state]()));
+    this.removeButton.hidden = state !== "offline";
     replace(
       this.badges,
       [...this.alarms].map((kind) => h("span", { class: "badge alarm", "data-alarm": ALARM_NAMES[kind] }, ALARM_NAMES[kind] ?? "alarm")),
@@ -125,9 +157,9 @@ export class Tile {
   }
 
   close() {
-    this.abort.abort();
     clearInterval(this.timer);
-    this.session?.close();
+    this.player.close();
+    this.viewing.close();
     this.el.remove();
   }
 }

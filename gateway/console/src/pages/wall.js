@@ -1,8 +1,13 @@
 // The dispatcher's wall of one room: a live player per published stream
 // (tiles come and go with the event feed), the dispatcher's own camera for
 // calling back, and the live panel of alarms and events.
+//
+// Two feeds of the room's events: one drives the tiles from now on (a
+// re-read of the participants each time it connects), the other fills the
+// panel, starting with the history the server retains, so a reload does
+// not empty it. Both reconnect by themselves; a banner says so meanwhile.
 
-import { Code, ConnectError, SessionRole, followEvents } from "../api.js";
+import { Code, ConnectError, LeaveReason, SessionRole, followEvents } from "../api.js";
 import { actionButton, errorText, formatTime, h, replace, sleep, toast } from "../dom.js";
 import { describe } from "../describe.js";
 import { publish } from "../whip.js";
@@ -16,6 +21,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   const empty = h("p", { class: "empty muted" }, "No one is publishing in this room yet. Use “Add a camera” to join from another tab or device.");
   const events = h("ol", { class: "events", "data-testid": "events" });
   const banner = h("p", { class: "banner error", role: "alert", hidden: true, "data-testid": "wall-error" });
+  const unreachable = h("p", { class: "banner offline", role: "status", hidden: true, "data-testid": "server-banner" }, "Server unreachable: reconnecting… The pictures below are not live until it is back.");
   const tiles = new Map();
   const mine = new MyCamera(room);
 
@@ -37,6 +43,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       ],
     }),
     banner,
+    unreachable,
     h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, h("h2", {}, "Alarms and events"), events)),
   );
 
@@ -80,6 +87,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     endCall: async () => {
       await api.rooms.endCall({ room, callee: identity });
     },
+    remove: () => removeTile(identity),
   });
   // This dispatcher's calls as the server reports them: callee -> state.
   const calls = new Map();
@@ -99,85 +107,142 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     return tile;
   };
   const removeTile = (identity) => {
-    tiles.get(identity)?.close();
+    if (!tiles.has(identity)) return;
+    tiles.get(identity).close();
     tiles.delete(identity);
     empty.hidden = tiles.size > 0;
   };
 
+  // When an event last said something about a publisher (performance.now()).
+  const heard = new Map();
+  // Publishers the server lists are live; a tile whose publisher it does not
+  // list any more went away while this page was not listening. An event
+  // that came while the list was on its way is newer than the list.
   const resync = async () => {
+    const asked = performance.now();
     try {
       const { participants } = await api.rooms.listParticipants({ room });
-      const publishing = new Map(participants.filter((p) => p.publishing).map((p) => [p.identity, p]));
-      for (const identity of tiles.keys()) if (!publishing.has(identity)) removeTile(identity);
-      for (const [identity, p] of publishing) addTile(identity, p);
+      const stale = (identity) => (heard.get(identity) ?? 0) > asked;
+      const publishing = new Map(participants.filter((p) => p.publishing && !stale(p.identity)).map((p) => [p.identity, p]));
+      for (const [identity, tile] of tiles) if (!publishing.has(identity) && !stale(identity)) tile.publisherLeft();
+      for (const [identity, p] of publishing) {
+        const tile = addTile(identity, p);
+        tile?.publisherBack();
+        for (const track of p.tracks) tile?.mute(track.kind, track.muted);
+      }
     } catch (e) {
       fail(ConnectError.from(e).code === Code.NotFound ? `Room ${room} does not exist.` : errorText(e));
     }
   };
-  await resync();
 
   const log = (event) => {
+    // A gap before anything was shown only says older events are not kept.
+    if (event.kind.case === "historyGap" && !events.children.length) return;
     const text = describe(event);
     if (!text) return;
-    events.prepend(h("li", { class: text.alarm ? "alarm" : "" }, h("time", {}, formatTime(Number(event.atUnixMs))), " ", text.text));
+    // A gap is the server's note, not an event: it has no time of its own.
+    const at = Number(event.atUnixMs) || Date.now();
+    events.prepend(h("li", { class: text.alarm ? "alarm" : "" }, h("time", {}, formatTime(at)), " ", text.text));
     while (events.children.length > MAX_EVENTS) events.lastChild.remove();
   };
 
-  const stop = followEvents(
+  const publisherLeft = (identity, reason) => {
+    switch (reason) {
+      case LeaveReason.REPLACED:
+        // Its new session carries on at once: nothing to show.
+        return;
+      case LeaveReason.HUNG_UP:
+      case LeaveReason.CALL_ENDED:
+      case LeaveReason.ROOM_CLOSED:
+        // Ended on purpose by a dispatcher (or the room went): no camera to wait for.
+        return removeTile(identity);
+      default:
+        // Timed out, left, server restart: the server holds the viewers for
+        // the republish grace, and so does the wall (offline after).
+        tiles.get(identity)?.publisherLeft();
+    }
+  };
+
+  const apply = (event) => {
+    const { case: kind, value } = event.kind;
+    const who = event.identity;
+    if (kind === "trackPublished" || (value?.role === SessionRole.PUBLISHER && (kind === "participantJoined" || kind === "participantLeft"))) {
+      heard.set(who, performance.now());
+    }
+    switch (kind) {
+      case "trackPublished":
+        addTile(who)?.publisherBack();
+        // A new session's tracks start unmuted.
+        tiles.get(who)?.mute(value.kind, false);
+        break;
+      case "participantJoined":
+        if (value.role === SessionRole.PUBLISHER) addTile(who)?.publisherBack();
+        else tiles.get(value.stream)?.viewerChange(+1);
+        break;
+      case "callRequested":
+        if (value.caller === mine.identity) setCall(value.callee, "ringing");
+        break;
+      case "callConnected":
+        if (value.caller === mine.identity) setCall(value.callee, "connected");
+        break;
+      case "callEnded":
+        if (value.caller === mine.identity) {
+          setCall(value.callee, null);
+          // Privacy: the camera and microphone go off with the last call.
+          if (!calls.size) mine.stop();
+        }
+        break;
+      case "participantLeft":
+        if (value.role === SessionRole.PUBLISHER) {
+          if (who === mine.identity) mine.stop();
+          else publisherLeft(who, value.reason);
+        } else {
+          tiles.get(value.stream)?.viewerChange(-1);
+          // This wall's own player of the stream, closed because its
+          // publisher did not come back, or for a restart: play again when
+          // it can. (Other closes are seen by the player's connection; an
+          // event names no session, so a late one could hit its successor.)
+          const gone = value.reason === LeaveReason.PUBLISHER_GONE;
+          if (who === mine.identity && (gone || value.reason === LeaveReason.SERVER_SHUTDOWN)) tiles.get(value.stream)?.playerClosed(gone);
+        }
+        break;
+      case "trackMuted":
+        tiles.get(who)?.mute(value.kind, value.muted);
+        break;
+      case "alarmRaised":
+      case "alarmCleared":
+        tiles.get(value.stream)?.alarm(value.kind, kind === "alarmRaised");
+        break;
+      case "historyGap":
+        resync();
+        break;
+      case "roomDeleted":
+        fail(`Room ${room} was deleted.`);
+        for (const identity of [...tiles.keys()]) removeTile(identity);
+        mine.stop();
+        stopState();
+        stopLog();
+        break;
+    }
+  };
+
+  const stopState = followEvents(
     api,
     { room },
     {
-      onEvent: (event) => {
-        log(event);
-        const { case: kind, value } = event.kind;
-        const who = event.identity;
-        switch (kind) {
-          case "trackPublished":
-            addTile(who);
-            break;
-          case "participantJoined":
-            if (value.role === SessionRole.PUBLISHER) addTile(who);
-            else tiles.get(value.stream)?.viewerChange(+1);
-            break;
-          case "callRequested":
-            if (value.caller === mine.identity) setCall(value.callee, "ringing");
-            break;
-          case "callConnected":
-            if (value.caller === mine.identity) setCall(value.callee, "connected");
-            break;
-          case "callEnded":
-            if (value.caller === mine.identity) {
-              setCall(value.callee, null);
-              // Privacy: the camera and microphone go off with the last call.
-              if (!calls.size) mine.stop();
-            }
-            break;
-          case "participantLeft":
-            if (value.role === SessionRole.PUBLISHER) removeTile(who);
-            else tiles.get(value.stream)?.viewerChange(-1);
-            if (who === mine.identity && value.role === SessionRole.PUBLISHER) mine.stop();
-            break;
-          case "trackMuted":
-            tiles.get(who)?.mute(value.kind, value.muted);
-            break;
-          case "alarmRaised":
-          case "alarmCleared":
-            tiles.get(value.stream)?.alarm(value.kind, kind === "alarmRaised");
-            break;
-          case "historyGap":
-            resync();
-            break;
-          case "roomDeleted":
-            fail(`Room ${room} was deleted.`);
-            for (const identity of [...tiles.keys()]) removeTile(identity);
-            mine.stop();
-            stop();
-            break;
-        }
+      onEvent: apply,
+      onState: (state) => {
+        if (state === "reconnecting") unreachable.hidden = false;
+        if (state === "live" || state === "failed") unreachable.hidden = true;
+        // Subscribed first, then read: nothing falls between the two.
+        if (state === "live") resync();
       },
       onError: (e) => fail(`Live updates stopped: ${errorText(e)}`),
     },
   );
+  // The panel: what the server still retains of the room (a reload keeps
+  // its history), then live.
+  const stopLog = followEvents(api, { room }, { onEvent: log, afterId: 0n });
   addEventListener("pagehide", () => {
     for (const tile of tiles.values()) tile.close();
     mine.stop();
