@@ -9,8 +9,8 @@
 // link and goes live; the dispatcher sees the tile play, calls back (the
 // field user's page plays the dispatcher), sees a stalled badge when the field
 // user's media stops, and hangs up (the field user's page says so and stops).
-// Then the error paths: a wrong admin key, an expired join link, and a room
-// deleted under a live field user.
+// Then the error paths: a wrong admin key, an expired join link, a room
+// deleted under a live field user, and that room's join link opened again.
 //
 // stdout carries one JSON line, {"result": {...}}: what each step measured
 // in the browsers (decoded frames, states, how long things took). The Rust
@@ -236,6 +236,19 @@ async function errorScenarios(browser, dispatcher) {
   e.roomDeleted = await field.textContent('[data-testid=status]');
   await shoot('07-room-deleted', { field });
   await field.context().close();
+
+  result.step = 'join link of a deleted room';
+  // The same link opened afresh: the page says the room is closed before
+  // anyone tries to go live, and offers no Go live.
+  const late2 = await newPage(browser, 'field-3-again', ['camera', 'microphone']);
+  await late2.goto(joinLink);
+  await late2.waitForSelector('[data-testid=status][data-state=room-closed]', { timeout: STEP_MS });
+  e.deletedRoomLink = {
+    text: await late2.textContent('[data-testid=status]'),
+    goLiveVisible: await late2.isVisible('[data-testid=go-live]'),
+  };
+  await shoot('07-deleted-room-link', { late2 });
+  await late2.context().close();
 }
 
 async function main() {

@@ -12,7 +12,8 @@
 //! badge on the tile; "Hang up" makes the field user's page say so and stop
 //! for good. The standalone `/watch` player plays the stream as well. Then
 //! the error paths: a wrong admin key, an expired join link, a camera the
-//! browser denies, and a room deleted under a live field user.
+//! browser denies, a room deleted under a live field user, and that room's
+//! join link opened again (the page says the room is closed up front).
 //!
 //! Vigil runs with its default ICE address, 127.0.0.1, and Chromium without
 //! `--allow-loopback-in-peer-connection`, as on a newcomer's machine: the
@@ -189,6 +190,16 @@ fn dispatcher_and_field_user_in_chromium() {
                 .is_some_and(|t| t.contains("room was closed")),
             "{errors}"
         );
+        // Its join link, opened again, says so up front: no "Go live" to
+        // press and fail.
+        let again = &errors["deletedRoomLink"];
+        assert!(
+            again["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("is closed")),
+            "{again}"
+        );
+        assert_eq!(again["goLiveVisible"], false, "{again}");
 
         // With the browser gone, every session it opened is gone too.
         eventually(Duration::from_secs(10), "all sessions closed", || async {
