@@ -217,6 +217,13 @@ pub(crate) enum Msg {
         identity: String,
         reply: Reply<Result<()>>,
     },
+    /// Refuse `identity`'s new sessions in `room` until `until`.
+    Ban {
+        room: RoomName,
+        identity: String,
+        until: Instant,
+        reply: Reply<Result<()>>,
+    },
     HasTrack {
         room: RoomName,
         stream: StreamName,
@@ -572,14 +579,38 @@ impl Control {
     }
 
     /// Closes every session of a participant.
-    pub async fn hang_up(&self, room: &str, identity: &str) -> Result<usize> {
+    /// With `ban`, the identity's new sessions in the room are refused for
+    /// that long (and it need not be in the room now).
+    pub async fn hang_up(
+        &self,
+        room: &str,
+        identity: &str,
+        ban: Option<Duration>,
+    ) -> Result<usize> {
         let room = RoomName::new(room)?;
-        self.ask(|reply| Msg::HasParticipant {
-            room: room.clone(),
-            identity: identity.to_owned(),
-            reply,
-        })
-        .await??;
+        match ban {
+            Some(ban) => {
+                if identity.is_empty() {
+                    return Err(ControlError::InvalidArgument("identity is required".into()));
+                }
+                let until = Instant::now() + ban;
+                self.ask(|reply| Msg::Ban {
+                    room: room.clone(),
+                    identity: identity.to_owned(),
+                    until,
+                    reply,
+                })
+                .await??;
+            }
+            None => {
+                self.ask(|reply| Msg::HasParticipant {
+                    room: room.clone(),
+                    identity: identity.to_owned(),
+                    reply,
+                })
+                .await??;
+            }
+        }
         Ok(self
             .media
             .hang_up(&room, identity, LeaveReason::HungUp)

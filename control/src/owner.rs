@@ -71,6 +71,8 @@ struct RoomState {
     full: bool,
     /// Calls by callee.
     calls: BTreeMap<String, Call>,
+    /// Identities hung up with a ban, and until when.
+    bans: HashMap<String, Instant>,
 }
 
 impl RoomState {
@@ -84,6 +86,7 @@ impl RoomState {
             reserved: HashMap::new(),
             full: false,
             calls: BTreeMap::new(),
+            bans: HashMap::new(),
         }
     }
 }
@@ -205,6 +208,22 @@ impl Owner {
                     Err(e) => Err(e),
                 });
             }
+            Msg::Ban {
+                room,
+                identity,
+                until,
+                reply,
+            } => {
+                let banned = match self.rooms.get_mut(&room).filter(|r| !r.closing) {
+                    Some(r) => {
+                        r.bans.retain(|_, until| *until > now);
+                        r.bans.insert(identity, until);
+                        Ok(())
+                    }
+                    None => Err(ControlError::NotFound(format!("no room {room}"))),
+                };
+                let _ = reply.send(banned);
+            }
             Msg::HasTrack {
                 room,
                 stream,
@@ -267,7 +286,7 @@ impl Owner {
                 via_call,
                 reply,
             } => {
-                let _ = reply.send(self.admit(room, &stream, role, &identity, via_call));
+                let _ = reply.send(self.admit(room, &stream, role, &identity, via_call, now));
             }
             Msg::Release { room, ticket } => self.release(&room, ticket),
             // Handled by `run`; here only for a direct caller (tests).
@@ -668,7 +687,19 @@ impl Owner {
         role: SessionRole,
         identity: &str,
         via_call: bool,
+        now: Instant,
     ) -> Result<u64> {
+        if let Some(until) = self
+            .rooms
+            .get(&room_name)
+            .and_then(|r| r.bans.get(identity))
+            .filter(|until| **until > now)
+        {
+            let left = until.saturating_duration_since(now).as_millis().div_ceil(1000);
+            return Err(ControlError::PermissionDenied(format!(
+                "{identity} was hung up and is kept out of room {room_name} for another {left} s"
+            )));
+        }
         if via_call {
             // The token lacks the subscribe grant: only a callee playing
             // its caller gets in.
@@ -1003,6 +1034,15 @@ mod tests {
                 role,
                 identity: identity.into(),
                 via_call: false,
+                reply,
+            })
+        }
+
+        fn ban(&mut self, identity: &str, until: Instant) -> Result<()> {
+            self.ask(|reply| Msg::Ban {
+                room: room(),
+                identity: identity.into(),
+                until,
                 reply,
             })
         }
@@ -1487,6 +1527,48 @@ mod tests {
             via_call(&mut h, "dispatcher-b"),
             Err(ControlError::PermissionDenied(_))
         ));
+    }
+
+    #[test]
+    fn a_banned_identity_is_refused_until_the_ban_ends() {
+        let mut h = Harness::new(Limits::default());
+        let until = h.t0 + Duration::from_secs(60);
+        h.ban("field-1", until).unwrap();
+        for role in [SessionRole::Publisher, SessionRole::Viewer] {
+            let refused = h.admit("field-1", role, "field-1");
+            assert!(
+                matches!(&refused, Err(ControlError::PermissionDenied(m)) if m.contains("60 s")),
+                "{refused:?}"
+            );
+        }
+        // Others are not affected.
+        assert!(
+            h.admit("field-2", SessionRole::Publisher, "field-2")
+                .is_ok()
+        );
+        // After the ban: welcome back.
+        let later = h.ask(|reply| Msg::Admit {
+            room: room(),
+            stream: stream("field-1"),
+            role: SessionRole::Publisher,
+            identity: "field-1".into(),
+            via_call: false,
+            reply,
+        });
+        assert!(later.is_err(), "the harness' clock is still t0");
+        let (tx, mut rx) = oneshot::channel();
+        h.owner.handle(
+            Msg::Admit {
+                room: room(),
+                stream: stream("field-1"),
+                role: SessionRole::Publisher,
+                identity: "field-1".into(),
+                via_call: false,
+                reply: tx,
+            },
+            until,
+        );
+        assert!(rx.try_recv().unwrap().is_ok());
     }
 
     #[test]

@@ -224,6 +224,12 @@ async function mainScenario(browser) {
     ownVideo: Boolean(document.querySelector('[data-testid=own-video]').srcObject),
     callVisible: !document.querySelector('[data-testid=call-video]').hidden,
   }));
+  // A kick that sticks: reloading the join page and going live is refused.
+  await field.reload();
+  await field.waitForFunction(() => document.querySelector('[data-testid=own-video]')?.videoWidth > 0, null, { timeout: STEP_MS });
+  await field.click('[data-testid=go-live]');
+  await field.waitForSelector('[data-testid=join-error]:not(:empty)', { timeout: STEP_MS });
+  s.hungUp.reloaded = await field.textContent('[data-testid=join-error]');
   await shoot('05-hung-up', { dispatcher, field });
   await field.context().close();
   await second.close();

@@ -162,6 +162,12 @@ fn dispatcher_and_field_user_in_chromium() {
         assert_eq!(hung["after3s"]["state"], "hung-up", "{hung}");
         assert_eq!(hung["after3s"]["ownVideo"], false, "{hung}");
         assert_eq!(hung["after3s"]["callVisible"], false, "{hung}");
+        assert!(
+            hung["reloaded"]
+                .as_str()
+                .is_some_and(|text| text.contains("kept out")),
+            "a reload after the hang-up is refused, saying why: {hung}"
+        );
 
         // Errors are told to the person.
         let errors = &r["errors"];

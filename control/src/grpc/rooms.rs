@@ -1,5 +1,7 @@
 //! `vigil.v1.RoomService`.
 
+use std::time::Duration;
+
 use tonic::{Request, Response, Status};
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::room_service_server::RoomService;
@@ -97,7 +99,8 @@ impl RoomService for Rooms {
     ) -> Result<Response<pb::HangUpResponse>, Status> {
         self.room_admin(&request, &request.get_ref().room)?;
         let req = request.into_inner();
-        let closed = self.control.hang_up(&req.room, &req.identity).await?;
+        let ban = (req.ban_seconds > 0).then(|| Duration::from_secs(req.ban_seconds.into()));
+        let closed = self.control.hang_up(&req.room, &req.identity, ban).await?;
         Ok(Response::new(pb::HangUpResponse {
             sessions_closed: closed as u32,
         }))

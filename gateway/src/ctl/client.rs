@@ -182,10 +182,12 @@ impl Client {
         &self,
         room: &str,
         identity: &str,
+        ban_seconds: u32,
     ) -> Result<pb::HangUpResponse, CtlError> {
         let request = pb::HangUpRequest {
             room: room.into(),
             identity: identity.into(),
+            ban_seconds,
         };
         let response = self.rooms().hang_up(self.request(request)).await;
         self.answer(response)

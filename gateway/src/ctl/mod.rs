@@ -73,12 +73,16 @@ pub enum CtlCommand {
         /// The room.
         room: String,
     },
-    /// Close every WHIP/WHEP session of one participant.
+    /// Close every WHIP/WHEP session of one participant (and, with
+    /// --ban-secs, keep it out of the room for that long).
     HangUp {
         /// The room.
         room: String,
         /// The participant.
         identity: String,
+        /// Refuse its new sessions in the room for this many seconds.
+        #[arg(long, default_value_t = 0)]
+        ban_secs: u32,
     },
     /// Stop forwarding one track of a publisher (`--unmute` resumes it).
     Mute {
@@ -326,8 +330,12 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
                 || output::participants_json(&response),
             )
         }
-        CtlCommand::HangUp { room, identity } => {
-            let response = client.hang_up(&room, &identity).await?;
+        CtlCommand::HangUp {
+            room,
+            identity,
+            ban_secs,
+        } => {
+            let response = client.hang_up(&room, &identity, ban_secs).await?;
             out.print(
                 || output::hung_up_text(&room, &identity, &response),
                 || output::hung_up_json(&response),

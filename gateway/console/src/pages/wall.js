@@ -10,6 +10,7 @@ import { header } from "./header.js";
 import { Tile } from "./tile.js";
 
 const MAX_EVENTS = 200;
+const HANG_UP_BAN_MINUTES = 10;
 
 export async function wallPage(app, { api, credential, room, signOut }) {
   const wall = h("section", { class: "wall", "data-testid": "wall" });
@@ -52,8 +53,9 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       await api.rooms.muteTrack({ room, identity, kind, muted });
     },
     hangUp: async () => {
-      if (!confirm(`Hang up on ${identity}? All of their sessions are closed.`)) return;
-      const { sessionsClosed } = await api.rooms.hangUp({ room, identity });
+      if (!confirm(`Hang up on ${identity}? All of their sessions are closed, and they are kept out of this room for ${HANG_UP_BAN_MINUTES} minutes.`)) return;
+      // A kick that sticks: their page's reload is refused until the ban ends.
+      const { sessionsClosed } = await api.rooms.hangUp({ room, identity, banSeconds: HANG_UP_BAN_MINUTES * 60 });
       toast(`Hung up on ${identity} (${sessionsClosed} sessions)`);
     },
     call: async () => {
