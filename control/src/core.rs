@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::bus::{EventBus, Subscription};
 use crate::event::{LeaveReason, SessionRole, TrackKind};
@@ -27,6 +28,9 @@ use crate::token::{Action, Claims, Grants, TokenError, TokenSigner};
 /// How often stream counters are sampled for alarms (an alarm is seen
 /// within `stall_after` plus this).
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How far back `ListAlarms` looks for cleared alarms unless asked.
+pub const RECENT_ALARMS: Duration = Duration::from_secs(3600);
 
 /// Longest token lifetime an admin may ask for.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -212,6 +216,18 @@ pub(crate) enum Msg {
         room: RoomName,
         reply: Reply<Result<Vec<ParticipantView>>>,
     },
+    ListAlarms {
+        room: RoomName,
+        /// Cleared alarms count from this time on (ms since the Unix epoch).
+        since_ms: u64,
+        reply: Reply<Result<Vec<AlarmRecord>>>,
+    },
+    AcknowledgeAlarm {
+        room: RoomName,
+        id: u64,
+        by: String,
+        reply: Reply<Result<AlarmRecord>>,
+    },
     HasParticipant {
         room: RoomName,
         identity: String,
@@ -395,7 +411,14 @@ impl Control {
         auth: Auth,
     ) -> Result<Control> {
         let specs = store.rooms()?;
-        let owner = Owner::new(store, bus.clone(), matches!(auth, Auth::Open), specs);
+        let alarms = store.alarms()?;
+        let owner = Owner::new(
+            store,
+            bus.clone(),
+            matches!(auth, Auth::Open),
+            specs,
+            alarms,
+        );
         tokio::spawn(owner.run(inbox.0));
         tokio::spawn(sample(media.clone(), facts.0.clone()));
         Ok(Control {
@@ -440,8 +463,20 @@ impl Control {
     /// hang-up, mute, call): the admin key, or a token with the `admin`
     /// grant for that room (a dispatcher signed in with a token).
     pub fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
+        self.room_admin_name(bearer, room).map(|_| ())
+    }
+
+    /// Like [`Control::check_room_admin`], and says who the caller is, for
+    /// the record: the token's identity, "admin" for the admin key,
+    /// "anonymous" without authentication.
+    pub fn room_admin_name(&self, bearer: Option<&str>, room: &str) -> Result<String> {
         if self.check_admin(bearer).is_ok() {
-            return Ok(());
+            let name = if self.auth_required() {
+                "admin"
+            } else {
+                "anonymous"
+            };
+            return Ok(name.into());
         }
         let (Auth::Tokens { signer, .. }, Some(token)) = (&self.auth, bearer) else {
             return Err(ControlError::Unauthenticated(
@@ -449,14 +484,14 @@ impl Control {
                     .into(),
             ));
         };
-        signer.authorize(
+        let claims = signer.authorize(
             token,
             &RoomName::new(room)?,
             Action::Admin,
             None,
             unix_secs(),
         )?;
-        Ok(())
+        Ok(claims.sub)
     }
 
     /// Checks a participant token (signature, expiry) and returns its claims.
@@ -576,6 +611,32 @@ impl Control {
     pub async fn participants(&self, room: &str) -> Result<Vec<ParticipantView>> {
         let room = RoomName::new(room)?;
         self.ask(|reply| Msg::Participants { room, reply }).await?
+    }
+
+    /// A room's active alarms and those cleared in the last `recent`, newest
+    /// first.
+    pub async fn alarms(&self, room: &str, recent: Duration) -> Result<Vec<AlarmRecord>> {
+        let room = RoomName::new(room)?;
+        let since_ms = unix_ms().saturating_sub(recent.as_millis() as u64);
+        self.ask(|reply| Msg::ListAlarms {
+            room,
+            since_ms,
+            reply,
+        })
+        .await?
+    }
+
+    /// Records that `by` saw alarm `id` of `room` (the first time only) and
+    /// tells every watcher; returns the alarm.
+    pub async fn acknowledge_alarm(&self, room: &str, id: u64, by: &str) -> Result<AlarmRecord> {
+        let room = RoomName::new(room)?;
+        self.ask(|reply| Msg::AcknowledgeAlarm {
+            room,
+            id,
+            by: by.to_owned(),
+            reply,
+        })
+        .await?
     }
 
     /// Closes every session of a participant.

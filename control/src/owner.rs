@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::alarm_log::{AlarmLog, AlarmRecord};
 use crate::alarms::{AlarmChange, StreamAlarms};
 use crate::bus::EventBus;
 use crate::core::{
@@ -99,15 +100,18 @@ pub(crate) struct Owner {
     open_rooms: bool,
     rooms: BTreeMap<RoomName, RoomState>,
     sessions: HashMap<String, SessionInfo>,
+    /// Every alarm raised, with its times, as the store keeps it.
+    alarm_log: AlarmLog,
 }
 
 impl Owner {
-    /// Builds the owner over the rooms loaded from `store`.
+    /// Builds the owner over the rooms and alarms loaded from `store`.
     pub(crate) fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn EventBus>,
         open_rooms: bool,
         specs: Vec<RoomSpec>,
+        alarms: Vec<AlarmRecord>,
     ) -> Self {
         let rooms = specs
             .into_iter()
@@ -120,6 +124,7 @@ impl Owner {
             open_rooms,
             rooms,
             sessions: HashMap::new(),
+            alarm_log: AlarmLog::load(alarms, unix_ms()),
         }
     }
 
@@ -137,9 +142,13 @@ impl Owner {
         }
     }
 
-    fn publish(&self, room: &RoomName, identity: Option<&str>, kind: EventKind) {
-        self.bus
+    /// Publishes an event; an alarm it raises or clears goes into the alarm
+    /// log, with the event's id and time.
+    fn publish(&mut self, room: &RoomName, identity: Option<&str>, kind: EventKind) {
+        let event = self
+            .bus
             .publish(room.clone(), identity.map(str::to_owned), kind);
+        self.alarm_log.observe(&event);
     }
 
     fn live_room(&self, name: &RoomName) -> Result<&RoomState> {
@@ -167,6 +176,15 @@ impl Owner {
     }
 
     fn handle(&mut self, msg: Msg, now: Instant) {
+        self.handle_msg(msg, now);
+        // One write for whatever alarms the message changed; a failure is
+        // retried with the next message's.
+        if let Err(e) = self.alarm_log.flush(&*self.store, unix_ms()) {
+            tracing::warn!("cannot store alarms (kept in memory, retried): {e}");
+        }
+    }
+
+    fn handle_msg(&mut self, msg: Msg, now: Instant) {
         // Replies are best effort: a caller that gave up dropped its receiver.
         match msg {
             Msg::CreateRoom { spec, reply } => {
@@ -189,6 +207,24 @@ impl Owner {
             }
             Msg::Participants { room, reply } => {
                 let _ = reply.send(self.participants(&room));
+            }
+            Msg::ListAlarms {
+                room,
+                since_ms,
+                reply,
+            } => {
+                let alarms = self
+                    .live_room(&room)
+                    .map(|_| self.alarm_log.list(&room, since_ms));
+                let _ = reply.send(alarms);
+            }
+            Msg::AcknowledgeAlarm {
+                room,
+                id,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.acknowledge_alarm(&room, id, &by));
             }
             Msg::HasParticipant {
                 room,
@@ -445,6 +481,32 @@ impl Owner {
         Ok(by_identity.into_values().collect())
     }
 
+    /// Writes the first acknowledgement of alarm `id` to the store, then
+    /// tells every watcher; a later one changes nothing.
+    fn acknowledge_alarm(&mut self, room: &RoomName, id: u64, by: &str) -> Result<AlarmRecord> {
+        self.live_room(room)?;
+        let (record, first) = self
+            .alarm_log
+            .acknowledgement(room, id, by, unix_ms())
+            .ok_or_else(|| ControlError::NotFound(format!("room {room} has no alarm {id}")))?;
+        if first {
+            self.store
+                .update_alarms(std::slice::from_ref(&record), &[])?;
+            self.alarm_log.apply(record.clone());
+            self.publish(
+                room,
+                record.identity.as_deref(),
+                EventKind::AlarmAcknowledged {
+                    alarm_id: id,
+                    alarm: record.alarm,
+                    stream: record.stream.clone(),
+                    by: by.to_owned(),
+                },
+            );
+        }
+        Ok(record)
+    }
+
     /// Rings `callee` for `caller`: the caller must publish, the callee
     /// must be in the room and not in someone else's call; the same caller
     /// calling again rings again (the callee's page may have reloaded).
@@ -547,7 +609,13 @@ impl Owner {
         self.publish(room_name, Some(callee), kind);
     }
 
-    fn end_call_event(&self, room: &RoomName, callee: String, call: Call, reason: CallEndReason) {
+    fn end_call_event(
+        &mut self,
+        room: &RoomName,
+        callee: String,
+        call: Call,
+        reason: CallEndReason,
+    ) {
         self.publish(
             room,
             Some(&callee),
@@ -695,7 +763,10 @@ impl Owner {
             .and_then(|r| r.bans.get(identity))
             .filter(|until| **until > now)
         {
-            let left = until.saturating_duration_since(now).as_millis().div_ceil(1000);
+            let left = until
+                .saturating_duration_since(now)
+                .as_millis()
+                .div_ceil(1000);
             return Err(ControlError::PermissionDenied(format!(
                 "{identity} was hung up and is kept out of room {room_name} for another {left} s"
             )));
@@ -883,9 +954,12 @@ impl Owner {
                 events.push(EventKind::TrackUnpublished { kind: *kind });
             }
             for kind in published.alarms.active() {
+                let alarm = Alarm::Stream(kind);
+                let stream = Some(info.stream.clone());
                 events.push(EventKind::AlarmCleared {
-                    alarm: Alarm::Stream(kind),
-                    stream: Some(info.stream.clone()),
+                    alarm_id: self.alarm_log.clear(&info.room, alarm, stream.as_ref()),
+                    alarm,
+                    stream,
                 });
             }
         }
@@ -915,6 +989,7 @@ impl Owner {
             events.push(EventKind::AlarmCleared {
                 alarm: Alarm::RoomFull,
                 stream: None,
+                alarm_id: self.alarm_log.clear(&room_name, Alarm::RoomFull, None),
             });
         }
         for kind in events {
@@ -954,6 +1029,11 @@ impl Owner {
                     AlarmChange::Cleared { kind } => EventKind::AlarmCleared {
                         alarm: Alarm::Stream(kind),
                         stream: Some(sample.stream.clone()),
+                        alarm_id: self.alarm_log.clear(
+                            &sample.room,
+                            Alarm::Stream(kind),
+                            Some(&sample.stream),
+                        ),
                     },
                 };
                 events.push((sample.room.clone(), published.identity.clone(), kind));
@@ -985,6 +1065,7 @@ mod tests {
     struct Harness {
         owner: Owner,
         bus: Arc<MemoryBus>,
+        store: Arc<MemoryStore>,
         t0: Instant,
     }
 
@@ -1008,15 +1089,12 @@ mod tests {
                 },
                 created_at_ms: 0,
             };
-            let owner = Owner::new(
-                Arc::new(MemoryStore::default()),
-                bus.clone(),
-                false,
-                vec![spec],
-            );
+            let store = Arc::new(MemoryStore::default());
+            let owner = Owner::new(store.clone(), bus.clone(), false, vec![spec], Vec::new());
             Harness {
                 owner,
                 bus,
+                store,
                 t0: Instant::now(),
             }
         }
@@ -1323,6 +1401,143 @@ mod tests {
             h.owner.handle(msg, at);
         }
         assert_eq!(keyframe_alarms(&h), 1, "raised once the viewer waited");
+    }
+
+    /// Samples `cam` at `at`: media while `flowing`, else the same
+    /// counters as before (silence).
+    fn cam_sample(h: &mut Harness, packets: u64, at: Instant) {
+        let samples = vec![StreamSample {
+            room: room(),
+            stream: stream("cam"),
+            counters: StreamCounters {
+                packets,
+                bytes: packets * 10_000,
+                has_video: true,
+                ..StreamCounters::default()
+            },
+        }];
+        h.owner.handle(Msg::Samples { samples, at }, at);
+    }
+
+    #[test]
+    fn alarms_are_kept_with_their_times_and_acknowledged_once() {
+        let mut h = Harness::new(Limits::default());
+        h.start("s1", "cam", SessionRole::Publisher, "field-1");
+        let t0 = h.t0;
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        cam_sample(&mut h, 10, ms(500));
+        cam_sample(&mut h, 10, ms(1600)); // stall_after is 1 s here
+        let raised = h
+            .events()
+            .into_iter()
+            .find(|e| matches!(e.kind, EventKind::AlarmRaised { .. }))
+            .expect("stall raised");
+        let list = |h: &mut Harness, since_ms| {
+            h.ask(|reply| Msg::ListAlarms {
+                room: room(),
+                since_ms,
+                reply,
+            })
+            .unwrap()
+        };
+        let listed = list(&mut h, u64::MAX);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].id, raised.id, "named by the raising event");
+        assert_eq!(listed[0].raised_at_ms, raised.at_unix_ms);
+        assert_eq!(listed[0].identity.as_deref(), Some("field-1"));
+        assert_eq!(listed[0].cleared_at_ms, None);
+        assert_eq!(h.store.alarms().unwrap(), listed, "in the store");
+
+        let ack = |h: &mut Harness, id, by: &str| {
+            h.ask(|reply| Msg::AcknowledgeAlarm {
+                room: room(),
+                id,
+                by: by.into(),
+                reply,
+            })
+        };
+        let acked = ack(&mut h, raised.id, "dispatcher-1").unwrap();
+        assert_eq!(acked.acknowledged.as_ref().unwrap().by, "dispatcher-1");
+        assert_eq!(acked.cleared_at_ms, None, "still active");
+        let again = ack(&mut h, raised.id, "dispatcher-2").unwrap();
+        assert_eq!(
+            again.acknowledged, acked.acknowledged,
+            "the first one stays"
+        );
+        assert!(matches!(
+            ack(&mut h, raised.id + 100, "dispatcher-1"),
+            Err(ControlError::NotFound(_))
+        ));
+        let acknowledged: Vec<_> = h
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::AlarmAcknowledged { .. }))
+            .collect();
+        assert_eq!(acknowledged.len(), 1, "{acknowledged:?}");
+        assert_eq!(
+            acknowledged[0].kind,
+            EventKind::AlarmAcknowledged {
+                alarm_id: raised.id,
+                alarm: Alarm::Stream(AlarmKind::Stalled),
+                stream: Some(stream("cam")),
+                by: "dispatcher-1".into(),
+            }
+        );
+        assert_eq!(acknowledged[0].identity.as_deref(), Some("field-1"));
+        assert_eq!(
+            h.store.alarms().unwrap()[0].acknowledged,
+            acked.acknowledged
+        );
+
+        // Media resumes: cleared, naming the alarm; listed as recent.
+        cam_sample(&mut h, 20, ms(2100));
+        let cleared = h.events().into_iter().last().unwrap();
+        assert_eq!(
+            cleared.kind,
+            EventKind::AlarmCleared {
+                alarm: Alarm::Stream(AlarmKind::Stalled),
+                stream: Some(stream("cam")),
+                alarm_id: raised.id,
+            }
+        );
+        let listed = list(&mut h, 0);
+        assert_eq!(listed[0].cleared_at_ms, Some(cleared.at_unix_ms));
+        assert_eq!(listed[0].acknowledged, acked.acknowledged);
+        assert!(
+            list(&mut h, cleared.at_unix_ms + 1).is_empty(),
+            "not recent"
+        );
+        assert_eq!(h.store.alarms().unwrap(), listed);
+    }
+
+    #[test]
+    fn a_full_room_alarm_is_kept_and_cleared_by_id() {
+        let mut h = Harness::new(Limits {
+            max_publishers: Some(1),
+            max_viewers: None,
+        });
+        h.start("s1", "cam-1", SessionRole::Publisher, "cam-1");
+        assert!(h.admit("cam-2", SessionRole::Publisher, "cam-2").is_err());
+        h.end("s1", LeaveReason::Left);
+        let events = h.events();
+        let raised = events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::AlarmRaised { .. }))
+            .unwrap();
+        assert!(events.iter().any(|e| e.kind
+            == EventKind::AlarmCleared {
+                alarm: Alarm::RoomFull,
+                stream: None,
+                alarm_id: raised.id,
+            }));
+        let stored = h.store.alarms().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            stored[0].identity.as_deref(),
+            Some("cam-2"),
+            "the one refused"
+        );
+        assert!(stored[0].cleared_at_ms.is_some());
     }
 
     #[test]

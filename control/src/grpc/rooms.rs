@@ -1,13 +1,13 @@
 //! `vigil.v1.RoomService`.
 
-use std::time::Duration;
-
 use tonic::{Request, Response, Status};
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::room_service_server::RoomService;
 
+use std::time::Duration;
+
 use super::{bearer, convert};
-use crate::core::Control;
+use crate::core::{Control, RECENT_ALARMS};
 
 /// The service. Creating, listing and deleting rooms needs the admin key;
 /// what concerns one room also takes a token with that room's `admin` grant.
@@ -90,6 +90,36 @@ impl RoomService for Rooms {
             .await?;
         Ok(Response::new(pb::ListParticipantsResponse {
             participants: participants.into_iter().map(convert::participant).collect(),
+        }))
+    }
+
+    async fn list_alarms(
+        &self,
+        request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
+        self.room_admin(&request, &request.get_ref().room)?;
+        let req = request.into_inner();
+        let recent = req
+            .recent_seconds
+            .map_or(RECENT_ALARMS, |secs| Duration::from_secs(secs.into()));
+        let alarms = self.control.alarms(&req.room, recent).await?;
+        Ok(Response::new(pb::ListAlarmsResponse {
+            alarms: alarms.into_iter().map(convert::alarm).collect(),
+        }))
+    }
+
+    async fn acknowledge_alarm(
+        &self,
+        request: Request<pb::AcknowledgeAlarmRequest>,
+    ) -> Result<Response<pb::AcknowledgeAlarmResponse>, Status> {
+        let req = request.get_ref();
+        let by = self.control.room_admin_name(bearer(&request), &req.room)?;
+        let alarm = self
+            .control
+            .acknowledge_alarm(&req.room, req.alarm_id, &by)
+            .await?;
+        Ok(Response::new(pb::AcknowledgeAlarmResponse {
+            alarm: Some(convert::alarm(alarm)),
         }))
     }
 

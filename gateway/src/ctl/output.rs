@@ -259,6 +259,7 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::CallEnded(_) => "call_ended",
         Kind::AlarmRaised(_) => "alarm_raised",
         Kind::AlarmCleared(_) => "alarm_cleared",
+        Kind::AlarmAcknowledged(_) => "alarm_acknowledged",
         Kind::HistoryGap(_) => "history_gap",
     }
 }
@@ -315,9 +316,17 @@ fn kind_text(kind: &Kind) -> String {
             field(&e.detail)
         ),
         Kind::AlarmCleared(e) => format!(
-            "alarm={} stream={}",
+            "alarm={} stream={} alarm_id={}",
             enum_text::<pb::AlarmKind>(e.kind),
-            field(&e.stream)
+            field(&e.stream),
+            e.alarm_id
+        ),
+        Kind::AlarmAcknowledged(e) => format!(
+            "alarm={} stream={} alarm_id={} by={}",
+            enum_text::<pb::AlarmKind>(e.kind),
+            field(&e.stream),
+            e.alarm_id,
+            field(&e.by)
         ),
         Kind::HistoryGap(e) => format!("oldest_retained_id={}", e.oldest_retained_id),
     }
@@ -369,6 +378,13 @@ fn kind_json(kind: &Kind) -> Value {
         Kind::AlarmCleared(e) => json!({
             "kind": enum_json::<pb::AlarmKind>(e.kind),
             "stream": e.stream,
+            "alarm_id": e.alarm_id,
+        }),
+        Kind::AlarmAcknowledged(e) => json!({
+            "alarm_id": e.alarm_id,
+            "kind": enum_json::<pb::AlarmKind>(e.kind),
+            "stream": e.stream,
+            "by": e.by,
         }),
         Kind::HistoryGap(e) => json!({ "oldest_retained_id": e.oldest_retained_id }),
     }
