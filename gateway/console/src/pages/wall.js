@@ -1,11 +1,13 @@
 // The dispatcher's wall of one room: a live player per published stream
 // (tiles come and go with the event feed), the dispatcher's own camera for
-// calling back, and the live panel of alarms and events.
+// calling back, the room's alarms (acknowledged here, announced by a tone
+// and, if wanted, a desktop notification), and the live event log.
 
 import { Code, ConnectError, SessionRole, followEvents } from "../api.js";
 import { actionButton, errorText, formatTime, h, replace, sleep, toast } from "../dom.js";
 import { describe } from "../describe.js";
 import { publish } from "../whip.js";
+import { AlarmPanel } from "./alarms.js";
 import { header } from "./header.js";
 import { Tile } from "./tile.js";
 
@@ -19,6 +21,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   const banner = h("p", { class: "banner error", role: "alert", hidden: true, "data-testid": "wall-error" });
   const tiles = new Map();
   const mine = new MyCamera(room);
+  const alarms = new AlarmPanel({ api, room });
 
   const fail = (text) => {
     banner.textContent = text;
@@ -38,7 +41,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       ],
     }),
     banner,
-    h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, h("h2", {}, "Alarms and events"), events)),
+    h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, alarms.el, h("h2", {}, "Events"), events)),
   );
 
   // Who the dispatcher is on the media plane, and the token it plays with.
@@ -117,6 +120,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     }
   };
   await resync();
+  await alarms.load();
 
   const log = (event) => {
     const text = describe(event);
@@ -131,6 +135,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     {
       onEvent: (event) => {
         log(event);
+        alarms.onEvent(event);
         const { case: kind, value } = event.kind;
         const who = event.identity;
         switch (kind) {
@@ -168,6 +173,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
             break;
           case "historyGap":
             resync();
+            alarms.load();
             break;
           case "roomDeleted":
             fail(`Room ${room} was deleted.`);
