@@ -165,6 +165,8 @@ pub struct ParticipantView {
     pub watching: Vec<StreamName>,
     /// Alarms active on its stream.
     pub active_alarms: Vec<AlarmKind>,
+    /// It joined with the room's admin grant: a dispatcher, not a camera.
+    pub dispatcher: bool,
 }
 
 /// Whose events a watcher may see.
@@ -271,6 +273,8 @@ pub(crate) enum Msg {
         /// The token lacks the subscribe grant: admitted only if `identity`
         /// is called by `stream`'s publisher (the call is the grant).
         via_call: bool,
+        /// The token has the room's admin grant: a dispatcher.
+        dispatcher: bool,
         reply: Reply<Result<u64>>,
     },
     Release {
@@ -515,7 +519,7 @@ impl Control {
         role: SessionRole,
         bearer: Option<&str>,
     ) -> Result<Admission> {
-        let (identity, via_call) = match &self.auth {
+        let (identity, via_call, dispatcher) = match &self.auth {
             Auth::Tokens { signer, .. } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
                 let action = match role {
@@ -525,21 +529,22 @@ impl Control {
                 let publishing = (role == SessionRole::Publisher).then_some(stream);
                 let now = unix_secs();
                 match signer.authorize(token, room, action, publishing, now) {
-                    Ok(claims) => (claims.sub, false),
+                    Ok(claims) => (claims.sub, false, claims.grants.admin),
                     // A callee plays its caller with its own token, granted
                     // or not: the owner admits it only during the call.
                     // (`authorize` checked the signature and the room before
                     // the grant.)
                     Err(TokenError::MissingGrant(Action::Subscribe)) => {
-                        (signer.verify(token, now)?.sub, true)
+                        (signer.verify(token, now)?.sub, true, false)
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             Auth::Open => match role {
-                SessionRole::Publisher => (stream.to_string(), false),
+                SessionRole::Publisher => (stream.to_string(), false, false),
                 SessionRole::Viewer => (
                     format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
+                    false,
                     false,
                 ),
             },
@@ -551,6 +556,7 @@ impl Control {
                 role,
                 identity: identity.clone(),
                 via_call,
+                dispatcher,
                 reply,
             })
             .await??;

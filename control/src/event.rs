@@ -83,6 +83,8 @@ pub enum EventKind {
         role: SessionRole,
         /// The stream published or played.
         stream: StreamName,
+        /// It joined with the room's admin grant (a dispatcher's wall).
+        dispatcher: bool,
     },
     /// A session ended.
     ParticipantLeft {

@@ -2,7 +2,7 @@
 //! and their alarms. Only [`Owner::run`]'s task touches it; see
 //! [`crate::Control`] for the handle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,9 @@ struct RoomState {
     calls: BTreeMap<String, Call>,
     /// Identities hung up with a ban, and until when.
     bans: HashMap<String, Instant>,
+    /// Identities admitted with the room's admin grant (dispatchers), while
+    /// they have sessions.
+    dispatchers: HashSet<String>,
 }
 
 impl RoomState {
@@ -88,6 +91,7 @@ impl RoomState {
             full: false,
             calls: BTreeMap::new(),
             bans: HashMap::new(),
+            dispatchers: HashSet::new(),
         }
     }
 }
@@ -320,9 +324,17 @@ impl Owner {
                 role,
                 identity,
                 via_call,
+                dispatcher,
                 reply,
             } => {
-                let _ = reply.send(self.admit(room, &stream, role, &identity, via_call, now));
+                let admitted = self.admit(room.clone(), &stream, role, &identity, via_call, now);
+                if admitted.is_ok()
+                    && dispatcher
+                    && let Some(room) = self.rooms.get_mut(&room)
+                {
+                    room.dispatchers.insert(identity);
+                }
+                let _ = reply.send(admitted);
             }
             Msg::Release { room, ticket } => self.release(&room, ticket),
             // Handled by `run`; here only for a direct caller (tests).
@@ -456,6 +468,7 @@ impl Owner {
                     connected_since_unix_ms: info.since_ms,
                     watching: Vec::new(),
                     active_alarms: Vec::new(),
+                    dispatcher: room.dispatchers.contains(&info.identity),
                 });
             view.connected_since_unix_ms = view.connected_since_unix_ms.min(info.since_ms);
             match info.role {
@@ -895,6 +908,7 @@ impl Owner {
             return;
         };
         room.sessions.insert(session.clone(), ());
+        let dispatcher = room.dispatchers.contains(&identity);
         if role == SessionRole::Publisher {
             room.streams.insert(
                 stream.clone(),
@@ -922,6 +936,7 @@ impl Owner {
             EventKind::ParticipantJoined {
                 role,
                 stream: stream.clone(),
+                dispatcher,
             },
         );
         // The callee playing its caller: the call is on.
@@ -996,6 +1011,16 @@ impl Owner {
             self.publish(&room_name, Some(&info.identity), kind);
         }
         self.calls_after_session_ended(&info, reason);
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            let sessions = &self.sessions;
+            let present = room
+                .sessions
+                .keys()
+                .any(|s| sessions.get(s).is_some_and(|i| i.identity == info.identity));
+            if !present {
+                room.dispatchers.remove(&info.identity);
+            }
+        }
         self.drop_if_finished(&room_name);
     }
 
@@ -1112,6 +1137,7 @@ mod tests {
                 role,
                 identity: identity.into(),
                 via_call: false,
+                dispatcher: false,
                 reply,
             })
         }
@@ -1172,6 +1198,7 @@ mod tests {
             role: SessionRole::Publisher,
             identity: "cam".into(),
             via_call: false,
+            dispatcher: false,
             reply,
         });
         assert!(matches!(result, Err(ControlError::NotFound(_))));
@@ -1729,6 +1756,7 @@ mod tests {
                 role: SessionRole::Viewer,
                 identity: "field-1".into(),
                 via_call: true,
+                dispatcher: false,
                 reply,
             })
         };
@@ -1768,6 +1796,7 @@ mod tests {
             role: SessionRole::Publisher,
             identity: "field-1".into(),
             via_call: false,
+            dispatcher: false,
             reply,
         });
         assert!(later.is_err(), "the harness' clock is still t0");
@@ -1779,11 +1808,70 @@ mod tests {
                 role: SessionRole::Publisher,
                 identity: "field-1".into(),
                 via_call: false,
+                dispatcher: false,
                 reply: tx,
             },
             until,
         );
         assert!(rx.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn identities_admitted_with_the_admin_grant_are_dispatchers() {
+        let mut h = Harness::new(Limits::default());
+        for (identity, dispatcher) in [("dispatcher-a", true), ("field-1", false)] {
+            h.ask(|reply| Msg::Admit {
+                room: room(),
+                stream: stream(identity),
+                role: SessionRole::Publisher,
+                identity: identity.into(),
+                via_call: false,
+                dispatcher,
+                reply,
+            })
+            .unwrap();
+            h.start(identity, identity, SessionRole::Publisher, identity);
+        }
+        let joined: Vec<(Option<String>, bool)> = h
+            .events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ParticipantJoined { dispatcher, .. } => Some((e.identity, dispatcher)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            joined,
+            [
+                (Some("dispatcher-a".into()), true),
+                (Some("field-1".into()), false)
+            ]
+        );
+        let listed: Vec<(String, bool)> = h
+            .ask(|reply| Msg::Participants {
+                room: room(),
+                reply,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.identity, p.dispatcher))
+            .collect();
+        assert_eq!(
+            listed,
+            [("dispatcher-a".into(), true), ("field-1".into(), false)]
+        );
+        // Gone, then back with a field token: a camera now.
+        h.end("dispatcher-a", LeaveReason::Left);
+        h.admit("dispatcher-a", SessionRole::Publisher, "dispatcher-a")
+            .unwrap();
+        h.start("d2", "dispatcher-a", SessionRole::Publisher, "dispatcher-a");
+        assert!(matches!(
+            h.events().last().map(|e| &e.kind),
+            Some(EventKind::ParticipantJoined {
+                dispatcher: false,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -180,6 +180,27 @@ async function mainScenario(browser) {
   s.tiles = await dispatcher.$$eval('[data-testid=tile]', (tiles) => tiles.map((t) => t.dataset.identity));
   await shoot('02-wall', { dispatcher, field });
 
+  result.step = 'a second dispatcher';
+  // Another dispatcher opens the same wall and starts its camera: on the
+  // first wall it is listed as present, not shown as a camera tile.
+  const other = await newPage(browser, 'dispatcher-2', ['camera', 'microphone']);
+  await other.goto(`${args.base}/console/#key=${args.key}`);
+  await other.click(`tr[data-room="${ROOM}"] >> text=Open wall`);
+  await other.waitForSelector('[data-testid=wall]', { state: 'attached', timeout: STEP_MS });
+  await other.click('[data-testid=my-camera]');
+  await other.waitForFunction(() => /^live as /.test(document.querySelector('[data-testid=my-camera-state]')?.textContent), null, { timeout: STEP_MS });
+  const otherName = (await other.textContent('[data-testid=my-camera-state]')).replace('live as ', '');
+  await dispatcher.waitForFunction((n) => document.querySelector('[data-testid=dispatchers]')?.textContent.includes(n), otherName, { timeout: STEP_MS });
+  // Its camera's join event has come and gone: still no tile for it.
+  await sleep(1000);
+  s.otherDispatcher = {
+    presence: await dispatcher.textContent('[data-testid=dispatchers]'),
+    tiles: await dispatcher.$$eval('[data-testid=tile]', (tiles) => tiles.map((t) => t.dataset.identity)),
+    name: otherName,
+  };
+  await other.context().close();
+  await dispatcher.waitForFunction(() => document.querySelector('[data-testid=dispatchers]')?.textContent === '', null, { timeout: STEP_MS });
+
   result.step = 'standalone player';
   // /watch/{room}/{stream} with a subscribe token (the field user's own).
   const token = joinLink.split('#token=')[1];

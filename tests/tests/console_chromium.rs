@@ -126,6 +126,21 @@ fn dispatcher_and_field_user_in_chromium() {
             "the /watch player is not decoding: {player}"
         );
 
+        // A second dispatcher is a presence, not a camera.
+        let other = &s["otherDispatcher"];
+        let name = other["name"].as_str().expect("second dispatcher's name");
+        assert!(name.starts_with("dispatcher-"), "{other}");
+        assert!(
+            other["presence"].as_str().is_some_and(|p| p.contains(name)),
+            "{other}"
+        );
+        assert!(
+            other["tiles"]
+                .as_array()
+                .is_some_and(|tiles| tiles.len() == 2 && !tiles.iter().any(|t| t == name)),
+            "the wall shows the two cameras and no dispatcher tile: {other}"
+        );
+
         // Calling back: the field user's page decodes the dispatcher's camera.
         let call = &s["call"];
         assert!(call["first"]["width"].as_u64() > Some(0), "call: {call}");

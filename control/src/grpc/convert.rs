@@ -104,6 +104,7 @@ pub fn participant(view: ParticipantView) -> pb::Participant {
             .into_iter()
             .map(|kind| alarm_kind(Alarm::Stream(kind)).into())
             .collect(),
+        dispatcher: view.dispatcher,
     }
 }
 
@@ -170,12 +171,15 @@ pub fn event(event: Event) -> pb::Event {
     let kind = match event.kind {
         EventKind::RoomCreated => Kind::RoomCreated(pb::RoomCreated {}),
         EventKind::RoomDeleted => Kind::RoomDeleted(pb::RoomDeleted {}),
-        EventKind::ParticipantJoined { role: r, stream } => {
-            Kind::ParticipantJoined(pb::ParticipantJoined {
-                role: role(r),
-                stream: stream.to_string(),
-            })
-        }
+        EventKind::ParticipantJoined {
+            role: r,
+            stream,
+            dispatcher,
+        } => Kind::ParticipantJoined(pb::ParticipantJoined {
+            role: role(r),
+            stream: stream.to_string(),
+            dispatcher,
+        }),
         EventKind::ParticipantLeft {
             role: r,
             stream,

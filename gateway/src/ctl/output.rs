@@ -268,9 +268,10 @@ fn kind_text(kind: &Kind) -> String {
     match kind {
         Kind::RoomCreated(_) | Kind::RoomDeleted(_) => String::new(),
         Kind::ParticipantJoined(e) => format!(
-            "role={} stream={}",
+            "role={} stream={}{}",
             enum_text::<pb::SessionRole>(e.role),
-            field(&e.stream)
+            field(&e.stream),
+            if e.dispatcher { " dispatcher=true" } else { "" }
         ),
         Kind::ParticipantLeft(e) => format!(
             "role={} stream={} reason={}",
@@ -338,6 +339,7 @@ fn kind_json(kind: &Kind) -> Value {
         Kind::ParticipantJoined(e) => json!({
             "role": enum_json::<pb::SessionRole>(e.role),
             "stream": e.stream,
+            "dispatcher": e.dispatcher,
         }),
         Kind::ParticipantLeft(e) => json!({
             "role": enum_json::<pb::SessionRole>(e.role),

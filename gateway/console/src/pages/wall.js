@@ -19,6 +19,12 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   const empty = h("p", { class: "empty muted" }, "No one is publishing in this room yet. Use “Add a camera” to join from another tab or device.");
   const events = h("ol", { class: "events", "data-testid": "events" });
   const banner = h("p", { class: "banner error", role: "alert", hidden: true, "data-testid": "wall-error" });
+  // Other dispatchers at a wall of this room: a presence list, not cameras.
+  const dispatchers = new Set();
+  const presence = h("p", { class: "presence muted", "data-testid": "dispatchers" });
+  const renderPresence = () => {
+    presence.textContent = dispatchers.size ? `Also at a wall: ${[...dispatchers].sort().join(", ")}` : "";
+  };
   const tiles = new Map();
   const mine = new MyCamera(room);
   const alarms = new AlarmPanel({ api, room });
@@ -41,6 +47,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       ],
     }),
     banner,
+    presence,
     h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, alarms.el, h("h2", {}, "Events"), events)),
   );
 
@@ -95,7 +102,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   };
 
   const addTile = (identity, participant) => {
-    if (identity === mine.identity || tiles.has(identity)) return tiles.get(identity);
+    if (identity === mine.identity || dispatchers.has(identity) || tiles.has(identity)) return tiles.get(identity);
     const tile = new Tile({ room, identity, token: mine.token, participant, actions: actionsFor(identity) });
     tile.setCall(calls.get(identity) ?? null);
     tiles.set(identity, tile);
@@ -112,7 +119,10 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   const resync = async () => {
     try {
       const { participants } = await api.rooms.listParticipants({ room });
-      const publishing = new Map(participants.filter((p) => p.publishing).map((p) => [p.identity, p]));
+      dispatchers.clear();
+      for (const p of participants) if (p.dispatcher && p.identity !== mine.identity) dispatchers.add(p.identity);
+      renderPresence();
+      const publishing = new Map(participants.filter((p) => p.publishing && !p.dispatcher).map((p) => [p.identity, p]));
       for (const identity of tiles.keys()) if (!publishing.has(identity)) removeTile(identity);
       for (const [identity, p] of publishing) addTile(identity, p);
     } catch (e) {
@@ -143,8 +153,12 @@ export async function wallPage(app, { api, credential, room, signOut }) {
             addTile(who);
             break;
           case "participantJoined":
-            if (value.role === SessionRole.PUBLISHER) addTile(who);
-            else tiles.get(value.stream)?.viewerChange(+1);
+            if (value.dispatcher) {
+              if (who !== mine.identity) dispatchers.add(who);
+              removeTile(who);
+              renderPresence();
+            } else if (value.role === SessionRole.PUBLISHER) addTile(who);
+            if (value.role === SessionRole.VIEWER) tiles.get(value.stream)?.viewerChange(+1);
             break;
           case "callRequested":
             if (value.caller === mine.identity) setCall(value.callee, "ringing");
@@ -160,6 +174,8 @@ export async function wallPage(app, { api, credential, room, signOut }) {
             }
             break;
           case "participantLeft":
+            // A dispatcher may still have other sessions: ask.
+            if (dispatchers.has(who)) resync();
             if (value.role === SessionRole.PUBLISHER) removeTile(who);
             else tiles.get(value.stream)?.viewerChange(-1);
             if (who === mine.identity && value.role === SessionRole.PUBLISHER) mine.stop();
