@@ -448,7 +448,7 @@ impl Control {
         bearer: Option<&str>,
     ) -> Result<Admission> {
         let identity = match &self.auth {
-            Auth::Tokens { signer, .. } => {
+            Auth::Tokens { signer, admin_key } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
                 let action = match role {
                     SessionRole::Publisher => Action::Publish,
@@ -456,7 +456,18 @@ impl Control {
                 };
                 let publishing = (role == SessionRole::Publisher).then_some(stream);
                 signer
-                    .authorize(token, room, action, publishing, unix_secs())?
+                    .authorize(token, room, action, publishing, unix_secs())
+                    .map_err(|e| {
+                        // Operators paste the key they were shown where a
+                        // token belongs; "malformed" would not tell them.
+                        if constant_time_eq(token.as_bytes(), admin_key.as_bytes()) {
+                            ControlError::Unauthenticated(admin_key_as_media_token(
+                                room, stream, role,
+                            ))
+                        } else {
+                            e.into()
+                        }
+                    })?
                     .sub
             }
             Auth::Open => match role {
@@ -629,6 +640,19 @@ impl Control {
     pub fn watch(&self, after: Option<u64>) -> Subscription {
         self.bus.subscribe(after)
     }
+}
+
+/// Why the admin key opens no WHIP/WHEP session, and how to get what does.
+/// ASCII only: it also goes into the `WWW-Authenticate` header.
+fn admin_key_as_media_token(room: &RoomName, stream: &StreamName, role: SessionRole) -> String {
+    let (command, what) = match role {
+        SessionRole::Publisher => (format!("{room} {stream} --publish"), "publish"),
+        SessionRole::Viewer => (format!("{room} <viewer-name> --subscribe"), "play"),
+    };
+    format!(
+        "this is the admin key, which is not a media token: to {what}, send a participant \
+         token, e.g. from `vigil ctl token create {command}` or the console's Token button"
+    )
 }
 
 /// Compares secrets without leaking where they differ through timing.
