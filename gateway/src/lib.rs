@@ -27,6 +27,7 @@ pub mod ctl;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod links;
 pub mod memory;
 pub mod sfu;
 

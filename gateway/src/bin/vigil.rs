@@ -5,7 +5,8 @@ use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use vigil_control::store::admin_key_path;
-use vigil_gateway::config::{Args, Command};
+use vigil_gateway::config::{Args, Command, Config};
+use vigil_gateway::links::{self, BaseOrigin};
 use vigil_gateway::{Credentials, Vigil, ctl};
 
 #[tokio::main]
@@ -48,18 +49,52 @@ async fn serve(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let base = format!("http://{}", vigil.http_addr);
-    tracing::info!(media = ?vigil.sfu.media_addrs(), grpc = %vigil.grpc_addr, "vigil listening on {base}");
-    println!("WHIP publish: {base}/whip/<room>/<stream>   (OBS: Service WHIP, Server = this URL)");
-    println!("WHEP play:    {base}/whep/<room>/<stream>");
+    tracing::info!(
+        media = ?vigil.sfu.media_addrs(),
+        grpc = %vigil.grpc_addr,
+        "vigil listening on http://{}",
+        vigil.http_addr
+    );
+    print_start(&vigil, &config);
+    let signal = signals.next().await;
+    tracing::info!(
+        "{signal}: closing every session (at most {:?}; a second signal exits at once)",
+        config.drain
+    );
+    tokio::select! {
+        () = vigil.shutdown() => {
+            tracing::info!("shut down");
+            std::process::ExitCode::SUCCESS
+        }
+        () = tokio::time::sleep(config.drain) => {
+            tracing::warn!("still draining after {:?}: exiting", config.drain);
+            std::process::ExitCode::FAILURE
+        }
+        signal = signals.next() => {
+            tracing::warn!("{signal} again: exiting at once");
+            std::process::ExitCode::from(128 + signal.number())
+        }
+    }
+}
+
+/// Tells the operator where everything is.
+fn print_start(vigil: &Vigil, config: &Config) {
+    let base = links::base(
+        config.public_url.as_ref(),
+        vigil.http_addr,
+        links::machine_name().as_deref(),
+    );
+    let url = &base.url;
+    println!("WHIP publish: {url}/whip/<room>/<stream>   (OBS: Service WHIP, Server = this URL)");
+    println!("WHEP play:    {url}/whep/<room>/<stream>");
     println!(
         "gRPC control: {} (health, reflection, gRPC-web)",
         vigil.grpc_addr
     );
     // The key rides in the fragment, which the browser never sends.
     let console = match &vigil.credentials {
-        Credentials::None => format!("{base}/console/"),
-        Credentials::AdminKey { key, .. } => format!("{base}/console/#key={key}"),
+        Credentials::None => format!("{url}/console/"),
+        Credentials::AdminKey { key, .. } => format!("{url}/console/#key={key}"),
     };
     println!("Web console:  {console}");
     match &vigil.credentials {
@@ -87,24 +122,12 @@ async fn serve(args: Args) -> std::process::ExitCode {
             );
         }
     }
-    let signal = signals.next().await;
-    tracing::info!(
-        "{signal}: closing every session (at most {:?}; a second signal exits at once)",
-        config.drain
-    );
-    tokio::select! {
-        () = vigil.shutdown() => {
-            tracing::info!("shut down");
-            std::process::ExitCode::SUCCESS
-        }
-        () = tokio::time::sleep(config.drain) => {
-            tracing::warn!("still draining after {:?}: exiting", config.drain);
-            std::process::ExitCode::FAILURE
-        }
-        signal = signals.next() => {
-            tracing::warn!("{signal} again: exiting at once");
-            std::process::ExitCode::from(128 + signal.number())
-        }
+    if base.origin == BaseOrigin::Guessed {
+        println!(
+            "Note: HTTP listens on every address ({}), so these links use {url}, a guess \
+             other devices may not reach: set --public-url to the URL they reach Vigil at.",
+            vigil.http_addr
+        );
     }
 }
 
