@@ -105,6 +105,36 @@ fn run_and_stop(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 #[test]
+fn the_admin_key_is_printed_only_by_the_start_that_made_it() {
+    let data = TempDir::new("key");
+    let first = run_and_stop(&data.0, &[], &[]);
+    assert!(first.success, "{first:#?}");
+    let key = std::fs::read_to_string(data.0.join("admin.key")).expect("the key file");
+    let key = key.trim();
+    assert!(
+        first
+            .line("Web console:")
+            .ends_with(&format!("/console/#key={key}")),
+        "{first:#?}"
+    );
+    assert!(first.stdout.contains(&format!("  {key}\n")), "{first:#?}");
+
+    let second = run_and_stop(&data.0, &[], &[]);
+    assert!(second.success, "{second:#?}");
+    for (stream, text) in [("stdout", &second.stdout), ("stderr", &second.stderr)] {
+        assert!(
+            !text.contains(key),
+            "the second start printed the key on {stream}: {second:#?}"
+        );
+    }
+    let path = data.0.join("admin.key").display().to_string();
+    assert!(second.line("Admin key:").contains(&path), "{second:#?}");
+    let console = second.line("Web console:");
+    assert!(!console.contains("#key="), "{second:#?}");
+    assert!(console.contains(&path), "{second:#?}");
+}
+
+#[test]
 fn printed_links_use_the_public_url() {
     let data = TempDir::new("public-url");
     // Never contacted: it only goes into what is printed.

@@ -4,7 +4,6 @@
 use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
-use vigil_control::store::admin_key_path;
 use vigil_gateway::config::{Args, Command, Config};
 use vigil_gateway::links::{self, BaseOrigin};
 use vigil_gateway::{Credentials, Vigil, ctl};
@@ -77,7 +76,9 @@ async fn serve(args: Args) -> std::process::ExitCode {
     }
 }
 
-/// Tells the operator where everything is.
+/// Tells the operator where everything is. The admin key itself is shown
+/// only by the start that generated it: later starts say which file holds
+/// it, so it does not end up in every log that keeps the output.
 fn print_start(vigil: &Vigil, config: &Config) {
     let base = links::base(
         config.public_url.as_ref(),
@@ -91,35 +92,61 @@ fn print_start(vigil: &Vigil, config: &Config) {
         "gRPC control: {} (health, reflection, gRPC-web)",
         vigil.grpc_addr
     );
-    // The key rides in the fragment, which the browser never sends.
-    let console = match &vigil.credentials {
-        Credentials::None => format!("{url}/console/"),
-        Credentials::AdminKey { key, .. } => format!("{url}/console/#key={key}"),
-    };
-    println!("Web console:  {console}");
+    let example = ctl::example(vigil.grpc_addr, config.data_dir.as_deref());
     match &vigil.credentials {
         Credentials::None => {
+            println!("Web console:  {url}/console/");
             eprintln!();
             eprintln!("WARNING: --insecure-no-auth: anyone who can reach these ports can publish,");
             eprintln!("WARNING: play and administer; rooms are created on first use.");
             eprintln!();
         }
-        Credentials::AdminKey { key, generated } => {
-            let where_ = match &config.data_dir {
-                Some(dir) => format!("stored in {}", admin_key_path(dir).display()),
-                None => "valid until this process exits".to_owned(),
+        Credentials::AdminKey {
+            key,
+            generated: true,
+            stored_in,
+        } => {
+            // The key rides in the fragment, which the browser never sends.
+            println!("Web console:  {url}/console/#key={key}");
+            let (where_, bearer) = match stored_in {
+                Some(path) => (
+                    format!(
+                        "stored in {} (shown this once; later starts print only where it is)",
+                        path.display()
+                    ),
+                    format!("$(cat {})", shell_word(&path.display().to_string())),
+                ),
+                None => ("valid until this process exits".to_owned(), key.clone()),
             };
-            let how = if *generated { "generated" } else { "loaded" };
-            println!("Admin key {how}, {where_}:");
+            println!("Admin key generated, {where_}:");
             println!("  {key}");
+            println!("  e.g. {example}");
             println!(
-                "  e.g. {}",
-                ctl::example(vigil.grpc_addr, config.data_dir.as_deref())
-            );
-            println!(
-                "  or   grpcurl -plaintext -H 'authorization: Bearer {key}' {} list",
+                "  or   grpcurl -plaintext -H \"authorization: Bearer {bearer}\" {} list",
                 vigil.grpc_addr
             );
+        }
+        Credentials::AdminKey {
+            generated: false,
+            stored_in: Some(path),
+            ..
+        } => {
+            let path = path.display().to_string();
+            println!("Web console:  {url}/console/   (sign in with the admin key in {path})");
+            println!("Admin key:    in {path} (not printed; `vigil ctl` reads it there)");
+            println!("  e.g. {example}");
+            println!(
+                "  or   grpcurl -plaintext -H \"authorization: Bearer $(cat {})\" {} list",
+                shell_word(&path),
+                vigil.grpc_addr
+            );
+        }
+        Credentials::AdminKey {
+            generated: false,
+            stored_in: None,
+            ..
+        } => {
+            println!("Web console:  {url}/console/   (sign in with the configured admin key)");
         }
     }
     if base.origin == BaseOrigin::Guessed {
@@ -128,6 +155,19 @@ fn print_start(vigil: &Vigil, config: &Config) {
              other devices may not reach: set --public-url to the URL they reach Vigil at.",
             vigil.http_addr
         );
+    }
+}
+
+/// `text` as one shell word, for commands the operator copies.
+fn shell_word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./-:".contains(&b))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
