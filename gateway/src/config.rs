@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use tracing::level_filters::LevelFilter;
 
 /// An ICE server advertised to clients in `Link: <...>; rel="ice-server"`
 /// headers (RFC 9725 §4.6).
@@ -183,6 +184,8 @@ pub struct Config {
     /// The base URL others reach Vigil at, for the links it hands out;
     /// `None`: the address the HTTP port is bound to (see [`crate::links`]).
     pub public_url: Option<PublicUrl>,
+    /// How much the binary logs (`RUST_LOG`, when set, wins).
+    pub log_level: LevelFilter,
 }
 
 impl Default for Config {
@@ -206,6 +209,7 @@ impl Default for Config {
             insecure_no_auth: false,
             secrets: None,
             public_url: None,
+            log_level: LevelFilter::INFO,
         }
     }
 }
@@ -268,6 +272,10 @@ pub struct Args {
     /// behind a proxy), used in join and OBS links [default: the HTTP listen address].
     #[arg(long, env = "VIGIL_PUBLIC_URL")]
     pub public_url: Option<PublicUrl>,
+    /// Log level: error, warn, info, debug or trace; RUST_LOG, when set,
+    /// wins [default: info].
+    #[arg(long, env = "VIGIL_LOG_LEVEL")]
+    pub log_level: Option<LevelFilter>,
 }
 
 /// The subcommands of `vigil`.
@@ -296,6 +304,7 @@ struct FileConfig {
     #[serde(default)]
     insecure_no_auth: bool,
     public_url: Option<PublicUrl>,
+    log_level: Option<String>,
 }
 
 /// The configuration could not be read.
@@ -316,6 +325,16 @@ pub enum ConfigError {
         path: PathBuf,
         /// Why.
         source: toml::de::Error,
+    },
+    /// A setting of the file has a value that means nothing.
+    #[error("invalid {setting} in {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -341,6 +360,15 @@ impl Args {
             None => FileConfig::default(),
         };
         let defaults = Config::default();
+        let log_level = match (self.log_level, file.log_level) {
+            (Some(level), _) => level,
+            (None, Some(text)) => text.parse().map_err(|e| ConfigError::Invalid {
+                path: self.config.clone().unwrap_or_default(),
+                setting: "log_level",
+                reason: format!("{text:?}: {e}"),
+            })?,
+            (None, None) => defaults.log_level,
+        };
         Ok(Config {
             http_listen: self
                 .http_listen
@@ -374,6 +402,7 @@ impl Args {
             data_dir: self.data_dir.or(file.data_dir).or(defaults.data_dir),
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
             public_url: self.public_url.or(file.public_url),
+            log_level,
             ..defaults
         })
     }
@@ -454,15 +483,23 @@ mod tests {
     }
 
     #[test]
-    fn public_url_from_flags_or_file() {
-        let config = Args::parse_from(["vigil", "--public-url", "https://vigil.example.net"])
-            .into_config()
-            .unwrap();
+    fn public_url_and_log_level_from_flags_or_file() {
+        let config = Args::parse_from([
+            "vigil",
+            "--public-url",
+            "https://vigil.example.net",
+            "--log-level",
+            "warn",
+        ])
+        .into_config()
+        .unwrap();
         assert_eq!(
             config.public_url.as_ref().map(PublicUrl::as_str),
             Some("https://vigil.example.net")
         );
+        assert_eq!(config.log_level, LevelFilter::WARN);
         assert!(Args::try_parse_from(["vigil", "--public-url", "https://x/y"]).is_err());
+        assert!(Args::try_parse_from(["vigil", "--log-level", "loud"]).is_err());
 
         let dir = std::env::temp_dir().join(format!("vigil-config-url-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -471,10 +508,14 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             Args::parse_from(["vigil", "--config", path.to_str().unwrap()]).into_config()
         };
-        let config = from_file("public_url = \"http://desk.lan:8080\"\n").unwrap();
+        let config =
+            from_file("public_url = \"http://desk.lan:8080\"\nlog_level = \"debug\"\n").unwrap();
         assert_eq!(config.public_url.unwrap().as_str(), "http://desk.lan:8080");
+        assert_eq!(config.log_level, LevelFilter::DEBUG);
         let e = from_file("public_url = \"http://desk.lan/vigil\"\n").unwrap_err();
         assert!(e.to_string().contains("has a path"), "{e}");
+        let e = from_file("log_level = \"loud\"\n").unwrap_err();
+        assert!(e.to_string().contains("invalid log_level"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

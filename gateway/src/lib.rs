@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod links;
+pub mod logging;
 pub mod memory;
 pub mod sfu;
 

@@ -189,6 +189,48 @@ fn a_public_url_with_a_path_is_refused_before_anything_listens() {
 }
 
 #[test]
+fn logs_go_to_stderr_in_plain_text_at_the_chosen_level() {
+    let data = TempDir::new("logs");
+    let info = |run: &Run| run.stderr.lines().filter(|l| l.contains(" INFO ")).count();
+
+    let default = run_and_stop(&data.0, &["--insecure-no-auth"], &[]);
+    assert!(default.success, "{default:#?}");
+    assert!(
+        default.stderr.contains("vigil listening on"),
+        "{default:#?}"
+    );
+    assert!(default.stderr.contains("shut down"), "{default:#?}");
+    for (stream, text) in [("stdout", &default.stdout), ("stderr", &default.stderr)] {
+        assert!(
+            !text.contains('\x1b'),
+            "an ANSI escape on a piped {stream}: {text:?}"
+        );
+    }
+    assert!(
+        !default.stdout.contains(" INFO "),
+        "logs on stdout: {default:#?}"
+    );
+
+    let quiet = run_and_stop(&data.0, &["--insecure-no-auth", "--log-level", "warn"], &[]);
+    assert!(quiet.success, "{quiet:#?}");
+    assert_eq!(info(&quiet), 0, "{quiet:#?}");
+    let quiet = run_and_stop(
+        &data.0,
+        &["--insecure-no-auth"],
+        &[("VIGIL_LOG_LEVEL", "warn")],
+    );
+    assert_eq!(info(&quiet), 0, "{quiet:#?}");
+
+    // RUST_LOG, when set, wins over the flag.
+    let rust_log = run_and_stop(
+        &data.0,
+        &["--insecure-no-auth", "--log-level", "warn"],
+        &[("RUST_LOG", "info")],
+    );
+    assert!(info(&rust_log) >= 2, "{rust_log:#?}");
+}
+
+#[test]
 fn help_names_the_flags() {
     let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .arg("--help")
@@ -196,7 +238,7 @@ fn help_names_the_flags() {
         .expect("run vigil --help");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--drain-secs", "--public-url"] {
+    for flag in ["--drain-secs", "--public-url", "--log-level"] {
         assert!(help.contains(flag), "{flag}: {help}");
     }
 }

@@ -3,10 +3,9 @@
 
 use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 use vigil_gateway::config::{Args, Command, Config};
 use vigil_gateway::links::{self, BaseOrigin};
-use vigil_gateway::{Credentials, Vigil, ctl};
+use vigil_gateway::{Credentials, Vigil, ctl, logging};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -19,12 +18,6 @@ async fn main() -> std::process::ExitCode {
 
 /// Runs the server until SIGTERM or SIGINT, then drains.
 async fn serve(args: Args) -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
-        )
-        .init();
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -32,6 +25,7 @@ async fn serve(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    logging::init(config.log_level);
     // Registered before anything listens: from here on SIGTERM and SIGINT
     // start a drain instead of killing the process.
     let mut signals = match Signals::new() {
