@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::bus::{EventBus, Subscription};
 use crate::event::{LeaveReason, SessionRole, TrackKind};
@@ -27,6 +28,9 @@ use crate::token::{Action, Claims, Grants, TokenError, TokenSigner};
 /// How often stream counters are sampled for alarms (an alarm is seen
 /// within `stall_after` plus this).
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How far back `ListAlarms` looks for cleared alarms unless asked.
+pub const RECENT_ALARMS: Duration = Duration::from_secs(3600);
 
 /// Longest token lifetime an admin may ask for.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -100,6 +104,24 @@ pub enum Auth {
     },
     /// No credentials anywhere, rooms created on first use (local demos).
     Open,
+}
+
+/// A call that rings (or is on): what `Call` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallView {
+    /// Names the call in its events.
+    pub call_id: String,
+    /// What the callee plays: `/whep/{room}/{caller}`.
+    pub whep_path: String,
+}
+
+/// A call `EndCall` ended: whose media to close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedCall {
+    /// Whose stream the callee played.
+    pub caller: StreamName,
+    /// Whether the caller is in no other call (its stream is closed too).
+    pub caller_idle: bool,
 }
 
 /// A room with its live counts.
@@ -194,9 +216,28 @@ pub(crate) enum Msg {
         room: RoomName,
         reply: Reply<Result<Vec<ParticipantView>>>,
     },
+    ListAlarms {
+        room: RoomName,
+        /// Cleared alarms count from this time on (ms since the Unix epoch).
+        since_ms: u64,
+        reply: Reply<Result<Vec<AlarmRecord>>>,
+    },
+    AcknowledgeAlarm {
+        room: RoomName,
+        id: u64,
+        by: String,
+        reply: Reply<Result<AlarmRecord>>,
+    },
     HasParticipant {
         room: RoomName,
         identity: String,
+        reply: Reply<Result<()>>,
+    },
+    /// Refuse `identity`'s new sessions in `room` until `until`.
+    Ban {
+        room: RoomName,
+        identity: String,
+        until: Instant,
         reply: Reply<Result<()>>,
     },
     HasTrack {
@@ -215,13 +256,21 @@ pub(crate) enum Msg {
         room: RoomName,
         caller: String,
         callee: String,
-        reply: Reply<Result<String>>,
+        reply: Reply<Result<CallView>>,
+    },
+    EndCall {
+        room: RoomName,
+        callee: String,
+        reply: Reply<Result<EndedCall>>,
     },
     Admit {
         room: RoomName,
         stream: StreamName,
         role: SessionRole,
         identity: String,
+        /// The token lacks the subscribe grant: admitted only if `identity`
+        /// is called by `stream`'s publisher (the call is the grant).
+        via_call: bool,
         reply: Reply<Result<u64>>,
     },
     Release {
@@ -362,7 +411,14 @@ impl Control {
         auth: Auth,
     ) -> Result<Control> {
         let specs = store.rooms()?;
-        let owner = Owner::new(store, bus.clone(), matches!(auth, Auth::Open), specs);
+        let alarms = store.alarms()?;
+        let owner = Owner::new(
+            store,
+            bus.clone(),
+            matches!(auth, Auth::Open),
+            specs,
+            alarms,
+        );
         tokio::spawn(owner.run(inbox.0));
         tokio::spawn(sample(media.clone(), facts.0.clone()));
         Ok(Control {
@@ -407,8 +463,20 @@ impl Control {
     /// hang-up, mute, call): the admin key, or a token with the `admin`
     /// grant for that room (a dispatcher signed in with a token).
     pub fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
+        self.room_admin_name(bearer, room).map(|_| ())
+    }
+
+    /// Like [`Control::check_room_admin`], and says who the caller is, for
+    /// the record: the token's identity, "admin" for the admin key,
+    /// "anonymous" without authentication.
+    pub fn room_admin_name(&self, bearer: Option<&str>, room: &str) -> Result<String> {
         if self.check_admin(bearer).is_ok() {
-            return Ok(());
+            let name = if self.auth_required() {
+                "admin"
+            } else {
+                "anonymous"
+            };
+            return Ok(name.into());
         }
         let (Auth::Tokens { signer, .. }, Some(token)) = (&self.auth, bearer) else {
             return Err(ControlError::Unauthenticated(
@@ -416,14 +484,14 @@ impl Control {
                     .into(),
             ));
         };
-        signer.authorize(
+        let claims = signer.authorize(
             token,
             &RoomName::new(room)?,
             Action::Admin,
             None,
             unix_secs(),
         )?;
-        Ok(())
+        Ok(claims.sub)
     }
 
     /// Checks a participant token (signature, expiry) and returns its claims.
@@ -447,7 +515,7 @@ impl Control {
         role: SessionRole,
         bearer: Option<&str>,
     ) -> Result<Admission> {
-        let identity = match &self.auth {
+        let (identity, via_call) = match &self.auth {
             Auth::Tokens { signer, admin_key } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
                 let action = match role {
@@ -455,24 +523,32 @@ impl Control {
                     SessionRole::Viewer => Action::Subscribe,
                 };
                 let publishing = (role == SessionRole::Publisher).then_some(stream);
-                signer
-                    .authorize(token, room, action, publishing, unix_secs())
-                    .map_err(|e| {
-                        // Operators paste the key they were shown where a
-                        // token belongs; "malformed" would not tell them.
-                        if constant_time_eq(token.as_bytes(), admin_key.as_bytes()) {
-                            ControlError::Unauthenticated(admin_key_as_media_token(
-                                room, stream, role,
-                            ))
-                        } else {
-                            e.into()
-                        }
-                    })?
-                    .sub
+                let now = unix_secs();
+                match signer.authorize(token, room, action, publishing, now) {
+                    Ok(claims) => (claims.sub, false),
+                    // A callee plays its caller with its own token, granted
+                    // or not: the owner admits it only during the call.
+                    // (`authorize` checked the signature and the room before
+                    // the grant.)
+                    Err(TokenError::MissingGrant(Action::Subscribe)) => {
+                        (signer.verify(token, now)?.sub, true)
+                    }
+                    // Operators paste the key they were shown where a token
+                    // belongs; "malformed" would not tell them.
+                    Err(_) if constant_time_eq(token.as_bytes(), admin_key.as_bytes()) => {
+                        return Err(ControlError::Unauthenticated(admin_key_as_media_token(
+                            room, stream, role,
+                        )));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Auth::Open => match role {
-                SessionRole::Publisher => stream.to_string(),
-                SessionRole::Viewer => format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
+                SessionRole::Publisher => (stream.to_string(), false),
+                SessionRole::Viewer => (
+                    format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
+                    false,
+                ),
             },
         };
         let ticket = self
@@ -481,6 +557,7 @@ impl Control {
                 stream: stream.clone(),
                 role,
                 identity: identity.clone(),
+                via_call,
                 reply,
             })
             .await??;
@@ -543,15 +620,65 @@ impl Control {
         self.ask(|reply| Msg::Participants { room, reply }).await?
     }
 
-    /// Closes every session of a participant.
-    pub async fn hang_up(&self, room: &str, identity: &str) -> Result<usize> {
+    /// A room's active alarms and those cleared in the last `recent`, newest
+    /// first.
+    pub async fn alarms(&self, room: &str, recent: Duration) -> Result<Vec<AlarmRecord>> {
         let room = RoomName::new(room)?;
-        self.ask(|reply| Msg::HasParticipant {
-            room: room.clone(),
-            identity: identity.to_owned(),
+        let since_ms = unix_ms().saturating_sub(recent.as_millis() as u64);
+        self.ask(|reply| Msg::ListAlarms {
+            room,
+            since_ms,
             reply,
         })
-        .await??;
+        .await?
+    }
+
+    /// Records that `by` saw alarm `id` of `room` (the first time only) and
+    /// tells every watcher; returns the alarm.
+    pub async fn acknowledge_alarm(&self, room: &str, id: u64, by: &str) -> Result<AlarmRecord> {
+        let room = RoomName::new(room)?;
+        self.ask(|reply| Msg::AcknowledgeAlarm {
+            room,
+            id,
+            by: by.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Closes every session of a participant.
+    /// With `ban`, the identity's new sessions in the room are refused for
+    /// that long (and it need not be in the room now).
+    pub async fn hang_up(
+        &self,
+        room: &str,
+        identity: &str,
+        ban: Option<Duration>,
+    ) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        match ban {
+            Some(ban) => {
+                if identity.is_empty() {
+                    return Err(ControlError::InvalidArgument("identity is required".into()));
+                }
+                let until = Instant::now() + ban;
+                self.ask(|reply| Msg::Ban {
+                    room: room.clone(),
+                    identity: identity.to_owned(),
+                    until,
+                    reply,
+                })
+                .await??;
+            }
+            None => {
+                self.ask(|reply| Msg::HasParticipant {
+                    room: room.clone(),
+                    identity: identity.to_owned(),
+                    reply,
+                })
+                .await??;
+            }
+        }
         Ok(self
             .media
             .hang_up(&room, identity, LeaveReason::HungUp)
@@ -591,8 +718,8 @@ impl Control {
             .map_err(|_| ControlError::Unavailable)
     }
 
-    /// Asks `callee` to play `caller`'s stream; returns the WHEP path.
-    pub async fn call(&self, room: &str, caller: &str, callee: &str) -> Result<String> {
+    /// Rings `callee`: asks it to play `caller`'s stream.
+    pub async fn call(&self, room: &str, caller: &str, callee: &str) -> Result<CallView> {
         let room = RoomName::new(room)?;
         self.ask(|reply| Msg::Call {
             room,
@@ -601,6 +728,24 @@ impl Control {
             reply,
         })
         .await?
+    }
+
+    /// Ends `callee`'s call and closes its media: the callee's playback of
+    /// the caller and, unless the caller is in another call, the caller's
+    /// stream. Returns how many sessions were closed.
+    pub async fn end_call(&self, room: &str, callee: &str) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        let ended = self
+            .ask(|reply| Msg::EndCall {
+                room: room.clone(),
+                callee: callee.to_owned(),
+                reply,
+            })
+            .await??;
+        Ok(self
+            .media
+            .end_call(&room, &ended.caller, callee, ended.caller_idle)
+            .await)
     }
 
     /// Signs a participant token (admin mode only).

@@ -1,5 +1,7 @@
 //! What happens in rooms, as events for the live feed.
 
+use serde::{Deserialize, Serialize};
+
 use crate::alarms::AlarmKind;
 use crate::names::{RoomName, StreamName};
 
@@ -38,10 +40,29 @@ pub enum LeaveReason {
     ServerShutdown,
     /// A new session of the same identity took the stream over.
     Replaced,
+    /// EndCall closed it: the callee's playback of the caller, or the
+    /// caller's stream.
+    CallEnded,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEndReason {
+    /// EndCall.
+    Ended,
+    /// The callee stopped playing the caller, or left while it rang.
+    CalleeLeft,
+    /// The caller stopped publishing.
+    CallerLeft,
+    /// It rang for [`crate::RING_TIMEOUT`] without the callee playing.
+    NotAnswered,
+    /// The room was deleted.
+    RoomClosed,
 }
 
 /// An alarm: one of a stream's, or the room being full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Alarm {
     /// A stream alarm.
     Stream(AlarmKind),
@@ -91,14 +112,36 @@ pub enum EventKind {
         /// Muted now?
         muted: bool,
     },
-    /// The callee is asked to play the caller's stream.
+    /// A call rings: the callee is asked to play the caller's stream.
     CallRequested {
+        /// The call.
+        call_id: String,
         /// Whose stream to play.
         caller: String,
         /// Who should play it.
         callee: String,
         /// `/whep/{room}/{caller}`.
         whep_path: String,
+    },
+    /// The callee's player of the caller's stream connected.
+    CallConnected {
+        /// The call.
+        call_id: String,
+        /// Whose stream is played.
+        caller: String,
+        /// Who plays it.
+        callee: String,
+    },
+    /// A call ended.
+    CallEnded {
+        /// The call.
+        call_id: String,
+        /// Whose stream was played.
+        caller: String,
+        /// Who played it.
+        callee: String,
+        /// Why.
+        reason: CallEndReason,
     },
     /// An alarm began.
     AlarmRaised {
@@ -115,6 +158,19 @@ pub enum EventKind {
         alarm: Alarm,
         /// The stream it concerned.
         stream: Option<StreamName>,
+        /// The id of the `AlarmRaised` event.
+        alarm_id: u64,
+    },
+    /// Someone acknowledged an alarm (it stays active until its cause ends).
+    AlarmAcknowledged {
+        /// The id of the `AlarmRaised` event.
+        alarm_id: u64,
+        /// Which.
+        alarm: Alarm,
+        /// The stream it concerns.
+        stream: Option<StreamName>,
+        /// Who acknowledged it.
+        by: String,
     },
 }
 

@@ -6,6 +6,7 @@
 //! Time is passed in (`now`) wherever it matters, so the rules are tested
 //! with a fake clock. Panic policy: nothing here panics on user input.
 
+pub mod alarm_log;
 pub mod alarms;
 pub mod bus;
 mod core;
@@ -21,6 +22,7 @@ pub mod token;
 pub use names::{InvalidName, RoomName, StreamName};
 
 pub use core::{
-    Admission, Auth, Control, ControlError, Facts, Inbox, ParticipantView, RoomView, TrackView,
-    WatchScope, channel,
+    Admission, Auth, CallView, Control, ControlError, EndedCall, Facts, Inbox, ParticipantView,
+    RoomView, TrackView, WatchScope, channel,
 };
+pub use owner::RING_TIMEOUT;

@@ -28,6 +28,16 @@ pub trait MediaPlane: Send + Sync + 'static {
     async fn hang_up(&self, room: &RoomName, identity: &str, reason: LeaveReason) -> usize;
     /// Closes every session in `room`. Returns how many were closed.
     async fn close_room(&self, room: &RoomName) -> usize;
+    /// Ends a call's media: closes `callee`'s sessions playing `caller`,
+    /// and with `stop_caller` the publisher session of `caller` (reason
+    /// [`LeaveReason::CallEnded`]). Returns how many were closed.
+    async fn end_call(
+        &self,
+        room: &RoomName,
+        caller: &StreamName,
+        callee: &str,
+        stop_caller: bool,
+    ) -> usize;
     /// Stops (`muted`) or resumes forwarding one track of a stream. `false`
     /// if the stream has no such track.
     async fn mute(

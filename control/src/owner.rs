@@ -4,18 +4,26 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::alarm_log::{AlarmLog, AlarmRecord};
 use crate::alarms::{AlarmChange, StreamAlarms};
 use crate::bus::EventBus;
-use crate::core::{ControlError, Msg, ParticipantView, Result, RoomView, TrackView, unix_ms};
-use crate::event::{Alarm, EventKind, LeaveReason, SessionRole, TrackKind};
+use crate::core::{
+    CallView, ControlError, EndedCall, Msg, ParticipantView, Result, RoomView, TrackView, unix_ms,
+};
+use crate::event::{Alarm, CallEndReason, EventKind, LeaveReason, SessionRole, TrackKind};
 use crate::media::StreamSample;
 use crate::names::{RoomName, StreamName};
 use crate::room::{AlarmRules, Limits, RoomSpec};
 use crate::store::Store;
+use crate::token::{Action, TokenError};
+
+/// How long a call rings without the callee playing the caller before it
+/// ends (`NOT_ANSWERED`).
+pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct SessionInfo {
     room: RoomName,
@@ -32,6 +40,23 @@ struct PublishedStream {
     alarms: StreamAlarms,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallPhase {
+    /// Asked; the callee has not played the caller yet.
+    Ringing,
+    /// The callee's player of the caller's stream is connected.
+    Connected,
+}
+
+/// A call: the callee plays the caller's stream (a dispatcher calling a
+/// field user back). One per callee; the room owns them.
+struct Call {
+    id: String,
+    caller: String,
+    phase: CallPhase,
+    rang_at: Instant,
+}
+
 struct RoomState {
     spec: RoomSpec,
     /// Created by an admin (persisted), not implicitly by a first publish.
@@ -45,6 +70,10 @@ struct RoomState {
     /// cannot overshoot a limit.
     reserved: HashMap<u64, (SessionRole, StreamName)>,
     full: bool,
+    /// Calls by callee.
+    calls: BTreeMap<String, Call>,
+    /// Identities hung up with a ban, and until when.
+    bans: HashMap<String, Instant>,
 }
 
 impl RoomState {
@@ -57,6 +86,8 @@ impl RoomState {
             streams: BTreeMap::new(),
             reserved: HashMap::new(),
             full: false,
+            calls: BTreeMap::new(),
+            bans: HashMap::new(),
         }
     }
 }
@@ -69,15 +100,18 @@ pub(crate) struct Owner {
     open_rooms: bool,
     rooms: BTreeMap<RoomName, RoomState>,
     sessions: HashMap<String, SessionInfo>,
+    /// Every alarm raised, with its times, as the store keeps it.
+    alarm_log: AlarmLog,
 }
 
 impl Owner {
-    /// Builds the owner over the rooms loaded from `store`.
+    /// Builds the owner over the rooms and alarms loaded from `store`.
     pub(crate) fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn EventBus>,
         open_rooms: bool,
         specs: Vec<RoomSpec>,
+        alarms: Vec<AlarmRecord>,
     ) -> Self {
         let rooms = specs
             .into_iter()
@@ -90,6 +124,7 @@ impl Owner {
             open_rooms,
             rooms,
             sessions: HashMap::new(),
+            alarm_log: AlarmLog::load(alarms, unix_ms()),
         }
     }
 
@@ -107,9 +142,13 @@ impl Owner {
         }
     }
 
-    fn publish(&self, room: &RoomName, identity: Option<&str>, kind: EventKind) {
-        self.bus
+    /// Publishes an event; an alarm it raises or clears goes into the alarm
+    /// log, with the event's id and time.
+    fn publish(&mut self, room: &RoomName, identity: Option<&str>, kind: EventKind) {
+        let event = self
+            .bus
             .publish(room.clone(), identity.map(str::to_owned), kind);
+        self.alarm_log.observe(&event);
     }
 
     fn live_room(&self, name: &RoomName) -> Result<&RoomState> {
@@ -137,6 +176,15 @@ impl Owner {
     }
 
     fn handle(&mut self, msg: Msg, now: Instant) {
+        self.handle_msg(msg, now);
+        // One write for whatever alarms the message changed; a failure is
+        // retried with the next message's.
+        if let Err(e) = self.alarm_log.flush(&*self.store, unix_ms()) {
+            tracing::warn!("cannot store alarms (kept in memory, retried): {e}");
+        }
+    }
+
+    fn handle_msg(&mut self, msg: Msg, now: Instant) {
         // Replies are best effort: a caller that gave up dropped its receiver.
         match msg {
             Msg::CreateRoom { spec, reply } => {
@@ -160,6 +208,24 @@ impl Owner {
             Msg::Participants { room, reply } => {
                 let _ = reply.send(self.participants(&room));
             }
+            Msg::ListAlarms {
+                room,
+                since_ms,
+                reply,
+            } => {
+                let alarms = self
+                    .live_room(&room)
+                    .map(|_| self.alarm_log.list(&room, since_ms));
+                let _ = reply.send(alarms);
+            }
+            Msg::AcknowledgeAlarm {
+                room,
+                id,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.acknowledge_alarm(&room, id, &by));
+            }
             Msg::HasParticipant {
                 room,
                 identity,
@@ -177,6 +243,22 @@ impl Owner {
                     ))),
                     Err(e) => Err(e),
                 });
+            }
+            Msg::Ban {
+                room,
+                identity,
+                until,
+                reply,
+            } => {
+                let banned = match self.rooms.get_mut(&room).filter(|r| !r.closing) {
+                    Some(r) => {
+                        r.bans.retain(|_, until| *until > now);
+                        r.bans.insert(identity, until);
+                        Ok(())
+                    }
+                    None => Err(ControlError::NotFound(format!("no room {room}"))),
+                };
+                let _ = reply.send(banned);
             }
             Msg::HasTrack {
                 room,
@@ -223,16 +305,24 @@ impl Owner {
                 callee,
                 reply,
             } => {
-                let _ = reply.send(self.call(&room, caller, callee));
+                let _ = reply.send(self.call(&room, caller, callee, now));
+            }
+            Msg::EndCall {
+                room,
+                callee,
+                reply,
+            } => {
+                let _ = reply.send(self.end_call(&room, &callee));
             }
             Msg::Admit {
                 room,
                 stream,
                 role,
                 identity,
+                via_call,
                 reply,
             } => {
-                let _ = reply.send(self.admit(room, &stream, role, &identity));
+                let _ = reply.send(self.admit(room, &stream, role, &identity, via_call, now));
             }
             Msg::Release { room, ticket } => self.release(&room, ticket),
             // Handled by `run`; here only for a direct caller (tests).
@@ -280,7 +370,10 @@ impl Owner {
                     EventKind::TrackPublished { kind, codec },
                 );
             }
-            Msg::Samples { samples, at } => self.evaluate_alarms(samples, at),
+            Msg::Samples { samples, at } => {
+                self.evaluate_alarms(samples, at);
+                self.expire_calls(at);
+            }
         }
     }
 
@@ -320,6 +413,10 @@ impl Owner {
             self.store.delete_room(name)?;
         }
         room.closing = true;
+        let calls = std::mem::take(&mut room.calls);
+        for (callee, call) in calls {
+            self.end_call_event(name, callee, call, CallEndReason::RoomClosed);
+        }
         self.drop_if_finished(name);
         Ok(())
     }
@@ -384,7 +481,42 @@ impl Owner {
         Ok(by_identity.into_values().collect())
     }
 
-    fn call(&self, room_name: &RoomName, caller: String, callee: String) -> Result<String> {
+    /// Writes the first acknowledgement of alarm `id` to the store, then
+    /// tells every watcher; a later one changes nothing.
+    fn acknowledge_alarm(&mut self, room: &RoomName, id: u64, by: &str) -> Result<AlarmRecord> {
+        self.live_room(room)?;
+        let (record, first) = self
+            .alarm_log
+            .acknowledgement(room, id, by, unix_ms())
+            .ok_or_else(|| ControlError::NotFound(format!("room {room} has no alarm {id}")))?;
+        if first {
+            self.store
+                .update_alarms(std::slice::from_ref(&record), &[])?;
+            self.alarm_log.apply(record.clone());
+            self.publish(
+                room,
+                record.identity.as_deref(),
+                EventKind::AlarmAcknowledged {
+                    alarm_id: id,
+                    alarm: record.alarm,
+                    stream: record.stream.clone(),
+                    by: by.to_owned(),
+                },
+            );
+        }
+        Ok(record)
+    }
+
+    /// Rings `callee` for `caller`: the caller must publish, the callee
+    /// must be in the room and not in someone else's call; the same caller
+    /// calling again rings again (the callee's page may have reloaded).
+    fn call(
+        &mut self,
+        room_name: &RoomName,
+        caller: String,
+        callee: String,
+        now: Instant,
+    ) -> Result<CallView> {
         let room = self.live_room(room_name)?;
         let caller_stream = StreamName::new(&caller)?;
         let publishing = room
@@ -399,17 +531,221 @@ impl Owner {
         if callee.is_empty() {
             return Err(ControlError::InvalidArgument("callee is required".into()));
         }
+        if callee == caller {
+            return Err(ControlError::InvalidArgument(format!(
+                "{caller} cannot call itself"
+            )));
+        }
+        let sessions = || {
+            room.sessions
+                .keys()
+                .filter_map(|s| self.sessions.get(s))
+                .filter(|info| info.identity == callee)
+        };
+        if sessions().next().is_none() {
+            return Err(ControlError::NotFound(format!(
+                "{callee} is not in room {room_name}: only a participant who publishes or plays can be called"
+            )));
+        }
+        let already_playing =
+            sessions().any(|info| info.role == SessionRole::Viewer && info.stream == caller_stream);
         let whep_path = format!("/whep/{room_name}/{caller}");
+        let (id, ring, connected) = match room.calls.get(&callee) {
+            Some(call) if call.caller != caller => {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "{callee} is already in a call with {}: end that call first",
+                    call.caller
+                )));
+            }
+            Some(call) => (call.id.clone(), call.phase == CallPhase::Ringing, false),
+            None => (new_call_id(), true, already_playing),
+        };
+        let room = self.rooms.get_mut(room_name).expect("checked live above");
+        let call = room.calls.entry(callee.clone()).or_insert_with(|| Call {
+            id: id.clone(),
+            caller: caller.clone(),
+            phase: CallPhase::Ringing,
+            rang_at: now,
+        });
+        if ring {
+            call.rang_at = now;
+            self.publish(
+                room_name,
+                Some(&callee),
+                EventKind::CallRequested {
+                    call_id: id.clone(),
+                    caller: caller.clone(),
+                    callee: callee.clone(),
+                    whep_path: whep_path.clone(),
+                },
+            );
+        }
+        // A callee already watching the caller is in the call at once.
+        if connected {
+            self.call_connected(room_name, &callee);
+        }
+        Ok(CallView {
+            call_id: id,
+            whep_path,
+        })
+    }
+
+    /// `callee`'s call is on: its player of the caller connected.
+    fn call_connected(&mut self, room_name: &RoomName, callee: &str) {
+        let Some(call) = self
+            .rooms
+            .get_mut(room_name)
+            .and_then(|r| r.calls.get_mut(callee))
+            .filter(|c| c.phase == CallPhase::Ringing)
+        else {
+            return;
+        };
+        call.phase = CallPhase::Connected;
+        let kind = EventKind::CallConnected {
+            call_id: call.id.clone(),
+            caller: call.caller.clone(),
+            callee: callee.to_owned(),
+        };
+        self.publish(room_name, Some(callee), kind);
+    }
+
+    fn end_call_event(
+        &mut self,
+        room: &RoomName,
+        callee: String,
+        call: Call,
+        reason: CallEndReason,
+    ) {
         self.publish(
-            room_name,
+            room,
             Some(&callee),
-            EventKind::CallRequested {
-                caller,
+            EventKind::CallEnded {
+                call_id: call.id,
+                caller: call.caller,
                 callee: callee.clone(),
-                whep_path: whep_path.clone(),
+                reason,
             },
         );
-        Ok(whep_path)
+    }
+
+    /// Ends `callee`'s call for `reason`, if it has one matching `which`.
+    fn end_call_if(
+        &mut self,
+        room_name: &RoomName,
+        callee: &str,
+        which: impl FnOnce(&Call) -> bool,
+        reason: CallEndReason,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        if !room.calls.get(callee).is_some_and(which) {
+            return;
+        }
+        if let Some(call) = room.calls.remove(callee) {
+            self.end_call_event(room_name, callee.to_owned(), call, reason);
+        }
+    }
+
+    /// EndCall: forgets the call and says whose media to close.
+    fn end_call(&mut self, room_name: &RoomName, callee: &str) -> Result<EndedCall> {
+        self.live_room(room_name)?;
+        let room = self.rooms.get_mut(room_name).expect("checked live above");
+        let call = room
+            .calls
+            .remove(callee)
+            .ok_or_else(|| ControlError::NotFound(format!("{callee} is in no call")))?;
+        let caller_idle = !room.calls.values().any(|c| c.caller == call.caller);
+        let caller = StreamName::new(&call.caller)?;
+        self.end_call_event(room_name, callee.to_owned(), call, CallEndReason::Ended);
+        Ok(EndedCall {
+            caller,
+            caller_idle,
+        })
+    }
+
+    /// Ends the calls that rang for [`RING_TIMEOUT`] unanswered.
+    fn expire_calls(&mut self, now: Instant) {
+        let expired: Vec<(RoomName, String)> = self
+            .rooms
+            .iter()
+            .flat_map(|(name, room)| {
+                room.calls
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.phase == CallPhase::Ringing
+                            && now.saturating_duration_since(c.rang_at) >= RING_TIMEOUT
+                    })
+                    .map(|(callee, _)| (name.clone(), callee.clone()))
+            })
+            .collect();
+        for (room, callee) in expired {
+            self.end_call_if(&room, &callee, |_| true, CallEndReason::NotAnswered);
+        }
+    }
+
+    /// How a session's end affects calls: the callee's player of the caller
+    /// ending ends the call; so does the callee leaving the room, or the
+    /// caller's stream ending, while it rings.
+    fn calls_after_session_ended(&mut self, info: &SessionInfo, reason: LeaveReason) {
+        let room_name = &info.room;
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        match info.role {
+            SessionRole::Viewer => {
+                let still_playing = room.sessions.keys().any(|s| {
+                    self.sessions.get(s).is_some_and(|i| {
+                        i.identity == info.identity
+                            && i.role == SessionRole::Viewer
+                            && i.stream == info.stream
+                    })
+                });
+                if !still_playing {
+                    let why = if reason == LeaveReason::PublisherGone {
+                        CallEndReason::CallerLeft
+                    } else {
+                        CallEndReason::CalleeLeft
+                    };
+                    let caller = info.stream.as_str();
+                    self.end_call_if(
+                        room_name,
+                        &info.identity,
+                        |c| c.caller == caller && c.phase == CallPhase::Connected,
+                        why,
+                    );
+                }
+            }
+            // A stream taken over by the same identity goes on.
+            SessionRole::Publisher if reason != LeaveReason::Replaced => {
+                let ringing: Vec<String> = room
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.caller == info.identity && c.phase == CallPhase::Ringing)
+                    .map(|(callee, _)| callee.clone())
+                    .collect();
+                for callee in ringing {
+                    self.end_call_if(room_name, &callee, |_| true, CallEndReason::CallerLeft);
+                }
+            }
+            SessionRole::Publisher => {}
+        }
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        let present = room.sessions.keys().any(|s| {
+            self.sessions
+                .get(s)
+                .is_some_and(|i| i.identity == info.identity)
+        });
+        if !present {
+            self.end_call_if(
+                room_name,
+                &info.identity,
+                |c| c.phase == CallPhase::Ringing,
+                CallEndReason::CalleeLeft,
+            );
+        }
     }
 
     fn admit(
@@ -418,7 +754,35 @@ impl Owner {
         stream: &StreamName,
         role: SessionRole,
         identity: &str,
+        via_call: bool,
+        now: Instant,
     ) -> Result<u64> {
+        if let Some(until) = self
+            .rooms
+            .get(&room_name)
+            .and_then(|r| r.bans.get(identity))
+            .filter(|until| **until > now)
+        {
+            let left = until
+                .saturating_duration_since(now)
+                .as_millis()
+                .div_ceil(1000);
+            return Err(ControlError::PermissionDenied(format!(
+                "{identity} was hung up and is kept out of room {room_name} for another {left} s"
+            )));
+        }
+        if via_call {
+            // The token lacks the subscribe grant: only a callee playing
+            // its caller gets in.
+            let called = self
+                .rooms
+                .get(&room_name)
+                .and_then(|r| r.calls.get(identity))
+                .is_some_and(|c| c.caller == stream.as_str());
+            if !called {
+                return Err(TokenError::MissingGrant(Action::Subscribe).into());
+            }
+        }
         if !self.rooms.contains_key(&room_name) {
             if !self.open_rooms {
                 return Err(ControlError::NotFound(format!("no room {room_name}")));
@@ -555,8 +919,20 @@ impl Owner {
         self.publish(
             &room_name,
             Some(&identity),
-            EventKind::ParticipantJoined { role, stream },
+            EventKind::ParticipantJoined {
+                role,
+                stream: stream.clone(),
+            },
         );
+        // The callee playing its caller: the call is on.
+        let calling = self
+            .rooms
+            .get(&room_name)
+            .and_then(|r| r.calls.get(&identity))
+            .is_some_and(|c| c.caller == stream.as_str());
+        if role == SessionRole::Viewer && calling {
+            self.call_connected(&room_name, &identity);
+        }
     }
 
     fn session_ended(&mut self, session: &str, reason: LeaveReason) {
@@ -578,9 +954,12 @@ impl Owner {
                 events.push(EventKind::TrackUnpublished { kind: *kind });
             }
             for kind in published.alarms.active() {
+                let alarm = Alarm::Stream(kind);
+                let stream = Some(info.stream.clone());
                 events.push(EventKind::AlarmCleared {
-                    alarm: Alarm::Stream(kind),
-                    stream: Some(info.stream.clone()),
+                    alarm_id: self.alarm_log.clear(&info.room, alarm, stream.as_ref()),
+                    alarm,
+                    stream,
                 });
             }
         }
@@ -610,11 +989,13 @@ impl Owner {
             events.push(EventKind::AlarmCleared {
                 alarm: Alarm::RoomFull,
                 stream: None,
+                alarm_id: self.alarm_log.clear(&room_name, Alarm::RoomFull, None),
             });
         }
         for kind in events {
             self.publish(&room_name, Some(&info.identity), kind);
         }
+        self.calls_after_session_ended(&info, reason);
         self.drop_if_finished(&room_name);
     }
 
@@ -648,6 +1029,11 @@ impl Owner {
                     AlarmChange::Cleared { kind } => EventKind::AlarmCleared {
                         alarm: Alarm::Stream(kind),
                         stream: Some(sample.stream.clone()),
+                        alarm_id: self.alarm_log.clear(
+                            &sample.room,
+                            Alarm::Stream(kind),
+                            Some(&sample.stream),
+                        ),
                     },
                 };
                 events.push((sample.room.clone(), published.identity.clone(), kind));
@@ -657,6 +1043,11 @@ impl Owner {
             self.publish(&room, Some(&identity), kind);
         }
     }
+}
+
+/// A call's id: 64 random bits in hex.
+fn new_call_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 #[cfg(test)]
@@ -674,6 +1065,7 @@ mod tests {
     struct Harness {
         owner: Owner,
         bus: Arc<MemoryBus>,
+        store: Arc<MemoryStore>,
         t0: Instant,
     }
 
@@ -697,15 +1089,12 @@ mod tests {
                 },
                 created_at_ms: 0,
             };
-            let owner = Owner::new(
-                Arc::new(MemoryStore::default()),
-                bus.clone(),
-                false,
-                vec![spec],
-            );
+            let store = Arc::new(MemoryStore::default());
+            let owner = Owner::new(store.clone(), bus.clone(), false, vec![spec], Vec::new());
             Harness {
                 owner,
                 bus,
+                store,
                 t0: Instant::now(),
             }
         }
@@ -722,6 +1111,25 @@ mod tests {
                 stream: stream(stream_name),
                 role,
                 identity: identity.into(),
+                via_call: false,
+                reply,
+            })
+        }
+
+        fn ban(&mut self, identity: &str, until: Instant) -> Result<()> {
+            self.ask(|reply| Msg::Ban {
+                room: room(),
+                identity: identity.into(),
+                until,
+                reply,
+            })
+        }
+
+        fn call(&mut self, caller: &str, callee: &str) -> Result<CallView> {
+            self.ask(|reply| Msg::Call {
+                room: room(),
+                caller: caller.into(),
+                callee: callee.into(),
                 reply,
             })
         }
@@ -763,6 +1171,7 @@ mod tests {
             stream: stream("cam"),
             role: SessionRole::Publisher,
             identity: "cam".into(),
+            via_call: false,
             reply,
         });
         assert!(matches!(result, Err(ControlError::NotFound(_))));
@@ -994,24 +1403,399 @@ mod tests {
         assert_eq!(keyframe_alarms(&h), 1, "raised once the viewer waited");
     }
 
+    /// Samples `cam` at `at`: media while `flowing`, else the same
+    /// counters as before (silence).
+    fn cam_sample(h: &mut Harness, packets: u64, at: Instant) {
+        let samples = vec![StreamSample {
+            room: room(),
+            stream: stream("cam"),
+            counters: StreamCounters {
+                packets,
+                bytes: packets * 10_000,
+                has_video: true,
+                ..StreamCounters::default()
+            },
+        }];
+        h.owner.handle(Msg::Samples { samples, at }, at);
+    }
+
     #[test]
-    fn a_call_needs_a_publishing_caller_and_is_addressed_to_the_callee() {
+    fn alarms_are_kept_with_their_times_and_acknowledged_once() {
         let mut h = Harness::new(Limits::default());
-        let call = |h: &mut Harness| {
-            h.ask(|reply| Msg::Call {
+        h.start("s1", "cam", SessionRole::Publisher, "field-1");
+        let t0 = h.t0;
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        cam_sample(&mut h, 10, ms(500));
+        cam_sample(&mut h, 10, ms(1600)); // stall_after is 1 s here
+        let raised = h
+            .events()
+            .into_iter()
+            .find(|e| matches!(e.kind, EventKind::AlarmRaised { .. }))
+            .expect("stall raised");
+        let list = |h: &mut Harness, since_ms| {
+            h.ask(|reply| Msg::ListAlarms {
                 room: room(),
+                since_ms,
+                reply,
+            })
+            .unwrap()
+        };
+        let listed = list(&mut h, u64::MAX);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].id, raised.id, "named by the raising event");
+        assert_eq!(listed[0].raised_at_ms, raised.at_unix_ms);
+        assert_eq!(listed[0].identity.as_deref(), Some("field-1"));
+        assert_eq!(listed[0].cleared_at_ms, None);
+        assert_eq!(h.store.alarms().unwrap(), listed, "in the store");
+
+        let ack = |h: &mut Harness, id, by: &str| {
+            h.ask(|reply| Msg::AcknowledgeAlarm {
+                room: room(),
+                id,
+                by: by.into(),
+                reply,
+            })
+        };
+        let acked = ack(&mut h, raised.id, "dispatcher-1").unwrap();
+        assert_eq!(acked.acknowledged.as_ref().unwrap().by, "dispatcher-1");
+        assert_eq!(acked.cleared_at_ms, None, "still active");
+        let again = ack(&mut h, raised.id, "dispatcher-2").unwrap();
+        assert_eq!(
+            again.acknowledged, acked.acknowledged,
+            "the first one stays"
+        );
+        assert!(matches!(
+            ack(&mut h, raised.id + 100, "dispatcher-1"),
+            Err(ControlError::NotFound(_))
+        ));
+        let acknowledged: Vec<_> = h
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::AlarmAcknowledged { .. }))
+            .collect();
+        assert_eq!(acknowledged.len(), 1, "{acknowledged:?}");
+        assert_eq!(
+            acknowledged[0].kind,
+            EventKind::AlarmAcknowledged {
+                alarm_id: raised.id,
+                alarm: Alarm::Stream(AlarmKind::Stalled),
+                stream: Some(stream("cam")),
+                by: "dispatcher-1".into(),
+            }
+        );
+        assert_eq!(acknowledged[0].identity.as_deref(), Some("field-1"));
+        assert_eq!(
+            h.store.alarms().unwrap()[0].acknowledged,
+            acked.acknowledged
+        );
+
+        // Media resumes: cleared, naming the alarm; listed as recent.
+        cam_sample(&mut h, 20, ms(2100));
+        let cleared = h.events().into_iter().last().unwrap();
+        assert_eq!(
+            cleared.kind,
+            EventKind::AlarmCleared {
+                alarm: Alarm::Stream(AlarmKind::Stalled),
+                stream: Some(stream("cam")),
+                alarm_id: raised.id,
+            }
+        );
+        let listed = list(&mut h, 0);
+        assert_eq!(listed[0].cleared_at_ms, Some(cleared.at_unix_ms));
+        assert_eq!(listed[0].acknowledged, acked.acknowledged);
+        assert!(
+            list(&mut h, cleared.at_unix_ms + 1).is_empty(),
+            "not recent"
+        );
+        assert_eq!(h.store.alarms().unwrap(), listed);
+    }
+
+    #[test]
+    fn a_full_room_alarm_is_kept_and_cleared_by_id() {
+        let mut h = Harness::new(Limits {
+            max_publishers: Some(1),
+            max_viewers: None,
+        });
+        h.start("s1", "cam-1", SessionRole::Publisher, "cam-1");
+        assert!(h.admit("cam-2", SessionRole::Publisher, "cam-2").is_err());
+        h.end("s1", LeaveReason::Left);
+        let events = h.events();
+        let raised = events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::AlarmRaised { .. }))
+            .unwrap();
+        assert!(events.iter().any(|e| e.kind
+            == EventKind::AlarmCleared {
+                alarm: Alarm::RoomFull,
+                stream: None,
+                alarm_id: raised.id,
+            }));
+        let stored = h.store.alarms().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            stored[0].identity.as_deref(),
+            Some("cam-2"),
+            "the one refused"
+        );
+        assert!(stored[0].cleared_at_ms.is_some());
+    }
+
+    #[test]
+    fn a_call_needs_a_publishing_caller_and_a_present_callee() {
+        let mut h = Harness::new(Limits::default());
+        assert!(matches!(
+            h.call("dispatcher", "field-1"),
+            Err(ControlError::FailedPrecondition(_))
+        ));
+        h.start("d1", "dispatcher", SessionRole::Publisher, "dispatcher");
+        // Nobody called field-1 is in the room.
+        assert!(matches!(
+            h.call("dispatcher", "field-1"),
+            Err(ControlError::NotFound(_))
+        ));
+        assert!(matches!(
+            h.call("dispatcher", ""),
+            Err(ControlError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            h.call("dispatcher", "dispatcher"),
+            Err(ControlError::InvalidArgument(_))
+        ));
+        h.start("f1", "field-1", SessionRole::Publisher, "field-1");
+        let call = h.call("dispatcher", "field-1").unwrap();
+        assert_eq!(call.whep_path, "/whep/site/dispatcher");
+        let request = h.events().into_iter().last().unwrap();
+        assert_eq!(request.identity.as_deref(), Some("field-1"));
+        assert_eq!(
+            request.kind,
+            EventKind::CallRequested {
+                call_id: call.call_id,
                 caller: "dispatcher".into(),
                 callee: "field-1".into(),
+                whep_path: "/whep/site/dispatcher".into(),
+            }
+        );
+    }
+
+    /// The call events after `from`, as (kind name, callee, reason).
+    fn call_events(h: &Harness, from: usize) -> Vec<String> {
+        h.events()
+            .into_iter()
+            .skip(from)
+            .filter_map(|e| match e.kind {
+                EventKind::CallRequested { callee, .. } => Some(format!("ringing {callee}")),
+                EventKind::CallConnected { callee, .. } => Some(format!("connected {callee}")),
+                EventKind::CallEnded { callee, reason, .. } => {
+                    Some(format!("ended {callee} {reason:?}"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn two_dispatchers_and_a_field_user() -> Harness {
+        let mut h = Harness::new(Limits::default());
+        h.start("d1", "dispatcher-a", SessionRole::Publisher, "dispatcher-a");
+        h.start("d2", "dispatcher-b", SessionRole::Publisher, "dispatcher-b");
+        h.start("f1", "field-1", SessionRole::Publisher, "field-1");
+        h
+    }
+
+    #[test]
+    fn a_call_rings_connects_when_the_callee_plays_and_ends_when_it_stops() {
+        let mut h = two_dispatchers_and_a_field_user();
+        let from = h.events().len();
+        let call = h.call("dispatcher-a", "field-1").unwrap();
+        // Watching another stream is not answering.
+        h.start("v0", "dispatcher-b", SessionRole::Viewer, "field-1");
+        h.start("v1", "dispatcher-a", SessionRole::Viewer, "field-1");
+        // Calling again while connected neither rings nor makes a new call.
+        assert_eq!(h.call("dispatcher-a", "field-1").unwrap(), call);
+        h.end("v1", LeaveReason::Left);
+        assert_eq!(
+            call_events(&h, from),
+            [
+                "ringing field-1",
+                "connected field-1",
+                "ended field-1 CalleeLeft"
+            ]
+        );
+        // Over: a new call has a new id.
+        let again = h.call("dispatcher-a", "field-1").unwrap();
+        assert_ne!(again.call_id, call.call_id);
+    }
+
+    #[test]
+    fn one_call_per_callee_and_end_call_says_whose_stream_to_stop() {
+        let mut h = two_dispatchers_and_a_field_user();
+        h.start("f2", "field-2", SessionRole::Publisher, "field-2");
+        h.call("dispatcher-a", "field-1").unwrap();
+        assert!(matches!(
+            h.call("dispatcher-b", "field-1"),
+            Err(ControlError::FailedPrecondition(_))
+        ));
+        h.call("dispatcher-a", "field-2").unwrap();
+        let from = h.events().len();
+        let end = |h: &mut Harness, callee: &str| {
+            h.ask(|reply| Msg::EndCall {
+                room: room(),
+                callee: callee.into(),
+                reply,
+            })
+        };
+        // dispatcher-a still calls field-2: its stream stays.
+        let ended = end(&mut h, "field-1").unwrap();
+        assert_eq!(ended.caller.as_str(), "dispatcher-a");
+        assert!(!ended.caller_idle);
+        assert!(matches!(
+            end(&mut h, "field-1"),
+            Err(ControlError::NotFound(_))
+        ));
+        // Its last call: the caller's stream is closed too.
+        assert!(end(&mut h, "field-2").unwrap().caller_idle);
+        assert_eq!(
+            call_events(&h, from),
+            ["ended field-1 Ended", "ended field-2 Ended"]
+        );
+        // Now dispatcher-b may call field-1.
+        h.call("dispatcher-b", "field-1").unwrap();
+    }
+
+    #[test]
+    fn a_ringing_call_ends_when_either_side_leaves_or_nobody_answers() {
+        let mut h = two_dispatchers_and_a_field_user();
+        h.start("f2", "field-2", SessionRole::Publisher, "field-2");
+        h.start("f3", "field-3", SessionRole::Publisher, "field-3");
+        h.call("dispatcher-a", "field-1").unwrap();
+        h.call("dispatcher-b", "field-2").unwrap();
+        let from = h.events().len();
+        h.end("f1", LeaveReason::TimedOut);
+        h.end("d2", LeaveReason::Left);
+        assert_eq!(
+            call_events(&h, from),
+            ["ended field-1 CalleeLeft", "ended field-2 CallerLeft"]
+        );
+
+        h.call("dispatcher-a", "field-3").unwrap();
+        let from = h.events().len();
+        h.owner.handle(
+            Msg::Samples {
+                samples: Vec::new(),
+                at: h.t0 + RING_TIMEOUT - Duration::from_millis(1),
+            },
+            h.t0,
+        );
+        assert!(call_events(&h, from).is_empty());
+        h.owner.handle(
+            Msg::Samples {
+                samples: Vec::new(),
+                at: h.t0 + RING_TIMEOUT,
+            },
+            h.t0,
+        );
+        assert_eq!(call_events(&h, from), ["ended field-3 NotAnswered"]);
+    }
+
+    #[test]
+    fn a_takeover_of_the_callers_stream_keeps_the_call() {
+        let mut h = two_dispatchers_and_a_field_user();
+        h.call("dispatcher-a", "field-1").unwrap();
+        let from = h.events().len();
+        h.end("d1", LeaveReason::Replaced);
+        h.start(
+            "d1b",
+            "dispatcher-a",
+            SessionRole::Publisher,
+            "dispatcher-a",
+        );
+        h.start("v1", "dispatcher-a", SessionRole::Viewer, "field-1");
+        assert_eq!(call_events(&h, from), ["connected field-1"]);
+        // The caller's stream never comes back: the callee's player is
+        // closed as PublisherGone, which ends the call as CallerLeft.
+        h.end("v1", LeaveReason::PublisherGone);
+        assert_eq!(
+            call_events(&h, from),
+            ["connected field-1", "ended field-1 CallerLeft"]
+        );
+    }
+
+    #[test]
+    fn only_a_callee_plays_its_caller_without_the_subscribe_grant() {
+        let mut h = two_dispatchers_and_a_field_user();
+        let via_call = |h: &mut Harness, stream_name: &str| {
+            h.ask(|reply| Msg::Admit {
+                room: room(),
+                stream: stream(stream_name),
+                role: SessionRole::Viewer,
+                identity: "field-1".into(),
+                via_call: true,
                 reply,
             })
         };
         assert!(matches!(
-            call(&mut h),
-            Err(ControlError::FailedPrecondition(_))
+            via_call(&mut h, "dispatcher-a"),
+            Err(ControlError::PermissionDenied(_))
         ));
-        h.start("d1", "dispatcher", SessionRole::Publisher, "dispatcher");
-        assert_eq!(call(&mut h).unwrap(), "/whep/site/dispatcher");
-        let request = h.events().into_iter().last().unwrap();
-        assert_eq!(request.identity.as_deref(), Some("field-1"));
+        h.call("dispatcher-a", "field-1").unwrap();
+        assert!(via_call(&mut h, "dispatcher-a").is_ok());
+        assert!(matches!(
+            via_call(&mut h, "dispatcher-b"),
+            Err(ControlError::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn a_banned_identity_is_refused_until_the_ban_ends() {
+        let mut h = Harness::new(Limits::default());
+        let until = h.t0 + Duration::from_secs(60);
+        h.ban("field-1", until).unwrap();
+        for role in [SessionRole::Publisher, SessionRole::Viewer] {
+            let refused = h.admit("field-1", role, "field-1");
+            assert!(
+                matches!(&refused, Err(ControlError::PermissionDenied(m)) if m.contains("60 s")),
+                "{refused:?}"
+            );
+        }
+        // Others are not affected.
+        assert!(
+            h.admit("field-2", SessionRole::Publisher, "field-2")
+                .is_ok()
+        );
+        // After the ban: welcome back.
+        let later = h.ask(|reply| Msg::Admit {
+            room: room(),
+            stream: stream("field-1"),
+            role: SessionRole::Publisher,
+            identity: "field-1".into(),
+            via_call: false,
+            reply,
+        });
+        assert!(later.is_err(), "the harness' clock is still t0");
+        let (tx, mut rx) = oneshot::channel();
+        h.owner.handle(
+            Msg::Admit {
+                room: room(),
+                stream: stream("field-1"),
+                role: SessionRole::Publisher,
+                identity: "field-1".into(),
+                via_call: false,
+                reply: tx,
+            },
+            until,
+        );
+        assert!(rx.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn deleting_the_room_ends_its_calls() {
+        let mut h = two_dispatchers_and_a_field_user();
+        h.call("dispatcher-a", "field-1").unwrap();
+        let from = h.events().len();
+        h.ask(|reply| Msg::DeleteRoom {
+            name: room(),
+            reply,
+        })
+        .unwrap();
+        assert_eq!(call_events(&h, from), ["ended field-1 RoomClosed"]);
     }
 }

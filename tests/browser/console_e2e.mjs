@@ -78,6 +78,26 @@ async function playing(page, selector) {
   return { msToPicture: Date.now() - started - 1500, first, second };
 }
 
+/** Counts the wall's alarm tones and records its desktop notifications
+ * (granted), in place of the real ones. */
+function instrumentAlerts() {
+  window.__alerts = { oscillators: 0, notifications: [] };
+  const create = AudioContext.prototype.createOscillator;
+  AudioContext.prototype.createOscillator = function () {
+    window.__alerts.oscillators += 1;
+    return create.call(this);
+  };
+  window.Notification = class {
+    static permission = 'granted';
+    static requestPermission() {
+      return Promise.resolve('granted');
+    }
+    constructor(title, options) {
+      window.__alerts.notifications.push({ title, body: options?.body });
+    }
+  };
+}
+
 async function newPage(browser, who, permissions) {
   const context = await browser.newContext({ permissions, viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
@@ -92,6 +112,7 @@ async function mainScenario(browser) {
   const s = result.steps;
   const dispatcher = await newPage(browser, 'dispatcher', ['camera', 'microphone', 'clipboard-read', 'clipboard-write']);
   const field = await newPage(browser, 'field', ['camera', 'microphone']);
+  await dispatcher.context().addInitScript(instrumentAlerts);
 
   result.step = 'sign in with the printed link';
   await dispatcher.goto(`${args.base}/console/#key=${args.key}`);
@@ -179,7 +200,25 @@ async function mainScenario(browser) {
   s.call.tileBadge = true;
   await shoot('03-call', { dispatcher, field });
 
+  result.step = 'end the call';
+  // The server ends it: the field page stops playing the dispatcher, and
+  // the dispatcher's camera and microphone go off (nobody else is called).
+  const endCall = Date.now();
+  await dispatcher.click(`${tile} [data-action=end-call]`);
+  await field.waitForSelector('[data-testid=call-video]', { state: 'hidden', timeout: STEP_MS });
+  await dispatcher.waitForSelector(`${tile} [data-testid=in-call]`, { state: 'detached', timeout: STEP_MS });
+  await dispatcher.waitForFunction(() => document.querySelector('[data-testid=my-camera-state]')?.textContent === 'camera off', null, { timeout: STEP_MS });
+  s.callEnded = {
+    ms: Date.now() - endCall,
+    note: await field.textContent('[data-testid=call-note]'),
+    // Live capture tracks left on the dispatcher's page after the call.
+    dispatcherLiveTracks: await dispatcher.evaluate(() => (document.querySelector('video.mine')?.srcObject?.getTracks() ?? []).filter((t) => t.readyState === 'live').length),
+    callButton: await dispatcher.textContent(`${tile} [data-action=call]`),
+  };
+
   result.step = 'stalled alarm';
+  // Desktop notifications are opt-in; the tone is on by default.
+  await dispatcher.check('[data-testid=alarm-notify]');
   // The field user's camera and microphone stop (as if unplugged): the
   // connection stays up, but no media reaches the server.
   const stopped = Date.now();
@@ -192,7 +231,19 @@ async function mainScenario(browser) {
   s.alarmLogged = await dispatcher.locator('[data-testid=events] li.alarm')
     .filter({ hasText: `${FIELD}:` }).filter({ hasText: 'stalled' }).first()
     .textContent({ timeout: STEP_MS });
+  // The alarm panel lists it, the wall announced it, and one click
+  // acknowledges it: the row says who, and it stays until the cause ends.
+  const alarmRow = `[data-testid=alarms] li[data-stream="${FIELD}"][data-alarm=stalled]`;
+  await dispatcher.waitForSelector(`${alarmRow}[data-state=active]`, { timeout: STEP_MS });
+  s.alarmPanel = { alerts: await dispatcher.evaluate(() => window.__alerts) };
   await shoot('04-stalled', { dispatcher });
+  await dispatcher.click(`${alarmRow} [data-testid=acknowledge]`);
+  await dispatcher.waitForSelector(`${alarmRow}[data-acknowledged][data-state=active]`, { timeout: STEP_MS });
+  s.alarmPanel.acknowledgedBy = await dispatcher.getAttribute(alarmRow, 'data-acknowledged');
+  s.alarmPanel.row = await dispatcher.textContent(alarmRow);
+  s.alarmPanel.logged = await dispatcher.locator('[data-testid=events] li')
+    .filter({ hasText: `acknowledged ${FIELD}: stalled` }).first()
+    .textContent({ timeout: STEP_MS });
 
   result.step = 'hang up';
   const hangUp = Date.now();
@@ -201,6 +252,9 @@ async function mainScenario(browser) {
   s.hungUp = { ms: Date.now() - hangUp, text: await field.textContent('[data-testid=status]') };
   await dispatcher.waitForSelector(tile, { state: 'detached', timeout: STEP_MS });
   s.hungUp.tileRemovedMs = Date.now() - hangUp;
+  // The publisher left, so its alarm ended; the panel keeps it, greyed.
+  await dispatcher.waitForSelector(`${alarmRow}[data-state=cleared]`, { timeout: STEP_MS });
+  s.alarmPanel.clearedRow = await dispatcher.textContent(alarmRow);
   // No reconnect loop: a while later the page has still stopped.
   await sleep(3000);
   s.hungUp.after3s = await field.evaluate(() => ({
@@ -208,6 +262,12 @@ async function mainScenario(browser) {
     ownVideo: Boolean(document.querySelector('[data-testid=own-video]').srcObject),
     callVisible: !document.querySelector('[data-testid=call-video]').hidden,
   }));
+  // A kick that sticks: reloading the join page and going live is refused.
+  await field.reload();
+  await field.waitForFunction(() => document.querySelector('[data-testid=own-video]')?.videoWidth > 0, null, { timeout: STEP_MS });
+  await field.click('[data-testid=go-live]');
+  await field.waitForSelector('[data-testid=join-error]:not(:empty)', { timeout: STEP_MS });
+  s.hungUp.reloaded = await field.textContent('[data-testid=join-error]');
   await shoot('05-hung-up', { dispatcher, field });
   await field.context().close();
   await second.close();

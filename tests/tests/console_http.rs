@@ -215,6 +215,7 @@ async fn a_room_admin_token_runs_its_own_room_only() {
             pb::HangUpRequest {
                 room: "site-1".into(),
                 identity: "nobody".into(),
+                ..Default::default()
             },
             &dispatcher,
         ))

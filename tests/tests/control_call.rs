@@ -1,6 +1,10 @@
 //! Call over gRPC delivers the request to the callee's own event feed (read
 //! with its participant token), the callee plays the caller's stream with
-//! WHEP, and nobody else hears about the call.
+//! WHEP, and nobody else hears about the call. The server owns the call's
+//! state: it refuses calls that cannot connect, reports ringing, connected
+//! and ended as events, lets the callee play its caller without the
+//! subscribe grant only during the call, and EndCall stops both sides'
+//! media.
 
 use std::time::Duration;
 
@@ -8,7 +12,8 @@ use tonic::Code;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
 use vigil_tests::control::{Scene, Watcher, admin, publish_and_subscribe};
-use vigil_tests::peers::Viewer;
+use vigil_tests::peers::{Publisher, Viewer};
+use webrtc::peer_connection::RTCPeerConnectionState;
 
 const ROOM: &str = "site-1";
 
@@ -24,6 +29,7 @@ fn call_request(caller: &str, callee: &str) -> tonic::Request<pb::CallRequest> {
 async fn call_reaches_the_callee_who_plays_the_caller() {
     let mut scene = Scene::new(ROOM).await;
     let _dispatcher = scene.publisher("dispatcher").await;
+    let _field = scene.publisher("field-1").await;
     // field-1 reads its own feed with its own token, not the admin key.
     let field_token = scene.token("field-1", publish_and_subscribe()).await;
     let mut field_feed =
@@ -82,6 +88,8 @@ async fn call_from_a_caller_who_is_not_publishing_fails() {
 async fn a_participant_does_not_see_another_participants_call() {
     let mut scene = Scene::new(ROOM).await;
     let _dispatcher = scene.publisher("dispatcher").await;
+    let _field_1 = scene.publisher("field-1").await;
+    let _field_2 = scene.publisher("field-2").await;
     let field_token = scene.token("field-1", publish_and_subscribe()).await;
     let other_token = scene.token("field-2", publish_and_subscribe()).await;
     let mut field_feed =
@@ -131,5 +139,194 @@ async fn a_participant_does_not_see_another_participants_call() {
         )
         .await;
     assert!(leaked.is_empty(), "field-2 saw field-1's call: {leaked:?}");
+    scene.shutdown().await;
+}
+
+fn end_call_request(callee: &str) -> tonic::Request<pb::EndCallRequest> {
+    admin(pb::EndCallRequest {
+        room: ROOM.into(),
+        callee: callee.into(),
+    })
+}
+
+fn closed(state: RTCPeerConnectionState) -> bool {
+    matches!(
+        state,
+        RTCPeerConnectionState::Closed
+            | RTCPeerConnectionState::Failed
+            | RTCPeerConnectionState::Disconnected
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_cannot_connect_are_refused() {
+    let mut scene = Scene::new(ROOM).await;
+    let _a = scene.publisher("dispatcher-a").await;
+    let _b = scene.publisher("dispatcher-b").await;
+    let _field = scene.publisher("field-1").await;
+
+    let absent = scene
+        .clients
+        .rooms
+        .call(call_request("dispatcher-a", "nobody"))
+        .await
+        .expect_err("Call to someone not in the room");
+    assert_eq!(absent.code(), Code::NotFound, "{absent}");
+
+    scene
+        .clients
+        .rooms
+        .call(call_request("dispatcher-a", "field-1"))
+        .await
+        .expect("Call");
+    let busy = scene
+        .clients
+        .rooms
+        .call(call_request("dispatcher-b", "field-1"))
+        .await
+        .expect_err("a second caller");
+    assert_eq!(busy.code(), Code::FailedPrecondition, "{busy}");
+    assert!(busy.message().contains("dispatcher-a"), "{busy}");
+
+    let none = scene
+        .clients
+        .rooms
+        .end_call(end_call_request("dispatcher-b"))
+        .await
+        .expect_err("EndCall of someone in no call");
+    assert_eq!(none.code(), Code::NotFound, "{none}");
+    scene.shutdown().await;
+}
+
+/// README's field token is publish-only: the call itself lets the callee
+/// play its caller, and only its caller, and only while the call lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_connects_a_publish_only_callee_and_end_call_stops_both_sides() {
+    let mut scene = Scene::new(ROOM).await;
+    let mut watcher = scene.watch_room().await;
+    let dispatcher = scene.publisher("dispatcher").await;
+    let _other = scene.publisher("field-2").await;
+    let field_token = scene
+        .token(
+            "field-1",
+            pb::Grants {
+                publish: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut field = Publisher::connect_as(&scene.base, ROOM, "field-1", &field_token)
+        .await
+        .unwrap_or_else(|r| panic!("field-1 WHIP: {} {}", r.status, r.body));
+    field.start_media();
+
+    let before = Viewer::connect_as(&scene.base, ROOM, "dispatcher", Some(&field_token))
+        .await
+        .err()
+        .expect("no call yet: no subscribe grant");
+    assert_eq!(before.status, 403, "{}", before.body);
+
+    let call = scene
+        .clients
+        .rooms
+        .call(call_request("dispatcher", "field-1"))
+        .await
+        .expect("Call")
+        .into_inner();
+    let player = Viewer::connect_as(&scene.base, ROOM, "dispatcher", Some(&field_token))
+        .await
+        .unwrap_or_else(|r| panic!("the callee plays its caller: {} {}", r.status, r.body));
+    player.peer.wait_connected().await;
+    player.wait_video().await;
+    let other = Viewer::connect_as(&scene.base, ROOM, "field-2", Some(&field_token))
+        .await
+        .err()
+        .expect("the call grants the caller's stream only");
+    assert_eq!(other.status, 403, "{}", other.body);
+
+    let mut states = Vec::new();
+    watcher
+        .wait_for(Duration::from_secs(10), "CallConnected", |e| {
+            match &e.kind {
+                Some(Kind::CallRequested(r)) => {
+                    assert_eq!(r.call_id, call.call_id);
+                    states.push("ringing");
+                    None
+                }
+                Some(Kind::CallConnected(c)) => {
+                    assert_eq!(c.call_id, call.call_id);
+                    assert_eq!(e.identity, "field-1");
+                    states.push("connected");
+                    Some(())
+                }
+                _ => None,
+            }
+        })
+        .await;
+    assert_eq!(states, ["ringing", "connected"]);
+
+    let closed_sessions = scene
+        .clients
+        .rooms
+        .end_call(end_call_request("field-1"))
+        .await
+        .expect("EndCall")
+        .into_inner()
+        .sessions_closed;
+    assert_eq!(
+        closed_sessions, 2,
+        "the callee's player and the caller's stream"
+    );
+    let ended = watcher
+        .wait_for(Duration::from_secs(5), "CallEnded", |e| match &e.kind {
+            Some(Kind::CallEnded(c)) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(ended.call_id, call.call_id);
+    assert_eq!(ended.reason, pb::CallEndReason::Ended as i32);
+    let mut left = Vec::new();
+    watcher
+        .wait_for(Duration::from_secs(5), "both sides' ParticipantLeft", |e| {
+            if let Some(Kind::ParticipantLeft(l)) = &e.kind {
+                left.push((e.identity.clone(), l.reason));
+            }
+            (left.len() == 2).then_some(())
+        })
+        .await;
+    left.sort();
+    let call_ended = pb::LeaveReason::CallEnded as i32;
+    assert_eq!(
+        left,
+        [
+            ("dispatcher".to_owned(), call_ended),
+            ("field-1".to_owned(), call_ended)
+        ]
+    );
+    // Both sides' media stopped: the callee's player and the caller's
+    // camera; the callee's own stream goes on.
+    player
+        .peer
+        .wait_state(Duration::from_secs(10), closed)
+        .await;
+    dispatcher
+        .peer
+        .wait_state(Duration::from_secs(10), closed)
+        .await;
+    assert_eq!(
+        *field.peer.state.borrow(),
+        RTCPeerConnectionState::Connected
+    );
+
+    let after = Viewer::connect_as(&scene.base, ROOM, "dispatcher", Some(&field_token))
+        .await
+        .err()
+        .expect("the call is over: no grant any more");
+    assert!(
+        matches!(after.status, 403 | 409),
+        "{} {}",
+        after.status,
+        after.body
+    );
     scene.shutdown().await;
 }

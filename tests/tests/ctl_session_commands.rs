@@ -113,6 +113,8 @@ async fn participants_mute_call_and_hang_up_with_ctl() {
     let mut scene = Scene::new(ROOM).await;
     let mut watch = Watch::start(&scene).await;
     let _publisher = scene.publisher("field-1").await;
+    // Only someone in the room can be called.
+    let _dispatcher = scene.publisher("dispatcher").await;
     eventually(LIMIT, "field-1's video track listed", || async {
         let participants = scene.participants().await;
         let field = participants.iter().find(|p| p.identity == "field-1")?;
@@ -155,10 +157,12 @@ async fn participants_mute_call_and_hang_up_with_ctl() {
         "unmuted video of field-1 in site-1\n"
     );
 
-    assert_eq!(
-        ok(&scene, &["call", ROOM, "field-1", "dispatcher"]).await,
-        "called dispatcher whep_path=/whep/site-1/field-1\n"
-    );
+    let called = ok(&scene, &["call", ROOM, "field-1", "dispatcher"]).await;
+    let call_id = called
+        .strip_prefix("called dispatcher call_id=")
+        .and_then(|rest| rest.strip_suffix(" whep_path=/whep/site-1/field-1\n"))
+        .unwrap_or_else(|| panic!("{called}"));
+    assert_eq!(call_id.len(), 16, "{called}");
     assert_eq!(
         ok(&scene, &["hang-up", ROOM, "field-1"]).await,
         "hung up field-1 in site-1 sessions_closed=1\n"
@@ -173,10 +177,18 @@ async fn participants_mute_call_and_hang_up_with_ctl() {
     watch.until("track_muted kind=video muted=true").await;
     watch.until("track_muted kind=video muted=false").await;
     let callee = watch
-        .until("call_requested caller=field-1 callee=dispatcher whep_path=/whep/site-1/field-1")
+        .until(&format!(
+            "call_requested call_id={call_id} caller=field-1 callee=dispatcher whep_path=/whep/site-1/field-1"
+        ))
         .await;
     assert_eq!(callee, "dispatcher");
+    // Hanging the caller up ends its ringing call.
     watch
         .until("participant_left role=publisher stream=field-1 reason=hung_up")
+        .await;
+    watch
+        .until(&format!(
+            "call_ended call_id={call_id} caller=field-1 callee=dispatcher reason=caller_left"
+        ))
         .await;
 }

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use vigil_proto::v1 as pb;
 
+use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::core::{ControlError, ParticipantView, RoomView};
-use crate::event::{Alarm, Event, EventKind, LeaveReason, SessionRole, TrackKind};
+use crate::event::{Alarm, CallEndReason, Event, EventKind, LeaveReason, SessionRole, TrackKind};
 use crate::room::{AlarmRules, Limits};
 use crate::token::Grants;
 
@@ -106,6 +107,22 @@ pub fn participant(view: ParticipantView) -> pb::Participant {
     }
 }
 
+pub fn alarm(record: AlarmRecord) -> pb::Alarm {
+    pb::Alarm {
+        id: record.id,
+        kind: alarm_kind(record.alarm).into(),
+        stream: record.stream.map(|s| s.to_string()).unwrap_or_default(),
+        identity: record.identity.unwrap_or_default(),
+        detail: record.detail,
+        raised_at_unix_ms: record.raised_at_ms as i64,
+        cleared_at_unix_ms: record.cleared_at_ms.map(|ms| ms as i64),
+        acknowledged: record.acknowledged.map(|ack| pb::AlarmAcknowledgement {
+            by: ack.by,
+            at_unix_ms: ack.at_ms as i64,
+        }),
+    }
+}
+
 pub fn grants(grants: Option<pb::Grants>) -> Grants {
     let grants = grants.unwrap_or_default();
     Grants {
@@ -132,6 +149,18 @@ fn leave_reason(reason: LeaveReason) -> i32 {
         LeaveReason::PublisherGone => pb::LeaveReason::PublisherGone,
         LeaveReason::ServerShutdown => pb::LeaveReason::ServerShutdown,
         LeaveReason::Replaced => pb::LeaveReason::Replaced,
+        LeaveReason::CallEnded => pb::LeaveReason::CallEnded,
+    }
+    .into()
+}
+
+fn call_end_reason(reason: CallEndReason) -> i32 {
+    match reason {
+        CallEndReason::Ended => pb::CallEndReason::Ended,
+        CallEndReason::CalleeLeft => pb::CallEndReason::CalleeLeft,
+        CallEndReason::CallerLeft => pb::CallEndReason::CallerLeft,
+        CallEndReason::NotAnswered => pb::CallEndReason::NotAnswered,
+        CallEndReason::RoomClosed => pb::CallEndReason::RoomClosed,
     }
     .into()
 }
@@ -168,6 +197,7 @@ pub fn event(event: Event) -> pb::Event {
             muted,
         }),
         EventKind::CallRequested {
+            call_id,
             caller,
             callee,
             whep_path,
@@ -175,6 +205,27 @@ pub fn event(event: Event) -> pb::Event {
             caller,
             callee,
             whep_path,
+            call_id,
+        }),
+        EventKind::CallConnected {
+            call_id,
+            caller,
+            callee,
+        } => Kind::CallConnected(pb::CallConnected {
+            call_id,
+            caller,
+            callee,
+        }),
+        EventKind::CallEnded {
+            call_id,
+            caller,
+            callee,
+            reason,
+        } => Kind::CallEnded(pb::CallEnded {
+            call_id,
+            caller,
+            callee,
+            reason: call_end_reason(reason),
         }),
         EventKind::AlarmRaised {
             alarm,
@@ -185,9 +236,25 @@ pub fn event(event: Event) -> pb::Event {
             stream: stream.map(|s| s.to_string()).unwrap_or_default(),
             detail,
         }),
-        EventKind::AlarmCleared { alarm, stream } => Kind::AlarmCleared(pb::AlarmCleared {
+        EventKind::AlarmCleared {
+            alarm,
+            stream,
+            alarm_id,
+        } => Kind::AlarmCleared(pb::AlarmCleared {
             kind: alarm_kind(alarm).into(),
             stream: stream.map(|s| s.to_string()).unwrap_or_default(),
+            alarm_id,
+        }),
+        EventKind::AlarmAcknowledged {
+            alarm_id,
+            alarm,
+            stream,
+            by,
+        } => Kind::AlarmAcknowledged(pb::AlarmAcknowledged {
+            alarm_id,
+            kind: alarm_kind(alarm).into(),
+            stream: stream.map(|s| s.to_string()).unwrap_or_default(),
+            by,
         }),
     };
     pb::Event {

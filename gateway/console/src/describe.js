@@ -1,12 +1,20 @@
 // Events and alarms in words, for people.
 
-import { AlarmKind, LeaveReason, SessionRole, TrackKind } from "./api.js";
+import { AlarmKind, CallEndReason, LeaveReason, SessionRole, TrackKind } from "./api.js";
 
 export const ALARM_NAMES = {
   [AlarmKind.STALLED]: "stalled",
   [AlarmKind.LOW_BITRATE]: "low bitrate",
   [AlarmKind.KEYFRAME_INTERVAL]: "keyframe overdue",
   [AlarmKind.ROOM_FULL]: "room full",
+};
+
+const CALL_END_REASONS = {
+  [CallEndReason.ENDED]: "hung up",
+  [CallEndReason.CALLEE_LEFT]: "callee left",
+  [CallEndReason.CALLER_LEFT]: "caller left",
+  [CallEndReason.NOT_ANSWERED]: "not answered",
+  [CallEndReason.ROOM_CLOSED]: "room closed",
 };
 
 const LEAVE_REASONS = {
@@ -17,6 +25,7 @@ const LEAVE_REASONS = {
   [LeaveReason.PUBLISHER_GONE]: "stopped watching: stream ended",
   [LeaveReason.SERVER_SHUTDOWN]: "left: server shut down",
   [LeaveReason.REPLACED]: "reconnected: a new session took over",
+  [LeaveReason.CALL_ENDED]: "left: call ended",
 };
 
 export const kindName = (kind) => (kind === TrackKind.VIDEO ? "video" : "audio");
@@ -45,11 +54,17 @@ export function describe(event) {
     case "trackMuted":
       return { text: `${who}: ${kindName(value.kind)} ${value.muted ? "muted" : "unmuted"}` };
     case "callRequested":
-      return { text: `${value.caller} calls ${value.callee}` };
+      return { text: `${value.caller} calls ${value.callee} (ringing)` };
+    case "callConnected":
+      return { text: `${value.callee} answered ${value.caller}: in call` };
+    case "callEnded":
+      return { text: `Call of ${value.caller} to ${value.callee} ended (${CALL_END_REASONS[value.reason] ?? "ended"})` };
     case "alarmRaised":
       return { text: `ALARM ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}${value.detail ? ` (${value.detail})` : ""}`, alarm: true };
     case "alarmCleared":
       return { text: `Cleared ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}` };
+    case "alarmAcknowledged":
+      return { text: `${value.by} acknowledged ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}` };
     case "historyGap":
       return { text: "Some events were missed while disconnected" };
     default:

@@ -182,10 +182,12 @@ impl Client {
         &self,
         room: &str,
         identity: &str,
+        ban_seconds: u32,
     ) -> Result<pb::HangUpResponse, CtlError> {
         let request = pb::HangUpRequest {
             room: room.into(),
             identity: identity.into(),
+            ban_seconds,
         };
         let response = self.rooms().hang_up(self.request(request)).await;
         self.answer(response)
@@ -222,6 +224,20 @@ impl Client {
             callee: callee.into(),
         };
         let response = self.rooms().call(self.request(request)).await;
+        self.answer(response)
+    }
+
+    /// RoomService.EndCall.
+    pub async fn end_call(
+        &self,
+        room: &str,
+        callee: &str,
+    ) -> Result<pb::EndCallResponse, CtlError> {
+        let request = pb::EndCallRequest {
+            room: room.into(),
+            callee: callee.into(),
+        };
+        let response = self.rooms().end_call(self.request(request)).await;
         self.answer(response)
     }
 

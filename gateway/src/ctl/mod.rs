@@ -73,12 +73,16 @@ pub enum CtlCommand {
         /// The room.
         room: String,
     },
-    /// Close every WHIP/WHEP session of one participant.
+    /// Close every WHIP/WHEP session of one participant (and, with
+    /// --ban-secs, keep it out of the room for that long).
     HangUp {
         /// The room.
         room: String,
         /// The participant.
         identity: String,
+        /// Refuse its new sessions in the room for this many seconds.
+        #[arg(long, default_value_t = 0)]
+        ban_secs: u32,
     },
     /// Stop forwarding one track of a publisher (`--unmute` resumes it).
     Mute {
@@ -93,13 +97,21 @@ pub enum CtlCommand {
         unmute: bool,
     },
     /// Ask a participant to play another's stream (a dispatcher calling
-    /// back: the caller must be publishing).
+    /// back: the caller must be publishing, the callee in the room).
     Call {
         /// The room.
         room: String,
         /// Whose stream the callee plays.
         caller: String,
         /// Who is asked to play it.
+        callee: String,
+    },
+    /// End a participant's call: its playback of the caller stops, and the
+    /// caller's stream too unless it is in another call.
+    EndCall {
+        /// The room.
+        room: String,
+        /// Who was called.
         callee: String,
     },
     /// Print events and alarms as they happen, until interrupted.
@@ -318,8 +330,12 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
                 || output::participants_json(&response),
             )
         }
-        CtlCommand::HangUp { room, identity } => {
-            let response = client.hang_up(&room, &identity).await?;
+        CtlCommand::HangUp {
+            room,
+            identity,
+            ban_secs,
+        } => {
+            let response = client.hang_up(&room, &identity, ban_secs).await?;
             out.print(
                 || output::hung_up_text(&room, &identity, &response),
                 || output::hung_up_json(&response),
@@ -350,6 +366,13 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
             out.print(
                 || output::called_text(&callee, &response),
                 || output::called_json(&response),
+            )
+        }
+        CtlCommand::EndCall { room, callee } => {
+            let response = client.end_call(&room, &callee).await?;
+            out.print(
+                || output::call_ended_text(&room, &callee, &response),
+                || output::call_ended_json(&response),
             )
         }
         CtlCommand::Watch {

@@ -168,11 +168,28 @@ pub fn muted_text(room: &str, identity: &str, kind: pb::TrackKind, muted: bool) 
 }
 
 pub fn called_text(callee: &str, response: &pb::CallResponse) -> String {
-    format!("called {} whep_path={}", field(callee), response.whep_path)
+    format!(
+        "called {} call_id={} whep_path={}",
+        field(callee),
+        response.call_id,
+        response.whep_path
+    )
 }
 
 pub fn called_json(response: &pb::CallResponse) -> Value {
-    json!({ "whep_path": response.whep_path })
+    json!({ "call_id": response.call_id, "whep_path": response.whep_path })
+}
+
+pub fn call_ended_text(room: &str, callee: &str, response: &pb::EndCallResponse) -> String {
+    format!(
+        "ended the call of {} in {room} sessions_closed={}",
+        field(callee),
+        response.sessions_closed
+    )
+}
+
+pub fn call_ended_json(response: &pb::EndCallResponse) -> Value {
+    json!({ "sessions_closed": response.sessions_closed })
 }
 
 /// What accompanies a token on stderr: when it expires, where it publishes.
@@ -238,8 +255,11 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::TrackUnpublished(_) => "track_unpublished",
         Kind::TrackMuted(_) => "track_muted",
         Kind::CallRequested(_) => "call_requested",
+        Kind::CallConnected(_) => "call_connected",
+        Kind::CallEnded(_) => "call_ended",
         Kind::AlarmRaised(_) => "alarm_raised",
         Kind::AlarmCleared(_) => "alarm_cleared",
+        Kind::AlarmAcknowledged(_) => "alarm_acknowledged",
         Kind::HistoryGap(_) => "history_gap",
     }
 }
@@ -270,10 +290,24 @@ fn kind_text(kind: &Kind) -> String {
             e.muted
         ),
         Kind::CallRequested(e) => format!(
-            "caller={} callee={} whep_path={}",
+            "call_id={} caller={} callee={} whep_path={}",
+            field(&e.call_id),
             field(&e.caller),
             field(&e.callee),
             field(&e.whep_path)
+        ),
+        Kind::CallConnected(e) => format!(
+            "call_id={} caller={} callee={}",
+            field(&e.call_id),
+            field(&e.caller),
+            field(&e.callee)
+        ),
+        Kind::CallEnded(e) => format!(
+            "call_id={} caller={} callee={} reason={}",
+            field(&e.call_id),
+            field(&e.caller),
+            field(&e.callee),
+            enum_text::<pb::CallEndReason>(e.reason)
         ),
         Kind::AlarmRaised(e) => format!(
             "alarm={} stream={} detail={}",
@@ -282,9 +316,17 @@ fn kind_text(kind: &Kind) -> String {
             field(&e.detail)
         ),
         Kind::AlarmCleared(e) => format!(
-            "alarm={} stream={}",
+            "alarm={} stream={} alarm_id={}",
             enum_text::<pb::AlarmKind>(e.kind),
-            field(&e.stream)
+            field(&e.stream),
+            e.alarm_id
+        ),
+        Kind::AlarmAcknowledged(e) => format!(
+            "alarm={} stream={} alarm_id={} by={}",
+            enum_text::<pb::AlarmKind>(e.kind),
+            field(&e.stream),
+            e.alarm_id,
+            field(&e.by)
         ),
         Kind::HistoryGap(e) => format!("oldest_retained_id={}", e.oldest_retained_id),
     }
@@ -312,9 +354,21 @@ fn kind_json(kind: &Kind) -> Value {
             "muted": e.muted,
         }),
         Kind::CallRequested(e) => json!({
+            "call_id": e.call_id,
             "caller": e.caller,
             "callee": e.callee,
             "whep_path": e.whep_path,
+        }),
+        Kind::CallConnected(e) => json!({
+            "call_id": e.call_id,
+            "caller": e.caller,
+            "callee": e.callee,
+        }),
+        Kind::CallEnded(e) => json!({
+            "call_id": e.call_id,
+            "caller": e.caller,
+            "callee": e.callee,
+            "reason": enum_json::<pb::CallEndReason>(e.reason),
         }),
         Kind::AlarmRaised(e) => json!({
             "kind": enum_json::<pb::AlarmKind>(e.kind),
@@ -324,6 +378,13 @@ fn kind_json(kind: &Kind) -> Value {
         Kind::AlarmCleared(e) => json!({
             "kind": enum_json::<pb::AlarmKind>(e.kind),
             "stream": e.stream,
+            "alarm_id": e.alarm_id,
+        }),
+        Kind::AlarmAcknowledged(e) => json!({
+            "alarm_id": e.alarm_id,
+            "kind": enum_json::<pb::AlarmKind>(e.kind),
+            "stream": e.stream,
+            "by": e.by,
         }),
         Kind::HistoryGap(e) => json!({ "oldest_retained_id": e.oldest_retained_id }),
     }
@@ -353,6 +414,7 @@ proto_enum!(
     pb::SessionRole => "SESSION_ROLE_",
     pb::LeaveReason => "LEAVE_REASON_",
     pb::AlarmKind => "ALARM_KIND_",
+    pb::CallEndReason => "CALL_END_REASON_",
 );
 
 /// `TRACK_KIND_VIDEO`; the number for a value newer than this build.

@@ -25,6 +25,24 @@ impl MediaPlane for Sfu {
         .unwrap_or(0)
     }
 
+    async fn end_call(
+        &self,
+        room: &RoomName,
+        caller: &StreamName,
+        callee: &str,
+        stop_caller: bool,
+    ) -> usize {
+        self.ask(|reply| Msg::EndCall {
+            room: room.clone(),
+            caller: caller.clone(),
+            callee: callee.to_owned(),
+            stop_caller,
+            reply,
+        })
+        .await
+        .unwrap_or(0)
+    }
+
     async fn close_room(&self, room: &RoomName) -> usize {
         self.ask(|reply| Msg::CloseParticipant {
             room: room.clone(),

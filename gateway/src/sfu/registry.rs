@@ -80,6 +80,8 @@ pub enum CloseReason {
     Shutdown,
     /// The same identity published the stream again (takeover).
     Replaced,
+    /// An admin ended the call this session carried.
+    CallEnded,
     /// An admin hung up the participant.
     HungUp,
     /// The room was deleted.
@@ -97,6 +99,7 @@ impl CloseReason {
             CloseReason::PublisherGone | CloseReason::CodecChanged => LeaveReason::PublisherGone,
             CloseReason::Shutdown => LeaveReason::ServerShutdown,
             CloseReason::Replaced => LeaveReason::Replaced,
+            CloseReason::CallEnded => LeaveReason::CallEnded,
             CloseReason::HungUp => LeaveReason::HungUp,
             CloseReason::RoomClosed => LeaveReason::RoomClosed,
         })
@@ -115,6 +118,7 @@ impl fmt::Display for CloseReason {
             CloseReason::CodecChanged => "publisher changed codec",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::Replaced => "replaced by a new session of the same identity",
+            CloseReason::CallEnded => "call ended by an admin",
             CloseReason::HungUp => "hung up by an admin",
             CloseReason::RoomClosed => "room deleted",
         })
@@ -251,6 +255,15 @@ pub enum Msg {
         room: RoomName,
         identity: Option<String>,
         reason: CloseReason,
+        reply: Reply<usize>,
+    },
+    /// End a call's media: `callee`'s sessions playing `caller`, and with
+    /// `stop_caller` the caller's publisher session; replies how many.
+    EndCall {
+        room: RoomName,
+        caller: StreamName,
+        callee: String,
+        stop_caller: bool,
         reply: Reply<usize>,
     },
     /// Stop or resume forwarding one track; replies whether it exists.
@@ -461,6 +474,16 @@ impl Owner {
                 reply,
             } => {
                 let _ = reply.send(self.close_participant(&room, identity.as_deref(), reason));
+            }
+            Msg::EndCall {
+                room,
+                caller,
+                callee,
+                stop_caller,
+                reply,
+            } => {
+                let closed = self.end_call(&room, &caller, &callee, stop_caller);
+                let _ = reply.send(closed);
             }
             Msg::Mute {
                 room,
@@ -926,6 +949,29 @@ impl Owner {
             .collect();
         for id in &matching {
             self.close(id, reason);
+        }
+        matching.len()
+    }
+
+    fn end_call(
+        &mut self,
+        room: &RoomName,
+        caller: &StreamName,
+        callee: &str,
+        stop_caller: bool,
+    ) -> usize {
+        let matching: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.room == *room && s.stream == *caller)
+            .filter(|(_, s)| match s.role {
+                Role::Viewer => s.identity == callee,
+                Role::Publisher => stop_caller,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &matching {
+            self.close(id, CloseReason::CallEnded);
         }
         matching.len()
     }

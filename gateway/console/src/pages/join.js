@@ -136,11 +136,13 @@ class FieldUser {
   onEvent(event) {
     const { case: kind, value } = event.kind;
     if (kind === "callRequested" && value.callee === this.identity) this.answer(value);
+    // The server owns the call: when it says the call ended, it ended.
+    if (kind === "callEnded" && value.callee === this.identity) this.endCall("The call ended.");
     if (kind === "roomDeleted") this.end("The room was closed. You can close this page.", "room-closed");
     if (kind !== "participantLeft" || event.identity !== this.identity) return;
     if (value.reason === LeaveReason.HUNG_UP) this.end("The dispatcher hung up. You can close this page.", "hung-up");
     else if (value.reason === LeaveReason.ROOM_CLOSED) this.end("The room was closed. You can close this page.", "room-closed");
-    else if (value.role === SessionRole.VIEWER && value.reason === LeaveReason.PUBLISHER_GONE) this.endCall("The call ended.");
+    else if (value.role === SessionRole.VIEWER && (value.reason === LeaveReason.PUBLISHER_GONE || value.reason === LeaveReason.CALL_ENDED)) this.endCall("The call ended.");
   }
 
   /** The dispatcher calls: play their stream, with sound. */

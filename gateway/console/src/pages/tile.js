@@ -9,7 +9,7 @@ import { InboundStats, play } from "../whip.js";
 
 export class Tile {
   /**
-   * `actions`: { mute(kind, muted), hangUp(), call() } on this stream.
+   * `actions`: { mute(kind, muted), hangUp(), call(), endCall() } on this stream.
    * `participant`: its ListParticipants entry, if known.
    */
   constructor({ room, identity, token, participant, actions }) {
@@ -17,7 +17,10 @@ export class Tile {
     this.alarms = new Set(participant?.activeAlarms ?? []);
     this.muted = new Map((participant?.tracks ?? []).map((t) => [t.kind, t.muted]));
     this.viewers = participant?.viewerCount ?? 0;
-    this.inCall = false;
+    // The server's state of the dispatcher's call to this participant:
+    // null, "ringing" or "connected" (CallRequested / CallConnected /
+    // CallEnded events).
+    this.call = null;
     this.abort = new AbortController();
 
     this.video = h("video", { autoplay: true, playsInline: true, muted: true });
@@ -49,7 +52,7 @@ export class Tile {
         h("button", { type: "button", class: "secondary", "data-action": "fullscreen", onclick: () => this.el.requestFullscreen?.() }, "Fullscreen"),
         this.muteVideo,
         this.muteAudio,
-        actionButton("Call back", actions.call, { "data-action": "call" }),
+        (this.callButton = actionButton("Call back", () => (this.call ? actions.endCall() : actions.call()), { "data-action": "call" })),
         actionButton("Hang up", actions.hangUp, { class: "danger", "data-action": "hangup" }),
       ),
     );
@@ -93,9 +96,9 @@ export class Tile {
     this.render();
   }
 
-  /** Whether this participant is playing the dispatcher (a call is on). */
-  setInCall(inCall) {
-    this.inCall = inCall;
+  /** The call's state as the server reports it: null, "ringing" or "connected". */
+  setCall(state) {
+    this.call = state;
     this.render();
   }
 
@@ -110,12 +113,15 @@ export class Tile {
       [...this.alarms].map((kind) => h("span", { class: "badge alarm", "data-alarm": ALARM_NAMES[kind] }, ALARM_NAMES[kind] ?? "alarm")),
       this.muted.get(TrackKind.VIDEO) ? h("span", { class: "badge" }, "video muted") : null,
       this.muted.get(TrackKind.AUDIO) ? h("span", { class: "badge" }, "audio muted") : null,
-      this.inCall ? h("span", { class: "badge call", "data-testid": "in-call" }, "in call") : null,
+      this.call === "ringing" ? h("span", { class: "badge call", "data-testid": "ringing" }, "ringing…") : null,
+      this.call === "connected" ? h("span", { class: "badge call", "data-testid": "in-call" }, "in call") : null,
     );
     this.el.classList.toggle("alarmed", this.alarms.size > 0);
     this.viewerBadge.textContent = `${this.viewers} watching`;
     this.muteVideo.textContent = this.muted.get(TrackKind.VIDEO) ? "Unmute video" : "Mute video";
     this.muteAudio.textContent = this.muted.get(TrackKind.AUDIO) ? "Unmute audio" : "Mute audio";
+    this.callButton.textContent = this.call ? "End call" : "Call back";
+    this.callButton.dataset.action = this.call ? "end-call" : "call";
   }
 
   close() {

@@ -1,15 +1,18 @@
 // The dispatcher's wall of one room: a live player per published stream
 // (tiles come and go with the event feed), the dispatcher's own camera for
-// calling back, and the live panel of alarms and events.
+// calling back, the room's alarms (acknowledged here, announced by a tone
+// and, if wanted, a desktop notification), and the live event log.
 
 import { Code, ConnectError, SessionRole, followEvents } from "../api.js";
 import { actionButton, errorText, formatTime, h, replace, sleep, toast } from "../dom.js";
 import { describe } from "../describe.js";
 import { publish } from "../whip.js";
+import { AlarmPanel } from "./alarms.js";
 import { header } from "./header.js";
 import { Tile } from "./tile.js";
 
 const MAX_EVENTS = 200;
+const HANG_UP_BAN_MINUTES = 10;
 
 export async function wallPage(app, { api, credential, room, signOut }) {
   const wall = h("section", { class: "wall", "data-testid": "wall" });
@@ -18,6 +21,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   const banner = h("p", { class: "banner error", role: "alert", hidden: true, "data-testid": "wall-error" });
   const tiles = new Map();
   const mine = new MyCamera(room);
+  const alarms = new AlarmPanel({ api, room });
 
   const fail = (text) => {
     banner.textContent = text;
@@ -37,7 +41,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       ],
     }),
     banner,
-    h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, h("h2", {}, "Alarms and events"), events)),
+    h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, alarms.el, h("h2", {}, "Events"), events)),
   );
 
   // Who the dispatcher is on the media plane, and the token it plays with.
@@ -52,30 +56,48 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       await api.rooms.muteTrack({ room, identity, kind, muted });
     },
     hangUp: async () => {
-      if (!confirm(`Hang up on ${identity}? All of their sessions are closed.`)) return;
-      const { sessionsClosed } = await api.rooms.hangUp({ room, identity });
+      if (!confirm(`Hang up on ${identity}? All of their sessions are closed, and they are kept out of this room for ${HANG_UP_BAN_MINUTES} minutes.`)) return;
+      // A kick that sticks: their page's reload is refused until the ban ends.
+      const { sessionsClosed } = await api.rooms.hangUp({ room, identity, banSeconds: HANG_UP_BAN_MINUTES * 60 });
       toast(`Hung up on ${identity} (${sessionsClosed} sessions)`);
     },
     call: async () => {
       await mine.start();
       // The control plane learns of the new WHIP session a moment after
-      // its 201: until then it answers FAILED_PRECONDITION.
+      // its 201: until then it answers "not publishing".
       for (let attempt = 0; ; attempt++) {
         try {
           await api.rooms.call({ room, caller: mine.identity, callee: identity });
           break;
         } catch (e) {
-          if (ConnectError.from(e).code !== Code.FailedPrecondition || attempt >= 10) throw e;
+          const error = ConnectError.from(e);
+          const early = error.code === Code.FailedPrecondition && error.rawMessage.includes("is not publishing");
+          if (!early || attempt >= 10) {
+            // Nobody else to call: the camera goes off again.
+            if (!calls.size) mine.stop();
+            throw e;
+          }
           await sleep(300);
         }
       }
-      toast(`Calling ${identity}: they now see and hear you`);
+      toast(`Ringing ${identity}…`);
+    },
+    endCall: async () => {
+      await api.rooms.endCall({ room, callee: identity });
     },
   });
+  // This dispatcher's calls as the server reports them: callee -> state.
+  const calls = new Map();
+  const setCall = (callee, state) => {
+    if (state) calls.set(callee, state);
+    else calls.delete(callee);
+    tiles.get(callee)?.setCall(state);
+  };
 
   const addTile = (identity, participant) => {
     if (identity === mine.identity || tiles.has(identity)) return tiles.get(identity);
     const tile = new Tile({ room, identity, token: mine.token, participant, actions: actionsFor(identity) });
+    tile.setCall(calls.get(identity) ?? null);
     tiles.set(identity, tile);
     wall.append(tile.el);
     empty.hidden = true;
@@ -98,6 +120,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     }
   };
   await resync();
+  await alarms.load();
 
   const log = (event) => {
     const text = describe(event);
@@ -112,6 +135,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     {
       onEvent: (event) => {
         log(event);
+        alarms.onEvent(event);
         const { case: kind, value } = event.kind;
         const who = event.identity;
         switch (kind) {
@@ -123,12 +147,21 @@ export async function wallPage(app, { api, credential, room, signOut }) {
             else tiles.get(value.stream)?.viewerChange(+1);
             break;
           case "callRequested":
-            if (value.caller === mine.identity) tiles.get(value.callee)?.setInCall(true);
+            if (value.caller === mine.identity) setCall(value.callee, "ringing");
+            break;
+          case "callConnected":
+            if (value.caller === mine.identity) setCall(value.callee, "connected");
+            break;
+          case "callEnded":
+            if (value.caller === mine.identity) {
+              setCall(value.callee, null);
+              // Privacy: the camera and microphone go off with the last call.
+              if (!calls.size) mine.stop();
+            }
             break;
           case "participantLeft":
             if (value.role === SessionRole.PUBLISHER) removeTile(who);
             else tiles.get(value.stream)?.viewerChange(-1);
-            if (value.role === SessionRole.VIEWER && value.stream === mine.identity) tiles.get(who)?.setInCall(false);
             if (who === mine.identity && value.role === SessionRole.PUBLISHER) mine.stop();
             break;
           case "trackMuted":
@@ -140,6 +173,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
             break;
           case "historyGap":
             resync();
+            alarms.load();
             break;
           case "roomDeleted":
             fail(`Room ${room} was deleted.`);
