@@ -520,7 +520,7 @@ impl Control {
         bearer: Option<&str>,
     ) -> Result<Admission> {
         let (identity, via_call, dispatcher) = match &self.auth {
-            Auth::Tokens { signer, .. } => {
+            Auth::Tokens { signer, admin_key } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
                 let action = match role {
                     SessionRole::Publisher => Action::Publish,
@@ -536,6 +536,13 @@ impl Control {
                     // the grant.)
                     Err(TokenError::MissingGrant(Action::Subscribe)) => {
                         (signer.verify(token, now)?.sub, true, false)
+                    }
+                    // Operators paste the key they were shown where a token
+                    // belongs; "malformed" would not tell them.
+                    Err(_) if constant_time_eq(token.as_bytes(), admin_key.as_bytes()) => {
+                        return Err(ControlError::Unauthenticated(admin_key_as_media_token(
+                            room, stream, role,
+                        )));
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -784,6 +791,19 @@ impl Control {
     pub fn watch(&self, after: Option<u64>) -> Subscription {
         self.bus.subscribe(after)
     }
+}
+
+/// Why the admin key opens no WHIP/WHEP session, and how to get what does.
+/// ASCII only: it also goes into the `WWW-Authenticate` header.
+fn admin_key_as_media_token(room: &RoomName, stream: &StreamName, role: SessionRole) -> String {
+    let (command, what) = match role {
+        SessionRole::Publisher => (format!("{room} {stream} --publish"), "publish"),
+        SessionRole::Viewer => (format!("{room} <viewer-name> --subscribe"), "play"),
+    };
+    format!(
+        "this is the admin key, which is not a media token: to {what}, send a participant \
+         token, e.g. from `vigil ctl token create {command}` or the console's Token button"
+    )
 }
 
 /// Compares secrets without leaking where they differ through timing.

@@ -378,11 +378,11 @@ impl Store for MemoryStore {
 /// Loads the secrets from `dir` (files [`ADMIN_KEY_FILE`] and
 /// [`SIGNING_KEY_FILE`]), or creates them on first start: 32 random bytes
 /// each, written as hex with mode 0600 (`dir` is created with mode 0700 if
-/// missing). Returns the secrets and whether any was just created.
+/// missing). Returns the secrets and which of them were just created.
 ///
 /// Each file is handled on its own, so a start interrupted between the two
 /// writes completes on the next one. Existing files are never rewritten.
-pub fn load_or_create_secrets(dir: &Path) -> Result<(Secrets, bool), StoreError> {
+pub fn load_or_create_secrets(dir: &Path) -> Result<(Secrets, Created), StoreError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -409,7 +409,29 @@ pub fn load_or_create_secrets(dir: &Path) -> Result<(Secrets, bool), StoreError>
         admin_key: admin_text,
         signing_secret,
     };
-    Ok((secrets, admin_created || signing_created))
+    let created = Created {
+        admin_key: admin_created,
+        signing_secret: signing_created,
+    };
+    Ok((secrets, created))
+}
+
+/// Which secrets [`load_or_create_secrets`] wrote (first start, or a file
+/// removed since). The admin key is shown to the operator only when just
+/// created: after that it is in its file, not in every start's output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Created {
+    /// The admin key file.
+    pub admin_key: bool,
+    /// The token signing secret file.
+    pub signing_secret: bool,
+}
+
+impl Created {
+    /// Whether any was.
+    pub fn any(self) -> bool {
+        self.admin_key || self.signing_secret
+    }
 }
 
 /// Where the server of data directory `dir` keeps its admin key.
@@ -700,13 +722,19 @@ mod tests {
         let tmp = TempDir::new("secrets");
         let dir = tmp.0.join("data");
         let (first, created) = load_or_create_secrets(&dir).unwrap();
-        assert!(created);
+        assert_eq!(
+            created,
+            Created {
+                admin_key: true,
+                signing_secret: true
+            }
+        );
         assert_eq!(first.signing_secret.len(), 32);
         assert_eq!(first.admin_key.len(), 64);
         assert!(first.admin_key.bytes().all(|b| b.is_ascii_hexdigit()));
 
         let (second, created) = load_or_create_secrets(&dir).unwrap();
-        assert!(!created);
+        assert!(!created.any());
         assert_eq!(first, second);
 
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -723,7 +751,7 @@ mod tests {
         let (first, _) = load_or_create_secrets(&tmp.0).unwrap();
         fs::remove_file(tmp.0.join(SIGNING_KEY_FILE)).unwrap();
         let (second, created) = load_or_create_secrets(&tmp.0).unwrap();
-        assert!(created);
+        assert!(created.signing_secret && !created.admin_key, "{created:?}");
         assert_eq!(first.admin_key, second.admin_key);
         assert_ne!(first.signing_secret, second.signing_secret);
     }
@@ -748,7 +776,7 @@ mod tests {
         ));
         fs::write(tmp.0.join(ADMIN_KEY_FILE), "operator-chosen-key\n").unwrap();
         let (secrets, created) = load_or_create_secrets(&tmp.0).unwrap();
-        assert!(!created);
+        assert!(!created.any());
         assert_eq!(secrets.admin_key, "operator-chosen-key");
         assert_eq!(secrets.signing_secret, vec![0xab; 32]);
     }

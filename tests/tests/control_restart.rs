@@ -54,7 +54,7 @@ async fn server_on(dir: &Path) -> Vigil {
 
 fn admin_key(vigil: &Vigil) -> (String, bool) {
     match &vigil.credentials {
-        Credentials::AdminKey { key, generated } => (key.clone(), *generated),
+        Credentials::AdminKey { key, generated, .. } => (key.clone(), *generated),
         Credentials::None => panic!("a secure server has an admin key"),
     }
 }
