@@ -729,15 +729,22 @@ impl Owner {
                     );
                 }
             }
-            // A stream taken over by the same identity goes on.
+            // A stream taken over by the same identity goes on. A caller
+            // whose network dropped (timed out) may come back within the
+            // republish grace, so a call that is on waits for it; one that
+            // still rings, or a caller that left on purpose (DELETE, its
+            // page closed or reloaded, hung up), ends the call now.
             SessionRole::Publisher if reason != LeaveReason::Replaced => {
-                let ringing: Vec<String> = room
+                let dropped = reason == LeaveReason::TimedOut;
+                let ended: Vec<String> = room
                     .calls
                     .iter()
-                    .filter(|(_, c)| c.caller == info.identity && c.phase == CallPhase::Ringing)
+                    .filter(|(_, c)| {
+                        c.caller == info.identity && (c.phase == CallPhase::Ringing || !dropped)
+                    })
                     .map(|(callee, _)| callee.clone())
                     .collect();
-                for callee in ringing {
+                for callee in ended {
                     self.end_call_if(room_name, &callee, |_| true, CallEndReason::CallerLeft);
                 }
             }
@@ -1721,6 +1728,23 @@ mod tests {
             h.t0,
         );
         assert_eq!(call_events(&h, from), ["ended field-3 NotAnswered"]);
+    }
+
+    #[test]
+    fn a_call_that_is_on_ends_when_the_caller_leaves_but_waits_out_a_drop() {
+        let mut h = two_dispatchers_and_a_field_user();
+        h.start("f2", "field-2", SessionRole::Publisher, "field-2");
+        h.call("dispatcher-a", "field-1").unwrap();
+        h.start("v1", "dispatcher-a", SessionRole::Viewer, "field-1");
+        h.call("dispatcher-b", "field-2").unwrap();
+        h.start("v2", "dispatcher-b", SessionRole::Viewer, "field-2");
+        let from = h.events().len();
+        // dispatcher-a's network drops: the call waits for the grace.
+        h.end("d1", LeaveReason::TimedOut);
+        assert!(call_events(&h, from).is_empty());
+        // dispatcher-b reloads its wall (its WHIP session is closed).
+        h.end("d2", LeaveReason::Left);
+        assert_eq!(call_events(&h, from), ["ended field-2 CallerLeft"]);
     }
 
     #[test]

@@ -137,7 +137,8 @@ class FieldUser {
     const { case: kind, value } = event.kind;
     if (kind === "callRequested" && value.callee === this.identity) this.answer(value);
     // The server owns the call: when it says the call ended, it ended.
-    if (kind === "callEnded" && value.callee === this.identity) this.endCall("The call ended.");
+    // Its player is closed too (DELETE), so no session waits out the grace.
+    if (kind === "callEnded" && value.callee === this.identity) this.endCall("The call ended.", true);
     if (kind === "roomDeleted") this.end("The room was closed. You can close this page.", "room-closed");
     if (kind !== "participantLeft" || event.identity !== this.identity) return;
     if (value.reason === LeaveReason.HUNG_UP) this.end("The dispatcher hung up. You can close this page.", "hung-up");
