@@ -149,6 +149,52 @@ pub fn participants_json(response: &pb::ListParticipantsResponse) -> Value {
     })
 }
 
+/// One line per alarm: `#ID KIND STREAM raised=… cleared=… acknowledged=BY@… detail=…`.
+pub fn alarms_text(alarms: &[pb::Alarm]) -> String {
+    alarms
+        .iter()
+        .map(|a| {
+            let cleared = a.cleared_at_unix_ms.map_or("active".to_owned(), utc);
+            let acknowledged = a
+                .acknowledged
+                .as_ref()
+                .map_or("no".to_owned(), |ack| {
+                    format!("{}@{}", field(&ack.by), utc(ack.at_unix_ms))
+                });
+            format!(
+                "#{} {} stream={} raised={} cleared={cleared} acknowledged={acknowledged} detail={}\n",
+                a.id,
+                enum_text::<pb::AlarmKind>(a.kind),
+                field(&a.stream),
+                utc(a.raised_at_unix_ms),
+                field(&a.detail),
+            )
+        })
+        .collect()
+}
+
+pub fn alarms_json(alarms: &[pb::Alarm]) -> Value {
+    let alarms: Vec<Value> = alarms
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "kind": enum_json::<pb::AlarmKind>(a.kind),
+                "stream": a.stream,
+                "identity": a.identity,
+                "detail": a.detail,
+                "raised_at_unix_ms": a.raised_at_unix_ms,
+                "cleared_at_unix_ms": a.cleared_at_unix_ms,
+                "acknowledged": a.acknowledged.as_ref().map(|ack| json!({
+                    "by": ack.by,
+                    "at_unix_ms": ack.at_unix_ms,
+                })),
+            })
+        })
+        .collect();
+    json!({ "alarms": alarms })
+}
+
 pub fn hung_up_text(room: &str, identity: &str, response: &pb::HangUpResponse) -> String {
     format!(
         "hung up {} in {room} sessions_closed={}",
