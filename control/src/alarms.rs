@@ -76,7 +76,10 @@ pub const SAMPLE_SPACING: Duration = Duration::from_millis(250);
 const RING_LEN: usize = (BITRATE_WINDOW.as_millis() / SAMPLE_SPACING.as_millis()) as usize + 2;
 
 /// Which alarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum AlarmKind {
     /// No media for `stall_after`.
     Stalled,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::bus::{EventBus, Subscription};
 use crate::event::{LeaveReason, SessionRole, TrackKind};
@@ -27,6 +28,9 @@ use crate::token::{Action, Claims, Grants, TokenError, TokenSigner};
 /// How often stream counters are sampled for alarms (an alarm is seen
 /// within `stall_after` plus this).
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How far back `ListAlarms` looks for cleared alarms unless asked.
+pub const RECENT_ALARMS: Duration = Duration::from_secs(3600);
 
 /// Longest token lifetime an admin may ask for.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -161,6 +165,8 @@ pub struct ParticipantView {
     pub watching: Vec<StreamName>,
     /// Alarms active on its stream.
     pub active_alarms: Vec<AlarmKind>,
+    /// It joined with the room's admin grant: a dispatcher, not a camera.
+    pub dispatcher: bool,
 }
 
 /// Whose events a watcher may see.
@@ -212,9 +218,28 @@ pub(crate) enum Msg {
         room: RoomName,
         reply: Reply<Result<Vec<ParticipantView>>>,
     },
+    ListAlarms {
+        room: RoomName,
+        /// Cleared alarms count from this time on (ms since the Unix epoch).
+        since_ms: u64,
+        reply: Reply<Result<Vec<AlarmRecord>>>,
+    },
+    AcknowledgeAlarm {
+        room: RoomName,
+        id: u64,
+        by: String,
+        reply: Reply<Result<AlarmRecord>>,
+    },
     HasParticipant {
         room: RoomName,
         identity: String,
+        reply: Reply<Result<()>>,
+    },
+    /// Refuse `identity`'s new sessions in `room` until `until`.
+    Ban {
+        room: RoomName,
+        identity: String,
+        until: Instant,
         reply: Reply<Result<()>>,
     },
     HasTrack {
@@ -248,6 +273,8 @@ pub(crate) enum Msg {
         /// The token lacks the subscribe grant: admitted only if `identity`
         /// is called by `stream`'s publisher (the call is the grant).
         via_call: bool,
+        /// The token has the room's admin grant: a dispatcher.
+        dispatcher: bool,
         reply: Reply<Result<u64>>,
     },
     Release {
@@ -388,7 +415,14 @@ impl Control {
         auth: Auth,
     ) -> Result<Control> {
         let specs = store.rooms()?;
-        let owner = Owner::new(store, bus.clone(), matches!(auth, Auth::Open), specs);
+        let alarms = store.alarms()?;
+        let owner = Owner::new(
+            store,
+            bus.clone(),
+            matches!(auth, Auth::Open),
+            specs,
+            alarms,
+        );
         tokio::spawn(owner.run(inbox.0));
         tokio::spawn(sample(media.clone(), facts.0.clone()));
         Ok(Control {
@@ -433,8 +467,20 @@ impl Control {
     /// hang-up, mute, call): the admin key, or a token with the `admin`
     /// grant for that room (a dispatcher signed in with a token).
     pub fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
+        self.room_admin_name(bearer, room).map(|_| ())
+    }
+
+    /// Like [`Control::check_room_admin`], and says who the caller is, for
+    /// the record: the token's identity, "admin" for the admin key,
+    /// "anonymous" without authentication.
+    pub fn room_admin_name(&self, bearer: Option<&str>, room: &str) -> Result<String> {
         if self.check_admin(bearer).is_ok() {
-            return Ok(());
+            let name = if self.auth_required() {
+                "admin"
+            } else {
+                "anonymous"
+            };
+            return Ok(name.into());
         }
         let (Auth::Tokens { signer, .. }, Some(token)) = (&self.auth, bearer) else {
             return Err(ControlError::Unauthenticated(
@@ -442,14 +488,14 @@ impl Control {
                     .into(),
             ));
         };
-        signer.authorize(
+        let claims = signer.authorize(
             token,
             &RoomName::new(room)?,
             Action::Admin,
             None,
             unix_secs(),
         )?;
-        Ok(())
+        Ok(claims.sub)
     }
 
     /// Checks a participant token (signature, expiry) and returns its claims.
@@ -473,8 +519,8 @@ impl Control {
         role: SessionRole,
         bearer: Option<&str>,
     ) -> Result<Admission> {
-        let (identity, via_call) = match &self.auth {
-            Auth::Tokens { signer, .. } => {
+        let (identity, via_call, dispatcher) = match &self.auth {
+            Auth::Tokens { signer, admin_key } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
                 let action = match role {
                     SessionRole::Publisher => Action::Publish,
@@ -483,21 +529,29 @@ impl Control {
                 let publishing = (role == SessionRole::Publisher).then_some(stream);
                 let now = unix_secs();
                 match signer.authorize(token, room, action, publishing, now) {
-                    Ok(claims) => (claims.sub, false),
+                    Ok(claims) => (claims.sub, false, claims.grants.admin),
                     // A callee plays its caller with its own token, granted
                     // or not: the owner admits it only during the call.
                     // (`authorize` checked the signature and the room before
                     // the grant.)
                     Err(TokenError::MissingGrant(Action::Subscribe)) => {
-                        (signer.verify(token, now)?.sub, true)
+                        (signer.verify(token, now)?.sub, true, false)
+                    }
+                    // Operators paste the key they were shown where a token
+                    // belongs; "malformed" would not tell them.
+                    Err(_) if constant_time_eq(token.as_bytes(), admin_key.as_bytes()) => {
+                        return Err(ControlError::Unauthenticated(admin_key_as_media_token(
+                            room, stream, role,
+                        )));
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             Auth::Open => match role {
-                SessionRole::Publisher => (stream.to_string(), false),
+                SessionRole::Publisher => (stream.to_string(), false, false),
                 SessionRole::Viewer => (
                     format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
+                    false,
                     false,
                 ),
             },
@@ -509,6 +563,7 @@ impl Control {
                 role,
                 identity: identity.clone(),
                 via_call,
+                dispatcher,
                 reply,
             })
             .await??;
@@ -571,15 +626,65 @@ impl Control {
         self.ask(|reply| Msg::Participants { room, reply }).await?
     }
 
-    /// Closes every session of a participant.
-    pub async fn hang_up(&self, room: &str, identity: &str) -> Result<usize> {
+    /// A room's active alarms and those cleared in the last `recent`, newest
+    /// first.
+    pub async fn alarms(&self, room: &str, recent: Duration) -> Result<Vec<AlarmRecord>> {
         let room = RoomName::new(room)?;
-        self.ask(|reply| Msg::HasParticipant {
-            room: room.clone(),
-            identity: identity.to_owned(),
+        let since_ms = unix_ms().saturating_sub(recent.as_millis() as u64);
+        self.ask(|reply| Msg::ListAlarms {
+            room,
+            since_ms,
             reply,
         })
-        .await??;
+        .await?
+    }
+
+    /// Records that `by` saw alarm `id` of `room` (the first time only) and
+    /// tells every watcher; returns the alarm.
+    pub async fn acknowledge_alarm(&self, room: &str, id: u64, by: &str) -> Result<AlarmRecord> {
+        let room = RoomName::new(room)?;
+        self.ask(|reply| Msg::AcknowledgeAlarm {
+            room,
+            id,
+            by: by.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Closes every session of a participant.
+    /// With `ban`, the identity's new sessions in the room are refused for
+    /// that long (and it need not be in the room now).
+    pub async fn hang_up(
+        &self,
+        room: &str,
+        identity: &str,
+        ban: Option<Duration>,
+    ) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        match ban {
+            Some(ban) => {
+                if identity.is_empty() {
+                    return Err(ControlError::InvalidArgument("identity is required".into()));
+                }
+                let until = Instant::now() + ban;
+                self.ask(|reply| Msg::Ban {
+                    room: room.clone(),
+                    identity: identity.to_owned(),
+                    until,
+                    reply,
+                })
+                .await??;
+            }
+            None => {
+                self.ask(|reply| Msg::HasParticipant {
+                    room: room.clone(),
+                    identity: identity.to_owned(),
+                    reply,
+                })
+                .await??;
+            }
+        }
         Ok(self
             .media
             .hang_up(&room, identity, LeaveReason::HungUp)
@@ -686,6 +791,19 @@ impl Control {
     pub fn watch(&self, after: Option<u64>) -> Subscription {
         self.bus.subscribe(after)
     }
+}
+
+/// Why the admin key opens no WHIP/WHEP session, and how to get what does.
+/// ASCII only: it also goes into the `WWW-Authenticate` header.
+fn admin_key_as_media_token(room: &RoomName, stream: &StreamName, role: SessionRole) -> String {
+    let (command, what) = match role {
+        SessionRole::Publisher => (format!("{room} {stream} --publish"), "publish"),
+        SessionRole::Viewer => (format!("{room} <viewer-name> --subscribe"), "play"),
+    };
+    format!(
+        "this is the admin key, which is not a media token: to {what}, send a participant \
+         token, e.g. from `vigil ctl token create {command}` or the console's Token button"
+    )
 }
 
 /// Compares secrets without leaking where they differ through timing.

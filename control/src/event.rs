@@ -1,5 +1,7 @@
 //! What happens in rooms, as events for the live feed.
 
+use serde::{Deserialize, Serialize};
+
 use crate::alarms::AlarmKind;
 use crate::names::{RoomName, StreamName};
 
@@ -59,7 +61,8 @@ pub enum CallEndReason {
 }
 
 /// An alarm: one of a stream's, or the room being full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Alarm {
     /// A stream alarm.
     Stream(AlarmKind),
@@ -80,6 +83,8 @@ pub enum EventKind {
         role: SessionRole,
         /// The stream published or played.
         stream: StreamName,
+        /// It joined with the room's admin grant (a dispatcher's wall).
+        dispatcher: bool,
     },
     /// A session ended.
     ParticipantLeft {
@@ -155,6 +160,19 @@ pub enum EventKind {
         alarm: Alarm,
         /// The stream it concerned.
         stream: Option<StreamName>,
+        /// The id of the `AlarmRaised` event.
+        alarm_id: u64,
+    },
+    /// Someone acknowledged an alarm (it stays active until its cause ends).
+    AlarmAcknowledged {
+        /// The id of the `AlarmRaised` event.
+        alarm_id: u64,
+        /// Which.
+        alarm: Alarm,
+        /// The stream it concerns.
+        stream: Option<StreamName>,
+        /// Who acknowledged it.
+        by: String,
     },
 }
 

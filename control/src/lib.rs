@@ -6,6 +6,7 @@
 //! Time is passed in (`now`) wherever it matters, so the rules are tested
 //! with a fake clock. Panic policy: nothing here panics on user input.
 
+pub mod alarm_log;
 pub mod alarms;
 pub mod bus;
 mod core;

@@ -2,12 +2,13 @@
 //! and their alarms. Only [`Owner::run`]'s task touches it; see
 //! [`crate::Control`] for the handle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::alarm_log::{AlarmLog, AlarmRecord};
 use crate::alarms::{AlarmChange, StreamAlarms};
 use crate::bus::EventBus;
 use crate::core::{
@@ -71,6 +72,11 @@ struct RoomState {
     full: bool,
     /// Calls by callee.
     calls: BTreeMap<String, Call>,
+    /// Identities hung up with a ban, and until when.
+    bans: HashMap<String, Instant>,
+    /// Identities admitted with the room's admin grant (dispatchers), while
+    /// they have sessions.
+    dispatchers: HashSet<String>,
 }
 
 impl RoomState {
@@ -84,6 +90,8 @@ impl RoomState {
             reserved: HashMap::new(),
             full: false,
             calls: BTreeMap::new(),
+            bans: HashMap::new(),
+            dispatchers: HashSet::new(),
         }
     }
 }
@@ -96,15 +104,18 @@ pub(crate) struct Owner {
     open_rooms: bool,
     rooms: BTreeMap<RoomName, RoomState>,
     sessions: HashMap<String, SessionInfo>,
+    /// Every alarm raised, with its times, as the store keeps it.
+    alarm_log: AlarmLog,
 }
 
 impl Owner {
-    /// Builds the owner over the rooms loaded from `store`.
+    /// Builds the owner over the rooms and alarms loaded from `store`.
     pub(crate) fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn EventBus>,
         open_rooms: bool,
         specs: Vec<RoomSpec>,
+        alarms: Vec<AlarmRecord>,
     ) -> Self {
         let rooms = specs
             .into_iter()
@@ -117,6 +128,7 @@ impl Owner {
             open_rooms,
             rooms,
             sessions: HashMap::new(),
+            alarm_log: AlarmLog::load(alarms, unix_ms()),
         }
     }
 
@@ -134,9 +146,13 @@ impl Owner {
         }
     }
 
-    fn publish(&self, room: &RoomName, identity: Option<&str>, kind: EventKind) {
-        self.bus
+    /// Publishes an event; an alarm it raises or clears goes into the alarm
+    /// log, with the event's id and time.
+    fn publish(&mut self, room: &RoomName, identity: Option<&str>, kind: EventKind) {
+        let event = self
+            .bus
             .publish(room.clone(), identity.map(str::to_owned), kind);
+        self.alarm_log.observe(&event);
     }
 
     fn live_room(&self, name: &RoomName) -> Result<&RoomState> {
@@ -164,6 +180,15 @@ impl Owner {
     }
 
     fn handle(&mut self, msg: Msg, now: Instant) {
+        self.handle_msg(msg, now);
+        // One write for whatever alarms the message changed; a failure is
+        // retried with the next message's.
+        if let Err(e) = self.alarm_log.flush(&*self.store, unix_ms()) {
+            tracing::warn!("cannot store alarms (kept in memory, retried): {e}");
+        }
+    }
+
+    fn handle_msg(&mut self, msg: Msg, now: Instant) {
         // Replies are best effort: a caller that gave up dropped its receiver.
         match msg {
             Msg::CreateRoom { spec, reply } => {
@@ -187,6 +212,24 @@ impl Owner {
             Msg::Participants { room, reply } => {
                 let _ = reply.send(self.participants(&room));
             }
+            Msg::ListAlarms {
+                room,
+                since_ms,
+                reply,
+            } => {
+                let alarms = self
+                    .live_room(&room)
+                    .map(|_| self.alarm_log.list(&room, since_ms));
+                let _ = reply.send(alarms);
+            }
+            Msg::AcknowledgeAlarm {
+                room,
+                id,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.acknowledge_alarm(&room, id, &by));
+            }
             Msg::HasParticipant {
                 room,
                 identity,
@@ -204,6 +247,22 @@ impl Owner {
                     ))),
                     Err(e) => Err(e),
                 });
+            }
+            Msg::Ban {
+                room,
+                identity,
+                until,
+                reply,
+            } => {
+                let banned = match self.rooms.get_mut(&room).filter(|r| !r.closing) {
+                    Some(r) => {
+                        r.bans.retain(|_, until| *until > now);
+                        r.bans.insert(identity, until);
+                        Ok(())
+                    }
+                    None => Err(ControlError::NotFound(format!("no room {room}"))),
+                };
+                let _ = reply.send(banned);
             }
             Msg::HasTrack {
                 room,
@@ -265,9 +324,17 @@ impl Owner {
                 role,
                 identity,
                 via_call,
+                dispatcher,
                 reply,
             } => {
-                let _ = reply.send(self.admit(room, &stream, role, &identity, via_call));
+                let admitted = self.admit(room.clone(), &stream, role, &identity, via_call, now);
+                if admitted.is_ok()
+                    && dispatcher
+                    && let Some(room) = self.rooms.get_mut(&room)
+                {
+                    room.dispatchers.insert(identity);
+                }
+                let _ = reply.send(admitted);
             }
             Msg::Release { room, ticket } => self.release(&room, ticket),
             // Handled by `run`; here only for a direct caller (tests).
@@ -401,6 +468,7 @@ impl Owner {
                     connected_since_unix_ms: info.since_ms,
                     watching: Vec::new(),
                     active_alarms: Vec::new(),
+                    dispatcher: room.dispatchers.contains(&info.identity),
                 });
             view.connected_since_unix_ms = view.connected_since_unix_ms.min(info.since_ms);
             match info.role {
@@ -424,6 +492,32 @@ impl Owner {
             }
         }
         Ok(by_identity.into_values().collect())
+    }
+
+    /// Writes the first acknowledgement of alarm `id` to the store, then
+    /// tells every watcher; a later one changes nothing.
+    fn acknowledge_alarm(&mut self, room: &RoomName, id: u64, by: &str) -> Result<AlarmRecord> {
+        self.live_room(room)?;
+        let (record, first) = self
+            .alarm_log
+            .acknowledgement(room, id, by, unix_ms())
+            .ok_or_else(|| ControlError::NotFound(format!("room {room} has no alarm {id}")))?;
+        if first {
+            self.store
+                .update_alarms(std::slice::from_ref(&record), &[])?;
+            self.alarm_log.apply(record.clone());
+            self.publish(
+                room,
+                record.identity.as_deref(),
+                EventKind::AlarmAcknowledged {
+                    alarm_id: id,
+                    alarm: record.alarm,
+                    stream: record.stream.clone(),
+                    by: by.to_owned(),
+                },
+            );
+        }
+        Ok(record)
     }
 
     /// Rings `callee` for `caller`: the caller must publish, the callee
@@ -528,7 +622,13 @@ impl Owner {
         self.publish(room_name, Some(callee), kind);
     }
 
-    fn end_call_event(&self, room: &RoomName, callee: String, call: Call, reason: CallEndReason) {
+    fn end_call_event(
+        &mut self,
+        room: &RoomName,
+        callee: String,
+        call: Call,
+        reason: CallEndReason,
+    ) {
         self.publish(
             room,
             Some(&callee),
@@ -629,15 +729,22 @@ impl Owner {
                     );
                 }
             }
-            // A stream taken over by the same identity goes on.
+            // A stream taken over by the same identity goes on. A caller
+            // whose network dropped (timed out) may come back within the
+            // republish grace, so a call that is on waits for it; one that
+            // still rings, or a caller that left on purpose (DELETE, its
+            // page closed or reloaded, hung up), ends the call now.
             SessionRole::Publisher if reason != LeaveReason::Replaced => {
-                let ringing: Vec<String> = room
+                let dropped = reason == LeaveReason::TimedOut;
+                let ended: Vec<String> = room
                     .calls
                     .iter()
-                    .filter(|(_, c)| c.caller == info.identity && c.phase == CallPhase::Ringing)
+                    .filter(|(_, c)| {
+                        c.caller == info.identity && (c.phase == CallPhase::Ringing || !dropped)
+                    })
                     .map(|(callee, _)| callee.clone())
                     .collect();
-                for callee in ringing {
+                for callee in ended {
                     self.end_call_if(room_name, &callee, |_| true, CallEndReason::CallerLeft);
                 }
             }
@@ -668,7 +775,22 @@ impl Owner {
         role: SessionRole,
         identity: &str,
         via_call: bool,
+        now: Instant,
     ) -> Result<u64> {
+        if let Some(until) = self
+            .rooms
+            .get(&room_name)
+            .and_then(|r| r.bans.get(identity))
+            .filter(|until| **until > now)
+        {
+            let left = until
+                .saturating_duration_since(now)
+                .as_millis()
+                .div_ceil(1000);
+            return Err(ControlError::PermissionDenied(format!(
+                "{identity} was hung up and is kept out of room {room_name} for another {left} s"
+            )));
+        }
         if via_call {
             // The token lacks the subscribe grant: only a callee playing
             // its caller gets in.
@@ -793,6 +915,7 @@ impl Owner {
             return;
         };
         room.sessions.insert(session.clone(), ());
+        let dispatcher = room.dispatchers.contains(&identity);
         if role == SessionRole::Publisher {
             room.streams.insert(
                 stream.clone(),
@@ -820,6 +943,7 @@ impl Owner {
             EventKind::ParticipantJoined {
                 role,
                 stream: stream.clone(),
+                dispatcher,
             },
         );
         // The callee playing its caller: the call is on.
@@ -852,9 +976,12 @@ impl Owner {
                 events.push(EventKind::TrackUnpublished { kind: *kind });
             }
             for kind in published.alarms.active() {
+                let alarm = Alarm::Stream(kind);
+                let stream = Some(info.stream.clone());
                 events.push(EventKind::AlarmCleared {
-                    alarm: Alarm::Stream(kind),
-                    stream: Some(info.stream.clone()),
+                    alarm_id: self.alarm_log.clear(&info.room, alarm, stream.as_ref()),
+                    alarm,
+                    stream,
                 });
             }
         }
@@ -884,12 +1011,23 @@ impl Owner {
             events.push(EventKind::AlarmCleared {
                 alarm: Alarm::RoomFull,
                 stream: None,
+                alarm_id: self.alarm_log.clear(&room_name, Alarm::RoomFull, None),
             });
         }
         for kind in events {
             self.publish(&room_name, Some(&info.identity), kind);
         }
         self.calls_after_session_ended(&info, reason);
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            let sessions = &self.sessions;
+            let present = room
+                .sessions
+                .keys()
+                .any(|s| sessions.get(s).is_some_and(|i| i.identity == info.identity));
+            if !present {
+                room.dispatchers.remove(&info.identity);
+            }
+        }
         self.drop_if_finished(&room_name);
     }
 
@@ -923,6 +1061,11 @@ impl Owner {
                     AlarmChange::Cleared { kind } => EventKind::AlarmCleared {
                         alarm: Alarm::Stream(kind),
                         stream: Some(sample.stream.clone()),
+                        alarm_id: self.alarm_log.clear(
+                            &sample.room,
+                            Alarm::Stream(kind),
+                            Some(&sample.stream),
+                        ),
                     },
                 };
                 events.push((sample.room.clone(), published.identity.clone(), kind));
@@ -954,6 +1097,7 @@ mod tests {
     struct Harness {
         owner: Owner,
         bus: Arc<MemoryBus>,
+        store: Arc<MemoryStore>,
         t0: Instant,
     }
 
@@ -977,15 +1121,12 @@ mod tests {
                 },
                 created_at_ms: 0,
             };
-            let owner = Owner::new(
-                Arc::new(MemoryStore::default()),
-                bus.clone(),
-                false,
-                vec![spec],
-            );
+            let store = Arc::new(MemoryStore::default());
+            let owner = Owner::new(store.clone(), bus.clone(), false, vec![spec], Vec::new());
             Harness {
                 owner,
                 bus,
+                store,
                 t0: Instant::now(),
             }
         }
@@ -1003,6 +1144,16 @@ mod tests {
                 role,
                 identity: identity.into(),
                 via_call: false,
+                dispatcher: false,
+                reply,
+            })
+        }
+
+        fn ban(&mut self, identity: &str, until: Instant) -> Result<()> {
+            self.ask(|reply| Msg::Ban {
+                room: room(),
+                identity: identity.into(),
+                until,
                 reply,
             })
         }
@@ -1054,6 +1205,7 @@ mod tests {
             role: SessionRole::Publisher,
             identity: "cam".into(),
             via_call: false,
+            dispatcher: false,
             reply,
         });
         assert!(matches!(result, Err(ControlError::NotFound(_))));
@@ -1285,6 +1437,143 @@ mod tests {
         assert_eq!(keyframe_alarms(&h), 1, "raised once the viewer waited");
     }
 
+    /// Samples `cam` at `at`: media while `flowing`, else the same
+    /// counters as before (silence).
+    fn cam_sample(h: &mut Harness, packets: u64, at: Instant) {
+        let samples = vec![StreamSample {
+            room: room(),
+            stream: stream("cam"),
+            counters: StreamCounters {
+                packets,
+                bytes: packets * 10_000,
+                has_video: true,
+                ..StreamCounters::default()
+            },
+        }];
+        h.owner.handle(Msg::Samples { samples, at }, at);
+    }
+
+    #[test]
+    fn alarms_are_kept_with_their_times_and_acknowledged_once() {
+        let mut h = Harness::new(Limits::default());
+        h.start("s1", "cam", SessionRole::Publisher, "field-1");
+        let t0 = h.t0;
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        cam_sample(&mut h, 10, ms(500));
+        cam_sample(&mut h, 10, ms(1600)); // stall_after is 1 s here
+        let raised = h
+            .events()
+            .into_iter()
+            .find(|e| matches!(e.kind, EventKind::AlarmRaised { .. }))
+            .expect("stall raised");
+        let list = |h: &mut Harness, since_ms| {
+            h.ask(|reply| Msg::ListAlarms {
+                room: room(),
+                since_ms,
+                reply,
+            })
+            .unwrap()
+        };
+        let listed = list(&mut h, u64::MAX);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].id, raised.id, "named by the raising event");
+        assert_eq!(listed[0].raised_at_ms, raised.at_unix_ms);
+        assert_eq!(listed[0].identity.as_deref(), Some("field-1"));
+        assert_eq!(listed[0].cleared_at_ms, None);
+        assert_eq!(h.store.alarms().unwrap(), listed, "in the store");
+
+        let ack = |h: &mut Harness, id, by: &str| {
+            h.ask(|reply| Msg::AcknowledgeAlarm {
+                room: room(),
+                id,
+                by: by.into(),
+                reply,
+            })
+        };
+        let acked = ack(&mut h, raised.id, "dispatcher-1").unwrap();
+        assert_eq!(acked.acknowledged.as_ref().unwrap().by, "dispatcher-1");
+        assert_eq!(acked.cleared_at_ms, None, "still active");
+        let again = ack(&mut h, raised.id, "dispatcher-2").unwrap();
+        assert_eq!(
+            again.acknowledged, acked.acknowledged,
+            "the first one stays"
+        );
+        assert!(matches!(
+            ack(&mut h, raised.id + 100, "dispatcher-1"),
+            Err(ControlError::NotFound(_))
+        ));
+        let acknowledged: Vec<_> = h
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::AlarmAcknowledged { .. }))
+            .collect();
+        assert_eq!(acknowledged.len(), 1, "{acknowledged:?}");
+        assert_eq!(
+            acknowledged[0].kind,
+            EventKind::AlarmAcknowledged {
+                alarm_id: raised.id,
+                alarm: Alarm::Stream(AlarmKind::Stalled),
+                stream: Some(stream("cam")),
+                by: "dispatcher-1".into(),
+            }
+        );
+        assert_eq!(acknowledged[0].identity.as_deref(), Some("field-1"));
+        assert_eq!(
+            h.store.alarms().unwrap()[0].acknowledged,
+            acked.acknowledged
+        );
+
+        // Media resumes: cleared, naming the alarm; listed as recent.
+        cam_sample(&mut h, 20, ms(2100));
+        let cleared = h.events().into_iter().last().unwrap();
+        assert_eq!(
+            cleared.kind,
+            EventKind::AlarmCleared {
+                alarm: Alarm::Stream(AlarmKind::Stalled),
+                stream: Some(stream("cam")),
+                alarm_id: raised.id,
+            }
+        );
+        let listed = list(&mut h, 0);
+        assert_eq!(listed[0].cleared_at_ms, Some(cleared.at_unix_ms));
+        assert_eq!(listed[0].acknowledged, acked.acknowledged);
+        assert!(
+            list(&mut h, cleared.at_unix_ms + 1).is_empty(),
+            "not recent"
+        );
+        assert_eq!(h.store.alarms().unwrap(), listed);
+    }
+
+    #[test]
+    fn a_full_room_alarm_is_kept_and_cleared_by_id() {
+        let mut h = Harness::new(Limits {
+            max_publishers: Some(1),
+            max_viewers: None,
+        });
+        h.start("s1", "cam-1", SessionRole::Publisher, "cam-1");
+        assert!(h.admit("cam-2", SessionRole::Publisher, "cam-2").is_err());
+        h.end("s1", LeaveReason::Left);
+        let events = h.events();
+        let raised = events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::AlarmRaised { .. }))
+            .unwrap();
+        assert!(events.iter().any(|e| e.kind
+            == EventKind::AlarmCleared {
+                alarm: Alarm::RoomFull,
+                stream: None,
+                alarm_id: raised.id,
+            }));
+        let stored = h.store.alarms().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            stored[0].identity.as_deref(),
+            Some("cam-2"),
+            "the one refused"
+        );
+        assert!(stored[0].cleared_at_ms.is_some());
+    }
+
     #[test]
     fn a_call_needs_a_publishing_caller_and_a_present_callee() {
         let mut h = Harness::new(Limits::default());
@@ -1442,6 +1731,23 @@ mod tests {
     }
 
     #[test]
+    fn a_call_that_is_on_ends_when_the_caller_leaves_but_waits_out_a_drop() {
+        let mut h = two_dispatchers_and_a_field_user();
+        h.start("f2", "field-2", SessionRole::Publisher, "field-2");
+        h.call("dispatcher-a", "field-1").unwrap();
+        h.start("v1", "dispatcher-a", SessionRole::Viewer, "field-1");
+        h.call("dispatcher-b", "field-2").unwrap();
+        h.start("v2", "dispatcher-b", SessionRole::Viewer, "field-2");
+        let from = h.events().len();
+        // dispatcher-a's network drops: the call waits for the grace.
+        h.end("d1", LeaveReason::TimedOut);
+        assert!(call_events(&h, from).is_empty());
+        // dispatcher-b reloads its wall (its WHIP session is closed).
+        h.end("d2", LeaveReason::Left);
+        assert_eq!(call_events(&h, from), ["ended field-2 CallerLeft"]);
+    }
+
+    #[test]
     fn a_takeover_of_the_callers_stream_keeps_the_call() {
         let mut h = two_dispatchers_and_a_field_user();
         h.call("dispatcher-a", "field-1").unwrap();
@@ -1474,6 +1780,7 @@ mod tests {
                 role: SessionRole::Viewer,
                 identity: "field-1".into(),
                 via_call: true,
+                dispatcher: false,
                 reply,
             })
         };
@@ -1486,6 +1793,108 @@ mod tests {
         assert!(matches!(
             via_call(&mut h, "dispatcher-b"),
             Err(ControlError::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn a_banned_identity_is_refused_until_the_ban_ends() {
+        let mut h = Harness::new(Limits::default());
+        let until = h.t0 + Duration::from_secs(60);
+        h.ban("field-1", until).unwrap();
+        for role in [SessionRole::Publisher, SessionRole::Viewer] {
+            let refused = h.admit("field-1", role, "field-1");
+            assert!(
+                matches!(&refused, Err(ControlError::PermissionDenied(m)) if m.contains("60 s")),
+                "{refused:?}"
+            );
+        }
+        // Others are not affected.
+        assert!(
+            h.admit("field-2", SessionRole::Publisher, "field-2")
+                .is_ok()
+        );
+        // After the ban: welcome back.
+        let later = h.ask(|reply| Msg::Admit {
+            room: room(),
+            stream: stream("field-1"),
+            role: SessionRole::Publisher,
+            identity: "field-1".into(),
+            via_call: false,
+            dispatcher: false,
+            reply,
+        });
+        assert!(later.is_err(), "the harness' clock is still t0");
+        let (tx, mut rx) = oneshot::channel();
+        h.owner.handle(
+            Msg::Admit {
+                room: room(),
+                stream: stream("field-1"),
+                role: SessionRole::Publisher,
+                identity: "field-1".into(),
+                via_call: false,
+                dispatcher: false,
+                reply: tx,
+            },
+            until,
+        );
+        assert!(rx.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn identities_admitted_with_the_admin_grant_are_dispatchers() {
+        let mut h = Harness::new(Limits::default());
+        for (identity, dispatcher) in [("dispatcher-a", true), ("field-1", false)] {
+            h.ask(|reply| Msg::Admit {
+                room: room(),
+                stream: stream(identity),
+                role: SessionRole::Publisher,
+                identity: identity.into(),
+                via_call: false,
+                dispatcher,
+                reply,
+            })
+            .unwrap();
+            h.start(identity, identity, SessionRole::Publisher, identity);
+        }
+        let joined: Vec<(Option<String>, bool)> = h
+            .events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ParticipantJoined { dispatcher, .. } => Some((e.identity, dispatcher)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            joined,
+            [
+                (Some("dispatcher-a".into()), true),
+                (Some("field-1".into()), false)
+            ]
+        );
+        let listed: Vec<(String, bool)> = h
+            .ask(|reply| Msg::Participants {
+                room: room(),
+                reply,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.identity, p.dispatcher))
+            .collect();
+        assert_eq!(
+            listed,
+            [("dispatcher-a".into(), true), ("field-1".into(), false)]
+        );
+        // Gone, then back with a field token: a camera now.
+        h.end("dispatcher-a", LeaveReason::Left);
+        h.admit("dispatcher-a", SessionRole::Publisher, "dispatcher-a")
+            .unwrap();
+        h.start("d2", "dispatcher-a", SessionRole::Publisher, "dispatcher-a");
+        assert!(matches!(
+            h.events().last().map(|e| &e.kind),
+            Some(EventKind::ParticipantJoined {
+                dispatcher: false,
+                ..
+            })
         ));
     }
 

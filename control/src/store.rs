@@ -1,4 +1,5 @@
-//! Durable state of the control plane: managed rooms and the server secrets.
+//! Durable state of the control plane: managed rooms, their alarms (see
+//! [`crate::alarm_log`]) and the server secrets.
 //!
 //! Rooms live behind the [`Store`] trait so the embedded [`RedbStore`] (one
 //! file in the data directory) can be swapped for a shared one (Redis) when
@@ -18,12 +19,17 @@ use std::sync::{Mutex, PoisonError};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::alarm_log::AlarmRecord;
 use crate::names::RoomName;
 use crate::room::RoomSpec;
 
 /// Room name -> `serde_json` of its [`RoomSpec`]. JSON rather than a binary
 /// format so a field added to `RoomSpec` with a serde default reads old rows.
 const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
+
+/// Alarm id (the id of the event that raised it) -> `serde_json` of its
+/// [`AlarmRecord`], JSON for the same reason as [`ROOMS`].
+const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
 
 /// Counters that outlive a process: [`NEXT_EVENT_ID`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -138,6 +144,11 @@ pub trait Store: Send + Sync + 'static {
     fn next_event_id(&self) -> Result<u64, StoreError>;
     /// Records that ids below `next` may have been handed out.
     fn set_next_event_id(&self, next: u64) -> Result<(), StoreError>;
+    /// Every alarm kept, by id.
+    fn alarms(&self) -> Result<Vec<AlarmRecord>, StoreError>;
+    /// Inserts or replaces the alarms `put` and deletes those with the ids
+    /// `delete`, in one write.
+    fn update_alarms(&self, put: &[AlarmRecord], delete: &[u64]) -> Result<(), StoreError>;
 }
 
 /// The embedded store: one redb file.
@@ -160,6 +171,7 @@ impl RedbStore {
         // Create the table now so read transactions never meet a missing one.
         let tx = db.begin_write()?;
         tx.open_table(ROOMS)?;
+        tx.open_table(ALARMS)?;
         tx.open_table(META)?;
         tx.commit()?;
         Ok(RedbStore { db })
@@ -245,6 +257,53 @@ impl Store for RedbStore {
         tx.commit()?;
         Ok(())
     }
+
+    fn alarms(&self) -> Result<Vec<AlarmRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ALARMS)?;
+        table
+            .iter()?
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode_alarm(key.value(), value.value())
+            })
+            .collect()
+    }
+
+    fn update_alarms(&self, put: &[AlarmRecord], delete: &[u64]) -> Result<(), StoreError> {
+        let values = put
+            .iter()
+            .map(|alarm| {
+                serde_json::to_vec(alarm)
+                    .map(|value| (alarm.id, value))
+                    .map_err(|e| StoreError::Database(format!("encoding alarm: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(ALARMS)?;
+            for (id, value) in &values {
+                table.insert(id, value.as_slice())?;
+            }
+            for id in delete {
+                table.remove(id)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn decode_alarm(key: u64, bytes: &[u8]) -> Result<AlarmRecord, StoreError> {
+    let alarm: AlarmRecord = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("alarm {key}: {e}")))?;
+    if alarm.id != key {
+        return Err(StoreError::Corrupt(format!(
+            "alarm {key} is stored under another id ({})",
+            alarm.id
+        )));
+    }
+    Ok(alarm)
 }
 
 /// An in-memory store for tests.
@@ -254,6 +313,7 @@ pub struct MemoryStore {
     // an `.await`, and this store serves tests, not traffic.
     rooms: Mutex<BTreeMap<RoomName, RoomSpec>>,
     next_event_id: Mutex<Option<u64>>,
+    alarms: Mutex<BTreeMap<u64, AlarmRecord>>,
 }
 
 impl MemoryStore {
@@ -297,16 +357,32 @@ impl Store for MemoryStore {
             .unwrap_or_else(PoisonError::into_inner) = Some(next);
         Ok(())
     }
+
+    fn alarms(&self) -> Result<Vec<AlarmRecord>, StoreError> {
+        let alarms = self.alarms.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(alarms.values().cloned().collect())
+    }
+
+    fn update_alarms(&self, put: &[AlarmRecord], delete: &[u64]) -> Result<(), StoreError> {
+        let mut alarms = self.alarms.lock().unwrap_or_else(PoisonError::into_inner);
+        for alarm in put {
+            alarms.insert(alarm.id, alarm.clone());
+        }
+        for id in delete {
+            alarms.remove(id);
+        }
+        Ok(())
+    }
 }
 
 /// Loads the secrets from `dir` (files [`ADMIN_KEY_FILE`] and
 /// [`SIGNING_KEY_FILE`]), or creates them on first start: 32 random bytes
 /// each, written as hex with mode 0600 (`dir` is created with mode 0700 if
-/// missing). Returns the secrets and whether any was just created.
+/// missing). Returns the secrets and which of them were just created.
 ///
 /// Each file is handled on its own, so a start interrupted between the two
 /// writes completes on the next one. Existing files are never rewritten.
-pub fn load_or_create_secrets(dir: &Path) -> Result<(Secrets, bool), StoreError> {
+pub fn load_or_create_secrets(dir: &Path) -> Result<(Secrets, Created), StoreError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -333,7 +409,29 @@ pub fn load_or_create_secrets(dir: &Path) -> Result<(Secrets, bool), StoreError>
         admin_key: admin_text,
         signing_secret,
     };
-    Ok((secrets, admin_created || signing_created))
+    let created = Created {
+        admin_key: admin_created,
+        signing_secret: signing_created,
+    };
+    Ok((secrets, created))
+}
+
+/// Which secrets [`load_or_create_secrets`] wrote (first start, or a file
+/// removed since). The admin key is shown to the operator only when just
+/// created: after that it is in its file, not in every start's output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Created {
+    /// The admin key file.
+    pub admin_key: bool,
+    /// The token signing secret file.
+    pub signing_secret: bool,
+}
+
+impl Created {
+    /// Whether any was.
+    pub fn any(self) -> bool {
+        self.admin_key || self.signing_secret
+    }
 }
 
 /// Where the server of data directory `dir` keeps its admin key.
@@ -514,6 +612,36 @@ mod tests {
             store.rooms().unwrap(),
             vec![spec("Zeta", None), spec("b-room", Some(10))]
         );
+
+        assert_eq!(store.alarms().unwrap(), vec![]);
+        store
+            .update_alarms(&[alarm(12, None), alarm(3, None)], &[])
+            .unwrap();
+        // Replaced, deleted, and a missing id deleted: one write.
+        store
+            .update_alarms(&[alarm(12, Some(1_700_000_009_000))], &[3, 99])
+            .unwrap();
+        assert_eq!(
+            store.alarms().unwrap(),
+            vec![alarm(12, Some(1_700_000_009_000))]
+        );
+    }
+
+    fn alarm(id: u64, cleared_at_ms: Option<u64>) -> AlarmRecord {
+        AlarmRecord {
+            id,
+            room: name("lobby"),
+            alarm: crate::event::Alarm::Stream(crate::alarms::AlarmKind::KeyframeInterval),
+            stream: Some(crate::names::StreamName::new("cam-1").unwrap()),
+            identity: Some("cam-1".into()),
+            detail: "a keyframe asked for 5.0 s ago has not come".into(),
+            raised_at_ms: 1_700_000_000_000,
+            cleared_at_ms,
+            acknowledged: Some(crate::alarm_log::Acknowledgement {
+                by: "dispatcher-1".into(),
+                at_ms: 1_700_000_001_000,
+            }),
+        }
     }
 
     #[test]
@@ -538,9 +666,11 @@ mod tests {
             store.put_room(&spec("lobby", Some(7))).unwrap();
             store.put_room(&spec("gone", None)).unwrap();
             assert!(store.delete_room(&name("gone")).unwrap());
+            store.update_alarms(&[alarm(5, None)], &[]).unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.rooms().unwrap(), vec![spec("lobby", Some(7))]);
+        assert_eq!(store.alarms().unwrap(), vec![alarm(5, None)]);
     }
 
     #[test]
@@ -592,13 +722,19 @@ mod tests {
         let tmp = TempDir::new("secrets");
         let dir = tmp.0.join("data");
         let (first, created) = load_or_create_secrets(&dir).unwrap();
-        assert!(created);
+        assert_eq!(
+            created,
+            Created {
+                admin_key: true,
+                signing_secret: true
+            }
+        );
         assert_eq!(first.signing_secret.len(), 32);
         assert_eq!(first.admin_key.len(), 64);
         assert!(first.admin_key.bytes().all(|b| b.is_ascii_hexdigit()));
 
         let (second, created) = load_or_create_secrets(&dir).unwrap();
-        assert!(!created);
+        assert!(!created.any());
         assert_eq!(first, second);
 
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -615,7 +751,7 @@ mod tests {
         let (first, _) = load_or_create_secrets(&tmp.0).unwrap();
         fs::remove_file(tmp.0.join(SIGNING_KEY_FILE)).unwrap();
         let (second, created) = load_or_create_secrets(&tmp.0).unwrap();
-        assert!(created);
+        assert!(created.signing_secret && !created.admin_key, "{created:?}");
         assert_eq!(first.admin_key, second.admin_key);
         assert_ne!(first.signing_secret, second.signing_secret);
     }
@@ -640,7 +776,7 @@ mod tests {
         ));
         fs::write(tmp.0.join(ADMIN_KEY_FILE), "operator-chosen-key\n").unwrap();
         let (secrets, created) = load_or_create_secrets(&tmp.0).unwrap();
-        assert!(!created);
+        assert!(!created.any());
         assert_eq!(secrets.admin_key, "operator-chosen-key");
         assert_eq!(secrets.signing_secret, vec![0xab; 32]);
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use tracing::level_filters::LevelFilter;
 
 /// An ICE server advertised to clients in `Link: <...>; rel="ice-server"`
 /// headers (RFC 9725 §4.6).
@@ -46,6 +47,87 @@ impl std::str::FromStr for IceServer {
             username: parts.next().map(str::to_owned),
             credential: parts.next().map(str::to_owned),
         })
+    }
+}
+
+/// The base URL other people and devices reach Vigil at (`--public-url`),
+/// e.g. `https://vigil.example.net` behind a TLS proxy: `http` or `https`,
+/// a host and maybe a port, nothing else. Join and OBS links and the
+/// printed start-up links are built from it.
+///
+/// A path is refused rather than kept: the pages, assets and endpoints live
+/// at the root of the HTTP port, so a proxy that serves Vigil under a
+/// prefix would break them anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    /// `scheme://host[:port]`, without a trailing slash.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for PublicUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let uri: hyper::Uri = s
+            .trim()
+            .parse()
+            .map_err(|e| format!("public URL {s:?} is not a URL ({e})"))?;
+        let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("http") => "http",
+            Some("https") => "https",
+            _ => {
+                return Err(format!(
+                    "public URL {s:?} must start with http:// or https://"
+                ));
+            }
+        };
+        let authority = uri
+            .authority()
+            .filter(|a| !a.host().is_empty())
+            .ok_or_else(|| format!("public URL {s:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "public URL {s:?} must not carry a user name or password"
+            ));
+        }
+        let port = authority
+            .as_str()
+            .strip_prefix(authority.host())
+            .unwrap_or_default();
+        if !(port.is_empty()
+            || port
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok()))
+        {
+            return Err(format!("public URL {s:?} has an invalid port"));
+        }
+        let origin = format!("{scheme}://{}", authority.as_str().to_ascii_lowercase());
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "public URL {s:?} has a path: Vigil's pages and endpoints live at the root, \
+                 so give the address without one, e.g. {origin}"
+            ));
+        }
+        Ok(PublicUrl(origin))
+    }
+}
+
+impl TryFrom<String> for PublicUrl {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 
@@ -99,6 +181,11 @@ pub struct Config {
     pub insecure_no_auth: bool,
     /// Secrets to use instead of the data directory's (embedding, tests).
     pub secrets: Option<vigil_control::store::Secrets>,
+    /// The base URL others reach Vigil at, for the links it hands out;
+    /// `None`: the address the HTTP port is bound to (see [`crate::links`]).
+    pub public_url: Option<PublicUrl>,
+    /// How much the binary logs (`RUST_LOG`, when set, wins).
+    pub log_level: LevelFilter,
 }
 
 impl Default for Config {
@@ -121,6 +208,8 @@ impl Default for Config {
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             insecure_no_auth: false,
             secrets: None,
+            public_url: None,
+            log_level: LevelFilter::INFO,
         }
     }
 }
@@ -179,6 +268,14 @@ pub struct Args {
     /// play and administer. For local demos only.
     #[arg(long, env = "VIGIL_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// The base URL other devices reach Vigil at (e.g. https://vigil.example.net
+    /// behind a proxy), used in join and OBS links [default: the HTTP listen address].
+    #[arg(long, env = "VIGIL_PUBLIC_URL")]
+    pub public_url: Option<PublicUrl>,
+    /// Log level: error, warn, info, debug or trace; RUST_LOG, when set,
+    /// wins [default: info].
+    #[arg(long, env = "VIGIL_LOG_LEVEL")]
+    pub log_level: Option<LevelFilter>,
 }
 
 /// The subcommands of `vigil`.
@@ -206,6 +303,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     #[serde(default)]
     insecure_no_auth: bool,
+    public_url: Option<PublicUrl>,
+    log_level: Option<String>,
 }
 
 /// The configuration could not be read.
@@ -226,6 +325,16 @@ pub enum ConfigError {
         path: PathBuf,
         /// Why.
         source: toml::de::Error,
+    },
+    /// A setting of the file has a value that means nothing.
+    #[error("invalid {setting} in {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -251,6 +360,15 @@ impl Args {
             None => FileConfig::default(),
         };
         let defaults = Config::default();
+        let log_level = match (self.log_level, file.log_level) {
+            (Some(level), _) => level,
+            (None, Some(text)) => text.parse().map_err(|e| ConfigError::Invalid {
+                path: self.config.clone().unwrap_or_default(),
+                setting: "log_level",
+                reason: format!("{text:?}: {e}"),
+            })?,
+            (None, None) => defaults.log_level,
+        };
         Ok(Config {
             http_listen: self
                 .http_listen
@@ -283,6 +401,8 @@ impl Args {
                 .unwrap_or(defaults.grpc_listen),
             data_dir: self.data_dir.or(file.data_dir).or(defaults.data_dir),
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
+            public_url: self.public_url.or(file.public_url),
+            log_level,
             ..defaults
         })
     }
@@ -329,6 +449,74 @@ mod tests {
             "127.0.0.2:7000".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(config.ice_servers[0].url, "stun:stun.example.net:3478");
+    }
+
+    #[test]
+    fn public_url_is_an_origin() {
+        let parse = |s: &str| s.parse::<PublicUrl>().map(|u| u.to_string());
+        assert_eq!(
+            parse("https://Vigil.Example.net/").unwrap(),
+            "https://vigil.example.net"
+        );
+        assert_eq!(
+            parse("http://192.0.2.7:8080").unwrap(),
+            "http://192.0.2.7:8080"
+        );
+        assert_eq!(
+            parse("http://[2001:db8::7]:80").unwrap(),
+            "http://[2001:db8::7]:80"
+        );
+        for (bad, says) in [
+            ("vigil.example.net", "http:// or https://"),
+            ("ftp://vigil.example.net", "http:// or https://"),
+            ("https://vigil.example.net/vigil", "has a path"),
+            ("https://vigil.example.net/?a=b", "has a path"),
+            ("https://user:pw@vigil.example.net", "user name"),
+            ("https://vigil.example.net:http", "port"),
+            ("", "not a URL"),
+        ] {
+            let e = parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = parse("https://vigil.example.net/vigil/").unwrap_err();
+        assert!(e.ends_with("e.g. https://vigil.example.net"), "{e}");
+    }
+
+    #[test]
+    fn public_url_and_log_level_from_flags_or_file() {
+        let config = Args::parse_from([
+            "vigil",
+            "--public-url",
+            "https://vigil.example.net",
+            "--log-level",
+            "warn",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            config.public_url.as_ref().map(PublicUrl::as_str),
+            Some("https://vigil.example.net")
+        );
+        assert_eq!(config.log_level, LevelFilter::WARN);
+        assert!(Args::try_parse_from(["vigil", "--public-url", "https://x/y"]).is_err());
+        assert!(Args::try_parse_from(["vigil", "--log-level", "loud"]).is_err());
+
+        let dir = std::env::temp_dir().join(format!("vigil-config-url-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vigil.toml");
+        let from_file = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Args::parse_from(["vigil", "--config", path.to_str().unwrap()]).into_config()
+        };
+        let config =
+            from_file("public_url = \"http://desk.lan:8080\"\nlog_level = \"debug\"\n").unwrap();
+        assert_eq!(config.public_url.unwrap().as_str(), "http://desk.lan:8080");
+        assert_eq!(config.log_level, LevelFilter::DEBUG);
+        let e = from_file("public_url = \"http://desk.lan/vigil\"\n").unwrap_err();
+        assert!(e.to_string().contains("has a path"), "{e}");
+        let e = from_file("log_level = \"loud\"\n").unwrap_err();
+        assert!(e.to_string().contains("invalid log_level"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

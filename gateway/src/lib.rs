@@ -27,17 +27,22 @@ pub mod ctl;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod links;
+pub mod logging;
 pub mod memory;
 pub mod sfu;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vigil_control::bus::MemoryBus;
-use vigil_control::store::{MemoryStore, RedbStore, Secrets, Store, load_or_create_secrets};
+use vigil_control::store::{
+    MemoryStore, RedbStore, Secrets, Store, admin_key_path, load_or_create_secrets,
+};
 use vigil_control::token::TokenSigner;
 use vigil_control::{Auth, Control};
 
@@ -73,6 +78,9 @@ pub enum Credentials {
         key: String,
         /// Created now (first start) rather than loaded.
         generated: bool,
+        /// The file it is kept in; `None` when it came with the
+        /// configuration or lives only as long as the process.
+        stored_in: Option<PathBuf>,
     },
 }
 
@@ -80,10 +88,15 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credentials::None => f.write_str("None"),
-            Credentials::AdminKey { generated, .. } => f
+            Credentials::AdminKey {
+                generated,
+                stored_in,
+                ..
+            } => f
                 .debug_struct("AdminKey")
                 .field("key", &"<redacted>")
                 .field("generated", generated)
+                .field("stored_in", stored_in)
                 .finish(),
         }
     }
@@ -197,9 +210,12 @@ fn auth_from(config: &Config) -> std::io::Result<(Auth, Credentials)> {
     if config.insecure_no_auth {
         return Ok((Auth::Open, Credentials::None));
     }
-    let (secrets, generated) = match (&config.secrets, &config.data_dir) {
-        (Some(secrets), _) => (secrets.clone(), false),
-        (None, Some(dir)) => load_or_create_secrets(dir).map_err(other)?,
+    let (secrets, generated, stored_in) = match (&config.secrets, &config.data_dir) {
+        (Some(secrets), _) => (secrets.clone(), false, None),
+        (None, Some(dir)) => {
+            let (secrets, created) = load_or_create_secrets(dir).map_err(other)?;
+            (secrets, created.admin_key, Some(admin_key_path(dir)))
+        }
         (None, None) => (
             Secrets {
                 admin_key: (0..32)
@@ -208,6 +224,7 @@ fn auth_from(config: &Config) -> std::io::Result<(Auth, Credentials)> {
                 signing_secret: rand::random::<[u8; 32]>().to_vec(),
             },
             true,
+            None,
         ),
     };
     let auth = Auth::Tokens {
@@ -219,6 +236,7 @@ fn auth_from(config: &Config) -> std::io::Result<(Auth, Credentials)> {
         Credentials::AdminKey {
             key: secrets.admin_key,
             generated,
+            stored_in,
         },
     ))
 }

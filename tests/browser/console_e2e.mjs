@@ -39,10 +39,31 @@ const shoot = screenshots(args.artifacts, result, log);
 const playing = (page, selector) => decoding(page, selector, STEP_MS);
 const newPage = (browser, who, permissions) => openPage(browser, result, who, permissions);
 
+/** Counts the wall's alarm tones and records its desktop notifications
+ * (granted), in place of the real ones. */
+function instrumentAlerts() {
+  window.__alerts = { oscillators: 0, notifications: [] };
+  const create = AudioContext.prototype.createOscillator;
+  AudioContext.prototype.createOscillator = function () {
+    window.__alerts.oscillators += 1;
+    return create.call(this);
+  };
+  window.Notification = class {
+    static permission = 'granted';
+    static requestPermission() {
+      return Promise.resolve('granted');
+    }
+    constructor(title, options) {
+      window.__alerts.notifications.push({ title, body: options?.body });
+    }
+  };
+}
+
 async function mainScenario(browser) {
   const s = result.steps;
   const dispatcher = await newPage(browser, 'dispatcher', ['camera', 'microphone', 'clipboard-read', 'clipboard-write']);
   const field = await newPage(browser, 'field', ['camera', 'microphone']);
+  await dispatcher.context().addInitScript(instrumentAlerts);
 
   result.step = 'sign in with the printed link';
   await dispatcher.goto(`${args.base}/console/#key=${args.key}`);
@@ -110,6 +131,27 @@ async function mainScenario(browser) {
   s.tiles = await dispatcher.$$eval('[data-testid=tile]', (tiles) => tiles.map((t) => t.dataset.identity));
   await shoot('02-wall', { dispatcher, field });
 
+  result.step = 'a second dispatcher';
+  // Another dispatcher opens the same wall and starts its camera: on the
+  // first wall it is listed as present, not shown as a camera tile.
+  const other = await newPage(browser, 'dispatcher-2', ['camera', 'microphone']);
+  await other.goto(`${args.base}/console/#key=${args.key}`);
+  await other.click(`tr[data-room="${ROOM}"] >> text=Open wall`);
+  await other.waitForSelector('[data-testid=wall]', { state: 'attached', timeout: STEP_MS });
+  await other.click('[data-testid=my-camera]');
+  await other.waitForFunction(() => /^live as /.test(document.querySelector('[data-testid=my-camera-state]')?.textContent), null, { timeout: STEP_MS });
+  const otherName = (await other.textContent('[data-testid=my-camera-state]')).replace('live as ', '');
+  await dispatcher.waitForFunction((n) => document.querySelector('[data-testid=dispatchers]')?.textContent.includes(n), otherName, { timeout: STEP_MS });
+  // Its camera's join event has come and gone: still no tile for it.
+  await sleep(1000);
+  s.otherDispatcher = {
+    presence: await dispatcher.textContent('[data-testid=dispatchers]'),
+    tiles: await dispatcher.$$eval('[data-testid=tile]', (tiles) => tiles.map((t) => t.dataset.identity)),
+    name: otherName,
+  };
+  await other.context().close();
+  await dispatcher.waitForFunction(() => document.querySelector('[data-testid=dispatchers]')?.textContent === '', null, { timeout: STEP_MS });
+
   result.step = 'standalone player';
   // /watch/{room}/{stream} with a subscribe token (the field user's own).
   const token = joinLink.split('#token=')[1];
@@ -147,6 +189,8 @@ async function mainScenario(browser) {
   };
 
   result.step = 'stalled alarm';
+  // Desktop notifications are opt-in; the tone is on by default.
+  await dispatcher.check('[data-testid=alarm-notify]');
   // The field user's camera and microphone stop (as if unplugged): the
   // connection stays up, but no media reaches the server.
   const stopped = Date.now();
@@ -159,7 +203,19 @@ async function mainScenario(browser) {
   s.alarmLogged = await dispatcher.locator('[data-testid=events] li.alarm')
     .filter({ hasText: `${FIELD}:` }).filter({ hasText: 'stalled' }).first()
     .textContent({ timeout: STEP_MS });
+  // The alarm panel lists it, the wall announced it, and one click
+  // acknowledges it: the row says who, and it stays until the cause ends.
+  const alarmRow = `[data-testid=alarms] li[data-stream="${FIELD}"][data-alarm=stalled]`;
+  await dispatcher.waitForSelector(`${alarmRow}[data-state=active]`, { timeout: STEP_MS });
+  s.alarmPanel = { alerts: await dispatcher.evaluate(() => window.__alerts) };
   await shoot('04-stalled', { dispatcher });
+  await dispatcher.click(`${alarmRow} [data-testid=acknowledge]`);
+  await dispatcher.waitForSelector(`${alarmRow}[data-acknowledged][data-state=active]`, { timeout: STEP_MS });
+  s.alarmPanel.acknowledgedBy = await dispatcher.getAttribute(alarmRow, 'data-acknowledged');
+  s.alarmPanel.row = await dispatcher.textContent(alarmRow);
+  s.alarmPanel.logged = await dispatcher.locator('[data-testid=events] li')
+    .filter({ hasText: `acknowledged ${FIELD}: stalled` }).first()
+    .textContent({ timeout: STEP_MS });
 
   result.step = 'hang up';
   const hangUp = Date.now();
@@ -168,6 +224,9 @@ async function mainScenario(browser) {
   s.hungUp = { ms: Date.now() - hangUp, text: await field.textContent('[data-testid=status]') };
   await dispatcher.waitForSelector(tile, { state: 'detached', timeout: STEP_MS });
   s.hungUp.tileRemovedMs = Date.now() - hangUp;
+  // The publisher left, so its alarm ended; the panel keeps it, greyed.
+  await dispatcher.waitForSelector(`${alarmRow}[data-state=cleared]`, { timeout: STEP_MS });
+  s.alarmPanel.clearedRow = await dispatcher.textContent(alarmRow);
   // No reconnect loop: a while later the page has still stopped.
   await sleep(3000);
   s.hungUp.after3s = await field.evaluate(() => ({
@@ -175,6 +234,12 @@ async function mainScenario(browser) {
     ownVideo: Boolean(document.querySelector('[data-testid=own-video]').srcObject),
     callVisible: !document.querySelector('[data-testid=call-video]').hidden,
   }));
+  // A kick that sticks: reloading the join page and going live is refused.
+  await field.reload();
+  await field.waitForFunction(() => document.querySelector('[data-testid=own-video]')?.videoWidth > 0, null, { timeout: STEP_MS });
+  await field.click('[data-testid=go-live]');
+  await field.waitForSelector('[data-testid=join-error]:not(:empty)', { timeout: STEP_MS });
+  s.hungUp.reloaded = await field.textContent('[data-testid=join-error]');
   await shoot('05-hung-up', { dispatcher, field });
   await field.context().close();
   await second.close();

@@ -62,16 +62,25 @@ impl VigilProcess {
             ])
             .arg(&data_dir)
             .args(extra)
-            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start vigil");
+        let stderr = child.stderr.take().expect("piped stderr");
+        // Its log, into the test's output (shown when a test fails).
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[vigil] {line}");
+            }
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (mut http, mut grpc) = (None, None);
         let read = async {
             while let Some(line) = lines.next_line().await.expect("read vigil's stdout") {
+                eprintln!("[vigil stdout] {line}");
                 // "WHIP publish: http://127.0.0.1:PORT/whip/<room>/<stream> ..."
                 if let Some(rest) = line.strip_prefix("WHIP publish: http://") {
                     http = rest.split('/').next().and_then(|a| a.parse().ok());
@@ -89,7 +98,11 @@ impl VigilProcess {
             .await
             .expect("vigil printed its addresses");
         // Keep reading, so the pipe never fills.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[vigil stdout] {line}");
+            }
+        });
         VigilProcess {
             child,
             http: http.expect("HTTP address"),

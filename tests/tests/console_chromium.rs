@@ -9,7 +9,9 @@
 //! user opens the join link and goes live; the dispatcher's wall grows a tile
 //! whose video decodes frames; "Call back" makes the field user's page play
 //! the dispatcher's camera; stopping the field user's tracks raises a stalled
-//! badge on the tile; "Hang up" makes the field user's page say so and stop
+//! badge on the tile and a row in the alarm panel, announced by a tone and a
+//! desktop notification (both counted by a stand-in the driver installs),
+//! which one click acknowledges; "Hang up" makes the field user's page say so and stop
 //! for good. The standalone `/watch` player plays the stream as well. Then
 //! the error paths: a wrong admin key, an expired join link, a camera the
 //! browser denies, a room deleted under a live field user, and that room's
@@ -125,6 +127,21 @@ fn dispatcher_and_field_user_in_chromium() {
             "the /watch player is not decoding: {player}"
         );
 
+        // A second dispatcher is a presence, not a camera.
+        let other = &s["otherDispatcher"];
+        let name = other["name"].as_str().expect("second dispatcher's name");
+        assert!(name.starts_with("dispatcher-"), "{other}");
+        assert!(
+            other["presence"].as_str().is_some_and(|p| p.contains(name)),
+            "{other}"
+        );
+        assert!(
+            other["tiles"]
+                .as_array()
+                .is_some_and(|tiles| tiles.len() == 2 && !tiles.iter().any(|t| t == name)),
+            "the wall shows the two cameras and no dispatcher tile: {other}"
+        );
+
         // Calling back: the field user's page decodes the dispatcher's camera.
         let call = &s["call"];
         assert!(call["first"]["width"].as_u64() > Some(0), "call: {call}");
@@ -151,6 +168,41 @@ fn dispatcher_and_field_user_in_chromium() {
             "{}",
             s["alarmLogged"]
         );
+        // The alarm panel: announced by a tone and (opted in) a desktop
+        // notification, acknowledged by the signed-in admin, kept after it
+        // ended.
+        let panel = &s["alarmPanel"];
+        assert!(
+            panel["alerts"]["oscillators"].as_u64() > Some(0),
+            "no tone: {panel}"
+        );
+        assert!(
+            panel["alerts"]["notifications"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("field-1") && t.contains("stalled")))),
+            "no notification: {panel}"
+        );
+        assert_eq!(panel["acknowledgedBy"], "admin", "{panel}");
+        assert!(
+            panel["row"]
+                .as_str()
+                .is_some_and(|t| t.contains("seen by admin")),
+            "{panel}"
+        );
+        assert!(
+            panel["logged"]
+                .as_str()
+                .is_some_and(|t| t.contains("admin acknowledged field-1: stalled")),
+            "{panel}"
+        );
+        assert!(
+            panel["clearedRow"]
+                .as_str()
+                .is_some_and(|t| t.contains("ended") && t.contains("seen by admin")),
+            "{panel}"
+        );
 
         // Hung up: the page says so, stopped its media, and stays stopped.
         let hung = &s["hungUp"];
@@ -163,6 +215,12 @@ fn dispatcher_and_field_user_in_chromium() {
         assert_eq!(hung["after3s"]["state"], "hung-up", "{hung}");
         assert_eq!(hung["after3s"]["ownVideo"], false, "{hung}");
         assert_eq!(hung["after3s"]["callVisible"], false, "{hung}");
+        assert!(
+            hung["reloaded"]
+                .as_str()
+                .is_some_and(|text| text.contains("kept out")),
+            "a reload after the hang-up is refused, saying why: {hung}"
+        );
 
         // Errors are told to the person.
         let errors = &r["errors"];

@@ -100,6 +100,28 @@ async fn console_pages_and_assets_are_served_from_the_binary() {
 }
 
 #[tokio::test]
+async fn the_console_learns_the_public_url_for_its_links() {
+    let configured = secure_server(|config| {
+        config.public_url = Some("https://vigil.example.net".parse().expect("a public URL"));
+    })
+    .await;
+    let unset = secure_server(|_| {}).await;
+    for (vigil, expected) in [
+        (&configured, serde_json::json!("https://vigil.example.net")),
+        (&unset, serde_json::Value::Null),
+    ] {
+        let response = get(&format!("{}/console/config.json", base_url(vigil))).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        let config: serde_json::Value =
+            serde_json::from_str(&response.body).expect("config.json is JSON");
+        assert_eq!(config["publicUrl"], expected, "{}", response.body);
+    }
+    configured.shutdown().await;
+    unset.shutdown().await;
+}
+
+#[tokio::test]
 async fn control_api_speaks_grpc_web_on_the_http_port() {
     let vigil = secure_server(|_| {}).await;
     let base = origin(&base_url(&vigil));
@@ -193,6 +215,7 @@ async fn a_room_admin_token_runs_its_own_room_only() {
             pb::HangUpRequest {
                 room: "site-1".into(),
                 identity: "nobody".into(),
+                ..Default::default()
             },
             &dispatcher,
         ))

@@ -330,3 +330,58 @@ async fn a_call_connects_a_publish_only_callee_and_end_call_stops_both_sides() {
     );
     scene.shutdown().await;
 }
+
+/// A dispatcher (a wall's identity, joined with the room's admin grant) is
+/// told apart from field cameras: in its join event and in the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatchers_are_marked_apart_from_cameras() {
+    let mut scene = Scene::new(ROOM).await;
+    let mut watcher = scene.watch_room().await;
+    let admin_token = scene
+        .token(
+            "dispatcher",
+            pb::Grants {
+                admin: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut dispatcher = Publisher::connect_as(&scene.base, ROOM, "dispatcher", &admin_token)
+        .await
+        .unwrap_or_else(|r| panic!("dispatcher WHIP: {} {}", r.status, r.body));
+    dispatcher.start_media();
+    let _field = scene.publisher("field-1").await;
+
+    let mut joined = Vec::new();
+    watcher
+        .wait_for(Duration::from_secs(10), "both publishers' joins", |e| {
+            if let Some(Kind::ParticipantJoined(j)) = &e.kind {
+                joined.push((e.identity.clone(), j.dispatcher));
+            }
+            (joined.len() == 2).then_some(())
+        })
+        .await;
+    joined.sort();
+    assert_eq!(
+        joined,
+        [
+            ("dispatcher".to_owned(), true),
+            ("field-1".to_owned(), false)
+        ]
+    );
+    let mut listed: Vec<(String, bool)> = scene
+        .participants()
+        .await
+        .into_iter()
+        .map(|p| (p.identity, p.dispatcher))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("dispatcher".to_owned(), true),
+            ("field-1".to_owned(), false)
+        ]
+    );
+    scene.shutdown().await;
+}

@@ -7,9 +7,10 @@ use bytes::Bytes;
 use tonic::Code;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_tests::control::{Scene, admin};
+use vigil_tests::control::{Scene, admin, publish_and_subscribe};
 use vigil_tests::eventually;
 use vigil_tests::http_client::request;
+use vigil_tests::peers::{Publisher, Viewer};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 const ROOM: &str = "site-1";
@@ -46,6 +47,7 @@ async fn hang_up_closes_the_publisher_and_says_why() {
         .hang_up(admin(pb::HangUpRequest {
             room: ROOM.into(),
             identity: "field-1".into(),
+            ..Default::default()
         }))
         .await
         .expect("HangUp")
@@ -102,6 +104,7 @@ async fn hang_up_closes_the_publisher_and_says_why() {
         .hang_up(admin(pb::HangUpRequest {
             room: ROOM.into(),
             identity: "nobody".into(),
+            ..Default::default()
         }))
         .await
         .expect_err("HangUp of an unknown identity");
@@ -123,6 +126,7 @@ async fn hang_up_of_a_viewer_closes_only_that_viewer() {
         .hang_up(admin(pb::HangUpRequest {
             room: ROOM.into(),
             identity: "dispatcher".into(),
+            ..Default::default()
         }))
         .await
         .expect("HangUp")
@@ -173,5 +177,53 @@ async fn hang_up_of_a_viewer_closes_only_that_viewer() {
         || async { (supervisor.video().len() > before + 30).then_some(()) },
     )
     .await;
+    scene.shutdown().await;
+}
+
+/// A hang-up with a ban is a kick that sticks: the field user's reload (a
+/// new WHIP with the same token) is refused with a clear 403 until the ban
+/// ends, and then it is welcome again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_with_a_ban_keeps_the_identity_out_until_it_ends() {
+    let mut scene = Scene::new(ROOM).await;
+    let token = scene.token("field-1", publish_and_subscribe()).await;
+    let mut publisher = Publisher::connect_as(&scene.base, ROOM, "field-1", &token)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
+    publisher.start_media();
+
+    let closed = scene
+        .clients
+        .rooms
+        .hang_up(admin(pb::HangUpRequest {
+            room: ROOM.into(),
+            identity: "field-1".into(),
+            ban_seconds: 3,
+        }))
+        .await
+        .expect("HangUp with a ban")
+        .into_inner()
+        .sessions_closed;
+    assert_eq!(closed, 1);
+    let banned_at = Instant::now();
+
+    let refused = Publisher::connect_as(&scene.base, ROOM, "field-1", &token)
+        .await
+        .err()
+        .expect("the reload is refused while banned");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("kept out"), "{}", refused.body);
+    let watch = Viewer::connect_as(&scene.base, ROOM, "field-2", Some(&token))
+        .await
+        .err()
+        .expect("playing is refused too");
+    assert_eq!(watch.status, 403, "{}", watch.body);
+    // Someone else is not affected.
+    let _other = scene.publisher("field-2").await;
+
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(banned_at.elapsed())).await;
+    let _back = Publisher::connect_as(&scene.base, ROOM, "field-1", &token)
+        .await
+        .unwrap_or_else(|r| panic!("after the ban: {} {}", r.status, r.body));
     scene.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! State survives a restart: with a data directory and no configured
 //! secrets, the generated admin key and signing key are kept (mode 0600),
-//! rooms keep their settings, tokens issued before still publish, and
-//! event ids keep increasing.
+//! rooms keep their settings, tokens issued before still publish, event
+//! ids keep increasing, and alarms are kept with their times.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -28,7 +28,7 @@ async fn server_on(dir: &Path) -> Vigil {
 
 fn admin_key(vigil: &Vigil) -> (String, bool) {
     match &vigil.credentials {
-        Credentials::AdminKey { key, generated } => (key.clone(), *generated),
+        Credentials::AdminKey { key, generated, .. } => (key.clone(), *generated),
         Credentials::None => panic!("a secure server has an admin key"),
     }
 }
@@ -170,5 +170,127 @@ async fn event_ids_keep_increasing_across_a_restart() {
         "event id {after} after the restart, {before} before: a watcher resuming from \
          {before} would miss it"
     );
+    vigil.shutdown().await;
+}
+
+async fn publish_token(vigil: &Vigil, key: &str, identity: &str) -> String {
+    let request = pb::CreateTokenRequest {
+        room: ROOM.into(),
+        identity: identity.into(),
+        grants: Some(pb::Grants {
+            publish: true,
+            ..Default::default()
+        }),
+        ttl_seconds: None,
+    };
+    clients(vigil)
+        .await
+        .tokens
+        .create_token(with_bearer(request, key))
+        .await
+        .expect("CreateToken")
+        .into_inner()
+        .token
+}
+
+async fn list_alarms(vigil: &Vigil, key: &str) -> Vec<pb::Alarm> {
+    let request = pb::ListAlarmsRequest {
+        room: ROOM.into(),
+        recent_seconds: None,
+    };
+    clients(vigil)
+        .await
+        .rooms
+        .list_alarms(with_bearer(request, key))
+        .await
+        .expect("ListAlarms")
+        .into_inner()
+        .alarms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_survive_a_restart_with_their_times_and_acknowledgements() {
+    let dir = TempDir::new("restart");
+    let vigil = server_on(dir.path()).await;
+    let (key, _) = admin_key(&vigil);
+    let mut c = clients(&vigil).await;
+    c.rooms
+        .create_room(with_bearer(
+            pb::CreateRoomRequest {
+                name: ROOM.into(),
+                limits: Some(pb::RoomLimits {
+                    max_publishers: Some(1),
+                    max_viewers: None,
+                }),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .expect("CreateRoom");
+    let alice = publish_token(&vigil, &key, "alice").await;
+    let bob = publish_token(&vigil, &key, "bob").await;
+
+    // Alice fills the room; Bob is refused: ROOM_FULL, acknowledged.
+    let first = Publisher::connect_as(&base_url(&vigil), ROOM, "alice", &alice)
+        .await
+        .unwrap_or_else(|r| panic!("alice: {} {}", r.status, r.body));
+    let refused = Publisher::connect_as(&base_url(&vigil), ROOM, "bob", &bob)
+        .await
+        .err()
+        .expect("bob is refused");
+    assert_eq!(refused.status, 503);
+    let before = list_alarms(&vigil, &key).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].kind, pb::AlarmKind::RoomFull as i32);
+    assert_eq!(before[0].identity, "bob");
+    c.rooms
+        .acknowledge_alarm(with_bearer(
+            pb::AcknowledgeAlarmRequest {
+                room: ROOM.into(),
+                alarm_id: before[0].id,
+            },
+            &key,
+        ))
+        .await
+        .expect("AcknowledgeAlarm");
+    drop(first);
+    drop(c);
+    // Shutting down closes Alice's session, which ends the alarm.
+    vigil.shutdown().await;
+
+    let vigil = server_on(dir.path()).await;
+    let after = list_alarms(&vigil, &key).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    let kept = &after[0];
+    assert_eq!(
+        (kept.id, kept.raised_at_unix_ms, kept.detail.as_str()),
+        (
+            before[0].id,
+            before[0].raised_at_unix_ms,
+            before[0].detail.as_str()
+        ),
+        "the same alarm, raised when it was"
+    );
+    let cleared = kept.cleared_at_unix_ms.expect("cleared by the shutdown");
+    assert!(cleared >= kept.raised_at_unix_ms);
+    assert_eq!(
+        kept.acknowledged.as_ref().map(|a| a.by.as_str()),
+        Some("admin")
+    );
+
+    // A new alarm after the restart gets a new id.
+    let _alice = Publisher::connect_as(&base_url(&vigil), ROOM, "alice", &alice)
+        .await
+        .unwrap_or_else(|r| panic!("alice again: {} {}", r.status, r.body));
+    assert!(
+        Publisher::connect_as(&base_url(&vigil), ROOM, "bob", &bob)
+            .await
+            .is_err()
+    );
+    let now = list_alarms(&vigil, &key).await;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now[0].id > kept.id, "ids {} then {}", kept.id, now[0].id);
+    assert_eq!(now[0].cleared_at_unix_ms, None);
     vigil.shutdown().await;
 }

@@ -171,6 +171,51 @@ async fn unauthorized_responses_carry_a_bearer_challenge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_key_as_a_media_token_is_401_with_a_hint() {
+    let scene = scene_with_rooms().await;
+    for (step, response, command) in [
+        (
+            "WHIP",
+            whip(&scene.base, ROOM, "cam-1", Some(ADMIN_KEY)).await,
+            "vigil ctl token create site-1 cam-1 --publish",
+        ),
+        (
+            "WHEP",
+            whep(&scene.base, ROOM, "cam-1", Some(ADMIN_KEY)).await,
+            "vigil ctl token create site-1 <viewer-name> --subscribe",
+        ),
+    ] {
+        assert_problem(&response, 401, &format!("{step} with the admin key"));
+        let detail = serde_json::from_str::<serde_json::Value>(&response.body)
+            .expect("a problem document")["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            detail.contains("this is the admin key, which is not a media token")
+                && detail.contains(command),
+            "{step}: {detail}"
+        );
+        let challenge = response.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer") && challenge.contains("not a media token"),
+            "{step}: {challenge:?}"
+        );
+    }
+    // Another wrong credential gets no such hint.
+    let other = whip(
+        &scene.base,
+        ROOM,
+        "cam-1",
+        Some("test-admin-key-0123456789abcdeF"),
+    )
+    .await;
+    assert_problem(&other, 401, "WHIP with a near miss of the admin key");
+    assert!(!other.body.contains("admin key"), "{}", other.body);
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_tokens_are_401() {
     let mut scene = scene_with_rooms().await;
     let good = scene.token("alice", publish_and_subscribe()).await;

@@ -192,3 +192,58 @@ async fn participants_mute_call_and_hang_up_with_ctl() {
         ))
         .await;
 }
+
+/// `vigil ctl alarms` lists a stall alarm of a real stream, `vigil ctl ack`
+/// acknowledges it, and the list then says who saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_are_listed_and_acknowledged_with_ctl() {
+    let request = pb::CreateRoomRequest {
+        alarm_rules: Some(pb::AlarmRules {
+            stall_after_ms: Some(1000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut scene = Scene::with_room(ROOM, request, |_| {}).await;
+    let mut publisher = scene.publisher("field-1").await;
+    publisher.stop_media();
+    let line = eventually(LIMIT, "a stall alarm listed", || async {
+        let listed = ok(&scene, &["alarms", ROOM]).await;
+        listed
+            .lines()
+            .find(|l| l.contains(" stalled stream=field-1 "))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(line.contains(" cleared=active acknowledged=no "), "{line}");
+    let id = line
+        .strip_prefix('#')
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("no id: {line}"));
+
+    let acked = ok(&scene, &["ack", ROOM, &id]).await;
+    assert!(acked.contains(" acknowledged=admin@"), "{acked}");
+    let listed: Value =
+        serde_json::from_str(&ok(&scene, &["--json", "alarms", ROOM]).await).expect("JSON");
+    let alarm = listed["alarms"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|a| a["id"].as_u64().map(|n| n.to_string()).as_deref() == Some(id.as_str()))
+        })
+        .unwrap_or_else(|| panic!("alarm {id} not listed: {listed}"));
+    assert_eq!(alarm["kind"], "ALARM_KIND_STALLED", "{alarm}");
+    assert_eq!(alarm["acknowledged"]["by"], "admin", "{alarm}");
+
+    let missing = ctl(&scene)
+        .args(["ack", ROOM, "999999"])
+        .output()
+        .await
+        .expect("run vigil ctl");
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "an unknown alarm is an error"
+    );
+}

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use vigil_proto::v1 as pb;
 
+use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::core::{ControlError, ParticipantView, RoomView};
 use crate::event::{Alarm, CallEndReason, Event, EventKind, LeaveReason, SessionRole, TrackKind};
@@ -103,6 +104,23 @@ pub fn participant(view: ParticipantView) -> pb::Participant {
             .into_iter()
             .map(|kind| alarm_kind(Alarm::Stream(kind)).into())
             .collect(),
+        dispatcher: view.dispatcher,
+    }
+}
+
+pub fn alarm(record: AlarmRecord) -> pb::Alarm {
+    pb::Alarm {
+        id: record.id,
+        kind: alarm_kind(record.alarm).into(),
+        stream: record.stream.map(|s| s.to_string()).unwrap_or_default(),
+        identity: record.identity.unwrap_or_default(),
+        detail: record.detail,
+        raised_at_unix_ms: record.raised_at_ms as i64,
+        cleared_at_unix_ms: record.cleared_at_ms.map(|ms| ms as i64),
+        acknowledged: record.acknowledged.map(|ack| pb::AlarmAcknowledgement {
+            by: ack.by,
+            at_unix_ms: ack.at_ms as i64,
+        }),
     }
 }
 
@@ -153,12 +171,15 @@ pub fn event(event: Event) -> pb::Event {
     let kind = match event.kind {
         EventKind::RoomCreated => Kind::RoomCreated(pb::RoomCreated {}),
         EventKind::RoomDeleted => Kind::RoomDeleted(pb::RoomDeleted {}),
-        EventKind::ParticipantJoined { role: r, stream } => {
-            Kind::ParticipantJoined(pb::ParticipantJoined {
-                role: role(r),
-                stream: stream.to_string(),
-            })
-        }
+        EventKind::ParticipantJoined {
+            role: r,
+            stream,
+            dispatcher,
+        } => Kind::ParticipantJoined(pb::ParticipantJoined {
+            role: role(r),
+            stream: stream.to_string(),
+            dispatcher,
+        }),
         EventKind::ParticipantLeft {
             role: r,
             stream,
@@ -219,9 +240,25 @@ pub fn event(event: Event) -> pb::Event {
             stream: stream.map(|s| s.to_string()).unwrap_or_default(),
             detail,
         }),
-        EventKind::AlarmCleared { alarm, stream } => Kind::AlarmCleared(pb::AlarmCleared {
+        EventKind::AlarmCleared {
+            alarm,
+            stream,
+            alarm_id,
+        } => Kind::AlarmCleared(pb::AlarmCleared {
             kind: alarm_kind(alarm).into(),
             stream: stream.map(|s| s.to_string()).unwrap_or_default(),
+            alarm_id,
+        }),
+        EventKind::AlarmAcknowledged {
+            alarm_id,
+            alarm,
+            stream,
+            by,
+        } => Kind::AlarmAcknowledged(pb::AlarmAcknowledged {
+            alarm_id,
+            kind: alarm_kind(alarm).into(),
+            stream: stream.map(|s| s.to_string()).unwrap_or_default(),
+            by,
         }),
     };
     pb::Event {

@@ -4,8 +4,10 @@ use tonic::{Request, Response, Status};
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::room_service_server::RoomService;
 
+use std::time::Duration;
+
 use super::{bearer, convert};
-use crate::core::Control;
+use crate::core::{Control, RECENT_ALARMS};
 
 /// The service. Creating, listing and deleting rooms needs the admin key;
 /// what concerns one room also takes a token with that room's `admin` grant.
@@ -91,13 +93,44 @@ impl RoomService for Rooms {
         }))
     }
 
+    async fn list_alarms(
+        &self,
+        request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
+        self.room_admin(&request, &request.get_ref().room)?;
+        let req = request.into_inner();
+        let recent = req
+            .recent_seconds
+            .map_or(RECENT_ALARMS, |secs| Duration::from_secs(secs.into()));
+        let alarms = self.control.alarms(&req.room, recent).await?;
+        Ok(Response::new(pb::ListAlarmsResponse {
+            alarms: alarms.into_iter().map(convert::alarm).collect(),
+        }))
+    }
+
+    async fn acknowledge_alarm(
+        &self,
+        request: Request<pb::AcknowledgeAlarmRequest>,
+    ) -> Result<Response<pb::AcknowledgeAlarmResponse>, Status> {
+        let req = request.get_ref();
+        let by = self.control.room_admin_name(bearer(&request), &req.room)?;
+        let alarm = self
+            .control
+            .acknowledge_alarm(&req.room, req.alarm_id, &by)
+            .await?;
+        Ok(Response::new(pb::AcknowledgeAlarmResponse {
+            alarm: Some(convert::alarm(alarm)),
+        }))
+    }
+
     async fn hang_up(
         &self,
         request: Request<pb::HangUpRequest>,
     ) -> Result<Response<pb::HangUpResponse>, Status> {
         self.room_admin(&request, &request.get_ref().room)?;
         let req = request.into_inner();
-        let closed = self.control.hang_up(&req.room, &req.identity).await?;
+        let ban = (req.ban_seconds > 0).then(|| Duration::from_secs(req.ban_seconds.into()));
+        let closed = self.control.hang_up(&req.room, &req.identity, ban).await?;
         Ok(Response::new(pb::HangUpResponse {
             sessions_closed: closed as u32,
         }))

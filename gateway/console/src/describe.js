@@ -63,6 +63,8 @@ export function describe(event) {
       return { text: `ALARM ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}${value.detail ? ` (${value.detail})` : ""}`, alarm: true };
     case "alarmCleared":
       return { text: `Cleared ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}` };
+    case "alarmAcknowledged":
+      return { text: `${value.by} acknowledged ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}` };
     case "historyGap":
       return { text: "Some events were missed while disconnected" };
     default:

@@ -177,15 +177,45 @@ impl Client {
         self.answer(response)
     }
 
+    /// RoomService.ListAlarms.
+    pub async fn list_alarms(
+        &self,
+        room: &str,
+        recent_seconds: Option<u32>,
+    ) -> Result<pb::ListAlarmsResponse, CtlError> {
+        let request = pb::ListAlarmsRequest {
+            room: room.into(),
+            recent_seconds,
+        };
+        let response = self.rooms().list_alarms(self.request(request)).await;
+        self.answer(response)
+    }
+
+    /// RoomService.AcknowledgeAlarm.
+    pub async fn acknowledge_alarm(
+        &self,
+        room: &str,
+        alarm_id: u64,
+    ) -> Result<pb::AcknowledgeAlarmResponse, CtlError> {
+        let request = pb::AcknowledgeAlarmRequest {
+            room: room.into(),
+            alarm_id,
+        };
+        let response = self.rooms().acknowledge_alarm(self.request(request)).await;
+        self.answer(response)
+    }
+
     /// RoomService.HangUp.
     pub async fn hang_up(
         &self,
         room: &str,
         identity: &str,
+        ban_seconds: u32,
     ) -> Result<pb::HangUpResponse, CtlError> {
         let request = pb::HangUpRequest {
             room: room.into(),
             identity: identity.into(),
+            ban_seconds,
         };
         let response = self.rooms().hang_up(self.request(request)).await;
         self.answer(response)

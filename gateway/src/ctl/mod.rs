@@ -73,12 +73,33 @@ pub enum CtlCommand {
         /// The room.
         room: String,
     },
-    /// Close every WHIP/WHEP session of one participant.
+    /// A room's alarms: the active ones and those cleared recently, newest
+    /// first.
+    Alarms {
+        /// The room.
+        room: String,
+        /// Also list alarms cleared within this many seconds [default: 3600].
+        #[arg(long)]
+        recent_secs: Option<u32>,
+    },
+    /// Acknowledge an alarm (its id is in `alarms` and in `watch`'s
+    /// alarm_raised lines): every wall sees who saw it.
+    Ack {
+        /// The room.
+        room: String,
+        /// The alarm's id.
+        alarm_id: u64,
+    },
+    /// Close every WHIP/WHEP session of one participant (and, with
+    /// --ban-secs, keep it out of the room for that long).
     HangUp {
         /// The room.
         room: String,
         /// The participant.
         identity: String,
+        /// Refuse its new sessions in the room for this many seconds.
+        #[arg(long, default_value_t = 0)]
+        ban_secs: u32,
     },
     /// Stop forwarding one track of a publisher (`--unmute` resumes it).
     Mute {
@@ -326,8 +347,30 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
                 || output::participants_json(&response),
             )
         }
-        CtlCommand::HangUp { room, identity } => {
-            let response = client.hang_up(&room, &identity).await?;
+        CtlCommand::Alarms { room, recent_secs } => {
+            let response = client.list_alarms(&room, recent_secs).await?;
+            if response.alarms.is_empty() && !out.json {
+                eprintln!("no alarms in {room}");
+            }
+            out.print(
+                || output::alarms_text(&response.alarms),
+                || output::alarms_json(&response.alarms),
+            )
+        }
+        CtlCommand::Ack { room, alarm_id } => {
+            let response = client.acknowledge_alarm(&room, alarm_id).await?;
+            let alarms: Vec<pb::Alarm> = response.alarm.into_iter().collect();
+            out.print(
+                || output::alarms_text(&alarms),
+                || output::alarms_json(&alarms),
+            )
+        }
+        CtlCommand::HangUp {
+            room,
+            identity,
+            ban_secs,
+        } => {
+            let response = client.hang_up(&room, &identity, ban_secs).await?;
             out.print(
                 || output::hung_up_text(&room, &identity, &response),
                 || output::hung_up_json(&response),

@@ -149,6 +149,52 @@ pub fn participants_json(response: &pb::ListParticipantsResponse) -> Value {
     })
 }
 
+/// One line per alarm: `#ID KIND STREAM raised=… cleared=… acknowledged=BY@… detail=…`.
+pub fn alarms_text(alarms: &[pb::Alarm]) -> String {
+    alarms
+        .iter()
+        .map(|a| {
+            let cleared = a.cleared_at_unix_ms.map_or("active".to_owned(), utc);
+            let acknowledged = a
+                .acknowledged
+                .as_ref()
+                .map_or("no".to_owned(), |ack| {
+                    format!("{}@{}", field(&ack.by), utc(ack.at_unix_ms))
+                });
+            format!(
+                "#{} {} stream={} raised={} cleared={cleared} acknowledged={acknowledged} detail={}\n",
+                a.id,
+                enum_text::<pb::AlarmKind>(a.kind),
+                field(&a.stream),
+                utc(a.raised_at_unix_ms),
+                field(&a.detail),
+            )
+        })
+        .collect()
+}
+
+pub fn alarms_json(alarms: &[pb::Alarm]) -> Value {
+    let alarms: Vec<Value> = alarms
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "kind": enum_json::<pb::AlarmKind>(a.kind),
+                "stream": a.stream,
+                "identity": a.identity,
+                "detail": a.detail,
+                "raised_at_unix_ms": a.raised_at_unix_ms,
+                "cleared_at_unix_ms": a.cleared_at_unix_ms,
+                "acknowledged": a.acknowledged.as_ref().map(|ack| json!({
+                    "by": ack.by,
+                    "at_unix_ms": ack.at_unix_ms,
+                })),
+            })
+        })
+        .collect();
+    json!({ "alarms": alarms })
+}
+
 pub fn hung_up_text(room: &str, identity: &str, response: &pb::HangUpResponse) -> String {
     format!(
         "hung up {} in {room} sessions_closed={}",
@@ -259,6 +305,7 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::CallEnded(_) => "call_ended",
         Kind::AlarmRaised(_) => "alarm_raised",
         Kind::AlarmCleared(_) => "alarm_cleared",
+        Kind::AlarmAcknowledged(_) => "alarm_acknowledged",
         Kind::HistoryGap(_) => "history_gap",
     }
 }
@@ -267,9 +314,10 @@ fn kind_text(kind: &Kind) -> String {
     match kind {
         Kind::RoomCreated(_) | Kind::RoomDeleted(_) => String::new(),
         Kind::ParticipantJoined(e) => format!(
-            "role={} stream={}",
+            "role={} stream={}{}",
             enum_text::<pb::SessionRole>(e.role),
-            field(&e.stream)
+            field(&e.stream),
+            if e.dispatcher { " dispatcher=true" } else { "" }
         ),
         Kind::ParticipantLeft(e) => format!(
             "role={} stream={} reason={}",
@@ -315,9 +363,17 @@ fn kind_text(kind: &Kind) -> String {
             field(&e.detail)
         ),
         Kind::AlarmCleared(e) => format!(
-            "alarm={} stream={}",
+            "alarm={} stream={} alarm_id={}",
             enum_text::<pb::AlarmKind>(e.kind),
-            field(&e.stream)
+            field(&e.stream),
+            e.alarm_id
+        ),
+        Kind::AlarmAcknowledged(e) => format!(
+            "alarm={} stream={} alarm_id={} by={}",
+            enum_text::<pb::AlarmKind>(e.kind),
+            field(&e.stream),
+            e.alarm_id,
+            field(&e.by)
         ),
         Kind::HistoryGap(e) => format!("oldest_retained_id={}", e.oldest_retained_id),
     }
@@ -329,6 +385,7 @@ fn kind_json(kind: &Kind) -> Value {
         Kind::ParticipantJoined(e) => json!({
             "role": enum_json::<pb::SessionRole>(e.role),
             "stream": e.stream,
+            "dispatcher": e.dispatcher,
         }),
         Kind::ParticipantLeft(e) => json!({
             "role": enum_json::<pb::SessionRole>(e.role),
@@ -369,6 +426,13 @@ fn kind_json(kind: &Kind) -> Value {
         Kind::AlarmCleared(e) => json!({
             "kind": enum_json::<pb::AlarmKind>(e.kind),
             "stream": e.stream,
+            "alarm_id": e.alarm_id,
+        }),
+        Kind::AlarmAcknowledged(e) => json!({
+            "alarm_id": e.alarm_id,
+            "kind": enum_json::<pb::AlarmKind>(e.kind),
+            "stream": e.stream,
+            "by": e.by,
         }),
         Kind::HistoryGap(e) => json!({ "oldest_retained_id": e.oldest_retained_id }),
     }

@@ -11,6 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
 use super::response::Body;
+use crate::config::PublicUrl;
 use crate::error::Error;
 
 /// One embedded file.
@@ -82,6 +83,35 @@ pub fn asset(method: &Method, name: &str) -> Response<Body> {
         Some(asset) => file(method, asset),
         None => super::response::error_response(&Error::RouteNotFound, "GET, HEAD"),
     }
+}
+
+/// `/console/config.json`: `{"publicUrl": "https://..." | null}`, the base
+/// of the join and OBS links the console hands out (`--public-url`; `null`:
+/// the page's own origin). Nothing secret: any page may read it.
+pub fn config(method: &Method, public_url: Option<&PublicUrl>) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return super::response::error_response(&Error::MethodNotAllowed, "GET, HEAD");
+    }
+    let json = serde_json::json!({ "publicUrl": public_url.map(PublicUrl::as_str) }).to_string();
+    let length = json.len();
+    let body = if method == Method::HEAD {
+        Body::default()
+    } else {
+        Body::from(json)
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// `/`: the console.

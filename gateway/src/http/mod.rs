@@ -10,6 +10,7 @@
 //! | `/healthz` | GET: the process answers |
 //! | `/readyz` | GET: 200, or 503 once shutdown has started |
 //! | `/`, `/console/...`, `/join/{room}`, `/watch/{room}/{stream}`, `/assets/{file}` | GET, HEAD: the web console |
+//! | `/console/config.json` | GET, HEAD: what the console needs to know (`publicUrl`) |
 //! | `/vigil.v1.*` (content type `application/grpc-web*`) | POST: the control API as gRPC-web |
 //!
 //! Handlers parse and check the request, make one call into the SFU, and
@@ -171,6 +172,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         }
         ["readyz"] => response::empty(hyper::StatusCode::OK, "GET"),
         [""] => console::redirect_to_console(),
+        ["console", "config.json"] => console::config(method, state.config.public_url.as_ref()),
         ["console", ..] | ["join", _] => console::page(method, console::Framing::Deny),
         ["watch", _, _] => console::page(method, console::Framing::Allow),
         ["assets", name] => console::asset(method, name),

@@ -262,8 +262,9 @@ class FieldUser {
     const { case: kind, value } = event.kind;
     if (kind === "callRequested" && value.callee === this.identity) this.answer(value);
     // The server owns the call: when it says the call ended, it ended.
+    // Its player is closed too (DELETE), so no session waits out the grace.
     if (kind === "callEnded" && value.callee === this.identity) {
-      this.endCall(value.reason === CallEndReason.CALLER_LEFT ? `The call ended: ${value.caller}'s camera went offline.` : "The call ended.");
+      this.endCall(value.reason === CallEndReason.CALLER_LEFT ? `The call ended: ${value.caller} left.` : "The call ended.", true);
     }
     if (kind === "roomDeleted") this.end("The room was closed. You can close this page.", "room-closed");
     if (kind === "historyGap") {

@@ -4,6 +4,7 @@
 
 import { Code, ConnectError, followEvents } from "../api.js";
 import { actionButton, copyField, errorText, formatTime, h, replace, toast } from "../dom.js";
+import { isLoopback, publicBase } from "../links.js";
 import { header } from "./header.js";
 
 export function roomsPage(app, { api, credential, signOut }) {
@@ -69,7 +70,7 @@ export function roomsPage(app, { api, credential, signOut }) {
               grants: { publish: data.has("publish"), subscribe: data.has("subscribe"), admin: data.has("admin") },
               ttlSeconds: Number(ttl.value),
             });
-            replace(result, issuedToken(room, identity.value, issued));
+            replace(result, issuedToken(room, identity.value, issued, await publicBase()));
           } catch (e) {
             replace(result, h("p", { class: "error", role: "alert" }, errorText(e)));
           }
@@ -85,15 +86,20 @@ export function roomsPage(app, { api, credential, signOut }) {
     identity.focus();
   };
 
-  const issuedToken = (room, identity, issued) => {
-    const origin = location.origin;
-    const joinLink = `${origin}/join/${encodeURIComponent(room)}#token=${issued.token}`;
+  const issuedToken = (room, identity, issued, base) => {
+    const joinLink = `${base}/join/${encodeURIComponent(room)}#token=${issued.token}`;
     return h(
       "div",
       { class: "issued" },
       h("p", {}, `Valid until ${new Date(Number(issued.expiresAtUnix) * 1000).toLocaleString()}.`),
+      isLoopback(base) &&
+        h(
+          "p",
+          { class: "warning", "data-testid": "link-warning" },
+          `These links use ${new URL(base).host}, which only this computer can open. For other devices, start vigil with --public-url set to the address they reach it at.`,
+        ),
       h("h3", {}, "OBS Studio (Settings → Stream → Service: WHIP)"),
-      copyField("Server", `${origin}${issued.whipPath}`, "obs-server"),
+      copyField("Server", `${base}${issued.whipPath}`, "obs-server"),
       copyField("Bearer Token", issued.token, "obs-token"),
       h("h3", {}, "Browser"),
       copyField("Join link", joinLink, "join-link"),

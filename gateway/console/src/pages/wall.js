@@ -1,20 +1,24 @@
 // The dispatcher's wall of one room: a live player per published stream
 // (tiles come and go with the event feed), the dispatcher's own camera for
-// calling back, and the live panel of alarms and events.
+// calling back, the room's alarms (acknowledged here, announced by a tone
+// and, if wanted, a desktop notification), and the event log.
 //
-// Two feeds of the room's events: one drives the tiles from now on (a
-// re-read of the participants each time it connects), the other fills the
-// panel, starting with the history the server retains, so a reload does
-// not empty it. Both reconnect by themselves; a banner says so meanwhile.
+// Two feeds of the room's events: one drives the tiles and alarms from now
+// on (a re-read of the participants and alarms each time it connects), the
+// other fills the event log, starting with the history the server retains,
+// so a reload does not empty it (and no old alarm sounds again). Both
+// reconnect by themselves; a banner says so meanwhile.
 
 import { Code, ConnectError, LeaveReason, SessionRole, followEvents } from "../api.js";
 import { actionButton, errorText, formatTime, h, replace, sleep, toast } from "../dom.js";
 import { describe } from "../describe.js";
 import { publish } from "../whip.js";
+import { AlarmPanel } from "./alarms.js";
 import { header } from "./header.js";
 import { Tile } from "./tile.js";
 
 const MAX_EVENTS = 200;
+const HANG_UP_BAN_MINUTES = 10;
 
 export async function wallPage(app, { api, credential, room, signOut }) {
   const wall = h("section", { class: "wall", "data-testid": "wall" });
@@ -22,8 +26,15 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   const events = h("ol", { class: "events", "data-testid": "events" });
   const banner = h("p", { class: "banner error", role: "alert", hidden: true, "data-testid": "wall-error" });
   const unreachable = h("p", { class: "banner offline", role: "status", hidden: true, "data-testid": "server-banner" }, "Server unreachable: reconnecting… The pictures below are not live until it is back.");
+  // Other dispatchers at a wall of this room: a presence list, not cameras.
+  const dispatchers = new Set();
+  const presence = h("p", { class: "presence muted", "data-testid": "dispatchers" });
+  const renderPresence = () => {
+    presence.textContent = dispatchers.size ? `Also at a wall: ${[...dispatchers].sort().join(", ")}` : "";
+  };
   const tiles = new Map();
   const mine = new MyCamera(room);
+  const alarms = new AlarmPanel({ api, room });
 
   const fail = (text) => {
     banner.textContent = text;
@@ -44,7 +55,8 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     }),
     banner,
     unreachable,
-    h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, h("h2", {}, "Alarms and events"), events)),
+    presence,
+    h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, alarms.el, h("h2", {}, "Events"), events)),
   );
 
   // Who the dispatcher is on the media plane, and the token it plays with.
@@ -59,8 +71,9 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       await api.rooms.muteTrack({ room, identity, kind, muted });
     },
     hangUp: async () => {
-      if (!confirm(`Hang up on ${identity}? All of their sessions are closed.`)) return;
-      const { sessionsClosed } = await api.rooms.hangUp({ room, identity });
+      if (!confirm(`Hang up on ${identity}? All of their sessions are closed, and they are kept out of this room for ${HANG_UP_BAN_MINUTES} minutes.`)) return;
+      // A kick that sticks: their page's reload is refused until the ban ends.
+      const { sessionsClosed } = await api.rooms.hangUp({ room, identity, banSeconds: HANG_UP_BAN_MINUTES * 60 });
       toast(`Hung up on ${identity} (${sessionsClosed} sessions)`);
     },
     call: async () => {
@@ -98,7 +111,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   };
 
   const addTile = (identity, participant) => {
-    if (identity === mine.identity || tiles.has(identity)) return tiles.get(identity);
+    if (identity === mine.identity || dispatchers.has(identity) || tiles.has(identity)) return tiles.get(identity);
     const tile = new Tile({ room, identity, token: mine.token, participant, actions: actionsFor(identity) });
     tile.setCall(calls.get(identity) ?? null);
     tiles.set(identity, tile);
@@ -122,8 +135,12 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     const asked = performance.now();
     try {
       const { participants } = await api.rooms.listParticipants({ room });
+      dispatchers.clear();
+      for (const p of participants) if (p.dispatcher && p.identity !== mine.identity) dispatchers.add(p.identity);
+      renderPresence();
+      for (const identity of dispatchers) removeTile(identity);
       const stale = (identity) => (heard.get(identity) ?? 0) > asked;
-      const publishing = new Map(participants.filter((p) => p.publishing && !stale(p.identity)).map((p) => [p.identity, p]));
+      const publishing = new Map(participants.filter((p) => p.publishing && !p.dispatcher && !stale(p.identity)).map((p) => [p.identity, p]));
       for (const [identity, tile] of tiles) if (!publishing.has(identity) && !stale(identity)) tile.publisherLeft();
       for (const [identity, p] of publishing) {
         const tile = addTile(identity, p);
@@ -176,8 +193,12 @@ export async function wallPage(app, { api, credential, room, signOut }) {
         tiles.get(who)?.mute(value.kind, false);
         break;
       case "participantJoined":
-        if (value.role === SessionRole.PUBLISHER) addTile(who)?.publisherBack();
-        else tiles.get(value.stream)?.viewerChange(+1);
+        if (value.dispatcher) {
+          if (who !== mine.identity) dispatchers.add(who);
+          removeTile(who);
+          renderPresence();
+        } else if (value.role === SessionRole.PUBLISHER) addTile(who)?.publisherBack();
+        if (value.role === SessionRole.VIEWER) tiles.get(value.stream)?.viewerChange(+1);
         break;
       case "callRequested":
         if (value.caller === mine.identity) setCall(value.callee, "ringing");
@@ -193,6 +214,8 @@ export async function wallPage(app, { api, credential, room, signOut }) {
         }
         break;
       case "participantLeft":
+        // A dispatcher may still have other sessions: ask.
+        if (dispatchers.has(who)) resync();
         if (value.role === SessionRole.PUBLISHER) {
           if (who === mine.identity) mine.stop();
           else publisherLeft(who, value.reason);
@@ -215,6 +238,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
         break;
       case "historyGap":
         resync();
+        alarms.load();
         break;
       case "roomDeleted":
         fail(`Room ${room} was deleted.`);
@@ -230,12 +254,18 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     api,
     { room },
     {
-      onEvent: apply,
+      onEvent: (event) => {
+        alarms.onEvent(event);
+        apply(event);
+      },
       onState: (state) => {
         if (state === "reconnecting") unreachable.hidden = false;
         if (state === "live" || state === "failed") unreachable.hidden = true;
         // Subscribed first, then read: nothing falls between the two.
-        if (state === "live") resync();
+        if (state === "live") {
+          resync();
+          alarms.load();
+        }
       },
       onError: (e) => fail(`Live updates stopped: ${errorText(e)}`),
     },
