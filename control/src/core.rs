@@ -265,6 +265,12 @@ pub(crate) enum Msg {
         callee: String,
         reply: Reply<Result<EndedCall>>,
     },
+    /// Whether the room of a token (signature and expiry checked) still
+    /// honours it.
+    CheckToken {
+        claims: Claims,
+        reply: Reply<Result<()>>,
+    },
     Admit {
         room: RoomName,
         stream: StreamName,
@@ -275,6 +281,9 @@ pub(crate) enum Msg {
         via_call: bool,
         /// The token has the room's admin grant: a dispatcher.
         dispatcher: bool,
+        /// The token's claims (signature and expiry checked), for the room
+        /// to check it still honours it; `None` in open mode.
+        claims: Option<Claims>,
         reply: Reply<Result<u64>>,
     },
     Release {
@@ -465,15 +474,16 @@ impl Control {
 
     /// Checks a credential for one room's administration (participants,
     /// hang-up, mute, call): the admin key, or a token with the `admin`
-    /// grant for that room (a dispatcher signed in with a token).
-    pub fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
-        self.room_admin_name(bearer, room).map(|_| ())
+    /// grant for that room (a dispatcher signed in with a token) that the
+    /// room still honours.
+    pub async fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
+        self.room_admin_name(bearer, room).await.map(|_| ())
     }
 
     /// Like [`Control::check_room_admin`], and says who the caller is, for
     /// the record: the token's identity, "admin" for the admin key,
     /// "anonymous" without authentication.
-    pub fn room_admin_name(&self, bearer: Option<&str>, room: &str) -> Result<String> {
+    pub async fn room_admin_name(&self, bearer: Option<&str>, room: &str) -> Result<String> {
         if self.check_admin(bearer).is_ok() {
             let name = if self.auth_required() {
                 "admin"
@@ -495,17 +505,30 @@ impl Control {
             None,
             unix_secs(),
         )?;
-        Ok(claims.sub)
+        self.honoured(claims).await.map(|claims| claims.sub)
     }
 
-    /// Checks a participant token (signature, expiry) and returns its claims.
-    pub fn verify_token(&self, token: &str) -> Result<Claims> {
+    /// Checks a participant token (signature, expiry, and that its room
+    /// still honours it) and returns its claims.
+    pub async fn verify_token(&self, token: &str) -> Result<Claims> {
         match &self.auth {
-            Auth::Tokens { signer, .. } => Ok(signer.verify(token, unix_secs())?),
+            Auth::Tokens { signer, .. } => self.honoured(signer.verify(token, unix_secs())?).await,
             Auth::Open => Err(ControlError::FailedPrecondition(
                 "tokens are not used: the server runs without authentication".into(),
             )),
         }
+    }
+
+    /// Asks the owner whether the room of a token whose signature and
+    /// expiry were checked still honours it: the same incarnation of the
+    /// room. A token for a room that does not exist is `NotFound`.
+    async fn honoured(&self, claims: Claims) -> Result<Claims> {
+        self.ask(|reply| Msg::CheckToken {
+            claims: claims.clone(),
+            reply,
+        })
+        .await??;
+        Ok(claims)
     }
 
     /// Decides whether a WHIP (`Publisher`) or WHEP (`Viewer`) request may
@@ -519,7 +542,7 @@ impl Control {
         role: SessionRole,
         bearer: Option<&str>,
     ) -> Result<Admission> {
-        let (identity, via_call, dispatcher) = match &self.auth {
+        let (identity, via_call, dispatcher, claims) = match &self.auth {
             Auth::Tokens { signer, admin_key } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
                 let action = match role {
@@ -529,13 +552,14 @@ impl Control {
                 let publishing = (role == SessionRole::Publisher).then_some(stream);
                 let now = unix_secs();
                 match signer.authorize(token, room, action, publishing, now) {
-                    Ok(claims) => (claims.sub, false, claims.grants.admin),
+                    Ok(claims) => (claims.sub.clone(), false, claims.grants.admin, Some(claims)),
                     // A callee plays its caller with its own token, granted
                     // or not: the owner admits it only during the call.
                     // (`authorize` checked the signature and the room before
                     // the grant.)
                     Err(TokenError::MissingGrant(Action::Subscribe)) => {
-                        (signer.verify(token, now)?.sub, true, false)
+                        let claims = signer.verify(token, now)?;
+                        (claims.sub.clone(), true, false, Some(claims))
                     }
                     // Operators paste the key they were shown where a token
                     // belongs; "malformed" would not tell them.
@@ -548,11 +572,12 @@ impl Control {
                 }
             }
             Auth::Open => match role {
-                SessionRole::Publisher => (stream.to_string(), false, false),
+                SessionRole::Publisher => (stream.to_string(), false, false, None),
                 SessionRole::Viewer => (
                     format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
                     false,
                     false,
+                    None,
                 ),
             },
         };
@@ -564,6 +589,7 @@ impl Control {
                 identity: identity.clone(),
                 via_call,
                 dispatcher,
+                claims,
                 reply,
             })
             .await??;
@@ -593,6 +619,7 @@ impl Control {
             limits,
             alarms,
             created_at_ms: unix_ms(),
+            incarnation: RoomSpec::new_incarnation(),
         };
         self.ask(|reply| Msg::CreateRoom { spec, reply }).await?
     }
@@ -754,8 +781,10 @@ impl Control {
             .await)
     }
 
-    /// Signs a participant token (admin mode only).
-    pub fn create_token(
+    /// Signs a participant token for an existing room (admin mode only):
+    /// it carries the room's incarnation. Returns the token and its expiry
+    /// (seconds since the Unix epoch).
+    pub async fn create_token(
         &self,
         room: &str,
         identity: &str,
@@ -782,9 +811,18 @@ impl Control {
                 "ttl must be between 1 s and 366 days".into(),
             ));
         }
-        let now = unix_secs();
-        let token = signer.issue(identity, &room, grants, now, ttl)?;
-        Ok((token, now + ttl.as_secs()))
+        // The room must exist: a token for a typo would fail only at
+        // publish time. Its incarnation goes into the token.
+        let spec = self
+            .ask(|reply| Msg::GetRoom {
+                name: room.clone(),
+                reply,
+            })
+            .await??
+            .spec;
+        let claims = Claims::new(identity, &room, spec.incarnation, grants, unix_secs(), ttl);
+        let token = signer.sign(&claims)?;
+        Ok((token, claims.exp))
     }
 
     /// Subscribes to the event feed, replaying after `after`.

@@ -19,7 +19,7 @@ use crate::media::StreamSample;
 use crate::names::{RoomName, StreamName};
 use crate::room::{AlarmRules, Limits, RoomSpec};
 use crate::store::Store;
-use crate::token::{Action, TokenError};
+use crate::token::{Action, Claims, TokenError};
 
 /// How long a call rings without the callee playing the caller before it
 /// ends (`NOT_ANSWERED`).
@@ -318,6 +318,9 @@ impl Owner {
             } => {
                 let _ = reply.send(self.end_call(&room, &callee));
             }
+            Msg::CheckToken { claims, reply } => {
+                let _ = reply.send(self.check_token(&claims));
+            }
             Msg::Admit {
                 room,
                 stream,
@@ -325,9 +328,13 @@ impl Owner {
                 identity,
                 via_call,
                 dispatcher,
+                claims,
                 reply,
             } => {
-                let admitted = self.admit(room.clone(), &stream, role, &identity, via_call, now);
+                let admitted = match claims.as_ref().map(|c| self.check_token(c)) {
+                    Some(Err(e)) => Err(e),
+                    _ => self.admit(room.clone(), &stream, role, &identity, via_call, now),
+                };
                 if admitted.is_ok()
                     && dispatcher
                     && let Some(room) = self.rooms.get_mut(&room)
@@ -413,6 +420,16 @@ impl Owner {
         self.publish(&name, None, EventKind::RoomCreated);
         let room = self.live_room(&name)?;
         Ok(self.view(room))
+    }
+
+    /// Whether a token (its signature and expiry checked) opens its room as
+    /// it is now: the room exists and is the incarnation it was issued for.
+    fn check_token(&self, claims: &Claims) -> Result<()> {
+        let room = self.live_room(&claims.room)?;
+        if claims.inc != room.spec.incarnation {
+            return Err(TokenError::EarlierRoom(claims.room.clone()).into());
+        }
+        Ok(())
     }
 
     fn delete_room(&mut self, name: &RoomName) -> Result<()> {
@@ -812,6 +829,8 @@ impl Owner {
                 limits: Limits::default(),
                 alarms: AlarmRules::default(),
                 created_at_ms: unix_ms(),
+                // Implicit rooms exist only without tokens.
+                incarnation: 0,
             };
             self.rooms
                 .insert(room_name.clone(), RoomState::new(spec, false));
@@ -1120,6 +1139,7 @@ mod tests {
                     ..AlarmRules::default()
                 },
                 created_at_ms: 0,
+                incarnation: 7,
             };
             let store = Arc::new(MemoryStore::default());
             let owner = Owner::new(store.clone(), bus.clone(), false, vec![spec], Vec::new());
@@ -1145,6 +1165,7 @@ mod tests {
                 identity: identity.into(),
                 via_call: false,
                 dispatcher: false,
+                claims: None,
                 reply,
             })
         }
@@ -1206,10 +1227,62 @@ mod tests {
             identity: "cam".into(),
             via_call: false,
             dispatcher: false,
+            claims: None,
             reply,
         });
         assert!(matches!(result, Err(ControlError::NotFound(_))));
         assert!(h.admit("cam", SessionRole::Publisher, "cam").is_ok());
+    }
+
+    fn claims(room_name: &str, incarnation: u64) -> Claims {
+        let grants = crate::token::Grants {
+            publish: true,
+            subscribe: true,
+            admin: false,
+        };
+        let room = RoomName::new(room_name).unwrap();
+        Claims::new(
+            "cam",
+            &room,
+            incarnation,
+            grants,
+            0,
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn a_token_opens_only_the_incarnation_of_the_room_it_was_issued_for() {
+        let mut h = Harness::new(Limits::default());
+        let check =
+            |h: &mut Harness, claims: Claims| h.ask(|reply| Msg::CheckToken { claims, reply });
+        assert!(check(&mut h, claims("site", 7)).is_ok());
+        let earlier = check(&mut h, claims("site", 6));
+        assert!(
+            matches!(&earlier, Err(ControlError::Unauthenticated(m)) if m.contains("earlier room named site")),
+            "{earlier:?}"
+        );
+        assert!(matches!(
+            check(&mut h, claims("elsewhere", 7)),
+            Err(ControlError::NotFound(_))
+        ));
+        let admit = |h: &mut Harness, incarnation| {
+            h.ask(|reply| Msg::Admit {
+                room: room(),
+                stream: stream("cam"),
+                role: SessionRole::Publisher,
+                identity: "cam".into(),
+                via_call: false,
+                dispatcher: false,
+                claims: Some(claims("site", incarnation)),
+                reply,
+            })
+        };
+        assert!(matches!(
+            admit(&mut h, 0),
+            Err(ControlError::Unauthenticated(_))
+        ));
+        assert!(admit(&mut h, 7).is_ok());
     }
 
     #[test]
@@ -1781,6 +1854,7 @@ mod tests {
                 identity: "field-1".into(),
                 via_call: true,
                 dispatcher: false,
+                claims: None,
                 reply,
             })
         };
@@ -1821,6 +1895,7 @@ mod tests {
             identity: "field-1".into(),
             via_call: false,
             dispatcher: false,
+            claims: None,
             reply,
         });
         assert!(later.is_err(), "the harness' clock is still t0");
@@ -1833,6 +1908,7 @@ mod tests {
                 identity: "field-1".into(),
                 via_call: false,
                 dispatcher: false,
+                claims: None,
                 reply: tx,
             },
             until,
@@ -1851,6 +1927,7 @@ mod tests {
                 identity: identity.into(),
                 via_call: false,
                 dispatcher,
+                claims: None,
                 reply,
             })
             .unwrap();

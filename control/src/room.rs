@@ -60,6 +60,23 @@ pub struct RoomSpec {
     pub alarms: AlarmRules,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Which room of this name it is: drawn at random when the room is
+    /// created, and carried by every token issued for it, so that a room
+    /// deleted and created again does not honour the first one's tokens.
+    /// 0 for rooms stored before incarnations existed (and implicit rooms,
+    /// which take no tokens); those keep honouring the tokens issued
+    /// before, which carry no incarnation either.
+    #[serde(default)]
+    pub incarnation: u64,
+}
+
+impl RoomSpec {
+    /// A new incarnation: random, never 0 (the legacy value), and below
+    /// 2^53 so that it reads back exactly wherever a token's claims are
+    /// parsed as JSON numbers (JavaScript's are doubles).
+    pub fn new_incarnation() -> u64 {
+        (rand::random::<u64>() >> 11).max(1)
+    }
 }
 
 mod millis {

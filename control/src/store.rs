@@ -570,6 +570,7 @@ mod tests {
                 ..AlarmRules::default()
             },
             created_at_ms: 1_700_000_000_000,
+            incarnation: 0x1234_5678_9abc,
         }
     }
 
@@ -715,6 +716,31 @@ mod tests {
         assert!(matches!(store.rooms(), Err(StoreError::Corrupt(_))));
         // A corrupt row can still be deleted, which is how an operator recovers.
         assert!(store.delete_room(&name("broken")).unwrap());
+    }
+
+    #[test]
+    fn a_room_stored_before_incarnations_has_incarnation_zero() {
+        let dir = TempDir::new("redb-legacy-room");
+        fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("vigil.redb");
+        drop(RedbStore::open(&path).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut table = tx.open_table(ROOMS).unwrap();
+                let row = br#"{"name":"lobby","limits":{"max_publishers":null,"max_viewers":2},"alarms":{"stall_after":3000,"min_bitrate_bps":50000,"max_keyframe_interval":5000},"created_at_ms":1700000000000}"#;
+                table.insert("lobby", row.as_slice()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let room = RedbStore::open(&path)
+            .unwrap()
+            .room(&name("lobby"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(room.incarnation, 0);
+        assert_eq!(room.limits.max_viewers, Some(2));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn room(view: RoomView) -> pb::Room {
         created_at_unix_ms: view.spec.created_at_ms as i64,
         publishers: view.publishers,
         viewers: view.viewers,
+        incarnation: view.spec.incarnation,
     }
 }
 

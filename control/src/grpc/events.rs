@@ -29,7 +29,11 @@ impl Events {
         Events { control, stop }
     }
 
-    fn scope(&self, bearer: Option<&str>, req: &pb::WatchRequest) -> Result<WatchScope, Status> {
+    async fn scope(
+        &self,
+        bearer: Option<&str>,
+        req: &pb::WatchRequest,
+    ) -> Result<WatchScope, Status> {
         let optional = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let room = optional(&req.room)
             .map(|r| RoomName::new(&r))
@@ -45,7 +49,7 @@ impl Events {
         let token = bearer.ok_or_else(|| {
             Status::unauthenticated("the admin key or a participant token is required")
         })?;
-        let claims = self.control.verify_token(token)?;
+        let claims = self.control.verify_token(token).await?;
         if room.as_ref().is_some_and(|r| *r != claims.room) {
             return Err(Status::permission_denied("token is for another room"));
         }
@@ -67,7 +71,7 @@ impl EventService for Events {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let scope = self.scope(bearer(&request), request.get_ref())?;
+        let scope = self.scope(bearer(&request), request.get_ref()).await?;
         let subscription = self.control.watch(request.get_ref().after_id);
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let mut stop = self.stop.clone();

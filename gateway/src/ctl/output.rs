@@ -17,7 +17,8 @@ pub fn room_line(room: &pb::Room) -> String {
     let rules = room.alarm_rules.unwrap_or_default();
     format!(
         "{} publishers={} viewers={} max_publishers={} max_viewers={} \
-         stall_after_ms={} min_bitrate_bps={} max_keyframe_interval_ms={} created={}",
+         stall_after_ms={} min_bitrate_bps={} max_keyframe_interval_ms={} created={} \
+         incarnation={}",
         room.name,
         room.publishers,
         room.viewers,
@@ -27,6 +28,7 @@ pub fn room_line(room: &pb::Room) -> String {
         or_dash(rules.min_bitrate_bps),
         or_dash(rules.max_keyframe_interval_ms),
         utc(room.created_at_unix_ms),
+        room.incarnation,
     )
 }
 
@@ -51,6 +53,7 @@ pub fn room_json(room: &pb::Room) -> Value {
         "created_at_unix_ms": room.created_at_unix_ms,
         "publishers": room.publishers,
         "viewers": room.viewers,
+        "incarnation": room.incarnation,
     })
 }
 
@@ -634,15 +637,18 @@ mod tests {
             created_at_unix_ms: 0,
             publishers: 1,
             viewers: 2,
+            incarnation: 42,
         };
         assert_eq!(
             room_line(&room),
             "site-1 publishers=1 viewers=2 max_publishers=- max_viewers=5 stall_after_ms=- \
-             min_bitrate_bps=- max_keyframe_interval_ms=- created=1970-01-01T00:00:00.000Z"
+             min_bitrate_bps=- max_keyframe_interval_ms=- created=1970-01-01T00:00:00.000Z \
+             incarnation=42"
         );
         let value = room_json(&room);
         assert_eq!(value["limits"]["max_publishers"], Value::Null);
         assert_eq!(value["limits"]["max_viewers"], json!(5));
         assert_eq!(value["alarm_rules"], Value::Null);
+        assert_eq!(value["incarnation"], json!(42));
     }
 }
