@@ -18,6 +18,7 @@ use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::bus::{EventBus, Subscription};
 use crate::event::{LeaveReason, SessionRole, TrackKind};
+use crate::issued::{IssuedToken, new_token_id};
 use crate::media::{MediaPlane, StreamSample};
 use crate::names::{InvalidName, RoomName, StreamName};
 use crate::owner::Owner;
@@ -122,6 +123,17 @@ pub struct EndedCall {
     pub caller: StreamName,
     /// Whether the caller is in no other call (its stream is closed too).
     pub caller_idle: bool,
+}
+
+/// A token CreateToken signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// The JWT.
+    pub token: String,
+    /// Its id (claim `jti`), to revoke it.
+    pub id: String,
+    /// Its expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
 }
 
 /// A room with its live counts.
@@ -264,6 +276,25 @@ pub(crate) enum Msg {
         room: RoomName,
         callee: String,
         reply: Reply<Result<EndedCall>>,
+    },
+    /// Records a token about to be signed (its incarnation is filled in);
+    /// replies with the room's incarnation and token generation.
+    IssueToken {
+        token: IssuedToken,
+        reply: Reply<Result<(u64, u32)>>,
+    },
+    /// Revokes one token; replies with its identity, or `None` if it was
+    /// revoked already.
+    RevokeToken {
+        room: RoomName,
+        id: String,
+        reply: Reply<Result<Option<String>>>,
+    },
+    /// Revokes every token of the room so far; replies with the identities
+    /// that have sessions in it.
+    RevokeRoomTokens {
+        room: RoomName,
+        reply: Reply<Result<Vec<String>>>,
     },
     /// Whether the room of a token (signature and expiry checked) still
     /// honours it.
@@ -425,12 +456,14 @@ impl Control {
     ) -> Result<Control> {
         let specs = store.rooms()?;
         let alarms = store.alarms()?;
+        let issued = store.issued_tokens()?;
         let owner = Owner::new(
             store,
             bus.clone(),
             matches!(auth, Auth::Open),
             specs,
             alarms,
+            issued,
         );
         tokio::spawn(owner.run(inbox.0));
         tokio::spawn(sample(media.clone(), facts.0.clone()));
@@ -521,8 +554,9 @@ impl Control {
 
     /// Asks the owner whether the room of a token whose signature and
     /// expiry were checked still honours it: the same incarnation of the
-    /// room. A token for a room that does not exist is `NotFound`.
-    async fn honoured(&self, claims: Claims) -> Result<Claims> {
+    /// room, not revoked. A token for a room that does not exist is
+    /// `NotFound`.
+    pub(crate) async fn honoured(&self, claims: Claims) -> Result<Claims> {
         self.ask(|reply| Msg::CheckToken {
             claims: claims.clone(),
             reply,
@@ -620,6 +654,7 @@ impl Control {
             alarms,
             created_at_ms: unix_ms(),
             incarnation: RoomSpec::new_incarnation(),
+            token_generation: 0,
         };
         self.ask(|reply| Msg::CreateRoom { spec, reply }).await?
     }
@@ -782,15 +817,15 @@ impl Control {
     }
 
     /// Signs a participant token for an existing room (admin mode only):
-    /// it carries the room's incarnation. Returns the token and its expiry
-    /// (seconds since the Unix epoch).
+    /// it carries the room's incarnation and token generation, and an id
+    /// under which the server keeps it until it expires.
     pub async fn create_token(
         &self,
         room: &str,
         identity: &str,
         grants: Grants,
         ttl: Duration,
-    ) -> Result<(String, u64)> {
+    ) -> Result<NewToken> {
         let Auth::Tokens { signer, .. } = &self.auth else {
             return Err(ControlError::FailedPrecondition(
                 "the server runs without authentication; tokens are not needed".into(),
@@ -811,18 +846,75 @@ impl Control {
                 "ttl must be between 1 s and 366 days".into(),
             ));
         }
-        // The room must exist: a token for a typo would fail only at
-        // publish time. Its incarnation goes into the token.
-        let spec = self
-            .ask(|reply| Msg::GetRoom {
-                name: room.clone(),
+        // The room must exist (a token for a typo would fail only at
+        // publish time), and the token is recorded, to be revoked by its id,
+        // before it is handed out.
+        let mut claims = Claims::new(identity, &room, 0, grants, unix_secs(), ttl);
+        let id = new_token_id();
+        let record = IssuedToken {
+            id: id.clone(),
+            room: room.clone(),
+            incarnation: 0,
+            identity: identity.to_owned(),
+            expires_at: claims.exp,
+            revoked_at_ms: None,
+        };
+        let (incarnation, generation) = self
+            .ask(|reply| Msg::IssueToken {
+                token: record,
                 reply,
             })
-            .await??
-            .spec;
-        let claims = Claims::new(identity, &room, spec.incarnation, grants, unix_secs(), ttl);
-        let token = signer.sign(&claims)?;
-        Ok((token, claims.exp))
+            .await??;
+        claims.inc = incarnation;
+        claims.rgen = generation;
+        claims.jti = Some(id.clone());
+        Ok(NewToken {
+            token: signer.sign(&claims)?,
+            id,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Revokes one token of `room` by its id and hangs up its identity's
+    /// sessions in the room; returns how many were closed (none if it was
+    /// revoked already).
+    pub async fn revoke_token(&self, room: &str, id: &str) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        let identity = self
+            .ask(|reply| Msg::RevokeToken {
+                room: room.clone(),
+                id: id.to_owned(),
+                reply,
+            })
+            .await??;
+        Ok(match identity {
+            Some(identity) => {
+                self.media
+                    .hang_up(&room, &identity, LeaveReason::HungUp)
+                    .await
+            }
+            None => 0,
+        })
+    }
+
+    /// Revokes every token issued for `room` so far and hangs up everyone
+    /// in it; returns how many sessions were closed.
+    pub async fn revoke_room_tokens(&self, room: &str) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        let identities = self
+            .ask(|reply| Msg::RevokeRoomTokens {
+                room: room.clone(),
+                reply,
+            })
+            .await??;
+        let mut closed = 0;
+        for identity in identities {
+            closed += self
+                .media
+                .hang_up(&room, &identity, LeaveReason::HungUp)
+                .await;
+        }
+        Ok(closed)
     }
 
     /// Subscribes to the event feed, replaying after `after`.

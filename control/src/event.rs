@@ -174,6 +174,12 @@ pub enum EventKind {
         /// Who acknowledged it.
         by: String,
     },
+    /// Tokens of the room were revoked: one (about its identity), or every
+    /// token issued for the room so far (room-wide).
+    TokensRevoked {
+        /// The revoked token's id; `None` for every token of the room.
+        token_id: Option<String>,
+    },
 }
 
 /// One event of the feed.

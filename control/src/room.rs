@@ -68,6 +68,11 @@ pub struct RoomSpec {
     /// before, which carry no incarnation either.
     #[serde(default)]
     pub incarnation: u64,
+    /// The generation of its tokens: revoking every token of the room
+    /// (RevokeRoomTokens) moves it on, and tokens of an earlier generation
+    /// (claim `rgen`) are refused. 0 for a new room.
+    #[serde(default)]
+    pub token_generation: u32,
 }
 
 impl RoomSpec {

@@ -50,6 +50,16 @@ pub struct Claims {
     /// before incarnations existed have none (0), like the rooms stored then.
     #[serde(default)]
     pub inc: u64,
+    /// The room's token generation when it was issued
+    /// ([`RoomSpec::token_generation`](crate::room::RoomSpec::token_generation)):
+    /// revoking every token of a room moves the room to the next one, and
+    /// the tokens of earlier generations are refused.
+    #[serde(default)]
+    pub rgen: u32,
+    /// Its id, by which it can be revoked (RevokeToken); tokens issued
+    /// before ids existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 impl Claims {
@@ -70,6 +80,8 @@ impl Claims {
             iat: now_unix,
             exp: now_unix.saturating_add(ttl.as_secs()),
             inc: incarnation,
+            rgen: 0,
+            jti: None,
         }
     }
 }
@@ -128,6 +140,15 @@ pub enum TokenError {
         "this token was issued for an earlier room named {0}, since deleted: ask for a new token"
     )]
     EarlierRoom(RoomName),
+    /// The token was revoked by its id (RevokeToken). Unauthorized.
+    #[error("this token ({0}) was revoked: ask for a new token")]
+    Revoked(String),
+    /// Every token of the room issued until some time was revoked
+    /// (RevokeRoomTokens), this one among them. Unauthorized.
+    #[error(
+        "this token was revoked with every token issued for room {0} until then: ask for a new token"
+    )]
+    RevokedWithRoom(RoomName),
 }
 
 impl TokenError {
@@ -139,7 +160,9 @@ impl TokenError {
             | TokenError::Malformed
             | TokenError::BadSignature
             | TokenError::Expired
-            | TokenError::EarlierRoom(_) => false,
+            | TokenError::EarlierRoom(_)
+            | TokenError::Revoked(_)
+            | TokenError::RevokedWithRoom(_) => false,
             TokenError::WrongRoom | TokenError::MissingGrant(_) | TokenError::WrongIdentity => true,
         }
     }
@@ -320,6 +343,8 @@ mod tests {
                 iat: NOW,
                 exp: NOW + 3600,
                 inc: 0,
+                rgen: 0,
+                jti: None,
             }
         );
     }
@@ -434,11 +459,15 @@ mod tests {
         )
         .unwrap();
         let claims = s.verify(&format!("{message}.{sig}"), NOW).unwrap();
-        assert_eq!(claims.inc, 0);
-        // A new one carries its room's incarnation.
-        let claims = Claims::new("cam1", &room("lobby"), 42, Grants::default(), NOW, HOUR);
+        assert_eq!((claims.inc, claims.rgen, claims.jti), (0, 0, None));
+        // A new one carries its room's incarnation, generation and its id.
+        let claims = Claims {
+            rgen: 3,
+            jti: Some("abc".into()),
+            ..Claims::new("cam1", &room("lobby"), 42, Grants::default(), NOW, HOUR)
+        };
         let token = s.sign(&claims).unwrap();
-        assert_eq!(s.verify(&token, NOW).unwrap().inc, 42);
+        assert_eq!(s.verify(&token, NOW).unwrap(), claims);
     }
 
     #[test]
@@ -475,6 +504,8 @@ mod tests {
             iat: NOW,
             exp: NOW + 3600,
             inc: 0,
+            rgen: 0,
+            jti: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &key).unwrap();
         assert_eq!(signer().verify(&token, NOW), Err(TokenError::Malformed));
@@ -591,6 +622,8 @@ mod tests {
             TokenError::BadSignature,
             TokenError::Expired,
             TokenError::EarlierRoom(room("lobby")),
+            TokenError::Revoked("abc".into()),
+            TokenError::RevokedWithRoom(room("lobby")),
         ];
         let forbidden = [
             TokenError::WrongRoom,

@@ -261,6 +261,9 @@ pub fn event(event: Event) -> pb::Event {
             stream: stream.map(|s| s.to_string()).unwrap_or_default(),
             by,
         }),
+        EventKind::TokensRevoked { token_id } => Kind::TokensRevoked(pb::TokensRevoked {
+            token_id: token_id.unwrap_or_default(),
+        }),
     };
     pb::Event {
         id: event.id,

@@ -309,6 +309,7 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::AlarmRaised(_) => "alarm_raised",
         Kind::AlarmCleared(_) => "alarm_cleared",
         Kind::AlarmAcknowledged(_) => "alarm_acknowledged",
+        Kind::TokensRevoked(_) => "tokens_revoked",
         Kind::HistoryGap(_) => "history_gap",
     }
 }
@@ -378,6 +379,9 @@ fn kind_text(kind: &Kind) -> String {
             e.alarm_id,
             field(&e.by)
         ),
+        // Every token of the room, or one.
+        Kind::TokensRevoked(e) if e.token_id.is_empty() => "all=true".into(),
+        Kind::TokensRevoked(e) => format!("token_id={}", field(&e.token_id)),
         Kind::HistoryGap(e) => format!("oldest_retained_id={}", e.oldest_retained_id),
     }
 }
@@ -437,6 +441,7 @@ fn kind_json(kind: &Kind) -> Value {
             "stream": e.stream,
             "by": e.by,
         }),
+        Kind::TokensRevoked(e) => json!({ "token_id": e.token_id }),
         Kind::HistoryGap(e) => json!({ "oldest_retained_id": e.oldest_retained_id }),
     }
 }
