@@ -22,7 +22,7 @@ use crate::issued::{IssuedToken, new_token_id};
 use crate::media::{MediaPlane, StreamSample};
 use crate::names::{InvalidName, RoomName, StreamName};
 use crate::owner::Owner;
-use crate::room::{AlarmRules, Limits, RoomSpec};
+use crate::room::{AlarmRules, Limits, RoomSpec, RoomUpdate};
 use crate::store::{Store, StoreError};
 use crate::token::{Action, Claims, Grants, TokenError, TokenSigner};
 
@@ -217,6 +217,11 @@ pub(crate) enum Msg {
     },
     GetRoom {
         name: RoomName,
+        reply: Reply<Result<RoomView>>,
+    },
+    UpdateRoom {
+        name: RoomName,
+        update: RoomUpdate,
         reply: Reply<Result<RoomView>>,
     },
     ListRooms {
@@ -663,6 +668,18 @@ impl Control {
     pub async fn room(&self, name: &str) -> Result<RoomView> {
         let name = RoomName::new(name)?;
         self.ask(|reply| Msg::GetRoom { name, reply }).await?
+    }
+
+    /// Changes a room's limits and alarm rules (what `update` sets); they
+    /// apply from the next admission and the next evaluation.
+    pub async fn update_room(&self, name: &str, update: RoomUpdate) -> Result<RoomView> {
+        let name = RoomName::new(name)?;
+        self.ask(|reply| Msg::UpdateRoom {
+            name,
+            update,
+            reply,
+        })
+        .await?
     }
 
     /// Every room, by name.

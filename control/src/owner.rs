@@ -18,7 +18,7 @@ use crate::event::{Alarm, CallEndReason, EventKind, LeaveReason, SessionRole, Tr
 use crate::issued::{Issued, IssuedToken};
 use crate::media::StreamSample;
 use crate::names::{RoomName, StreamName};
-use crate::room::{AlarmRules, Limits, RoomSpec};
+use crate::room::{AlarmRules, Limits, RoomSpec, RoomUpdate};
 use crate::store::Store;
 use crate::token::{Action, Claims, TokenError};
 
@@ -214,6 +214,13 @@ impl Owner {
         match msg {
             Msg::CreateRoom { spec, reply } => {
                 let _ = reply.send(self.create_room(spec));
+            }
+            Msg::UpdateRoom {
+                name,
+                update,
+                reply,
+            } => {
+                let _ = reply.send(self.update_room(&name, &update));
             }
             Msg::GetRoom { name, reply } => {
                 let _ = reply.send(self.live_room(&name).map(|room| self.view(room)));
@@ -449,6 +456,32 @@ impl Owner {
         }
         self.publish(&name, None, EventKind::RoomCreated);
         let room = self.live_room(&name)?;
+        Ok(self.view(room))
+    }
+
+    /// Changes a room's settings (persisted first) and tells its watchers.
+    /// Alarm rules are read at every evaluation and limits at every
+    /// admission, so both apply from the next one; a raised limit may clear
+    /// ROOM_FULL at once. An implicit room (open mode) becomes managed, as
+    /// with CreateRoom: settings given to it are kept.
+    fn update_room(&mut self, name: &RoomName, update: &RoomUpdate) -> Result<RoomView> {
+        let room = self.live_room(name)?;
+        let spec = update.apply(&room.spec);
+        if spec != room.spec || !room.managed {
+            self.store.put_room(&spec)?;
+            let event = EventKind::RoomUpdated {
+                limits: spec.limits,
+                alarms: spec.alarms,
+            };
+            let room = self.rooms.get_mut(name).expect("checked live above");
+            room.spec = spec;
+            room.managed = true;
+            self.publish(name, None, event);
+            if let Some(cleared) = self.no_longer_full(name) {
+                self.publish(name, None, cleared);
+            }
+        }
+        let room = self.live_room(name)?;
         Ok(self.view(room))
     }
 
@@ -986,6 +1019,36 @@ impl Owner {
         })
     }
 
+    /// If the room was full and is now under both its limits (a session
+    /// ended, a limit was raised), forgets it was full and answers the
+    /// event that clears its ROOM_FULL alarm.
+    fn no_longer_full(&mut self, room_name: &RoomName) -> Option<EventKind> {
+        let room = self.rooms.get(room_name)?;
+        let still_full = [SessionRole::Publisher, SessionRole::Viewer]
+            .iter()
+            .any(|role| {
+                // A stream name nobody uses, so the publisher check counts seats.
+                Self::limit_reached(
+                    room,
+                    *role,
+                    &StreamName::new("-").expect("valid name"),
+                    |s| self.is_viewer(s),
+                )
+                .is_some()
+            });
+        if !room.full || still_full {
+            return None;
+        }
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            room.full = false;
+        }
+        Some(EventKind::AlarmCleared {
+            alarm: Alarm::RoomFull,
+            stream: None,
+            alarm_id: self.alarm_log.clear(room_name, Alarm::RoomFull, None),
+        })
+    }
+
     fn is_viewer(&self, session: &str) -> bool {
         self.sessions
             .get(session)
@@ -1130,29 +1193,7 @@ impl Owner {
             reason,
         });
         let room_name = info.room.clone();
-        let room = &self.rooms[&room_name];
-        let still_full = [SessionRole::Publisher, SessionRole::Viewer]
-            .iter()
-            .any(|role| {
-                // A stream name nobody uses, so the publisher check counts seats.
-                Self::limit_reached(
-                    room,
-                    *role,
-                    &StreamName::new("-").expect("valid name"),
-                    |s| self.is_viewer(s),
-                )
-                .is_some()
-            });
-        if room.full && !still_full {
-            if let Some(room) = self.rooms.get_mut(&room_name) {
-                room.full = false;
-            }
-            events.push(EventKind::AlarmCleared {
-                alarm: Alarm::RoomFull,
-                stream: None,
-                alarm_id: self.alarm_log.clear(&room_name, Alarm::RoomFull, None),
-            });
-        }
+        events.extend(self.no_longer_full(&room_name));
         for kind in events {
             self.publish(&room_name, Some(&info.identity), kind);
         }
@@ -1568,6 +1609,86 @@ mod tests {
         })
         .unwrap();
         assert!(ids(&h).is_empty());
+    }
+
+    #[test]
+    fn an_update_is_stored_announced_and_a_raised_limit_clears_room_full() {
+        let mut h = Harness::new(Limits {
+            max_publishers: None,
+            max_viewers: Some(1),
+        });
+        h.start("p", "cam", SessionRole::Publisher, "cam");
+        h.start("v1", "cam", SessionRole::Viewer, "viewer-1");
+        assert!(h.admit("cam", SessionRole::Viewer, "viewer-2").is_err());
+        let update = |h: &mut Harness, update: RoomUpdate| {
+            h.ask(|reply| Msg::UpdateRoom {
+                name: room(),
+                update,
+                reply,
+            })
+        };
+        let view = update(
+            &mut h,
+            RoomUpdate {
+                max_viewers: Some(Some(2)),
+                stall_after: Some(Duration::from_millis(700)),
+                ..RoomUpdate::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(view.spec.limits.max_viewers, Some(2));
+        assert_eq!(view.spec.limits.max_publishers, None, "kept");
+        assert_eq!(view.spec.alarms.stall_after, Duration::from_millis(700));
+        assert_eq!(
+            view.spec.alarms.min_bitrate_bps,
+            AlarmRules::default().min_bitrate_bps,
+            "kept"
+        );
+        assert_eq!(h.store.rooms().unwrap(), vec![view.spec.clone()], "stored");
+        let kinds: Vec<EventKind> = h
+            .events()
+            .into_iter()
+            .rev()
+            .take(2)
+            .map(|e| e.kind)
+            .collect();
+        assert!(
+            matches!(
+                kinds[0],
+                EventKind::AlarmCleared {
+                    alarm: Alarm::RoomFull,
+                    ..
+                }
+            ),
+            "{kinds:?}"
+        );
+        assert!(
+            matches!(kinds[1], EventKind::RoomUpdated { limits, .. } if limits.max_viewers == Some(2))
+        );
+        assert!(h.admit("cam", SessionRole::Viewer, "viewer-2").is_ok());
+
+        // Nothing to change: nothing announced.
+        let before = h.events().len();
+        update(&mut h, RoomUpdate::default()).unwrap();
+        assert_eq!(h.events().len(), before);
+        // A limit removed.
+        let view = update(
+            &mut h,
+            RoomUpdate {
+                max_viewers: Some(None),
+                ..RoomUpdate::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(view.spec.limits.max_viewers, None);
+        assert!(matches!(
+            h.ask(|reply| Msg::UpdateRoom {
+                name: RoomName::new("elsewhere").unwrap(),
+                update: RoomUpdate::default(),
+                reply,
+            }),
+            Err(ControlError::NotFound(_))
+        ));
     }
 
     #[test]

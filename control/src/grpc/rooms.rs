@@ -57,6 +57,17 @@ impl RoomService for Rooms {
         Ok(Response::new(convert::room(view)))
     }
 
+    async fn update_room(
+        &self,
+        request: Request<pb::UpdateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        self.admin(&request)?;
+        let req = request.into_inner();
+        let update = convert::room_update(&req)?;
+        let view = self.control.update_room(&req.name, update).await?;
+        Ok(Response::new(convert::room(view)))
+    }
+
     async fn list_rooms(
         &self,
         request: Request<pb::ListRoomsRequest>,

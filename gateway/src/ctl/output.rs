@@ -13,43 +13,53 @@ use vigil_proto::v1::event::Kind;
 
 /// `site-1 publishers=0 viewers=0 max_publishers=- ...`
 pub fn room_line(room: &pb::Room) -> String {
-    let limits = room.limits.unwrap_or_default();
-    let rules = room.alarm_rules.unwrap_or_default();
     format!(
-        "{} publishers={} viewers={} max_publishers={} max_viewers={} \
-         stall_after_ms={} min_bitrate_bps={} max_keyframe_interval_ms={} created={} \
-         incarnation={}",
+        "{} publishers={} viewers={} {} created={} incarnation={}",
         room.name,
         room.publishers,
         room.viewers,
-        or_dash(limits.max_publishers),
-        or_dash(limits.max_viewers),
-        or_dash(rules.stall_after_ms),
-        or_dash(rules.min_bitrate_bps),
-        or_dash(rules.max_keyframe_interval_ms),
+        settings_text(room.limits, room.alarm_rules),
         utc(room.created_at_unix_ms),
         room.incarnation,
     )
 }
 
+/// `max_publishers=… max_viewers=… stall_after_ms=… min_bitrate_bps=…
+/// max_keyframe_interval_ms=…`, `-` for unset.
+fn settings_text(limits: Option<pb::RoomLimits>, rules: Option<pb::AlarmRules>) -> String {
+    let limits = limits.unwrap_or_default();
+    let rules = rules.unwrap_or_default();
+    format!(
+        "max_publishers={} max_viewers={} stall_after_ms={} min_bitrate_bps={} \
+         max_keyframe_interval_ms={}",
+        or_dash(limits.max_publishers),
+        or_dash(limits.max_viewers),
+        or_dash(rules.stall_after_ms),
+        or_dash(rules.min_bitrate_bps),
+        or_dash(rules.max_keyframe_interval_ms),
+    )
+}
+
+fn limits_json(limits: pb::RoomLimits) -> Value {
+    json!({
+        "max_publishers": limits.max_publishers,
+        "max_viewers": limits.max_viewers,
+    })
+}
+
+fn rules_json(rules: pb::AlarmRules) -> Value {
+    json!({
+        "stall_after_ms": rules.stall_after_ms,
+        "min_bitrate_bps": rules.min_bitrate_bps,
+        "max_keyframe_interval_ms": rules.max_keyframe_interval_ms,
+    })
+}
+
 pub fn room_json(room: &pb::Room) -> Value {
-    let limits = room.limits.map(|limits| {
-        json!({
-            "max_publishers": limits.max_publishers,
-            "max_viewers": limits.max_viewers,
-        })
-    });
-    let rules = room.alarm_rules.map(|rules| {
-        json!({
-            "stall_after_ms": rules.stall_after_ms,
-            "min_bitrate_bps": rules.min_bitrate_bps,
-            "max_keyframe_interval_ms": rules.max_keyframe_interval_ms,
-        })
-    });
     json!({
         "name": room.name,
-        "limits": limits,
-        "alarm_rules": rules,
+        "limits": room.limits.map(limits_json),
+        "alarm_rules": room.alarm_rules.map(rules_json),
         "created_at_unix_ms": room.created_at_unix_ms,
         "publishers": room.publishers,
         "viewers": room.viewers,
@@ -298,6 +308,7 @@ fn kind_name(kind: &Kind) -> &'static str {
     match kind {
         Kind::RoomCreated(_) => "room_created",
         Kind::RoomDeleted(_) => "room_deleted",
+        Kind::RoomUpdated(_) => "room_updated",
         Kind::ParticipantJoined(_) => "participant_joined",
         Kind::ParticipantLeft(_) => "participant_left",
         Kind::TrackPublished(_) => "track_published",
@@ -317,6 +328,7 @@ fn kind_name(kind: &Kind) -> &'static str {
 fn kind_text(kind: &Kind) -> String {
     match kind {
         Kind::RoomCreated(_) | Kind::RoomDeleted(_) => String::new(),
+        Kind::RoomUpdated(e) => settings_text(e.limits, e.alarm_rules),
         Kind::ParticipantJoined(e) => format!(
             "role={} stream={}{}",
             enum_text::<pb::SessionRole>(e.role),
@@ -389,6 +401,10 @@ fn kind_text(kind: &Kind) -> String {
 fn kind_json(kind: &Kind) -> Value {
     match kind {
         Kind::RoomCreated(_) | Kind::RoomDeleted(_) => json!({}),
+        Kind::RoomUpdated(e) => json!({
+            "limits": e.limits.map(limits_json),
+            "alarm_rules": e.alarm_rules.map(rules_json),
+        }),
         Kind::ParticipantJoined(e) => json!({
             "role": enum_json::<pb::SessionRole>(e.role),
             "stream": e.stream,
