@@ -254,7 +254,8 @@ pub fn call_ended_json(response: &pb::EndCallResponse) -> Value {
 /// What accompanies a token on stderr: when it expires, where it publishes.
 pub fn token_note(response: &pb::CreateTokenResponse) -> String {
     format!(
-        "expires={} whip_path={}",
+        "token_id={} expires={} whip_path={}",
+        field(&response.token_id),
         utc(response.expires_at_unix.saturating_mul(1000)),
         response.whip_path
     )
@@ -265,7 +266,24 @@ pub fn token_json(response: &pb::CreateTokenResponse) -> Value {
         "token": response.token,
         "expires_at_unix": response.expires_at_unix,
         "whip_path": response.whip_path,
+        "token_id": response.token_id,
     })
+}
+
+/// `revoked token ID in ROOM sessions_closed=N`, or `revoked every token
+/// of ROOM …` without an id.
+pub fn revoked_text(room: &str, token_id: Option<&str>, sessions_closed: u32) -> String {
+    match token_id {
+        Some(id) => format!(
+            "revoked token {} in {room} sessions_closed={sessions_closed}",
+            field(id)
+        ),
+        None => format!("revoked every token of {room} sessions_closed={sessions_closed}"),
+    }
+}
+
+pub fn revoked_json(sessions_closed: u32) -> Value {
+    json!({ "sessions_closed": sessions_closed })
 }
 
 /// `#7 2025-06-01T10:00:00.123Z site-1 cam-1 participant_joined role=publisher stream=cam-1`
