@@ -435,6 +435,16 @@ mod tests {
             }
             self.inner.update_alarms(put, delete)
         }
+        fn issued_tokens(&self) -> Result<Vec<crate::issued::IssuedToken>, StoreError> {
+            self.inner.issued_tokens()
+        }
+        fn update_issued_tokens(
+            &self,
+            put: &[crate::issued::IssuedToken],
+            delete: &[String],
+        ) -> Result<(), StoreError> {
+            self.inner.update_issued_tokens(put, delete)
+        }
     }
 
     #[test]

@@ -18,10 +18,11 @@ use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::bus::{EventBus, Subscription};
 use crate::event::{LeaveReason, SessionRole, TrackKind};
+use crate::issued::{IssuedToken, new_token_id};
 use crate::media::{MediaPlane, StreamSample};
 use crate::names::{InvalidName, RoomName, StreamName};
 use crate::owner::Owner;
-use crate::room::{AlarmRules, Limits, RoomSpec};
+use crate::room::{AlarmRules, Limits, RoomSpec, RoomUpdate};
 use crate::store::{Store, StoreError};
 use crate::token::{Action, Claims, Grants, TokenError, TokenSigner};
 
@@ -124,6 +125,17 @@ pub struct EndedCall {
     pub caller_idle: bool,
 }
 
+/// A token CreateToken signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// The JWT.
+    pub token: String,
+    /// Its id (claim `jti`), to revoke it.
+    pub id: String,
+    /// Its expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
 /// A room with its live counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomView {
@@ -207,6 +219,11 @@ pub(crate) enum Msg {
         name: RoomName,
         reply: Reply<Result<RoomView>>,
     },
+    UpdateRoom {
+        name: RoomName,
+        update: RoomUpdate,
+        reply: Reply<Result<RoomView>>,
+    },
     ListRooms {
         reply: Reply<Vec<RoomView>>,
     },
@@ -265,6 +282,31 @@ pub(crate) enum Msg {
         callee: String,
         reply: Reply<Result<EndedCall>>,
     },
+    /// Records a token about to be signed (its incarnation is filled in);
+    /// replies with the room's incarnation and token generation.
+    IssueToken {
+        token: IssuedToken,
+        reply: Reply<Result<(u64, u32)>>,
+    },
+    /// Revokes one token; replies with its identity, or `None` if it was
+    /// revoked already.
+    RevokeToken {
+        room: RoomName,
+        id: String,
+        reply: Reply<Result<Option<String>>>,
+    },
+    /// Revokes every token of the room so far; replies with the identities
+    /// that have sessions in it.
+    RevokeRoomTokens {
+        room: RoomName,
+        reply: Reply<Result<Vec<String>>>,
+    },
+    /// Whether the room of a token (signature and expiry checked) still
+    /// honours it.
+    CheckToken {
+        claims: Claims,
+        reply: Reply<Result<()>>,
+    },
     Admit {
         room: RoomName,
         stream: StreamName,
@@ -275,6 +317,9 @@ pub(crate) enum Msg {
         via_call: bool,
         /// The token has the room's admin grant: a dispatcher.
         dispatcher: bool,
+        /// The token's claims (signature and expiry checked), for the room
+        /// to check it still honours it; `None` in open mode.
+        claims: Option<Claims>,
         reply: Reply<Result<u64>>,
     },
     Release {
@@ -416,12 +461,14 @@ impl Control {
     ) -> Result<Control> {
         let specs = store.rooms()?;
         let alarms = store.alarms()?;
+        let issued = store.issued_tokens()?;
         let owner = Owner::new(
             store,
             bus.clone(),
             matches!(auth, Auth::Open),
             specs,
             alarms,
+            issued,
         );
         tokio::spawn(owner.run(inbox.0));
         tokio::spawn(sample(media.clone(), facts.0.clone()));
@@ -465,15 +512,16 @@ impl Control {
 
     /// Checks a credential for one room's administration (participants,
     /// hang-up, mute, call): the admin key, or a token with the `admin`
-    /// grant for that room (a dispatcher signed in with a token).
-    pub fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
-        self.room_admin_name(bearer, room).map(|_| ())
+    /// grant for that room (a dispatcher signed in with a token) that the
+    /// room still honours.
+    pub async fn check_room_admin(&self, bearer: Option<&str>, room: &str) -> Result<()> {
+        self.room_admin_name(bearer, room).await.map(|_| ())
     }
 
     /// Like [`Control::check_room_admin`], and says who the caller is, for
     /// the record: the token's identity, "admin" for the admin key,
     /// "anonymous" without authentication.
-    pub fn room_admin_name(&self, bearer: Option<&str>, room: &str) -> Result<String> {
+    pub async fn room_admin_name(&self, bearer: Option<&str>, room: &str) -> Result<String> {
         if self.check_admin(bearer).is_ok() {
             let name = if self.auth_required() {
                 "admin"
@@ -495,17 +543,31 @@ impl Control {
             None,
             unix_secs(),
         )?;
-        Ok(claims.sub)
+        self.honoured(claims).await.map(|claims| claims.sub)
     }
 
-    /// Checks a participant token (signature, expiry) and returns its claims.
-    pub fn verify_token(&self, token: &str) -> Result<Claims> {
+    /// Checks a participant token (signature, expiry, and that its room
+    /// still honours it) and returns its claims.
+    pub async fn verify_token(&self, token: &str) -> Result<Claims> {
         match &self.auth {
-            Auth::Tokens { signer, .. } => Ok(signer.verify(token, unix_secs())?),
+            Auth::Tokens { signer, .. } => self.honoured(signer.verify(token, unix_secs())?).await,
             Auth::Open => Err(ControlError::FailedPrecondition(
                 "tokens are not used: the server runs without authentication".into(),
             )),
         }
+    }
+
+    /// Asks the owner whether the room of a token whose signature and
+    /// expiry were checked still honours it: the same incarnation of the
+    /// room, not revoked. A token for a room that does not exist is
+    /// `NotFound`.
+    pub(crate) async fn honoured(&self, claims: Claims) -> Result<Claims> {
+        self.ask(|reply| Msg::CheckToken {
+            claims: claims.clone(),
+            reply,
+        })
+        .await??;
+        Ok(claims)
     }
 
     /// Decides whether a WHIP (`Publisher`) or WHEP (`Viewer`) request may
@@ -519,7 +581,7 @@ impl Control {
         role: SessionRole,
         bearer: Option<&str>,
     ) -> Result<Admission> {
-        let (identity, via_call, dispatcher) = match &self.auth {
+        let (identity, via_call, dispatcher, claims) = match &self.auth {
             Auth::Tokens { signer, admin_key } => {
                 let token = bearer.ok_or(TokenError::Missing)?;
                 let action = match role {
@@ -529,13 +591,14 @@ impl Control {
                 let publishing = (role == SessionRole::Publisher).then_some(stream);
                 let now = unix_secs();
                 match signer.authorize(token, room, action, publishing, now) {
-                    Ok(claims) => (claims.sub, false, claims.grants.admin),
+                    Ok(claims) => (claims.sub.clone(), false, claims.grants.admin, Some(claims)),
                     // A callee plays its caller with its own token, granted
                     // or not: the owner admits it only during the call.
                     // (`authorize` checked the signature and the room before
                     // the grant.)
                     Err(TokenError::MissingGrant(Action::Subscribe)) => {
-                        (signer.verify(token, now)?.sub, true, false)
+                        let claims = signer.verify(token, now)?;
+                        (claims.sub.clone(), true, false, Some(claims))
                     }
                     // Operators paste the key they were shown where a token
                     // belongs; "malformed" would not tell them.
@@ -548,11 +611,12 @@ impl Control {
                 }
             }
             Auth::Open => match role {
-                SessionRole::Publisher => (stream.to_string(), false, false),
+                SessionRole::Publisher => (stream.to_string(), false, false, None),
                 SessionRole::Viewer => (
                     format!("viewer-{:06x}", rand::random::<u32>() & 0xff_ffff),
                     false,
                     false,
+                    None,
                 ),
             },
         };
@@ -564,6 +628,7 @@ impl Control {
                 identity: identity.clone(),
                 via_call,
                 dispatcher,
+                claims,
                 reply,
             })
             .await??;
@@ -593,6 +658,8 @@ impl Control {
             limits,
             alarms,
             created_at_ms: unix_ms(),
+            incarnation: RoomSpec::new_incarnation(),
+            token_generation: 0,
         };
         self.ask(|reply| Msg::CreateRoom { spec, reply }).await?
     }
@@ -601,6 +668,18 @@ impl Control {
     pub async fn room(&self, name: &str) -> Result<RoomView> {
         let name = RoomName::new(name)?;
         self.ask(|reply| Msg::GetRoom { name, reply }).await?
+    }
+
+    /// Changes a room's limits and alarm rules (what `update` sets); they
+    /// apply from the next admission and the next evaluation.
+    pub async fn update_room(&self, name: &str, update: RoomUpdate) -> Result<RoomView> {
+        let name = RoomName::new(name)?;
+        self.ask(|reply| Msg::UpdateRoom {
+            name,
+            update,
+            reply,
+        })
+        .await?
     }
 
     /// Every room, by name.
@@ -754,14 +833,16 @@ impl Control {
             .await)
     }
 
-    /// Signs a participant token (admin mode only).
-    pub fn create_token(
+    /// Signs a participant token for an existing room (admin mode only):
+    /// it carries the room's incarnation and token generation, and an id
+    /// under which the server keeps it until it expires.
+    pub async fn create_token(
         &self,
         room: &str,
         identity: &str,
         grants: Grants,
         ttl: Duration,
-    ) -> Result<(String, u64)> {
+    ) -> Result<NewToken> {
         let Auth::Tokens { signer, .. } = &self.auth else {
             return Err(ControlError::FailedPrecondition(
                 "the server runs without authentication; tokens are not needed".into(),
@@ -782,9 +863,75 @@ impl Control {
                 "ttl must be between 1 s and 366 days".into(),
             ));
         }
-        let now = unix_secs();
-        let token = signer.issue(identity, &room, grants, now, ttl)?;
-        Ok((token, now + ttl.as_secs()))
+        // The room must exist (a token for a typo would fail only at
+        // publish time), and the token is recorded, to be revoked by its id,
+        // before it is handed out.
+        let mut claims = Claims::new(identity, &room, 0, grants, unix_secs(), ttl);
+        let id = new_token_id();
+        let record = IssuedToken {
+            id: id.clone(),
+            room: room.clone(),
+            incarnation: 0,
+            identity: identity.to_owned(),
+            expires_at: claims.exp,
+            revoked_at_ms: None,
+        };
+        let (incarnation, generation) = self
+            .ask(|reply| Msg::IssueToken {
+                token: record,
+                reply,
+            })
+            .await??;
+        claims.inc = incarnation;
+        claims.rgen = generation;
+        claims.jti = Some(id.clone());
+        Ok(NewToken {
+            token: signer.sign(&claims)?,
+            id,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Revokes one token of `room` by its id and hangs up its identity's
+    /// sessions in the room; returns how many were closed (none if it was
+    /// revoked already).
+    pub async fn revoke_token(&self, room: &str, id: &str) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        let identity = self
+            .ask(|reply| Msg::RevokeToken {
+                room: room.clone(),
+                id: id.to_owned(),
+                reply,
+            })
+            .await??;
+        Ok(match identity {
+            Some(identity) => {
+                self.media
+                    .hang_up(&room, &identity, LeaveReason::HungUp)
+                    .await
+            }
+            None => 0,
+        })
+    }
+
+    /// Revokes every token issued for `room` so far and hangs up everyone
+    /// in it; returns how many sessions were closed.
+    pub async fn revoke_room_tokens(&self, room: &str) -> Result<usize> {
+        let room = RoomName::new(room)?;
+        let identities = self
+            .ask(|reply| Msg::RevokeRoomTokens {
+                room: room.clone(),
+                reply,
+            })
+            .await??;
+        let mut closed = 0;
+        for identity in identities {
+            closed += self
+                .media
+                .hang_up(&room, &identity, LeaveReason::HungUp)
+                .await;
+        }
+        Ok(closed)
     }
 
     /// Subscribes to the event feed, replaying after `after`.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarms::AlarmKind;
 use crate::names::{RoomName, StreamName};
+use crate::room::{AlarmRules, Limits};
 
 /// What a WebRTC session does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +78,13 @@ pub enum EventKind {
     RoomCreated,
     /// A room was deleted.
     RoomDeleted,
+    /// A room's settings changed (UpdateRoom); they are now these.
+    RoomUpdated {
+        /// Its limits.
+        limits: Limits,
+        /// Its alarm thresholds.
+        alarms: AlarmRules,
+    },
     /// A session started.
     ParticipantJoined {
         /// Publisher or viewer.
@@ -173,6 +181,12 @@ pub enum EventKind {
         stream: Option<StreamName>,
         /// Who acknowledged it.
         by: String,
+    },
+    /// Tokens of the room were revoked: one (about its identity), or every
+    /// token issued for the room so far (room-wide).
+    TokensRevoked {
+        /// The revoked token's id; `None` for every token of the room.
+        token_id: Option<String>,
     },
 }
 

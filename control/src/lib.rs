@@ -12,6 +12,7 @@ pub mod bus;
 mod core;
 pub mod event;
 pub mod grpc;
+pub mod issued;
 pub mod media;
 mod names;
 mod owner;
@@ -22,7 +23,7 @@ pub mod token;
 pub use names::{InvalidName, RoomName, StreamName};
 
 pub use core::{
-    Admission, Auth, CallView, Control, ControlError, EndedCall, Facts, Inbox, ParticipantView,
-    RoomView, TrackView, WatchScope, channel,
+    Admission, Auth, CallView, Control, ControlError, EndedCall, Facts, Inbox, NewToken,
+    ParticipantView, RoomView, TrackView, WatchScope, channel,
 };
 pub use owner::RING_TIMEOUT;

@@ -15,11 +15,12 @@ use crate::core::{
     CallView, ControlError, EndedCall, Msg, ParticipantView, Result, RoomView, TrackView, unix_ms,
 };
 use crate::event::{Alarm, CallEndReason, EventKind, LeaveReason, SessionRole, TrackKind};
+use crate::issued::{Issued, IssuedToken};
 use crate::media::StreamSample;
 use crate::names::{RoomName, StreamName};
-use crate::room::{AlarmRules, Limits, RoomSpec};
+use crate::room::{AlarmRules, Limits, RoomSpec, RoomUpdate};
 use crate::store::Store;
-use crate::token::{Action, TokenError};
+use crate::token::{Action, Claims, TokenError};
 
 /// How long a call rings without the callee playing the caller before it
 /// ends (`NOT_ANSWERED`).
@@ -106,6 +107,8 @@ pub(crate) struct Owner {
     sessions: HashMap<String, SessionInfo>,
     /// Every alarm raised, with its times, as the store keeps it.
     alarm_log: AlarmLog,
+    /// The tokens issued and not yet expired, as the store keeps them.
+    issued: Issued,
 }
 
 impl Owner {
@@ -116,12 +119,13 @@ impl Owner {
         open_rooms: bool,
         specs: Vec<RoomSpec>,
         alarms: Vec<AlarmRecord>,
+        issued: Vec<IssuedToken>,
     ) -> Self {
         let rooms = specs
             .into_iter()
             .map(|spec| (spec.name.clone(), RoomState::new(spec, true)))
             .collect();
-        Owner {
+        let mut owner = Owner {
             next_ticket: 1,
             store,
             bus,
@@ -129,6 +133,23 @@ impl Owner {
             rooms,
             sessions: HashMap::new(),
             alarm_log: AlarmLog::load(alarms, unix_ms()),
+            issued: Issued::load(issued),
+        };
+        owner.prune_issued(&[]);
+        owner
+    }
+
+    /// Forgets the issued tokens that expired, and those with the ids
+    /// `also`, in memory and in the store. A failed delete is only logged:
+    /// an expired token is refused anyway, and the next prune retries.
+    fn prune_issued(&mut self, also: &[String]) {
+        let mut gone = self.issued.prune(unix_ms() / 1000);
+        gone.extend_from_slice(also);
+        if gone.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.update_issued_tokens(&[], &gone) {
+            tracing::warn!("cannot delete expired tokens from the store (retried later): {e}");
         }
     }
 
@@ -193,6 +214,13 @@ impl Owner {
         match msg {
             Msg::CreateRoom { spec, reply } => {
                 let _ = reply.send(self.create_room(spec));
+            }
+            Msg::UpdateRoom {
+                name,
+                update,
+                reply,
+            } => {
+                let _ = reply.send(self.update_room(&name, &update));
             }
             Msg::GetRoom { name, reply } => {
                 let _ = reply.send(self.live_room(&name).map(|room| self.view(room)));
@@ -318,6 +346,18 @@ impl Owner {
             } => {
                 let _ = reply.send(self.end_call(&room, &callee));
             }
+            Msg::IssueToken { token, reply } => {
+                let _ = reply.send(self.issue_token(token));
+            }
+            Msg::RevokeToken { room, id, reply } => {
+                let _ = reply.send(self.revoke_token(&room, &id));
+            }
+            Msg::RevokeRoomTokens { room, reply } => {
+                let _ = reply.send(self.revoke_room_tokens(&room));
+            }
+            Msg::CheckToken { claims, reply } => {
+                let _ = reply.send(self.check_token(&claims));
+            }
             Msg::Admit {
                 room,
                 stream,
@@ -325,9 +365,13 @@ impl Owner {
                 identity,
                 via_call,
                 dispatcher,
+                claims,
                 reply,
             } => {
-                let admitted = self.admit(room.clone(), &stream, role, &identity, via_call, now);
+                let admitted = match claims.as_ref().map(|c| self.check_token(c)) {
+                    Some(Err(e)) => Err(e),
+                    _ => self.admit(room.clone(), &stream, role, &identity, via_call, now),
+                };
                 if admitted.is_ok()
                     && dispatcher
                     && let Some(room) = self.rooms.get_mut(&room)
@@ -415,6 +459,127 @@ impl Owner {
         Ok(self.view(room))
     }
 
+    /// Changes a room's settings (persisted first) and tells its watchers.
+    /// Alarm rules are read at every evaluation and limits at every
+    /// admission, so both apply from the next one; a raised limit may clear
+    /// ROOM_FULL at once. An implicit room (open mode) becomes managed, as
+    /// with CreateRoom: settings given to it are kept.
+    fn update_room(&mut self, name: &RoomName, update: &RoomUpdate) -> Result<RoomView> {
+        let room = self.live_room(name)?;
+        let spec = update.apply(&room.spec);
+        if spec != room.spec || !room.managed {
+            self.store.put_room(&spec)?;
+            let event = EventKind::RoomUpdated {
+                limits: spec.limits,
+                alarms: spec.alarms,
+            };
+            let room = self.rooms.get_mut(name).expect("checked live above");
+            room.spec = spec;
+            room.managed = true;
+            self.publish(name, None, event);
+            if let Some(cleared) = self.no_longer_full(name) {
+                self.publish(name, None, cleared);
+            }
+        }
+        let room = self.live_room(name)?;
+        Ok(self.view(room))
+    }
+
+    /// Whether a token (its signature and expiry checked) opens its room as
+    /// it is now: the room exists and is the incarnation it was issued for,
+    /// and the token was not revoked, alone or with the room's others.
+    fn check_token(&self, claims: &Claims) -> Result<()> {
+        let room = self.live_room(&claims.room)?;
+        if claims.inc != room.spec.incarnation {
+            return Err(TokenError::EarlierRoom(claims.room.clone()).into());
+        }
+        if claims.rgen < room.spec.token_generation {
+            return Err(TokenError::RevokedWithRoom(claims.room.clone()).into());
+        }
+        if let Some(id) = claims
+            .jti
+            .as_deref()
+            .filter(|id| self.issued.is_revoked(id))
+        {
+            return Err(TokenError::Revoked(id.to_owned()).into());
+        }
+        Ok(())
+    }
+
+    /// Records a token about to be signed for a live room, in the store
+    /// before it is handed out (a token that could not be revoked after a
+    /// restart is not issued); answers the room's incarnation and token
+    /// generation for its claims.
+    fn issue_token(&mut self, mut token: IssuedToken) -> Result<(u64, u32)> {
+        let spec = &self.live_room(&token.room)?.spec;
+        let stamp = (spec.incarnation, spec.token_generation);
+        token.incarnation = spec.incarnation;
+        self.prune_issued(&[]);
+        self.store
+            .update_issued_tokens(std::slice::from_ref(&token), &[])?;
+        self.issued.insert(token);
+        Ok(stamp)
+    }
+
+    /// Revokes the token `id` of `room` (persisted first) and tells the
+    /// room; answers its identity, whose sessions are to be hung up, or
+    /// `None` if it was revoked already.
+    fn revoke_token(&mut self, room: &RoomName, id: &str) -> Result<Option<String>> {
+        let incarnation = self.live_room(room)?.spec.incarnation;
+        let token = self
+            .issued
+            .get(room, incarnation, id)
+            .ok_or_else(|| {
+                ControlError::NotFound(format!("room {room} issued no token {id} (or it expired)"))
+            })?
+            .clone();
+        if token.revoked_at_ms.is_some() {
+            return Ok(None);
+        }
+        let revoked = IssuedToken {
+            revoked_at_ms: Some(unix_ms()),
+            ..token
+        };
+        self.store
+            .update_issued_tokens(std::slice::from_ref(&revoked), &[])?;
+        let identity = revoked.identity.clone();
+        self.issued.insert(revoked);
+        self.publish(
+            room,
+            Some(&identity),
+            EventKind::TokensRevoked {
+                token_id: Some(id.to_owned()),
+            },
+        );
+        Ok(Some(identity))
+    }
+
+    /// Moves the room to its next token generation (persisted first), so
+    /// that every token issued so far is refused; answers the identities
+    /// with sessions in the room, to be hung up.
+    fn revoke_room_tokens(&mut self, name: &RoomName) -> Result<Vec<String>> {
+        let room = self.live_room(name)?;
+        let spec = RoomSpec {
+            token_generation: room.spec.token_generation.saturating_add(1),
+            ..room.spec.clone()
+        };
+        let mut identities: Vec<String> = room
+            .sessions
+            .keys()
+            .filter_map(|s| self.sessions.get(s))
+            .map(|info| info.identity.clone())
+            .collect();
+        identities.sort();
+        identities.dedup();
+        let room = self.rooms.get_mut(name).expect("checked live above");
+        if room.managed {
+            self.store.put_room(&spec)?;
+        }
+        room.spec = spec;
+        self.publish(name, None, EventKind::TokensRevoked { token_id: None });
+        Ok(identities)
+    }
+
     fn delete_room(&mut self, name: &RoomName) -> Result<()> {
         let room = self
             .rooms
@@ -429,6 +594,10 @@ impl Owner {
         for (callee, call) in calls {
             self.end_call_event(name, callee, call, CallEndReason::RoomClosed);
         }
+        // Its tokens are dead: a room created under its name has another
+        // incarnation.
+        let forgotten = self.issued.forget_room(name);
+        self.prune_issued(&forgotten);
         self.drop_if_finished(name);
         Ok(())
     }
@@ -812,6 +981,9 @@ impl Owner {
                 limits: Limits::default(),
                 alarms: AlarmRules::default(),
                 created_at_ms: unix_ms(),
+                // Implicit rooms exist only without tokens.
+                incarnation: 0,
+                token_generation: 0,
             };
             self.rooms
                 .insert(room_name.clone(), RoomState::new(spec, false));
@@ -844,6 +1016,36 @@ impl Owner {
         Err(ControlError::RoomFull {
             room: room_name.to_string(),
             what,
+        })
+    }
+
+    /// If the room was full and is now under both its limits (a session
+    /// ended, a limit was raised), forgets it was full and answers the
+    /// event that clears its ROOM_FULL alarm.
+    fn no_longer_full(&mut self, room_name: &RoomName) -> Option<EventKind> {
+        let room = self.rooms.get(room_name)?;
+        let still_full = [SessionRole::Publisher, SessionRole::Viewer]
+            .iter()
+            .any(|role| {
+                // A stream name nobody uses, so the publisher check counts seats.
+                Self::limit_reached(
+                    room,
+                    *role,
+                    &StreamName::new("-").expect("valid name"),
+                    |s| self.is_viewer(s),
+                )
+                .is_some()
+            });
+        if !room.full || still_full {
+            return None;
+        }
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            room.full = false;
+        }
+        Some(EventKind::AlarmCleared {
+            alarm: Alarm::RoomFull,
+            stream: None,
+            alarm_id: self.alarm_log.clear(room_name, Alarm::RoomFull, None),
         })
     }
 
@@ -991,29 +1193,7 @@ impl Owner {
             reason,
         });
         let room_name = info.room.clone();
-        let room = &self.rooms[&room_name];
-        let still_full = [SessionRole::Publisher, SessionRole::Viewer]
-            .iter()
-            .any(|role| {
-                // A stream name nobody uses, so the publisher check counts seats.
-                Self::limit_reached(
-                    room,
-                    *role,
-                    &StreamName::new("-").expect("valid name"),
-                    |s| self.is_viewer(s),
-                )
-                .is_some()
-            });
-        if room.full && !still_full {
-            if let Some(room) = self.rooms.get_mut(&room_name) {
-                room.full = false;
-            }
-            events.push(EventKind::AlarmCleared {
-                alarm: Alarm::RoomFull,
-                stream: None,
-                alarm_id: self.alarm_log.clear(&room_name, Alarm::RoomFull, None),
-            });
-        }
+        events.extend(self.no_longer_full(&room_name));
         for kind in events {
             self.publish(&room_name, Some(&info.identity), kind);
         }
@@ -1120,9 +1300,18 @@ mod tests {
                     ..AlarmRules::default()
                 },
                 created_at_ms: 0,
+                incarnation: 7,
+                token_generation: 0,
             };
             let store = Arc::new(MemoryStore::default());
-            let owner = Owner::new(store.clone(), bus.clone(), false, vec![spec], Vec::new());
+            let owner = Owner::new(
+                store.clone(),
+                bus.clone(),
+                false,
+                vec![spec],
+                Vec::new(),
+                Vec::new(),
+            );
             Harness {
                 owner,
                 bus,
@@ -1145,6 +1334,7 @@ mod tests {
                 identity: identity.into(),
                 via_call: false,
                 dispatcher: false,
+                claims: None,
                 reply,
             })
         }
@@ -1206,10 +1396,299 @@ mod tests {
             identity: "cam".into(),
             via_call: false,
             dispatcher: false,
+            claims: None,
             reply,
         });
         assert!(matches!(result, Err(ControlError::NotFound(_))));
         assert!(h.admit("cam", SessionRole::Publisher, "cam").is_ok());
+    }
+
+    fn claims(room_name: &str, incarnation: u64) -> Claims {
+        let grants = crate::token::Grants {
+            publish: true,
+            subscribe: true,
+            admin: false,
+        };
+        let room = RoomName::new(room_name).unwrap();
+        Claims::new(
+            "cam",
+            &room,
+            incarnation,
+            grants,
+            0,
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn a_token_opens_only_the_incarnation_of_the_room_it_was_issued_for() {
+        let mut h = Harness::new(Limits::default());
+        let check =
+            |h: &mut Harness, claims: Claims| h.ask(|reply| Msg::CheckToken { claims, reply });
+        assert!(check(&mut h, claims("site", 7)).is_ok());
+        let earlier = check(&mut h, claims("site", 6));
+        assert!(
+            matches!(&earlier, Err(ControlError::Unauthenticated(m)) if m.contains("earlier room named site")),
+            "{earlier:?}"
+        );
+        assert!(matches!(
+            check(&mut h, claims("elsewhere", 7)),
+            Err(ControlError::NotFound(_))
+        ));
+        let admit = |h: &mut Harness, incarnation| {
+            h.ask(|reply| Msg::Admit {
+                room: room(),
+                stream: stream("cam"),
+                role: SessionRole::Publisher,
+                identity: "cam".into(),
+                via_call: false,
+                dispatcher: false,
+                claims: Some(claims("site", incarnation)),
+                reply,
+            })
+        };
+        assert!(matches!(
+            admit(&mut h, 0),
+            Err(ControlError::Unauthenticated(_))
+        ));
+        assert!(admit(&mut h, 7).is_ok());
+    }
+
+    impl Harness {
+        /// Issues a token (as CreateToken does) and returns its claims.
+        fn issue(&mut self, id: &str, identity: &str) -> Claims {
+            let now = unix_ms() / 1000;
+            let record = IssuedToken {
+                id: id.into(),
+                room: room(),
+                incarnation: 0,
+                identity: identity.into(),
+                expires_at: now + 3600,
+                revoked_at_ms: None,
+            };
+            let (inc, rgen) = self
+                .ask(|reply| Msg::IssueToken {
+                    token: record,
+                    reply,
+                })
+                .unwrap();
+            Claims {
+                inc,
+                rgen,
+                jti: Some(id.into()),
+                sub: identity.into(),
+                iat: now,
+                exp: now + 3600,
+                ..claims("site", inc)
+            }
+        }
+
+        fn check(&mut self, claims: &Claims) -> Result<()> {
+            let claims = claims.clone();
+            self.ask(|reply| Msg::CheckToken { claims, reply })
+        }
+    }
+
+    #[test]
+    fn a_revoked_token_is_refused_and_names_its_identity_once() {
+        let mut h = Harness::new(Limits::default());
+        let a = h.issue("token-a", "cam-1");
+        let b = h.issue("token-b", "cam-1");
+        assert_eq!(
+            h.store.issued_tokens().unwrap().len(),
+            2,
+            "kept in the store"
+        );
+        h.start("s1", "cam-1", SessionRole::Publisher, "cam-1");
+        let revoke = |h: &mut Harness, id: &str| {
+            h.ask(|reply| Msg::RevokeToken {
+                room: room(),
+                id: id.into(),
+                reply,
+            })
+        };
+        assert_eq!(revoke(&mut h, "token-a").unwrap().as_deref(), Some("cam-1"));
+        let refused = h.check(&a);
+        assert!(
+            matches!(&refused, Err(ControlError::Unauthenticated(m)) if m.contains("(token-a) was revoked")),
+            "{refused:?}"
+        );
+        assert!(h.check(&b).is_ok(), "another token of the same identity");
+        // Again: nothing more to do.
+        assert_eq!(revoke(&mut h, "token-a").unwrap(), None);
+        assert!(matches!(
+            revoke(&mut h, "token-x"),
+            Err(ControlError::NotFound(_))
+        ));
+        let revoked: Vec<_> = h
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::TokensRevoked { .. }))
+            .collect();
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].identity.as_deref(), Some("cam-1"));
+
+        // A new owner over the same store (a restart) still refuses it.
+        let restarted = Owner::new(
+            h.store.clone(),
+            h.bus.clone(),
+            false,
+            vec![h.owner.rooms[&room()].spec.clone()],
+            Vec::new(),
+            h.store.issued_tokens().unwrap(),
+        );
+        assert!(restarted.check_token(&a).is_err());
+        assert!(restarted.check_token(&b).is_ok());
+    }
+
+    #[test]
+    fn revoking_every_token_of_a_room_spares_the_ones_issued_after() {
+        let mut h = Harness::new(Limits::default());
+        let before = h.issue("token-a", "cam-1");
+        h.start("s1", "cam-1", SessionRole::Publisher, "cam-1");
+        h.start("s2", "cam-1", SessionRole::Viewer, "dispatcher");
+        let present = h
+            .ask(|reply| Msg::RevokeRoomTokens {
+                room: room(),
+                reply,
+            })
+            .unwrap();
+        assert_eq!(present, ["cam-1", "dispatcher"]);
+        let refused = h.check(&before);
+        assert!(
+            matches!(&refused, Err(ControlError::Unauthenticated(m)) if m.contains("every token issued for room site")),
+            "{refused:?}"
+        );
+        // Tokens without an id (issued before ids existed) too.
+        assert!(h.check(&claims("site", 7)).is_err());
+        let after = h.issue("token-b", "cam-1");
+        assert!(h.check(&after).is_ok());
+        assert_eq!(h.store.rooms().unwrap()[0].token_generation, 1, "stored");
+    }
+
+    #[test]
+    fn expired_and_deleted_rooms_tokens_are_forgotten() {
+        let mut h = Harness::new(Limits::default());
+        h.issue("token-a", "cam-1");
+        let expired = IssuedToken {
+            id: "old".into(),
+            room: room(),
+            incarnation: 7,
+            identity: "cam-1".into(),
+            expires_at: 1,
+            revoked_at_ms: Some(1),
+        };
+        h.store
+            .update_issued_tokens(std::slice::from_ref(&expired), &[])
+            .unwrap();
+        // Loading them (a restart) forgets the expired one, in the store too.
+        h.owner = Owner::new(
+            h.store.clone(),
+            h.bus.clone(),
+            false,
+            vec![h.owner.rooms[&room()].spec.clone()],
+            Vec::new(),
+            h.store.issued_tokens().unwrap(),
+        );
+        h.issue("token-b", "cam-2");
+        let ids = |h: &Harness| {
+            let mut ids: Vec<String> = h
+                .store
+                .issued_tokens()
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&h), ["token-a", "token-b"]);
+        h.ask(|reply| Msg::DeleteRoom {
+            name: room(),
+            reply,
+        })
+        .unwrap();
+        assert!(ids(&h).is_empty());
+    }
+
+    #[test]
+    fn an_update_is_stored_announced_and_a_raised_limit_clears_room_full() {
+        let mut h = Harness::new(Limits {
+            max_publishers: None,
+            max_viewers: Some(1),
+        });
+        h.start("p", "cam", SessionRole::Publisher, "cam");
+        h.start("v1", "cam", SessionRole::Viewer, "viewer-1");
+        assert!(h.admit("cam", SessionRole::Viewer, "viewer-2").is_err());
+        let update = |h: &mut Harness, update: RoomUpdate| {
+            h.ask(|reply| Msg::UpdateRoom {
+                name: room(),
+                update,
+                reply,
+            })
+        };
+        let view = update(
+            &mut h,
+            RoomUpdate {
+                max_viewers: Some(Some(2)),
+                stall_after: Some(Duration::from_millis(700)),
+                ..RoomUpdate::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(view.spec.limits.max_viewers, Some(2));
+        assert_eq!(view.spec.limits.max_publishers, None, "kept");
+        assert_eq!(view.spec.alarms.stall_after, Duration::from_millis(700));
+        assert_eq!(
+            view.spec.alarms.min_bitrate_bps,
+            AlarmRules::default().min_bitrate_bps,
+            "kept"
+        );
+        assert_eq!(h.store.rooms().unwrap(), vec![view.spec.clone()], "stored");
+        let kinds: Vec<EventKind> = h
+            .events()
+            .into_iter()
+            .rev()
+            .take(2)
+            .map(|e| e.kind)
+            .collect();
+        assert!(
+            matches!(
+                kinds[0],
+                EventKind::AlarmCleared {
+                    alarm: Alarm::RoomFull,
+                    ..
+                }
+            ),
+            "{kinds:?}"
+        );
+        assert!(
+            matches!(kinds[1], EventKind::RoomUpdated { limits, .. } if limits.max_viewers == Some(2))
+        );
+        assert!(h.admit("cam", SessionRole::Viewer, "viewer-2").is_ok());
+
+        // Nothing to change: nothing announced.
+        let before = h.events().len();
+        update(&mut h, RoomUpdate::default()).unwrap();
+        assert_eq!(h.events().len(), before);
+        // A limit removed.
+        let view = update(
+            &mut h,
+            RoomUpdate {
+                max_viewers: Some(None),
+                ..RoomUpdate::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(view.spec.limits.max_viewers, None);
+        assert!(matches!(
+            h.ask(|reply| Msg::UpdateRoom {
+                name: RoomName::new("elsewhere").unwrap(),
+                update: RoomUpdate::default(),
+                reply,
+            }),
+            Err(ControlError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -1781,6 +2260,7 @@ mod tests {
                 identity: "field-1".into(),
                 via_call: true,
                 dispatcher: false,
+                claims: None,
                 reply,
             })
         };
@@ -1821,6 +2301,7 @@ mod tests {
             identity: "field-1".into(),
             via_call: false,
             dispatcher: false,
+            claims: None,
             reply,
         });
         assert!(later.is_err(), "the harness' clock is still t0");
@@ -1833,6 +2314,7 @@ mod tests {
                 identity: "field-1".into(),
                 via_call: false,
                 dispatcher: false,
+                claims: None,
                 reply: tx,
             },
             until,
@@ -1851,6 +2333,7 @@ mod tests {
                 identity: identity.into(),
                 via_call: false,
                 dispatcher,
+                claims: None,
                 reply,
             })
             .unwrap();

@@ -1,4 +1,5 @@
-//! Managed rooms: the settings an admin gives a room when creating it.
+//! Managed rooms: the settings an admin gives a room when creating it, and
+//! changes to them (UpdateRoom).
 
 use std::time::Duration;
 
@@ -60,6 +61,63 @@ pub struct RoomSpec {
     pub alarms: AlarmRules,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Which room of this name it is: drawn at random when the room is
+    /// created, and carried by every token issued for it, so that a room
+    /// deleted and created again does not honour the first one's tokens.
+    /// 0 for rooms stored before incarnations existed (and implicit rooms,
+    /// which take no tokens); those keep honouring the tokens issued
+    /// before, which carry no incarnation either.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// The generation of its tokens: revoking every token of the room
+    /// (RevokeRoomTokens) moves it on, and tokens of an earlier generation
+    /// (claim `rgen`) are refused. 0 for a new room.
+    #[serde(default)]
+    pub token_generation: u32,
+}
+
+impl RoomSpec {
+    /// A new incarnation: random, never 0 (the legacy value), and below
+    /// 2^53 so that it reads back exactly wherever a token's claims are
+    /// parsed as JSON numbers (JavaScript's are doubles).
+    pub fn new_incarnation() -> u64 {
+        (rand::random::<u64>() >> 11).max(1)
+    }
+}
+
+/// What UpdateRoom changes: each field set replaces the room's, each
+/// `None` keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomUpdate {
+    /// `Some(None)` removes the limit.
+    pub max_publishers: Option<Option<u32>>,
+    /// `Some(None)` removes the limit.
+    pub max_viewers: Option<Option<u32>>,
+    /// See [`AlarmRules::stall_after`].
+    pub stall_after: Option<Duration>,
+    /// See [`AlarmRules::min_bitrate_bps`].
+    pub min_bitrate_bps: Option<u64>,
+    /// See [`AlarmRules::keyframe_wait`].
+    pub keyframe_wait: Option<Duration>,
+}
+
+impl RoomUpdate {
+    /// `spec` with this update's changes.
+    pub fn apply(&self, spec: &RoomSpec) -> RoomSpec {
+        let (limits, alarms) = (spec.limits, spec.alarms);
+        RoomSpec {
+            limits: Limits {
+                max_publishers: self.max_publishers.unwrap_or(limits.max_publishers),
+                max_viewers: self.max_viewers.unwrap_or(limits.max_viewers),
+            },
+            alarms: AlarmRules {
+                stall_after: self.stall_after.unwrap_or(alarms.stall_after),
+                min_bitrate_bps: self.min_bitrate_bps.unwrap_or(alarms.min_bitrate_bps),
+                keyframe_wait: self.keyframe_wait.unwrap_or(alarms.keyframe_wait),
+            },
+            ..spec.clone()
+        }
+    }
 }
 
 mod millis {

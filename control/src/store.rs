@@ -1,5 +1,6 @@
 //! Durable state of the control plane: managed rooms, their alarms (see
-//! [`crate::alarm_log`]) and the server secrets.
+//! [`crate::alarm_log`]), the tokens issued (see [`crate::issued`]) and the
+//! server secrets.
 //!
 //! Rooms live behind the [`Store`] trait so the embedded [`RedbStore`] (one
 //! file in the data directory) can be swapped for a shared one (Redis) when
@@ -20,6 +21,7 @@ use std::sync::{Mutex, PoisonError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::alarm_log::AlarmRecord;
+use crate::issued::IssuedToken;
 use crate::names::RoomName;
 use crate::room::RoomSpec;
 
@@ -30,6 +32,10 @@ const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 /// Alarm id (the id of the event that raised it) -> `serde_json` of its
 /// [`AlarmRecord`], JSON for the same reason as [`ROOMS`].
 const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
+
+/// Token id -> `serde_json` of its [`IssuedToken`], JSON for the same
+/// reason as [`ROOMS`].
+const ISSUED_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("issued_tokens");
 
 /// Counters that outlive a process: [`NEXT_EVENT_ID`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -149,6 +155,15 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces the alarms `put` and deletes those with the ids
     /// `delete`, in one write.
     fn update_alarms(&self, put: &[AlarmRecord], delete: &[u64]) -> Result<(), StoreError>;
+    /// Every issued token kept (see [`crate::issued`]).
+    fn issued_tokens(&self) -> Result<Vec<IssuedToken>, StoreError>;
+    /// Inserts or replaces the tokens `put` and deletes those with the ids
+    /// `delete`, in one write.
+    fn update_issued_tokens(
+        &self,
+        put: &[IssuedToken],
+        delete: &[String],
+    ) -> Result<(), StoreError>;
 }
 
 /// The embedded store: one redb file.
@@ -172,6 +187,7 @@ impl RedbStore {
         let tx = db.begin_write()?;
         tx.open_table(ROOMS)?;
         tx.open_table(ALARMS)?;
+        tx.open_table(ISSUED_TOKENS)?;
         tx.open_table(META)?;
         tx.commit()?;
         Ok(RedbStore { db })
@@ -292,6 +308,57 @@ impl Store for RedbStore {
         tx.commit()?;
         Ok(())
     }
+
+    fn issued_tokens(&self) -> Result<Vec<IssuedToken>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ISSUED_TOKENS)?;
+        table
+            .iter()?
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode_issued(key.value(), value.value())
+            })
+            .collect()
+    }
+
+    fn update_issued_tokens(
+        &self,
+        put: &[IssuedToken],
+        delete: &[String],
+    ) -> Result<(), StoreError> {
+        let values = put
+            .iter()
+            .map(|token| {
+                serde_json::to_vec(token)
+                    .map(|value| (token.id.as_str(), value))
+                    .map_err(|e| StoreError::Database(format!("encoding issued token: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(ISSUED_TOKENS)?;
+            for (id, value) in &values {
+                table.insert(*id, value.as_slice())?;
+            }
+            for id in delete {
+                table.remove(id.as_str())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn decode_issued(key: &str, bytes: &[u8]) -> Result<IssuedToken, StoreError> {
+    let token: IssuedToken = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("issued token {key}: {e}")))?;
+    if token.id != key {
+        return Err(StoreError::Corrupt(format!(
+            "issued token {key} is stored under another id ({})",
+            token.id
+        )));
+    }
+    Ok(token)
 }
 
 fn decode_alarm(key: u64, bytes: &[u8]) -> Result<AlarmRecord, StoreError> {
@@ -314,6 +381,7 @@ pub struct MemoryStore {
     rooms: Mutex<BTreeMap<RoomName, RoomSpec>>,
     next_event_id: Mutex<Option<u64>>,
     alarms: Mutex<BTreeMap<u64, AlarmRecord>>,
+    issued: Mutex<BTreeMap<String, IssuedToken>>,
 }
 
 impl MemoryStore {
@@ -370,6 +438,26 @@ impl Store for MemoryStore {
         }
         for id in delete {
             alarms.remove(id);
+        }
+        Ok(())
+    }
+
+    fn issued_tokens(&self) -> Result<Vec<IssuedToken>, StoreError> {
+        let issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(issued.values().cloned().collect())
+    }
+
+    fn update_issued_tokens(
+        &self,
+        put: &[IssuedToken],
+        delete: &[String],
+    ) -> Result<(), StoreError> {
+        let mut issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+        for token in put {
+            issued.insert(token.id.clone(), token.clone());
+        }
+        for id in delete {
+            issued.remove(id);
         }
         Ok(())
     }
@@ -570,6 +658,8 @@ mod tests {
                 ..AlarmRules::default()
             },
             created_at_ms: 1_700_000_000_000,
+            incarnation: 0x1234_5678_9abc,
+            token_generation: 0,
         }
     }
 
@@ -625,6 +715,26 @@ mod tests {
             store.alarms().unwrap(),
             vec![alarm(12, Some(1_700_000_009_000))]
         );
+
+        assert_eq!(store.issued_tokens().unwrap(), vec![]);
+        store
+            .update_issued_tokens(&[issued("a", None), issued("b", None)], &[])
+            .unwrap();
+        store
+            .update_issued_tokens(&[issued("b", Some(5))], &["a".into(), "zz".into()])
+            .unwrap();
+        assert_eq!(store.issued_tokens().unwrap(), vec![issued("b", Some(5))]);
+    }
+
+    fn issued(id: &str, revoked_at_ms: Option<u64>) -> IssuedToken {
+        IssuedToken {
+            id: id.into(),
+            room: name("lobby"),
+            incarnation: 9,
+            identity: "cam-1".into(),
+            expires_at: 1_700_000_000,
+            revoked_at_ms,
+        }
     }
 
     fn alarm(id: u64, cleared_at_ms: Option<u64>) -> AlarmRecord {
@@ -667,10 +777,14 @@ mod tests {
             store.put_room(&spec("gone", None)).unwrap();
             assert!(store.delete_room(&name("gone")).unwrap());
             store.update_alarms(&[alarm(5, None)], &[]).unwrap();
+            store
+                .update_issued_tokens(&[issued("t", Some(3))], &[])
+                .unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.rooms().unwrap(), vec![spec("lobby", Some(7))]);
         assert_eq!(store.alarms().unwrap(), vec![alarm(5, None)]);
+        assert_eq!(store.issued_tokens().unwrap(), vec![issued("t", Some(3))]);
     }
 
     #[test]
@@ -715,6 +829,31 @@ mod tests {
         assert!(matches!(store.rooms(), Err(StoreError::Corrupt(_))));
         // A corrupt row can still be deleted, which is how an operator recovers.
         assert!(store.delete_room(&name("broken")).unwrap());
+    }
+
+    #[test]
+    fn a_room_stored_before_incarnations_has_incarnation_zero() {
+        let dir = TempDir::new("redb-legacy-room");
+        fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("vigil.redb");
+        drop(RedbStore::open(&path).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut table = tx.open_table(ROOMS).unwrap();
+                let row = br#"{"name":"lobby","limits":{"max_publishers":null,"max_viewers":2},"alarms":{"stall_after":3000,"min_bitrate_bps":50000,"max_keyframe_interval":5000},"created_at_ms":1700000000000}"#;
+                table.insert("lobby", row.as_slice()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let room = RedbStore::open(&path)
+            .unwrap()
+            .room(&name("lobby"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(room.incarnation, 0);
+        assert_eq!(room.limits.max_viewers, Some(2));
     }
 
     #[test]

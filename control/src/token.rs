@@ -43,6 +43,47 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at, seconds since the Unix epoch.
     pub exp: u64,
+    /// The incarnation of the room it was issued for
+    /// ([`RoomSpec::incarnation`](crate::room::RoomSpec::incarnation)): a
+    /// room deleted and created again under the same name has another one,
+    /// so the old room's tokens do not open the new room. Tokens issued
+    /// before incarnations existed have none (0), like the rooms stored then.
+    #[serde(default)]
+    pub inc: u64,
+    /// The room's token generation when it was issued
+    /// ([`RoomSpec::token_generation`](crate::room::RoomSpec::token_generation)):
+    /// revoking every token of a room moves the room to the next one, and
+    /// the tokens of earlier generations are refused.
+    #[serde(default)]
+    pub rgen: u32,
+    /// Its id, by which it can be revoked (RevokeToken); tokens issued
+    /// before ids existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+impl Claims {
+    /// Claims for `identity` in `room` (of incarnation `incarnation`) valid
+    /// for `ttl` from `now_unix` (seconds).
+    pub fn new(
+        identity: &str,
+        room: &RoomName,
+        incarnation: u64,
+        grants: Grants,
+        now_unix: u64,
+        ttl: Duration,
+    ) -> Self {
+        Claims {
+            sub: identity.to_owned(),
+            room: room.clone(),
+            grants,
+            iat: now_unix,
+            exp: now_unix.saturating_add(ttl.as_secs()),
+            inc: incarnation,
+            rgen: 0,
+            jti: None,
+        }
+    }
 }
 
 /// What a request wants to do with a room.
@@ -92,6 +133,22 @@ pub enum TokenError {
     /// A publish token may only publish the stream named after its identity. Forbidden.
     #[error("token may only publish the stream named after its identity")]
     WrongIdentity,
+    /// The token names the room, but an earlier incarnation of it: the room
+    /// it was issued for was deleted and this one created under the same
+    /// name. Unauthorized: the token is dead, as if expired.
+    #[error(
+        "this token was issued for an earlier room named {0}, since deleted: ask for a new token"
+    )]
+    EarlierRoom(RoomName),
+    /// The token was revoked by its id (RevokeToken). Unauthorized.
+    #[error("this token ({0}) was revoked: ask for a new token")]
+    Revoked(String),
+    /// Every token of the room issued until some time was revoked
+    /// (RevokeRoomTokens), this one among them. Unauthorized.
+    #[error(
+        "this token was revoked with every token issued for room {0} until then: ask for a new token"
+    )]
+    RevokedWithRoom(RoomName),
 }
 
 impl TokenError {
@@ -102,7 +159,10 @@ impl TokenError {
             TokenError::Missing
             | TokenError::Malformed
             | TokenError::BadSignature
-            | TokenError::Expired => false,
+            | TokenError::Expired
+            | TokenError::EarlierRoom(_)
+            | TokenError::Revoked(_)
+            | TokenError::RevokedWithRoom(_) => false,
             TokenError::WrongRoom | TokenError::MissingGrant(_) | TokenError::WrongIdentity => true,
         }
     }
@@ -148,7 +208,10 @@ impl TokenSigner {
         }
     }
 
-    /// Signs a token for `identity` in `room` valid for `ttl` from `now_unix` (seconds).
+    /// Signs a token for `identity` in `room` valid for `ttl` from
+    /// `now_unix` (seconds), with no room incarnation: it opens only a room
+    /// stored before incarnations existed. The server signs with
+    /// [`TokenSigner::sign`]; this is for tests and tools.
     pub fn issue(
         &self,
         identity: &str,
@@ -157,16 +220,14 @@ impl TokenSigner {
         now_unix: u64,
         ttl: Duration,
     ) -> Result<String, TokenError> {
-        let claims = Claims {
-            sub: identity.to_owned(),
-            room: room.clone(),
-            grants,
-            iat: now_unix,
-            exp: now_unix.saturating_add(ttl.as_secs()),
-        };
+        self.sign(&Claims::new(identity, room, 0, grants, now_unix, ttl))
+    }
+
+    /// Signs `claims`.
+    pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
         // Encoding plain structs with an HMAC key cannot fail in practice;
         // the error is mapped rather than unwrapped to keep this panic-free.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|_| TokenError::Malformed)
     }
 
@@ -281,6 +342,9 @@ mod tests {
                 grants: g,
                 iat: NOW,
                 exp: NOW + 3600,
+                inc: 0,
+                rgen: 0,
+                jti: None,
             }
         );
     }
@@ -377,6 +441,36 @@ mod tests {
     }
 
     #[test]
+    fn a_token_issued_before_incarnations_reads_as_incarnation_zero() {
+        let s = signer();
+        let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = b64url(
+            format!(
+                r#"{{"sub":"cam1","room":"lobby","grants":{{"publish":true,"subscribe":false,"admin":false}},"iat":{NOW},"exp":{}}}"#,
+                NOW + 3600
+            )
+            .as_bytes(),
+        );
+        let message = format!("{header}.{payload}");
+        let sig = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(b"test-secret-of-at-least-32-bytes!"),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        let claims = s.verify(&format!("{message}.{sig}"), NOW).unwrap();
+        assert_eq!((claims.inc, claims.rgen, claims.jti), (0, 0, None));
+        // A new one carries its room's incarnation, generation and its id.
+        let claims = Claims {
+            rgen: 3,
+            jti: Some("abc".into()),
+            ..Claims::new("cam1", &room("lobby"), 42, Grants::default(), NOW, HOUR)
+        };
+        let token = s.sign(&claims).unwrap();
+        assert_eq!(s.verify(&token, NOW).unwrap(), claims);
+    }
+
+    #[test]
     fn alg_none_is_refused() {
         let s = signer();
         let header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
@@ -409,6 +503,9 @@ mod tests {
             grants: grants(true, true, true),
             iat: NOW,
             exp: NOW + 3600,
+            inc: 0,
+            rgen: 0,
+            jti: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &key).unwrap();
         assert_eq!(signer().verify(&token, NOW), Err(TokenError::Malformed));
@@ -524,6 +621,9 @@ mod tests {
             TokenError::Malformed,
             TokenError::BadSignature,
             TokenError::Expired,
+            TokenError::EarlierRoom(room("lobby")),
+            TokenError::Revoked("abc".into()),
+            TokenError::RevokedWithRoom(room("lobby")),
         ];
         let forbidden = [
             TokenError::WrongRoom,

@@ -493,6 +493,136 @@ fn a_token_from_ctl_is_signed_by_the_server_and_opens_whip() {
 }
 
 #[test]
+fn tokens_are_revoked_by_id_or_all_at_once() {
+    let server = Server::start(&[]);
+    server.ctl(&["room", "create", "site-1"]).ok();
+    let made = server
+        .ctl(&["token", "create", "site-1", "cam-1", "--publish"])
+        .ok();
+    let token = made.stdout.trim().to_owned();
+    // The id with the other notes on stderr: `token_id=… expires=… whip_path=…`.
+    let id = made
+        .stderr
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("token_id="))
+        .unwrap_or_else(|| panic!("no token_id: {made:?}"))
+        .to_owned();
+    assert_eq!(id.len(), 32, "{made:?}");
+    // Admitted (then 400 for the offer), until revoked (401).
+    let path = "/whip/site-1/cam-1";
+    assert_eq!(whip_status(server.http, path, Some(&token)), 400);
+    let revoked = server.ctl(&["token", "revoke", "site-1", &id]).ok();
+    assert_eq!(
+        revoked.stdout,
+        format!("revoked token {id} in site-1 sessions_closed=0\n")
+    );
+    assert_eq!(whip_status(server.http, path, Some(&token)), 401);
+    let unknown = server
+        .ctl(&[
+            "token",
+            "revoke",
+            "site-1",
+            "0123456789abcdef0123456789abcdef",
+        ])
+        .failed(1);
+    assert!(unknown.stderr.contains("not found"), "{unknown:?}");
+
+    let made = server
+        .ctl(&["--json", "token", "create", "site-1", "cam-2", "--publish"])
+        .ok()
+        .json();
+    assert_eq!(made["token_id"].as_str().map(str::len), Some(32), "{made}");
+    let token = made["token"].as_str().expect("token").to_owned();
+    let path = "/whip/site-1/cam-2";
+    assert_eq!(whip_status(server.http, path, Some(&token)), 400);
+    let revoked = server
+        .ctl(&["--json", "token", "revoke", "site-1", "--all"])
+        .ok()
+        .json();
+    assert_eq!(revoked["sessions_closed"], 0, "{revoked}");
+    assert_eq!(whip_status(server.http, path, Some(&token)), 401);
+    let after = server
+        .ctl(&["token", "create", "site-1", "cam-2", "--publish"])
+        .ok();
+    assert_eq!(
+        whip_status(server.http, path, Some(after.stdout.trim())),
+        400
+    );
+    let text = server.ctl(&["token", "revoke", "site-1", "--all"]).ok();
+    assert_eq!(
+        text.stdout,
+        "revoked every token of site-1 sessions_closed=0\n"
+    );
+
+    // One token or all of them: exactly one of the two.
+    for args in [
+        &["token", "revoke", "site-1"][..],
+        &["token", "revoke", "site-1", &id, "--all"],
+    ] {
+        let outcome = server.ctl(args);
+        assert_eq!(outcome.code, Some(2), "{args:?}: {outcome:?}");
+    }
+}
+
+#[test]
+fn room_update_changes_only_what_it_is_given() {
+    let server = Server::start(&[]);
+    server
+        .ctl(&["room", "create", "site-1", "--max-viewers", "5"])
+        .ok();
+    let updated = server
+        .ctl(&[
+            "room",
+            "update",
+            "site-1",
+            "--max-publishers",
+            "3",
+            "--max-viewers",
+            "none",
+            "--stall-ms",
+            "1500",
+        ])
+        .ok();
+    assert!(
+        updated.stdout.starts_with(
+            "site-1 publishers=0 viewers=0 max_publishers=3 max_viewers=- stall_after_ms=1500 \
+             min_bitrate_bps=50000 max_keyframe_interval_ms=5000 created="
+        ),
+        "{updated:?}"
+    );
+    let updated = server
+        .ctl(&[
+            "--json",
+            "room",
+            "update",
+            "site-1",
+            "--keyframe-wait-ms",
+            "0",
+            "--min-bitrate-bps",
+            "20000",
+        ])
+        .ok()
+        .json();
+    assert_eq!(updated["alarm_rules"]["max_keyframe_interval_ms"], 0);
+    assert_eq!(updated["alarm_rules"]["min_bitrate_bps"], 20000);
+    assert_eq!(updated["alarm_rules"]["stall_after_ms"], 1500, "kept");
+    assert_eq!(updated["limits"]["max_publishers"], 3, "kept");
+    let got = server.ctl(&["--json", "room", "get", "site-1"]).ok().json();
+    assert_eq!(got, updated);
+
+    server
+        .ctl(&["room", "update", "nowhere", "--max-viewers", "1"])
+        .failed(1);
+    for args in [
+        &["room", "update", "site-1"][..],
+        &["room", "update", "site-1", "--max-viewers", "many"],
+    ] {
+        let outcome = server.ctl(args);
+        assert_eq!(outcome.code, Some(2), "{args:?}: {outcome:?}");
+    }
+}
+
+#[test]
 fn an_empty_room_has_no_participants() {
     let server = Server::start(&[]);
     server.ctl(&["room", "create", "site-1"]).ok();

@@ -85,6 +85,7 @@ async function mainScenario(browser) {
   const joinLink = await dispatcher.inputValue('[data-testid=join-link]');
   s.token = {
     obsServer: await dispatcher.inputValue('[data-testid=obs-server]'),
+    tokenId: await dispatcher.inputValue('[data-testid=token-id]'),
     joinLinkShape: joinLink.replace(/#token=.*/, '#token=…'),
   };
   await shoot('01-rooms', { dispatcher });

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tonic::Request;
 use tonic::transport::Channel;
 use vigil_control::store::Secrets;
-use vigil_control::token::{Grants, TokenSigner};
+use vigil_control::token::{Claims, Grants, TokenSigner};
 use vigil_control::{RoomName, StreamName};
 use vigil_gateway::{Config, Vigil};
 use vigil_proto::v1 as pb;
@@ -160,7 +160,9 @@ pub fn subscribe_only() -> pb::Grants {
 }
 
 /// Signs a token locally with the test secret, with any times, to make
-/// expired or otherwise odd tokens the server would never issue.
+/// expired or otherwise odd tokens the server would never issue. It carries
+/// no room incarnation, so it opens no room created since (see
+/// [`mint_in`]): use it for tokens refused before that matters.
 pub fn mint(room: &str, identity: &str, grants: Grants, iat: u64, ttl: Duration) -> String {
     TokenSigner::new(SIGNING_SECRET)
         .issue(
@@ -170,6 +172,16 @@ pub fn mint(room: &str, identity: &str, grants: Grants, iat: u64, ttl: Duration)
             iat,
             ttl,
         )
+        .expect("sign token")
+}
+
+/// Like [`mint`], for `room` as the server described it: the token carries
+/// its incarnation, as the server's own do.
+pub fn mint_in(room: &pb::Room, identity: &str, grants: Grants, iat: u64, ttl: Duration) -> String {
+    let name = RoomName::new(&room.name).expect("room name");
+    let claims = Claims::new(identity, &name, room.incarnation, grants, iat, ttl);
+    TokenSigner::new(SIGNING_SECRET)
+        .sign(&claims)
         .expect("sign token")
 }
 

@@ -119,6 +119,13 @@ fn dispatcher_and_field_user_in_chromium() {
             "{}",
             s["token"]
         );
+        assert!(
+            s["token"]["tokenId"]
+                .as_str()
+                .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())),
+            "the token's id, to revoke it: {}",
+            s["token"]
+        );
 
         // The standalone player page plays the stream too.
         let player = &s["player"];

@@ -18,7 +18,7 @@ use vigil_proto::v1::event_service_client::EventServiceClient;
 use vigil_proto::v1::room_service_client::RoomServiceClient;
 use vigil_proto::v1::token_service_client::TokenServiceClient;
 use vigil_tests::base_url;
-use vigil_tests::control::{ADMIN_KEY, mint, now_unix, secure_server, with_bearer};
+use vigil_tests::control::{ADMIN_KEY, mint_in, now_unix, secure_server, with_bearer};
 use vigil_tests::http_client::request;
 
 type WebChannel =
@@ -174,15 +174,25 @@ async fn a_room_admin_token_runs_its_own_room_only() {
         subscribe: true,
         admin,
     };
-    let dispatcher = mint(
-        "site-1",
+    let site_1 = rooms
+        .get_room(with_bearer(
+            pb::GetRoomRequest {
+                name: "site-1".into(),
+            },
+            ADMIN_KEY,
+        ))
+        .await
+        .expect("get room")
+        .into_inner();
+    let dispatcher = mint_in(
+        &site_1,
         "dispatcher",
         grants(true),
         now_unix(),
         Duration::from_secs(600),
     );
-    let viewer = mint(
-        "site-1",
+    let viewer = mint_in(
+        &site_1,
         "viewer",
         grants(false),
         now_unix(),

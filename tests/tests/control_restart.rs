@@ -1,7 +1,8 @@
 //! State survives a restart: with a data directory and no configured
 //! secrets, the generated admin key and signing key are kept (mode 0600),
-//! rooms keep their settings, tokens issued before still publish, event
-//! ids keep increasing, and alarms are kept with their times.
+//! rooms keep their settings, tokens issued before still publish, revoked
+//! ones stay revoked, event ids keep increasing, and alarms are kept with
+//! their times.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,7 +11,9 @@ use std::time::Duration;
 use vigil_gateway::{Credentials, Vigil};
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
+use vigil_tests::conformance::obs_offer;
 use vigil_tests::control::{Watcher, clients, secure_server, with_bearer};
+use vigil_tests::http_client::post_sdp_as;
 use vigil_tests::peers::Publisher;
 use vigil_tests::{TempDir, base_url};
 
@@ -174,6 +177,11 @@ async fn event_ids_keep_increasing_across_a_restart() {
 }
 
 async fn publish_token(vigil: &Vigil, key: &str, identity: &str) -> String {
+    issue(vigil, key, identity).await.token
+}
+
+/// CreateToken for `identity` in `ROOM`, with the publish grant.
+async fn issue(vigil: &Vigil, key: &str, identity: &str) -> pb::CreateTokenResponse {
     let request = pb::CreateTokenRequest {
         room: ROOM.into(),
         identity: identity.into(),
@@ -190,7 +198,6 @@ async fn publish_token(vigil: &Vigil, key: &str, identity: &str) -> String {
         .await
         .expect("CreateToken")
         .into_inner()
-        .token
 }
 
 async fn list_alarms(vigil: &Vigil, key: &str) -> Vec<pb::Alarm> {
@@ -292,5 +299,72 @@ async fn alarms_survive_a_restart_with_their_times_and_acknowledgements() {
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(now[0].id > kept.id, "ids {} then {}", kept.id, now[0].id);
     assert_eq!(now[0].cleared_at_unix_ms, None);
+    vigil.shutdown().await;
+}
+
+/// What a WHIP POST of OBS's offer with `token` comes to: 201 once the
+/// token is admitted, 401 if it is refused.
+async fn whip_status(vigil: &Vigil, identity: &str, token: &str) -> (u16, String) {
+    let url = format!("{}/whip/{ROOM}/{identity}", base_url(vigil));
+    let response = post_sdp_as(&url, &obs_offer(), Some(token)).await;
+    (response.status, response.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_survive_a_restart() {
+    let dir = TempDir::new("restart");
+    let vigil = server_on(dir.path()).await;
+    let (key, _) = admin_key(&vigil);
+    let mut c = clients(&vigil).await;
+    c.rooms
+        .create_room(with_bearer(
+            pb::CreateRoomRequest {
+                name: ROOM.into(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .expect("CreateRoom");
+    let alice = issue(&vigil, &key, "alice").await;
+    let bob = issue(&vigil, &key, "bob").await;
+    c.tokens
+        .revoke_token(with_bearer(
+            pb::RevokeTokenRequest {
+                room: ROOM.into(),
+                token_id: alice.token_id.clone(),
+            },
+            &key,
+        ))
+        .await
+        .expect("RevokeToken");
+    drop(c);
+    vigil.shutdown().await;
+
+    // Alice's token stays revoked; Bob's still opens the room.
+    let vigil = server_on(dir.path()).await;
+    let (status, body) = whip_status(&vigil, "alice", &alice.token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("was revoked"), "{body}");
+    assert_eq!(whip_status(&vigil, "bob", &bob.token).await.0, 201);
+
+    // Every token of the room, then a restart: Bob's is refused too, and
+    // a token issued after the revocation works.
+    let mut c = clients(&vigil).await;
+    c.tokens
+        .revoke_room_tokens(with_bearer(
+            pb::RevokeRoomTokensRequest { room: ROOM.into() },
+            &key,
+        ))
+        .await
+        .expect("RevokeRoomTokens");
+    let carol = issue(&vigil, &key, "carol").await;
+    drop(c);
+    vigil.shutdown().await;
+    let vigil = server_on(dir.path()).await;
+    let (status, body) = whip_status(&vigil, "bob", &bob.token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("every token issued for room"), "{body}");
+    assert_eq!(whip_status(&vigil, "carol", &carol.token).await.0, 201);
     vigil.shutdown().await;
 }

@@ -11,7 +11,7 @@ use vigil_control::token::{Grants, TokenSigner};
 use vigil_proto::v1 as pb;
 use vigil_tests::conformance::{assert_problem, obs_offer, recvonly_offer};
 use vigil_tests::control::{
-    ADMIN_KEY, Scene, Watcher, admin, create_room, mint, now_unix, publish_and_subscribe,
+    ADMIN_KEY, Scene, Watcher, admin, create_room, mint, mint_in, now_unix, publish_and_subscribe,
     subscribe_only, token, with_bearer,
 };
 use vigil_tests::eventually;
@@ -221,8 +221,15 @@ async fn invalid_tokens_are_401() {
     let good = scene.token("alice", publish_and_subscribe()).await;
     // Controls: the untouched tokens pass admission (WHEP of a stream not yet
     // published is then 409), so each 401 below is down to what was changed.
-    let fresh = mint(
-        ROOM,
+    let room = scene
+        .clients
+        .rooms
+        .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
+        .await
+        .expect("GetRoom")
+        .into_inner();
+    let fresh = mint_in(
+        &room,
         "alice",
         all_but_admin(),
         now_unix(),

@@ -8,7 +8,7 @@ use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::core::{ControlError, ParticipantView, RoomView};
 use crate::event::{Alarm, CallEndReason, Event, EventKind, LeaveReason, SessionRole, TrackKind};
-use crate::room::{AlarmRules, Limits};
+use crate::room::{AlarmRules, Limits, RoomUpdate};
 use crate::token::Grants;
 
 pub fn limits(limits: Option<pb::RoomLimits>) -> Limits {
@@ -35,24 +35,58 @@ pub fn alarm_rules(rules: Option<pb::AlarmRules>) -> AlarmRules {
     }
 }
 
+/// What UpdateRoom changes: the fields present; `clear_*` removes a limit.
+pub fn room_update(req: &pb::UpdateRoomRequest) -> Result<RoomUpdate, ControlError> {
+    let limits = req.limits.unwrap_or_default();
+    let rules = req.alarm_rules.unwrap_or_default();
+    let limit = |set: Option<u32>, clear: bool, name: &str| match (set, clear) {
+        (Some(_), true) => Err(ControlError::InvalidArgument(format!(
+            "{name} is both set and cleared"
+        ))),
+        (set, true) => Ok(Some(set)),
+        (Some(max), false) => Ok(Some(Some(max))),
+        (None, false) => Ok(None),
+    };
+    let millis = |ms: Option<u32>| ms.map(|ms| Duration::from_millis(ms.into()));
+    Ok(RoomUpdate {
+        max_publishers: limit(
+            limits.max_publishers,
+            req.clear_max_publishers,
+            "max_publishers",
+        )?,
+        max_viewers: limit(limits.max_viewers, req.clear_max_viewers, "max_viewers")?,
+        stall_after: millis(rules.stall_after_ms),
+        min_bitrate_bps: rules.min_bitrate_bps,
+        keyframe_wait: millis(rules.max_keyframe_interval_ms),
+    })
+}
+
+fn limits_pb(limits: Limits) -> pb::RoomLimits {
+    pb::RoomLimits {
+        max_publishers: limits.max_publishers,
+        max_viewers: limits.max_viewers,
+    }
+}
+
+/// The effective thresholds, every field set.
+fn alarm_rules_pb(rules: AlarmRules) -> pb::AlarmRules {
+    let millis = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
+    pb::AlarmRules {
+        stall_after_ms: Some(millis(rules.stall_after)),
+        min_bitrate_bps: Some(rules.min_bitrate_bps),
+        max_keyframe_interval_ms: Some(millis(rules.keyframe_wait)),
+    }
+}
+
 pub fn room(view: RoomView) -> pb::Room {
-    let rules = view.spec.alarms;
     pb::Room {
         name: view.spec.name.to_string(),
-        limits: Some(pb::RoomLimits {
-            max_publishers: view.spec.limits.max_publishers,
-            max_viewers: view.spec.limits.max_viewers,
-        }),
-        alarm_rules: Some(pb::AlarmRules {
-            stall_after_ms: Some(rules.stall_after.as_millis().min(u32::MAX as u128) as u32),
-            min_bitrate_bps: Some(rules.min_bitrate_bps),
-            max_keyframe_interval_ms: Some(
-                rules.keyframe_wait.as_millis().min(u32::MAX as u128) as u32
-            ),
-        }),
+        limits: Some(limits_pb(view.spec.limits)),
+        alarm_rules: Some(alarm_rules_pb(view.spec.alarms)),
         created_at_unix_ms: view.spec.created_at_ms as i64,
         publishers: view.publishers,
         viewers: view.viewers,
+        incarnation: view.spec.incarnation,
     }
 }
 
@@ -171,6 +205,10 @@ pub fn event(event: Event) -> pb::Event {
     let kind = match event.kind {
         EventKind::RoomCreated => Kind::RoomCreated(pb::RoomCreated {}),
         EventKind::RoomDeleted => Kind::RoomDeleted(pb::RoomDeleted {}),
+        EventKind::RoomUpdated { limits, alarms } => Kind::RoomUpdated(pb::RoomUpdated {
+            limits: Some(limits_pb(limits)),
+            alarm_rules: Some(alarm_rules_pb(alarms)),
+        }),
         EventKind::ParticipantJoined {
             role: r,
             stream,
@@ -259,6 +297,9 @@ pub fn event(event: Event) -> pb::Event {
             kind: alarm_kind(alarm).into(),
             stream: stream.map(|s| s.to_string()).unwrap_or_default(),
             by,
+        }),
+        EventKind::TokensRevoked { token_id } => Kind::TokensRevoked(pb::TokensRevoked {
+            token_id: token_id.unwrap_or_default(),
         }),
     };
     pb::Event {

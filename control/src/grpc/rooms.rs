@@ -24,8 +24,8 @@ impl Rooms {
         Ok(self.control.check_admin(bearer(request))?)
     }
 
-    fn room_admin<T>(&self, request: &Request<T>, room: &str) -> Result<(), Status> {
-        Ok(self.control.check_room_admin(bearer(request), room)?)
+    async fn room_admin<T>(&self, request: &Request<T>, room: &str) -> Result<(), Status> {
+        Ok(self.control.check_room_admin(bearer(request), room).await?)
     }
 }
 
@@ -52,8 +52,19 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::GetRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
-        self.room_admin(&request, &request.get_ref().name)?;
+        self.room_admin(&request, &request.get_ref().name).await?;
         let view = self.control.room(&request.into_inner().name).await?;
+        Ok(Response::new(convert::room(view)))
+    }
+
+    async fn update_room(
+        &self,
+        request: Request<pb::UpdateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        self.admin(&request)?;
+        let req = request.into_inner();
+        let update = convert::room_update(&req)?;
+        let view = self.control.update_room(&req.name, update).await?;
         Ok(Response::new(convert::room(view)))
     }
 
@@ -83,7 +94,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::ListParticipantsRequest>,
     ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
-        self.room_admin(&request, &request.get_ref().room)?;
+        self.room_admin(&request, &request.get_ref().room).await?;
         let participants = self
             .control
             .participants(&request.into_inner().room)
@@ -97,7 +108,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::ListAlarmsRequest>,
     ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
-        self.room_admin(&request, &request.get_ref().room)?;
+        self.room_admin(&request, &request.get_ref().room).await?;
         let req = request.into_inner();
         let recent = req
             .recent_seconds
@@ -113,7 +124,10 @@ impl RoomService for Rooms {
         request: Request<pb::AcknowledgeAlarmRequest>,
     ) -> Result<Response<pb::AcknowledgeAlarmResponse>, Status> {
         let req = request.get_ref();
-        let by = self.control.room_admin_name(bearer(&request), &req.room)?;
+        let by = self
+            .control
+            .room_admin_name(bearer(&request), &req.room)
+            .await?;
         let alarm = self
             .control
             .acknowledge_alarm(&req.room, req.alarm_id, &by)
@@ -127,7 +141,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::HangUpRequest>,
     ) -> Result<Response<pb::HangUpResponse>, Status> {
-        self.room_admin(&request, &request.get_ref().room)?;
+        self.room_admin(&request, &request.get_ref().room).await?;
         let req = request.into_inner();
         let ban = (req.ban_seconds > 0).then(|| Duration::from_secs(req.ban_seconds.into()));
         let closed = self.control.hang_up(&req.room, &req.identity, ban).await?;
@@ -140,7 +154,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::MuteTrackRequest>,
     ) -> Result<Response<pb::MuteTrackResponse>, Status> {
-        self.room_admin(&request, &request.get_ref().room)?;
+        self.room_admin(&request, &request.get_ref().room).await?;
         let req = request.into_inner();
         let kind = convert::track_kind_from(req.kind)?;
         self.control
@@ -153,7 +167,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::CallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.room_admin(&request, &request.get_ref().room)?;
+        self.room_admin(&request, &request.get_ref().room).await?;
         let req = request.into_inner();
         let call = self
             .control
@@ -169,7 +183,7 @@ impl RoomService for Rooms {
         &self,
         request: Request<pb::EndCallRequest>,
     ) -> Result<Response<pb::EndCallResponse>, Status> {
-        self.room_admin(&request, &request.get_ref().room)?;
+        self.room_admin(&request, &request.get_ref().room).await?;
         let req = request.into_inner();
         let closed = self.control.end_call(&req.room, &req.callee).await?;
         Ok(Response::new(pb::EndCallResponse {

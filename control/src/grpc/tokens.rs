@@ -12,7 +12,8 @@ use crate::core::Control;
 /// Default token lifetime: a day.
 const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The service; needs the admin key.
+/// The service; needs the admin key. Revoking lives here, with issuing:
+/// a room's admin token may run the room, not mint or kill credentials.
 pub struct Tokens {
     control: Control,
 }
@@ -34,18 +35,44 @@ impl TokenService for Tokens {
         let ttl = req
             .ttl_seconds
             .map_or(DEFAULT_TTL, |s| Duration::from_secs(s.into()));
-        // The room must exist: a token for a typo would fail only at publish time.
-        self.control.room(&req.room).await?;
-        let (token, expires_at) = self.control.create_token(
-            &req.room,
-            &req.identity,
-            convert::grants(req.grants),
-            ttl,
-        )?;
+        let issued = self
+            .control
+            .create_token(&req.room, &req.identity, convert::grants(req.grants), ttl)
+            .await?;
         Ok(Response::new(pb::CreateTokenResponse {
-            token,
-            expires_at_unix: expires_at as i64,
+            token: issued.token,
+            expires_at_unix: issued.expires_at as i64,
             whip_path: format!("/whip/{}/{}", req.room, req.identity),
+            token_id: issued.id,
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        self.control.check_admin(bearer(&request))?;
+        let req = request.into_inner();
+        if req.token_id.is_empty() {
+            return Err(Status::invalid_argument("token_id is required"));
+        }
+        let closed = self.control.revoke_token(&req.room, &req.token_id).await?;
+        Ok(Response::new(pb::RevokeTokenResponse {
+            sessions_closed: closed as u32,
+        }))
+    }
+
+    async fn revoke_room_tokens(
+        &self,
+        request: Request<pb::RevokeRoomTokensRequest>,
+    ) -> Result<Response<pb::RevokeRoomTokensResponse>, Status> {
+        self.control.check_admin(bearer(&request))?;
+        let closed = self
+            .control
+            .revoke_room_tokens(&request.into_inner().room)
+            .await?;
+        Ok(Response::new(pb::RevokeRoomTokensResponse {
+            sessions_closed: closed as u32,
         }))
     }
 }

@@ -39,6 +39,10 @@ export function describe(event) {
       return { text: `Room ${event.room} created` };
     case "roomDeleted":
       return { text: `Room ${event.room} deleted`, alarm: true };
+    case "roomUpdated":
+      return { text: `Room ${event.room}: settings changed` };
+    case "tokensRevoked":
+      return { text: value.tokenId ? `A token of ${who} was revoked` : `Every token of room ${event.room} was revoked` };
     case "participantJoined":
       return value.role === SessionRole.PUBLISHER
         ? { text: `${who} started publishing` }

@@ -146,6 +146,12 @@ impl Client {
         self.answer(response)
     }
 
+    /// RoomService.UpdateRoom.
+    pub async fn update_room(&self, request: pb::UpdateRoomRequest) -> Result<pb::Room, CtlError> {
+        let response = self.rooms().update_room(self.request(request)).await;
+        self.answer(response)
+    }
+
     /// RoomService.GetRoom.
     pub async fn room(&self, name: &str) -> Result<pb::Room, CtlError> {
         let request = pb::GetRoomRequest { name: name.into() };
@@ -276,6 +282,32 @@ impl Client {
     ) -> Result<pb::CreateTokenResponse, CtlError> {
         let mut tokens = TokenServiceClient::new(self.channel.clone());
         let response = tokens.create_token(self.request(request)).await;
+        self.answer(response)
+    }
+
+    /// TokenService.RevokeToken.
+    pub async fn revoke_token(
+        &self,
+        room: &str,
+        token_id: &str,
+    ) -> Result<pb::RevokeTokenResponse, CtlError> {
+        let request = pb::RevokeTokenRequest {
+            room: room.into(),
+            token_id: token_id.into(),
+        };
+        let mut tokens = TokenServiceClient::new(self.channel.clone());
+        let response = tokens.revoke_token(self.request(request)).await;
+        self.answer(response)
+    }
+
+    /// TokenService.RevokeRoomTokens.
+    pub async fn revoke_room_tokens(
+        &self,
+        room: &str,
+    ) -> Result<pb::RevokeRoomTokensResponse, CtlError> {
+        let request = pb::RevokeRoomTokensRequest { room: room.into() };
+        let mut tokens = TokenServiceClient::new(self.channel.clone());
+        let response = tokens.revoke_room_tokens(self.request(request)).await;
         self.answer(response)
     }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde_json::Value;
 use vigil_proto::v1 as pb;
 
@@ -62,10 +62,10 @@ pub struct CtlArgs {
 /// The commands of `vigil ctl`.
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Create, list, show and delete rooms.
+    /// Create, list, show, change and delete rooms.
     #[command(subcommand)]
     Room(RoomCommand),
-    /// Make participant tokens.
+    /// Make and revoke participant tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Who is in a room: publishers with their tracks, and viewers.
@@ -157,11 +157,66 @@ pub enum RoomCommand {
         /// The room.
         name: String,
     },
+    /// Change a live room's limits and alarm thresholds (those not given
+    /// are kept); they apply at once.
+    Update(UpdateRoom),
     /// Delete a room, hanging up everyone in it.
     Delete {
         /// The room.
         name: String,
     },
+}
+
+/// `vigil ctl room update`: the settings to change, at least one.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["max_publishers", "max_viewers", "stall_after_ms", "min_bitrate_bps", "max_keyframe_interval_ms"])
+))]
+pub struct UpdateRoom {
+    /// The room.
+    pub name: String,
+    /// Most publishers at once, or `none` for unlimited.
+    #[arg(long, value_name = "N|none")]
+    pub max_publishers: Option<Limit>,
+    /// Most viewers at once, or `none` for unlimited.
+    #[arg(long, value_name = "N|none")]
+    pub max_viewers: Option<Limit>,
+    /// A stream without media for this long raises STALLED.
+    #[arg(long, visible_alias = "stall-ms", value_name = "MS")]
+    pub stall_after_ms: Option<u32>,
+    /// A publisher under this bitrate raises LOW_BITRATE; 0 disables.
+    #[arg(long, value_name = "BPS")]
+    pub min_bitrate_bps: Option<u64>,
+    /// The keyframe wait: a keyframe asked for a viewer that has not come
+    /// after this long raises KEYFRAME_INTERVAL; 0 disables.
+    #[arg(long, visible_alias = "keyframe-wait-ms", value_name = "MS")]
+    pub max_keyframe_interval_ms: Option<u32>,
+}
+
+/// A room limit on the command line: a number, or `none` (unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// At most this many.
+    Max(u32),
+    /// No limit.
+    Unlimited,
+}
+
+impl FromStr for Limit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" | "unlimited" => Ok(Limit::Unlimited),
+            _ => s
+                .parse()
+                .map(Limit::Max)
+                .map_err(|_| format!("{s}: a number, or none for unlimited")),
+        }
+    }
 }
 
 /// `vigil ctl room create`: a name, limits and alarm thresholds.
@@ -190,8 +245,26 @@ pub struct CreateRoom {
 /// `vigil ctl token ...`
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Sign a token for one participant of one room; prints the token.
+    /// Sign a token for one participant of one room; prints the token
+    /// (its id, expiry and WHIP path on stderr).
     Create(CreateToken),
+    /// Revoke a token by its id (hanging up its identity's sessions in the
+    /// room), or with --all every token issued for the room so far
+    /// (hanging up everyone in it).
+    Revoke(RevokeToken),
+}
+
+/// `vigil ctl token revoke`: one token, or all of a room's.
+#[derive(Debug, Args)]
+pub struct RevokeToken {
+    /// The room the token opens.
+    pub room: String,
+    /// The token's id, as `token create` printed it.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub token_id: Option<String>,
+    /// Every token issued for the room so far.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `vigil ctl token create`: who, where, what it may do, for how long.
@@ -337,6 +410,21 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
     match args.command {
         CtlCommand::Room(command) => room(&client, &out, command).await,
         CtlCommand::Token(TokenCommand::Create(create)) => token(&client, &out, create).await,
+        CtlCommand::Token(TokenCommand::Revoke(revoke)) => {
+            let closed = match &revoke.token_id {
+                Some(id) => client.revoke_token(&revoke.room, id).await?.sessions_closed,
+                None => {
+                    client
+                        .revoke_room_tokens(&revoke.room)
+                        .await?
+                        .sessions_closed
+                }
+            };
+            out.print(
+                || output::revoked_text(&revoke.room, revoke.token_id.as_deref(), closed),
+                || output::revoked_json(closed),
+            )
+        }
         CtlCommand::Participants { room } => {
             let response = client.list_participants(&room).await?;
             if response.participants.is_empty() && !out.json {
@@ -445,6 +533,10 @@ async fn room(client: &Client, out: &Printer, command: RoomCommand) -> Result<()
             let room = client.room(&name).await?;
             out.print(|| output::room_line(&room), || output::room_json(&room))
         }
+        RoomCommand::Update(update) => {
+            let room = client.update_room(update.into_request()).await?;
+            out.print(|| output::room_line(&room), || output::room_json(&room))
+        }
         RoomCommand::Delete { name } => {
             let response = client.delete_room(&name).await?;
             out.print(
@@ -497,6 +589,29 @@ impl CreateRoom {
                 min_bitrate_bps: self.min_bitrate_bps,
                 max_keyframe_interval_ms: self.max_keyframe_interval_ms,
             }),
+        }
+    }
+}
+
+impl UpdateRoom {
+    fn into_request(self) -> pb::UpdateRoomRequest {
+        let set = |limit: Option<Limit>| match limit {
+            Some(Limit::Max(max)) => Some(max),
+            _ => None,
+        };
+        pb::UpdateRoomRequest {
+            name: self.name,
+            limits: Some(pb::RoomLimits {
+                max_publishers: set(self.max_publishers),
+                max_viewers: set(self.max_viewers),
+            }),
+            alarm_rules: Some(pb::AlarmRules {
+                stall_after_ms: self.stall_after_ms,
+                min_bitrate_bps: self.min_bitrate_bps,
+                max_keyframe_interval_ms: self.max_keyframe_interval_ms,
+            }),
+            clear_max_publishers: self.max_publishers == Some(Limit::Unlimited),
+            clear_max_viewers: self.max_viewers == Some(Limit::Unlimited),
         }
     }
 }
@@ -554,6 +669,13 @@ mod tests {
         assert!(parse("https://vigil.example:443").is_err());
         assert!(parse("http://").is_err());
         assert_eq!(ServerUrl::default().0, "http://127.0.0.1:50051");
+    }
+
+    #[test]
+    fn limits_are_numbers_or_none() {
+        assert_eq!("5".parse(), Ok(Limit::Max(5)));
+        assert_eq!("none".parse(), Ok(Limit::Unlimited));
+        assert!("-1".parse::<Limit>().is_err());
     }
 
     #[test]

@@ -13,44 +13,57 @@ use vigil_proto::v1::event::Kind;
 
 /// `site-1 publishers=0 viewers=0 max_publishers=- ...`
 pub fn room_line(room: &pb::Room) -> String {
-    let limits = room.limits.unwrap_or_default();
-    let rules = room.alarm_rules.unwrap_or_default();
     format!(
-        "{} publishers={} viewers={} max_publishers={} max_viewers={} \
-         stall_after_ms={} min_bitrate_bps={} max_keyframe_interval_ms={} created={}",
+        "{} publishers={} viewers={} {} created={} incarnation={}",
         room.name,
         room.publishers,
         room.viewers,
+        settings_text(room.limits, room.alarm_rules),
+        utc(room.created_at_unix_ms),
+        room.incarnation,
+    )
+}
+
+/// `max_publishers=… max_viewers=… stall_after_ms=… min_bitrate_bps=…
+/// max_keyframe_interval_ms=…`, `-` for unset.
+fn settings_text(limits: Option<pb::RoomLimits>, rules: Option<pb::AlarmRules>) -> String {
+    let limits = limits.unwrap_or_default();
+    let rules = rules.unwrap_or_default();
+    format!(
+        "max_publishers={} max_viewers={} stall_after_ms={} min_bitrate_bps={} \
+         max_keyframe_interval_ms={}",
         or_dash(limits.max_publishers),
         or_dash(limits.max_viewers),
         or_dash(rules.stall_after_ms),
         or_dash(rules.min_bitrate_bps),
         or_dash(rules.max_keyframe_interval_ms),
-        utc(room.created_at_unix_ms),
     )
 }
 
+fn limits_json(limits: pb::RoomLimits) -> Value {
+    json!({
+        "max_publishers": limits.max_publishers,
+        "max_viewers": limits.max_viewers,
+    })
+}
+
+fn rules_json(rules: pb::AlarmRules) -> Value {
+    json!({
+        "stall_after_ms": rules.stall_after_ms,
+        "min_bitrate_bps": rules.min_bitrate_bps,
+        "max_keyframe_interval_ms": rules.max_keyframe_interval_ms,
+    })
+}
+
 pub fn room_json(room: &pb::Room) -> Value {
-    let limits = room.limits.map(|limits| {
-        json!({
-            "max_publishers": limits.max_publishers,
-            "max_viewers": limits.max_viewers,
-        })
-    });
-    let rules = room.alarm_rules.map(|rules| {
-        json!({
-            "stall_after_ms": rules.stall_after_ms,
-            "min_bitrate_bps": rules.min_bitrate_bps,
-            "max_keyframe_interval_ms": rules.max_keyframe_interval_ms,
-        })
-    });
     json!({
         "name": room.name,
-        "limits": limits,
-        "alarm_rules": rules,
+        "limits": room.limits.map(limits_json),
+        "alarm_rules": room.alarm_rules.map(rules_json),
         "created_at_unix_ms": room.created_at_unix_ms,
         "publishers": room.publishers,
         "viewers": room.viewers,
+        "incarnation": room.incarnation,
     })
 }
 
@@ -241,7 +254,8 @@ pub fn call_ended_json(response: &pb::EndCallResponse) -> Value {
 /// What accompanies a token on stderr: when it expires, where it publishes.
 pub fn token_note(response: &pb::CreateTokenResponse) -> String {
     format!(
-        "expires={} whip_path={}",
+        "token_id={} expires={} whip_path={}",
+        field(&response.token_id),
         utc(response.expires_at_unix.saturating_mul(1000)),
         response.whip_path
     )
@@ -252,7 +266,24 @@ pub fn token_json(response: &pb::CreateTokenResponse) -> Value {
         "token": response.token,
         "expires_at_unix": response.expires_at_unix,
         "whip_path": response.whip_path,
+        "token_id": response.token_id,
     })
+}
+
+/// `revoked token ID in ROOM sessions_closed=N`, or `revoked every token
+/// of ROOM …` without an id.
+pub fn revoked_text(room: &str, token_id: Option<&str>, sessions_closed: u32) -> String {
+    match token_id {
+        Some(id) => format!(
+            "revoked token {} in {room} sessions_closed={sessions_closed}",
+            field(id)
+        ),
+        None => format!("revoked every token of {room} sessions_closed={sessions_closed}"),
+    }
+}
+
+pub fn revoked_json(sessions_closed: u32) -> Value {
+    json!({ "sessions_closed": sessions_closed })
 }
 
 /// `#7 2025-06-01T10:00:00.123Z site-1 cam-1 participant_joined role=publisher stream=cam-1`
@@ -295,6 +326,7 @@ fn kind_name(kind: &Kind) -> &'static str {
     match kind {
         Kind::RoomCreated(_) => "room_created",
         Kind::RoomDeleted(_) => "room_deleted",
+        Kind::RoomUpdated(_) => "room_updated",
         Kind::ParticipantJoined(_) => "participant_joined",
         Kind::ParticipantLeft(_) => "participant_left",
         Kind::TrackPublished(_) => "track_published",
@@ -306,6 +338,7 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::AlarmRaised(_) => "alarm_raised",
         Kind::AlarmCleared(_) => "alarm_cleared",
         Kind::AlarmAcknowledged(_) => "alarm_acknowledged",
+        Kind::TokensRevoked(_) => "tokens_revoked",
         Kind::HistoryGap(_) => "history_gap",
     }
 }
@@ -313,6 +346,7 @@ fn kind_name(kind: &Kind) -> &'static str {
 fn kind_text(kind: &Kind) -> String {
     match kind {
         Kind::RoomCreated(_) | Kind::RoomDeleted(_) => String::new(),
+        Kind::RoomUpdated(e) => settings_text(e.limits, e.alarm_rules),
         Kind::ParticipantJoined(e) => format!(
             "role={} stream={}{}",
             enum_text::<pb::SessionRole>(e.role),
@@ -375,6 +409,9 @@ fn kind_text(kind: &Kind) -> String {
             e.alarm_id,
             field(&e.by)
         ),
+        // Every token of the room, or one.
+        Kind::TokensRevoked(e) if e.token_id.is_empty() => "all=true".into(),
+        Kind::TokensRevoked(e) => format!("token_id={}", field(&e.token_id)),
         Kind::HistoryGap(e) => format!("oldest_retained_id={}", e.oldest_retained_id),
     }
 }
@@ -382,6 +419,10 @@ fn kind_text(kind: &Kind) -> String {
 fn kind_json(kind: &Kind) -> Value {
     match kind {
         Kind::RoomCreated(_) | Kind::RoomDeleted(_) => json!({}),
+        Kind::RoomUpdated(e) => json!({
+            "limits": e.limits.map(limits_json),
+            "alarm_rules": e.alarm_rules.map(rules_json),
+        }),
         Kind::ParticipantJoined(e) => json!({
             "role": enum_json::<pb::SessionRole>(e.role),
             "stream": e.stream,
@@ -434,6 +475,7 @@ fn kind_json(kind: &Kind) -> Value {
             "stream": e.stream,
             "by": e.by,
         }),
+        Kind::TokensRevoked(e) => json!({ "token_id": e.token_id }),
         Kind::HistoryGap(e) => json!({ "oldest_retained_id": e.oldest_retained_id }),
     }
 }
@@ -634,15 +676,18 @@ mod tests {
             created_at_unix_ms: 0,
             publishers: 1,
             viewers: 2,
+            incarnation: 42,
         };
         assert_eq!(
             room_line(&room),
             "site-1 publishers=1 viewers=2 max_publishers=- max_viewers=5 stall_after_ms=- \
-             min_bitrate_bps=- max_keyframe_interval_ms=- created=1970-01-01T00:00:00.000Z"
+             min_bitrate_bps=- max_keyframe_interval_ms=- created=1970-01-01T00:00:00.000Z \
+             incarnation=42"
         );
         let value = room_json(&room);
         assert_eq!(value["limits"]["max_publishers"], Value::Null);
         assert_eq!(value["limits"]["max_viewers"], json!(5));
         assert_eq!(value["alarm_rules"], Value::Null);
+        assert_eq!(value["incarnation"], json!(42));
     }
 }

@@ -1,5 +1,6 @@
 // Rooms: list, create (limits, alarm thresholds), delete, and tokens with
-// ready-to-paste OBS settings and browser join links. Kept current by the
+// ready-to-paste OBS settings and browser join links, their ids, and
+// revocation (one token, or every token of a room). Kept current by the
 // event feed.
 
 import { Code, ConnectError, followEvents } from "../api.js";
@@ -40,6 +41,15 @@ export function roomsPage(app, { api, credential, signOut }) {
         { class: "actions" },
         h("a", { class: "button", href: `/console/rooms/${encodeURIComponent(room.name)}` }, "Open wall"),
         actionButton("Token…", async () => showTokenForm(room.name), { class: "secondary" }),
+        actionButton(
+          "Revoke all tokens",
+          async () => {
+            if (!confirm(`Revoke every token issued for ${room.name} so far? Everyone in it is hung up, and its join links and OBS tokens stop working; tokens made afterwards work.`)) return;
+            const { sessionsClosed } = await api.tokens.revokeRoomTokens({ room: room.name });
+            toast(`Revoked every token of ${room.name} (${sessionsClosed} sessions closed)`);
+          },
+          { class: "danger", "data-testid": "revoke-all" },
+        ),
         actionButton(
           "Delete",
           async () => {
@@ -92,6 +102,20 @@ export function roomsPage(app, { api, credential, signOut }) {
       "div",
       { class: "issued" },
       h("p", {}, `Valid until ${new Date(Number(issued.expiresAtUnix) * 1000).toLocaleString()}.`),
+      copyField("Token id (to revoke it)", issued.tokenId, "token-id"),
+      h(
+        "p",
+        {},
+        actionButton(
+          "Revoke this token",
+          async () => {
+            if (!confirm(`Revoke this token? ${identity} is hung up in ${room}, and this token's links stop working.`)) return;
+            const { sessionsClosed } = await api.tokens.revokeToken({ room, tokenId: issued.tokenId });
+            toast(`Revoked the token of ${identity} (${sessionsClosed} sessions closed)`);
+          },
+          { class: "danger", "data-testid": "revoke-token" },
+        ),
+      ),
       isLoopback(base) &&
         h(
           "p",
