@@ -373,6 +373,19 @@ impl Scene {
         viewer
     }
 
+    /// The room as GetRoom shows it now.
+    pub async fn room_state(&self) -> pb::Room {
+        self.clients
+            .rooms
+            .clone()
+            .get_room(admin(pb::GetRoomRequest {
+                name: self.room.clone(),
+            }))
+            .await
+            .expect("GetRoom")
+            .into_inner()
+    }
+
     /// The room's participants.
     pub async fn participants(&self) -> Vec<pb::Participant> {
         self.clients

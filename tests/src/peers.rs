@@ -364,6 +364,20 @@ impl ClientPeer {
             .expect("set remote answer");
     }
 
+    /// Waits until the connection is no longer up (closed, failed or
+    /// disconnected) and returns that state.
+    pub async fn wait_left(&self, limit: Duration) -> RTCPeerConnectionState {
+        self.wait_state(limit, |s| {
+            matches!(
+                s,
+                RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Disconnected
+            )
+        })
+        .await
+    }
+
     /// Waits until the connection state satisfies `pred`.
     pub async fn wait_state(
         &self,

@@ -149,15 +149,6 @@ fn end_call_request(callee: &str) -> tonic::Request<pb::EndCallRequest> {
     })
 }
 
-fn closed(state: RTCPeerConnectionState) -> bool {
-    matches!(
-        state,
-        RTCPeerConnectionState::Closed
-            | RTCPeerConnectionState::Failed
-            | RTCPeerConnectionState::Disconnected
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_that_cannot_connect_are_refused() {
     let mut scene = Scene::new(ROOM).await;
@@ -305,14 +296,8 @@ async fn a_call_connects_a_publish_only_callee_and_end_call_stops_both_sides() {
     );
     // Both sides' media stopped: the callee's player and the caller's
     // camera; the callee's own stream goes on.
-    player
-        .peer
-        .wait_state(Duration::from_secs(10), closed)
-        .await;
-    dispatcher
-        .peer
-        .wait_state(Duration::from_secs(10), closed)
-        .await;
+    player.peer.wait_left(Duration::from_secs(10)).await;
+    dispatcher.peer.wait_left(Duration::from_secs(10)).await;
     assert_eq!(
         *field.peer.state.borrow(),
         RTCPeerConnectionState::Connected

@@ -15,15 +15,6 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 const ROOM: &str = "site-1";
 
-fn left_connected(state: RTCPeerConnectionState) -> bool {
-    matches!(
-        state,
-        RTCPeerConnectionState::Closed
-            | RTCPeerConnectionState::Failed
-            | RTCPeerConnectionState::Disconnected
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hang_up_closes_the_publisher_and_says_why() {
     let mut scene = Scene::new(ROOM).await;
@@ -56,10 +47,7 @@ async fn hang_up_closes_the_publisher_and_says_why() {
     assert!(closed >= 1, "HangUp closed {closed} sessions");
     let hung_up = Instant::now();
 
-    let state = publisher
-        .peer
-        .wait_state(Duration::from_secs(10), left_connected)
-        .await;
+    let state = publisher.peer.wait_left(Duration::from_secs(10)).await;
     eprintln!(
         "publisher's peer connection {state:?} {:?} after HangUp",
         hung_up.elapsed()
@@ -134,10 +122,7 @@ async fn hang_up_of_a_viewer_closes_only_that_viewer() {
         .sessions_closed;
     assert_eq!(closed, 1, "only the dispatcher's one session");
 
-    dispatcher
-        .peer
-        .wait_state(Duration::from_secs(10), left_connected)
-        .await;
+    dispatcher.peer.wait_left(Duration::from_secs(10)).await;
     let get = request("GET", &dispatcher.session.url, &[], Bytes::new()).await;
     assert_eq!(get.status, 404, "GET on the hung-up WHEP session");
 

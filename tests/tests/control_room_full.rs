@@ -120,13 +120,7 @@ async fn publisher_over_the_limit_gets_in_once_a_slot_frees() {
     assert_room_wide(&cleared);
     assert!(cleared.id > raised.id);
 
-    let room = scene
-        .clients
-        .rooms
-        .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
-        .await
-        .expect("GetRoom")
-        .into_inner();
+    let room = scene.room_state().await;
     assert_eq!(room.publishers, 1);
     drop(bob);
     scene.shutdown().await;

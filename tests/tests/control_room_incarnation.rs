@@ -29,13 +29,7 @@ fn dispatcher() -> pb::Grants {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_room_refuses_the_earlier_rooms_tokens() {
     let mut scene = Scene::new(ROOM).await;
-    let first = scene
-        .clients
-        .rooms
-        .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
-        .await
-        .expect("GetRoom")
-        .into_inner();
+    let first = scene.room_state().await;
     assert_ne!(first.incarnation, 0, "a new room has an incarnation");
     let old_publisher = scene.token("cam-1", publish_and_subscribe()).await;
     let old_viewer = scene.token("viewer-1", subscribe_only()).await;

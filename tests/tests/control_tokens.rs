@@ -221,13 +221,7 @@ async fn invalid_tokens_are_401() {
     let good = scene.token("alice", publish_and_subscribe()).await;
     // Controls: the untouched tokens pass admission (WHEP of a stream not yet
     // published is then 409), so each 401 below is down to what was changed.
-    let room = scene
-        .clients
-        .rooms
-        .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
-        .await
-        .expect("GetRoom")
-        .into_inner();
+    let room = scene.room_state().await;
     let fresh = mint_in(
         &room,
         "alice",
@@ -444,13 +438,7 @@ async fn refusals_leave_a_live_session_untouched() {
         let response = request("GET", url, &[], bytes::Bytes::new()).await;
         assert_eq!(response.status, 204, "{who} session still exists");
     }
-    let room = scene
-        .clients
-        .rooms
-        .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
-        .await
-        .expect("GetRoom")
-        .into_inner();
+    let room = scene.room_state().await;
     assert_eq!((room.publishers, room.viewers), (1, 1));
     let participants = scene.participants().await;
     let identities: Vec<_> = participants.iter().map(|p| p.identity.as_str()).collect();

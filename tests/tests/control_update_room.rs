@@ -170,13 +170,7 @@ async fn viewer_limits_change_at_the_next_admission() {
     )
     .await;
     assert_eq!(room.limits.expect("limits").max_viewers, None);
-    let got = scene
-        .clients
-        .rooms
-        .get_room(admin(pb::GetRoomRequest { name: ROOM.into() }))
-        .await
-        .expect("GetRoom")
-        .into_inner();
+    let got = scene.room_state().await;
     assert_eq!(got.limits, room.limits);
     let refused = scene
         .clients

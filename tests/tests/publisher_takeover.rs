@@ -88,18 +88,7 @@ async fn the_same_identity_takes_its_stream_over_and_viewers_stay() {
             .then_some(())
         })
         .await;
-    let state = old
-        .peer
-        .wait_state(Duration::from_secs(10), |s| {
-            matches!(
-                s,
-                RTCPeerConnectionState::Closed
-                    | RTCPeerConnectionState::Failed
-                    | RTCPeerConnectionState::Disconnected
-            )
-        })
-        .await;
-    assert_ne!(state, RTCPeerConnectionState::Connected);
+    old.peer.wait_left(Duration::from_secs(10)).await;
 
     // The viewer never reconnected: the same session plays the new media,
     // on the same SSRC, numbered on, starting at a keyframe.
