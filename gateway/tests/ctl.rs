@@ -52,11 +52,11 @@ impl Lines {
     fn new(output: impl Read + Send + 'static) -> Lines {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Reads to the end even once nobody listens: a closed pipe
+            // would make the child's next println! panic.
             for line in BufReader::new(output).lines() {
                 let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
+                let _ = tx.send(line);
             }
         });
         Lines(rx)
@@ -70,17 +70,20 @@ impl Lines {
     }
 
     /// Skips lines until one that `pick` accepts.
+    /// Panics naming `what` and the lines skipped if none comes.
     fn find<T>(&self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
         let deadline = Instant::now() + LIMIT;
+        let mut skipped = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self
                 .0
                 .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("no {what}: {e}"));
+                .unwrap_or_else(|e| panic!("no {what}: {e}; lines before: {skipped:?}"));
             if let Some(found) = pick(&line) {
                 return found;
             }
+            skipped.push(line);
         }
     }
 }
@@ -111,9 +114,12 @@ impl Server {
                 "--data-dir",
             ])
             .arg(&data_dir.0)
+            // Warnings, errors and panics reach the test's output: a feed
+            // that ends early says why on the server's side too.
+            .args(["--log-level", "warn"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("start vigil");
         let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
