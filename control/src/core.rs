@@ -660,6 +660,7 @@ impl Control {
             created_at_ms: unix_ms(),
             incarnation: RoomSpec::new_incarnation(),
             token_generation: 0,
+            bans: Default::default(),
         };
         self.ask(|reply| Msg::CreateRoom { spec, reply }).await?
     }

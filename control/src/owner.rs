@@ -82,6 +82,17 @@ struct RoomState {
 
 impl RoomState {
     fn new(spec: RoomSpec, managed: bool) -> Self {
+        // Bans stored with the room (a restart) count on from now.
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        let bans = spec
+            .bans
+            .iter()
+            .filter(|(_, until_ms)| **until_ms > now_ms)
+            .map(|(identity, until_ms)| {
+                let left = Duration::from_millis(until_ms - now_ms);
+                (identity.clone(), now + left)
+            })
+            .collect();
         RoomState {
             spec,
             managed,
@@ -91,7 +102,7 @@ impl RoomState {
             reserved: HashMap::new(),
             full: false,
             calls: BTreeMap::new(),
-            bans: HashMap::new(),
+            bans,
             dispatchers: HashSet::new(),
         }
     }
@@ -282,15 +293,7 @@ impl Owner {
                 until,
                 reply,
             } => {
-                let banned = match self.rooms.get_mut(&room).filter(|r| !r.closing) {
-                    Some(r) => {
-                        r.bans.retain(|_, until| *until > now);
-                        r.bans.insert(identity, until);
-                        Ok(())
-                    }
-                    None => Err(ControlError::NotFound(format!("no room {room}"))),
-                };
-                let _ = reply.send(banned);
+                let _ = reply.send(self.ban(&room, identity, until, now));
             }
             Msg::HasTrack {
                 room,
@@ -552,6 +555,33 @@ impl Owner {
             },
         );
         Ok(Some(identity))
+    }
+
+    /// Keeps `identity` out of the room until `until`; a managed room
+    /// stores the ban first, so it outlasts a restart.
+    fn ban(
+        &mut self,
+        name: &RoomName,
+        identity: String,
+        until: Instant,
+        now: Instant,
+    ) -> Result<()> {
+        let room = self.live_room(name)?;
+        let now_ms = unix_ms();
+        let until_ms = now_ms.saturating_add(
+            u64::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX),
+        );
+        let mut spec = room.spec.clone();
+        spec.bans.retain(|_, ends| *ends > now_ms);
+        spec.bans.insert(identity.clone(), until_ms);
+        let room = self.rooms.get_mut(name).expect("checked live above");
+        if room.managed {
+            self.store.put_room(&spec)?;
+        }
+        room.spec = spec;
+        room.bans.retain(|_, ends| *ends > now);
+        room.bans.insert(identity, until);
+        Ok(())
     }
 
     /// Moves the room to its next token generation (persisted first), so
@@ -984,6 +1014,7 @@ impl Owner {
                 // Implicit rooms exist only without tokens.
                 incarnation: 0,
                 token_generation: 0,
+                bans: Default::default(),
             };
             self.rooms
                 .insert(room_name.clone(), RoomState::new(spec, false));
@@ -1302,6 +1333,7 @@ mod tests {
                 created_at_ms: 0,
                 incarnation: 7,
                 token_generation: 0,
+                bans: Default::default(),
             };
             let store = Arc::new(MemoryStore::default());
             let owner = Owner::new(

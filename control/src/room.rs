@@ -1,6 +1,7 @@
 //! Managed rooms: the settings an admin gives a room when creating it, and
 //! changes to them (UpdateRoom).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,12 @@ pub struct RoomSpec {
     /// (claim `rgen`) are refused. 0 for a new room.
     #[serde(default)]
     pub token_generation: u32,
+    /// Identities hung up with a ban (HangUp's `ban_seconds`), and when
+    /// each ban ends, in milliseconds since the Unix epoch: stored with the
+    /// room, so a restart does not let a kicked identity back in. Ended
+    /// bans are dropped when the next one is recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bans: BTreeMap<String, u64>,
 }
 
 impl RoomSpec {

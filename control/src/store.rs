@@ -660,6 +660,7 @@ mod tests {
             created_at_ms: 1_700_000_000_000,
             incarnation: 0x1234_5678_9abc,
             token_generation: 0,
+            bans: Default::default(),
         }
     }
 

@@ -1,8 +1,8 @@
 //! State survives a restart: with a data directory and no configured
 //! secrets, the generated admin key and signing key are kept (mode 0600),
 //! rooms keep their settings, tokens issued before still publish, revoked
-//! ones stay revoked, event ids keep increasing, and alarms are kept with
-//! their times.
+//! ones stay revoked, banned identities stay banned, event ids keep
+//! increasing, and alarms are kept with their times.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -311,7 +311,7 @@ async fn whip_status(vigil: &Vigil, identity: &str, token: &str) -> (u16, String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocations_survive_a_restart() {
+async fn revocations_and_bans_survive_a_restart() {
     let dir = TempDir::new("restart");
     let vigil = server_on(dir.path()).await;
     let (key, _) = admin_key(&vigil);
@@ -338,14 +338,31 @@ async fn revocations_survive_a_restart() {
         ))
         .await
         .expect("RevokeToken");
+    // Dave is hung up with a ten-minute ban (whether or not he is live).
+    let dave = issue(&vigil, &key, "dave").await;
+    c.rooms
+        .hang_up(with_bearer(
+            pb::HangUpRequest {
+                room: ROOM.into(),
+                identity: "dave".into(),
+                ban_seconds: 600,
+            },
+            &key,
+        ))
+        .await
+        .expect("HangUp with a ban");
     drop(c);
     vigil.shutdown().await;
 
-    // Alice's token stays revoked; Bob's still opens the room.
+    // Alice's token stays revoked, Dave stays banned; Bob's still opens
+    // the room.
     let vigil = server_on(dir.path()).await;
     let (status, body) = whip_status(&vigil, "alice", &alice.token).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("was revoked"), "{body}");
+    let (status, body) = whip_status(&vigil, "dave", &dave.token).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("kept out of room"), "{body}");
     assert_eq!(whip_status(&vigil, "bob", &bob.token).await.0, 201);
 
     // Every token of the room, then a restart: Bob's is refused too, and
