@@ -259,6 +259,12 @@ pub(crate) enum Msg {
         until: Instant,
         reply: Reply<Result<()>>,
     },
+    /// End `identity`'s ban in `room`; answers whether it had one.
+    LiftBan {
+        room: RoomName,
+        identity: String,
+        reply: Reply<Result<bool>>,
+    },
     HasTrack {
         room: RoomName,
         stream: StreamName,
@@ -769,6 +775,18 @@ impl Control {
             .media
             .hang_up(&room, identity, LeaveReason::HungUp)
             .await)
+    }
+
+    /// Ends `identity`'s ban in `room` (HangUp's `ban_seconds`); false if it
+    /// had none.
+    pub async fn lift_ban(&self, room: &str, identity: &str) -> Result<bool> {
+        let room = RoomName::new(room)?;
+        self.ask(|reply| Msg::LiftBan {
+            room,
+            identity: identity.to_owned(),
+            reply,
+        })
+        .await?
     }
 
     /// Stops or resumes forwarding a publisher's track.

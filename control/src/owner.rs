@@ -295,6 +295,13 @@ impl Owner {
             } => {
                 let _ = reply.send(self.ban(&room, identity, until, now));
             }
+            Msg::LiftBan {
+                room,
+                identity,
+                reply,
+            } => {
+                let _ = reply.send(self.lift_ban(&room, &identity, now));
+            }
             Msg::HasTrack {
                 room,
                 stream,
@@ -582,6 +589,25 @@ impl Owner {
         room.bans.retain(|_, ends| *ends > now);
         room.bans.insert(identity, until);
         Ok(())
+    }
+
+    /// Ends `identity`'s ban (stored first); false if it had none in force.
+    fn lift_ban(&mut self, name: &RoomName, identity: &str, now: Instant) -> Result<bool> {
+        let room = self.live_room(name)?;
+        let banned = room.bans.get(identity).is_some_and(|until| *until > now);
+        if room.spec.bans.contains_key(identity) {
+            let mut spec = room.spec.clone();
+            spec.bans.remove(identity);
+            let managed = room.managed;
+            let room = self.rooms.get_mut(name).expect("checked live above");
+            if managed {
+                self.store.put_room(&spec)?;
+            }
+            room.spec = spec;
+        }
+        let room = self.rooms.get_mut(name).expect("checked live above");
+        room.bans.remove(identity);
+        Ok(banned)
     }
 
     /// Moves the room to its next token generation (persisted first), so

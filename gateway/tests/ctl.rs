@@ -832,6 +832,7 @@ fn usage_errors_exit_2_and_help_lists_every_command() {
         "token",
         "participants",
         "hang-up",
+        "unban",
         "mute",
         "call",
         "watch",

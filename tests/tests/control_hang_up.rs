@@ -212,3 +212,52 @@ async fn hang_up_with_a_ban_keeps_the_identity_out_until_it_ends() {
         .unwrap_or_else(|r| panic!("after the ban: {} {}", r.status, r.body));
     scene.shutdown().await;
 }
+
+/// A hang-up by mistake: LiftBan lets the identity back in at once, and
+/// says whether there was a ban to lift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lift_ban_lets_the_identity_back_at_once() {
+    let mut scene = Scene::new(ROOM).await;
+    let token = scene.token("field-1", publish_and_subscribe()).await;
+    let lift = |identity: &str| {
+        admin(pb::LiftBanRequest {
+            room: ROOM.into(),
+            identity: identity.into(),
+        })
+    };
+    let mut rooms = scene.clients.rooms.clone();
+    let none = rooms.lift_ban(lift("field-1")).await.expect("LiftBan");
+    assert!(!none.into_inner().lifted, "nobody was banned yet");
+
+    rooms
+        .hang_up(admin(pb::HangUpRequest {
+            room: ROOM.into(),
+            identity: "field-1".into(),
+            ban_seconds: 600,
+        }))
+        .await
+        .expect("HangUp with a ban");
+    let refused = Publisher::connect_as(&scene.base, ROOM, "field-1", &token)
+        .await
+        .err()
+        .expect("refused while banned");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    let lifted = rooms.lift_ban(lift("field-1")).await.expect("LiftBan");
+    assert!(lifted.into_inner().lifted);
+    let _back = Publisher::connect_as(&scene.base, ROOM, "field-1", &token)
+        .await
+        .unwrap_or_else(|r| panic!("after LiftBan: {} {}", r.status, r.body));
+    let again = rooms.lift_ban(lift("field-1")).await.expect("LiftBan");
+    assert!(!again.into_inner().lifted, "lifted already");
+
+    let unknown = rooms
+        .lift_ban(admin(pb::LiftBanRequest {
+            room: "no-such-room".into(),
+            identity: "field-1".into(),
+        }))
+        .await
+        .expect_err("LiftBan in a missing room");
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
+    scene.shutdown().await;
+}

@@ -164,8 +164,16 @@ async fn participants_mute_call_and_hang_up_with_ctl() {
         .unwrap_or_else(|| panic!("{called}"));
     assert_eq!(call_id.len(), 16, "{called}");
     assert_eq!(
-        ok(&scene, &["hang-up", ROOM, "field-1"]).await,
+        ok(&scene, &["hang-up", ROOM, "field-1", "--ban-secs", "600"]).await,
         "hung up field-1 in site-1 sessions_closed=1\n"
+    );
+    assert_eq!(
+        ok(&scene, &["unban", ROOM, "field-1"]).await,
+        "lifted the ban on field-1 in site-1\n"
+    );
+    assert_eq!(
+        ok(&scene, &["unban", ROOM, "field-1"]).await,
+        "field-1 was not banned in site-1\n"
     );
 
     // The same story as `vigil ctl watch` told it, in order.

@@ -150,6 +150,16 @@ impl RoomService for Rooms {
         }))
     }
 
+    async fn lift_ban(
+        &self,
+        request: Request<pb::LiftBanRequest>,
+    ) -> Result<Response<pb::LiftBanResponse>, Status> {
+        self.room_admin(&request, &request.get_ref().room).await?;
+        let req = request.into_inner();
+        let lifted = self.control.lift_ban(&req.room, &req.identity).await?;
+        Ok(Response::new(pb::LiftBanResponse { lifted }))
+    }
+
     async fn mute_track(
         &self,
         request: Request<pb::MuteTrackRequest>,

@@ -227,6 +227,20 @@ impl Client {
         self.answer(response)
     }
 
+    /// RoomService.LiftBan.
+    pub async fn lift_ban(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<pb::LiftBanResponse, CtlError> {
+        let request = pb::LiftBanRequest {
+            room: room.into(),
+            identity: identity.into(),
+        };
+        let response = self.rooms().lift_ban(self.request(request)).await;
+        self.answer(response)
+    }
+
     /// RoomService.MuteTrack.
     pub async fn mute_track(
         &self,

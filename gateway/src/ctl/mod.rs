@@ -101,6 +101,13 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 0)]
         ban_secs: u32,
     },
+    /// Let a participant banned by `hang-up --ban-secs` back in at once.
+    Unban {
+        /// The room.
+        room: String,
+        /// The participant.
+        identity: String,
+    },
     /// Stop forwarding one track of a publisher (`--unmute` resumes it).
     Mute {
         /// The room.
@@ -462,6 +469,13 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
             out.print(
                 || output::hung_up_text(&room, &identity, &response),
                 || output::hung_up_json(&response),
+            )
+        }
+        CtlCommand::Unban { room, identity } => {
+            let response = client.lift_ban(&room, &identity).await?;
+            out.print(
+                || output::unbanned_text(&room, &identity, &response),
+                || output::unbanned_json(&response),
             )
         }
         CtlCommand::Mute {

@@ -220,6 +220,18 @@ pub fn hung_up_json(response: &pb::HangUpResponse) -> Value {
     json!({ "sessions_closed": response.sessions_closed })
 }
 
+pub fn unbanned_text(room: &str, identity: &str, response: &pb::LiftBanResponse) -> String {
+    if response.lifted {
+        format!("lifted the ban on {} in {room}", field(identity))
+    } else {
+        format!("{} was not banned in {room}", field(identity))
+    }
+}
+
+pub fn unbanned_json(response: &pb::LiftBanResponse) -> Value {
+    json!({ "lifted": response.lifted })
+}
+
 pub fn muted_text(room: &str, identity: &str, kind: pb::TrackKind, muted: bool) -> String {
     let verb = if muted { "muted" } else { "unmuted" };
     let kind = enum_text::<pb::TrackKind>(kind.into());
