@@ -259,6 +259,14 @@ pub(crate) enum Msg {
         until: Instant,
         reply: Reply<Result<()>>,
     },
+    /// An admitted session has started: is it still welcome? (Its token
+    /// may have been revoked, or its identity banned, while it negotiated.)
+    Confirm {
+        room: RoomName,
+        identity: String,
+        claims: Option<Claims>,
+        reply: Reply<Result<()>>,
+    },
     /// End `identity`'s ban in `room`; answers whether it had one.
     LiftBan {
         room: RoomName,
@@ -421,6 +429,8 @@ impl Facts {
 pub struct Admission {
     /// Who the session belongs to.
     pub identity: String,
+    /// The token's claims, checked again by [`Control::confirm`].
+    claims: Option<Claims>,
     room: RoomName,
     ticket: u64,
     owner: mpsc::UnboundedSender<Msg>,
@@ -634,12 +644,13 @@ impl Control {
                 identity: identity.clone(),
                 via_call,
                 dispatcher,
-                claims,
+                claims: claims.clone(),
                 reply,
             })
             .await??;
         Ok(Admission {
             identity,
+            claims,
             room: room.clone(),
             ticket,
             owner: self.tx.clone(),
@@ -775,6 +786,21 @@ impl Control {
             .media
             .hang_up(&room, identity, LeaveReason::HungUp)
             .await)
+    }
+
+    /// Checks an admitted request again once its session has started (and
+    /// the media plane has reported it): a token revoked, or an identity
+    /// banned, while the request negotiated is refused now, with the same
+    /// error admission would give. Whatever comes after this check finds
+    /// the session in the room and hangs it up, so none slips through.
+    pub async fn confirm(&self, admission: &Admission) -> Result<()> {
+        self.ask(|reply| Msg::Confirm {
+            room: admission.room.clone(),
+            identity: admission.identity.clone(),
+            claims: admission.claims.clone(),
+            reply,
+        })
+        .await?
     }
 
     /// Ends `identity`'s ban in `room` (HangUp's `ban_seconds`); false if it

@@ -295,6 +295,18 @@ impl Owner {
             } => {
                 let _ = reply.send(self.ban(&room, identity, until, now));
             }
+            Msg::Confirm {
+                room,
+                identity,
+                claims,
+                reply,
+            } => {
+                let confirmed = match claims.as_ref().map(|c| self.check_token(c)) {
+                    Some(Err(e)) => Err(e),
+                    _ => self.check_ban(&room, &identity, now),
+                };
+                let _ = reply.send(confirmed);
+            }
             Msg::LiftBan {
                 room,
                 identity,
@@ -589,6 +601,25 @@ impl Owner {
         room.bans.retain(|_, ends| *ends > now);
         room.bans.insert(identity, until);
         Ok(())
+    }
+
+    /// Refuses a banned identity, saying for how long.
+    fn check_ban(&self, room_name: &RoomName, identity: &str, now: Instant) -> Result<()> {
+        let Some(until) = self
+            .rooms
+            .get(room_name)
+            .and_then(|r| r.bans.get(identity))
+            .filter(|until| **until > now)
+        else {
+            return Ok(());
+        };
+        let left = until
+            .saturating_duration_since(now)
+            .as_millis()
+            .div_ceil(1000);
+        Err(ControlError::PermissionDenied(format!(
+            "{identity} was hung up and is kept out of room {room_name} for another {left} s"
+        )))
     }
 
     /// Ends `identity`'s ban (stored first); false if it had none in force.
@@ -1002,20 +1033,7 @@ impl Owner {
         via_call: bool,
         now: Instant,
     ) -> Result<u64> {
-        if let Some(until) = self
-            .rooms
-            .get(&room_name)
-            .and_then(|r| r.bans.get(identity))
-            .filter(|until| **until > now)
-        {
-            let left = until
-                .saturating_duration_since(now)
-                .as_millis()
-                .div_ceil(1000);
-            return Err(ControlError::PermissionDenied(format!(
-                "{identity} was hung up and is kept out of room {room_name} for another {left} s"
-            )));
-        }
+        self.check_ban(&room_name, identity, now)?;
         if via_call {
             // The token lacks the subscribe grant: only a callee playing
             // its caller gets in.

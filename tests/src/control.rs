@@ -121,13 +121,13 @@ pub async fn create_room(clients: &mut Clients, name: &str) -> pb::Room {
         .into_inner()
 }
 
-/// Asks the server for a token.
-pub async fn token(
+/// Asks the server for a token: the token, its id and paths.
+pub async fn issue(
     clients: &mut Clients,
     room: &str,
     identity: &str,
     grants: pb::Grants,
-) -> String {
+) -> pb::CreateTokenResponse {
     clients
         .tokens
         .create_token(admin(pb::CreateTokenRequest {
@@ -139,7 +139,16 @@ pub async fn token(
         .await
         .unwrap_or_else(|e| panic!("CreateToken {identity}@{room}: {e}"))
         .into_inner()
-        .token
+}
+
+/// Asks the server for a token.
+pub async fn token(
+    clients: &mut Clients,
+    room: &str,
+    identity: &str,
+    grants: pb::Grants,
+) -> String {
+    issue(clients, room, identity, grants).await.token
 }
 
 /// Publish + subscribe grants.
@@ -337,6 +346,29 @@ impl Scene {
             },
         )
         .await
+    }
+
+    /// CreateToken's whole answer for `identity` in the room.
+    pub async fn issue(&mut self, identity: &str, grants: pb::Grants) -> pb::CreateTokenResponse {
+        let room = self.room.clone();
+        issue(&mut self.clients, &room, identity, grants).await
+    }
+
+    /// HangUp of `identity` (banned for `ban_seconds` if not 0); how many
+    /// sessions it closed.
+    pub async fn hang_up(&self, identity: &str, ban_seconds: u32) -> u32 {
+        self.clients
+            .rooms
+            .clone()
+            .hang_up(admin(pb::HangUpRequest {
+                room: self.room.clone(),
+                identity: identity.to_owned(),
+                ban_seconds,
+            }))
+            .await
+            .unwrap_or_else(|e| panic!("HangUp {identity}: {e}"))
+            .into_inner()
+            .sessions_closed
     }
 
     /// A token for `identity` in the room.

@@ -32,18 +32,7 @@ async fn hang_up_closes_the_publisher_and_says_why() {
         })
         .await;
 
-    let closed = scene
-        .clients
-        .rooms
-        .hang_up(admin(pb::HangUpRequest {
-            room: ROOM.into(),
-            identity: "field-1".into(),
-            ..Default::default()
-        }))
-        .await
-        .expect("HangUp")
-        .into_inner()
-        .sessions_closed;
+    let closed = scene.hang_up("field-1", 0).await;
     assert!(closed >= 1, "HangUp closed {closed} sessions");
     let hung_up = Instant::now();
 
@@ -108,18 +97,7 @@ async fn hang_up_of_a_viewer_closes_only_that_viewer() {
     let dispatcher = scene.viewer("field-1", "dispatcher").await;
     let supervisor = scene.viewer("field-1", "supervisor").await;
 
-    let closed = scene
-        .clients
-        .rooms
-        .hang_up(admin(pb::HangUpRequest {
-            room: ROOM.into(),
-            identity: "dispatcher".into(),
-            ..Default::default()
-        }))
-        .await
-        .expect("HangUp")
-        .into_inner()
-        .sessions_closed;
+    let closed = scene.hang_up("dispatcher", 0).await;
     assert_eq!(closed, 1, "only the dispatcher's one session");
 
     dispatcher.peer.wait_left(Duration::from_secs(10)).await;
@@ -177,18 +155,7 @@ async fn hang_up_with_a_ban_keeps_the_identity_out_until_it_ends() {
         .unwrap_or_else(|r| panic!("WHIP: {} {}", r.status, r.body));
     publisher.start_media();
 
-    let closed = scene
-        .clients
-        .rooms
-        .hang_up(admin(pb::HangUpRequest {
-            room: ROOM.into(),
-            identity: "field-1".into(),
-            ban_seconds: 3,
-        }))
-        .await
-        .expect("HangUp with a ban")
-        .into_inner()
-        .sessions_closed;
+    let closed = scene.hang_up("field-1", 3).await;
     assert_eq!(closed, 1);
     let banned_at = Instant::now();
 
@@ -229,14 +196,7 @@ async fn lift_ban_lets_the_identity_back_at_once() {
     let none = rooms.lift_ban(lift("field-1")).await.expect("LiftBan");
     assert!(!none.into_inner().lifted, "nobody was banned yet");
 
-    rooms
-        .hang_up(admin(pb::HangUpRequest {
-            room: ROOM.into(),
-            identity: "field-1".into(),
-            ban_seconds: 600,
-        }))
-        .await
-        .expect("HangUp with a ban");
+    scene.hang_up("field-1", 600).await;
     let refused = Publisher::connect_as(&scene.base, ROOM, "field-1", &token)
         .await
         .err()

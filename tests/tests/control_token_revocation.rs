@@ -17,25 +17,6 @@ use vigil_tests::peers::Publisher;
 const ROOM: &str = "site-1";
 const LIMIT: Duration = Duration::from_secs(10);
 
-async fn create_token(
-    scene: &mut Scene,
-    identity: &str,
-    grants: pb::Grants,
-) -> pb::CreateTokenResponse {
-    scene
-        .clients
-        .tokens
-        .create_token(admin(pb::CreateTokenRequest {
-            room: ROOM.into(),
-            identity: identity.into(),
-            grants: Some(grants),
-            ttl_seconds: None,
-        }))
-        .await
-        .expect("CreateToken")
-        .into_inner()
-}
-
 async fn whip(scene: &Scene, stream: &str, token: &str) -> HttpResponse {
     let url = format!("{}/whip/{ROOM}/{stream}", scene.base);
     post_sdp_as(&url, &obs_offer(), Some(token)).await
@@ -61,9 +42,9 @@ fn left(event: &pb::Event, identity: &str) -> Option<i32> {
 async fn a_revoked_token_is_refused_and_its_identity_hung_up() {
     let mut scene = Scene::new(ROOM).await;
     let mut room_events = scene.watch_room().await;
-    let issued = create_token(&mut scene, "cam-1", publish_and_subscribe()).await;
+    let issued = scene.issue("cam-1", publish_and_subscribe()).await;
     assert_eq!(issued.token_id.len(), 32, "{issued:?}");
-    let spare = create_token(&mut scene, "cam-1", publish_and_subscribe()).await;
+    let spare = scene.issue("cam-1", publish_and_subscribe()).await;
     assert_ne!(spare.token_id, issued.token_id);
 
     let mut publisher = Publisher::connect_as(&scene.base, ROOM, "cam-1", &issued.token)
@@ -159,15 +140,15 @@ async fn a_revoked_token_is_refused_and_its_identity_hung_up() {
         assert_eq!(refused.code(), code, "{token_id:?}: {refused}");
     }
     // A room's admin token runs the room; it does not revoke tokens.
-    let dispatcher = create_token(
-        &mut scene,
-        "dispatcher",
-        pb::Grants {
-            admin: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let dispatcher = scene
+        .issue(
+            "dispatcher",
+            pb::Grants {
+                admin: true,
+                ..Default::default()
+            },
+        )
+        .await;
     let refused = scene
         .clients
         .tokens
@@ -191,7 +172,7 @@ async fn revoking_a_rooms_tokens_hangs_up_everyone_and_spares_later_tokens() {
     let mut room_events = scene.watch_room().await;
     let _publisher = scene.publisher("cam-1").await;
     let _viewer = scene.viewer("cam-1", "viewer-1").await;
-    let unused = create_token(&mut scene, "cam-2", publish_and_subscribe()).await;
+    let unused = scene.issue("cam-2", publish_and_subscribe()).await;
 
     let revoked = scene
         .clients

@@ -93,18 +93,7 @@ async fn scene_with_rooms() -> Scene {
 async fn created_tokens_publish_and_play() {
     let mut scene = scene_with_rooms().await;
 
-    let created = scene
-        .clients
-        .tokens
-        .create_token(admin(pb::CreateTokenRequest {
-            room: ROOM.into(),
-            identity: "alice".into(),
-            grants: Some(publish_only()),
-            ttl_seconds: None,
-        }))
-        .await
-        .expect("CreateToken")
-        .into_inner();
+    let created = scene.issue("alice", publish_only()).await;
     assert_eq!(created.whip_path, format!("/whip/{ROOM}/alice"));
     let expected_expiry = now_unix() as i64 + 86_400;
     assert!(

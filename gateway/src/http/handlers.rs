@@ -84,6 +84,12 @@ async fn create_session(
         }
         Role::Play => state.sfu.play(room, stream, identity, offer, layer).await?,
     };
+    // Revoked or banned while it negotiated: refused after all, and the
+    // session just made goes (revocations after this check hang it up).
+    if let Err(refused) = state.control.confirm(&admission).await {
+        let _ = state.sfu.delete(&created.session).await;
+        return Err(refused.into());
+    }
     drop(admission);
     let mut response = with_cors(Response::new(Body::from(created.answer)), ENDPOINT_METHODS);
     *response.status_mut() = StatusCode::CREATED;
