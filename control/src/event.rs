@@ -182,6 +182,12 @@ pub enum EventKind {
         /// Who acknowledged it.
         by: String,
     },
+    /// Who is kept out of the room changed (a ban, or one lifted): the bans
+    /// in force, by identity, each with its end (ms since the Unix epoch).
+    BansChanged {
+        /// Identity and end of each ban in force.
+        bans: Vec<(String, u64)>,
+    },
     /// Tokens of the room were revoked: one (about its identity), or every
     /// token issued for the room so far (room-wide).
     TokensRevoked {

@@ -600,6 +600,7 @@ impl Owner {
         room.spec = spec;
         room.bans.retain(|_, ends| *ends > now);
         room.bans.insert(identity, until);
+        self.publish_bans(name);
         Ok(())
     }
 
@@ -638,7 +639,19 @@ impl Owner {
         }
         let room = self.rooms.get_mut(name).expect("checked live above");
         room.bans.remove(identity);
+        if banned {
+            self.publish_bans(name);
+        }
         Ok(banned)
+    }
+
+    /// Tells the room's watchers who is kept out now.
+    fn publish_bans(&mut self, name: &RoomName) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let bans = room.spec.bans_in_force(unix_ms());
+        self.publish(name, None, EventKind::BansChanged { bans });
     }
 
     /// Moves the room to its next token generation (persisted first), so

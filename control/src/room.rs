@@ -84,6 +84,15 @@ pub struct RoomSpec {
 }
 
 impl RoomSpec {
+    /// The bans still in force at `now_ms`, by identity.
+    pub fn bans_in_force(&self, now_ms: u64) -> Vec<(String, u64)> {
+        self.bans
+            .iter()
+            .filter(|(_, until_ms)| **until_ms > now_ms)
+            .map(|(identity, until_ms)| (identity.clone(), *until_ms))
+            .collect()
+    }
+
     /// A new incarnation: random, never 0 (the legacy value), and below
     /// 2^53 so that it reads back exactly wherever a token's claims are
     /// parsed as JSON numbers (JavaScript's are doubles).

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tonic::Code;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
-use vigil_tests::control::{Scene, admin, publish_and_subscribe};
+use vigil_tests::control::{Scene, Watcher, admin, now_unix, publish_and_subscribe};
 use vigil_tests::eventually;
 use vigil_tests::http_client::request;
 use vigil_tests::peers::{Publisher, Viewer};
@@ -180,11 +180,28 @@ async fn hang_up_with_a_ban_keeps_the_identity_out_until_it_ends() {
     scene.shutdown().await;
 }
 
+/// The bans in a BansChanged event, as (identity, until).
+async fn next_bans(watcher: &mut Watcher) -> Vec<(String, i64)> {
+    watcher
+        .wait_for(Duration::from_secs(5), "BansChanged", |e| match &e.kind {
+            Some(Kind::BansChanged(b)) => Some(
+                b.bans
+                    .iter()
+                    .map(|b| (b.identity.clone(), b.until_unix_ms))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .await
+}
+
 /// A hang-up by mistake: LiftBan lets the identity back in at once, and
-/// says whether there was a ban to lift.
+/// says whether there was a ban to lift. GetRoom lists the bans in force,
+/// and the room's watchers hear of each change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lift_ban_lets_the_identity_back_at_once() {
     let mut scene = Scene::new(ROOM).await;
+    let mut watcher = scene.watch_room().await;
     let token = scene.token("field-1", publish_and_subscribe()).await;
     let lift = |identity: &str| {
         admin(pb::LiftBanRequest {
@@ -196,7 +213,19 @@ async fn lift_ban_lets_the_identity_back_at_once() {
     let none = rooms.lift_ban(lift("field-1")).await.expect("LiftBan");
     assert!(!none.into_inner().lifted, "nobody was banned yet");
 
+    let before = now_unix() as i64 * 1000;
     scene.hang_up("field-1", 600).await;
+    let bans = next_bans(&mut watcher).await;
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    let (identity, until) = &bans[0];
+    assert_eq!(identity, "field-1");
+    assert!(
+        (before + 599_000..=before + 602_000).contains(until),
+        "ends in ten minutes: {until} vs now {before}"
+    );
+    let listed = scene.room_state().await.bans;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].until_unix_ms, *until);
     let refused = Publisher::connect_as(&scene.base, ROOM, "field-1", &token)
         .await
         .err()
@@ -205,6 +234,8 @@ async fn lift_ban_lets_the_identity_back_at_once() {
 
     let lifted = rooms.lift_ban(lift("field-1")).await.expect("LiftBan");
     assert!(lifted.into_inner().lifted);
+    assert_eq!(next_bans(&mut watcher).await, []);
+    assert!(scene.room_state().await.bans.is_empty());
     let _back = Publisher::connect_as(&scene.base, ROOM, "field-1", &token)
         .await
         .unwrap_or_else(|r| panic!("after LiftBan: {} {}", r.status, r.body));

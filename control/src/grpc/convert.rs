@@ -87,7 +87,17 @@ pub fn room(view: RoomView) -> pb::Room {
         publishers: view.publishers,
         viewers: view.viewers,
         incarnation: view.spec.incarnation,
+        bans: bans(view.spec.bans_in_force(crate::core::unix_ms())),
     }
+}
+
+fn bans(bans: Vec<(String, u64)>) -> Vec<pb::Ban> {
+    bans.into_iter()
+        .map(|(identity, until_ms)| pb::Ban {
+            identity,
+            until_unix_ms: until_ms as i64,
+        })
+        .collect()
 }
 
 pub fn track_kind(kind: TrackKind) -> pb::TrackKind {
@@ -298,6 +308,9 @@ pub fn event(event: Event) -> pb::Event {
             stream: stream.map(|s| s.to_string()).unwrap_or_default(),
             by,
         }),
+        EventKind::BansChanged { bans: list } => {
+            Kind::BansChanged(pb::BansChanged { bans: bans(list) })
+        }
         EventKind::TokensRevoked { token_id } => Kind::TokensRevoked(pb::TokensRevoked {
             token_id: token_id.unwrap_or_default(),
         }),

@@ -14,13 +14,14 @@ use vigil_proto::v1::event::Kind;
 /// `site-1 publishers=0 viewers=0 max_publishers=- ...`
 pub fn room_line(room: &pb::Room) -> String {
     format!(
-        "{} publishers={} viewers={} {} created={} incarnation={}",
+        "{} publishers={} viewers={} {} created={} incarnation={} bans={}",
         room.name,
         room.publishers,
         room.viewers,
         settings_text(room.limits, room.alarm_rules),
         utc(room.created_at_unix_ms),
         room.incarnation,
+        bans_text(&room.bans),
     )
 }
 
@@ -64,6 +65,7 @@ pub fn room_json(room: &pb::Room) -> Value {
         "publishers": room.publishers,
         "viewers": room.viewers,
         "incarnation": room.incarnation,
+        "bans": bans_json(&room.bans),
     })
 }
 
@@ -351,6 +353,7 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::AlarmCleared(_) => "alarm_cleared",
         Kind::AlarmAcknowledged(_) => "alarm_acknowledged",
         Kind::TokensRevoked(_) => "tokens_revoked",
+        Kind::BansChanged(_) => "bans_changed",
         Kind::HistoryGap(_) => "history_gap",
     }
 }
@@ -424,6 +427,7 @@ fn kind_text(kind: &Kind) -> String {
         // Every token of the room, or one.
         Kind::TokensRevoked(e) if e.token_id.is_empty() => "all=true".into(),
         Kind::TokensRevoked(e) => format!("token_id={}", field(&e.token_id)),
+        Kind::BansChanged(e) => format!("bans={}", bans_text(&e.bans)),
         Kind::HistoryGap(e) => format!("oldest_retained_id={}", e.oldest_retained_id),
     }
 }
@@ -488,8 +492,26 @@ fn kind_json(kind: &Kind) -> Value {
             "by": e.by,
         }),
         Kind::TokensRevoked(e) => json!({ "token_id": e.token_id }),
+        Kind::BansChanged(e) => json!({ "bans": bans_json(&e.bans) }),
         Kind::HistoryGap(e) => json!({ "oldest_retained_id": e.oldest_retained_id }),
     }
+}
+
+/// `field-1@2026-11-28T13:00:00.000Z,cam-2@…`, or `-` for none.
+fn bans_text(bans: &[pb::Ban]) -> String {
+    if bans.is_empty() {
+        return "-".into();
+    }
+    bans.iter()
+        .map(|b| format!("{}@{}", field(&b.identity), utc(b.until_unix_ms)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn bans_json(bans: &[pb::Ban]) -> Vec<Value> {
+    bans.iter()
+        .map(|b| json!({ "identity": b.identity, "until_unix_ms": b.until_unix_ms }))
+        .collect()
 }
 
 /// A `.proto` enum as `vigil ctl` names it.
@@ -689,17 +711,25 @@ mod tests {
             publishers: 1,
             viewers: 2,
             incarnation: 42,
+            bans: vec![pb::Ban {
+                identity: "field-1".into(),
+                until_unix_ms: 60_000,
+            }],
         };
         assert_eq!(
             room_line(&room),
             "site-1 publishers=1 viewers=2 max_publishers=- max_viewers=5 stall_after_ms=- \
              min_bitrate_bps=- max_keyframe_interval_ms=- created=1970-01-01T00:00:00.000Z \
-             incarnation=42"
+             incarnation=42 bans=field-1@1970-01-01T00:01:00.000Z"
         );
         let value = room_json(&room);
         assert_eq!(value["limits"]["max_publishers"], Value::Null);
         assert_eq!(value["limits"]["max_viewers"], json!(5));
         assert_eq!(value["alarm_rules"], Value::Null);
         assert_eq!(value["incarnation"], json!(42));
+        assert_eq!(
+            value["bans"],
+            json!([{ "identity": "field-1", "until_unix_ms": 60_000 }])
+        );
     }
 }
