@@ -17,27 +17,14 @@
 // test (console_chromium.rs) asserts on it. Screenshots of every step go to
 // --artifacts. Diagnostics go to stderr.
 
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { launchChromium } from './chromium.mjs';
-import { newPage as openPage, parseArgs, playing as decoding, screenshots, sleep } from './console_common.mjs';
+import { consoleDriver, playing as decoding, runDriver, sleep } from './console_common.mjs';
 
-const args = parseArgs({ artifacts: null, 'stall-ms': '1500' });
-if (!args.base || !args.key) {
-  console.error('usage: console_e2e.mjs --base URL --key ADMIN_KEY [--artifacts DIR]');
-  process.exit(2);
-}
+const { args, result, log, shoot, newPage } = consoleDriver('console-e2e', ['base', 'key'], { 'stall-ms': '1500' });
 const ROOM = 'site-1';
 const FIELD = 'field-1';
 const STEP_MS = 20000;
 
-const log = (...parts) => console.error('[console-e2e]', ...parts);
-
-const result = { ok: false, step: 'launch', steps: {}, console: [], screenshots: [] };
-
-const shoot = screenshots(args.artifacts, result, log);
 const playing = (page, selector) => decoding(page, selector, STEP_MS);
-const newPage = (browser, who, permissions) => openPage(browser, result, who, permissions);
 
 /** Counts the wall's alarm tones and records its desktop notifications
  * (granted), in place of the real ones. */
@@ -317,33 +304,7 @@ async function errorScenarios(browser, dispatcher) {
   await late2.context().close();
 }
 
-async function main() {
-  if (args.artifacts) await mkdir(args.artifacts, { recursive: true });
-  // No loopback candidates: like a person's browser, it gathers its
-  // non-loopback address (the namespace's veth) and pairs it with Vigil's
-  // default 127.0.0.1 candidate.
-  const browser = await launchChromium({ loopback: false });
-  result.browserVersion = browser.version();
-  try {
-    const dispatcher = await mainScenario(browser);
-    await errorScenarios(browser, dispatcher);
-    result.ok = true;
-    result.step = 'done';
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-    log('failed at', result.step, e);
-    for (const context of browser.contexts()) {
-      for (const [i, page] of context.pages().entries()) await shoot(`failed-${result.step.replace(/\W+/g, '-')}`, { [`page${i}`]: page });
-    }
-  } finally {
-    await browser.close().catch(() => {});
-  }
-  if (args.artifacts) await writeFile(join(args.artifacts, 'result.json'), JSON.stringify(result, null, 2)).catch(() => {});
-  process.stdout.write(JSON.stringify({ result }) + '\n');
-}
-
-main().then(() => process.exit(0), (e) => {
-  log('fatal:', e);
-  process.stdout.write(JSON.stringify({ result: { ok: false, step: 'driver', error: String(e?.stack ?? e) } }) + '\n');
-  process.exit(1);
+runDriver({ result, artifacts: args.artifacts, log, shoot }, async (browser) => {
+  const dispatcher = await mainScenario(browser);
+  await errorScenarios(browser, dispatcher);
 });

@@ -9,7 +9,7 @@
 // link, the OBS server URL and the loopback warning, if any. stdout carries
 // one JSON line, {"result": {...}}; console_public_url.rs asserts on it.
 
-import { launchChromium } from './chromium.mjs';
+import { attempt, emit, launchChromium, runMain } from './chromium.mjs';
 
 const args = {};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
@@ -42,25 +42,13 @@ async function links(browser) {
   result.warning = warning ? await warning.textContent() : null;
 }
 
-async function main() {
+const log = (...parts) => console.error('[console-links]', ...parts);
+
+runMain(async () => {
   // No media here, so no WebRTC flags matter.
   const browser = await launchChromium({ loopback: false });
   result.browserVersion = browser.version();
-  try {
-    await links(browser);
-    result.ok = true;
-    result.step = 'done';
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-    console.error('[console-links] failed at', result.step, e);
-  } finally {
-    await browser.close().catch(() => {});
-  }
-  process.stdout.write(JSON.stringify({ result }) + '\n');
-}
-
-main().then(() => process.exit(0), (e) => {
-  console.error('[console-links] fatal:', e);
-  process.stdout.write(JSON.stringify({ result: { ok: false, step: 'driver', error: String(e?.stack ?? e) } }) + '\n');
-  process.exit(1);
-});
+  await attempt(result, log, () => links(browser));
+  await browser.close().catch(() => {});
+  emit({ result });
+}, log);

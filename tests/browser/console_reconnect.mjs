@@ -25,85 +25,14 @@
 // each step measured in the browsers; console_reconnect.rs asserts on it.
 // Screenshots go to --artifacts, diagnostics to stderr.
 
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { launchChromium } from './chromium.mjs';
-import { newPage as openPage, parseArgs, screenshots, sleep, videoState } from './console_common.mjs';
+import {
+  ask, consoleDriver, decoding, eventLines, goLive as openAndGoLive, openWall, runDriver, sleep, statusOf, STEP_MS, tile, tileIdentities,
+  tileIn, tilePlays,
+} from './console_common.mjs';
 
-const args = parseArgs({ artifacts: null });
-for (const required of ['base', 'key', 'room', 'field1', 'field2']) {
-  if (!args[required]) {
-    console.error('usage: console_reconnect.mjs --base URL --key ADMIN_KEY --room ROOM --field1 TOKEN --field2 TOKEN [--artifacts DIR]');
-    process.exit(2);
-  }
-}
+const { args, result, log, shoot, newPage } = consoleDriver('console-reconnect', ['base', 'key', 'room', 'field1', 'field2']);
 const ROOM = args.room;
-const STEP_MS = 30000;
-
-const log = (...parts) => console.error('[console-reconnect]', ...parts);
-const result = { ok: false, step: 'launch', steps: {}, console: [], screenshots: [] };
-const shoot = screenshots(args.artifacts, result, log);
-const newPage = (browser, who, permissions) => openPage(browser, result, who, permissions);
-
-const stdin = createInterface({ input: process.stdin });
-/** Tells the test `event` and waits for its answer on stdin. */
-async function ask(event) {
-  const answered = new Promise((resolve) => stdin.once('line', resolve));
-  process.stdout.write(JSON.stringify({ event }) + '\n');
-  await answered;
-}
-
-const tile = (identity) => `[data-testid=tile][data-identity="${identity}"]`;
-
-/** Waits for a tile to be in `state` (its data-state); returns how long that took. */
-async function tileIn(page, identity, state, since = Date.now()) {
-  await page.waitForSelector(`${tile(identity)}[data-state="${state}"]`, { timeout: STEP_MS });
-  return Date.now() - since;
-}
-
-/** Two samples of a video's decoding, 1.5 s apart, and what the tile (if any) says. */
-async function decoding(page, selector, tileSelector) {
-  const first = await page.evaluate(videoState, selector);
-  await sleep(1500);
-  const second = await page.evaluate(videoState, selector);
-  const said = tileSelector
-    ? await page.evaluate((t) => ({
-        status: document.querySelector(`${t} [data-testid=tile-status]`)?.textContent,
-        notice: document.querySelector(`${t} [data-testid=tile-notice]`)?.hidden === false
-          ? document.querySelector(`${t} [data-testid=tile-notice]`).textContent
-          : null,
-      }), tileSelector)
-    : {};
-  return { first, second, ...said };
-}
-
-/** Waits until a tile decodes new frames (a picture, and its count grows). */
-async function tilePlays(page, identity) {
-  const video = `${tile(identity)} video`;
-  await page.waitForFunction(
-    (s) => {
-      const v = document.querySelector(s);
-      return v && v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 0;
-    },
-    video,
-    { timeout: STEP_MS },
-  );
-  await tileIn(page, identity, 'playing');
-  return decoding(page, video, tile(identity));
-}
-
-async function goLive(page, token) {
-  await page.goto(`${args.base}/join/${ROOM}#token=${token}`);
-  await page.waitForFunction(() => document.querySelector('[data-testid=own-video]')?.videoWidth > 0, null, { timeout: STEP_MS });
-  await page.click('[data-testid=go-live]');
-  await page.waitForSelector('[data-testid=status][data-state=live]', { timeout: STEP_MS });
-}
-
-const statusOf = (page) => page.evaluate(() => {
-  const s = document.querySelector('[data-testid=status]');
-  return { state: s.dataset.state, text: s.textContent, muted: s.hasAttribute('data-muted') };
-});
+const goLive = (page, token) => openAndGoLive(page, `${args.base}/join/${ROOM}#token=${token}`);
 
 async function run(browser) {
   const s = result.steps;
@@ -112,10 +41,7 @@ async function run(browser) {
   let field2 = await newPage(browser, 'field-2', ['camera', 'microphone']);
 
   result.step = 'open the wall';
-  await dispatcher.goto(`${args.base}/console/#key=${args.key}`);
-  await dispatcher.waitForSelector('[data-testid=rooms]', { timeout: STEP_MS });
-  await dispatcher.goto(`${args.base}/console/rooms/${ROOM}`);
-  await dispatcher.waitForSelector('[data-testid=wall]', { state: 'attached', timeout: STEP_MS });
+  await openWall(dispatcher, args.base, args.key, ROOM);
 
   result.step = 'field users go live';
   await goLive(field1, args.field1);
@@ -157,7 +83,7 @@ async function run(browser) {
   s.drop.removeVisible = await dispatcher.isVisible(`${tile('field-2')} [data-action=remove]`);
   await watcher.waitForSelector('[data-testid=player-status][data-state=offline]', { timeout: STEP_MS });
   s.drop.watchOffline = await watcher.textContent('[data-testid=player-status]');
-  s.drop.tilesWhileOffline = await dispatcher.$$eval('[data-testid=tile]', (tiles) => tiles.map((t) => t.dataset.identity));
+  s.drop.tilesWhileOffline = await tileIdentities(dispatcher);
   await shoot('03-offline', { dispatcher, watcher });
 
   result.step = 'field-2 comes back';
@@ -178,7 +104,7 @@ async function run(browser) {
   // before this page existed.
   await dispatcher.locator('[data-testid=events] li').filter({ hasText: 'field-2 stopped publishing (timed out)' }).first()
     .waitFor({ timeout: STEP_MS });
-  s.reload = { events: await dispatcher.$$eval('[data-testid=events] li', (items) => items.map((li) => li.textContent)) };
+  s.reload = { events: await eventLines(dispatcher) };
   s.reload.field1 = await tilePlays(dispatcher, 'field-1');
   s.reload.field2 = await tilePlays(dispatcher, 'field-2');
   await shoot('04-reloaded', { dispatcher });
@@ -212,33 +138,8 @@ async function run(browser) {
   s.restart.field1.ms = Date.now() - started;
   s.restart.field2 = await tilePlays(dispatcher, 'field-2');
   s.restart.fieldBannerAfter = await field1.isVisible('[data-testid=server-banner]');
-  s.restart.events = await dispatcher.$$eval('[data-testid=events] li', (items) => items.slice(0, 12).map((li) => li.textContent));
+  s.restart.events = (await eventLines(dispatcher)).slice(0, 12);
   await shoot('06-server-back', { dispatcher, field1 });
 }
 
-async function main() {
-  if (args.artifacts) await mkdir(args.artifacts, { recursive: true });
-  const browser = await launchChromium({ loopback: false });
-  result.browserVersion = browser.version();
-  try {
-    await run(browser);
-    result.ok = true;
-    result.step = 'done';
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-    log('failed at', result.step, e);
-    for (const context of browser.contexts()) {
-      for (const [i, page] of context.pages().entries()) await shoot(`failed-${result.step.replace(/\W+/g, '-')}`, { [`page${i}`]: page });
-    }
-  } finally {
-    await browser.close().catch(() => {});
-  }
-  if (args.artifacts) await writeFile(join(args.artifacts, 'result.json'), JSON.stringify(result, null, 2)).catch(() => {});
-  process.stdout.write(JSON.stringify({ result }) + '\n');
-}
-
-main().then(() => process.exit(0), (e) => {
-  log('fatal:', e);
-  process.stdout.write(JSON.stringify({ result: { ok: false, step: 'driver', error: String(e?.stack ?? e) } }) + '\n');
-  process.exit(1);
-});
+runDriver({ result, artifacts: args.artifacts, log, shoot }, run);

@@ -8,7 +8,9 @@ import { createServer } from 'node:http';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launchChromium } from './chromium.mjs';
+import { attempt, emit, launchChromium, runMain } from './chromium.mjs';
+
+export { emit, runMain };
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -24,9 +26,6 @@ export function parseArgs(defaults, usage) {
   }
   return args;
 }
-
-/** One JSON line on stdout: `{"event": ...}` or, last, `{"result": ...}`. */
-export const emit = (object) => process.stdout.write(JSON.stringify(object) + '\n');
 
 /** Diagnostics on stderr, tagged. */
 export const logger = (tag) => (...parts) => console.error(`[${tag}]`, ...parts);
@@ -112,15 +111,12 @@ export async function drive({ args, log, result, pages, into, run, collect = () 
   const browser = await launchChromium({ loopback: true });
   const ctx = {};
   try {
-    result.browserVersion = browser.version();
-    await openPages(browser, origin, pages, result.console, ctx);
-    result.userAgent = await ctx.publisher.evaluate(() => navigator.userAgent);
-    await run(ctx);
-    result.ok = true;
-    result.step = 'done';
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-    log('failed at', result.step, e);
+    await attempt(result, log, async () => {
+      result.browserVersion = browser.version();
+      await openPages(browser, origin, pages, result.console, ctx);
+      result.userAgent = await ctx.publisher.evaluate(() => navigator.userAgent);
+      await run(ctx);
+    });
   } finally {
     collect();
     await stopPages(ctx, Object.keys(pages), args, log, into);
@@ -136,13 +132,4 @@ export async function finish(args, result, log) {
       .catch((e) => log(`writing the result file: ${e}`));
   }
   emit({ result });
-}
-
-/** Runs `main`; a crash still ends in a `{"result": {ok: false}}` line. */
-export function runMain(main, log) {
-  main().then(() => process.exit(0), (e) => {
-    log('fatal:', e);
-    emit({ result: { ok: false, step: 'driver', error: String(e?.stack ?? e) } });
-    process.exit(1);
-  });
 }

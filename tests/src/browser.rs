@@ -152,3 +152,54 @@ impl BrowserDriver {
         }
     }
 }
+
+/// A driver's arguments: `--name value` for each pair, then `--artifacts DIR`.
+pub fn driver_args(pairs: &[(&str, &str)], artifacts: PathBuf) -> Vec<OsString> {
+    pairs
+        .iter()
+        .flat_map(|(name, value)| [OsString::from(format!("--{name}")), OsString::from(value)])
+        .chain([OsString::from("--artifacts"), artifacts.into_os_string()])
+        .collect()
+}
+
+/// Prints what a driver's steps measured, then fails unless it reported
+/// `ok`, with the step it failed at, its error, its pages' console and its
+/// stderr.
+pub fn assert_driver_ok(what: &str, result: &Value, stderr: &str) {
+    eprintln!(
+        "{what} in Chromium {}: {}",
+        result["browserVersion"].as_str().unwrap_or("?"),
+        serde_json::to_string_pretty(&result["steps"]).unwrap_or_default()
+    );
+    assert!(
+        result["ok"] == true,
+        "the driver failed at `{}`: {}\n--- page console ---\n{}\n--- stderr ---\n{stderr}",
+        result["step"],
+        result["error"],
+        result["console"]
+    );
+}
+
+/// Frames a video decoded between two samples of a driver's `decoding`
+/// (`{"first": {"frames": ..}, "second": {..}}`, 1.5 s apart).
+pub fn progress(sample: &Value) -> i64 {
+    let frames = |at: &str| sample[at]["frames"].as_i64().unwrap_or(0);
+    frames("second") - frames("first")
+}
+
+/// Asserts that a sample of a driver's `decoding` shows a picture whose
+/// frame count grew: `what` is decoding.
+pub fn decodes(sample: &Value, what: &str) {
+    assert!(
+        sample["second"]["width"].as_u64() > Some(0),
+        "{what}: no picture: {sample}"
+    );
+    assert!(progress(sample) > 0, "{what}: not decoding: {sample}");
+}
+
+/// `value` as text, or a failure naming `what`.
+pub fn text<'a>(value: &'a Value, what: &str) -> &'a str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no text in {value}"))
+}

@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::Command;
 use vigil_gateway::Credentials;
+use vigil_tests::browser::assert_driver_ok;
 use vigil_tests::{base_url, eventually, netns};
 
 /// The whole driver run, every step included (each step has its own 20 s bound).
@@ -77,18 +78,7 @@ fn dispatcher_and_field_user_in_chromium() {
             panic!("the driver printed no result ({e}): {stdout}\n--- stderr ---\n{stderr}")
         });
         let r = &parsed["result"];
-        eprintln!(
-            "console e2e in Chromium {}: {}",
-            r["browserVersion"].as_str().unwrap_or("?"),
-            serde_json::to_string_pretty(&r["steps"]).unwrap_or_default()
-        );
-        assert!(
-            r["ok"] == true,
-            "the console driver failed at `{}`: {}\n--- page console ---\n{}\n--- stderr ---\n{stderr}",
-            r["step"],
-            r["error"],
-            r["console"]
-        );
+        assert_driver_ok("console e2e", r, &stderr);
         let s = &r["steps"];
 
         // The dispatcher's tile plays the field user: a picture, and decoding goes on.

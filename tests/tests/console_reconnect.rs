@@ -19,12 +19,13 @@
 //! Vigil and Chromium run in a network namespace of their own, as in
 //! `console_chromium.rs`. Screenshots land in `artifacts/console-reconnect/`.
 
-use std::ffi::OsString;
 use std::time::Duration;
 
 use serde_json::Value;
 use vigil_gateway::{Config, Vigil};
-use vigil_tests::browser::{BrowserDriver, artifacts_dir};
+use vigil_tests::browser::{
+    BrowserDriver, artifacts_dir, assert_driver_ok, decodes, driver_args, progress, text,
+};
 use vigil_tests::control::{
     ADMIN_KEY, clients, create_room, publish_and_subscribe, secure_server, token,
 };
@@ -59,22 +60,17 @@ fn pictures_stay_honest_through_drops_and_restarts() {
         let field2 = token(&mut c, ROOM, "field-2", publish_and_subscribe()).await;
         drop(c);
 
-        let args: Vec<OsString> = [
-            "--base",
-            &base_url(&vigil),
-            "--key",
-            ADMIN_KEY,
-            "--room",
-            ROOM,
-            "--field1",
-            &field1,
-            "--field2",
-            &field2,
-        ]
-        .into_iter()
-        .map(OsString::from)
-        .chain([OsString::from("--artifacts"), artifacts.into_os_string()])
-        .collect();
+        let base = base_url(&vigil);
+        let args = driver_args(
+            &[
+                ("base", &base),
+                ("key", ADMIN_KEY),
+                ("room", ROOM),
+                ("field1", &field1),
+                ("field2", &field2),
+            ],
+            artifacts,
+        );
         let mut driver = BrowserDriver::spawn("console_reconnect.mjs", args, DRIVER_LIMIT);
         let (http, grpc) = (vigil.http_addr, vigil.grpc_addr);
         let r = loop {
@@ -108,42 +104,10 @@ fn pictures_stay_honest_through_drops_and_restarts() {
                 break result.clone();
             }
         };
-        let stderr = driver.stderr();
-        eprintln!(
-            "console reconnect in Chromium {}: {}",
-            r["browserVersion"].as_str().unwrap_or("?"),
-            serde_json::to_string_pretty(&r["steps"]).unwrap_or_default()
-        );
-        assert!(
-            r["ok"] == true,
-            "the driver failed at `{}`: {}\n--- page console ---\n{}\n--- stderr ---\n{stderr}",
-            r["step"],
-            r["error"],
-            r["console"]
-        );
+        assert_driver_ok("console reconnect", &r, &driver.stderr());
         check(&r["steps"]);
         vigil.shutdown().await;
     });
-}
-
-/// Frames decoded between a tile's two samples (1.5 s apart).
-fn progress(sample: &Value) -> i64 {
-    let frames = |at: &str| sample[at]["frames"].as_i64().unwrap_or(0);
-    frames("second") - frames("first")
-}
-
-fn decodes(sample: &Value, what: &str) {
-    assert!(
-        sample["second"]["width"].as_u64() > Some(0),
-        "{what}: no picture: {sample}"
-    );
-    assert!(progress(sample) > 0, "{what}: not decoding: {sample}");
-}
-
-fn text<'a>(value: &'a Value, what: &str) -> &'a str {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("{what}: no text in {value}"))
 }
 
 fn check(s: &Value) {

@@ -81,6 +81,12 @@ class FieldUser {
     // Earlier sessions of this page the server may still hold: their
     // ParticipantLeft is still to come and is not about the current one.
     this.staleSessions = 0;
+    // The current session's ParticipantJoined has yet to come on the feed.
+    // A publisher's leave before it is about an earlier session: when this
+    // page takes the stream over (the same link in a new tab), the server
+    // ends the old session (REPLACED) before this one joins, and that
+    // leave may reach the feed after the WHIP answer did.
+    this.joinPending = false;
     // The server said the current session ended (no leave of it to expect).
     this.sessionGone = false;
     addEventListener("pagehide", () => {
@@ -193,6 +199,8 @@ class FieldUser {
   async publishOnce() {
     const endpoint = new URL(`/whip/${encodeURIComponent(this.room)}/${encodeURIComponent(this.identity)}`, location.origin).href;
     let session = null;
+    // Its join comes on the feed, if the feed is already following.
+    this.joinPending = Boolean(this.stopEvents);
     session = await publish(endpoint, this.token, this.stream, {
       onState: (state) => {
         if (session && session === this.session) this.publishState(state);
@@ -268,9 +276,12 @@ class FieldUser {
     }
     if (kind === "roomDeleted") this.end("The room was closed. You can close this page.", "room-closed");
     if (kind === "historyGap") {
-      // Lost events (a server restart): sessions from before are gone.
+      // Lost events (a server restart): sessions from before are gone, and
+      // the current one's join may be among what was lost.
       this.staleSessions = 0;
+      this.joinPending = false;
     }
+    if (kind === "participantJoined" && value.role === SessionRole.PUBLISHER && event.identity === this.identity) this.joinPending = false;
     if (kind === "trackMuted" && event.identity === this.identity) {
       this.muted.set(value.kind, value.muted);
       if (this.state.dataset.state === "live") this.showLive();
@@ -284,9 +295,10 @@ class FieldUser {
       return;
     }
     if (!this.started) return;
-    if (this.staleSessions > 0) {
-      // The leave of a session this page already replaced.
-      this.staleSessions -= 1;
+    if (this.joinPending || this.staleSessions > 0) {
+      // The leave of a session this page already replaced, or of the one
+      // it took over from another page: not of the current session.
+      if (this.staleSessions > 0) this.staleSessions -= 1;
       return;
     }
     if (value.reason === LeaveReason.REPLACED) {

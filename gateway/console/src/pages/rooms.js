@@ -87,7 +87,7 @@ export function roomsPage(app, { api, credential, signOut }) {
         },
       },
       h("label", {}, "Identity (the stream name)", identity),
-      h("div", { class: "row" }, grant("publish", true, "publish"), grant("subscribe", true, "watch (and be called)"), grant("admin", false, "room admin (dispatcher)")),
+      h("div", { class: "row" }, grant("publish", true, "publish"), grant("subscribe", true, "watch (being called needs no grant)"), grant("admin", false, "room admin (dispatcher)")),
       h("label", {}, "Lifetime (seconds)", ttl),
       h("button", { type: "submit", "data-testid": "create-token" }, "Create token"),
     );
