@@ -228,7 +228,16 @@ async function mainScenario(browser) {
   await field.click('[data-testid=go-live]');
   await field.waitForSelector('[data-testid=join-error]:not(:empty)', { timeout: STEP_MS });
   s.hungUp.reloaded = await field.textContent('[data-testid=join-error]');
+  // The wall lists who is kept out, and lets them back in at once.
+  const keptOut = `[data-testid=bans] .ban[data-identity="${FIELD}"]`;
+  await dispatcher.waitForSelector(keptOut, { timeout: STEP_MS });
+  s.hungUp.keptOut = await dispatcher.textContent('[data-testid=bans]');
   await shoot('05-hung-up', { dispatcher, field });
+  await dispatcher.click(`${keptOut} [data-testid=lift-ban]`);
+  await dispatcher.waitForSelector('[data-testid=bans]', { state: 'hidden', timeout: STEP_MS });
+  await field.click('[data-testid=go-live]');
+  await field.waitForSelector('[data-testid=status][data-state=live]', { timeout: STEP_MS });
+  s.hungUp.backIn = await field.textContent('[data-testid=status]');
   await field.context().close();
   await second.close();
   return dispatcher;

@@ -218,6 +218,15 @@ fn dispatcher_and_field_user_in_chromium() {
                 .is_some_and(|text| text.contains("kept out")),
             "a reload after the hang-up is refused, saying why: {hung}"
         );
+        // The wall says who is kept out and for how long; "Let back in"
+        // ends the ban and the same page goes live again.
+        assert!(
+            hung["keptOut"]
+                .as_str()
+                .is_some_and(|t| t.contains("Kept out") && t.contains("(10 min)")),
+            "{hung}"
+        );
+        assert!(hung["backIn"].is_string(), "{hung}");
 
         // Errors are told to the person.
         let errors = &r["errors"];

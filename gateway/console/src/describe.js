@@ -1,6 +1,7 @@
 // Events and alarms in words, for people.
 
 import { AlarmKind, CallEndReason, LeaveReason, SessionRole, TrackKind } from "./api.js";
+import { formatTime } from "./dom.js";
 
 export const ALARM_NAMES = {
   [AlarmKind.STALLED]: "stalled",
@@ -41,6 +42,8 @@ export function describe(event) {
       return { text: `Room ${event.room} deleted`, alarm: true };
     case "roomUpdated":
       return { text: `Room ${event.room}: settings changed` };
+    case "bansChanged":
+      return { text: value.bans.length ? `Kept out: ${value.bans.map((b) => `${b.identity} until ${formatTime(Number(b.untilUnixMs))}`).join(", ")}` : "No one is kept out any more" };
     case "tokensRevoked":
       return { text: value.tokenId ? `A token of ${who} was revoked` : `Every token of room ${event.room} was revoked` };
     case "participantJoined":

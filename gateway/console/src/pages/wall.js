@@ -32,6 +32,8 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   const renderPresence = () => {
     presence.textContent = dispatchers.size ? `Also at a wall: ${[...dispatchers].sort().join(", ")}` : "";
   };
+  // Identities a hang-up keeps out (the server's list), with a way back in.
+  const bans = new BanList({ api, room });
   const tiles = new Map();
   const mine = new MyCamera(room);
   const alarms = new AlarmPanel({ api, room });
@@ -56,6 +58,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     banner,
     unreachable,
     presence,
+    bans.el,
     h("main", { class: "dispatch" }, h("div", {}, empty, wall), h("aside", { class: "card" }, alarms.el, h("h2", {}, "Events"), events)),
   );
 
@@ -236,14 +239,19 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       case "alarmCleared":
         tiles.get(value.stream)?.alarm(value.kind, kind === "alarmRaised");
         break;
+      case "bansChanged":
+        bans.set(value.bans);
+        break;
       case "historyGap":
         resync();
         alarms.load();
+        bans.load();
         break;
       case "roomDeleted":
         fail(`Room ${room} was deleted.`);
         for (const identity of [...tiles.keys()]) removeTile(identity);
         mine.stop();
+        bans.set([]);
         stopState();
         stopLog();
         break;
@@ -265,6 +273,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
         if (state === "live") {
           resync();
           alarms.load();
+          bans.load();
         }
       },
       onError: (e) => fail(`Live updates stopped: ${errorText(e)}`),
@@ -277,6 +286,55 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     for (const tile of tiles.values()) tile.close();
     mine.stop();
   });
+}
+
+/**
+ * Who is kept out of the room by a hang-up, and until when, each with
+ * "Let back in" (LiftBan). Set from GetRoom and from BansChanged; bans end
+ * by themselves without an event, so the list drops them when they do.
+ */
+class BanList {
+  constructor({ api, room }) {
+    this.api = api;
+    this.room = room;
+    this.bans = new Map();
+    this.el = h("p", { class: "presence muted", "data-testid": "bans", hidden: true });
+    this.timer = null;
+  }
+
+  async load() {
+    try {
+      this.set((await this.api.rooms.getRoom({ name: this.room })).bans);
+    } catch {
+      // The room's state says why elsewhere (banner); the list waits.
+    }
+  }
+
+  set(bans) {
+    this.bans = new Map(bans.map((b) => [b.identity, Number(b.untilUnixMs)]));
+    this.render();
+  }
+
+  render() {
+    clearTimeout(this.timer);
+    const now = Date.now();
+    for (const [identity, until] of this.bans) if (until <= now) this.bans.delete(identity);
+    const items = [...this.bans].sort(([a], [b]) => a.localeCompare(b)).map(([identity, until]) =>
+      h(
+        "span",
+        { class: "ban", "data-identity": identity },
+        `${identity} (${Math.ceil((until - now) / 60000)} min) `,
+        actionButton("Let back in", async () => {
+          await this.api.rooms.liftBan({ room: this.room, identity });
+          toast(`${identity} may join again`);
+        }, { class: "secondary small", "data-testid": "lift-ban" }),
+      ),
+    );
+    replace(this.el, ...(items.length ? ["Kept out: ", ...items] : []));
+    this.el.hidden = !items.length;
+    // Minutes left, and bans that end by themselves.
+    if (items.length) this.timer = setTimeout(() => this.render(), 15000);
+  }
 }
 
 /** Opens a join page for a new field user in another tab. */
