@@ -40,11 +40,13 @@ async function join() {
       const started = window.interop.play({ endpoint });
       let frameAt = null;
       let size = null;
-      while (frameAt === null && Date.now() < deadline) {
+      // The first decoded frame's time; its size, which getStats may
+      // report a moment after framesDecoded moves, from the next samples.
+      while ((frameAt === null || size === null) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 10));
         const stats = await window.interop.stats().catch(() => null);
-        if ((stats?.video?.framesDecoded ?? 0) > 0) {
-          frameAt = Date.now();
+        if (frameAt === null && (stats?.video?.framesDecoded ?? 0) > 0) frameAt = Date.now();
+        if (frameAt !== null && Number.isFinite(stats?.video?.frameWidth)) {
           size = [stats.video.frameWidth, stats.video.frameHeight];
         }
       }
@@ -54,6 +56,8 @@ async function join() {
     const deleteStatus = await page.evaluate(() => window.interop.stop()).catch((e) => `error: ${e}`);
     if (firstFrame.frameAt === null) {
       emit({ error: `Chromium player: no frame decoded within 10 s of joining` });
+    } else if (firstFrame.size === null) {
+      emit({ error: `Chromium player: a frame decoded, but getStats gave no frame size within 10 s` });
     } else {
       emit({
         event: 'first_frame', join_at_ms: joinAt, first_frame_at_ms: firstFrame.frameAt,
