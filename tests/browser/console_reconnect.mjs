@@ -63,7 +63,11 @@ async function run(browser) {
   const watcher = await newPage(browser, 'watch', []);
   await watcher.goto(`${args.base}/watch/${ROOM}/field-2#token=${args.field2}`);
   await watcher.waitForFunction(() => document.querySelector('[data-testid=player]')?.videoWidth > 0, null, { timeout: STEP_MS });
-  s.watchBefore = await watcher.evaluate(() => document.querySelector('[data-testid=player-status]').dataset.state ?? 'playing');
+  // The status follows the player's own "playing" a moment after the first
+  // frame shows: give it 3 s to get there, then report what it says.
+  const watchState = () => document.querySelector('[data-testid=player-status]').dataset.state ?? 'playing';
+  await watcher.waitForFunction(`(${watchState})() === 'playing'`, null, { timeout: 3000 }).catch(() => {});
+  s.watchBefore = await watcher.evaluate(watchState);
 
   result.step = 'field-2 drops';
   // A crashed tab: no DELETE, no DTLS close. The server notices when ICE
