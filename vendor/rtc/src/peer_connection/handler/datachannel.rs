@@ -1,5 +1,6 @@
 use crate::data_channel::RTCDataChannelId;
 use crate::data_channel::internal::RTCDataChannelInternal;
+use crate::peer_connection::handler::pop_release;
 use crate::data_channel::message::RTCDataChannelMessage;
 use crate::data_channel::registry::DataChannelRegistry;
 use crate::data_channel::state::RTCDataChannelState;
@@ -314,7 +315,7 @@ impl<'a>
     }
 
     fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.ctx.read_outs.pop_front()
+        pop_release(&mut self.ctx.read_outs)
     }
 
     fn handle_write(&mut self, msg: TaggedRTCMessageInternal) -> Result<()> {
@@ -393,7 +394,7 @@ impl<'a>
             }
         }
 
-        self.ctx.write_outs.pop_front()
+        pop_release(&mut self.ctx.write_outs)
     }
 
     fn handle_event(&mut self, evt: TaggedRTCEventInternal) -> Result<()> {
@@ -519,7 +520,7 @@ impl<'a>
     }
 
     fn poll_event(&mut self) -> Option<Self::Eout> {
-        self.ctx.event_outs.pop_front()
+        pop_release(&mut self.ctx.event_outs)
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<()> {

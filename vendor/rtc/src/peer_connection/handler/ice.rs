@@ -1,5 +1,6 @@
 use crate::peer_connection::event::RTCPeerConnectionEvent;
 use crate::peer_connection::event::{RTCEventInternal, TaggedRTCEventInternal};
+use crate::peer_connection::handler::pop_release;
 use crate::peer_connection::message::internal::{
     RTCMessageInternal, STUNMessage, TaggedRTCMessageInternal,
 };
@@ -110,7 +111,7 @@ impl<'a>
     }
 
     fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.ctx.read_outs.pop_front()
+        pop_release(&mut self.ctx.read_outs)
     }
 
     fn handle_write(&mut self, mut msg: TaggedRTCMessageInternal) -> Result<()> {
@@ -158,7 +159,7 @@ impl<'a>
             });
         }
 
-        self.ctx.write_outs.pop_front()
+        pop_release(&mut self.ctx.write_outs)
     }
 
     fn handle_event(&mut self, evt: TaggedRTCEventInternal) -> Result<()> {
@@ -224,7 +225,7 @@ impl<'a>
             }
         }
 
-        self.ctx.event_outs.pop_front()
+        pop_release(&mut self.ctx.event_outs)
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<()> {

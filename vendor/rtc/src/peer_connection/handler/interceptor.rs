@@ -1,5 +1,6 @@
 use crate::media_stream::track::MediaStreamTrackId;
 use crate::peer_connection::configuration::media_engine::MediaEngine;
+use crate::peer_connection::handler::pop_release;
 use crate::peer_connection::event::RTCPeerConnectionEvent;
 use crate::peer_connection::event::track_event::{RTCTrackEvent, RTCTrackEventInit};
 use crate::peer_connection::event::{RTCEventInternal, TaggedRTCEventInternal};
@@ -808,7 +809,7 @@ impl<'a>
             }
         }
 
-        self.ctx.read_outs.pop_front()
+        pop_release(&mut self.ctx.read_outs)
     }
 
     fn handle_write(&mut self, msg: TaggedRTCMessageInternal) -> Result<()> {
@@ -861,7 +862,7 @@ impl<'a>
             }
         }
 
-        self.ctx.write_outs.pop_front()
+        pop_release(&mut self.ctx.write_outs)
     }
 
     fn handle_event(&mut self, evt: TaggedRTCEventInternal) -> Result<()> {
@@ -877,7 +878,7 @@ impl<'a>
     fn poll_event(&mut self) -> Option<Self::Eout> {
         // self.interceptor.poll_event(());
 
-        self.ctx.event_outs.pop_front()
+        pop_release(&mut self.ctx.event_outs)
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<()> {
@@ -936,14 +937,14 @@ mod boundary_tests {
             Ok(())
         }
         fn poll_read(&mut self) -> Option<TaggedPacket> {
-            self.reads.pop_front()
+            pop_release(&mut self.reads)
         }
         fn handle_write(&mut self, msg: TaggedPacket) -> Result<()> {
             self.writes.push_back(msg);
             Ok(())
         }
         fn poll_write(&mut self) -> Option<TaggedPacket> {
-            self.writes.pop_front()
+            pop_release(&mut self.writes)
         }
         fn handle_event(&mut self, _: ()) -> Result<()> {
             Ok(())
