@@ -73,8 +73,6 @@ struct RoomState {
     full: bool,
     /// Calls by callee.
     calls: BTreeMap<String, Call>,
-    /// Identities hung up with a ban, and until when.
-    bans: HashMap<String, Instant>,
     /// Identities admitted with the room's admin grant (dispatchers), while
     /// they have sessions.
     dispatchers: HashSet<String>,
@@ -82,17 +80,6 @@ struct RoomState {
 
 impl RoomState {
     fn new(spec: RoomSpec, managed: bool) -> Self {
-        // Bans stored with the room (a restart) count on from now.
-        let (now, now_ms) = (Instant::now(), unix_ms());
-        let bans = spec
-            .bans
-            .iter()
-            .filter(|(_, until_ms)| **until_ms > now_ms)
-            .map(|(identity, until_ms)| {
-                let left = Duration::from_millis(until_ms - now_ms);
-                (identity.clone(), now + left)
-            })
-            .collect();
         RoomState {
             spec,
             managed,
@@ -102,7 +89,6 @@ impl RoomState {
             reserved: HashMap::new(),
             full: false,
             calls: BTreeMap::new(),
-            bans,
             dispatchers: HashSet::new(),
         }
     }
@@ -120,6 +106,10 @@ pub(crate) struct Owner {
     alarm_log: AlarmLog,
     /// The tokens issued and not yet expired, as the store keeps them.
     issued: Issued,
+    /// An instant and the wall clock then: turns the `now` handed to the
+    /// owner into milliseconds since the Unix epoch, the unit bans are
+    /// stored in (so they outlast a restart), while tests drive time.
+    epoch: (Instant, u64),
 }
 
 impl Owner {
@@ -145,6 +135,7 @@ impl Owner {
             sessions: HashMap::new(),
             alarm_log: AlarmLog::load(alarms, unix_ms()),
             issued: Issued::load(issued),
+            epoch: (Instant::now(), unix_ms()),
         };
         owner.prune_issued(&[]);
         owner
@@ -301,10 +292,9 @@ impl Owner {
                 claims,
                 reply,
             } => {
-                let confirmed = match claims.as_ref().map(|c| self.check_token(c)) {
-                    Some(Err(e)) => Err(e),
-                    _ => self.check_ban(&room, &identity, now),
-                };
+                let confirmed = self
+                    .honours(claims.as_ref())
+                    .and_then(|()| self.check_ban(&room, &identity, now));
                 let _ = reply.send(confirmed);
             }
             Msg::LiftBan {
@@ -390,10 +380,9 @@ impl Owner {
                 claims,
                 reply,
             } => {
-                let admitted = match claims.as_ref().map(|c| self.check_token(c)) {
-                    Some(Err(e)) => Err(e),
-                    _ => self.admit(room.clone(), &stream, role, &identity, via_call, now),
-                };
+                let admitted = self.honours(claims.as_ref()).and_then(|()| {
+                    self.admit(room.clone(), &stream, role, &identity, via_call, now)
+                });
                 if admitted.is_ok()
                     && dispatcher
                     && let Some(room) = self.rooms.get_mut(&room)
@@ -510,6 +499,12 @@ impl Owner {
     /// Whether a token (its signature and expiry checked) opens its room as
     /// it is now: the room exists and is the incarnation it was issued for,
     /// and the token was not revoked, alone or with the room's others.
+    /// [`check_token`](Self::check_token) for a request's claims, if it
+    /// has any (open mode has none).
+    fn honours(&self, claims: Option<&Claims>) -> Result<()> {
+        claims.map_or(Ok(()), |claims| self.check_token(claims))
+    }
+
     fn check_token(&self, claims: &Claims) -> Result<()> {
         let room = self.live_room(&claims.room)?;
         if claims.inc != room.spec.incarnation {
@@ -576,6 +571,16 @@ impl Owner {
         Ok(Some(identity))
     }
 
+    /// `at` in milliseconds since the Unix epoch.
+    fn unix_ms_at(&self, at: Instant) -> u64 {
+        let (then, then_ms) = self.epoch;
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match at.checked_duration_since(then) {
+            Some(later) => then_ms.saturating_add(millis(later)),
+            None => then_ms.saturating_sub(millis(then - at)),
+        }
+    }
+
     /// Keeps `identity` out of the room until `until`; a managed room
     /// stores the ban first, so it outlasts a restart.
     fn ban(
@@ -585,39 +590,27 @@ impl Owner {
         until: Instant,
         now: Instant,
     ) -> Result<()> {
-        let room = self.live_room(name)?;
-        let now_ms = unix_ms();
-        let until_ms = now_ms.saturating_add(
-            u64::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX),
-        );
-        let mut spec = room.spec.clone();
+        let (now_ms, until_ms) = (self.unix_ms_at(now), self.unix_ms_at(until));
+        let mut spec = self.live_room(name)?.spec.clone();
         spec.bans.retain(|_, ends| *ends > now_ms);
-        spec.bans.insert(identity.clone(), until_ms);
-        let room = self.rooms.get_mut(name).expect("checked live above");
-        if room.managed {
-            self.store.put_room(&spec)?;
-        }
-        room.spec = spec;
-        room.bans.retain(|_, ends| *ends > now);
-        room.bans.insert(identity, until);
-        self.publish_bans(name);
+        spec.bans.insert(identity, until_ms);
+        self.store_spec(name, spec)?;
+        self.publish_bans(name, now_ms);
         Ok(())
     }
 
     /// Refuses a banned identity, saying for how long.
     fn check_ban(&self, room_name: &RoomName, identity: &str, now: Instant) -> Result<()> {
-        let Some(until) = self
+        let now_ms = self.unix_ms_at(now);
+        let Some(until_ms) = self
             .rooms
             .get(room_name)
-            .and_then(|r| r.bans.get(identity))
-            .filter(|until| **until > now)
+            .and_then(|r| r.spec.bans.get(identity))
+            .filter(|until_ms| **until_ms > now_ms)
         else {
             return Ok(());
         };
-        let left = until
-            .saturating_duration_since(now)
-            .as_millis()
-            .div_ceil(1000);
+        let left = (until_ms - now_ms).div_ceil(1000);
         Err(ControlError::PermissionDenied(format!(
             "{identity} was hung up and is kept out of room {room_name} for another {left} s"
         )))
@@ -625,32 +618,38 @@ impl Owner {
 
     /// Ends `identity`'s ban (stored first); false if it had none in force.
     fn lift_ban(&mut self, name: &RoomName, identity: &str, now: Instant) -> Result<bool> {
-        let room = self.live_room(name)?;
-        let banned = room.bans.get(identity).is_some_and(|until| *until > now);
-        if room.spec.bans.contains_key(identity) {
-            let mut spec = room.spec.clone();
-            spec.bans.remove(identity);
-            let managed = room.managed;
-            let room = self.rooms.get_mut(name).expect("checked live above");
-            if managed {
-                self.store.put_room(&spec)?;
-            }
-            room.spec = spec;
-        }
-        let room = self.rooms.get_mut(name).expect("checked live above");
-        room.bans.remove(identity);
+        let now_ms = self.unix_ms_at(now);
+        let mut spec = self.live_room(name)?.spec.clone();
+        let Some(until_ms) = spec.bans.remove(identity) else {
+            return Ok(false);
+        };
+        self.store_spec(name, spec)?;
+        let banned = until_ms > now_ms;
         if banned {
-            self.publish_bans(name);
+            self.publish_bans(name, now_ms);
         }
         Ok(banned)
     }
 
+    /// Replaces a live room's spec, a managed room's in the store first.
+    fn store_spec(&mut self, name: &RoomName, spec: RoomSpec) -> Result<()> {
+        let room = self
+            .rooms
+            .get_mut(name)
+            .expect("checked live by the caller");
+        if room.managed {
+            self.store.put_room(&spec)?;
+        }
+        room.spec = spec;
+        Ok(())
+    }
+
     /// Tells the room's watchers who is kept out now.
-    fn publish_bans(&mut self, name: &RoomName) {
+    fn publish_bans(&mut self, name: &RoomName, now_ms: u64) {
         let Some(room) = self.rooms.get(name) else {
             return;
         };
-        let bans = room.spec.bans_in_force(unix_ms());
+        let bans = room.spec.bans_in_force(now_ms);
         self.publish(name, None, EventKind::BansChanged { bans });
     }
 
@@ -671,11 +670,7 @@ impl Owner {
             .collect();
         identities.sort();
         identities.dedup();
-        let room = self.rooms.get_mut(name).expect("checked live above");
-        if room.managed {
-            self.store.put_room(&spec)?;
-        }
-        room.spec = spec;
+        self.store_spec(name, spec)?;
         self.publish(name, None, EventKind::TokensRevoked { token_id: None });
         Ok(identities)
     }

@@ -800,26 +800,31 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn redb_store_reports_corrupt_values() {
-        let dir = TempDir::new("redb-corrupt");
+    /// A store at a new path in `dir` whose rooms table holds `rows` as
+    /// they are, written beside the store's own code.
+    fn store_with_raw_rooms(dir: &TempDir, rows: &[(&str, &[u8])]) -> std::path::PathBuf {
         fs::create_dir_all(&dir.0).unwrap();
         let path = dir.0.join("vigil.redb");
         drop(RedbStore::open(&path).unwrap());
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
         {
-            let db = Database::create(&path).unwrap();
-            let tx = db.begin_write().unwrap();
-            {
-                let mut table = tx.open_table(ROOMS).unwrap();
-                table
-                    .insert("broken", [0xff, 0x00, b'{'].as_slice())
-                    .unwrap();
-                // Valid JSON, but under the wrong key.
-                let moved = serde_json::to_vec(&spec("elsewhere", None)).unwrap();
-                table.insert("moved", moved.as_slice()).unwrap();
+            let mut table = tx.open_table(ROOMS).unwrap();
+            for (key, row) in rows {
+                table.insert(*key, *row).unwrap();
             }
-            tx.commit().unwrap();
         }
+        tx.commit().unwrap();
+        path
+    }
+
+    #[test]
+    fn redb_store_reports_corrupt_values() {
+        let dir = TempDir::new("redb-corrupt");
+        // Valid JSON, but under the wrong key.
+        let moved = serde_json::to_vec(&spec("elsewhere", None)).unwrap();
+        let path =
+            store_with_raw_rooms(&dir, &[("broken", &[0xff, 0x00, b'{']), ("moved", &moved)]);
         let store = RedbStore::open(&path).unwrap();
         for key in ["broken", "moved"] {
             assert!(
@@ -835,19 +840,8 @@ mod tests {
     #[test]
     fn a_room_stored_before_incarnations_has_incarnation_zero() {
         let dir = TempDir::new("redb-legacy-room");
-        fs::create_dir_all(&dir.0).unwrap();
-        let path = dir.0.join("vigil.redb");
-        drop(RedbStore::open(&path).unwrap());
-        {
-            let db = Database::create(&path).unwrap();
-            let tx = db.begin_write().unwrap();
-            {
-                let mut table = tx.open_table(ROOMS).unwrap();
-                let row = br#"{"name":"lobby","limits":{"max_publishers":null,"max_viewers":2},"alarms":{"stall_after":3000,"min_bitrate_bps":50000,"max_keyframe_interval":5000},"created_at_ms":1700000000000}"#;
-                table.insert("lobby", row.as_slice()).unwrap();
-            }
-            tx.commit().unwrap();
-        }
+        let row = br#"{"name":"lobby","limits":{"max_publishers":null,"max_viewers":2},"alarms":{"stall_after":3000,"min_bitrate_bps":50000,"max_keyframe_interval":5000},"created_at_ms":1700000000000}"#;
+        let path = store_with_raw_rooms(&dir, &[("lobby", row)]);
         let room = RedbStore::open(&path)
             .unwrap()
             .room(&name("lobby"))

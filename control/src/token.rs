@@ -419,46 +419,37 @@ mod tests {
         }
     }
 
+    /// A token with `payload` as its claims, signed with the test secret
+    /// by hand (not through [`TokenSigner`]).
+    fn hs256_signed(payload: &[u8]) -> String {
+        let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let message = format!("{header}.{}", b64url(payload));
+        let sig = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(b"test-secret-of-at-least-32-bytes!"),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{message}.{sig}")
+    }
+
     #[test]
     fn valid_signature_over_bad_claims_is_malformed() {
         // A token we signed whose room is not a valid name: the signature is
         // fine, the claims are not.
         let s = signer();
-        let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let payload =
-            b64url(br#"{"sub":"x","room":"a/b","grants":{"publish":true,"subscribe":false,"admin":false},"iat":1,"exp":99999999999}"#);
-        let message = format!("{header}.{payload}");
-        let sig = jsonwebtoken::crypto::sign(
-            message.as_bytes(),
-            &EncodingKey::from_secret(b"test-secret-of-at-least-32-bytes!"),
-            Algorithm::HS256,
-        )
-        .unwrap();
-        assert_eq!(
-            s.verify(&format!("{message}.{sig}"), NOW),
-            Err(TokenError::Malformed)
-        );
+        let token = hs256_signed(br#"{"sub":"x","room":"a/b","grants":{"publish":true,"subscribe":false,"admin":false},"iat":1,"exp":99999999999}"#);
+        assert_eq!(s.verify(&token, NOW), Err(TokenError::Malformed));
     }
 
     #[test]
     fn a_token_issued_before_incarnations_reads_as_incarnation_zero() {
         let s = signer();
-        let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let payload = b64url(
-            format!(
-                r#"{{"sub":"cam1","room":"lobby","grants":{{"publish":true,"subscribe":false,"admin":false}},"iat":{NOW},"exp":{}}}"#,
-                NOW + 3600
-            )
-            .as_bytes(),
+        let payload = format!(
+            r#"{{"sub":"cam1","room":"lobby","grants":{{"publish":true,"subscribe":false,"admin":false}},"iat":{NOW},"exp":{}}}"#,
+            NOW + 3600
         );
-        let message = format!("{header}.{payload}");
-        let sig = jsonwebtoken::crypto::sign(
-            message.as_bytes(),
-            &EncodingKey::from_secret(b"test-secret-of-at-least-32-bytes!"),
-            Algorithm::HS256,
-        )
-        .unwrap();
-        let claims = s.verify(&format!("{message}.{sig}"), NOW).unwrap();
+        let claims = s.verify(&hs256_signed(payload.as_bytes()), NOW).unwrap();
         assert_eq!((claims.inc, claims.rgen, claims.jti), (0, 0, None));
         // A new one carries its room's incarnation, generation and its id.
         let claims = Claims {

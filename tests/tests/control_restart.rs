@@ -12,7 +12,7 @@ use vigil_gateway::{Credentials, Vigil};
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
 use vigil_tests::conformance::obs_offer;
-use vigil_tests::control::{Watcher, clients, secure_server, with_bearer};
+use vigil_tests::control::{Clients, Watcher, clients, secure_server, with_bearer};
 use vigil_tests::http_client::post_sdp_as;
 use vigil_tests::peers::Publisher;
 use vigil_tests::{TempDir, base_url};
@@ -176,6 +176,28 @@ async fn event_ids_keep_increasing_across_a_restart() {
     vigil.shutdown().await;
 }
 
+/// A server on `dir`, its admin key and clients, with `ROOM` created with
+/// `request`'s settings.
+async fn first_start_with_room(
+    dir: &TempDir,
+    request: pb::CreateRoomRequest,
+) -> (Vigil, String, Clients) {
+    let vigil = server_on(dir.path()).await;
+    let (key, _) = admin_key(&vigil);
+    let mut c = clients(&vigil).await;
+    c.rooms
+        .create_room(with_bearer(
+            pb::CreateRoomRequest {
+                name: ROOM.into(),
+                ..request
+            },
+            &key,
+        ))
+        .await
+        .expect("CreateRoom");
+    (vigil, key, c)
+}
+
 async fn publish_token(vigil: &Vigil, key: &str, identity: &str) -> String {
     issue(vigil, key, identity).await.token
 }
@@ -218,23 +240,14 @@ async fn list_alarms(vigil: &Vigil, key: &str) -> Vec<pb::Alarm> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alarms_survive_a_restart_with_their_times_and_acknowledgements() {
     let dir = TempDir::new("restart");
-    let vigil = server_on(dir.path()).await;
-    let (key, _) = admin_key(&vigil);
-    let mut c = clients(&vigil).await;
-    c.rooms
-        .create_room(with_bearer(
-            pb::CreateRoomRequest {
-                name: ROOM.into(),
-                limits: Some(pb::RoomLimits {
-                    max_publishers: Some(1),
-                    max_viewers: None,
-                }),
-                ..Default::default()
-            },
-            &key,
-        ))
-        .await
-        .expect("CreateRoom");
+    let request = pb::CreateRoomRequest {
+        limits: Some(pb::RoomLimits {
+            max_publishers: Some(1),
+            max_viewers: None,
+        }),
+        ..Default::default()
+    };
+    let (vigil, key, mut c) = first_start_with_room(&dir, request).await;
     let alice = publish_token(&vigil, &key, "alice").await;
     let bob = publish_token(&vigil, &key, "bob").await;
 
@@ -313,19 +326,7 @@ async fn whip_status(vigil: &Vigil, identity: &str, token: &str) -> (u16, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_and_bans_survive_a_restart() {
     let dir = TempDir::new("restart");
-    let vigil = server_on(dir.path()).await;
-    let (key, _) = admin_key(&vigil);
-    let mut c = clients(&vigil).await;
-    c.rooms
-        .create_room(with_bearer(
-            pb::CreateRoomRequest {
-                name: ROOM.into(),
-                ..Default::default()
-            },
-            &key,
-        ))
-        .await
-        .expect("CreateRoom");
+    let (vigil, key, mut c) = first_start_with_room(&dir, Default::default()).await;
     let alice = issue(&vigil, &key, "alice").await;
     let bob = issue(&vigil, &key, "bob").await;
     c.tokens
