@@ -15,6 +15,7 @@
 //! Panics mean bugs; nothing a server sends can cause one.
 
 mod cli;
+mod dtls;
 mod h264;
 mod media;
 mod metrics;

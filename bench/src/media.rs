@@ -53,6 +53,8 @@ pub enum Command {
 #[derive(Debug, Clone, Copy)]
 pub struct Join {
     pub posted_at: Instant,
+    pub answered_at: Instant,
+    pub connected_at: Option<Instant>,
     pub first_rtp: Option<Instant>,
     pub first_keyframe: Option<Instant>,
 }
@@ -244,6 +246,8 @@ impl Loop {
             Command::Joins(reply) => {
                 let joins = self.viewers.iter().flatten().map(|v| Join {
                     posted_at: v.reception.posted_at,
+                    answered_at: v.reception.answered_at,
+                    connected_at: v.reception.connected_at,
                     first_rtp: v.reception.first_rtp,
                     first_keyframe: v.reception.first_keyframe,
                 });

@@ -77,6 +77,7 @@ impl Offer {
         let local = socket.local_addr()?;
         let mut config = RtcConfig::new()
             .set_rtp_mode(true)
+            .set_crypto_provider(crate::dtls::provider())
             .set_dtls_cert(cert.clone())
             .clear_codecs()
             .enable_opus(true, false);
@@ -224,7 +225,7 @@ mod tests {
 
     #[test]
     fn offers_declare_their_send_streams() {
-        let cert = str0m::crypto::from_feature_flags()
+        let cert = crate::dtls::provider()
             .dtls_provider
             .generate_certificate()
             .unwrap();

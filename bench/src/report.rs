@@ -90,12 +90,23 @@ impl Spread {
 /// Joins timed from each viewer's WHEP POST.
 #[derive(Debug, Serialize)]
 pub struct JoinStats {
+    /// The server's answer in (from the POST, as all times here).
+    pub answer_ms: Option<Quantiles>,
+    /// DTLS and SRTP up.
+    pub connected_ms: Option<Quantiles>,
     pub first_rtp_ms: Option<Quantiles>,
     /// First complete IDR access unit (all its packets).
     pub first_keyframe_ms: Option<Quantiles>,
     /// From the first POST until the last viewer had a keyframe.
     pub all_playing_s: Option<f64>,
     pub not_playing: usize,
+    /// The server's CPU from the first POST until every viewer played,
+    /// per viewer (ms): on one core the k-th viewer to play cannot play
+    /// before k times this, so it bounds the join's median from below.
+    pub server_cpu_ms_per_join: Option<f64>,
+    /// This tool's CPU over the same span, per viewer (ms): when it is
+    /// near the span's length, the tool sets the pace, not the server.
+    pub tool_cpu_ms_per_join: Option<f64>,
 }
 
 pub fn knee(loss: &Spread, latency: &Latency, failed: usize) -> Option<String> {
@@ -189,9 +200,12 @@ pub fn tables(report: &RunReport) -> String {
     let joining = [
         "viewers",
         "Mbit/s",
+        "answer p50/p99 ms",
+        "connected p50/p99 ms",
         "1st RTP p50/p99 ms",
         "1st keyframe p50/p99 ms",
         "all playing s",
+        "CPU ms/join srv/tool",
         "not playing",
         "rcvbuf drops srv/tool",
         "knee",
@@ -200,11 +214,22 @@ pub fn tables(report: &RunReport) -> String {
         vec![
             p.viewers.to_string(),
             format!("{:.1}", p.bitrate_mbps),
+            pair(p.join.answer_ms.map(|q| (q.p50, q.p99)), 0),
+            pair(p.join.connected_ms.map(|q| (q.p50, q.p99)), 0),
             pair(p.join.first_rtp_ms.map(|q| (q.p50, q.p99)), 0),
             pair(p.join.first_keyframe_ms.map(|q| (q.p50, q.p99)), 0),
             p.join
                 .all_playing_s
                 .map_or("-".into(), |s| format!("{s:.2}")),
+            format!(
+                "{}/{}",
+                p.join
+                    .server_cpu_ms_per_join
+                    .map_or("-".into(), |ms| format!("{ms:.2}")),
+                p.join
+                    .tool_cpu_ms_per_join
+                    .map_or("-".into(), |ms| format!("{ms:.2}")),
+            ),
             p.join.not_playing.to_string(),
             format!(
                 "{}/{}",

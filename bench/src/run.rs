@@ -56,7 +56,7 @@ pub async fn run(
     progress: impl FnMut(&PointResult),
 ) -> Result<RunReport, BenchError> {
     let media = Media::spawn()?;
-    let cert = str0m::crypto::from_feature_flags()
+    let cert = crate::dtls::provider()
         .dtls_provider
         .generate_certificate()
         .ok_or(BenchError::Certificate)?;
@@ -159,10 +159,19 @@ impl Bench<'_> {
             mbps = point.bitrate_bps / 1e6,
             "joining"
         );
+        let cpu_before_join = self.server_cpu()?;
+        let own_cpu_before_join = proc::cpu_time(std::process::id())?;
         let joined_at = Instant::now();
         let locations = self.join(point.viewers).await?;
         let joins = self.wait_for_play(point.viewers).await?;
-        let join = join_stats(&joins, joined_at, point.viewers);
+        let mut join = join_stats(&joins, joined_at, point.viewers);
+        join.server_cpu_ms_per_join = cpu_before_join
+            .zip(self.server_cpu()?)
+            .filter(|_| join.not_playing == 0)
+            .map(|(before, after)| (after - before).as_secs_f64() * 1e3 / point.viewers as f64);
+        let own_cpu = proc::cpu_time(std::process::id())? - own_cpu_before_join;
+        join.tool_cpu_ms_per_join =
+            (join.not_playing == 0).then(|| own_cpu.as_secs_f64() * 1e3 / point.viewers as f64);
 
         sleep(self.settings.warmup).await;
         self.media.ask(Command::StartWindow).await?;
@@ -179,6 +188,10 @@ impl Bench<'_> {
         Ok(point_result(point, &window, &before, &after, rss, join))
     }
 
+    fn server_cpu(&self) -> Result<Option<Duration>, BenchError> {
+        Ok(self.settings.server_pid.map(proc::cpu_time).transpose()?)
+    }
+
     /// POSTs N offers at once; each viewer goes to the media loop as soon as
     /// its answer is in. Returns the sessions to DELETE.
     async fn join(&self, n: usize) -> Result<Vec<Uri>, BenchError> {
@@ -190,8 +203,10 @@ impl Bench<'_> {
             posts.spawn(async move {
                 let posted_at = Instant::now();
                 let session = signal.create(&url, offer.sdp.clone()).await?;
+                let answered_at = Instant::now();
                 let peer = offer.accept(&session.answer)?;
-                Ok::<_, BenchError>((Viewer::new(peer, posted_at), session.location))
+                let viewer = Viewer::new(peer, posted_at, answered_at);
+                Ok::<_, BenchError>((viewer, session.location))
             });
         }
         let mut locations = Vec::with_capacity(n);
@@ -236,6 +251,14 @@ impl Bench<'_> {
 
 fn join_stats(joins: &[Join], joined_at: Instant, n: usize) -> JoinStats {
     let ms = |from: Instant, to: Option<Instant>| to.map(|t| (t - from).as_secs_f64() * 1e3);
+    let answer: Vec<f64> = joins
+        .iter()
+        .filter_map(|j| ms(j.posted_at, Some(j.answered_at)))
+        .collect();
+    let connected: Vec<f64> = joins
+        .iter()
+        .filter_map(|j| ms(j.posted_at, j.connected_at))
+        .collect();
     let first_rtp: Vec<f64> = joins
         .iter()
         .filter_map(|j| ms(j.posted_at, j.first_rtp))
@@ -247,12 +270,16 @@ fn join_stats(joins: &[Join], joined_at: Instant, n: usize) -> JoinStats {
     let playing = first_keyframe.len();
     let last = joins.iter().filter_map(|j| j.first_keyframe).max();
     JoinStats {
+        answer_ms: Quantiles::of(answer),
+        connected_ms: Quantiles::of(connected),
         first_rtp_ms: Quantiles::of(first_rtp),
         first_keyframe_ms: Quantiles::of(first_keyframe),
         all_playing_s: last
             .filter(|_| playing == n)
             .map(|t| (t - joined_at).as_secs_f64()),
         not_playing: n - playing,
+        server_cpu_ms_per_join: None,
+        tool_cpu_ms_per_join: None,
     }
 }
 

@@ -39,6 +39,10 @@ pub struct Viewer {
 /// What a viewer got, apart from its connection.
 pub struct Reception {
     pub posted_at: Instant,
+    /// When the server's answer arrived.
+    pub answered_at: Instant,
+    /// When DTLS and SRTP were up (str0m's `Event::Connected`).
+    pub connected_at: Option<Instant>,
     pub first_rtp: Option<Instant>,
     pub first_keyframe: Option<Instant>,
     assembling: Vec<Assembly>,
@@ -59,11 +63,13 @@ const ASSEMBLIES: usize = 4;
 
 impl Viewer {
     /// `posted_at` is when the WHEP POST went out: joins are timed from it.
-    pub fn new(peer: Peer, posted_at: Instant) -> Viewer {
+    pub fn new(peer: Peer, posted_at: Instant, answered_at: Instant) -> Viewer {
         Viewer {
             peer,
             reception: Reception {
                 posted_at,
+                answered_at,
+                connected_at: None,
                 first_rtp: None,
                 first_keyframe: None,
                 assembling: Vec::new(),
@@ -81,10 +87,12 @@ impl Viewer {
         log: &SentLog,
         window: &mut Window,
     ) -> Result<Instant, RtcError> {
-        self.peer.drain(|event| {
-            if let Event::RtpPacket(p) = event {
-                self.reception.on_rtp(&p, arrival, log, window);
+        self.peer.drain(|event| match event {
+            Event::RtpPacket(p) => self.reception.on_rtp(&p, arrival, log, window),
+            Event::Connected => {
+                self.reception.connected_at.get_or_insert(arrival.at);
             }
+            _ => {}
         })
     }
 }
