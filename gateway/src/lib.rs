@@ -146,6 +146,7 @@ impl Vigil {
             control: control.clone(),
             grpc_web: vigil_control::grpc::web_service(control.clone(), stopped.clone()),
             draining: drain_started.clone(),
+            negotiations: http::negotiation_gate(config.media_threads),
             config,
         });
         let http = tokio::spawn(http::serve(

@@ -50,6 +50,16 @@ pub async fn endpoint(
     }
 }
 
+/// Offers answered at once per media thread. Answering is CPU work
+/// (`rtc`'s negotiation, ≈ 1 ms) between waits on the room owner, the
+/// shard and admission; with every request of a join storm in flight at
+/// once, each wait sends a request to the back of the runtime's queue,
+/// behind the answering of all the others, and nearly every answer leaves
+/// at the end of the storm. A few at a time, first come first served (a
+/// fair semaphore), the first viewers are answered, and connect, while
+/// later ones still wait. docs/performance.md ("Answering in turn").
+pub const NEGOTIATIONS_PER_CORE: usize = 2;
+
 async fn create_session(
     req: Request<Incoming>,
     state: &AppState,
@@ -71,6 +81,11 @@ async fn create_session(
         .admit(&room, &stream, session_role, bearer(req.headers()))
         .await?;
     let offer = read_text(req, &state.config, Error::MalformedSdp).await?;
+    let _turn = state
+        .negotiations
+        .acquire()
+        .await
+        .map_err(|_closed| Error::ShuttingDown)?;
     let identity = admission.identity.clone();
     let created = match role {
         Role::Publish => {

@@ -56,6 +56,13 @@ pub struct AppState {
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// Configuration.
     pub config: Config,
+    /// Offers being answered at once (see [`handlers::NEGOTIATIONS_PER_CORE`]).
+    pub negotiations: tokio::sync::Semaphore,
+}
+
+/// The gate that lets offers be answered a few at a time, in arrival order.
+pub fn negotiation_gate(media_threads: usize) -> tokio::sync::Semaphore {
+    tokio::sync::Semaphore::new(handlers::NEGOTIATIONS_PER_CORE * media_threads.max(1))
 }
 
 /// What the HTTP port answers with: our own responses, or gRPC-web's
