@@ -159,19 +159,12 @@ impl Bench<'_> {
             mbps = point.bitrate_bps / 1e6,
             "joining"
         );
-        let cpu_before_join = self.server_cpu()?;
-        let own_cpu_before_join = proc::cpu_time(std::process::id())?;
+        let cpu_before = JoinCpu::take(self.settings.server_pid)?;
         let joined_at = Instant::now();
         let locations = self.join(point.viewers).await?;
         let joins = self.wait_for_play(point.viewers).await?;
-        let mut join = join_stats(&joins, joined_at, point.viewers);
-        join.server_cpu_ms_per_join = cpu_before_join
-            .zip(self.server_cpu()?)
-            .filter(|_| join.not_playing == 0)
-            .map(|(before, after)| (after - before).as_secs_f64() * 1e3 / point.viewers as f64);
-        let own_cpu = proc::cpu_time(std::process::id())? - own_cpu_before_join;
-        join.tool_cpu_ms_per_join =
-            (join.not_playing == 0).then(|| own_cpu.as_secs_f64() * 1e3 / point.viewers as f64);
+        let cpu = JoinCpu::take(self.settings.server_pid)?.since(&cpu_before);
+        let join = join_stats(&joins, joined_at, point.viewers, cpu);
 
         sleep(self.settings.warmup).await;
         self.media.ask(Command::StartWindow).await?;
@@ -186,10 +179,6 @@ impl Bench<'_> {
         sleep(TEARDOWN_SETTLE).await;
 
         Ok(point_result(point, &window, &before, &after, rss, join))
-    }
-
-    fn server_cpu(&self) -> Result<Option<Duration>, BenchError> {
-        Ok(self.settings.server_pid.map(proc::cpu_time).transpose()?)
     }
 
     /// POSTs N offers at once; each viewer goes to the media loop as soon as
@@ -249,7 +238,30 @@ impl Bench<'_> {
     }
 }
 
-fn join_stats(joins: &[Join], joined_at: Instant, n: usize) -> JoinStats {
+/// The server's and this tool's CPU time: read around a join, then the
+/// difference.
+struct JoinCpu {
+    server: Option<Duration>,
+    tool: Duration,
+}
+
+impl JoinCpu {
+    fn take(server: Option<u32>) -> Result<JoinCpu, BenchError> {
+        Ok(JoinCpu {
+            server: server.map(proc::cpu_time).transpose()?,
+            tool: proc::cpu_time(std::process::id())?,
+        })
+    }
+
+    fn since(&self, before: &JoinCpu) -> JoinCpu {
+        JoinCpu {
+            server: self.server.zip(before.server).map(|(a, b)| a - b),
+            tool: self.tool - before.tool,
+        }
+    }
+}
+
+fn join_stats(joins: &[Join], joined_at: Instant, n: usize, cpu: JoinCpu) -> JoinStats {
     let ms = |from: Instant, to: Option<Instant>| to.map(|t| (t - from).as_secs_f64() * 1e3);
     let answer: Vec<f64> = joins
         .iter()
@@ -268,6 +280,9 @@ fn join_stats(joins: &[Join], joined_at: Instant, n: usize) -> JoinStats {
         .filter_map(|j| ms(j.posted_at, j.first_keyframe))
         .collect();
     let playing = first_keyframe.len();
+    // Per viewer, and only for a join that completed.
+    let per_join =
+        |spent: Duration| (playing == n && n > 0).then(|| spent.as_secs_f64() * 1e3 / n as f64);
     let last = joins.iter().filter_map(|j| j.first_keyframe).max();
     JoinStats {
         answer_ms: Quantiles::of(answer),
@@ -278,8 +293,8 @@ fn join_stats(joins: &[Join], joined_at: Instant, n: usize) -> JoinStats {
             .filter(|_| playing == n)
             .map(|t| (t - joined_at).as_secs_f64()),
         not_playing: n - playing,
-        server_cpu_ms_per_join: None,
-        tool_cpu_ms_per_join: None,
+        server_cpu_ms_per_join: cpu.server.and_then(per_join),
+        tool_cpu_ms_per_join: per_join(cpu.tool),
     }
 }
 
