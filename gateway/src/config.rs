@@ -13,6 +13,8 @@ use clap::Parser;
 use serde::Deserialize;
 use tracing::level_filters::LevelFilter;
 
+pub use crate::tls::TlsSource;
+
 /// An ICE server advertised to clients in `Link: <...>; rel="ice-server"`
 /// headers (RFC 9725 §4.6).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -66,6 +68,22 @@ impl PublicUrl {
     /// `scheme://host[:port]`, without a trailing slash.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl PublicUrl {
+    /// The host, as in the URL (an IPv6 address in brackets).
+    pub fn host(&self) -> &str {
+        let authority = self.0.split_once("://").map_or(&*self.0, |(_, rest)| rest);
+        match authority.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').map_or(authority, |(host, _)| host),
+            None => authority.split(':').next().unwrap_or(authority),
+        }
+    }
+
+    /// `https://...`.
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
     }
 }
 
@@ -186,6 +204,10 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
     /// How much the binary logs (`RUST_LOG`, when set, wins).
     pub log_level: LevelFilter,
+    /// TLS on the HTTP and gRPC ports; `None`: plain HTTP and gRPC.
+    pub tls: Option<TlsSource>,
+    /// With TLS, a plain-HTTP port that redirects every request to HTTPS.
+    pub http_redirect_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -210,6 +232,8 @@ impl Default for Config {
             secrets: None,
             public_url: None,
             log_level: LevelFilter::INFO,
+            tls: None,
+            http_redirect_listen: None,
         }
     }
 }
@@ -276,6 +300,30 @@ pub struct Args {
     /// wins [default: info].
     #[arg(long, env = "VIGIL_LOG_LEVEL")]
     pub log_level: Option<LevelFilter>,
+    /// TLS certificate chain (PEM, leaf first) for the HTTP and gRPC
+    /// ports; reloaded on SIGHUP and when the file changes. Needs --tls-key.
+    #[arg(long, env = "VIGIL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, env = "VIGIL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate from a local CA kept in the data
+    /// directory, for this machine's names and addresses (a LAN with phones).
+    #[arg(long, env = "VIGIL_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: bool,
+    /// A further host name or IP address the self-signed certificate
+    /// covers; repeat for several.
+    #[arg(
+        long = "tls-name",
+        env = "VIGIL_TLS_NAMES",
+        value_delimiter = ',',
+        requires = "tls_self_signed"
+    )]
+    pub tls_names: Vec<String>,
+    /// With TLS, also listen for plain HTTP here and redirect every request
+    /// to HTTPS (e.g. 0.0.0.0:80).
+    #[arg(long, env = "VIGIL_HTTP_REDIRECT_LISTEN")]
+    pub http_redirect_listen: Option<SocketAddr>,
 }
 
 /// The subcommands of `vigil`.
@@ -305,6 +353,13 @@ struct FileConfig {
     insecure_no_auth: bool,
     public_url: Option<PublicUrl>,
     log_level: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    tls_self_signed: bool,
+    #[serde(default)]
+    tls_names: Vec<String>,
+    http_redirect_listen: Option<SocketAddr>,
 }
 
 /// The configuration could not be read.
@@ -326,6 +381,9 @@ pub enum ConfigError {
         /// Why.
         source: toml::de::Error,
     },
+    /// Settings that do not go together.
+    #[error("{0}")]
+    Conflict(String),
     /// A setting of the file has a value that means nothing.
     #[error("invalid {setting} in {path}: {reason}")]
     Invalid {
@@ -369,6 +427,41 @@ impl Args {
             })?,
             (None, None) => defaults.log_level,
         };
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+            self.tls_self_signed || file.tls_self_signed,
+        ) {
+            (None, None, false) => None,
+            (Some(cert), Some(key), false) => Some(TlsSource::Files { cert, key }),
+            (None, None, true) => Some(TlsSource::SelfSigned {
+                names: pick_vec(self.tls_names, file.tls_names),
+            }),
+            (_, _, true) => {
+                return Err(ConfigError::Conflict(
+                    "--tls-self-signed makes its own certificate: drop --tls-cert and --tls-key"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(ConfigError::Conflict(
+                    "--tls-cert and --tls-key go together".into(),
+                ));
+            }
+        };
+        let public_url = self.public_url.or(file.public_url);
+        if tls.is_some() && public_url.as_ref().is_some_and(|url| !url.is_https()) {
+            return Err(ConfigError::Conflict(
+                "with TLS on, --public-url must be an https:// URL".into(),
+            ));
+        }
+        let http_redirect_listen = self.http_redirect_listen.or(file.http_redirect_listen);
+        if http_redirect_listen.is_some() && tls.is_none() {
+            return Err(ConfigError::Conflict(
+                "--http-redirect-listen redirects to HTTPS: it needs --tls-cert/--tls-key or --tls-self-signed"
+                    .into(),
+            ));
+        }
         Ok(Config {
             http_listen: self
                 .http_listen
@@ -401,8 +494,10 @@ impl Args {
                 .unwrap_or(defaults.grpc_listen),
             data_dir: self.data_dir.or(file.data_dir).or(defaults.data_dir),
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
-            public_url: self.public_url.or(file.public_url),
+            public_url,
             log_level,
+            tls,
+            http_redirect_listen,
             ..defaults
         })
     }

@@ -31,6 +31,7 @@ pub mod links;
 pub mod logging;
 pub mod memory;
 pub mod sfu;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,12 +56,16 @@ pub struct Vigil {
     pub http_addr: SocketAddr,
     /// The bound gRPC address.
     pub grpc_addr: SocketAddr,
+    /// The bound HTTP→HTTPS redirect address (`--http-redirect-listen`).
+    pub redirect_addr: Option<SocketAddr>,
     /// The forwarding core, for diagnostics and tests.
     pub sfu: Sfu,
     /// The control plane.
     pub control: Control,
     /// How credentials were set up, to tell the operator.
     pub credentials: Credentials,
+    /// TLS on the HTTP and gRPC ports, when configured.
+    pub tls: Option<TlsSetup>,
     draining: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
@@ -102,6 +107,16 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// TLS as set up at start: the certificate both ports serve, and, with
+/// `--tls-self-signed`, what the operator needs to trust it.
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    /// The certificate served (reloadable).
+    pub certificates: Arc<tls::Certificates>,
+    /// The generated CA and certificate, with `--tls-self-signed`.
+    pub self_signed: Option<tls::self_signed::SelfSigned>,
+}
+
 fn other(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -113,6 +128,14 @@ impl Vigil {
         let grpc_listener = TcpListener::bind(config.grpc_listen).await?;
         let http_addr = http_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
+        let redirect_listener = match config.http_redirect_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let redirect_addr = redirect_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
 
         let store: Arc<dyn Store> = match &config.data_dir {
             Some(dir) => {
@@ -127,6 +150,10 @@ impl Vigil {
             None => Arc::new(MemoryStore::default()),
         };
         let (auth, credentials) = auth_from(&config)?;
+        let tls_setup = tls_from(&config)?;
+        let tls = tls_setup
+            .as_ref()
+            .map(|setup| tls::Tls::new(setup.certificates.clone()));
 
         // Event ids continue across restarts (a watcher resumes by id).
         let bus = Arc::new(MemoryBus::resuming(store.clone()).map_err(other)?);
@@ -147,37 +174,74 @@ impl Vigil {
             grpc_web: vigil_control::grpc::web_service(control.clone(), stopped.clone()),
             draining: drain_started.clone(),
             negotiations: http::negotiation_gate(config.media_threads),
+            tls_ca: tls_setup
+                .as_ref()
+                .and_then(|setup| setup.self_signed.as_ref())
+                .map(|made| made.ca_der.clone()),
             config,
         });
+        let handshake_timeout = state.config.http_header_timeout;
+        if let Some(listener) = redirect_listener {
+            let target = http::redirect::Target {
+                public_url: state.config.public_url.clone(),
+                https_port: http_addr.port(),
+            };
+            tokio::spawn(http::redirect::serve(
+                listener,
+                target,
+                handshake_timeout,
+                until_stopped(stopped.clone()),
+            ));
+        }
         let http = tokio::spawn(http::serve(
             http_listener,
+            tls.as_ref().map(|tls| tls.http.clone()),
             state,
             until_stopped(stopped.clone()),
         ));
         memory::spawn_trimmer(stopped.clone());
+        if let Some(setup) = &tls_setup {
+            tls::watch_files(setup.certificates.clone(), stopped.clone());
+        }
         let grpc_control = control.clone();
         let grpc = tokio::spawn(async move {
-            let serving = vigil_control::grpc::serve(
-                grpc_listener,
-                grpc_control,
-                drain_started,
-                until_stopped(stopped),
-            );
-            if let Err(e) = serving.await {
+            let shutdown = until_stopped(stopped);
+            let serving = match tls {
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                    vigil_control::grpc::serve(incoming, grpc_control, drain_started, shutdown)
+                        .await
+                }
+                Some(tls) => {
+                    let incoming = tls::incoming(grpc_listener, tls.grpc, handshake_timeout);
+                    vigil_control::grpc::serve(incoming, grpc_control, drain_started, shutdown)
+                        .await
+                }
+            };
+            if let Err(e) = serving {
                 tracing::error!("gRPC server failed: {e}");
             }
         });
         Ok(Vigil {
             http_addr,
             grpc_addr,
+            redirect_addr,
             sfu,
             control,
             credentials,
+            tls: tls_setup,
             draining,
             stop,
             http,
             grpc,
         })
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP); the next
+    /// handshake on either port presents them. `None` without TLS; on
+    /// error the current certificate stays.
+    pub fn reload_tls(&self) -> Option<Result<(), tls::TlsError>> {
+        self.tls.as_ref().map(|setup| setup.certificates.reload())
     }
 
     /// Starts draining without stopping: new sessions are refused (503,
@@ -202,6 +266,34 @@ impl Vigil {
             }
         }
     }
+}
+
+/// The certificate to serve: the operator's files, or the self-signed
+/// one made (or kept) in the data directory for this machine's names.
+fn tls_from(config: &Config) -> std::io::Result<Option<TlsSetup>> {
+    let (cert, key, self_signed) = match &config.tls {
+        None => return Ok(None),
+        Some(tls::TlsSource::Files { cert, key }) => (cert.clone(), key.clone(), None),
+        Some(tls::TlsSource::SelfSigned { names }) => {
+            let dir = config.data_dir.as_ref().ok_or_else(|| {
+                other("--tls-self-signed keeps its certificate in the data directory, and there is none")
+            })?;
+            let names = tls::self_signed::names(
+                config.http_listen.ip(),
+                links::machine_name().as_deref(),
+                config.public_url.as_ref().map(|url| url.host()),
+                &config.advertise_ips,
+                names,
+            );
+            let made = tls::self_signed::ensure(dir, &names).map_err(other)?;
+            (made.cert.clone(), made.key.clone(), Some(made))
+        }
+    };
+    let certificates = tls::Certificates::load(&cert, &key).map_err(other)?;
+    Ok(Some(TlsSetup {
+        certificates: Arc::new(certificates),
+        self_signed,
+    }))
 }
 
 /// Authentication from the configuration: explicit secrets, or the data

@@ -40,6 +40,16 @@ pub fn base(
     http_addr: SocketAddr,
     machine_name: Option<&str>,
 ) -> Base {
+    base_with("http", public_url, http_addr, machine_name)
+}
+
+/// [`base`] for a port that speaks `scheme` (`https` with TLS on).
+pub fn base_with(
+    scheme: &str,
+    public_url: Option<&PublicUrl>,
+    http_addr: SocketAddr,
+    machine_name: Option<&str>,
+) -> Base {
     if let Some(url) = public_url {
         return Base {
             url: url.as_str().to_owned(),
@@ -48,17 +58,17 @@ pub fn base(
     }
     if !http_addr.ip().is_unspecified() {
         return Base {
-            url: format!("http://{http_addr}"),
+            url: format!("{scheme}://{http_addr}"),
             origin: BaseOrigin::Listen,
         };
     }
     let port = http_addr.port();
     let url = match machine_name.filter(|name| is_host_name(name)) {
-        Some(name) => format!("http://{name}:{port}"),
+        Some(name) => format!("{scheme}://{name}:{port}"),
         // Loopback of the listen address's family: an IPv6-only socket
         // would not answer on 127.0.0.1.
         None => format!(
-            "http://{}",
+            "{scheme}://{}",
             SocketAddr::new(
                 match http_addr.ip() {
                     IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -105,6 +115,18 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn https_with_tls() {
+        assert_eq!(
+            base_with("https", None, addr("10.0.0.5:8443"), None).url,
+            "https://10.0.0.5:8443"
+        );
+        assert_eq!(
+            base_with("https", None, addr("0.0.0.0:8443"), Some("desk-7")).url,
+            "https://desk-7:8443"
+        );
     }
 
     #[test]

@@ -13,9 +13,11 @@ mod tokens;
 
 use std::future::Future;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::service::Routes;
+use tonic::transport::server::Connected;
 use tonic::{Code, Request, Status};
 use tonic_health::ServingStatus;
 use tower::Layer;
@@ -78,16 +80,24 @@ pub fn web_service(control: Control, stop: watch::Receiver<bool>) -> WebService 
     tonic_web::GrpcWebLayer::new().layer(control_routes(control, stop).prepare())
 }
 
-/// Serves the control API on `listener` until `shutdown` resolves. Watch
+/// Serves the control API on the connections `incoming` yields (plain TCP
+/// from a listener, or TLS streams the gateway accepted) until `shutdown`
+/// resolves. Watch
 /// streams end when it does, after the events already published. Health
 /// turns NOT_SERVING (every service and the server as a whole, `""`) once
 /// `draining` turns true.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<I, IO, IE>(
+    incoming: I,
     control: Control,
     mut draining: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let services = [
@@ -128,7 +138,6 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())

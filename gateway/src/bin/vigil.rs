@@ -2,7 +2,7 @@
 //! with `vigil ctl ...` administers a running one.
 
 use clap::Parser;
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use vigil_gateway::config::{Args, Command, Config};
 use vigil_gateway::links::{self, BaseOrigin};
 use vigil_gateway::{Credentials, Vigil, ctl, logging};
@@ -45,11 +45,17 @@ async fn serve(args: Args) -> std::process::ExitCode {
     tracing::info!(
         media = ?vigil.sfu.media_addrs(),
         grpc = %vigil.grpc_addr,
-        "vigil listening on http://{}",
+        "vigil listening on {}://{}",
+        scheme(&vigil),
         vigil.http_addr
     );
     print_start(&vigil, &config);
-    let signal = signals.next().await;
+    let signal = loop {
+        match signals.next().await {
+            Signal::Stop(stop) => break stop,
+            Signal::Reload => reload_tls(&vigil),
+        }
+    };
     tracing::info!(
         "{signal}: closing every session (at most {:?}; a second signal exits at once)",
         config.drain
@@ -63,18 +69,41 @@ async fn serve(args: Args) -> std::process::ExitCode {
             tracing::warn!("still draining after {:?}: exiting", config.drain);
             std::process::ExitCode::FAILURE
         }
-        signal = signals.next() => {
+        signal = signals.next_stop() => {
             tracing::warn!("{signal} again: exiting at once");
             std::process::ExitCode::from(128 + signal.number())
         }
     }
 }
 
+/// SIGHUP: read the TLS certificate and key again.
+fn reload_tls(vigil: &Vigil) {
+    match vigil.reload_tls() {
+        None => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+        Some(Ok(())) => {
+            if let Some(tls) = &vigil.tls {
+                tracing::info!(
+                    fingerprint = %tls.certificates.fingerprint(),
+                    "SIGHUP: TLS certificate reloaded"
+                );
+            }
+        }
+        Some(Err(e)) => {
+            tracing::error!("SIGHUP: cannot reload the TLS certificate, keeping the old one: {e}")
+        }
+    }
+}
+
+fn scheme(vigil: &Vigil) -> &'static str {
+    if vigil.tls.is_some() { "https" } else { "http" }
+}
+
 /// Tells the operator where everything is. The admin key itself is shown
 /// only by the start that generated it: later starts say which file holds
 /// it, so it does not end up in every log that keeps the output.
 fn print_start(vigil: &Vigil, config: &Config) {
-    let base = links::base(
+    let base = links::base_with(
+        scheme(vigil),
         config.public_url.as_ref(),
         vigil.http_addr,
         links::machine_name().as_deref(),
@@ -82,11 +111,25 @@ fn print_start(vigil: &Vigil, config: &Config) {
     let url = &base.url;
     println!("WHIP publish: {url}/whip/<room>/<stream>   (OBS: Service WHIP, Server = this URL)");
     println!("WHEP play:    {url}/whep/<room>/<stream>");
+    let tls = vigil.tls.is_some();
     println!(
-        "gRPC control: {} (health, reflection, gRPC-web)",
+        "gRPC control: {}{} (health, reflection, gRPC-web)",
+        if tls { "https://" } else { "" },
         vigil.grpc_addr
     );
-    let example = ctl::example(vigil.grpc_addr, config.data_dir.as_deref());
+    if let Some(redirect) = vigil.redirect_addr {
+        println!("HTTP:         {redirect} redirects to HTTPS");
+    }
+    print_tls(vigil, url);
+    let example = ctl::example(vigil.grpc_addr, config.data_dir.as_deref(), tls);
+    // grpcurl's flag for how to trust the server.
+    let grpcurl_trust = match &vigil.tls {
+        None => "-plaintext".to_owned(),
+        Some(tls) => match &tls.self_signed {
+            Some(made) => format!("-cacert {}", shell_word(&made.ca.display().to_string())),
+            None => String::new(),
+        },
+    };
     match &vigil.credentials {
         Credentials::None => {
             println!("Web console:  {url}/console/");
@@ -116,7 +159,7 @@ fn print_start(vigil: &Vigil, config: &Config) {
             println!("  {key}");
             println!("  e.g. {example}");
             println!(
-                "  or   grpcurl -plaintext -H \"authorization: Bearer {bearer}\" {} list",
+                "  or   grpcurl {grpcurl_trust} -H \"authorization: Bearer {bearer}\" {} list",
                 vigil.grpc_addr
             );
         }
@@ -130,7 +173,7 @@ fn print_start(vigil: &Vigil, config: &Config) {
             println!("Admin key:    in {path} (not printed; `vigil ctl` reads it there)");
             println!("  e.g. {example}");
             println!(
-                "  or   grpcurl -plaintext -H \"authorization: Bearer $(cat {})\" {} list",
+                "  or   grpcurl {grpcurl_trust} -H \"authorization: Bearer $(cat {})\" {} list",
                 shell_word(&path),
                 vigil.grpc_addr
             );
@@ -152,6 +195,42 @@ fn print_start(vigil: &Vigil, config: &Config) {
     }
 }
 
+/// What the operator needs to know about TLS: which certificate, and with
+/// `--tls-self-signed`, how devices come to trust it.
+fn print_tls(vigil: &Vigil, url: &str) {
+    let Some(tls) = &vigil.tls else { return };
+    let fingerprint = tls.certificates.fingerprint();
+    match &tls.self_signed {
+        None => println!(
+            "TLS:          {} (SHA-256 {fingerprint}); reloaded on SIGHUP or when the file changes",
+            tls.certificates.cert_path().display()
+        ),
+        Some(made) => {
+            let new = match made.made {
+                vigil_gateway::tls::self_signed::Made::CaAndCertificate => "a new ",
+                _ => "",
+            };
+            println!(
+                "TLS:          self-signed by {new}local CA, for {}",
+                made.names.join(", ")
+            );
+            println!(
+                "  Devices trust it once: open {url}/ca.crt and install it as a CA certificate"
+            );
+            println!("  (Android: Settings > Security > Install a certificate > CA certificate;");
+            println!(
+                "  iOS: install the profile, then enable it in About > Certificate Trust Settings),"
+            );
+            println!("  or accept the browser's warning on each device.");
+            println!(
+                "  CA: {} (SHA-256 {})",
+                made.ca.display(),
+                made.ca_fingerprint
+            );
+        }
+    }
+}
+
 /// `text` as one shell word, for commands the operator copies.
 fn shell_word(text: &str) -> String {
     if !text.is_empty()
@@ -165,11 +244,18 @@ fn shell_word(text: &str) -> String {
     }
 }
 
-/// The signals that stop Vigil: SIGTERM (systemd, Docker, Kubernetes) and
-/// SIGINT (Ctrl-C).
+/// The signals Vigil acts on: SIGTERM (systemd, Docker, Kubernetes) and
+/// SIGINT (Ctrl-C) stop it, SIGHUP reloads the TLS certificate.
 struct Signals {
-    terminate: Signal,
-    interrupt: Signal,
+    terminate: UnixSignal,
+    interrupt: UnixSignal,
+    hangup: UnixSignal,
+}
+
+/// What a signal asks for.
+enum Signal {
+    Stop(Stop),
+    Reload,
 }
 
 /// Which of [`Signals`] arrived.
@@ -202,13 +288,24 @@ impl Signals {
         Ok(Signals {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn next(&mut self) -> Stop {
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.terminate.recv() => Stop::Terminate,
-            _ = self.interrupt.recv() => Stop::Interrupt,
+            _ = self.terminate.recv() => Signal::Stop(Stop::Terminate),
+            _ = self.interrupt.recv() => Signal::Stop(Stop::Interrupt),
+            _ = self.hangup.recv() => Signal::Reload,
+        }
+    }
+
+    /// The next stopping signal (a SIGHUP while draining is ignored).
+    async fn next_stop(&mut self) -> Stop {
+        loop {
+            if let Signal::Stop(stop) = self.next().await {
+                return stop;
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 use vigil_control::store::{StoreError, admin_key_path, read_admin_key};
 use vigil_proto::v1 as pb;
@@ -96,13 +96,30 @@ pub struct Client {
 impl Client {
     /// Connects now, so an unreachable server is reported as such rather
     /// than as the first RPC's error.
-    pub async fn connect(server: &ServerUrl, credential: Credential) -> Result<Client, CtlError> {
+    /// `https://` trusts the system's CAs and `tls_ca` (PEM) if given.
+    pub async fn connect(
+        server: &ServerUrl,
+        tls_ca: Option<&Path>,
+        credential: Credential,
+    ) -> Result<Client, CtlError> {
         let unreachable = |cause: String| CtlError::Unreachable {
             server: server.clone(),
             cause,
         };
-        let channel = Endpoint::from_shared(server.to_string())
-            .map_err(|e| unreachable(chain(&e)))?
+        let mut endpoint =
+            Endpoint::from_shared(server.to_string()).map_err(|e| unreachable(chain(&e)))?;
+        if server.is_https() {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = tls_ca {
+                let pem = std::fs::read(path)
+                    .map_err(|e| unreachable(format!("cannot read {}: {e}", path.display())))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| unreachable(chain(&e)))?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEP_ALIVE)
             .keep_alive_timeout(KEEP_ALIVE)

@@ -40,16 +40,22 @@ const GLOBAL: &str = "Options of every command";
     after_help = "Exit status: 0 done, 1 the server refused, 2 usage error, 3 server unreachable."
 )]
 pub struct CtlArgs {
-    /// The server's gRPC address, `http://HOST:PORT` or `HOST:PORT`.
+    /// The server's gRPC address: `http://HOST:PORT` or `HOST:PORT`, or
+    /// `https://HOST:PORT` for a server with TLS on.
     #[arg(long, env = "VIGIL_SERVER", global = true, default_value_t = ServerUrl::default(), help_heading = GLOBAL)]
     pub server: ServerUrl,
     /// The admin key (or a room token with the admin grant, for that
     /// room's RPCs) [default: the one in the data directory].
     #[arg(long, env = "VIGIL_ADMIN_KEY", global = true, hide_env_values = true, help_heading = GLOBAL)]
     pub admin_key: Option<String>,
-    /// The server's data directory, where it keeps its admin key.
+    /// The server's data directory, where it keeps its admin key (and,
+    /// with `--tls-self-signed`, the CA `https://` trusts).
     #[arg(long, env = "VIGIL_DATA_DIR", global = true, default_value = DEFAULT_DATA_DIR, help_heading = GLOBAL)]
     pub data_dir: PathBuf,
+    /// For `https://`: a CA certificate (PEM) to trust besides the
+    /// system's [default: the data directory's tls/ca.pem, if there is one].
+    #[arg(long, env = "VIGIL_TLS_CA", global = true, help_heading = GLOBAL)]
+    pub tls_ca: Option<PathBuf>,
     /// Print JSON (`.proto` field names) instead of text; `watch` prints
     /// one object per line.
     #[arg(long, global = true, help_heading = GLOBAL)]
@@ -302,8 +308,8 @@ pub enum MediaKind {
     Video,
 }
 
-/// The server's gRPC endpoint, an `http://` URL (`vigil ctl` speaks
-/// plaintext gRPC, as the server does).
+/// The server's gRPC endpoint: an `http://` URL, or `https://` for a
+/// server with TLS on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerUrl(String);
 
@@ -322,22 +328,28 @@ impl std::fmt::Display for ServerUrl {
 impl FromStr for ServerUrl {
     type Err = String;
 
-    /// `http://HOST:PORT`, or `HOST:PORT` (as `--grpc-listen` is written).
+    /// `http://HOST:PORT`, `https://HOST:PORT`, or `HOST:PORT` (as
+    /// `--grpc-listen` is written).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let url = if s.contains("://") {
             s.to_owned()
         } else {
             format!("http://{s}")
         };
-        if !url.starts_with("http://") {
-            return Err(format!(
-                "{s}: only http:// (the server speaks plaintext gRPC; reach a remote one through a tunnel)"
-            ));
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("{s}: only http:// or https://"));
         }
         match url.parse::<tonic::transport::Uri>() {
             Ok(uri) if uri.host().is_some() => Ok(ServerUrl(url)),
             _ => Err(format!("{s}: not a server address (http://HOST:PORT)")),
         }
+    }
+}
+
+impl ServerUrl {
+    /// Over TLS.
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
     }
 }
 
@@ -382,9 +394,12 @@ impl CtlError {
 /// A `vigil ctl` command line that works against a server serving gRPC on
 /// `grpc` with data directory `data_dir` (the server prints it at start):
 /// flags only where the server's differ from ctl's defaults.
-pub fn example(grpc: SocketAddr, data_dir: Option<&Path>) -> String {
+/// With `tls`, the server is named `https://`.
+pub fn example(grpc: SocketAddr, data_dir: Option<&Path>, tls: bool) -> String {
     let mut line = String::from("vigil ctl");
-    if grpc != DEFAULT_GRPC_LISTEN {
+    if tls {
+        line.push_str(&format!(" --server https://{grpc}"));
+    } else if grpc != DEFAULT_GRPC_LISTEN {
         line.push_str(&format!(" --server {grpc}"));
     }
     match data_dir {
@@ -412,7 +427,11 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 
 async fn execute(args: CtlArgs) -> Result<(), CtlError> {
     let credential = Credential::resolve(args.admin_key, &args.data_dir)?;
-    let client = Client::connect(&args.server, credential).await?;
+    let tls_ca = args.tls_ca.clone().or_else(|| {
+        let kept = args.data_dir.join("tls").join("ca.pem");
+        kept.exists().then_some(kept)
+    });
+    let client = Client::connect(&args.server, tls_ca.as_deref(), credential).await?;
     let out = Printer { json: args.json };
     match args.command {
         CtlCommand::Room(command) => room(&client, &out, command).await,
@@ -680,7 +699,11 @@ mod tests {
         let parse = |s: &str| s.parse::<ServerUrl>().map(|u| u.0);
         assert_eq!(parse("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
         assert_eq!(parse("http://[::1]:9").unwrap(), "http://[::1]:9");
-        assert!(parse("https://vigil.example:443").is_err());
+        assert_eq!(
+            parse("https://vigil.example:443").unwrap(),
+            "https://vigil.example:443"
+        );
+        assert!(parse("ftp://vigil.example:443").is_err());
         assert!(parse("http://").is_err());
         assert_eq!(ServerUrl::default().0, "http://127.0.0.1:50051");
     }
@@ -696,17 +719,21 @@ mod tests {
     fn the_example_names_only_what_differs() {
         let data = Path::new(DEFAULT_DATA_DIR);
         assert_eq!(
-            example(DEFAULT_GRPC_LISTEN, Some(data)),
+            example(DEFAULT_GRPC_LISTEN, Some(data), false),
             "vigil ctl room list"
         );
         let other: SocketAddr = "127.0.0.1:15051".parse().unwrap();
         assert_eq!(
-            example(other, Some(Path::new("/var/lib/vigil"))),
+            example(other, Some(Path::new("/var/lib/vigil")), false),
             "vigil ctl --server 127.0.0.1:15051 --data-dir /var/lib/vigil room list"
         );
         assert_eq!(
-            example(DEFAULT_GRPC_LISTEN, None),
+            example(DEFAULT_GRPC_LISTEN, None, false),
             "vigil ctl --admin-key <key> room list"
+        );
+        assert_eq!(
+            example(DEFAULT_GRPC_LISTEN, Some(data), true),
+            "vigil ctl --server https://127.0.0.1:50051 room list"
         );
     }
 }

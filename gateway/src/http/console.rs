@@ -114,6 +114,33 @@ pub fn config(method: &Method, public_url: Option<&PublicUrl>) -> Response<Body>
     response
 }
 
+/// `/ca.crt`: the `--tls-self-signed` CA, DER, with the type Android and
+/// iOS offer to install as a trusted certificate. Public by nature (a
+/// certificate, no key).
+pub fn ca_certificate(method: &Method, der: &[u8]) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return super::response::error_response(&Error::MethodNotAllowed, "GET, HEAD");
+    }
+    let body = if method == Method::HEAD {
+        Body::default()
+    } else {
+        Body::new(Bytes::copy_from_slice(der))
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-x509-ca-cert"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(der.len()));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"vigil-ca.crt\""),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// `/`: the console.
 pub fn redirect_to_console() -> Response<Body> {
     let mut response = Response::new(Body::default());

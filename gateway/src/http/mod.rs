@@ -11,6 +11,7 @@
 //! | `/readyz` | GET: 200, or 503 once shutdown has started |
 //! | `/`, `/console/...`, `/join/{room}`, `/watch/{room}/{stream}`, `/assets/{file}` | GET, HEAD: the web console |
 //! | `/console/config.json` | GET, HEAD: what the console needs to know (`publicUrl`) |
+//! | `/ca.crt` | GET, HEAD: with `--tls-self-signed`, the local CA for devices to install |
 //! | `/vigil.v1.*` (content type `application/grpc-web*`) | POST: the control API as gRPC-web |
 //!
 //! Handlers parse and check the request, make one call into the SFU, and
@@ -19,6 +20,7 @@
 
 mod console;
 mod handlers;
+pub mod redirect;
 pub mod response;
 pub mod sdpfrag;
 
@@ -36,6 +38,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::sfu::Sfu;
@@ -58,6 +61,8 @@ pub struct AppState {
     pub config: Config,
     /// Offers being answered at once (see [`handlers::NEGOTIATIONS_PER_CORE`]).
     pub negotiations: tokio::sync::Semaphore,
+    /// The self-signed CA (DER), served at `/ca.crt` for devices to trust.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// The gate that lets offers be answered a few at a time, in arrival order.
@@ -69,10 +74,12 @@ pub fn negotiation_gate(media_threads: usize) -> tokio::sync::Semaphore {
 /// (which streams, for the event feed).
 type HttpBody = Either<Body, vigil_control::grpc::WebBody>;
 
-/// Serves WHIP/WHEP on `listener` until `shutdown` resolves, then lets open
-/// requests finish (bounded by a drain timeout).
+/// Serves WHIP/WHEP on `listener` (over TLS when `tls` is given) until
+/// `shutdown` resolves, then lets open requests finish (bounded by a drain
+/// timeout).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -92,24 +99,27 @@ pub async fn serve(
                     }
                 };
                 let state = state.clone();
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let state = state.clone();
-                    // Boxed: hyper keeps room for one in-flight future in
-                    // every connection for as long as it stays open, and
-                    // the handler's state machine is tens of KB; a box
-                    // holds it only while a request runs.
-                    Box::pin(async move { Ok::<_, Infallible>(handle(req, &state).await) })
-                });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    // Slow heads (slowloris) and idle keep-alive
-                    // connections alike: hyper starts this timer whenever
-                    // the connection waits for a request head.
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let ended = match tls {
+                        None => serve_connection(TokioIo::new(stream), state, watcher).await,
+                        // The handshake gets the header timeout too: a
+                        // client that opens and stalls holds nothing long.
+                        Some(acceptor) => match tokio::time::timeout(
+                            header_timeout,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(stream)) => {
+                                serve_connection(TokioIo::new(stream), state, watcher).await
+                            }
+                            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                            Err(_) => Err("TLS handshake timed out".to_owned()),
+                        },
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                 });
@@ -124,6 +134,34 @@ pub async fn serve(
     {
         tracing::warn!("HTTP connections still open after {DRAIN_TIMEOUT:?}; dropping them");
     }
+}
+
+/// Serves HTTP/1.1 requests on one connection (plain TCP or TLS) until it
+/// closes, or a graceful shutdown ends it.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    state: Arc<AppState>,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = state.config.http_header_timeout;
+    let service = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        // Boxed: hyper keeps room for one in-flight future in every
+        // connection for as long as it stays open, and the handler's state
+        // machine is tens of KB; a box holds it only while a request runs.
+        Box::pin(async move { Ok::<_, Infallible>(handle(req, &state).await) })
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Slow heads (slowloris) and idle keep-alive connections alike:
+        // hyper starts this timer whenever the connection waits for a
+        // request head.
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service);
+    watcher.watch(conn).await.map_err(|e| e.to_string())
 }
 
 async fn handle(req: Request<Incoming>, state: &AppState) -> Response<HttpBody> {
@@ -183,6 +221,10 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         ["console", ..] | ["join", _] => console::page(method, console::Framing::Deny),
         ["watch", _, _] => console::page(method, console::Framing::Allow),
         ["assets", name] => console::asset(method, name),
+        ["ca.crt"] => match &state.tls_ca {
+            Some(der) => console::ca_certificate(method, der),
+            None => response::error_response(&crate::error::Error::RouteNotFound, "GET"),
+        },
         _ => response::error_response(&crate::error::Error::RouteNotFound, "GET"),
     }
 }
