@@ -187,6 +187,8 @@ pub struct Config {
     pub drain: Duration,
     /// A session that has not connected by then is reaped.
     pub connect_timeout: Duration,
+    /// Admission limits per client address, per token and in all.
+    pub limits: crate::admission::Limits,
     /// ICE: no traffic for this long makes a connection `disconnected`.
     pub ice_disconnected_timeout: Duration,
     /// ICE: `disconnected` for this long makes it `failed`, and the session is reaped.
@@ -223,7 +225,8 @@ impl Default for Config {
             http_body_timeout: Duration::from_secs(10),
             republish_grace: Duration::from_secs(30),
             drain: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            limits: crate::admission::Limits::default(),
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
             grpc_listen: DEFAULT_GRPC_LISTEN,
@@ -324,6 +327,83 @@ pub struct Args {
     /// to HTTPS (e.g. 0.0.0.0:80).
     #[arg(long, env = "VIGIL_HTTP_REDIRECT_LISTEN")]
     pub http_redirect_listen: Option<SocketAddr>,
+    /// Seconds a new session gets to connect (ICE and DTLS) before it is
+    /// closed [default: 10].
+    #[arg(long, env = "VIGIL_CONNECT_TIMEOUT_SECS")]
+    pub connect_timeout_secs: Option<u64>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Admission limits on the command line; 0 turns one off.
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitArgs {
+    /// Sessions in the whole server; past it new ones get 503 [default: 5000].
+    #[arg(long, env = "VIGIL_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Sessions from one client address; past it 429 [default: 500].
+    #[arg(long, env = "VIGIL_MAX_SESSIONS_PER_ADDRESS")]
+    pub max_sessions_per_address: Option<usize>,
+    /// Sessions of one token; past it 429 [default: 100].
+    #[arg(long, env = "VIGIL_MAX_SESSIONS_PER_TOKEN")]
+    pub max_sessions_per_token: Option<usize>,
+    /// Not yet connected sessions from one client address; past it 429 [default: 50].
+    #[arg(long, env = "VIGIL_MAX_PENDING_PER_ADDRESS")]
+    pub max_pending_per_address: Option<usize>,
+    /// WHIP/WHEP offers per second from one client address (a token
+    /// bucket); past it 429 [default: 20].
+    #[arg(long, env = "VIGIL_POSTS_PER_SECOND_PER_ADDRESS")]
+    pub posts_per_second_per_address: Option<f64>,
+    /// Offers one client address may send at once above that rate [default: 40].
+    #[arg(long, env = "VIGIL_POST_BURST")]
+    pub post_burst: Option<u32>,
+    /// HTTP connections open from one client address; past it new ones
+    /// are closed at once [default: 256].
+    #[arg(long, env = "VIGIL_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+}
+
+impl LimitArgs {
+    /// These over `file` over the defaults.
+    fn merge(self, file: LimitArgs) -> crate::admission::Limits {
+        let defaults = crate::admission::Limits::default();
+        let default_rate = defaults.post_rate.expect("a default rate");
+        let per_second = self
+            .posts_per_second_per_address
+            .or(file.posts_per_second_per_address)
+            .unwrap_or(default_rate.per_second);
+        let burst = self
+            .post_burst
+            .or(file.post_burst)
+            .unwrap_or(default_rate.burst);
+        crate::admission::Limits {
+            max_sessions: self
+                .max_sessions
+                .or(file.max_sessions)
+                .unwrap_or(defaults.max_sessions),
+            max_sessions_per_address: self
+                .max_sessions_per_address
+                .or(file.max_sessions_per_address)
+                .unwrap_or(defaults.max_sessions_per_address),
+            max_sessions_per_token: self
+                .max_sessions_per_token
+                .or(file.max_sessions_per_token)
+                .unwrap_or(defaults.max_sessions_per_token),
+            max_pending_per_address: self
+                .max_pending_per_address
+                .or(file.max_pending_per_address)
+                .unwrap_or(defaults.max_pending_per_address),
+            post_rate: (per_second > 0.0).then_some(crate::admission::Rate {
+                per_second,
+                burst: burst.max(1),
+            }),
+            max_connections_per_address: self
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(defaults.max_connections_per_address),
+        }
+    }
 }
 
 /// The subcommands of `vigil`.
@@ -360,6 +440,9 @@ struct FileConfig {
     #[serde(default)]
     tls_names: Vec<String>,
     http_redirect_listen: Option<SocketAddr>,
+    connect_timeout_secs: Option<u64>,
+    #[serde(default)]
+    limits: LimitArgs,
 }
 
 /// The configuration could not be read.
@@ -498,6 +581,12 @@ impl Args {
             log_level,
             tls,
             http_redirect_listen,
+            connect_timeout: self
+                .connect_timeout_secs
+                .or(file.connect_timeout_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.connect_timeout),
+            limits: self.limits.merge(file.limits),
             ..defaults
         })
     }
@@ -516,6 +605,36 @@ mod tests {
         assert!(config.advertise_ips.is_empty());
         assert!(config.grpc_listen.ip().is_loopback());
         assert!(!config.insecure_no_auth, "secure by default");
+        assert_eq!(config.limits, crate::admission::Limits::default());
+        assert_eq!(config.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn limits_from_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("vigil-config-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vigil.toml");
+        std::fs::write(
+            &path,
+            "connect_timeout_secs = 5\n[limits]\nmax_sessions = 10\nmax_pending_per_address = 3\n",
+        )
+        .unwrap();
+        let config = Args::parse_from([
+            "vigil",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-sessions",
+            "20",
+            "--posts-per-second-per-address",
+            "0",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.limits.max_sessions, 20);
+        assert_eq!(config.limits.max_pending_per_address, 3);
+        assert_eq!(config.limits.post_rate, None, "0 turns the rate limit off");
+        assert_eq!(config.connect_timeout, Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -77,6 +77,23 @@ pub enum Error {
     /// The WebRTC stack failed on our side (socket bind, DTLS setup).
     #[error("media engine error: {0}")]
     Internal(String),
+    /// One client (an address, a token) asks for more than its share:
+    /// too many offers too fast, or too many sessions (429).
+    #[error("too many requests: {what}")]
+    TooManyRequests {
+        /// Which limit.
+        what: &'static str,
+        /// When a retry can succeed.
+        retry_after: std::time::Duration,
+    },
+    /// The server as a whole is at its configured capacity (503).
+    #[error("over capacity: {what}")]
+    Overloaded {
+        /// Which limit.
+        what: &'static str,
+        /// When a retry may succeed.
+        retry_after: std::time::Duration,
+    },
     /// The server is shutting down.
     #[error("shutting down")]
     ShuttingDown,

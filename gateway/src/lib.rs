@@ -22,6 +22,7 @@
 //!
 //! Panic policy: a panic is a bug; no client input can cause one.
 
+pub mod admission;
 pub mod config;
 pub mod ctl;
 pub mod engine;
@@ -174,6 +175,7 @@ impl Vigil {
             grpc_web: vigil_control::grpc::web_service(control.clone(), stopped.clone()),
             draining: drain_started.clone(),
             negotiations: http::negotiation_gate(config.media_threads),
+            limiter: admission::Limiter::new(config.limits.clone(), config.connect_timeout),
             tls_ca: tls_setup
                 .as_ref()
                 .and_then(|setup| setup.self_signed.as_ref())

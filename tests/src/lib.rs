@@ -53,6 +53,11 @@ pub fn test_config() -> Config {
         ice_failed_timeout: Duration::from_secs(4),
         connect_timeout: Duration::from_secs(10),
         media_threads: 2,
+        // Every test client comes from 127.0.0.1, and several tests open
+        // dozens of sessions at once: the per-address limits would be
+        // what they measure. `admission_burst.rs` tests the defaults on
+        // the real binary.
+        limits: vigil_gateway::admission::Limits::unlimited(),
         ..Config::default()
     }
 }

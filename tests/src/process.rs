@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -18,6 +20,7 @@ pub struct VigilProcess {
     /// Its gRPC address.
     pub grpc: SocketAddr,
     data_dir: PathBuf,
+    log_bytes: Arc<AtomicUsize>,
 }
 
 /// The `vigil` binary of this build: `cargo test --workspace` builds it
@@ -68,10 +71,13 @@ impl VigilProcess {
             .spawn()
             .expect("start vigil");
         let stderr = child.stderr.take().expect("piped stderr");
-        // Its log, into the test's output (shown when a test fails).
+        // Its log, into the test's output (shown when a test fails), and counted.
+        let log_bytes = Arc::new(AtomicUsize::new(0));
+        let counted = log_bytes.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                counted.fetch_add(line.len() + 1, Ordering::Relaxed);
                 eprintln!("[vigil] {line}");
             }
         });
@@ -108,7 +114,36 @@ impl VigilProcess {
             http: http.expect("HTTP address"),
             grpc: grpc.expect("gRPC address"),
             data_dir,
+            log_bytes,
         }
+    }
+
+    /// Bytes it has logged (stderr) so far.
+    pub fn log_bytes(&self) -> usize {
+        self.log_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("vigil still running")
+    }
+
+    /// Its resident memory (VmRSS), in KB.
+    pub fn rss_kb(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Its open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("/proc fd")
+            .count()
     }
 
     /// `http://127.0.0.1:PORT`

@@ -1,5 +1,7 @@
 //! WHIP/WHEP request handlers: check, call the SFU once, answer.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -35,12 +37,13 @@ pub enum Role {
 pub async fn endpoint(
     req: Request<Incoming>,
     state: &AppState,
+    client: IpAddr,
     role: Role,
     room: &str,
     stream: &str,
 ) -> Response<Body> {
     match *req.method() {
-        Method::POST => create_session(req, state, role, room, stream)
+        Method::POST => create_session(req, state, client, role, room, stream)
             .await
             .unwrap_or_else(|e| error_response(&e, ENDPOINT_METHODS)),
         Method::OPTIONS => options(&req, state, ENDPOINT_CORS_METHODS),
@@ -63,6 +66,7 @@ pub const NEGOTIATIONS_PER_CORE: usize = 2;
 async fn create_session(
     req: Request<Incoming>,
     state: &AppState,
+    client: IpAddr,
     role: Role,
     room: &str,
     stream: &str,
@@ -71,6 +75,10 @@ async fn create_session(
     let stream = StreamName::new(stream)?;
     require_content_type(req.headers(), SDP)?;
     let layer = layer_choice(req.uri().query())?;
+    // Every limit before anything is spent on the request (docs/operations.md).
+    state
+        .limiter
+        .check_post(client, std::time::Instant::now())?;
     let session_role = match role {
         Role::Publish => SessionRole::Publisher,
         Role::Play => SessionRole::Viewer,
@@ -80,6 +88,7 @@ async fn create_session(
         .control
         .admit(&room, &stream, session_role, bearer(req.headers()))
         .await?;
+    let slot = state.limiter.open_session(client, bearer(req.headers()))?;
     let offer = read_text(req, &state.config, Error::MalformedSdp).await?;
     let _turn = state
         .negotiations
@@ -94,10 +103,14 @@ async fn create_session(
             // mode a second publisher is refused.
             let may_replace = state.control.auth_required();
             let sfu = &state.sfu;
-            sfu.publish(room, stream, identity, may_replace, offer)
+            sfu.publish(room, stream, identity, may_replace, offer, Some(slot))
                 .await?
         }
-        Role::Play => state.sfu.play(room, stream, identity, offer, layer).await?,
+        Role::Play => {
+            let sfu = &state.sfu;
+            sfu.play(room, stream, identity, offer, layer, Some(slot))
+                .await?
+        }
     };
     // Revoked or banned while it negotiated: refused after all, and the
     // session just made goes (revocations after this check hang it up).

@@ -26,6 +26,7 @@ pub mod sdpfrag;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub struct AppState {
     pub config: Config,
     /// Offers being answered at once (see [`handlers::NEGOTIATIONS_PER_CORE`]).
     pub negotiations: tokio::sync::Semaphore,
+    /// Admission limits per client address, per token and in all.
+    pub limiter: Arc<crate::admission::Limiter>,
     /// The self-signed CA (DER), served at `/ca.crt` for devices to trust.
     pub tls_ca: Option<Vec<u8>>,
 }
@@ -98,12 +101,20 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Over the per-address cap: closed at once, before TLS or HTTP.
+                let Some(slot) = state.limiter.open_connection(peer.ip()) else {
+                    tracing::debug!(%peer, "connection refused: too many from this address");
+                    drop(stream);
+                    continue;
+                };
                 let state = state.clone();
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
+                    let client = peer.ip();
                     let ended = match tls {
-                        None => serve_connection(TokioIo::new(stream), state, watcher).await,
+                        None => serve_connection(TokioIo::new(stream), state, client, watcher).await,
                         // The handshake gets the header timeout too: a
                         // client that opens and stalls holds nothing long.
                         Some(acceptor) => match tokio::time::timeout(
@@ -113,7 +124,7 @@ pub async fn serve(
                         .await
                         {
                             Ok(Ok(stream)) => {
-                                serve_connection(TokioIo::new(stream), state, watcher).await
+                                serve_connection(TokioIo::new(stream), state, client, watcher).await
                             }
                             Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                             Err(_) => Err("TLS handshake timed out".to_owned()),
@@ -141,6 +152,7 @@ pub async fn serve(
 async fn serve_connection<I>(
     io: TokioIo<I>,
     state: Arc<AppState>,
+    client: IpAddr,
     watcher: hyper_util::server::graceful::Watcher,
 ) -> Result<(), String>
 where
@@ -152,7 +164,7 @@ where
         // Boxed: hyper keeps room for one in-flight future in every
         // connection for as long as it stays open, and the handler's state
         // machine is tens of KB; a box holds it only while a request runs.
-        Box::pin(async move { Ok::<_, Infallible>(handle(req, &state).await) })
+        Box::pin(async move { Ok::<_, Infallible>(handle(req, &state, client).await) })
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -164,7 +176,7 @@ where
     watcher.watch(conn).await.map_err(|e| e.to_string())
 }
 
-async fn handle(req: Request<Incoming>, state: &AppState) -> Response<HttpBody> {
+async fn handle(req: Request<Incoming>, state: &AppState, client: IpAddr) -> Response<HttpBody> {
     if is_grpc_web(&req) {
         use tower::Service;
         let mut grpc_web = state.grpc_web.clone();
@@ -180,7 +192,7 @@ async fn handle(req: Request<Incoming>, state: &AppState) -> Response<HttpBody> 
             Err(never) => match never {},
         };
     }
-    route(req, state).await.map(Either::Left)
+    route(req, state, client).await.map(Either::Left)
 }
 
 /// A gRPC-web call to one of our services (`/vigil.v1.Service/Method`).
@@ -193,7 +205,7 @@ fn is_grpc_web(req: &Request<Incoming>) -> bool {
             .is_some_and(|v| v.starts_with("application/grpc-web"))
 }
 
-async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+async fn route(req: Request<Incoming>, state: &AppState, client: IpAddr) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
@@ -205,10 +217,10 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             response::error_response(&crate::error::Error::ShuttingDown, "POST, OPTIONS")
         }
         ["whip", room, stream] => {
-            handlers::endpoint(req, state, handlers::Role::Publish, room, stream).await
+            handlers::endpoint(req, state, client, handlers::Role::Publish, room, stream).await
         }
         ["whep", room, stream] => {
-            handlers::endpoint(req, state, handlers::Role::Play, room, stream).await
+            handlers::endpoint(req, state, client, handlers::Role::Play, room, stream).await
         }
         ["sessions", id] => handlers::session(req, state, id).await,
         ["healthz"] => response::empty(hyper::StatusCode::OK, "GET"),

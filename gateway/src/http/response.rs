@@ -42,7 +42,8 @@ pub fn status_of(error: &Error) -> StatusCode {
         Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
         Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::ShuttingDown | Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Refused(refusal) => match refusal {
             ControlError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ControlError::PermissionDenied(_) => StatusCode::FORBIDDEN,
@@ -83,6 +84,11 @@ pub fn error_response(error: &Error, allow: &'static str) -> Response<Body> {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        Error::TooManyRequests { retry_after, .. } | Error::Overloaded { retry_after, .. } => {
+            // Whole seconds, rounded up: a client that waits that long finds room.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         Error::Refused(ControlError::Unauthenticated(detail)) => {
             // RFC 6750 §3: name the scheme, and say why the token was refused.

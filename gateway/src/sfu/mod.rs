@@ -24,6 +24,7 @@ pub mod rewrite;
 pub mod rtcp;
 pub mod stream_counters;
 
+use crate::admission::SessionSlot;
 use std::fmt;
 use std::sync::Arc;
 
@@ -272,6 +273,7 @@ impl Sfu {
         identity: String,
         may_replace: bool,
         offer: String,
+        slot: Option<SessionSlot>,
     ) -> Result<Created> {
         let sections = codecs::parse_offer(&offer)?;
         let chosen = codecs::choose_for_publish(&sections)?;
@@ -298,6 +300,7 @@ impl Sfu {
             conn,
             codecs: chosen,
             etag: etag.clone(),
+            slot,
             reply,
         })
         .await??;
@@ -318,6 +321,7 @@ impl Sfu {
         identity: String,
         offer: String,
         layer: LayerChoice,
+        slot: Option<SessionSlot>,
     ) -> Result<Created> {
         let sections = codecs::parse_offer(&offer)?;
         let published = self
@@ -375,6 +379,7 @@ impl Sfu {
                 conn,
                 tracks,
                 etag: etag.clone(),
+                slot,
             },
             reply,
         })

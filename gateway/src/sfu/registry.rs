@@ -43,6 +43,8 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{mpsc, oneshot};
 use vigil_control::Facts;
+
+use crate::admission::SessionSlot;
 use vigil_control::event::{LeaveReason, SessionRole};
 use vigil_control::media::StreamSample;
 use vigil_control::{RoomName, StreamName};
@@ -188,6 +190,8 @@ pub struct NewViewer {
     pub tracks: Vec<ViewerTrack>,
     /// ICE session entity-tag.
     pub etag: String,
+    /// Its place in the admission counters.
+    pub slot: Option<SessionSlot>,
 }
 
 /// What a PATCH needs to know about a session.
@@ -217,6 +221,7 @@ pub enum Msg {
         conn: EngineConn,
         codecs: Vec<TrackCodec>,
         etag: String,
+        slot: Option<SessionSlot>,
         reply: Reply<Result<()>>,
     },
     /// Negotiation failed: drop the reservation.
@@ -306,6 +311,8 @@ struct Session {
     connected: bool,
     /// A viewer's tracks.
     tracks: Vec<ViewerTrack>,
+    /// Its place in the admission counters, given back when it ends.
+    slot: Option<SessionSlot>,
 }
 
 /// A published track of a stream: the engine's track and its codec.
@@ -413,9 +420,10 @@ impl Owner {
                 conn,
                 codecs,
                 etag,
+                slot,
                 reply,
             } => {
-                let committed = self.commit_publish(&session, conn, codecs, etag);
+                let committed = self.commit_publish(&session, conn, codecs, etag, slot);
                 if committed.is_err() {
                     self.engine.remove_connection(conn.shard, conn.conn);
                 }
@@ -562,6 +570,7 @@ impl Owner {
                 created: Instant::now(),
                 connected: false,
                 tracks: Vec::new(),
+                slot: None,
             },
         );
         Ok(())
@@ -573,10 +582,12 @@ impl Owner {
         conn: EngineConn,
         codecs: Vec<TrackCodec>,
         etag: String,
+        slot: Option<SessionSlot>,
     ) -> Result<()> {
         let s = self.sessions.get_mut(session).ok_or(Error::ShuttingDown)?;
         s.conn = Some(conn);
         s.etag = etag;
+        s.slot = slot;
         let (room, stream, identity) = (s.room.clone(), s.stream.clone(), s.identity.clone());
         // A takeover: the old session ends first (its viewers wait for the
         // new tracks as on a republish), then this one becomes the publisher.
@@ -635,6 +646,7 @@ impl Owner {
             conn,
             tracks,
             etag,
+            slot,
         } = viewer;
         let not_published = || Error::NotPublished {
             room: room.to_string(),
@@ -668,6 +680,7 @@ impl Owner {
                 created: Instant::now(),
                 connected: false,
                 tracks,
+                slot,
             },
         );
         Ok(())
@@ -703,6 +716,9 @@ impl Owner {
             return;
         };
         s.connected = true;
+        if let Some(slot) = &mut s.slot {
+            slot.connected();
+        }
         tracing::debug!(%session, "connected");
         if s.role == Role::Viewer {
             self.subscribe_pending(session);
