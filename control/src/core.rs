@@ -354,6 +354,9 @@ pub(crate) enum Msg {
         session: String,
         reason: LeaveReason,
     },
+    SessionConnected {
+        session: String,
+    },
     TrackPublished {
         session: String,
         kind: TrackKind,
@@ -402,6 +405,13 @@ impl Facts {
             stream: stream.clone(),
             role,
             identity: identity.to_owned(),
+        });
+    }
+
+    /// A session's ICE and DTLS are up: a viewer takes its seat now.
+    pub fn session_connected(&self, session: &str) {
+        self.send(Msg::SessionConnected {
+            session: session.to_owned(),
         });
     }
 
@@ -486,7 +496,7 @@ impl Control {
             alarms,
             issued,
         );
-        tokio::spawn(owner.run(inbox.0));
+        tokio::spawn(owner.run(inbox.0, media.clone()));
         tokio::spawn(sample(media.clone(), facts.0.clone()));
         Ok(Control {
             tx: facts.0.clone(),

@@ -44,6 +44,9 @@ pub enum LeaveReason {
     /// EndCall closed it: the callee's playback of the caller, or the
     /// caller's stream.
     CallEnded,
+    /// A viewer connected when the room's connected viewers already filled
+    /// its `max_viewers`.
+    RoomFull,
 }
 
 /// Why a call ended.

@@ -26,6 +26,8 @@ pub trait MediaPlane: Send + Sync + 'static {
     /// Closes every session of `identity` in `room` (publishing or playing),
     /// reporting `reason`. Returns how many were closed.
     async fn hang_up(&self, room: &RoomName, identity: &str, reason: LeaveReason) -> usize;
+    /// Closes one session, reporting `reason`. `false` if there is none.
+    async fn close_session(&self, session: &str, reason: LeaveReason) -> bool;
     /// Closes every session in `room`. Returns how many were closed.
     async fn close_room(&self, room: &RoomName) -> usize;
     /// Ends a call's media: closes `callee`'s sessions playing `caller`,

@@ -16,7 +16,7 @@ use crate::core::{
 };
 use crate::event::{Alarm, CallEndReason, EventKind, LeaveReason, SessionRole, TrackKind};
 use crate::issued::{Issued, IssuedToken};
-use crate::media::StreamSample;
+use crate::media::{MediaPlane, StreamSample};
 use crate::names::{RoomName, StreamName};
 use crate::room::{AlarmRules, Limits, RoomSpec, RoomUpdate};
 use crate::store::Store;
@@ -32,6 +32,16 @@ struct SessionInfo {
     role: SessionRole,
     identity: String,
     since_ms: u64,
+    /// ICE and DTLS are up; a viewer holds a seat only from then on.
+    connected: bool,
+}
+
+/// What the owner asks of the media plane, done after the message that
+/// called for it (the owner never waits on the media plane).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Close one session, reporting `reason`.
+    Close { session: String, reason: LeaveReason },
 }
 
 struct PublishedStream {
@@ -110,6 +120,8 @@ pub(crate) struct Owner {
     /// owner into milliseconds since the Unix epoch, the unit bans are
     /// stored in (so they outlast a restart), while tests drive time.
     epoch: (Instant, u64),
+    /// Asked of the media plane by the last message.
+    effects: Vec<Effect>,
 }
 
 impl Owner {
@@ -136,6 +148,7 @@ impl Owner {
             alarm_log: AlarmLog::load(alarms, unix_ms()),
             issued: Issued::load(issued),
             epoch: (Instant::now(), unix_ms()),
+            effects: Vec::new(),
         };
         owner.prune_issued(&[]);
         owner
@@ -156,7 +169,11 @@ impl Owner {
     }
 
     /// Handles messages until shutdown, or until every sender is gone.
-    pub(crate) async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
+    pub(crate) async fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<Msg>,
+        media: Arc<dyn MediaPlane>,
+    ) {
         while let Some(msg) = inbox.recv().await {
             if let Msg::Shutdown { reply } = msg {
                 // Dropping `self` closes the store (releasing its file lock)
@@ -166,6 +183,16 @@ impl Owner {
                 return;
             }
             self.handle(msg, Instant::now());
+            for effect in self.effects.drain(..) {
+                let media = media.clone();
+                tokio::spawn(async move {
+                    match effect {
+                        Effect::Close { session, reason } => {
+                            media.close_session(&session, reason).await;
+                        }
+                    }
+                });
+            }
         }
     }
 
@@ -406,6 +433,7 @@ impl Owner {
                 self.session_started(session, room, stream, role, identity, now);
             }
             Msg::SessionEnded { session, reason } => self.session_ended(&session, reason),
+            Msg::SessionConnected { session } => self.session_connected(&session),
             Msg::TrackPublished {
                 session,
                 kind,
@@ -1072,7 +1100,7 @@ impl Owner {
                 .insert(room_name.clone(), RoomState::new(spec, false));
         }
         let room = self.live_room(&room_name)?;
-        let full = Self::limit_reached(room, role, stream, |s| self.is_viewer(s));
+        let full = Self::limit_reached(room, role, stream, |s| self.seated_viewer(s));
         let Some(what) = full else {
             let ticket = self.next_ticket;
             self.next_ticket += 1;
@@ -1115,7 +1143,7 @@ impl Owner {
                     room,
                     *role,
                     &StreamName::new("-").expect("valid name"),
-                    |s| self.is_viewer(s),
+                    |s| self.seated_viewer(s),
                 )
                 .is_some()
             });
@@ -1132,10 +1160,64 @@ impl Owner {
         })
     }
 
-    fn is_viewer(&self, session: &str) -> bool {
+    /// A viewer that holds a seat: one that connected. Viewers still
+    /// connecting hold none, so offers that never connect cannot keep a
+    /// room full; the last to connect into a full room is turned away
+    /// ([`Owner::session_connected`]).
+    fn seated_viewer(&self, session: &str) -> bool {
         self.sessions
             .get(session)
-            .is_some_and(|s| s.role == SessionRole::Viewer)
+            .is_some_and(|s| s.role == SessionRole::Viewer && s.connected)
+    }
+
+    /// A session connected: a viewer takes its seat, or, when the viewers
+    /// that connected before it filled the room, is closed (`ROOM_FULL`)
+    /// and the room's ROOM_FULL alarm raised.
+    fn session_connected(&mut self, session: &str) {
+        let Some(info) = self.sessions.get(session) else {
+            return;
+        };
+        if info.connected {
+            return;
+        }
+        let (room_name, identity, role) = (info.room.clone(), info.identity.clone(), info.role);
+        let max = self
+            .rooms
+            .get(&room_name)
+            .and_then(|room| room.spec.limits.max_viewers);
+        let seated = self.rooms.get(&room_name).map_or(0, |room| {
+            room.sessions
+                .keys()
+                .filter(|s| self.seated_viewer(s))
+                .count()
+        });
+        if role == SessionRole::Viewer && max.is_some_and(|max| seated >= max as usize) {
+            self.effects.push(Effect::Close {
+                session: session.to_owned(),
+                reason: LeaveReason::RoomFull,
+            });
+            let already = self.rooms.get(&room_name).is_some_and(|room| room.full);
+            if let Some(room) = self.rooms.get_mut(&room_name) {
+                room.full = true;
+            }
+            if !already {
+                self.publish(
+                    &room_name,
+                    Some(&identity),
+                    EventKind::AlarmRaised {
+                        alarm: Alarm::RoomFull,
+                        stream: None,
+                        detail: format!(
+                            "{identity} turned away: max viewers connected before it"
+                        ),
+                    },
+                );
+            }
+            return;
+        }
+        if let Some(info) = self.sessions.get_mut(session) {
+            info.connected = true;
+        }
     }
 
     /// Which limit one more `role` session would break, counting sessions
@@ -1220,6 +1302,7 @@ impl Owner {
                 role,
                 identity: identity.clone(),
                 since_ms: unix_ms(),
+                connected: false,
             },
         );
         self.publish(
@@ -1423,6 +1506,17 @@ mod tests {
             })
         }
 
+        /// The admitted request finished negotiating (its `Admission` dropped).
+        fn release(&mut self, ticket: u64) {
+            self.owner.handle(
+                Msg::Release {
+                    room: room(),
+                    ticket,
+                },
+                self.t0,
+            );
+        }
+
         fn ban(&mut self, identity: &str, until: Instant) -> Result<()> {
             self.ask(|reply| Msg::Ban {
                 room: room(),
@@ -1449,6 +1543,41 @@ mod tests {
                     stream: stream(stream_name),
                     role,
                     identity: identity.into(),
+                },
+                self.t0,
+            );
+            self.owner.handle(
+                Msg::SessionConnected {
+                    session: session.into(),
+                },
+                self.t0,
+            );
+        }
+
+        /// A session that negotiated but has not connected (yet).
+        fn start_unconnected(
+            &mut self,
+            session: &str,
+            stream_name: &str,
+            role: SessionRole,
+            identity: &str,
+        ) {
+            self.owner.handle(
+                Msg::SessionStarted {
+                    session: session.into(),
+                    room: room(),
+                    stream: stream(stream_name),
+                    role,
+                    identity: identity.into(),
+                },
+                self.t0,
+            );
+        }
+
+        fn connect(&mut self, session: &str) {
+            self.owner.handle(
+                Msg::SessionConnected {
+                    session: session.into(),
                 },
                 self.t0,
             );
@@ -1693,6 +1822,52 @@ mod tests {
         })
         .unwrap();
         assert!(ids(&h).is_empty());
+    }
+
+    #[test]
+    fn only_connected_viewers_hold_seats_and_the_last_to_connect_is_turned_away() {
+        let mut h = Harness::new(Limits {
+            max_publishers: None,
+            max_viewers: Some(2),
+        });
+        h.start("p", "cam", SessionRole::Publisher, "cam");
+        // Three offers that never connect (junk, or viewers still
+        // connecting): none holds a seat, so a real viewer is admitted.
+        for (i, who) in ["junk-1", "junk-2", "junk-3"].iter().enumerate() {
+            let ticket = h.admit("cam", SessionRole::Viewer, who).expect("admitted");
+            h.release(ticket);
+            h.start_unconnected(&format!("j{i}"), "cam", SessionRole::Viewer, who);
+        }
+        let ticket = h.admit("cam", SessionRole::Viewer, "real-1").expect("admitted");
+        h.release(ticket);
+        h.start_unconnected("r1", "cam", SessionRole::Viewer, "real-1");
+        h.connect("r1");
+        assert!(h.owner.effects.is_empty(), "{:?}", h.owner.effects);
+        // One of the others connects: it takes the second seat.
+        h.connect("j0");
+        assert!(h.owner.effects.is_empty(), "{:?}", h.owner.effects);
+        // The room is full now: new offers are refused, and one that was
+        // admitted earlier and connects now is turned away.
+        assert!(h.admit("cam", SessionRole::Viewer, "real-2").is_err());
+        h.connect("j1");
+        assert_eq!(
+            h.owner.effects.drain(..).collect::<Vec<_>>(),
+            [Effect::Close {
+                session: "j1".into(),
+                reason: LeaveReason::RoomFull
+            }]
+        );
+        assert!(
+            h.events().iter().any(|e| matches!(
+                &e.kind,
+                EventKind::AlarmRaised { alarm: Alarm::RoomFull, .. }
+            )),
+            "ROOM_FULL raised"
+        );
+        // A seat given back (the real viewer left) admits again.
+        h.end("r1", LeaveReason::Left);
+        h.end("j1", LeaveReason::RoomFull);
+        h.admit("cam", SessionRole::Viewer, "real-2").expect("a seat is free");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use vigil_proto::v1 as pb;
 use vigil_tests::base_url;
 use vigil_tests::conformance::assert_problem;
-use vigil_tests::conformance::publisher_offer;
+use vigil_tests::conformance::{publisher_offer, recvonly_offer};
 use vigil_tests::control::{Scene, Watcher, admin, clients, secure_server, subscribe_only, token};
 use vigil_tests::http_client::{HttpResponse, post_sdp_as};
 use vigil_tests::peers::{Publisher, Viewer};
@@ -141,6 +141,8 @@ async fn viewer_over_the_limit_gets_in_once_a_slot_frees() {
     let first = Viewer::connect_as(&scene.base, ROOM, "alice", Some(&first_token))
         .await
         .unwrap_or_else(|r| panic!("first viewer: {} {}", r.status, r.body));
+    // A viewer takes its seat when it connects (its video flowing says so).
+    first.wait_video().await;
     let response = refused(
         Viewer::connect_as(&scene.base, ROOM, "alice", Some(&second_token)).await,
         "second viewer",
@@ -172,12 +174,14 @@ async fn room_full_refusals_say_when_to_retry() {
     let first_token = scene.token("viewer-1", subscribe_only()).await;
     let second_token = scene.token("viewer-2", subscribe_only()).await;
 
-    let _alice = Publisher::connect_as(&scene.base, ROOM, "alice", &alice_token)
+    let mut alice = Publisher::connect_as(&scene.base, ROOM, "alice", &alice_token)
         .await
         .unwrap_or_else(|r| panic!("publisher: {} {}", r.status, r.body));
-    let _first = Viewer::connect_as(&scene.base, ROOM, "alice", Some(&first_token))
+    alice.start_media();
+    let first = Viewer::connect_as(&scene.base, ROOM, "alice", Some(&first_token))
         .await
         .unwrap_or_else(|r| panic!("first viewer: {} {}", r.status, r.body));
+    first.wait_video().await;
     let publisher = refused(
         Publisher::connect_as(&scene.base, ROOM, "bob", &bob_token).await,
         "second publisher",
@@ -188,6 +192,61 @@ async fn room_full_refusals_say_when_to_retry() {
     );
     assert_retry_after(&publisher, "second publisher");
     assert_retry_after(&viewer, "second viewer");
+    scene.shutdown().await;
+}
+
+/// Seats go to viewers that connect: offers that never connect (a flood,
+/// or a client that gave up) cannot keep a real viewer out, and of two
+/// viewers admitted together into the last seat, the one that connects
+/// second is turned away with `ROOM_FULL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_that_never_connect_hold_no_seat() {
+    let mut scene = Scene::with_room(ROOM, limited(None, Some(2)), |_| {}).await;
+    let mut watcher = scene.watch_room().await;
+    let _publisher = scene.publisher("cam").await;
+    for i in 0..3 {
+        let token = scene.token(&format!("junk-{i}"), subscribe_only()).await;
+        let url = format!("{}/whep/{ROOM}/cam", scene.base);
+        let junk = post_sdp_as(&url, &recvonly_offer(), Some(&token)).await;
+        assert_eq!(junk.status, 201, "an offer that will never connect");
+    }
+    // Three unconnected sessions, two seats: a real viewer plays at once.
+    let real = scene.viewer("cam", "real-1").await;
+
+    // Two more admitted for the last seat; both connect, one is turned away.
+    let mut pair = Vec::new();
+    for who in ["late-1", "late-2"] {
+        let token = scene.token(who, subscribe_only()).await;
+        let viewer = Viewer::connect_as(&scene.base, ROOM, "cam", Some(&token))
+            .await
+            .unwrap_or_else(|r| panic!("{who}: {} {}", r.status, r.body));
+        pair.push((who, viewer));
+    }
+    let turned_away = watcher
+        .wait_for(EVENT_WAIT, "ParticipantLeft ROOM_FULL", |e| match &e.kind {
+            Some(pb::event::Kind::ParticipantLeft(left))
+                if left.reason == pb::LeaveReason::RoomFull as i32 =>
+            {
+                Some(e.identity.clone())
+            }
+            _ => None,
+        })
+        .await;
+    let (_, seated) = pair
+        .iter()
+        .find(|(who, _)| *who != turned_away)
+        .expect("one of the pair is seated");
+    let (_, refused) = pair
+        .iter()
+        .find(|(who, _)| *who == turned_away)
+        .expect("the turned-away viewer is one of the pair");
+    seated.wait_video().await;
+    let state = refused.peer.wait_left(EVENT_WAIT).await;
+    eprintln!("{turned_away} turned away, its connection {state:?}");
+    // The real viewer still plays.
+    let before = real.video().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(real.video().len() > before);
     scene.shutdown().await;
 }
 

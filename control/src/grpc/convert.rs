@@ -195,6 +195,7 @@ fn leave_reason(reason: LeaveReason) -> i32 {
         LeaveReason::ServerShutdown => pb::LeaveReason::ServerShutdown,
         LeaveReason::Replaced => pb::LeaveReason::Replaced,
         LeaveReason::CallEnded => pb::LeaveReason::CallEnded,
+        LeaveReason::RoomFull => pb::LeaveReason::RoomFull,
     }
     .into()
 }

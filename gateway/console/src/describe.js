@@ -27,6 +27,7 @@ const LEAVE_REASONS = {
   [LeaveReason.SERVER_SHUTDOWN]: "left: server shut down",
   [LeaveReason.REPLACED]: "reconnected: a new session took over",
   [LeaveReason.CALL_ENDED]: "left: call ended",
+  [LeaveReason.ROOM_FULL]: "turned away: room full",
 };
 
 export const kindName = (kind) => (kind === TrackKind.VIDEO ? "video" : "audio");

@@ -25,6 +25,23 @@ impl MediaPlane for Sfu {
         .unwrap_or(0)
     }
 
+    async fn close_session(&self, session: &str, reason: LeaveReason) -> bool {
+        let Some(session) = crate::sfu::SessionId::parse(session) else {
+            return false;
+        };
+        let reason = match reason {
+            LeaveReason::RoomFull => CloseReason::RoomFull,
+            _ => CloseReason::HungUp,
+        };
+        self.ask(|reply| Msg::Close {
+            session,
+            reason,
+            reply: Some(reply),
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     async fn end_call(
         &self,
         room: &RoomName,

@@ -88,6 +88,8 @@ pub enum CloseReason {
     HungUp,
     /// The room was deleted.
     RoomClosed,
+    /// A viewer connected into a room its other viewers already filled.
+    RoomFull,
 }
 
 impl CloseReason {
@@ -104,6 +106,7 @@ impl CloseReason {
             CloseReason::CallEnded => LeaveReason::CallEnded,
             CloseReason::HungUp => LeaveReason::HungUp,
             CloseReason::RoomClosed => LeaveReason::RoomClosed,
+            CloseReason::RoomFull => LeaveReason::RoomFull,
         })
     }
 }
@@ -123,6 +126,7 @@ impl fmt::Display for CloseReason {
             CloseReason::CallEnded => "call ended by an admin",
             CloseReason::HungUp => "hung up by an admin",
             CloseReason::RoomClosed => "room deleted",
+            CloseReason::RoomFull => "room full",
         })
     }
 }
@@ -719,6 +723,7 @@ impl Owner {
         if let Some(slot) = &mut s.slot {
             slot.connected();
         }
+        self.facts.session_connected(session.as_str());
         tracing::debug!(%session, "connected");
         if s.role == Role::Viewer {
             self.subscribe_pending(session);
