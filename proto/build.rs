@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .build_transport(false)
+        .codec_path("crate::codec::VigilCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -225,6 +225,10 @@ pub(crate) enum Msg {
         reply: Reply<Result<RoomView>>,
     },
     ListRooms {
+        /// Rooms named after this one (a page's start).
+        after: Option<RoomName>,
+        /// At most this many.
+        limit: usize,
         reply: Reply<Vec<RoomView>>,
     },
     DeleteRoom {
@@ -712,7 +716,23 @@ impl Control {
 
     /// Every room, by name.
     pub async fn rooms(&self) -> Result<Vec<RoomView>> {
-        self.ask(|reply| Msg::ListRooms { reply }).await
+        self.ask(|reply| Msg::ListRooms {
+            after: None,
+            limit: usize::MAX,
+            reply,
+        })
+        .await
+    }
+
+    /// Up to `limit` rooms in name order, those named after `after`.
+    pub async fn rooms_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<RoomView>> {
+        let after = after.map(RoomName::new).transpose()?;
+        self.ask(|reply| Msg::ListRooms {
+            after,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// Deletes a room and hangs up everyone in it; returns how many sessions

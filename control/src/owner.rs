@@ -41,7 +41,10 @@ struct SessionInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Effect {
     /// Close one session, reporting `reason`.
-    Close { session: String, reason: LeaveReason },
+    Close {
+        session: String,
+        reason: LeaveReason,
+    },
 }
 
 struct PublishedStream {
@@ -254,11 +257,19 @@ impl Owner {
             Msg::GetRoom { name, reply } => {
                 let _ = reply.send(self.live_room(&name).map(|room| self.view(room)));
             }
-            Msg::ListRooms { reply } => {
+            Msg::ListRooms {
+                after,
+                limit,
+                reply,
+            } => {
+                use std::ops::Bound;
+                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
                 let rooms = self
                     .rooms
-                    .values()
+                    .range((start, Bound::Unbounded))
+                    .map(|(_, room)| room)
                     .filter(|room| !room.closing)
+                    .take(limit)
                     .map(|room| self.view(room))
                     .collect();
                 let _ = reply.send(rooms);
@@ -1207,9 +1218,7 @@ impl Owner {
                     EventKind::AlarmRaised {
                         alarm: Alarm::RoomFull,
                         stream: None,
-                        detail: format!(
-                            "{identity} turned away: max viewers connected before it"
-                        ),
+                        detail: format!("{identity} turned away: max viewers connected before it"),
                     },
                 );
             }
@@ -1838,7 +1847,9 @@ mod tests {
             h.release(ticket);
             h.start_unconnected(&format!("j{i}"), "cam", SessionRole::Viewer, who);
         }
-        let ticket = h.admit("cam", SessionRole::Viewer, "real-1").expect("admitted");
+        let ticket = h
+            .admit("cam", SessionRole::Viewer, "real-1")
+            .expect("admitted");
         h.release(ticket);
         h.start_unconnected("r1", "cam", SessionRole::Viewer, "real-1");
         h.connect("r1");
@@ -1860,14 +1871,18 @@ mod tests {
         assert!(
             h.events().iter().any(|e| matches!(
                 &e.kind,
-                EventKind::AlarmRaised { alarm: Alarm::RoomFull, .. }
+                EventKind::AlarmRaised {
+                    alarm: Alarm::RoomFull,
+                    ..
+                }
             )),
             "ROOM_FULL raised"
         );
         // A seat given back (the real viewer left) admits again.
         h.end("r1", LeaveReason::Left);
         h.end("j1", LeaveReason::RoomFull);
-        h.admit("cam", SessionRole::Viewer, "real-2").expect("a seat is free");
+        h.admit("cam", SessionRole::Viewer, "real-2")
+            .expect("a seat is free");
     }
 
     #[test]
@@ -2071,7 +2086,14 @@ mod tests {
             reply,
         })
         .unwrap();
-        assert!(h.ask(|reply| Msg::ListRooms { reply }).is_empty());
+        assert!(
+            h.ask(|reply| Msg::ListRooms {
+                after: None,
+                limit: usize::MAX,
+                reply
+            })
+            .is_empty()
+        );
         assert!(
             !h.events().iter().any(|e| e.kind == EventKind::RoomDeleted),
             "sessions first"

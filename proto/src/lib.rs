@@ -4,6 +4,8 @@
 //! The server, the admin tools, the tests and the web console share this one
 //! definition; nothing else describes the control API.
 
+pub mod codec;
+
 /// Package `vigil.v1`.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

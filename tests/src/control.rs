@@ -425,6 +425,7 @@ impl Scene {
             .clone()
             .list_participants(admin(pb::ListParticipantsRequest {
                 room: self.room.clone(),
+                ..Default::default()
             }))
             .await
             .expect("ListParticipants")

@@ -129,14 +129,14 @@ async fn control_api_speaks_grpc_web_on_the_http_port() {
     let mut tokens = TokenServiceClient::with_origin(web_channel(), base.clone());
 
     let refused = rooms
-        .list_rooms(pb::ListRoomsRequest {})
+        .list_rooms(pb::ListRoomsRequest::default())
         .await
         .expect_err("no credential");
     assert_eq!(refused.code(), Code::Unauthenticated);
 
     create_rooms(&mut rooms, &["site-1", "site-2"]).await;
     let listed = rooms
-        .list_rooms(with_bearer(pb::ListRoomsRequest {}, ADMIN_KEY))
+        .list_rooms(with_bearer(pb::ListRoomsRequest::default(), ADMIN_KEY))
         .await
         .expect("list rooms")
         .into_inner();
@@ -215,6 +215,7 @@ async fn a_room_admin_token_runs_its_own_room_only() {
         .list_participants(with_bearer(
             pb::ListParticipantsRequest {
                 room: "site-1".into(),
+                ..Default::default()
             },
             &dispatcher,
         ))
@@ -239,6 +240,7 @@ async fn a_room_admin_token_runs_its_own_room_only() {
         .list_participants(with_bearer(
             pb::ListParticipantsRequest {
                 room: "site-2".into(),
+                ..Default::default()
             },
             &dispatcher,
         ))
@@ -246,7 +248,7 @@ async fn a_room_admin_token_runs_its_own_room_only() {
         .expect_err("another room");
     assert_eq!(other.code(), Code::PermissionDenied);
     let list = rooms
-        .list_rooms(with_bearer(pb::ListRoomsRequest {}, &dispatcher))
+        .list_rooms(with_bearer(pb::ListRoomsRequest::default(), &dispatcher))
         .await
         .expect_err("list every room");
     assert_eq!(list.code(), Code::Unauthenticated);
@@ -264,6 +266,7 @@ async fn a_room_admin_token_runs_its_own_room_only() {
         .list_participants(with_bearer(
             pb::ListParticipantsRequest {
                 room: "site-1".into(),
+                ..Default::default()
             },
             &viewer,
         ))

@@ -106,7 +106,7 @@ async fn rooms_secrets_and_tokens_survive_a_restart() {
     );
     let listed = c
         .rooms
-        .list_rooms(with_bearer(pb::ListRoomsRequest {}, &key))
+        .list_rooms(with_bearer(pb::ListRoomsRequest::default(), &key))
         .await
         .expect("ListRooms")
         .into_inner();

@@ -49,7 +49,7 @@ async fn room_lifecycle() {
     create_room(&mut c, "site-2").await;
     let listed = c
         .rooms
-        .list_rooms(admin(pb::ListRoomsRequest {}))
+        .list_rooms(admin(pb::ListRoomsRequest::default()))
         .await
         .expect("ListRooms")
         .into_inner();
@@ -99,13 +99,13 @@ async fn admin_rpcs_need_the_admin_key() {
     let mut c = clients(&vigil).await;
     let anonymous = c
         .rooms
-        .list_rooms(pb::ListRoomsRequest {})
+        .list_rooms(pb::ListRoomsRequest::default())
         .await
         .expect_err("no key");
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     let wrong = c
         .rooms
-        .list_rooms(with_bearer(pb::ListRoomsRequest {}, "not-the-key"))
+        .list_rooms(with_bearer(pb::ListRoomsRequest::default(), "not-the-key"))
         .await
         .expect_err("wrong key");
     assert_eq!(wrong.code(), Code::Unauthenticated);
@@ -116,7 +116,7 @@ async fn admin_rpcs_need_the_admin_key() {
         .expect_err("no key");
     assert_eq!(token.code(), Code::Unauthenticated);
     c.rooms
-        .list_rooms(with_bearer(pb::ListRoomsRequest {}, ADMIN_KEY))
+        .list_rooms(with_bearer(pb::ListRoomsRequest::default(), ADMIN_KEY))
         .await
         .expect("right key");
     vigil.shutdown().await;
@@ -202,5 +202,120 @@ async fn reflection_lists_the_services() {
             "{expected} in {names:?}"
         );
     }
+    vigil.shutdown().await;
+}
+
+/// ListRooms a page at a time: every room once, in name order, over more
+/// rooms than a page; a room created between pages does not shift the
+/// pages (the token names the last room seen, not an offset); a token the
+/// server did not give is INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_rooms_pages_through_more_rooms_than_a_page() {
+    let vigil = secure_server(|_| {}).await;
+    let mut c = clients(&vigil).await;
+    let mut expected: Vec<String> = (0..25).map(|i| format!("room-{i:02}")).collect();
+    for name in &expected {
+        create_room(&mut c, name).await;
+    }
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    let mut pages = Vec::new();
+    loop {
+        let page = c
+            .rooms
+            .list_rooms(admin(pb::ListRoomsRequest {
+                page_size: 10,
+                page_token: page_token.clone(),
+            }))
+            .await
+            .expect("ListRooms page")
+            .into_inner();
+        pages.push(page.rooms.len());
+        seen.extend(page.rooms.into_iter().map(|r| r.name));
+        if pages.len() == 1 {
+            // Sorts before every room not yet listed: not on a later page.
+            create_room(&mut c, "room-00a").await;
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+        assert!(pages.len() < 10, "paging does not end");
+    }
+    assert_eq!(pages, [10, 10, 5]);
+    assert_eq!(seen, expected);
+
+    // The default page holds them all (26 < 100), now with the new one.
+    let all = c
+        .rooms
+        .list_rooms(admin(pb::ListRoomsRequest::default()))
+        .await
+        .expect("ListRooms")
+        .into_inner();
+    expected.insert(1, "room-00a".into());
+    let names: Vec<_> = all.rooms.into_iter().map(|r| r.name).collect();
+    assert_eq!(names, expected);
+    assert!(all.next_page_token.is_empty());
+
+    let bad = c
+        .rooms
+        .list_rooms(admin(pb::ListRoomsRequest {
+            page_size: 10,
+            page_token: "offset=10".into(),
+        }))
+        .await
+        .expect_err("a forged token");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    vigil.shutdown().await;
+}
+
+/// A request whose string field is not UTF-8 does not decode: the caller's
+/// fault, so INVALID_ARGUMENT (prost's default would be INTERNAL), and the
+/// server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_does_not_decode_is_invalid_argument() {
+    let vigil = secure_server(|_| {}).await;
+    // CreateRoomRequest { name (field 1, length-delimited) = 0xff 0xfe }.
+    let message = [0x0a, 0x02, 0xff, 0xfe];
+    let mut frame = vec![0u8, 0, 0, 0, message.len() as u8];
+    frame.extend_from_slice(&message);
+    let response = vigil_tests::http_client::request(
+        "POST",
+        &format!("http://{}/vigil.v1.RoomService/CreateRoom", vigil.grpc_addr),
+        &[
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+            ("authorization", &format!("Bearer {ADMIN_KEY}")),
+        ],
+        frame,
+    )
+    .await;
+    // gRPC-web carries the status in a header (trailers-only answer) or
+    // in the trailer frame at the end of the body.
+    let status = response
+        .header("grpc-status")
+        .map(str::to_owned)
+        .or_else(|| {
+            response.body.split("grpc-status:").nth(1).map(|rest| {
+                rest.trim_start()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect()
+            })
+        });
+    assert_eq!(
+        status.as_deref(),
+        Some("3"),
+        "INVALID_ARGUMENT (3): {response:?}"
+    );
+    // Still serving, and nothing was created.
+    let mut c = clients(&vigil).await;
+    let listed = c
+        .rooms
+        .list_rooms(admin(pb::ListRoomsRequest::default()))
+        .await
+        .expect("ListRooms")
+        .into_inner();
+    assert!(listed.rooms.is_empty(), "{listed:?}");
     vigil.shutdown().await;
 }

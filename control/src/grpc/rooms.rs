@@ -73,9 +73,15 @@ impl RoomService for Rooms {
         request: Request<pb::ListRoomsRequest>,
     ) -> Result<Response<pb::ListRoomsResponse>, Status> {
         self.admin(&request)?;
-        let rooms = self.control.rooms().await?;
+        let req = request.into_inner();
+        let size = page_size(req.page_size);
+        let after = page_after(&req.page_token)?;
+        // One more than the page: whether there is a next one.
+        let mut rooms = self.control.rooms_after(after, size + 1).await?;
+        let next_page_token = next_token(&mut rooms, size, |room| room.spec.name.to_string());
         Ok(Response::new(pb::ListRoomsResponse {
             rooms: rooms.into_iter().map(convert::room).collect(),
+            next_page_token,
         }))
     }
 
@@ -95,12 +101,17 @@ impl RoomService for Rooms {
         request: Request<pb::ListParticipantsRequest>,
     ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
         self.room_admin(&request, &request.get_ref().room).await?;
-        let participants = self
-            .control
-            .participants(&request.into_inner().room)
-            .await?;
+        let req = request.into_inner();
+        let size = page_size(req.page_size);
+        let after = page_after(&req.page_token)?;
+        let mut participants = self.control.participants(&req.room).await?;
+        participants.sort_by(|a, b| a.identity.cmp(&b.identity));
+        participants.retain(|p| after.is_none_or(|after| p.identity.as_str() > after));
+        participants.truncate(size + 1);
+        let next_page_token = next_token(&mut participants, size, |p| p.identity.clone());
         Ok(Response::new(pb::ListParticipantsResponse {
             participants: participants.into_iter().map(convert::participant).collect(),
+            next_page_token,
         }))
     }
 
@@ -200,4 +211,43 @@ impl RoomService for Rooms {
             sessions_closed: closed as u32,
         }))
     }
+}
+
+/// A page when the client asks for none (`page_size` 0), and the most.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+fn page_size(asked: u32) -> usize {
+    match asked as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+/// Page tokens are `a:` and the last key of the previous page (opaque to
+/// clients; stable, since rooms and identities are listed in key order).
+const TOKEN_PREFIX: &str = "a:";
+
+fn page_after(token: &str) -> Result<Option<&str>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(TOKEN_PREFIX)
+        .filter(|key| !key.is_empty())
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument("page_token is not one this server gave"))
+}
+
+/// Cuts `items` (fetched one past the page) to `size`, and the token of the
+/// next page if there was more.
+fn next_token<T>(items: &mut Vec<T>, size: usize, key: impl Fn(&T) -> String) -> String {
+    if items.len() <= size {
+        return String::new();
+    }
+    items.truncate(size);
+    items
+        .last()
+        .map(|last| format!("{TOKEN_PREFIX}{}", key(last)))
+        .unwrap_or_default()
 }

@@ -32,6 +32,21 @@ export function connect(credential) {
   };
 }
 
+/**
+ * Every item of a paged list RPC (`pageToken`/`nextPageToken`, AIP-158):
+ * `list(request)` is called page after page and `field` of each collected.
+ */
+export async function allPages(list, request, field) {
+  const items = [];
+  let pageToken = "";
+  do {
+    const page = await list({ ...request, pageSize: 1000, pageToken });
+    items.push(...page[field]);
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+  return items;
+}
+
 /** Errors that retrying will not fix. */
 export function isFinal(e) {
   const code = ConnectError.from(e).code;

@@ -176,11 +176,22 @@ impl Client {
         self.answer(response)
     }
 
-    /// RoomService.ListRooms.
+    /// RoomService.ListRooms, every page: all rooms in one response.
     pub async fn list_rooms(&self) -> Result<pb::ListRoomsResponse, CtlError> {
-        let request = pb::ListRoomsRequest {};
-        let response = self.rooms().list_rooms(self.request(request)).await;
-        self.answer(response)
+        let mut all = pb::ListRoomsResponse::default();
+        loop {
+            let request = pb::ListRoomsRequest {
+                page_size: 1000,
+                page_token: std::mem::take(&mut all.next_page_token),
+            };
+            let response = self.rooms().list_rooms(self.request(request)).await;
+            let page = self.answer(response)?;
+            all.rooms.extend(page.rooms);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            all.next_page_token = page.next_page_token;
+        }
     }
 
     /// RoomService.DeleteRoom.
@@ -190,14 +201,26 @@ impl Client {
         self.answer(response)
     }
 
-    /// RoomService.ListParticipants.
+    /// RoomService.ListParticipants, every page.
     pub async fn list_participants(
         &self,
         room: &str,
     ) -> Result<pb::ListParticipantsResponse, CtlError> {
-        let request = pb::ListParticipantsRequest { room: room.into() };
-        let response = self.rooms().list_participants(self.request(request)).await;
-        self.answer(response)
+        let mut all = pb::ListParticipantsResponse::default();
+        loop {
+            let request = pb::ListParticipantsRequest {
+                room: room.into(),
+                page_size: 1000,
+                page_token: std::mem::take(&mut all.next_page_token),
+            };
+            let response = self.rooms().list_participants(self.request(request)).await;
+            let page = self.answer(response)?;
+            all.participants.extend(page.participants);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            all.next_page_token = page.next_page_token;
+        }
     }
 
     /// RoomService.ListAlarms.

@@ -3,7 +3,7 @@
 // revocation (one token, or every token of a room). Kept current by the
 // event feed.
 
-import { Code, ConnectError, followEvents } from "../api.js";
+import { Code, ConnectError, allPages, followEvents } from "../api.js";
 import { actionButton, copyField, errorText, formatTime, h, replace, toast } from "../dom.js";
 import { isLoopback, publicBase } from "../links.js";
 import { header } from "./header.js";
@@ -15,7 +15,7 @@ export function roomsPage(app, { api, credential, signOut }) {
 
   const refresh = async () => {
     try {
-      const { rooms } = await api.rooms.listRooms({});
+      const rooms = await allPages((r) => api.rooms.listRooms(r), {}, "rooms");
       error.textContent = "";
       replace(
         list,

@@ -9,7 +9,7 @@
 // so a reload does not empty it (and no old alarm sounds again). Both
 // reconnect by themselves; a banner says so meanwhile.
 
-import { Code, ConnectError, LeaveReason, SessionRole, followEvents } from "../api.js";
+import { Code, ConnectError, LeaveReason, SessionRole, allPages, followEvents } from "../api.js";
 import { actionButton, errorText, formatTime, h, replace, sleep, toast } from "../dom.js";
 import { describe } from "../describe.js";
 import { publish } from "../whip.js";
@@ -137,7 +137,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   const resync = async () => {
     const asked = performance.now();
     try {
-      const { participants } = await api.rooms.listParticipants({ room });
+      const participants = await allPages((r) => api.rooms.listParticipants(r), { room }, "participants");
       dispatchers.clear();
       for (const p of participants) if (p.dispatcher && p.identity !== mine.identity) dispatchers.add(p.identity);
       renderPresence();
