@@ -66,12 +66,114 @@ fn filter(level: LevelFilter) -> EnvFilter {
 /// is a terminal and `NO_COLOR` is unset: a log file or journal gets plain
 /// text.
 pub fn init(level: LevelFilter) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter(level))
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
+    tracing_subscriber::registry()
+        .with(filter(level))
+        .with(RepeatLimit::new(REPEAT_WINDOW, REPEATS_PER_WINDOW))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour),
+        )
         .init();
+}
+
+/// How many warnings or errors one line of code may log per window before
+/// the rest of the window's are counted instead of written.
+pub const REPEATS_PER_WINDOW: u32 = 10;
+/// The window of [`REPEATS_PER_WINDOW`].
+pub const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps one line of code from flooding the log: a peer that sends garbage
+/// many times a second, or a fault that repeats for every packet, would
+/// otherwise write a warning each time (issue 14 saw 21 MB from 200
+/// sessions). Warnings and errors are counted by where they come from (the
+/// file and line, for webrtc-rs's `log` records too); past
+/// [`REPEATS_PER_WINDOW`] in a [`REPEAT_WINDOW`] the rest are dropped, and
+/// the next one after the window says how many were.
+pub struct RepeatLimit {
+    window: std::time::Duration,
+    per_window: u32,
+    seen: std::sync::Mutex<std::collections::HashMap<(String, u32), Repeats>>,
+}
+
+struct Repeats {
+    since: std::time::Instant,
+    written: u32,
+    dropped: u64,
+}
+
+impl RepeatLimit {
+    /// At most `per_window` events per source per `window`.
+    pub fn new(window: std::time::Duration, per_window: u32) -> RepeatLimit {
+        RepeatLimit {
+            window,
+            per_window,
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether an event from `source` at `now` is written; with the count
+    /// dropped in the window that just ended, when it is the first after one.
+    fn admit(&self, source: (String, u32), now: std::time::Instant) -> (bool, u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() > 10_000 {
+            let window = self.window;
+            seen.retain(|_, r| now.saturating_duration_since(r.since) < window);
+        }
+        let repeats = seen.entry(source).or_insert(Repeats {
+            since: now,
+            written: 0,
+            dropped: 0,
+        });
+        let mut dropped_before = 0;
+        if now.saturating_duration_since(repeats.since) >= self.window {
+            dropped_before = std::mem::take(&mut repeats.dropped);
+            repeats.since = now;
+            repeats.written = 0;
+        }
+        if repeats.written < self.per_window {
+            repeats.written += 1;
+            (true, dropped_before)
+        } else {
+            repeats.dropped += 1;
+            (false, dropped_before)
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RepeatLimit {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        use tracing_log::NormalizeEvent as _;
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        if *meta.level() > tracing::Level::WARN {
+            return true;
+        }
+        let source = (
+            format!("{}:{}", meta.target(), meta.file().unwrap_or("?")),
+            meta.line().unwrap_or(0),
+        );
+        let (write, dropped) = self.admit(source, std::time::Instant::now());
+        if dropped > 0 {
+            // Not through `tracing`: this runs inside its dispatch.
+            eprintln!(
+                "{} vigil: {dropped} more like the next line ({}, {}:{}) were not logged in the last {} s",
+                meta.level(),
+                meta.target(),
+                meta.file().unwrap_or("?"),
+                meta.line().unwrap_or(0),
+                self.window.as_secs()
+            );
+        }
+        write
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +223,44 @@ mod tests {
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn a_repeated_warning_is_written_a_few_times_per_window() {
+        let limit = RepeatLimit::new(std::time::Duration::from_secs(10), 3);
+        let t0 = std::time::Instant::now();
+        let here = || ("rtc_ice:agent.rs".to_owned(), 42);
+        let written: Vec<bool> = (0..100).map(|_| limit.admit(here(), t0).0).collect();
+        assert_eq!(written.iter().filter(|w| **w).count(), 3);
+        // Another source has its own budget.
+        assert!(limit.admit(("x".into(), 1), t0).0);
+        // Past the window: written again, and told how many were dropped.
+        let later = t0 + std::time::Duration::from_secs(11);
+        assert_eq!(limit.admit(here(), later), (true, 97));
+        assert_eq!(limit.admit(here(), later), (true, 0));
+    }
+
+    #[test]
+    fn the_limit_applies_to_log_records_and_spares_info() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(RepeatLimit::new(std::time::Duration::from_secs(60), 2))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || writer.clone())
+                    .with_ansi(false),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..50 {
+                tracing::warn!(target: "rtc::peer_connection::handler", "refused-datagram");
+                tracing::info!(target: "vigil_gateway::sfu", "own-info");
+            }
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("refused-datagram").count(), 2);
+        assert_eq!(text.matches("own-info").count(), 50);
     }
 
     #[test]
