@@ -31,6 +31,7 @@ printf '%s\r\n' \
   'a=ssrc:2222 cname:x' > "$work/offer.sdp"
 
 "$bin" --insecure-no-auth --http-listen 127.0.0.1:18081 --grpc-listen 127.0.0.1:15052 \
+  --posts-per-second-per-address 0 --max-pending-per-address 0 \
   --media-listen 127.0.0.1:18199 --media-threads 1 --data-dir "$work/data" \
   > "$work/server.log" 2>&1 &
 pid=$!
