@@ -93,6 +93,8 @@ struct Server {
     child: Child,
     http: SocketAddr,
     grpc: SocketAddr,
+    /// `http`, or `https` with TLS on.
+    scheme: &'static str,
     data_dir: TempDir,
     /// Where ctl runs, so its default `--data-dir data` finds nothing real.
     cwd: TempDir,
@@ -123,14 +125,19 @@ impl Server {
             .spawn()
             .expect("start vigil");
         let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
-        let http = stdout.find("WHIP address", |line| {
-            // "WHIP publish: http://127.0.0.1:PORT/whip/<room>/<stream> ..."
-            let rest = line.strip_prefix("WHIP publish: http://")?;
-            rest.split('/').next()?.parse().ok()
+        let (http, scheme) = stdout.find("WHIP address", |line| {
+            // "WHIP publish: http[s]://127.0.0.1:PORT/whip/<room>/<stream> ..."
+            let rest = line.strip_prefix("WHIP publish: ")?;
+            let (scheme, rest) = match rest.strip_prefix("https://") {
+                Some(rest) => ("https", rest),
+                None => ("http", rest.strip_prefix("http://")?),
+            };
+            Some((rest.split('/').next()?.parse().ok()?, scheme))
         });
         let grpc = stdout.find("gRPC address", |line| {
-            // "gRPC control: 127.0.0.1:PORT (health, ...)"
+            // "gRPC control: [https://]127.0.0.1:PORT (health, ...)"
             let rest = line.strip_prefix("gRPC control: ")?;
+            let rest = rest.strip_prefix("https://").unwrap_or(rest);
             rest.split(' ').next()?.parse().ok()
         });
         // The reader thread keeps draining stdout, so the pipe never fills.
@@ -138,6 +145,7 @@ impl Server {
             child,
             http,
             grpc,
+            scheme,
             data_dir,
             cwd: TempDir::new("cwd"),
         }
@@ -155,7 +163,7 @@ impl Server {
             .current_dir(&self.cwd.0)
             .arg("ctl")
             .arg("--server")
-            .arg(format!("http://{}", self.grpc))
+            .arg(format!("{}://{}", self.scheme, self.grpc))
             .arg("--data-dir")
             .arg(data_dir);
         for name in CTL_ENV {
@@ -807,6 +815,41 @@ fn an_unreachable_server_exits_3() {
     );
 }
 
+/// With `--tls-self-signed`, `vigil ctl --server https://...` trusts the
+/// CA the server keeps in the data directory; without that CA the
+/// certificate is refused (exit 3, unreachable), so the check is real.
+#[test]
+fn ctl_speaks_https_trusting_the_data_directory_ca() {
+    let server = Server::start(&["--tls-self-signed"]);
+    assert_eq!(server.scheme, "https");
+    server.ctl(&["room", "create", "site-1"]).ok();
+    let listed = server.ctl(&["room", "list"]).ok();
+    assert_eq!(listed.first_words(), ["site-1"], "{listed:?}");
+
+    let key = std::fs::read_to_string(server.data_dir().join("admin.key")).unwrap();
+    let elsewhere = TempDir::new("no-ca");
+    let refused =
+        run(server
+            .ctl_in(&elsewhere.0)
+            .args(["--admin-key", key.trim(), "room", "list"]));
+    assert_eq!(refused.code, Some(3), "{refused:?}");
+    assert!(
+        refused.stderr.contains("certificate") || refused.stderr.contains("Certificate"),
+        "{refused:?}"
+    );
+    // Given the CA explicitly, it works from anywhere.
+    let ca = server.data_dir().join("tls").join("ca.pem");
+    let listed = run(server.ctl_in(&elsewhere.0).args([
+        "--admin-key",
+        key.trim(),
+        "--tls-ca",
+        ca.to_str().unwrap(),
+        "room",
+        "list",
+    ]));
+    assert_eq!(listed.code, Some(0), "{listed:?}");
+}
+
 #[test]
 fn usage_errors_exit_2_and_help_lists_every_command() {
     let vigil = |args: &[&str]| {
@@ -818,7 +861,7 @@ fn usage_errors_exit_2_and_help_lists_every_command() {
         &["ctl"][..],
         &["ctl", "room", "frobnicate"],
         &["ctl", "mute", "site-1", "cam-1", "smell"],
-        &["ctl", "--server", "https://vigil.example", "room", "list"],
+        &["ctl", "--server", "ftp://vigil.example", "room", "list"],
         // A server flag before `ctl` would be ignored: refused instead.
         &["--grpc-listen", "127.0.0.1:1", "ctl", "room", "list"],
     ] {
