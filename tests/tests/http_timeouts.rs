@@ -116,3 +116,65 @@ async fn a_body_that_stops_arriving_gets_408() {
         "a problem body: {said:?}"
     );
 }
+
+/// The per-address connection cap: past it, a new connection from that
+/// address is closed at once, while another address is served; a slot
+/// comes back when one of the address's connections closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_per_address_cap_are_closed_at_once() {
+    let vigil = start_server(|c| {
+        c.http_header_timeout = PATIENCE;
+        c.limits.max_connections_per_address = 20;
+    })
+    .await;
+    let from = |last: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+            .unwrap();
+        socket.connect(vigil.http_addr).await.expect("connect")
+    };
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut stream = from(3).await;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    // The 21st from 127.0.0.3: closed without an answer, long before any timeout.
+    let mut over = from(3).await;
+    let _ = over
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: v\r\n\r\n")
+        .await;
+    let started = std::time::Instant::now();
+    let said = until_closed(&mut over, "the connection over the cap").await;
+    assert!(said.is_empty(), "answered {said:?}");
+    assert!(started.elapsed() < TIMEOUT, "closed at once");
+    // Another address is served meanwhile.
+    let mut other = from(2).await;
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        until_closed(&mut other, "127.0.0.2")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // One closed: the address may connect again.
+    drop(held.pop());
+    let served = vigil_tests::eventually(PATIENCE, "a slot back", || async {
+        let mut again = from(3).await;
+        again
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let said = until_closed(&mut again, "127.0.0.3 again").await;
+        said.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+    let () = served;
+    vigil.shutdown().await;
+}
