@@ -6,8 +6,11 @@
 
 import { chromium } from 'playwright-core';
 
-/** `loopback`: let WebRTC gather loopback candidates (--allow-loopback-in-peer-connection). */
-export function launchChromium({ loopback }) {
+/**
+ * `loopback`: let WebRTC gather loopback candidates (--allow-loopback-in-peer-connection);
+ * `args`: more command-line flags.
+ */
+export function launchChromium({ loopback, args = [] }) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -16,6 +19,7 @@ export function launchChromium({ loopback }) {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       ...(loopback ? ['--allow-loopback-in-peer-connection'] : []),
+      ...args,
     ],
   });
 }

@@ -36,12 +36,25 @@ pub async fn secure_server(tweak: impl FnOnce(&mut Config)) -> Vigil {
 }
 
 /// A channel to the server's gRPC port.
+/// Over TLS when the server has it, trusting its self-signed CA.
 pub async fn channel(vigil: &Vigil) -> Channel {
-    Channel::from_shared(format!("http://{}", vigil.grpc_addr))
-        .expect("gRPC URI")
-        .connect()
-        .await
-        .expect("connect to gRPC")
+    let ca = vigil
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.self_signed.as_ref())
+        .map(|made| std::fs::read(&made.ca).expect("the CA file"));
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        Channel::from_shared(format!("{scheme}://{}", vigil.grpc_addr)).expect("gRPC URI");
+    if let Some(ca) = ca {
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            )
+            .expect("TLS config");
+    }
+    endpoint.connect().await.expect("connect to gRPC")
 }
 
 /// Every service gRPC health reports on: the server as a whole (`""`) and
