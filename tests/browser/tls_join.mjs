@@ -29,7 +29,14 @@ runMain(async () => {
     const untrusted = await launchChromium({ loopback: false });
     try {
       const page = await untrusted.newPage();
-      const refused = await page.goto(`${args.base}/healthz`).then(() => null, (e) => String(e));
+      // A fresh Chromium in a fresh namespace may still see its network
+      // settle (ERR_NETWORK_CHANGED): that is no verdict on the certificate.
+      let refused = null;
+      for (let attempt = 0; attempt < 5; attempt++) {
+        refused = await page.goto(`${args.base}/healthz`).then(() => null, (e) => String(e));
+        if (!refused?.includes('ERR_NETWORK_CHANGED')) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
       result.steps.untrusted = { refused };
     } finally {
       await untrusted.close().catch(() => {});
@@ -45,6 +52,14 @@ runMain(async () => {
       const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
       const page = await context.newPage();
       page.on('console', (m) => log('page:', m.type(), m.text()));
+      // The same settling as above, now with the CA trusted: /healthz loads.
+      result.step = 'trusted healthz';
+      for (let attempt = 0; ; attempt++) {
+        const failed = await page.goto(`${args.base}/healthz`).then(() => null, (e) => String(e));
+        if (!failed) break;
+        if (!failed.includes('ERR_NETWORK_CHANGED') || attempt >= 4) throw new Error(failed);
+        await new Promise((r) => setTimeout(r, 500));
+      }
       result.step = 'go live';
       await goLive(page, args.link, STEP_MS);
       result.steps.secureContext = await page.evaluate(() => window.isSecureContext);
