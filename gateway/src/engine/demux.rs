@@ -112,7 +112,7 @@ impl<C: Copy + Eq + Hash> Demux<C> {
     /// The connection a datagram from `from` belongs to, if any. A STUN
     /// request goes by its USERNAME, anything else by its checked source.
     pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<C> {
-        if is_stun_message(datagram)
+        if is_stun(datagram)
             && let Some(request) = decode_stun(datagram).filter(|m| m.typ == BINDING_REQUEST)
         {
             let conn = server_ufrag(&request).and_then(|ufrag| self.by_ufrag.get(ufrag).copied());
@@ -134,7 +134,7 @@ impl<C: Copy + Eq + Hash> Demux<C> {
     /// success teaches the demultiplexer `to`; STUN goes to `to`, media to
     /// the connection's current address.
     pub fn on_transmit(&mut self, conn: C, to: SocketAddr, datagram: &[u8]) -> SocketAddr {
-        if is_stun_message(datagram) {
+        if is_stun(datagram) {
             if let Some(response) = decode_stun(datagram).filter(|m| m.typ == BINDING_SUCCESS) {
                 self.learn(conn, to, response.transaction_id);
             }
@@ -206,6 +206,16 @@ fn server_ufrag(request: &Message) -> Option<&str> {
     username.split(':').next()
 }
 
+/// A STUN message by RFC 7983's demultiplexing (first byte 0-3: the two
+/// top bits of every STUN message are zero, RFC 8489 §5) and its magic
+/// cookie. webrtc-rs's `is_stun_message` checks the cookie alone, so a
+/// datagram of another kind that happens to carry the cookie (found by
+/// `fuzz/fuzz_targets/stun_demux.rs`: first byte 0x40) was routed by the
+/// USERNAME it seemed to carry.
+fn is_stun(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|&b| b < 4) && is_stun_message(datagram)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +276,18 @@ mod tests {
             a,
             "media to the checked address"
         );
+    }
+
+    #[test]
+    fn only_what_rfc_7983_calls_stun_goes_by_username() {
+        let mut demux = Demux::new();
+        demux.add_ufrag(1, "s1");
+        let mut check = request("s1:c", false).raw;
+        assert_eq!(demux.route(addr(1, 5000), &check), Some(1));
+        // The same bytes with a first byte of another kind (64-79: TURN
+        // channel data) are not a check, and come from no checked address.
+        check[0] = 0x40;
+        assert_eq!(demux.route(addr(1, 5000), &check), None);
     }
 
     #[test]
