@@ -1545,22 +1545,8 @@ mod tests {
         }
 
         fn start(&mut self, session: &str, stream_name: &str, role: SessionRole, identity: &str) {
-            self.owner.handle(
-                Msg::SessionStarted {
-                    session: session.into(),
-                    room: room(),
-                    stream: stream(stream_name),
-                    role,
-                    identity: identity.into(),
-                },
-                self.t0,
-            );
-            self.owner.handle(
-                Msg::SessionConnected {
-                    session: session.into(),
-                },
-                self.t0,
-            );
+            self.start_unconnected(session, stream_name, role, identity);
+            self.connect(session);
         }
 
         /// A session that negotiated but has not connected (yet).
