@@ -641,6 +641,37 @@ fn a_publishers_packets_reach_every_viewer_renumbered() {
 }
 
 #[test]
+fn a_padded_packet_reaches_the_viewer_whole() {
+    const CAMERA: u32 = 0x00ca_fe0d;
+    let (mut world, publisher, viewers) = World::stream_with_two_viewers(CAMERA);
+    // A keyframe first (viewers start there), then P slices padded to a
+    // multiple of four as some encoders and SRTP senders do. Each
+    // payload's last byte is small: a padding flag left on the forwarded
+    // packet would make the viewer cut that many bytes off.
+    world.client_sends(publisher, CAMERA, 1000);
+    let padded: Vec<Bytes> = (1001..1011u16)
+        .map(|seq| Bytes::from(vec![0x41, 0x9a, seq as u8, 1 + (seq % 3) as u8, 0x01]))
+        .collect();
+    for (seq, payload) in (1001..).zip(&padded) {
+        let mut p = packet(CAMERA, seq);
+        p.header.padding = true;
+        p.payload = payload.clone();
+        world.client_sends_packet(publisher, p);
+        world.step(Duration::from_millis(5));
+    }
+    world.run_until("padded packets", Duration::from_secs(1), |w| {
+        viewers.iter().all(|&v| w.clients[v].received.len() >= 11)
+    });
+    for &v in &viewers {
+        let got: Vec<&Bytes> = world.clients[v].received[1..]
+            .iter()
+            .map(|(_, _, p)| p)
+            .collect();
+        assert_eq!(got, padded.iter().collect::<Vec<_>>(), "viewer {v}");
+    }
+}
+
+#[test]
 fn a_viewers_keyframe_request_names_its_source() {
     const CAMERA: u32 = 0x00ca_fe02;
     let mut world = World::new();

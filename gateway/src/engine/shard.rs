@@ -1579,10 +1579,14 @@ impl Shard {
 /// `source`'s header without its extensions (their ids were negotiated
 /// with the publisher; [`Rewriter::rewrite`] drops them anyway), so that
 /// making a viewer's header never copies them.
+///
+/// Nor its padding flag: parsing took the padding off the payload, and
+/// the fast path seals header and payload as they are, so a flag left
+/// set would make the viewer cut the payload's last bytes as padding.
 fn bare_header(source: &rtp::header::Header) -> rtp::header::Header {
     rtp::header::Header {
         version: source.version,
-        padding: source.padding,
+        padding: false,
         marker: source.marker,
         payload_type: source.payload_type,
         sequence_number: source.sequence_number,
