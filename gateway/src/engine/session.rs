@@ -167,7 +167,8 @@ pub fn answer(
     for track in tracks {
         senders.push(pc.add_track(track)?);
     }
-    pc.set_remote_description(now, RTCSessionDescription::offer(offer.to_owned())?)?;
+    let offer = with_explicit_directions(offer);
+    pc.set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
     let answer = pc.create_answer(None)?;
     // The text only: cloning the description deep-copies its parsed SDP.
     let sdp = advertised(&answer.sdp, &options.advertise);
@@ -211,6 +212,50 @@ fn register_video_feedback(media_engine: &mut MediaEngine) {
             RtpCodecKind::Video,
         );
     }
+}
+
+/// The direction attributes SDP has (RFC 8866 §6.7).
+const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+
+/// `offer` with a direction attribute in every audio and video section:
+/// the session-level one where the section has none, else `sendrecv`
+/// (RFC 3264 §5.1, RFC 8866 §6.7). rtc 0.21 reads directions from media
+/// sections only and skips a section without one, answering no media at
+/// all; some hand-written and older clients leave `sendrecv` out.
+fn with_explicit_directions(offer: &str) -> String {
+    fn direction_of(line: &str) -> Option<&str> {
+        let attribute = line.trim_end().strip_prefix("a=")?;
+        DIRECTIONS.iter().copied().find(|d| *d == attribute)
+    }
+    let lines: Vec<&str> = offer.split_inclusive('\n').collect();
+    let first_media = lines
+        .iter()
+        .position(|l| l.starts_with("m="))
+        .unwrap_or(lines.len());
+    let session_direction = lines[..first_media]
+        .iter()
+        .find_map(|l| direction_of(l))
+        .unwrap_or("sendrecv");
+    let mut out = String::with_capacity(offer.len() + 32);
+    let mut section_start = 0;
+    for (i, line) in lines.iter().enumerate() {
+        out.push_str(line);
+        let section_ends = lines.get(i + 1).is_none_or(|next| next.starts_with("m="));
+        if i >= first_media && section_ends {
+            let section = &lines[section_start.max(first_media)..=i];
+            let is_rtp = section[0].starts_with("m=audio") || section[0].starts_with("m=video");
+            if is_rtp && !section.iter().any(|l| direction_of(l).is_some()) {
+                if !out.ends_with('\n') {
+                    out.push_str("\r\n");
+                }
+                out.push_str("a=");
+                out.push_str(session_direction);
+                out.push_str("\r\n");
+            }
+            section_start = i + 1;
+        }
+    }
+    out
 }
 
 /// `sdp` with each candidate line repeated once per IP of `ips`, carrying
@@ -270,6 +315,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sections_without_a_direction_get_the_session_one_or_sendrecv() {
+        let offer = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=recvonly\r\n\
+                     m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
+        assert_eq!(
+            with_explicit_directions(offer),
+            "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=recvonly\r\n\
+             m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n"
+        );
+        let session_level = "v=0\r\na=sendonly\r\nm=video 9 RTP/SAVPF 96\na=mid:0";
+        assert_eq!(
+            with_explicit_directions(session_level),
+            "v=0\r\na=sendonly\r\nm=video 9 RTP/SAVPF 96\na=mid:0\r\na=sendonly\r\n"
+        );
+        let complete = "v=0\r\nm=video 9 RTP/SAVPF 96\r\na=sendonly\r\n";
+        assert_eq!(with_explicit_directions(complete), complete);
+    }
+
+    #[test]
     fn advertised_ips_replace_the_candidate_address() {
         let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 0.0.0.0 8189 typ host\r\na=end-of-candidates\r\n";
         assert_eq!(advertised(sdp, &[]), sdp);
@@ -284,5 +349,102 @@ mod tests {
              a=candidate:1 1 udp 2130706431 2001:db8::7 8189 typ host\r\n\
              a=end-of-candidates\r\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod direction_tests {
+    use super::*;
+    use crate::engine::{h264_baseline, send_track};
+    use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+    const LOCAL: SocketAddr = SocketAddr::new(
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        8189,
+    );
+
+    /// A browser-shaped offer of one video section, a viewer's (recvonly)
+    /// or a publisher's (a track), with the section's direction attribute
+    /// removed (RFC 3264 §5.1: then it is sendrecv) when `strip` is set;
+    /// optionally given as a session-level attribute instead (RFC 8866
+    /// §6.7).
+    fn offer(publisher: bool, strip: bool, session_level: bool) -> String {
+        let now = Instant::now();
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs().expect("codecs");
+        let mut client = RTCPeerConnectionBuilder::new()
+            .with_setting_engine(SettingEngineBuilder::new().build())
+            .with_media_engine(media_engine)
+            .build(now)
+            .expect("client");
+        if publisher {
+            client
+                .add_track(send_track(
+                    "camera",
+                    RtpCodecKind::Video,
+                    0xca,
+                    h264_baseline(),
+                ))
+                .expect("track");
+        } else {
+            client
+                .add_transceiver_from_kind(
+                    RtpCodecKind::Video,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        ..Default::default()
+                    }),
+                )
+                .expect("transceiver");
+        }
+        let sdp = client.create_offer(None).expect("offer").sdp;
+        let attribute = DIRECTIONS
+            .iter()
+            .map(|d| format!("a={d}\r\n"))
+            .find(|a| sdp.contains(a.as_str()))
+            .expect("a direction");
+        if !strip {
+            return sdp;
+        }
+        let sdp = sdp.replace(&attribute, "");
+        if session_level {
+            // Session attributes come before the first m= line.
+            sdp.replacen("m=", &format!("{attribute}m="), 1)
+        } else {
+            sdp
+        }
+    }
+
+    fn answered(offer: &str, tracks: Vec<MediaStreamTrack>) -> String {
+        answer(offer, LOCAL, tracks, &SessionOptions::default(), Instant::now())
+            .expect("answered")
+            .answer
+    }
+
+    #[test]
+    fn a_viewer_offer_without_direction_is_sent_to() {
+        for (strip, session_level) in [(false, false), (true, false), (true, true)] {
+            let sdp = offer(false, strip, session_level);
+            let track = send_track("video", RtpCodecKind::Video, 0x5eed, h264_baseline());
+            let answer = answered(&sdp, vec![track]);
+            assert!(
+                answer.contains("a=sendonly") || answer.contains("a=sendrecv"),
+                "strip {strip}, session level {session_level}: {answer}"
+            );
+            assert!(answer.contains("a=ssrc:24301"), "the track's SSRC: {answer}");
+        }
+    }
+
+    #[test]
+    fn a_publisher_offer_without_direction_is_received() {
+        for (strip, session_level) in [(false, false), (true, false), (true, true)] {
+            let sdp = offer(true, strip, session_level);
+            let answer = answered(&sdp, Vec::new());
+            assert!(
+                answer.contains("a=recvonly") || answer.contains("a=sendrecv"),
+                "strip {strip}, session level {session_level}: {answer}"
+            );
+        }
     }
 }
