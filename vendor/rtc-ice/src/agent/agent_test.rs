@@ -299,7 +299,7 @@ fn test_handle_peer_reflexive_udp_pflx_candidate() -> Result<()> {
         );
 
         // length of remote candidate list for a network type must be 1
-        if let Some(remote_index) = a.find_remote_candidate(remote_addr) {
+        if let Some(remote_index) = a.find_remote_candidate(remote_addr, TransportProtocol::UDP) {
             let c = &a.remote_candidates[remote_index];
 
             assert_eq!(

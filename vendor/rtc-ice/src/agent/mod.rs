@@ -578,7 +578,11 @@ impl Agent {
     pub fn is_valid_non_stun_traffic(&mut self, now: Instant, transport: TransportContext) -> bool {
         self.find_local_candidate(transport.local_addr, transport.transport_protocol)
             .is_some()
-            && self.validate_non_stun_traffic(now, transport.peer_addr)
+            && self.validate_non_stun_traffic(
+                now,
+                transport.peer_addr,
+                transport.transport_protocol,
+            )
     }
 
     fn get_timeout_interval(&self) -> Duration {
@@ -1014,9 +1018,17 @@ impl Agent {
         self.nominated_pair = None;
     }
 
-    pub(crate) fn find_remote_candidate(&self, addr: SocketAddr) -> Option<usize> {
+    /// Vigil patch: the remote candidate at `addr` *over `transport_protocol`*. A peer may
+    /// offer a UDP and a TCP candidate at the same address and port (Vigil's media ports
+    /// do); matching the address alone took a TCP check's response for the UDP candidate's
+    /// and found no pair for it.
+    pub(crate) fn find_remote_candidate(
+        &self,
+        addr: SocketAddr,
+        transport_protocol: TransportProtocol,
+    ) -> Option<usize> {
         for (index, c) in self.remote_candidates.iter().enumerate() {
-            if c.addr() == addr {
+            if c.addr() == addr && c.network_type().to_protocol() == transport_protocol {
                 return Some(index);
             }
         }
@@ -1258,6 +1270,9 @@ impl Agent {
         local_index: usize,
         remote_addr: SocketAddr,
     ) -> Result<()> {
+        let transport_protocol = self.local_candidates[local_index]
+            .network_type()
+            .to_protocol();
         if m.typ.method != METHOD_BINDING
             || !(m.typ.class == CLASS_SUCCESS_RESPONSE
                 || m.typ.class == CLASS_REQUEST
@@ -1298,7 +1313,7 @@ impl Agent {
                 // Only process if this is a request (not a response)
                 if m.typ.class == CLASS_REQUEST {
                     // Send 487 Role Conflict error
-                    if let Some(remote_index) = self.find_remote_candidate(remote_addr) {
+                    if let Some(remote_index) = self.find_remote_candidate(remote_addr, transport_protocol) {
                         self.send_role_conflict_error(now, m, local_index, remote_index);
                     }
 
@@ -1341,7 +1356,7 @@ impl Agent {
             // Only process if this is a request (not a response)
             if m.typ.class == CLASS_REQUEST {
                 // Send 487 Role Conflict error
-                if let Some(remote_index) = self.find_remote_candidate(remote_addr) {
+                if let Some(remote_index) = self.find_remote_candidate(remote_addr, transport_protocol) {
                     self.send_role_conflict_error(now, m, local_index, remote_index);
                 }
 
@@ -1365,7 +1380,7 @@ impl Agent {
             return Err(Error::ErrPasswordEmpty);
         };
 
-        let mut remote_candidate_index = self.find_remote_candidate(remote_addr);
+        let mut remote_candidate_index = self.find_remote_candidate(remote_addr, transport_protocol);
         if m.typ.class == CLASS_SUCCESS_RESPONSE {
             if let Err(err) = assert_inbound_message_integrity(
                 m,
@@ -1445,7 +1460,7 @@ impl Agent {
                             // is the last element: `add_remote_candidate` may not have
                             // appended it (e.g. a duplicate), and this stays correct if
                             // the vector is ever mutated underneath us. See issue #88.
-                            remote_candidate_index = self.find_remote_candidate(remote_addr);
+                            remote_candidate_index = self.find_remote_candidate(remote_addr, transport_protocol);
                         }
                     }
                     Err(err) => {
@@ -1490,8 +1505,9 @@ impl Agent {
         &mut self,
         now: Instant,
         remote_addr: SocketAddr,
+        transport_protocol: TransportProtocol,
     ) -> bool {
-        self.find_remote_candidate(remote_addr)
+        self.find_remote_candidate(remote_addr, transport_protocol)
             .is_some_and(|remote_index| {
                 self.remote_candidates[remote_index].seen(now, false);
                 true
@@ -1554,7 +1570,11 @@ impl Agent {
                 self.handle_inbound(msg.now, &mut m, local_index, msg.transport.peer_addr)
             }
         } else {
-            if !self.validate_non_stun_traffic(msg.now, msg.transport.peer_addr) {
+            if !self.validate_non_stun_traffic(
+                msg.now,
+                msg.transport.peer_addr,
+                msg.transport.transport_protocol,
+            ) {
                 warn!(
                     "[{}]: Discarded message, not a valid remote candidate from {}",
                     self.get_name(),
