@@ -219,7 +219,7 @@ fn main() {
         .build()
         .expect("runtime");
     let (engine, _events) =
-        Engine::start("127.0.0.1:0".parse().expect("address"), args.shards).expect("engine");
+        Engine::start("127.0.0.1:0".parse().expect("address"), args.shards, false).expect("engine");
     let shard_threads: Vec<String> = engine
         .shards()
         .iter()

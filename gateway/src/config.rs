@@ -170,6 +170,10 @@ pub struct Config {
     /// Addresses announced in host candidates instead of `media_listen`'s
     /// (1:1 NAT, or a bind to every address).
     pub advertise_ips: Vec<IpAddr>,
+    /// ICE over TCP (RFC 6544): each media shard also listens for TCP on
+    /// its UDP address, and answers offer that as a lower-priority
+    /// candidate, for clients whose network blocks UDP.
+    pub ice_tcp: bool,
     /// STUN/TURN servers announced to clients.
     pub ice_servers: Vec<IceServer>,
     /// Largest accepted request body (SDP offers and fragments).
@@ -219,6 +223,7 @@ impl Default for Config {
             media_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8189)),
             media_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             advertise_ips: Vec::new(),
+            ice_tcp: true,
             ice_servers: Vec::new(),
             max_body_bytes: 64 * 1024,
             http_header_timeout: Duration::from_secs(10),
@@ -275,6 +280,11 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub advertise_ips: Vec<IpAddr>,
+    /// Do not take ICE over TCP: by default each media port also listens
+    /// for TCP (same address and port) for clients whose network blocks
+    /// UDP.
+    #[arg(long, env = "VIGIL_NO_ICE_TCP")]
+    pub no_ice_tcp: bool,
     /// STUN/TURN server for clients, `URL` or `URL,USERNAME,CREDENTIAL`; repeat for several.
     #[arg(long = "ice-server", env = "VIGIL_ICE_SERVERS", value_delimiter = ' ')]
     pub ice_servers: Vec<IceServer>,
@@ -423,6 +433,7 @@ struct FileConfig {
     media_threads: Option<usize>,
     #[serde(default)]
     advertise_ips: Vec<IpAddr>,
+    ice_tcp: Option<bool>,
     #[serde(default)]
     ice_servers: Vec<IceServer>,
     republish_grace_secs: Option<u64>,
@@ -560,6 +571,7 @@ impl Args {
                 .unwrap_or(defaults.media_threads)
                 .max(1),
             advertise_ips: pick_vec(self.advertise_ips, file.advertise_ips),
+            ice_tcp: !self.no_ice_tcp && file.ice_tcp.unwrap_or(defaults.ice_tcp),
             ice_servers: pick_vec(self.ice_servers, file.ice_servers),
             republish_grace: self
                 .republish_grace_secs

@@ -247,6 +247,9 @@ export async function statsSummary(pc) {
           localAddress: report.get(pair.localCandidateId)?.address,
           remote: report.get(pair.remoteCandidateId)?.candidateType,
           remoteAddress: report.get(pair.remoteCandidateId)?.address,
+          localProtocol: report.get(pair.localCandidateId)?.protocol,
+          localTcpType: report.get(pair.localCandidateId)?.tcpType ?? null,
+          remoteProtocol: report.get(pair.remoteCandidateId)?.protocol,
         },
       };
     }

@@ -90,6 +90,44 @@ fn enter_private_network() {
     }
 }
 
+/// Drops every UDP datagram to or from `ip` in the calling thread's
+/// namespace (an nftables rule; Debian's `nftables`), as a network that
+/// blocks UDP does: only TCP reaches a server there. Traffic between two
+/// addresses of one namespace passes the output hook once, whatever the
+/// interface, so one chain covers both directions.
+pub fn block_udp(ip: Ipv4Addr) {
+    require_program("nft", "install Debian's `nftables` package");
+    let ip = ip.to_string();
+    let chain = "{ type filter hook output priority 0; }";
+    let mut commands = vec![
+        vec!["add", "table", "inet", "vigil_test"],
+        vec!["add", "chain", "inet", "vigil_test", "output", chain],
+    ];
+    for end in ["daddr", "saddr"] {
+        commands.push(vec![
+            "add",
+            "rule",
+            "inet",
+            "vigil_test",
+            "output",
+            "ip",
+            end,
+            &ip,
+            "meta",
+            "l4proto",
+            "udp",
+            "drop",
+        ]);
+    }
+    for args in commands {
+        let status = Command::new("nft")
+            .args(&args)
+            .status()
+            .expect("run `nft` (Debian package nftables)");
+        assert!(status.success(), "`nft {}` failed", args.join(" "));
+    }
+}
+
 /// Starts Vigil for a namespace test: HTTP on 127.0.0.1 (port 0), ICE on
 /// [`SERVER_IP`], otherwise [`crate::test_config`] changed by `tweak`.
 pub async fn start_server(tweak: impl FnOnce(&mut Config)) -> Vigil {

@@ -207,10 +207,23 @@ fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// How a client peer reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientNetwork {
+    /// A UDP socket on 127.0.0.1: UDP host candidates only.
+    Udp,
+    /// No UDP socket at all: ICE-TCP only (RFC 6544), as on a network
+    /// that blocks UDP. The peer dials the server's passive TCP
+    /// candidates.
+    TcpOnly,
+}
+
 /// A webrtc-rs peer connection on 127.0.0.1 with its events as channels.
 pub struct ClientPeer {
     /// The connection.
     pub pc: Arc<dyn PeerConnection>,
+    /// How it reaches the server.
+    pub network: ClientNetwork,
     /// Latest connection state.
     pub state: watch::Receiver<RTCPeerConnectionState>,
     gathered: watch::Receiver<u64>,
@@ -274,6 +287,19 @@ impl ClientPeer {
         codecs: ClientCodecs,
         loss: Option<impl Interceptor + 'static>,
     ) -> ClientPeer {
+        Self::build(codecs, loss, ClientNetwork::Udp).await
+    }
+
+    /// Builds a client peer that reaches the server over `network`.
+    pub async fn on(codecs: ClientCodecs, network: ClientNetwork) -> ClientPeer {
+        Self::build(codecs, None::<crate::loss::Lossless>, network).await
+    }
+
+    async fn build(
+        codecs: ClientCodecs,
+        loss: Option<impl Interceptor + 'static>,
+        network: ClientNetwork,
+    ) -> ClientPeer {
         let mut media = MediaEngine::default();
         let video = match codecs {
             ClientCodecs::H264AndOpus => Some(TestVideo::H264.codec()),
@@ -301,20 +327,25 @@ impl ClientPeer {
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (gathered_tx, gathered) = watch::channel(0);
         let (tracks_tx, tracks) = mpsc::unbounded_channel();
-        let pc = PeerConnectionBuilder::new()
+        let builder = PeerConnectionBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(ClientHandler {
                 state: state_tx,
                 gathered: gathered_tx,
                 tracks: tracks_tx,
-            }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-            .build()
-            .await
-            .expect("client peer connection");
+            }));
+        let loopback = vec!["127.0.0.1:0".to_owned()];
+        let builder = match network {
+            ClientNetwork::Udp => builder.with_udp_addrs(loopback),
+            // webrtc-rs gathers its active TCP candidate from a TCP
+            // listener's address (and a passive one, unused here).
+            ClientNetwork::TcpOnly => builder.with_tcp_addrs(loopback),
+        };
+        let pc = builder.build().await.expect("client peer connection");
         ClientPeer {
             pc: Arc::new(pc),
+            network,
             state,
             gathered,
             tracks: Mutex::new(Some(tracks)),
@@ -355,13 +386,34 @@ impl ClientPeer {
             .sdp
     }
 
-    /// Applies the server's answer.
+    /// Applies the server's answer. A TCP-only peer then dials the
+    /// answer's passive TCP candidates: webrtc-rs opens a TCP connection
+    /// only for a candidate given to `add_ice_candidate`, not for one in a
+    /// description (a browser dials both).
     pub async fn accept_answer(&self, answer: &str) {
-        let answer = RTCSessionDescription::answer(answer.to_owned()).expect("answer SDP");
+        let description = RTCSessionDescription::answer(answer.to_owned()).expect("answer SDP");
         self.pc
-            .set_remote_description(answer)
+            .set_remote_description(description)
             .await
             .expect("set remote answer");
+        if self.network == ClientNetwork::TcpOnly {
+            // Component 1 only: media and RTCP share it (rtcp-mux), as a
+            // browser's do; rtc repeats each candidate for component 2.
+            let rtp_only = tcp_passive_candidates(answer)
+                .into_iter()
+                .filter(|c| c.split(' ').nth(1) == Some("1"));
+            for candidate in rtp_only {
+                self.pc
+                    .add_ice_candidate(rtc::peer_connection::transport::RTCIceCandidateInit {
+                        candidate: candidate.to_owned(),
+                        sdp_mid: Some("0".to_owned()),
+                        sdp_mline_index: Some(0),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("add the server's TCP candidate");
+            }
+        }
     }
 
     /// Waits until the connection is no longer up (closed, failed or
@@ -458,6 +510,20 @@ impl ClientPeer {
             .take()
             .expect("tracks taken twice")
     }
+}
+
+/// The `candidate:...` values of `sdp`'s passive ICE-TCP candidates.
+pub fn tcp_passive_candidates(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a="))
+        .filter(|c| {
+            c.starts_with("candidate:")
+                && c.split(' ')
+                    .nth(2)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
+                && c.contains(" tcptype passive")
+        })
+        .collect()
 }
 
 /// A session created by a POST.
@@ -615,7 +681,19 @@ pub async fn publisher_peer_with_codec(
     Arc<TrackLocalStaticRTP>,
     Arc<TrackLocalStaticRTP>,
 ) {
-    let peer = ClientPeer::new(ClientCodecs::Custom(video_codec.clone())).await;
+    publisher_peer_on(video_codec, ClientNetwork::Udp).await
+}
+
+/// [`publisher_peer_with_codec`] reaching the server over `network`.
+pub async fn publisher_peer_on(
+    video_codec: RTCRtpCodecParameters,
+    network: ClientNetwork,
+) -> (
+    ClientPeer,
+    Arc<TrackLocalStaticRTP>,
+    Arc<TrackLocalStaticRTP>,
+) {
+    let peer = ClientPeer::on(ClientCodecs::Custom(video_codec.clone()), network).await;
     let video = local_track(RtpCodecKind::Video, &video_codec, rand::random());
     let audio = local_track(RtpCodecKind::Audio, &opus_codec(), rand::random());
     for track in [&audio, &video] {
@@ -719,9 +797,34 @@ impl Publisher {
         whip_url: &str,
         request: PublishRequest<'_>,
     ) -> Result<(Publisher, HttpResponse), HttpResponse> {
+        Self::publish_on(base, whip_url, request, ClientNetwork::Udp).await
+    }
+
+    /// Publishes H264 and Opus to `{base}/whip/{room}/{stream}` over
+    /// ICE-TCP only (no UDP socket), and waits until connected.
+    pub async fn connect_over_tcp(base: &str, room: &str, stream: &str) -> Publisher {
+        let request = PublishRequest {
+            video: TestVideo::H264,
+            video_codec: None,
+            headers: vec![("content-type", SDP.to_owned())],
+            munge: Box::new(|offer| offer),
+        };
+        let url = format!("{base}/whip/{room}/{stream}");
+        Self::publish_on(base, &url, request, ClientNetwork::TcpOnly)
+            .await
+            .map(|(publisher, _)| publisher)
+            .unwrap_or_else(|r| panic!("WHIP POST: {} {}", r.status, r.body))
+    }
+
+    async fn publish_on(
+        base: &str,
+        whip_url: &str,
+        request: PublishRequest<'_>,
+        network: ClientNetwork,
+    ) -> Result<(Publisher, HttpResponse), HttpResponse> {
         let codec = request.video_codec.unwrap_or_else(|| request.video.codec());
         let video_payload_type = codec.payload_type;
-        let (peer, video, audio) = publisher_peer_with_codec(codec).await;
+        let (peer, video, audio) = publisher_peer_on(codec, network).await;
         let offer = (request.munge)(peer.offer().await);
         let headers: Vec<(&str, &str)> = request
             .headers
@@ -1074,7 +1177,15 @@ pub async fn viewer_peer() -> ClientPeer {
 
 /// [`viewer_peer`] losing inbound RTP on purpose.
 pub async fn viewer_peer_with_loss(loss: Option<impl Interceptor + 'static>) -> ClientPeer {
-    let peer = ClientPeer::with_loss(ClientCodecs::Defaults, loss).await;
+    viewer_peer_built(ClientPeer::with_loss(ClientCodecs::Defaults, loss).await).await
+}
+
+/// [`viewer_peer`] reaching the server over `network`.
+pub async fn viewer_peer_on(network: ClientNetwork) -> ClientPeer {
+    viewer_peer_built(ClientPeer::on(ClientCodecs::Defaults, network).await).await
+}
+
+async fn viewer_peer_built(peer: ClientPeer) -> ClientPeer {
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         peer.pc
             .add_transceiver_from_kind(

@@ -137,7 +137,7 @@ impl World {
     async fn start(shards: usize, viewer_count: u32) -> World {
         init_logging();
         let (engine, events) =
-            Engine::start("127.0.0.1:0".parse().expect("address"), shards).expect("engine");
+            Engine::start("127.0.0.1:0".parse().expect("address"), shards, false).expect("engine");
         World {
             engine,
             events,

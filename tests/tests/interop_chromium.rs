@@ -336,6 +336,48 @@ fn chromium_publishes_h264_with_whip_and_plays_it_with_whep() {
     netns::run(|| publish_and_play("H264"));
 }
 
+/// A field user on a network that blocks UDP (issue 14): with every UDP
+/// datagram to and from Vigil's media address dropped, Chromium publishes
+/// and plays over ICE-TCP (its active candidates against Vigil's passive
+/// one) and the player still decodes.
+#[test]
+fn chromium_publishes_and_plays_over_tcp_when_udp_is_blocked() {
+    let _browser = one_browser_at_a_time();
+    netns::run(|| async {
+        netns::block_udp(netns::SERVER_IP);
+        let vigil = netns::start_server(|_| {}).await;
+        let base = base_url(&vigil);
+        let name = "chromium-ice-tcp";
+        let report = Driver::spawn(&base, "play", Some("H264"), name)
+            .result()
+            .await;
+        report.completed();
+        let sent = report.publisher_sent(Some("H264"));
+        report.player_decoded(&sent);
+        for (side, stats) in [
+            ("publisher", &report.result["publisher"]["stats"]),
+            ("player", &report.result["player"]["second"]["last"]),
+        ] {
+            let pair = &stats["transport"]["pair"];
+            report.check(
+                pair["localProtocol"] == "tcp" && pair["remoteProtocol"] == "tcp",
+                || format!("the {side}'s selected pair is not TCP: {pair}"),
+            );
+        }
+        let (frames_in, frames_out) = vigil.sfu.ice_tcp_frames();
+        report.check(frames_in > 100 && frames_out > 100, || {
+            format!("Vigil's TCP frames: {frames_in} in, {frames_out} out")
+        });
+        let video = &report.result["player"]["second"]["last"]["video"];
+        eprintln!(
+            "{name}: UDP blocked; player decoded {} frames at {}x{} over TCP \
+             ({frames_in} frames in, {frames_out} out at Vigil)",
+            video["framesDecoded"], video["frameWidth"], video["frameHeight"]
+        );
+        vigil.shutdown().await;
+    });
+}
+
 #[test]
 fn chromium_trickles_candidates_with_patch() {
     let _browser = one_browser_at_a_time();

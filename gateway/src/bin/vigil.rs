@@ -44,6 +44,7 @@ async fn serve(args: Args) -> std::process::ExitCode {
     };
     tracing::info!(
         media = ?vigil.sfu.media_addrs(),
+        ice_tcp = config.ice_tcp,
         grpc = %vigil.grpc_addr,
         "vigil listening on {}://{}",
         scheme(&vigil),

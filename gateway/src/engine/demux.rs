@@ -25,6 +25,13 @@
 //! selected pair `rtc` still holds, so a rebound viewer keeps playing after
 //! its next check. STUN goes where `rtc` addresses it.
 //!
+//! A path is a [`Peer`]: a UDP source address, or a TCP connection to the
+//! shard's ICE-TCP port (RFC 6544), named by its remote address. TCP is
+//! the fallback for networks that block UDP, so a TCP path becomes a
+//! connection's current one only if it is nominated or no UDP path is
+//! current; a TCP path the demultiplexer no longer routes is released,
+//! for the socket loop to close ([`Demux::poll_released`]).
+//!
 //! Plain data: no sockets, no clock. The engine calls [`Demux::route`] for
 //! each received datagram and [`Demux::on_transmit`] for each one a
 //! connection polls out.
@@ -43,20 +50,66 @@ use rtc::stun::message::{
 /// one while the old is still in flight.
 pub const MAX_ADDRS_PER_CONNECTION: usize = 4;
 
+/// How a peer reaches the shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// Datagrams on the shard's UDP socket.
+    Udp,
+    /// RFC 4571 frames on a TCP connection to the shard's ICE-TCP port.
+    Tcp,
+}
+
+/// One end of a path to the shard: where a peer's datagrams come from and
+/// where the shard's go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// The peer's address: its UDP source, or its end of the TCP
+    /// connection (which names the connection, the shard's end being
+    /// fixed).
+    pub addr: SocketAddr,
+    /// UDP or TCP.
+    pub transport: Transport,
+}
+
+impl Peer {
+    /// A UDP source address.
+    pub fn udp(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            transport: Transport::Udp,
+        }
+    }
+
+    /// The TCP connection from `addr`.
+    pub fn tcp(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            transport: Transport::Tcp,
+        }
+    }
+
+    /// Whether this is a TCP connection.
+    pub fn is_tcp(self) -> bool {
+        self.transport == Transport::Tcp
+    }
+}
+
 /// Routes datagrams between one shared socket and the connections behind it.
 #[derive(Debug)]
 pub struct Demux<C> {
     by_ufrag: HashMap<String, C>,
-    by_addr: HashMap<SocketAddr, C>,
+    by_addr: HashMap<Peer, C>,
     connections: HashMap<C, Paths>,
+    /// TCP connections no connection routes any more, to be closed.
+    released: Vec<SocketAddr>,
 }
 
 /// What the demultiplexer knows of one connection.
 #[derive(Debug, Default)]
 struct Paths {
     ufrags: Vec<String>,
-    /// Checked addresses, the current one last.
-    addrs: Vec<SocketAddr>,
+    /// Checked paths, the current one last.
+    addrs: Vec<Peer>,
     /// Checks carrying USE-CANDIDATE, not yet answered.
     nominations: Vec<TransactionId>,
 }
@@ -67,6 +120,7 @@ impl<C> Default for Demux<C> {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             connections: HashMap::new(),
+            released: Vec::new(),
         }
     }
 }
@@ -104,14 +158,38 @@ impl<C: Copy + Eq + Hash> Demux<C> {
                 self.by_ufrag.remove(&ufrag);
             }
             for addr in paths.addrs {
-                self.by_addr.remove(&addr);
+                self.unroute(addr);
             }
+        }
+    }
+
+    /// Forgets the path `peer` (its TCP connection has closed): media of
+    /// the connection that used it goes to its previous path, if any.
+    pub fn forget_path(&mut self, peer: Peer) {
+        if let Some(conn) = self.by_addr.remove(&peer)
+            && let Some(paths) = self.connections.get_mut(&conn)
+        {
+            paths.addrs.retain(|a| *a != peer);
+        }
+    }
+
+    /// The next TCP connection no connection routes any more (its
+    /// connection is gone, or chose another path): the socket loop closes
+    /// it.
+    pub fn poll_released(&mut self) -> Option<SocketAddr> {
+        self.released.pop()
+    }
+
+    fn unroute(&mut self, peer: Peer) {
+        self.by_addr.remove(&peer);
+        if peer.is_tcp() {
+            self.released.push(peer.addr);
         }
     }
 
     /// The connection a datagram from `from` belongs to, if any. A STUN
     /// request goes by its USERNAME, anything else by its checked source.
-    pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<C> {
+    pub fn route(&mut self, from: Peer, datagram: &[u8]) -> Option<C> {
         if is_stun(datagram)
             && let Some(request) = decode_stun(datagram).filter(|m| m.typ == BINDING_REQUEST)
         {
@@ -133,7 +211,7 @@ impl<C: Copy + Eq + Hash> Demux<C> {
     /// Where a datagram that `conn` polled out for `to` is sent. A Binding
     /// success teaches the demultiplexer `to`; STUN goes to `to`, media to
     /// the connection's current address.
-    pub fn on_transmit(&mut self, conn: C, to: SocketAddr, datagram: &[u8]) -> SocketAddr {
+    pub fn on_transmit(&mut self, conn: C, to: Peer, datagram: &[u8]) -> Peer {
         if is_stun(datagram) {
             if let Some(response) = decode_stun(datagram).filter(|m| m.typ == BINDING_SUCCESS) {
                 self.learn(conn, to, response.transaction_id);
@@ -143,17 +221,17 @@ impl<C: Copy + Eq + Hash> Demux<C> {
         self.current_addr(conn).unwrap_or(to)
     }
 
-    /// The address `conn`'s media goes to: the one it was last checked from.
-    pub fn current_addr(&self, conn: C) -> Option<SocketAddr> {
+    /// The path `conn`'s media goes to: the one it was last checked on.
+    pub fn current_addr(&self, conn: C) -> Option<Peer> {
         self.connections.get(&conn)?.addrs.last().copied()
     }
 
-    /// The addresses `conn` has been checked from, the current one last.
-    pub fn addrs(&self, conn: C) -> &[SocketAddr] {
+    /// The paths `conn` has been checked on, the current one last.
+    pub fn addrs(&self, conn: C) -> &[Peer] {
         self.connections.get(&conn).map_or(&[], |p| &p.addrs)
     }
 
-    fn learn(&mut self, conn: C, addr: SocketAddr, transaction: TransactionId) {
+    fn learn(&mut self, conn: C, addr: Peer, transaction: TransactionId) {
         if !self.connections.contains_key(&conn) {
             return; // removed meanwhile
         }
@@ -169,10 +247,19 @@ impl<C: Copy + Eq + Hash> Demux<C> {
             return;
         };
         paths.addrs.retain(|a| *a != addr);
-        paths.addrs.push(addr);
         let nominated = paths.nominations.iter().position(|t| *t == transaction);
         if let Some(i) = nominated {
             paths.nominations.remove(i);
+        }
+        match paths.addrs.last() {
+            // A TCP path checked while a UDP one is current stays a spare:
+            // a client checks its fallback pairs too, and TCP should carry
+            // media only when chosen or when nothing else works.
+            Some(current) if addr.is_tcp() && !current.is_tcp() && nominated.is_none() => {
+                let at = paths.addrs.len() - 1;
+                paths.addrs.insert(at, addr);
+            }
+            _ => paths.addrs.push(addr),
         }
         let keep = if nominated.is_some() {
             // The client chose this path: the others were only candidates.
@@ -181,8 +268,9 @@ impl<C: Copy + Eq + Hash> Demux<C> {
             MAX_ADDRS_PER_CONNECTION
         };
         let excess = paths.addrs.len().saturating_sub(keep);
-        for old in paths.addrs.drain(..excess) {
-            self.by_addr.remove(&old);
+        let dropped: Vec<Peer> = paths.addrs.drain(..excess).collect();
+        for old in dropped {
+            self.unroute(old);
         }
     }
 }
@@ -222,8 +310,8 @@ mod tests {
     use rtc::stun::message::Setter;
     use rtc::stun::textattrs::TextAttribute;
 
-    fn addr(last: u8, port: u16) -> SocketAddr {
-        SocketAddr::from(([192, 0, 2, last], port))
+    fn addr(last: u8, port: u16) -> Peer {
+        Peer::udp(SocketAddr::from(([192, 0, 2, last], port)))
     }
 
     fn request(username: &str, nominate: bool) -> Message {
@@ -361,6 +449,62 @@ mod tests {
             from,
             "unknown: as polled"
         );
+    }
+
+    #[test]
+    fn a_tcp_path_is_a_spare_until_chosen_and_released_when_dropped() {
+        let mut demux = Demux::new();
+        demux.add_ufrag(5, "s5");
+        let udp = addr(1, 5000);
+        let tcp = Peer::tcp(SocketAddr::from(([192, 0, 2, 1], 40_000)));
+        let check = request("s5:c", false);
+        demux.route(udp, &check.raw);
+        demux.on_transmit(5, udp, &success(&check));
+        let tcp_check = request("s5:c", false);
+        assert_eq!(demux.route(tcp, &tcp_check.raw), Some(5));
+        demux.on_transmit(5, tcp, &success(&tcp_check));
+        assert_eq!(demux.current_addr(5), Some(udp), "UDP stays current");
+        assert_eq!(demux.route(tcp, MEDIA), Some(5), "both are routed");
+        assert_eq!(demux.on_transmit(5, udp, MEDIA), udp);
+
+        // UDP stops working; the client nominates its TCP pair.
+        let nomination = request("s5:c", true);
+        demux.route(tcp, &nomination.raw);
+        demux.on_transmit(5, tcp, &success(&nomination));
+        assert_eq!(demux.addrs(5), &[tcp]);
+        assert_eq!(demux.on_transmit(5, udp, MEDIA), tcp, "media over TCP");
+        assert_eq!(
+            demux.poll_released(),
+            None,
+            "a UDP path has nothing to close"
+        );
+
+        demux.remove(5);
+        assert_eq!(demux.poll_released(), Some(tcp.addr));
+        assert_eq!(demux.poll_released(), None);
+    }
+
+    #[test]
+    fn a_closed_tcp_path_hands_media_back_to_the_previous_one() {
+        let mut demux = Demux::new();
+        demux.add_ufrag(6, "s6");
+        let udp = addr(2, 5000);
+        let tcp = Peer::tcp(SocketAddr::from(([192, 0, 2, 2], 40_001)));
+        for path in [tcp, udp] {
+            let check = request("s6:c", false);
+            demux.on_transmit(6, path, &success(&check));
+        }
+        assert_eq!(demux.addrs(6), &[tcp, udp]);
+        let again = request("s6:c", false);
+        demux.on_transmit(6, tcp, &success(&again));
+        assert_eq!(demux.current_addr(6), Some(udp), "still the spare");
+
+        // With only TCP checked, TCP is current; when it closes, nothing is.
+        demux.forget_path(udp);
+        assert_eq!(demux.current_addr(6), Some(tcp));
+        demux.forget_path(tcp);
+        assert_eq!(demux.current_addr(6), None);
+        assert_eq!(demux.route(tcp, MEDIA), None);
     }
 
     #[test]

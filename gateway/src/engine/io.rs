@@ -9,6 +9,10 @@
 //! equal size (the last may be shorter) into one UDP GSO `sendmsg`, up to
 //! what the kernel accepts; anything else goes one datagram per call.
 //!
+//! With ICE-TCP on, the shard also listens for TCP on its socket's address
+//! and takes frames from those connections like datagrams
+//! ([`super::tcp`]).
+//!
 //! Commands come from other threads (the room owner, HTTP handlers) over an
 //! unbounded channel with oneshot replies; none of them touches the
 //! shard's state directly. Dropping the [`ShardHandle`] ends the loop.
@@ -25,10 +29,12 @@ use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use super::demux::Transport;
 use super::shard::{ConnId, Event, Relay, RestartError, Shard, Source, TrackId};
+use super::tcp::{TcpInput, TcpLinks};
 use crate::sfu::MediaKind;
 use crate::sfu::keyframe::VideoCodec;
 use crate::sfu::layers::LayerChoice;
@@ -103,6 +109,7 @@ pub type ShardEvent = (usize, Event);
 pub struct ShardHandle {
     index: usize,
     local_addr: SocketAddr,
+    ice_tcp: bool,
     commands: mpsc::UnboundedSender<Command>,
     stats: Arc<IoStats>,
 }
@@ -121,13 +128,28 @@ pub struct IoStats {
     /// Packets relayed to other shards (each once per shard with viewers
     /// of its stream).
     pub relayed: AtomicU64,
+    /// ICE-TCP connections accepted.
+    pub tcp_accepted: AtomicU64,
+    /// ICE-TCP connections refused at a cap.
+    pub tcp_refused: AtomicU64,
+    /// ICE-TCP connections the shard has let go of since (closed by the
+    /// client, or released by the shard).
+    pub tcp_closed: AtomicU64,
+    /// ICE-TCP frames received.
+    pub tcp_frames_in: AtomicU64,
+    /// ICE-TCP frames queued to send.
+    pub tcp_frames_out: AtomicU64,
+    /// ICE-TCP frames dropped because the connection's queue was full.
+    pub tcp_dropped: AtomicU64,
 }
 
 impl ShardHandle {
-    /// Binds `bind` and starts a shard on its own (an engine of one).
-    /// Returns the handle and the shard's events.
+    /// Binds `bind` (UDP, and TCP too if `ice_tcp`) and starts a shard on
+    /// its own (an engine of one). Returns the handle and the shard's
+    /// events.
     pub fn spawn(
         bind: SocketAddr,
+        ice_tcp: bool,
     ) -> io::Result<(ShardHandle, mpsc::UnboundedReceiver<ShardEvent>)> {
         let (events, event_rx) = mpsc::unbounded_channel();
         let (relay_tx, relay_rx) = mpsc::unbounded_channel();
@@ -138,20 +160,21 @@ impl ShardHandle {
                 peers: vec![relay_tx],
             },
             bind,
+            ice_tcp,
             events,
         )?;
         Ok((handle, event_rx))
     }
 
-    /// Binds `bind` and starts shard `place.index` of an engine, reporting
-    /// to `events`.
+    /// Binds `bind` (UDP; with `ice_tcp` also TCP at the same address)
+    /// and starts shard `place.index` of an engine, reporting to `events`.
     pub(super) fn spawn_in(
         place: ShardPlace,
         bind: SocketAddr,
+        ice_tcp: bool,
         events: mpsc::UnboundedSender<ShardEvent>,
     ) -> io::Result<ShardHandle> {
-        let socket = std::net::UdpSocket::bind(bind)?;
-        socket.set_nonblocking(true)?;
+        let (socket, listener) = bind_sockets(bind, ice_tcp)?;
         // A publisher's keyframe burst and a fan-out's sends share it.
         enlarge_buffers(&socket, SOCKET_BUFFER_BYTES);
         let local_addr = socket.local_addr()?;
@@ -168,7 +191,8 @@ impl ShardHandle {
             .spawn(move || {
                 runtime.block_on(async move {
                     let shard = Shard::with_index(place.index, local_addr);
-                    match ShardLoop::new(socket, shard, command_rx, events, place, loop_stats) {
+                    let sockets = (socket, listener);
+                    match ShardLoop::new(sockets, shard, command_rx, events, place, loop_stats) {
                         Ok(shard_loop) => shard_loop.run().await,
                         Err(error) => tracing::error!(%error, "media shard could not start"),
                     }
@@ -177,9 +201,15 @@ impl ShardHandle {
         Ok(ShardHandle {
             index,
             local_addr,
+            ice_tcp,
             commands,
             stats,
         })
+    }
+
+    /// Whether this shard takes ICE-TCP at [`ShardHandle::local_addr`].
+    pub fn ice_tcp(&self) -> bool {
+        self.ice_tcp
     }
 
     /// This shard's place among the engine's shards.
@@ -360,6 +390,34 @@ impl ShardHandle {
 
 /// Asks for `bytes` of receive and send buffer on `socket`; what the kernel
 /// grants is logged once, since a small `rmem_max` silently caps it.
+/// The shard's UDP socket at `bind` and, with `ice_tcp`, a TCP listener at
+/// the same address (its port is the UDP socket's: with port 0, the
+/// ephemeral port UDP got, tried again on another if TCP has that one
+/// taken).
+fn bind_sockets(
+    bind: SocketAddr,
+    ice_tcp: bool,
+) -> io::Result<(std::net::UdpSocket, Option<std::net::TcpListener>)> {
+    let attempts = if bind.port() == 0 { 16 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        if !ice_tcp {
+            return Ok((socket, None));
+        }
+        match std::net::TcpListener::bind(socket.local_addr()?) {
+            Ok(listener) => {
+                listener.set_nonblocking(true)?;
+                return Ok((socket, Some(listener)));
+            }
+            Err(error) if error.kind() == io::ErrorKind::AddrInUse => last_error = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}
+
 pub fn enlarge_buffers(socket: &std::net::UdpSocket, bytes: usize) {
     let sock = socket2::SockRef::from(socket);
     if let Err(e) = sock.set_recv_buffer_size(bytes) {
@@ -393,6 +451,10 @@ pub(super) struct ShardPlace {
 struct ShardLoop {
     socket: UdpSocket,
     state: UdpSocketState,
+    /// ICE-TCP: the listener (if on), its connections, and their frames.
+    listener: Option<TcpListener>,
+    links: TcpLinks,
+    tcp_inputs: mpsc::Receiver<TcpInput>,
     shard: Shard,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<ShardEvent>,
@@ -407,7 +469,7 @@ struct ShardLoop {
 
 impl ShardLoop {
     fn new(
-        socket: std::net::UdpSocket,
+        (socket, listener): (std::net::UdpSocket, Option<std::net::TcpListener>),
         shard: Shard,
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<ShardEvent>,
@@ -416,9 +478,13 @@ impl ShardLoop {
     ) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let buf_len = MAX_DATAGRAM * state.gro_segments().max(1);
+        let (links, tcp_inputs) = TcpLinks::new(stats.clone());
         Ok(ShardLoop {
             socket: UdpSocket::from_std(socket)?,
             state,
+            listener: listener.map(TcpListener::from_std).transpose()?,
+            links,
+            tcp_inputs,
             shard,
             commands,
             events,
@@ -445,6 +511,9 @@ impl ShardLoop {
                     let _stopped = peer.send(relay);
                 }
             }
+            while let Some(peer) = self.shard.poll_tcp_release() {
+                self.links.close(peer);
+            }
             let index = self.place.index;
             while let Some(event) = self.shard.poll_event() {
                 // Nobody listening: the handle's owner is shutting down.
@@ -467,6 +536,13 @@ impl ShardLoop {
                 Some(relay) = self.place.relay_rx.recv() => {
                     self.shard.handle_relay(Instant::now(), relay);
                 }
+                accepted = accept(self.listener.as_ref()) => match accepted {
+                    Ok((stream, peer)) => self.links.accept(stream, peer),
+                    // Out of descriptors, or a connection reset before it
+                    // was taken: the listener goes on.
+                    Err(error) => tracing::debug!(%error, "ICE-TCP accept"),
+                },
+                Some(input) = self.tcp_inputs.recv() => self.take_tcp(input),
                 () = tokio::time::sleep_until(deadline.into()) => {
                     self.shard.handle_timeout(Instant::now());
                 }
@@ -527,6 +603,32 @@ impl ShardLoop {
         }
     }
 
+    /// Hands what an ICE-TCP connection delivered to the shard, and what
+    /// else has arrived meanwhile (a batch, as from `recvmsg`).
+    fn take_tcp(&mut self, first: TcpInput) {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(input) = next.take() {
+            match input {
+                TcpInput::Frame(peer, frame) => {
+                    self.stats.tcp_frames_in.fetch_add(1, Ordering::Relaxed);
+                    if !self.shard.handle_tcp_frame(Instant::now(), peer, frame) {
+                        // Serves no session: a stray or stale connection.
+                        self.links.close(peer);
+                    }
+                }
+                TcpInput::Closed(peer) => {
+                    self.links.close(peer);
+                    self.shard.handle_tcp_closed(peer);
+                }
+            }
+            taken += 1;
+            if taken < RECV_BATCH {
+                next = self.tcp_inputs.try_recv().ok();
+            }
+        }
+    }
+
     /// Reads one batch of datagrams (one `recvmsg`, up to [`RECV_BATCH`]
     /// buffers) and hands each to the shard. One batch, not all the socket
     /// has: the loop flushes between batches, so a keyframe burst's
@@ -583,9 +685,16 @@ impl ShardLoop {
         batch.clear();
         loop {
             let start = batch.contents.len();
-            let Some(to) = self.shard.poll_transmit_into(&mut batch.contents) else {
+            let Some(peer) = self.shard.poll_transmit_into(&mut batch.contents) else {
                 break;
             };
+            if peer.transport == Transport::Tcp {
+                // Framed onto its connection; no part of a UDP batch.
+                self.links.send(peer.addr, &batch.contents[start..]);
+                batch.contents.truncate(start);
+                continue;
+            }
+            let to = peer.addr;
             let len = batch.contents.len() - start;
             if !batch.takes(to, len, max_segments) {
                 // This datagram starts the next batch.
@@ -681,6 +790,14 @@ impl GsoBatch {
     fn clear(&mut self) {
         self.restart();
         self.contents.clear();
+    }
+}
+
+/// The next connection `listener` accepts; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 

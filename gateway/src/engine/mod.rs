@@ -20,6 +20,9 @@
 //!   answered from a client's offer.
 //! - [`io::ShardHandle`]: the shard's thread and socket loop, with batched
 //!   receive (GRO) and GSO sends, commanded over a channel.
+//! - [`tcp`]: ICE over TCP (RFC 6544): a shard's TCP listener beside its
+//!   UDP socket, whose connections' frames the shard routes like
+//!   datagrams.
 //! - [`shards::Engine`]: a shard per thread, one socket each, and the
 //!   commands that span shards (subscribing a viewer to a publisher on
 //!   another shard).
@@ -37,9 +40,11 @@ pub mod session;
 pub mod shard;
 pub mod shards;
 pub mod srtp_gcm;
+pub mod tcp;
 
 use std::net::SocketAddr;
 
+use rtc::ice::tcp_type::TcpType;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
@@ -55,15 +60,32 @@ pub use feedback::{FEEDBACK_SLOT, feedback_tap};
 /// datagram's local address against its candidates exactly, so `addr` must
 /// be the address the socket is bound to.
 pub fn add_host_candidate(pc: &mut RTCPeerConnection, addr: SocketAddr) -> Result<(), Error> {
+    add_candidate(pc, addr, "udp", TcpType::Unspecified)
+}
+
+/// Gives `pc` a passive ICE-TCP host candidate at `addr` (the shard's TCP
+/// listener, at its UDP socket's address). RFC 6544 §4.2 ranks it below
+/// the UDP one (local preference 40959 against 65535), so a client uses
+/// it only when UDP fails.
+pub fn add_tcp_candidate(pc: &mut RTCPeerConnection, addr: SocketAddr) -> Result<(), Error> {
+    add_candidate(pc, addr, "tcp", TcpType::Passive)
+}
+
+fn add_candidate(
+    pc: &mut RTCPeerConnection,
+    addr: SocketAddr,
+    network: &str,
+    tcp_type: TcpType,
+) -> Result<(), Error> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
-            network: "udp".to_owned(),
+            network: network.to_owned(),
             address: addr.ip().to_string(),
             port: addr.port(),
             component: 1,
             ..Default::default()
         },
-        ..Default::default()
+        tcp_type,
     }
     .new_candidate_host()?;
     pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)

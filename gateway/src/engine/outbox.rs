@@ -12,19 +12,18 @@
 //! leave in one GSO `sendmsg`; datagrams to one address keep the order they
 //! were queued in (their SRTP rollover counters follow it).
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-
 use bytes::{Bytes, BytesMut};
 use rtc::rtp::header::Header;
+use std::collections::VecDeque;
 
+use super::demux::Peer;
 use super::shard::ConnId;
 
 /// A datagram queued to be sent.
 #[derive(Debug)]
 pub struct Pending {
     /// Where to.
-    pub to: SocketAddr,
+    pub to: Peer,
     /// Its place in the queue: ties between equal destinations.
     order: u64,
     pub(super) datagram: Datagram,
@@ -102,16 +101,16 @@ pub struct Outbox {
 
 impl Outbox {
     /// Queues a datagram `rtc` produced.
-    pub(super) fn push_ready(&mut self, to: SocketAddr, datagram: BytesMut) {
+    pub(super) fn push_ready(&mut self, to: Peer, datagram: BytesMut) {
         self.push(to, Datagram::Ready(datagram));
     }
 
     /// Queues a rewritten RTP packet for connection `conn`'s fast path.
-    pub(super) fn push_rtp(&mut self, to: SocketAddr, conn: ConnId, packet: OutgoingRtp) {
+    pub(super) fn push_rtp(&mut self, to: Peer, conn: ConnId, packet: OutgoingRtp) {
         self.push(to, Datagram::Rtp { conn, packet });
     }
 
-    fn push(&mut self, to: SocketAddr, datagram: Datagram) {
+    fn push(&mut self, to: Peer, datagram: Datagram) {
         self.queue.push_back(Pending {
             to,
             order: self.queued,
@@ -154,8 +153,8 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> Peer {
+        Peer::udp(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     #[test]
@@ -170,7 +169,7 @@ mod tests {
             let Datagram::Ready(bytes) = p.datagram else {
                 panic!("only ready datagrams queued");
             };
-            drained.push((p.to.port(), bytes[0]));
+            drained.push((p.to.addr.port(), bytes[0]));
         }
         assert_eq!(
             drained,

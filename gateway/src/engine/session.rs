@@ -41,7 +41,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::shared::error::Error;
 
-use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap};
+use super::{FEEDBACK_SLOT, add_host_candidate, add_tcp_candidate, feedback_tap};
 
 /// A connection ready for [`super::shard::Shard::add_connection`].
 pub struct Answered {
@@ -67,6 +67,9 @@ pub struct SessionOptions {
     pub receive: Vec<(RTCRtpCodecParameters, RtpCodecKind)>,
     /// ICE's disconnected and failed timeouts; `None`: rtc's defaults.
     pub ice_timeouts: Option<(Duration, Duration)>,
+    /// Whether the answer offers a passive ICE-TCP candidate at the
+    /// shard's address too (the shard listens for TCP there).
+    pub ice_tcp: bool,
 }
 
 /// Answers `offer` with a new engine connection reached at `local` (the
@@ -163,6 +166,9 @@ pub fn answer(
         .with_interceptor_registry(registry)
         .build(now)?;
     add_host_candidate(&mut pc, local)?;
+    if options.ice_tcp {
+        add_tcp_candidate(&mut pc, local)?;
+    }
     let mut senders = Vec::with_capacity(tracks.len());
     for track in tracks {
         senders.push(pc.add_track(track)?);
@@ -359,10 +365,7 @@ mod direction_tests {
     use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
     use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
-    const LOCAL: SocketAddr = SocketAddr::new(
-        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        8189,
-    );
+    const LOCAL: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8189);
 
     /// A browser-shaped offer of one video section, a viewer's (recvonly)
     /// or a publisher's (a track), with the section's direction attribute
@@ -417,9 +420,15 @@ mod direction_tests {
     }
 
     fn answered(offer: &str, tracks: Vec<MediaStreamTrack>) -> String {
-        answer(offer, LOCAL, tracks, &SessionOptions::default(), Instant::now())
-            .expect("answered")
-            .answer
+        answer(
+            offer,
+            LOCAL,
+            tracks,
+            &SessionOptions::default(),
+            Instant::now(),
+        )
+        .expect("answered")
+        .answer
     }
 
     #[test]
@@ -432,7 +441,10 @@ mod direction_tests {
                 answer.contains("a=sendonly") || answer.contains("a=sendrecv"),
                 "strip {strip}, session level {session_level}: {answer}"
             );
-            assert!(answer.contains("a=ssrc:24301"), "the track's SSRC: {answer}");
+            assert!(
+                answer.contains("a=ssrc:24301"),
+                "the track's SSRC: {answer}"
+            );
         }
     }
 

@@ -34,7 +34,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::demux::Demux;
+use super::demux::{Demux, Peer, Transport};
 use super::fast::{FastPath, SenderStats};
 use super::outbox::{Datagram, Outbox, OutgoingRtp};
 use crate::sfu::MediaKind;
@@ -106,11 +106,14 @@ pub struct Relay {
     pub rids: Vec<(TrackId, u32, String)>,
 }
 
-/// A datagram to send from the shard's socket.
+/// A datagram to send from the shard's socket (or, framed, on an ICE-TCP
+/// connection).
 #[derive(Debug)]
 pub struct Transmit {
     /// Where to.
     pub to: SocketAddr,
+    /// UDP, or the TCP connection from `to`.
+    pub transport: Transport,
     /// The bytes, SRTP/DTLS/STUN already applied.
     pub payload: BytesMut,
 }
@@ -823,8 +826,32 @@ impl Shard {
 
     /// A datagram arrived on the shard's socket from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
-        self.read(now, from, payload);
+        self.read(now, Peer::udp(from), payload);
         self.settle(now);
+    }
+
+    /// A frame (RFC 4571) arrived on the ICE-TCP connection from `from`.
+    /// `false` if it belongs to no connection: then the TCP connection
+    /// serves no session (a check for an unknown ufrag, or traffic before
+    /// any check), and the socket loop closes it.
+    pub fn handle_tcp_frame(&mut self, now: Instant, from: SocketAddr, frame: BytesMut) -> bool {
+        let routed = self.read(now, Peer::tcp(from), frame);
+        self.settle(now);
+        routed
+    }
+
+    /// The ICE-TCP connection from `from` has closed: its connection's
+    /// media goes to its previous path, if it has one (else ICE notices
+    /// the silence and the connection fails).
+    pub fn handle_tcp_closed(&mut self, from: SocketAddr) {
+        self.demux.forget_path(Peer::tcp(from));
+    }
+
+    /// The next ICE-TCP connection that no connection uses any more (its
+    /// session ended, or the client chose another path), for the socket
+    /// loop to close.
+    pub fn poll_tcp_release(&mut self) -> Option<SocketAddr> {
+        self.demux.poll_released()
     }
 
     /// Datagrams that arrived together (one receive batch). Viewers that
@@ -835,24 +862,30 @@ impl Shard {
         datagrams: impl IntoIterator<Item = (SocketAddr, BytesMut)>,
     ) {
         for (from, payload) in datagrams {
-            self.read(now, from, payload);
+            self.read(now, Peer::udp(from), payload);
         }
         self.settle(now);
     }
 
-    fn read(&mut self, now: Instant, from: SocketAddr, payload: BytesMut) {
+    /// Hands a datagram to its connection; `false` if it has none.
+    fn read(&mut self, now: Instant, from: Peer, payload: BytesMut) -> bool {
         let Some(id) = self.demux.route(from, &payload) else {
-            return; // not a checked source of any connection: dropped
+            return false; // not a checked source of any connection: dropped
         };
         let Some(conn) = self.conns.get_mut(&id) else {
-            return;
+            return false;
         };
         let read = TaggedBytesMut {
             now,
             transport: TransportContext {
+                // The ICE-TCP listener has the UDP socket's address, so
+                // rtc finds the matching candidate of either transport.
                 local_addr: self.local,
-                peer_addr: from,
-                transport_protocol: TransportProtocol::UDP,
+                peer_addr: from.addr,
+                transport_protocol: match from.transport {
+                    Transport::Udp => TransportProtocol::UDP,
+                    Transport::Tcp => TransportProtocol::TCP,
+                },
                 ecn: None,
             },
             message: payload,
@@ -861,6 +894,7 @@ impl Shard {
         // only itself.
         let _refused = conn.pc.handle_read(read);
         self.drain(id, now);
+        true
     }
 
     /// Drains the viewers the current input wrote to.
@@ -940,7 +974,8 @@ impl Shard {
         let mut payload = Vec::new();
         let to = self.poll_transmit_into(&mut payload)?;
         Some(Transmit {
-            to,
+            to: to.addr,
+            transport: to.transport,
             payload: BytesMut::from(&payload[..]),
         })
     }
@@ -948,7 +983,7 @@ impl Shard {
     /// Appends the next datagram to send to `out`, sealed there if it is a
     /// viewer's forwarded RTP (see [`super::outbox`]), and says where it
     /// goes. A datagram whose connection is gone since is skipped.
-    pub fn poll_transmit_into(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
+    pub fn poll_transmit_into(&mut self, out: &mut Vec<u8>) -> Option<Peer> {
         while let Some(pending) = self.transmits.pop() {
             match pending.datagram {
                 Datagram::Ready(bytes) => {
@@ -1000,6 +1035,12 @@ impl Shard {
 
     /// The address `id`'s media goes to, once it has passed a check.
     pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.demux.current_addr(id).map(|peer| peer.addr)
+    }
+
+    /// The path `id`'s media goes to (address and transport), once it has
+    /// passed a check.
+    pub fn peer_path(&self, id: ConnId) -> Option<Peer> {
         self.demux.current_addr(id)
     }
 
@@ -1202,7 +1243,15 @@ impl Shard {
         pc: &mut RTCPeerConnection,
     ) {
         while let Some(out) = pc.poll_write() {
-            let to = demux.on_transmit(id, out.transport.peer_addr, &out.message);
+            let from_rtc = Peer {
+                addr: out.transport.peer_addr,
+                transport: if out.transport.transport_protocol == TransportProtocol::TCP {
+                    Transport::Tcp
+                } else {
+                    Transport::Udp
+                },
+            };
+            let to = demux.on_transmit(id, from_rtc, &out.message);
             transmits.push_ready(to, out.message);
         }
     }
@@ -1344,7 +1393,7 @@ impl Shard {
         transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
-        to: SocketAddr,
+        to: Peer,
         keyframe: Option<&[rtp::Packet]>,
         now: Instant,
     ) {
@@ -1395,7 +1444,7 @@ impl Shard {
         transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
-        to: SocketAddr,
+        to: Peer,
         packet: &rtp::Packet,
         now: Instant,
     ) -> bool {
@@ -1411,7 +1460,7 @@ impl Shard {
         transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
-        to: SocketAddr,
+        to: Peer,
         header: &rtp::header::Header,
         payload: &Bytes,
         now: Instant,
@@ -1432,7 +1481,7 @@ impl Shard {
         transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
-        to: SocketAddr,
+        to: Peer,
         packet: &rtp::Packet,
         now: Instant,
     ) -> bool {
@@ -1451,7 +1500,7 @@ impl Shard {
         transmits: &mut Outbox,
         conn: &mut Conn,
         sink: &mut Sink,
-        to: SocketAddr,
+        to: Peer,
         rewritten: &rtp::Packet,
     ) -> bool {
         let (Some(_keys), Some(rtx)) = (conn.fast.as_ref(), sink.rtx.as_mut()) else {

@@ -9,7 +9,8 @@
 //!
 //! Shard `i` listens on the media port + `i` (with port 0, each gets an
 //! ephemeral port): one socket per shard, each session's answer carrying
-//! its shard's address.
+//! its shard's address. With ICE-TCP on, each shard also listens for TCP
+//! on the same address and port.
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,10 +31,12 @@ pub struct Engine {
 
 impl Engine {
     /// Starts `threads` shards (at least one) on `listen`'s address, shard
-    /// `i` on its port + `i`. Returns the engine and every shard's events.
+    /// `i` on its port + `i`, each also taking ICE-TCP on that address if
+    /// `ice_tcp`. Returns the engine and every shard's events.
     pub fn start(
         listen: SocketAddr,
         threads: usize,
+        ice_tcp: bool,
     ) -> io::Result<(Engine, mpsc::UnboundedReceiver<ShardEvent>)> {
         let threads = threads.max(1);
         let (events, event_rx) = mpsc::unbounded_channel();
@@ -49,6 +52,7 @@ impl Engine {
             shards.push(ShardHandle::spawn_in(
                 place,
                 shard_address(listen, index)?,
+                ice_tcp,
                 events.clone(),
             )?);
         }

@@ -167,7 +167,8 @@ impl Sfu {
     /// Starts the media engine on `config.media_listen` (a shard per
     /// `config.media_threads`) and the room owner.
     pub fn start(config: &Config, facts: Facts) -> std::io::Result<Sfu> {
-        let (engine, mut events) = Engine::start(config.media_listen, config.media_threads)?;
+        let (engine, mut events) =
+            Engine::start(config.media_listen, config.media_threads, config.ice_tcp)?;
         let engine = Arc::new(engine);
         let (tx, rx) = mpsc::unbounded_channel();
         let timings = Timings {
@@ -198,6 +199,7 @@ impl Sfu {
                 advertise,
                 receive: Vec::new(),
                 ice_timeouts: Some((config.ice_disconnected_timeout, config.ice_failed_timeout)),
+                ice_tcp: config.ice_tcp,
             }),
         })
     }
@@ -209,6 +211,32 @@ impl Sfu {
             .iter()
             .map(|s| s.local_addr())
             .collect()
+    }
+
+    /// ICE-TCP frames the media shards have received and queued to send,
+    /// in all.
+    pub fn ice_tcp_frames(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.engine.shards().iter().fold((0, 0), |(i, o), shard| {
+            let stats = shard.io_stats();
+            (
+                i + stats.tcp_frames_in.load(Relaxed),
+                o + stats.tcp_frames_out.load(Relaxed),
+            )
+        })
+    }
+
+    /// ICE-TCP connections the media shards hold open, in all.
+    pub fn ice_tcp_connections(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.engine
+            .shards()
+            .iter()
+            .map(|shard| {
+                let stats = shard.io_stats();
+                stats.tcp_accepted.load(Relaxed) - stats.tcp_closed.load(Relaxed)
+            })
+            .sum()
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T> {
