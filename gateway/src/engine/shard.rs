@@ -1038,12 +1038,6 @@ impl Shard {
         self.demux.current_addr(id).map(|peer| peer.addr)
     }
 
-    /// The path `id`'s media goes to (address and transport), once it has
-    /// passed a check.
-    pub fn peer_path(&self, id: ConnId) -> Option<Peer> {
-        self.demux.current_addr(id)
-    }
-
     /// Empties connection `id` after an input: datagrams, events, received
     /// media (fanned out to its viewers), then its next deadline.
     fn drain(&mut self, id: ConnId, now: Instant) {

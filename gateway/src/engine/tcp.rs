@@ -157,16 +157,6 @@ impl TcpLinks {
         }
         // Dropping `link.frames` ends the writer once it has written the rest.
     }
-
-    /// How many connections are open.
-    pub fn len(&self) -> usize {
-        self.links.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
-    }
 }
 
 /// Reads the connection from `peer` and hands each whole frame on, until
