@@ -33,12 +33,14 @@ as_root() {
 }
 
 # Debian packages: headless Chromium, GStreamer's webrtcbin with the
-# simple-whip-client, iproute2 for the tests' private networks, and
-# nftables to block UDP in one of them (ICE over TCP).
+# simple-whip-client, iproute2 for the tests' private networks, nftables
+# to block UDP in one of them (ICE over TCP), and prometheus for
+# `promtool check metrics` (tests/tests/metrics_prometheus.rs; its server
+# is not started by the tests).
 debs=(chromium simple-whip-client gstreamer1.0-tools gstreamer1.0-nice
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-      iproute2 nftables)
+      iproute2 nftables prometheus)
 missing=()
 for deb in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" \

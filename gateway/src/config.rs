@@ -210,6 +210,14 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
     /// How much the binary logs (`RUST_LOG`, when set, wins).
     pub log_level: LevelFilter,
+    /// How the binary's log lines look.
+    pub log_format: LogFormat,
+    /// Where `/metrics` is served instead of the HTTP port; `None`: on the
+    /// HTTP port.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The OTLP/gRPC collector traces and metrics are exported to; `None`:
+    /// nothing is exported.
+    pub otlp_endpoint: Option<String>,
     /// TLS on the HTTP and gRPC ports; `None`: plain HTTP and gRPC.
     pub tls: Option<TlsSource>,
     /// With TLS, a plain-HTTP port that redirects every request to HTTPS.
@@ -240,10 +248,25 @@ impl Default for Config {
             secrets: None,
             public_url: None,
             log_level: LevelFilter::INFO,
+            log_format: LogFormat::Pretty,
+            metrics_listen: None,
+            otlp_endpoint: None,
             tls: None,
             http_redirect_listen: None,
         }
     }
+}
+
+/// How log lines look (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text for people: time, level, message, fields.
+    #[default]
+    Pretty,
+    /// One JSON object a line (time, level, message, fields, and the
+    /// session's span fields), for log collectors.
+    Json,
 }
 
 /// Command line of `vigil`: without a subcommand it runs the server, with
@@ -313,6 +336,19 @@ pub struct Args {
     /// wins [default: info].
     #[arg(long, env = "VIGIL_LOG_LEVEL")]
     pub log_level: Option<LevelFilter>,
+    /// Log lines as text for people (pretty) or one JSON object a line
+    /// (json) [default: pretty].
+    #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Serve GET /metrics (Prometheus) on this address only, instead of
+    /// on the HTTP port.
+    #[arg(long, env = "VIGIL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Export traces and metrics over OTLP/gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317 [default: OTEL_EXPORTER_OTLP_ENDPOINT, else
+    /// nothing is exported].
+    #[arg(long, env = "VIGIL_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// TLS certificate chain (PEM, leaf first) for the HTTP and gRPC
     /// ports; reloaded on SIGHUP and when the file changes. Needs --tls-key.
     #[arg(long, env = "VIGIL_TLS_CERT", requires = "tls_key")]
@@ -444,6 +480,9 @@ struct FileConfig {
     insecure_no_auth: bool,
     public_url: Option<PublicUrl>,
     log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    metrics_listen: Option<SocketAddr>,
+    otlp_endpoint: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     #[serde(default)]
@@ -591,6 +630,18 @@ impl Args {
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
             public_url,
             log_level,
+            log_format: self
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(defaults.log_format),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            // The standard variable as the last resort, as every
+            // OpenTelemetry SDK reads it.
+            otlp_endpoint: self
+                .otlp_endpoint
+                .or(file.otlp_endpoint)
+                .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+                .filter(|endpoint| !endpoint.trim().is_empty()),
             tls,
             http_redirect_listen,
             connect_timeout: self

@@ -32,6 +32,7 @@ pub mod links;
 pub mod logging;
 pub mod memory;
 pub mod sfu;
+pub mod telemetry;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -59,6 +60,10 @@ pub struct Vigil {
     pub grpc_addr: SocketAddr,
     /// The bound HTTP→HTTPS redirect address (`--http-redirect-listen`).
     pub redirect_addr: Option<SocketAddr>,
+    /// The bound `/metrics` address (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Metrics (Prometheus, OTLP).
+    pub telemetry: Arc<telemetry::Telemetry>,
     /// The forwarding core, for diagnostics and tests.
     pub sfu: Sfu,
     /// The control plane.
@@ -162,6 +167,20 @@ impl Vigil {
         let sfu = Sfu::start(&config, facts.clone())?;
         let control = Control::start(&facts, inbox, store, bus, Arc::new(sfu.clone()), auth)
             .map_err(other)?;
+        let telemetry =
+            telemetry::Telemetry::start(&sfu, config.otlp_endpoint.as_deref()).map_err(other)?;
+        telemetry::count_alarms(&telemetry, &control);
+        let observe = vigil_control::grpc::observe::ObserveLayer::new(Some(
+            telemetry.clone() as Arc<dyn vigil_control::grpc::observe::CallMetrics>
+        ));
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
 
         let (stop, stopped) = watch::channel(false);
         let (draining, drain_started) = watch::channel(false);
@@ -172,7 +191,12 @@ impl Vigil {
         let state = Arc::new(http::AppState {
             sfu: sfu.clone(),
             control: control.clone(),
-            grpc_web: vigil_control::grpc::web_service(control.clone(), stopped.clone()),
+            grpc_web: vigil_control::grpc::web_service(
+                control.clone(),
+                stopped.clone(),
+                observe.clone(),
+            ),
+            telemetry: telemetry.clone(),
             draining: drain_started.clone(),
             negotiations: http::negotiation_gate(config.media_threads),
             limiter: admission::Limiter::new(config.limits.clone(), config.connect_timeout),
@@ -205,19 +229,38 @@ impl Vigil {
         if let Some(setup) = &tls_setup {
             tls::watch_files(setup.certificates.clone(), stopped.clone());
         }
+        if let Some(listener) = metrics_listener {
+            tokio::spawn(http::metrics::serve(
+                listener,
+                telemetry.clone(),
+                until_stopped(stopped.clone()),
+            ));
+        }
         let grpc_control = control.clone();
         let grpc = tokio::spawn(async move {
             let shutdown = until_stopped(stopped);
             let serving = match tls {
                 None => {
                     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-                    vigil_control::grpc::serve(incoming, grpc_control, drain_started, shutdown)
-                        .await
+                    vigil_control::grpc::serve(
+                        incoming,
+                        grpc_control,
+                        observe,
+                        drain_started,
+                        shutdown,
+                    )
+                    .await
                 }
                 Some(tls) => {
                     let incoming = tls::incoming(grpc_listener, tls.grpc, handshake_timeout);
-                    vigil_control::grpc::serve(incoming, grpc_control, drain_started, shutdown)
-                        .await
+                    vigil_control::grpc::serve(
+                        incoming,
+                        grpc_control,
+                        observe,
+                        drain_started,
+                        shutdown,
+                    )
+                    .await
                 }
             };
             if let Err(e) = serving {
@@ -228,6 +271,8 @@ impl Vigil {
             http_addr,
             grpc_addr,
             redirect_addr,
+            metrics_addr,
+            telemetry,
             sfu,
             control,
             credentials,
@@ -267,6 +312,9 @@ impl Vigil {
                 tracing::warn!("{name} task ended abnormally: {e}");
             }
         }
+        // Pushes the last metrics to the OTLP endpoint, if any (blocking).
+        let telemetry = self.telemetry;
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
 }
 

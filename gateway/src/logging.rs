@@ -17,6 +17,8 @@
 use std::io::IsTerminal;
 
 use tracing::level_filters::LevelFilter;
+
+use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// Targets whose warnings are routine (see the module documentation).
@@ -62,21 +64,46 @@ fn filter(level: LevelFilter) -> EnvFilter {
     EnvFilter::new(default_filter(level))
 }
 
-/// Installs the log subscriber (once, at start). Colours only when stderr
-/// is a terminal and `NO_COLOR` is unset: a log file or journal gets plain
-/// text.
-pub fn init(level: LevelFilter) {
+/// Installs the log subscriber (once, at start): log lines to stderr as
+/// `format` says, and, with `tracer` (`--otlp-endpoint`), spans to OTLP.
+/// Colours only when stderr is a terminal and `NO_COLOR` is unset: a log
+/// file or journal gets plain text.
+pub fn init(
+    level: LevelFilter,
+    format: LogFormat,
+    tracer: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let lines = match format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(colour)
+            .boxed(),
+        // One object a line; a session's lines carry its span's fields
+        // (room, stream, session, participant, role, trace_id).
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    // A session's log lines (ICE connected, DTLS up, ...) become events
+    // of its span.
+    let spans = tracer.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("vigil"))
+            .with_tracked_inactivity(false)
+    });
     tracing_subscriber::registry()
         .with(filter(level))
         .with(RepeatLimit::new(REPEAT_WINDOW, REPEATS_PER_WINDOW))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(colour),
-        )
+        .with(lines)
+        .with(spans)
         .init();
 }
 

@@ -8,6 +8,7 @@
 
 mod convert;
 mod events;
+pub mod observe;
 mod rooms;
 mod tokens;
 
@@ -70,14 +71,19 @@ fn control_routes(control: Control, stop: watch::Receiver<bool>) -> Routes {
 
 /// gRPC-web (binary and text) over HTTP/1.1, for the console: the HTTP port
 /// serves it under `/vigil.v1.*`, on the page's own origin, so no CORS.
-pub type WebService = tonic_web::GrpcWebService<Routes>;
+pub type WebService = tonic_web::GrpcWebService<observe::Observe<Routes>>;
 
 /// The body of a [`WebService`] response.
 pub type WebBody = tonic::body::Body;
 
-/// The control services as gRPC-web; Watch streams end when `stop` turns true.
-pub fn web_service(control: Control, stop: watch::Receiver<bool>) -> WebService {
-    tonic_web::GrpcWebLayer::new().layer(control_routes(control, stop).prepare())
+/// The control services as gRPC-web; Watch streams end when `stop` turns
+/// true. Each call gets a span and goes to `observe`'s metrics.
+pub fn web_service(
+    control: Control,
+    stop: watch::Receiver<bool>,
+    observe: observe::ObserveLayer,
+) -> WebService {
+    tonic_web::GrpcWebLayer::new().layer(observe.layer(control_routes(control, stop).prepare()))
 }
 
 /// Serves the control API on the connections `incoming` yields (plain TCP
@@ -85,10 +91,12 @@ pub fn web_service(control: Control, stop: watch::Receiver<bool>) -> WebService 
 /// resolves. Watch
 /// streams end when it does, after the events already published. Health
 /// turns NOT_SERVING (every service and the server as a whole, `""`) once
-/// `draining` turns true.
+/// `draining` turns true. Each call gets a span and goes to `observe`'s
+/// metrics.
 pub async fn serve<I, IO, IE>(
     incoming: I,
     control: Control,
+    observe: observe::ObserveLayer,
     mut draining: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error>
@@ -141,6 +149,7 @@ where
     tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(observe)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

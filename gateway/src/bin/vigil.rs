@@ -5,7 +5,7 @@ use clap::Parser;
 use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use vigil_gateway::config::{Args, Command, Config};
 use vigil_gateway::links::{self, BaseOrigin};
-use vigil_gateway::{Credentials, Vigil, ctl, logging};
+use vigil_gateway::{Credentials, Vigil, ctl, logging, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -25,7 +25,26 @@ async fn serve(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    logging::init(config.log_level);
+    let tracer = match config.otlp_endpoint.as_deref().map(telemetry::otlp_tracer) {
+        None => None,
+        Some(Ok(tracer)) => Some(tracer),
+        Some(Err(e)) => {
+            eprintln!("vigil: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_level, config.log_format, tracer.as_ref());
+    let code = run(config).await;
+    if let Some(tracer) = tracer {
+        // Sends the spans still batched (blocking, bounded by the
+        // exporter's timeout).
+        let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+    }
+    code
+}
+
+/// Serves until SIGTERM or SIGINT, then drains.
+async fn run(config: Config) -> std::process::ExitCode {
     // Registered before anything listens: from here on SIGTERM and SIGINT
     // start a drain instead of killing the process.
     let mut signals = match Signals::new() {

@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::demux::Transport;
-use super::shard::{ConnId, Event, Relay, RestartError, Shard, Source, TrackId};
+use super::shard::{ConnId, Event, MediaCounters, Relay, RestartError, Shard, Source, TrackId};
 use super::tcp::{TcpInput, TcpLinks};
 use crate::sfu::MediaKind;
 use crate::sfu::keyframe::VideoCodec;
@@ -141,6 +141,38 @@ pub struct IoStats {
     pub tcp_frames_out: AtomicU64,
     /// ICE-TCP frames dropped because the connection's queue was full.
     pub tcp_dropped: AtomicU64,
+    /// Datagrams a `sendmsg` refused (other than "try again"): lost.
+    pub send_errors: AtomicU64,
+    /// The shard's own counters as of its last turn.
+    pub forwarded_packets: AtomicU64,
+    /// See [`MediaCounters::forwarded_bytes`].
+    pub forwarded_bytes: AtomicU64,
+    /// See [`MediaCounters::retransmitted`].
+    pub retransmitted: AtomicU64,
+    /// See [`MediaCounters::nacks_received`].
+    pub nacks_received: AtomicU64,
+    /// See [`MediaCounters::plis_sent`].
+    pub plis_sent: AtomicU64,
+}
+
+impl IoStats {
+    /// Publishes the shard's counters (a few relaxed stores, once a turn).
+    fn publish(&self, counters: MediaCounters) {
+        let MediaCounters {
+            forwarded_packets,
+            forwarded_bytes,
+            retransmitted,
+            nacks_received,
+            plis_sent,
+        } = counters;
+        self.forwarded_packets
+            .store(forwarded_packets, Ordering::Relaxed);
+        self.forwarded_bytes
+            .store(forwarded_bytes, Ordering::Relaxed);
+        self.retransmitted.store(retransmitted, Ordering::Relaxed);
+        self.nacks_received.store(nacks_received, Ordering::Relaxed);
+        self.plis_sent.store(plis_sent, Ordering::Relaxed);
+    }
 }
 
 impl ShardHandle {
@@ -499,6 +531,7 @@ impl ShardLoop {
     async fn run(mut self) {
         loop {
             self.flush().await;
+            self.stats.publish(self.shard.counters());
             for reply in self.flushed.drain(..) {
                 let _asker_gone = reply.send(());
             }
@@ -722,7 +755,10 @@ impl ShardLoop {
             segment_size: (batch.segments > 1).then_some(batch.segment_size),
             src_ip: None,
         };
-        send(&self.socket, &self.state, &transmit).await;
+        let lost = send(&self.socket, &self.state, &transmit).await;
+        if lost > 0 {
+            self.stats.send_errors.fetch_add(lost, Ordering::Relaxed);
+        }
         self.stats.sends.fetch_add(1, Ordering::Relaxed);
         self.stats
             .datagrams_out
@@ -801,37 +837,48 @@ async fn accept(listener: Option<&TcpListener>) -> io::Result<(tokio::net::TcpSt
     }
 }
 
-async fn send(socket: &UdpSocket, state: &UdpSocketState, transmit: &UdpTransmit<'_>) {
+/// Sends `transmit`; returns how many of its datagrams were lost to an
+/// error.
+async fn send(socket: &UdpSocket, state: &UdpSocketState, transmit: &UdpTransmit<'_>) -> u64 {
     loop {
         let sent = socket.try_io(Interest::WRITABLE, || {
             state.try_send(socket.into(), transmit)
         });
         match sent {
-            Ok(()) => return,
+            Ok(()) => return 0,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 if socket.writable().await.is_err() {
-                    return;
+                    return datagrams_in(transmit);
                 }
             }
             Err(error) => {
                 if let Some(size) = transmit.segment_size {
                     // A device without GSO (quinn-udp has turned it off for
                     // later batches): this batch goes one datagram at a time.
+                    let mut lost = 0;
                     for datagram in transmit.contents.chunks(size) {
                         let single = UdpTransmit {
                             contents: datagram,
                             segment_size: None,
                             ..transmit.clone()
                         };
-                        Box::pin(send(socket, state, &single)).await;
+                        lost += Box::pin(send(socket, state, &single)).await;
                     }
-                    return;
+                    return lost;
                 }
                 // One unreachable peer costs only its own datagrams.
                 tracing::debug!(%error, to = %transmit.destination, "media socket send");
-                return;
+                return 1;
             }
         }
+    }
+}
+
+/// How many datagrams a transmit carries.
+fn datagrams_in(transmit: &UdpTransmit<'_>) -> u64 {
+    match transmit.segment_size {
+        Some(size) if size > 0 => transmit.contents.len().div_ceil(size) as u64,
+        _ => 1,
     }
 }
 

@@ -97,6 +97,10 @@ const KEPT_CAPACITY: usize = 4096;
 pub struct Outbox {
     queue: VecDeque<Pending>,
     queued: u64,
+    /// RTP packets queued for viewers' fast paths, and their payload
+    /// bytes, since the start (for `/metrics`).
+    rtp_packets: u64,
+    rtp_bytes: u64,
 }
 
 impl Outbox {
@@ -107,7 +111,14 @@ impl Outbox {
 
     /// Queues a rewritten RTP packet for connection `conn`'s fast path.
     pub(super) fn push_rtp(&mut self, to: Peer, conn: ConnId, packet: OutgoingRtp) {
+        self.rtp_packets += 1;
+        self.rtp_bytes += packet.payload.len() as u64;
         self.push(to, Datagram::Rtp { conn, packet });
+    }
+
+    /// RTP packets queued for viewers so far, and their payload bytes.
+    pub(super) fn rtp_sent(&self) -> (u64, u64) {
+        (self.rtp_packets, self.rtp_bytes)
     }
 
     fn push(&mut self, to: Peer, datagram: Datagram) {

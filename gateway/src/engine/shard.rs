@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
@@ -134,9 +134,28 @@ pub struct PublishedTrack {
     pub rid: Option<String>,
 }
 
+/// What a shard has forwarded and repaired since it started, counted as
+/// plain numbers on its own thread; the I/O loop publishes them
+/// ([`super::io::IoStats`]) once per turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaCounters {
+    /// RTP packets sent to viewers (retransmissions included).
+    pub forwarded_packets: u64,
+    /// Their payload bytes.
+    pub forwarded_bytes: u64,
+    /// Packets resent for viewers' NACKs.
+    pub retransmitted: u64,
+    /// NACK messages received from viewers.
+    pub nacks_received: u64,
+    /// Keyframe requests (PLI) sent to publishers, after coalescing.
+    pub plis_sent: u64,
+}
+
 /// What happened, for the room owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// ICE is connected (DTLS may still be on its way).
+    IceConnected(ConnId),
     /// ICE and DTLS are up.
     Connected(ConnId),
     /// A publisher's stream started.
@@ -382,6 +401,10 @@ pub struct Shard {
     next_layer_tick: Option<Instant>,
     /// Packets resent from a history.
     retransmitted: u64,
+    /// NACKs (RTCP generic NACK messages) from viewers.
+    nacks_received: u64,
+    /// PLIs sent to publishers (after coalescing).
+    plis_sent: u64,
     /// Viewers written to during the current input, drained at its end.
     dirty: Vec<ConnId>,
     transmits: Outbox,
@@ -415,6 +438,8 @@ impl Shard {
             muted: HashSet::new(),
             next_layer_tick: None,
             retransmitted: 0,
+            nacks_received: 0,
+            plis_sent: 0,
             dirty: Vec::new(),
             transmits: Outbox::default(),
             events: VecDeque::new(),
@@ -767,6 +792,7 @@ impl Shard {
                 };
                 if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
                     self.keyframe_asked.insert(key, now);
+                    self.plis_sent += 1;
                     // Every request reaches the publisher here (joins,
                     // viewers' PLI/FIR, layer switches, unmutes): the
                     // keyframe alarm waits for the answer to it.
@@ -1065,6 +1091,9 @@ impl Shard {
                         }
                         _ => {}
                     },
+                    RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                        RTCIceConnectionState::Connected,
+                    ) => self.events.push_back(Event::IceConnected(id)),
                     RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                         opened.push(init);
                     }
@@ -1105,6 +1134,7 @@ impl Shard {
             }
         }
         for nack in nacks {
+            self.nacks_received += 1;
             self.retransmit(id, &nack, now);
         }
         for viewer_ssrc in keyframe_requests {
@@ -1589,6 +1619,18 @@ impl Shard {
     /// Packets resent from the shared histories so far.
     pub fn retransmitted(&self) -> u64 {
         self.retransmitted
+    }
+
+    /// What this shard has forwarded and repaired since it started.
+    pub fn counters(&self) -> MediaCounters {
+        let (forwarded_packets, forwarded_bytes) = self.transmits.rtp_sent();
+        MediaCounters {
+            forwarded_packets,
+            forwarded_bytes,
+            retransmitted: self.retransmitted,
+            nacks_received: self.nacks_received,
+            plis_sent: self.plis_sent,
+        }
     }
 
     /// The stream (layer) a viewer's SSRC gets, or is about to.

@@ -9,10 +9,14 @@
 //! | `/sessions/{id}` | PATCH (trickle, ICE restart), DELETE, OPTIONS, GET, HEAD |
 //! | `/healthz` | GET: the process answers |
 //! | `/readyz` | GET: 200, or 503 once shutdown has started |
+//! | `/metrics` | GET: Prometheus metrics (unless `--metrics-listen` serves them elsewhere) |
 //! | `/`, `/console/...`, `/join/{room}`, `/watch/{room}/{stream}`, `/assets/{file}` | GET, HEAD: the web console |
 //! | `/console/config.json` | GET, HEAD: what the console needs to know (`publicUrl`) |
 //! | `/ca.crt` | GET, HEAD: with `--tls-self-signed`, the local CA for devices to install |
 //! | `/vigil.v1.*` (content type `application/grpc-web*`) | POST: the control API as gRPC-web |
+//!
+//! Every request runs in an `http` span and is counted by route, method
+//! and status ([`crate::telemetry`]).
 //!
 //! Handlers parse and check the request, make one call into the SFU, and
 //! turn the result into a response; errors become statuses in exactly one
@@ -20,6 +24,7 @@
 
 mod console;
 mod handlers;
+pub mod metrics;
 pub mod redirect;
 pub mod response;
 pub mod sdpfrag;
@@ -66,6 +71,8 @@ pub struct AppState {
     pub limiter: Arc<crate::admission::Limiter>,
     /// The self-signed CA (DER), served at `/ca.crt` for devices to trust.
     pub tls_ca: Option<Vec<u8>>,
+    /// Metrics.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// The gate that lets offers be answered a few at a time, in arrival order.
@@ -176,8 +183,67 @@ where
     watcher.watch(conn).await.map_err(|e| e.to_string())
 }
 
+/// Serves one request in its span, and counts it.
 async fn handle(req: Request<Incoming>, state: &AppState, client: IpAddr) -> Response<HttpBody> {
-    if is_grpc_web(&req) {
+    use tracing::Instrument as _;
+    let started = std::time::Instant::now();
+    let grpc_web = is_grpc_web(&req);
+    let route = route_label(req.uri().path(), grpc_web);
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        target: "vigil::http",
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = %req.uri().path(),
+        client.address = %client,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = dispatch(req, state, client, grpc_web)
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    state
+        .telemetry
+        .instruments
+        .http_request(route, method.as_str(), status, started.elapsed());
+    response
+}
+
+/// The route a path belongs to, as a bounded label (never the room,
+/// stream or session in it).
+fn route_label(path: &str, grpc_web: bool) -> &'static str {
+    if grpc_web {
+        return "/vigil.v1.*";
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["whip", _, _] => "/whip/{room}/{stream}",
+        ["whep", _, _] => "/whep/{room}/{stream}",
+        ["sessions", _] => "/sessions/{id}",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        [""] | ["console", ..] | ["join", _] | ["watch", _, _] | ["assets", _] => "console",
+        ["ca.crt"] => "/ca.crt",
+        _ => "other",
+    }
+}
+
+async fn dispatch(
+    req: Request<Incoming>,
+    state: &AppState,
+    client: IpAddr,
+    grpc_web: bool,
+) -> Response<HttpBody> {
+    if grpc_web {
         use tower::Service;
         let mut grpc_web = state.grpc_web.clone();
         let ready =
@@ -228,6 +294,9 @@ async fn route(req: Request<Incoming>, state: &AppState, client: IpAddr) -> Resp
             response::error_response(&crate::error::Error::ShuttingDown, "GET")
         }
         ["readyz"] => response::empty(hyper::StatusCode::OK, "GET"),
+        ["metrics"] if state.config.metrics_listen.is_none() => {
+            metrics::respond(method, &state.telemetry).await
+        }
         [""] => console::redirect_to_console(),
         ["console", "config.json"] => console::config(method, state.config.public_url.as_ref()),
         ["console", ..] | ["join", _] => console::page(method, console::Framing::Deny),

@@ -35,6 +35,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 use vigil_control::Facts;
 use vigil_control::{RoomName, StreamName};
 
@@ -128,6 +129,19 @@ pub struct Stats {
     pub forwarders: usize,
     /// Viewer tracks subscribed to a published track.
     pub viewer_writers: usize,
+}
+
+/// The roles of [`Totals`]' arrays, as metric labels.
+pub const ROLES: [&str; 2] = ["publisher", "viewer"];
+
+/// Sessions started and ended since the start, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Sessions committed (the 201 sent), by role ([`ROLES`]).
+    pub started: [u64; 2],
+    /// Sessions ended, by role ([`ROLES`]) and reason
+    /// ([`registry::CloseReason::ALL`]'s order).
+    pub closed: [[u64; registry::CloseReason::ALL.len()]; 2],
 }
 
 /// A session the POST created.
@@ -306,16 +320,28 @@ impl Sfu {
         let sections = codecs::parse_offer(&offer)?;
         let chosen = codecs::choose_for_publish(&sections)?;
         let session = SessionId::random();
+        let span = crate::telemetry::spans::session(
+            "publisher",
+            &room,
+            &stream,
+            session.as_str(),
+            &identity,
+        );
         self.ask(|reply| Msg::ReservePublish {
             room,
             stream,
             session: session.clone(),
             identity,
             may_replace,
+            span: span.clone(),
             reply,
         })
         .await??;
-        let (conn, answer, _) = match self.negotiate(&offer, Vec::new(), &chosen).await {
+        let negotiated = self
+            .negotiate(&offer, Vec::new(), &chosen)
+            .instrument(tracing::info_span!(parent: &span, "negotiate"))
+            .await;
+        let (conn, answer, _) = match negotiated {
             Ok(ok) => ok,
             Err(e) => {
                 self.tell(Msg::Cancel { session });
@@ -361,6 +387,8 @@ impl Sfu {
             .await??;
         let chosen = codecs::choose_for_play(&sections, &published)?;
         let session = SessionId::random();
+        let span =
+            crate::telemetry::spans::session("viewer", &room, &stream, session.as_str(), &identity);
         let mut sends = Vec::with_capacity(chosen.len());
         let mut tracks = Vec::with_capacity(chosen.len());
         for codec in &chosen {
@@ -389,7 +417,10 @@ impl Sfu {
             ));
             tracks.push((kind, codec.params.rtp_codec.mime_type.clone(), ssrc));
         }
-        let (conn, answer, senders) = self.negotiate(&offer, sends, &[]).await?;
+        let (conn, answer, senders) = self
+            .negotiate(&offer, sends, &[])
+            .instrument(tracing::info_span!(parent: &span, "negotiate"))
+            .await?;
         let tracks = tracks
             .into_iter()
             .zip(senders)
@@ -408,6 +439,7 @@ impl Sfu {
                 tracks,
                 etag: etag.clone(),
                 slot,
+                span,
             },
             reply,
         })
@@ -479,6 +511,16 @@ impl Sfu {
     /// Counts of rooms, sessions and tracks.
     pub async fn stats(&self) -> Result<Stats> {
         self.ask(|reply| Msg::Stats { reply }).await
+    }
+
+    /// Counts now and totals since the start, for metrics.
+    pub async fn metrics(&self) -> Result<(Stats, Totals)> {
+        self.ask(|reply| Msg::Metrics { reply }).await
+    }
+
+    /// Each media shard's counters.
+    pub fn io_stats(&self) -> impl Iterator<Item = &crate::engine::io::IoStats> {
+        self.engine.shards().iter().map(|s| s.io_stats())
     }
 
     /// Closes every session, as DELETE does, stops the owner, and returns

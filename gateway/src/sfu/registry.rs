@@ -56,7 +56,7 @@ use crate::error::{Error, Result};
 use crate::sfu::codecs::TrackCodec;
 use crate::sfu::layers::LayerChoice;
 use crate::sfu::stream_counters::StreamCounters;
-use crate::sfu::{MediaKind, SessionId, Stats};
+use crate::sfu::{MediaKind, SessionId, Stats, Totals};
 
 /// A reply channel.
 pub type Reply<T> = oneshot::Sender<T>;
@@ -93,6 +93,49 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order of [`crate::sfu::Totals::closed`].
+    pub const ALL: [CloseReason; 13] = [
+        CloseReason::Deleted,
+        CloseReason::PeerClosed,
+        CloseReason::IceFailed,
+        CloseReason::ConnectTimeout,
+        CloseReason::NegotiationFailed,
+        CloseReason::PublisherGone,
+        CloseReason::CodecChanged,
+        CloseReason::Shutdown,
+        CloseReason::Replaced,
+        CloseReason::CallEnded,
+        CloseReason::HungUp,
+        CloseReason::RoomClosed,
+        CloseReason::RoomFull,
+    ];
+
+    /// Its name as a metric label (`reason="ice_failed"`).
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Deleted => "deleted",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::IceFailed => "ice_failed",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::NegotiationFailed => "negotiation_failed",
+            CloseReason::PublisherGone => "publisher_gone",
+            CloseReason::CodecChanged => "codec_changed",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Replaced => "replaced",
+            CloseReason::CallEnded => "call_ended",
+            CloseReason::HungUp => "hung_up",
+            CloseReason::RoomClosed => "room_closed",
+            CloseReason::RoomFull => "room_full",
+        }
+    }
+
+    fn index(self) -> usize {
+        CloseReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or_default()
+    }
+
     /// How the control plane words it; `None` for a session it never saw
     /// start (negotiation failed before the answer).
     pub fn leave_reason(self) -> Option<LeaveReason> {
@@ -196,6 +239,8 @@ pub struct NewViewer {
     pub etag: String,
     /// Its place in the admission counters.
     pub slot: Option<SessionSlot>,
+    /// Its span ([`crate::telemetry::spans`]).
+    pub span: tracing::Span,
 }
 
 /// What a PATCH needs to know about a session.
@@ -217,6 +262,7 @@ pub enum Msg {
         session: SessionId,
         identity: String,
         may_replace: bool,
+        span: tracing::Span,
         reply: Reply<Result<()>>,
     },
     /// The publisher's answer is ready and its connection is on a shard.
@@ -258,6 +304,8 @@ pub enum Msg {
     Engine(ShardEvent),
     /// Counts, for tests and diagnostics.
     Stats { reply: Reply<Stats> },
+    /// Counts now and totals since the start, for metrics.
+    Metrics { reply: Reply<(Stats, Totals)> },
     /// Close every session of `identity` in `room` (or of everyone, with
     /// `None`); replies how many.
     CloseParticipant {
@@ -304,6 +352,16 @@ enum Role {
     Viewer,
 }
 
+impl Role {
+    /// Its place in [`Totals`]' arrays ([`crate::sfu::ROLES`]).
+    fn index(self) -> usize {
+        match self {
+            Role::Publisher => 0,
+            Role::Viewer => 1,
+        }
+    }
+}
+
 struct Session {
     room: RoomName,
     stream: StreamName,
@@ -317,6 +375,9 @@ struct Session {
     tracks: Vec<ViewerTrack>,
     /// Its place in the admission counters, given back when it ends.
     slot: Option<SessionSlot>,
+    /// Its span, which ends when the session does
+    /// ([`crate::telemetry::spans`]).
+    span: tracing::Span,
 }
 
 /// A published track of a stream: the engine's track and its codec.
@@ -360,6 +421,7 @@ pub struct Owner {
     engine: Arc<Engine>,
     timings: Timings,
     facts: Facts,
+    totals: Totals,
 }
 
 /// Runs the owner until shutdown.
@@ -376,6 +438,7 @@ pub async fn run(
         engine,
         timings,
         facts,
+        totals: Totals::default(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -414,9 +477,11 @@ impl Owner {
                 session,
                 identity,
                 may_replace,
+                span,
                 reply,
             } => {
-                let reserved = self.reserve_publish(room, stream, session, identity, may_replace);
+                let reserved =
+                    self.reserve_publish(room, stream, session, identity, may_replace, span);
                 let _ = reply.send(reserved);
             }
             Msg::CommitPublish {
@@ -479,6 +544,9 @@ impl Owner {
             Msg::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Msg::Metrics { reply } => {
+                let _ = reply.send((self.stats(), self.totals.clone()));
+            }
             Msg::CloseParticipant {
                 room,
                 identity,
@@ -531,6 +599,7 @@ impl Owner {
         session: SessionId,
         identity: String,
         may_replace: bool,
+        span: tracing::Span,
     ) -> Result<()> {
         let entry = self
             .rooms
@@ -575,6 +644,7 @@ impl Owner {
                 connected: false,
                 tracks: Vec::new(),
                 slot: None,
+                span,
             },
         );
         Ok(())
@@ -593,6 +663,7 @@ impl Owner {
         s.etag = etag;
         s.slot = slot;
         let (room, stream, identity) = (s.room.clone(), s.stream.clone(), s.identity.clone());
+        let span = s.span.clone();
         // A takeover: the old session ends first (its viewers wait for the
         // new tracks as on a republish), then this one becomes the publisher.
         let replaced = self
@@ -618,7 +689,8 @@ impl Owner {
         if let Some(shard) = self.engine.shards().get(conn.shard) {
             shard.count_into(conn.conn, counters);
         }
-        tracing::info!(%room, %stream, %session, shard = conn.shard, "publisher session created");
+        tracing::info!(parent: &span, %room, %stream, %session, shard = conn.shard, "publisher session created");
+        self.totals.started[Role::Publisher.index()] += 1;
         self.facts.session_started(
             session.as_str(),
             &room,
@@ -651,6 +723,7 @@ impl Owner {
             tracks,
             etag,
             slot,
+            span,
         } = viewer;
         let not_published = || Error::NotPublished {
             room: room.to_string(),
@@ -663,7 +736,11 @@ impl Owner {
             .filter(|st| !st.codecs.is_empty())
             .ok_or_else(not_published)?;
         st.viewers.insert(session.clone());
-        tracing::info!(%room, %stream, %session, %identity, viewers = st.viewers.len(), shard = conn.shard, "viewer session created");
+        tracing::info!(parent: &span, %room, %stream, %session, %identity, viewers = st.viewers.len(), shard = conn.shard, "viewer session created");
+        if let Some(publisher) = st.publisher.as_ref().and_then(|p| self.sessions.get(p)) {
+            crate::telemetry::spans::link(&span, &publisher.span);
+        }
+        self.totals.started[Role::Viewer.index()] += 1;
         self.facts.session_started(
             session.as_str(),
             &room,
@@ -685,6 +762,7 @@ impl Owner {
                 connected: false,
                 tracks,
                 slot,
+                span,
             },
         );
         Ok(())
@@ -697,6 +775,15 @@ impl Owner {
             Event::Connected(conn) => {
                 if let Some(id) = self.conns.get(&session(conn)).cloned() {
                     self.connected(&id);
+                }
+            }
+            Event::IceConnected(conn) => {
+                if let Some(s) = self
+                    .conns
+                    .get(&session(conn))
+                    .and_then(|id| self.sessions.get(id))
+                {
+                    tracing::info!(parent: &s.span, "ICE connected");
                 }
             }
             Event::Closed(conn) => {
@@ -724,7 +811,7 @@ impl Owner {
             slot.connected();
         }
         self.facts.session_connected(session.as_str());
-        tracing::debug!(%session, "connected");
+        tracing::info!(parent: &s.span, %session, "DTLS up: session connected");
         if s.role == Role::Viewer {
             self.subscribe_pending(session);
         }
@@ -795,6 +882,7 @@ impl Owner {
             return;
         }
         let (room, stream) = (s.room.clone(), s.stream.clone());
+        let span = s.span.clone();
         let Some(st) = self.stream_mut(&room, &stream) else {
             return;
         };
@@ -818,7 +906,7 @@ impl Owner {
             },
         );
         let viewers: Vec<SessionId> = st.viewers.iter().cloned().collect();
-        tracing::info!(%room, %stream, %session, ?kind, mime = %started.mime, "forwarding track");
+        tracing::info!(parent: &span, %room, %stream, %session, ?kind, mime = %started.mime, "first packet: forwarding track");
         self.facts
             .track_published(session.as_str(), kind.into(), &started.mime);
 
@@ -864,7 +952,9 @@ impl Owner {
         let Some(s) = self.sessions.remove(session) else {
             return false;
         };
-        tracing::info!(room = %s.room, stream = %s.stream, %session, %reason, role = ?s.role, "session closed");
+        s.span.record("vigil.close_reason", reason.label());
+        tracing::info!(parent: &s.span, room = %s.room, stream = %s.stream, %session, %reason, role = ?s.role, "session closed");
+        self.totals.closed[s.role.index()][reason.index()] += 1;
         if let Some(conn) = s.conn {
             // Only a committed session (it has a connection) was reported
             // as started.
