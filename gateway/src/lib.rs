@@ -302,7 +302,11 @@ impl Vigil {
     /// binary bounds it with `--drain-secs`.
     pub async fn shutdown(self) {
         self.start_draining();
+        // The last export (OTLP) reports the sessions as they were, and
+        // as they closed if the owner still answers.
+        self.telemetry.sample().await;
         self.sfu.shutdown().await;
+        self.telemetry.sample().await;
         // Facts sent before (the sessions just closed) are handled, and
         // their events published, before the control plane stops.
         self.control.shutdown().await;

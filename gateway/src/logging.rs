@@ -98,6 +98,8 @@ pub fn init(
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("vigil"))
             .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
     });
     tracing_subscriber::registry()
         .with(filter(level))

@@ -12,6 +12,7 @@ pub mod http_client;
 pub mod loss;
 pub mod media;
 pub mod netns;
+pub mod otlp;
 pub mod peers;
 pub mod process;
 pub mod replay;

@@ -21,7 +21,11 @@ pub struct VigilProcess {
     pub grpc: SocketAddr,
     data_dir: PathBuf,
     log_bytes: Arc<AtomicUsize>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
+
+/// How many of its first log lines a [`VigilProcess`] keeps to be read.
+const LOG_LINES_KEPT: usize = 10_000;
 
 /// The `vigil` binary of this build: `cargo test --workspace` builds it
 /// next to the test executables' `deps` folder (the gateway package has
@@ -74,10 +78,18 @@ impl VigilProcess {
         // Its log, into the test's output (shown when a test fails), and counted.
         let log_bytes = Arc::new(AtomicUsize::new(0));
         let counted = log_bytes.clone();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 counted.fetch_add(line.len() + 1, Ordering::Relaxed);
+                {
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() < LOG_LINES_KEPT {
+                        kept.push(line.clone());
+                    }
+                }
                 eprintln!("[vigil] {line}");
             }
         });
@@ -115,12 +127,18 @@ impl VigilProcess {
             grpc: grpc.expect("gRPC address"),
             data_dir,
             log_bytes,
+            log,
         }
     }
 
     /// Bytes it has logged (stderr) so far.
     pub fn log_bytes(&self) -> usize {
         self.log_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Its log (stderr) so far, a line each (the first 10,000 lines).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Its process id.

@@ -115,6 +115,29 @@ async fn metrics_follow_a_live_stream_and_pass_promtool() {
         "no room or stream name in the labels"
     );
 
+    // gRPC calls, by method and status code.
+    let mut clients = vigil_tests::control::clients(&vigil).await;
+    clients
+        .rooms
+        .list_rooms(vigil_proto::v1::ListRoomsRequest::default())
+        .await
+        .expect("ListRooms");
+    let missing = clients
+        .rooms
+        .get_room(vigil_proto::v1::GetRoomRequest {
+            name: "nowhere".into(),
+        })
+        .await
+        .expect_err("no such room");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let grpc = scrape(&url).await;
+    for (method, code) in [("ListRooms", "OK"), ("GetRoom", "NOT_FOUND")] {
+        let series = format!(
+            "vigil_grpc_request_duration_seconds_count{{code=\"{code}\",method=\"vigil.v1.RoomService/{method}\"}}"
+        );
+        assert_eq!(value(&grpc, &series), Some(1.0), "{series}\n{grpc}");
+    }
+
     // The viewer leaves: counted with its reason.
     let deleted = request("DELETE", &viewer.session.url, &[], "").await;
     assert_eq!(deleted.status, 200);

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
-use vigil_gateway::config::{Args, Command, Config};
+use vigil_gateway::config::{Args, Command, Config, LogFormat};
 use vigil_gateway::links::{self, BaseOrigin};
 use vigil_gateway::{Credentials, Vigil, ctl, logging, telemetry};
 
@@ -140,6 +140,13 @@ fn print_start(vigil: &Vigil, config: &Config) {
     if let Some(redirect) = vigil.redirect_addr {
         println!("HTTP:         {redirect} redirects to HTTPS");
     }
+    match vigil.metrics_addr {
+        Some(metrics) => println!("Metrics:      http://{metrics}/metrics (Prometheus)"),
+        None => println!("Metrics:      {url}/metrics (Prometheus)"),
+    }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        println!("OTLP export:  {endpoint} (traces and metrics)");
+    }
     print_tls(vigil, url);
     let example = ctl::example(vigil.grpc_addr, config.data_dir.as_deref(), tls);
     // grpcurl's flag for how to trust the server.
@@ -153,10 +160,19 @@ fn print_start(vigil: &Vigil, config: &Config) {
     match &vigil.credentials {
         Credentials::None => {
             println!("Web console:  {url}/console/");
-            eprintln!();
-            eprintln!("WARNING: --insecure-no-auth: anyone who can reach these ports can publish,");
-            eprintln!("WARNING: play and administer; rooms are created on first use.");
-            eprintln!();
+            if config.log_format == LogFormat::Json {
+                // stderr is the JSON log: a log line, not a banner.
+                tracing::warn!(
+                    "--insecure-no-auth: anyone who can reach these ports can publish, play and administer; rooms are created on first use"
+                );
+            } else {
+                eprintln!();
+                eprintln!(
+                    "WARNING: --insecure-no-auth: anyone who can reach these ports can publish,"
+                );
+                eprintln!("WARNING: play and administer; rooms are created on first use.");
+                eprintln!();
+            }
         }
         Credentials::AdminKey {
             key,

@@ -206,7 +206,7 @@ async fn handle(req: Request<Incoming>, state: &AppState, client: IpAddr) -> Res
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }

@@ -133,7 +133,7 @@ impl Telemetry {
     }
 
     /// Samples the room owner's counts; `false` once it has stopped.
-    async fn sample(&self) -> bool {
+    pub async fn sample(&self) -> bool {
         match self.sfu.metrics().await {
             Ok(now) => {
                 *self.sample.lock().unwrap_or_else(|e| e.into_inner()) = now;
