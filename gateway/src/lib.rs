@@ -170,9 +170,10 @@ impl Vigil {
         let telemetry =
             telemetry::Telemetry::start(&sfu, config.otlp_endpoint.as_deref()).map_err(other)?;
         telemetry::count_alarms(&telemetry, &control);
-        let observe = vigil_control::grpc::observe::ObserveLayer::new(Some(
-            telemetry.clone() as Arc<dyn vigil_control::grpc::observe::CallMetrics>
-        ));
+        let observe = vigil_control::grpc::observe::ObserveLayer::new(
+            Some(telemetry.clone() as Arc<dyn vigil_control::grpc::observe::CallMetrics>),
+            Some(telemetry::spans::continue_trace),
+        );
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,

@@ -75,6 +75,7 @@ pub fn init(
 ) {
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -92,19 +93,23 @@ pub fn init(
             .with_span_list(false)
             .boxed(),
     };
-    // A session's log lines (ICE connected, DTLS up, ...) become events
-    // of its span.
+    // Vigil's spans at info whatever the log level: `--log-level warn`
+    // quiets the log, not the traces. A session's info lines (ICE
+    // connected, DTLS up, ...) become events of its span.
     let spans = tracer.map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("vigil"))
             .with_tracked_inactivity(false)
             .with_threads(false)
             .with_location(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("vigil", tracing::Level::INFO),
+            )
     });
+    let limit = RepeatLimit::new(REPEAT_WINDOW, REPEATS_PER_WINDOW);
     tracing_subscriber::registry()
-        .with(filter(level))
-        .with(RepeatLimit::new(REPEAT_WINDOW, REPEATS_PER_WINDOW))
-        .with(lines)
+        .with(lines.with_filter(filter(level).and(limit)))
         .with(spans)
         .init();
 }
@@ -173,11 +178,21 @@ impl RepeatLimit {
     }
 }
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RepeatLimit {
+/// A filter of the log lines' layer (after the level filter, so what that
+/// leaves out is never counted).
+impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for RepeatLimit {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
     fn event_enabled(
         &self,
         event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
         use tracing_log::NormalizeEvent as _;
         let normalized = event.normalized_metadata();
@@ -271,16 +286,16 @@ mod tests {
 
     #[test]
     fn the_limit_applies_to_log_records_and_spares_info() {
+        use tracing_subscriber::Layer as _;
         use tracing_subscriber::layer::SubscriberExt as _;
         let out = Captured::default();
         let writer = out.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(RepeatLimit::new(std::time::Duration::from_secs(60), 2))
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(move || writer.clone())
-                    .with_ansi(false),
-            );
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_filter(RepeatLimit::new(std::time::Duration::from_secs(60), 2)),
+        );
         tracing::subscriber::with_default(subscriber, || {
             for _ in 0..50 {
                 tracing::warn!(target: "rtc::peer_connection::handler", "refused-datagram");

@@ -94,6 +94,19 @@ async fn a_publish_and_a_play_reach_the_collector_as_linked_spans_and_metrics() 
     assert_eq!(missing.code(), tonic::Code::NotFound);
     let deleted = request("DELETE", &viewer.session.url, &[], "").await;
     assert_eq!(deleted.status, 200);
+    // A caller that traces itself (W3C Trace Context) gets Vigil's span
+    // in its trace.
+    let traced = request(
+        "GET",
+        &format!("{base}/readyz"),
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(traced.status, 200);
     // The viewer's close is handled before the server stops.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -169,6 +182,9 @@ async fn a_publish_and_a_play_reach_the_collector_as_linked_spans_and_metrics() 
         "the viewer's session links to the publisher's: {:?}",
         viewer_span.links
     );
+    let readyz = one(&spans, "GET /readyz", |_| true);
+    assert_eq!(hex(&readyz.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&readyz.parent_span_id), "00f067aa0ba902b7");
     let delete = one(&spans, "DELETE /sessions/{id}", |_| true);
     assert_eq!(int(delete, "http.response.status_code"), Some(200));
 

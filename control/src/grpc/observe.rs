@@ -30,16 +30,28 @@ pub trait CallMetrics: Send + Sync + 'static {
     fn call_ended(&self, method: &str, code: Code, took: Duration);
 }
 
+/// Where a call's span may pick up the caller's trace from its headers
+/// (W3C Trace Context); the gateway's, which knows OpenTelemetry.
+pub type ContinueTrace = fn(&tracing::Span, &http::HeaderMap);
+
 /// Wraps a gRPC router: a span per call, and [`CallMetrics`] told of each.
 #[derive(Clone, Default)]
 pub struct ObserveLayer {
     metrics: Option<Arc<dyn CallMetrics>>,
+    continue_trace: Option<ContinueTrace>,
 }
 
 impl ObserveLayer {
-    /// Reports calls to `metrics` (spans are made either way).
-    pub fn new(metrics: Option<Arc<dyn CallMetrics>>) -> ObserveLayer {
-        ObserveLayer { metrics }
+    /// Reports calls to `metrics` (spans are made either way), and lets
+    /// `continue_trace` parent each call's span.
+    pub fn new(
+        metrics: Option<Arc<dyn CallMetrics>>,
+        continue_trace: Option<ContinueTrace>,
+    ) -> ObserveLayer {
+        ObserveLayer {
+            metrics,
+            continue_trace,
+        }
     }
 }
 
@@ -50,6 +62,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
         Observe {
             inner,
             metrics: self.metrics.clone(),
+            continue_trace: self.continue_trace,
         }
     }
 }
@@ -59,6 +72,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Option<Arc<dyn CallMetrics>>,
+    continue_trace: Option<ContinueTrace>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -93,6 +107,9 @@ where
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
         );
+        if let Some(continue_trace) = self.continue_trace {
+            continue_trace(&span, request.headers());
+        }
         let call = Call {
             path,
             started: Instant::now(),

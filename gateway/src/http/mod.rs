@@ -202,6 +202,7 @@ async fn handle(req: Request<Incoming>, state: &AppState, client: IpAddr) -> Res
         client.address = %client,
         http.response.status_code = tracing::field::Empty,
     );
+    crate::telemetry::spans::continue_trace(&span, req.headers());
     let response = dispatch(req, state, client, grpc_web)
         .instrument(span.clone())
         .await;

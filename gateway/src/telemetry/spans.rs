@@ -15,7 +15,9 @@
 //! `--log-format json`, in its `span` object), and `trace_id` too when
 //! traces are exported, so a log line leads to its trace.
 
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// A new session's span (see the module documentation), a child of the
@@ -54,5 +56,31 @@ pub fn link(viewer: &tracing::Span, publisher: &tracing::Span) {
     let publisher = context.span().span_context().clone();
     if publisher.is_valid() {
         viewer.add_link(publisher);
+    }
+}
+
+/// Makes `span` (a request's) continue the caller's trace when the request
+/// carries W3C Trace Context (`traceparent`), so a client that traces
+/// itself sees Vigil's spans in its own trace. No header: nothing changes.
+pub fn continue_trace(span: &tracing::Span, headers: &hyper::HeaderMap) {
+    if !headers.contains_key("traceparent") {
+        return;
+    }
+    let context = TraceContextPropagator::new().extract(&Headers(headers));
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+/// HTTP headers as OpenTelemetry's propagators read them.
+struct Headers<'a>(&'a hyper::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
     }
 }
