@@ -18,8 +18,11 @@ async fn main() {
     println!("OTLP sink on {bound}");
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let spans = collector.spans.lock().map(|s| s.len()).unwrap_or(0);
+        let mut names = std::collections::BTreeMap::<String, usize>::new();
+        for span in collector.spans() {
+            *names.entry(span.name).or_default() += 1;
+        }
         let metrics = collector.metrics.lock().map(|m| m.len()).unwrap_or(0);
-        println!("{spans} spans, {metrics} metric exports so far");
+        println!("spans by name {names:?}; {metrics} metrics received so far");
     }
 }

@@ -97,6 +97,17 @@ async fn stall_alarm_is_raised_within_two_seconds_and_cleared() {
         "active_alarms after the stall ended: {:?}",
         listed.active_alarms
     );
+    // Counted for Prometheus, by kind.
+    let metrics =
+        vigil_tests::http_client::request("GET", &format!("{}/metrics", scene.base), &[], "")
+            .await
+            .body;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "vigil_alarms_raised_total{kind=\"stalled\"} 1"),
+        "{metrics}"
+    );
     scene.shutdown().await;
 }
 
