@@ -327,42 +327,49 @@ impl Sfu {
             session.as_str(),
             &identity,
         );
-        self.ask(|reply| Msg::ReservePublish {
-            room,
-            stream,
-            session: session.clone(),
-            identity,
-            may_replace,
-            span: span.clone(),
-            reply,
-        })
-        .await??;
-        let negotiated = self
-            .negotiate(&offer, Vec::new(), &chosen)
-            .instrument(tracing::info_span!(parent: &span, "negotiate"))
-            .await;
-        let (conn, answer, _) = match negotiated {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.tell(Msg::Cancel { session });
-                return Err(e);
-            }
-        };
-        let etag = new_etag();
-        self.ask(|reply| Msg::CommitPublish {
-            session: session.clone(),
-            conn,
-            codecs: chosen,
-            etag: etag.clone(),
-            slot,
-            reply,
-        })
-        .await??;
-        Ok(Created {
-            session,
-            answer,
-            etag,
-        })
+        let created = async {
+            self.ask(|reply| Msg::ReservePublish {
+                room,
+                stream,
+                session: session.clone(),
+                identity,
+                may_replace,
+                span: span.clone(),
+                reply,
+            })
+            .await??;
+            let negotiated = self
+                .negotiate(&offer, Vec::new(), &chosen)
+                .instrument(tracing::info_span!(parent: &span, "negotiate"))
+                .await;
+            let (conn, answer, _) = match negotiated {
+                Ok(ok) => ok,
+                Err(e) => {
+                    self.tell(Msg::Cancel { session });
+                    return Err(e);
+                }
+            };
+            let etag = new_etag();
+            self.ask(|reply| Msg::CommitPublish {
+                session: session.clone(),
+                conn,
+                codecs: chosen,
+                etag: etag.clone(),
+                slot,
+                reply,
+            })
+            .await??;
+            Ok(Created {
+                session,
+                answer,
+                etag,
+            })
+        }
+        .await;
+        if let Err(e) = &created {
+            crate::telemetry::spans::not_started(&span, e);
+        }
+        created
     }
 
     /// WHEP: negotiates a viewer session of `room`/`stream` for `identity`,
@@ -389,66 +396,73 @@ impl Sfu {
         let session = SessionId::random();
         let span =
             crate::telemetry::spans::session("viewer", &room, &stream, session.as_str(), &identity);
-        let mut sends = Vec::with_capacity(chosen.len());
-        let mut tracks = Vec::with_capacity(chosen.len());
-        for codec in &chosen {
-            let Some(kind) = MediaKind::of(codec.kind) else {
-                continue;
-            };
-            let ssrc: u32 = rand::random();
-            let label = format!("{stream}-{kind:?}").to_lowercase();
-            sends.push(MediaStreamTrack::new(
-                format!("vigil-{stream}"),
-                label.clone(),
-                label,
-                codec.kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        // Repairs on RTX when the viewer offers it.
-                        rtx: codec.rtx.as_ref().map(|_| RTCRtpRtxParameters {
-                            ssrc: rand::random(),
-                        }),
+        let created = async {
+            let mut sends = Vec::with_capacity(chosen.len());
+            let mut tracks = Vec::with_capacity(chosen.len());
+            for codec in &chosen {
+                let Some(kind) = MediaKind::of(codec.kind) else {
+                    continue;
+                };
+                let ssrc: u32 = rand::random();
+                let label = format!("{stream}-{kind:?}").to_lowercase();
+                sends.push(MediaStreamTrack::new(
+                    format!("vigil-{stream}"),
+                    label.clone(),
+                    label,
+                    codec.kind,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            // Repairs on RTX when the viewer offers it.
+                            rtx: codec.rtx.as_ref().map(|_| RTCRtpRtxParameters {
+                                ssrc: rand::random(),
+                            }),
+                            ..Default::default()
+                        },
+                        codec: codec.params.rtp_codec.clone(),
                         ..Default::default()
-                    },
-                    codec: codec.params.rtp_codec.clone(),
-                    ..Default::default()
-                }],
-            ));
-            tracks.push((kind, codec.params.rtp_codec.mime_type.clone(), ssrc));
-        }
-        let (conn, answer, senders) = self
-            .negotiate(&offer, sends, &[])
-            .instrument(tracing::info_span!(parent: &span, "negotiate"))
-            .await?;
-        let tracks = tracks
-            .into_iter()
-            .zip(senders)
-            .map(|((kind, mime, ssrc), sender)| {
-                ViewerTrack::new(kind, mime, sender, ssrc, layer.clone())
+                    }],
+                ));
+                tracks.push((kind, codec.params.rtp_codec.mime_type.clone(), ssrc));
+            }
+            let (conn, answer, senders) = self
+                .negotiate(&offer, sends, &[])
+                .instrument(tracing::info_span!(parent: &span, "negotiate"))
+                .await?;
+            let tracks = tracks
+                .into_iter()
+                .zip(senders)
+                .map(|((kind, mime, ssrc), sender)| {
+                    ViewerTrack::new(kind, mime, sender, ssrc, layer.clone())
+                })
+                .collect();
+            let etag = new_etag();
+            self.ask(|reply| Msg::CommitPlay {
+                viewer: NewViewer {
+                    room,
+                    stream,
+                    session: session.clone(),
+                    identity,
+                    conn,
+                    tracks,
+                    etag: etag.clone(),
+                    slot,
+                    span: span.clone(),
+                },
+                reply,
             })
-            .collect();
-        let etag = new_etag();
-        self.ask(|reply| Msg::CommitPlay {
-            viewer: NewViewer {
-                room,
-                stream,
-                session: session.clone(),
-                identity,
-                conn,
-                tracks,
-                etag: etag.clone(),
-                slot,
-                span,
-            },
-            reply,
-        })
-        .await??;
-        Ok(Created {
-            session,
-            answer,
-            etag,
-        })
+            .await??;
+            Ok(Created {
+                session,
+                answer,
+                etag,
+            })
+        }
+        .await;
+        if let Err(e) = &created {
+            crate::telemetry::spans::not_started(&span, e);
+        }
+        created
     }
 
     /// PATCH: trickles candidates or restarts ICE (RFC 9725 §4.3).

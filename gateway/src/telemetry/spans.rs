@@ -40,6 +40,8 @@ pub fn session(
         vigil.participant = %identity,
         vigil.role = role,
         vigil.close_reason = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error.message = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
     let context = span.context();
@@ -48,6 +50,14 @@ pub fn session(
         span.record("trace_id", tracing::field::display(trace));
     }
     span
+}
+
+/// Marks a session span whose POST failed (the session never started):
+/// its error, and `vigil.close_reason = "not_started"`.
+pub fn not_started(span: &tracing::Span, error: &dyn std::fmt::Display) {
+    span.record("vigil.close_reason", "not_started")
+        .record("otel.status_code", "ERROR")
+        .record("error.message", tracing::field::display(error));
 }
 
 /// Links `viewer`'s session span to `publisher`'s (no-op without traces).
