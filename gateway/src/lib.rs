@@ -134,14 +134,8 @@ impl Vigil {
         let grpc_listener = TcpListener::bind(config.grpc_listen).await?;
         let http_addr = http_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
-        let redirect_listener = match config.http_redirect_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
-        let redirect_addr = redirect_listener
-            .as_ref()
-            .map(TcpListener::local_addr)
-            .transpose()?;
+        let (redirect_listener, redirect_addr) = bind_optional(config.http_redirect_listen).await?;
+        let (metrics_listener, metrics_addr) = bind_optional(config.metrics_listen).await?;
 
         let store: Arc<dyn Store> = match &config.data_dir {
             Some(dir) => {
@@ -174,14 +168,6 @@ impl Vigil {
             Some(telemetry.clone() as Arc<dyn vigil_control::grpc::observe::CallMetrics>),
             Some(telemetry::spans::continue_trace),
         );
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
-        let metrics_addr = metrics_listener
-            .as_ref()
-            .map(TcpListener::local_addr)
-            .transpose()?;
 
         let (stop, stopped) = watch::channel(false);
         let (draining, drain_started) = watch::channel(false);
@@ -321,6 +307,19 @@ impl Vigil {
         let telemetry = self.telemetry;
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
+}
+
+/// Binds `addr` when one is given, and says the address it got (port 0
+/// picks one).
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+) -> std::io::Result<(Option<TcpListener>, Option<SocketAddr>)> {
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((Some(listener), Some(bound)))
 }
 
 /// The certificate to serve: the operator's files, or the self-signed

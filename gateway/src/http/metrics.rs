@@ -1,18 +1,13 @@
 //! `GET /metrics`: every metric in Prometheus' text format, on the HTTP
 //! port, or alone on `--metrics-listen` (which then serves nothing else).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::response::{self, Body};
@@ -52,37 +47,16 @@ pub async fn serve(
     telemetry: Arc<Telemetry>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(ok) => ok,
-                Err(e) => {
-                    tracing::warn!("metrics accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
+    let header_timeout = Duration::from_secs(10);
+    super::serve_plain(listener, header_timeout, shutdown, move |req| {
         let telemetry = telemetry.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
-            let telemetry = telemetry.clone();
-            async move {
-                let answer = if req.uri().path() == "/metrics" {
-                    respond(req.method(), &telemetry).await
-                } else {
-                    response::empty(StatusCode::NOT_FOUND, "GET, HEAD")
-                };
-                Ok::<_, Infallible>(answer)
+        async move {
+            if req.uri().path() == "/metrics" {
+                respond(req.method(), &telemetry).await
+            } else {
+                response::empty(StatusCode::NOT_FOUND, "GET, HEAD")
             }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
+        }
+    })
+    .await;
 }

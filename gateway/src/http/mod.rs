@@ -154,6 +154,46 @@ pub async fn serve(
     }
 }
 
+/// Serves a small plain-HTTP/1.1 port (the HTTPS redirect, the metrics
+/// port) until `shutdown` resolves: every request on a connection accepted
+/// from `listener` gets `answer`'s response.
+pub(crate) async fn serve_plain<F, Fut>(
+    listener: TcpListener,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+    answer: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(ok) => ok,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let answer = answer.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let response = answer(req);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
 /// Serves HTTP/1.1 requests on one connection (plain TCP or TLS) until it
 /// closes, or a graceful shutdown ends it.
 async fn serve_connection<I>(

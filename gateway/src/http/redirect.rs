@@ -3,16 +3,12 @@
 //! the method and body, so a WHIP POST sent to `http://` is redirected as
 //! a POST). Nothing else is served on it.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::response::Body;
@@ -77,32 +73,11 @@ pub async fn serve(
     header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(ok) => ok,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let target = target.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
-            let response = answer(&req, &target);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
+    super::serve_plain(listener, header_timeout, shutdown, move |req| {
+        let response = answer(&req, &target);
+        std::future::ready(response)
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -45,6 +45,15 @@ pub enum TelemetryError {
     Prometheus(String),
 }
 
+impl TelemetryError {
+    fn otlp(endpoint: &str, e: impl std::fmt::Display) -> TelemetryError {
+        TelemetryError::Otlp {
+            endpoint: endpoint.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
 /// The resource every signal carries: `service.name` (`vigil` unless
 /// `OTEL_SERVICE_NAME` says otherwise), `service.version`, and what
 /// `OTEL_RESOURCE_ATTRIBUTES` adds.
@@ -95,10 +104,7 @@ impl Telemetry {
                 .with_tonic()
                 .with_endpoint(endpoint)
                 .build()
-                .map_err(|e| TelemetryError::Otlp {
-                    endpoint: endpoint.to_owned(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| TelemetryError::otlp(endpoint, e))?;
             builder = builder.with_reader(
                 PeriodicReader::builder(exporter)
                     .with_interval(OTLP_METRICS_INTERVAL)
@@ -203,10 +209,7 @@ pub fn otlp_tracer(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> 
         .with_tonic()
         .with_endpoint(endpoint)
         .build()
-        .map_err(|e| TelemetryError::Otlp {
-            endpoint: endpoint.to_owned(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TelemetryError::otlp(endpoint, e))?;
     Ok(SdkTracerProvider::builder()
         .with_resource(resource())
         .with_batch_exporter(exporter)
