@@ -43,17 +43,26 @@ use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
 use crate::sfu::keyframe_cache::KeyframeCache;
 use crate::sfu::layers::{LayerChoice, Layers, StepDown};
 use crate::sfu::picture_size::keyframe_size;
+use crate::sfu::reception::{Reception, round_trip};
 use crate::sfu::rewrite::Rewriter;
-use crate::sfu::rtcp::{fraction_lost, is_keyframe_request};
-use crate::sfu::stream_counters::StreamCounters;
+use crate::sfu::rtcp::{is_keyframe_request, reception_report};
+use crate::sfu::stream_counters::{StreamCounters, ViewerCounters, ViewerReport};
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 /// A connection of this shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u32);
+
+impl ConnId {
+    /// Its number on its shard.
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
 
 /// A published track, named across shards: the publisher connection's
 /// shard, its id there, and the receiver the track arrives on. A simulcast
@@ -232,6 +241,10 @@ struct Sink {
     waiting_for_keyframe: bool,
     /// What went out on the viewer's SSRC, for its sender reports.
     stats: SenderStats,
+    /// What went out on the viewer's SSRC since it was subscribed, for the
+    /// statistics (the sender reports' counts are 32 bits and wrap).
+    sent_packets: u64,
+    sent_bytes: u64,
     /// Where repairs go, if the viewer negotiated RTX.
     rtx: Option<Rtx>,
     /// The cached keyframe's copies it was started with, as sent (its
@@ -250,6 +263,14 @@ struct Rtx {
 }
 
 impl Sink {
+    fn kind(&self) -> MediaKind {
+        if self.video.is_some() {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        }
+    }
+
     /// Whether this packet of layer `ssrc` goes to the viewer: it moves to
     /// a pending layer at that layer's keyframe (at once, for audio), and
     /// video waits for a keyframe after any break.
@@ -324,8 +345,15 @@ struct Conn {
     connected: bool,
     /// Written to by a fan-out and not drained since (it is in `dirty`).
     dirty: bool,
-    /// A publisher's counters for alarms: what it sent, muted or not.
+    /// A publisher's counters for alarms and statistics: what it sent,
+    /// muted or not.
     counters: Option<Arc<StreamCounters>>,
+    /// A publisher's streams' sequence and jitter state, by SSRC, from
+    /// their first packet (the statistics' loss and jitter).
+    reception: HashMap<u32, (MediaKind, Reception)>,
+    /// A viewer's counters for the statistics: what it was sent and what
+    /// it reported.
+    viewer_counters: Option<Arc<ViewerCounters>>,
 }
 
 impl Conn {
@@ -436,6 +464,8 @@ impl Shard {
                 connected: false,
                 dirty: false,
                 counters: None,
+                reception: HashMap::new(),
+                viewer_counters: None,
             }),
         );
         self.drain(id, now);
@@ -474,6 +504,15 @@ impl Shard {
     pub fn count_into(&mut self, conn: ConnId, counters: Arc<StreamCounters>) {
         if let Some(conn) = self.conns.get_mut(&conn) {
             conn.counters = Some(counters);
+        }
+    }
+
+    /// Counts what viewer connection `conn` is sent and reports (its
+    /// reception reports, NACKs and keyframe requests) into `counters`,
+    /// for the statistics.
+    pub fn count_viewer_into(&mut self, conn: ConnId, counters: Arc<ViewerCounters>) {
+        if let Some(conn) = self.conns.get_mut(&conn) {
+            conn.viewer_counters = Some(counters);
         }
     }
 
@@ -638,6 +677,8 @@ impl Shard {
             started: false,
             waiting_for_keyframe: false,
             stats: SenderStats::default(),
+            sent_packets: 0,
+            sent_bytes: 0,
             rtx,
             copies: Vec::new(),
             copies_at: None,
@@ -1084,8 +1125,8 @@ impl Shard {
                                 nacks.push(nack.clone());
                             } else {
                                 for ssrc in p.destination_ssrc() {
-                                    if let Some(lost) = fraction_lost(p.as_ref(), ssrc) {
-                                        losses.push((ssrc, lost));
+                                    if let Some(report) = reception_report(p.as_ref(), ssrc) {
+                                        losses.push(report);
                                     }
                                 }
                             }
@@ -1109,12 +1150,16 @@ impl Shard {
         }
         for viewer_ssrc in keyframe_requests {
             if let Some(source) = self.source_of(id, viewer_ssrc) {
+                if let Some(counters) = self.conns.get(&id).and_then(|c| c.viewer_counters.as_ref())
+                {
+                    counters.keyframe_request(MediaKind::Video);
+                }
                 self.events
                     .push_back(Event::KeyframeRequest { viewer: id, source });
             }
         }
-        for (viewer_ssrc, lost) in losses {
-            self.loss(id, viewer_ssrc, lost, now);
+        for report in losses {
+            self.loss(id, &report, now);
         }
         for init in opened {
             self.track_opened(id, init);
@@ -1128,17 +1173,41 @@ impl Shard {
         }
     }
 
-    /// A viewer's reception report about its SSRC `viewer_ssrc`: heavy
-    /// loss steps it down a layer, if the track has a lower one.
-    fn loss(&mut self, viewer: ConnId, viewer_ssrc: u32, fraction_lost: u8, now: Instant) {
+    /// A viewer's reception report about one of its SSRCs: counted for
+    /// the statistics (with the round trip it gives against our sender
+    /// reports), and heavy loss steps it down a layer, if the track has a
+    /// lower one.
+    fn loss(&mut self, viewer: ConnId, report: &ReceptionReport, now: Instant) {
+        let fraction_lost = report.fraction_lost;
         for (track, fanout) in &mut self.tracks {
             let Some(sink) = fanout
                 .sinks
                 .iter_mut()
-                .find(|s| s.viewer == viewer && s.rewriter.ssrc() == viewer_ssrc)
+                .find(|s| s.viewer == viewer && s.rewriter.ssrc() == report.ssrc)
             else {
                 continue;
             };
+            if let Some(counters) = self
+                .conns
+                .get(&viewer)
+                .and_then(|c| c.viewer_counters.as_ref())
+            {
+                let rtt = sink
+                    .stats
+                    .ntp(now)
+                    .and_then(|ntp| round_trip(ntp, report.last_sender_report, report.delay));
+                counters.report(
+                    sink.kind(),
+                    ViewerReport {
+                        fraction_lost,
+                        cumulative_lost: cumulative_lost(report.total_lost),
+                        jitter: Duration::from_secs_f64(
+                            f64::from(report.jitter) / f64::from(sink.clock_rate.max(1)),
+                        ),
+                        rtt,
+                    },
+                );
+            }
             let steps = sink.step_down.steps();
             let lower_exists = fanout.layers.pick(&sink.choice, steps + 1)
                 != fanout.layers.pick(&sink.choice, steps);
@@ -1170,9 +1239,14 @@ impl Shard {
             RtpCodecKind::Video => MediaKind::Video,
             _ => return,
         };
-        let Some(mime) = track.codec(init.ssrc).map(|c| c.mime_type.clone()) else {
+        let Some((mime, clock_rate)) = track
+            .codec(init.ssrc)
+            .map(|c| (c.mime_type.clone(), c.clock_rate))
+        else {
             return;
         };
+        conn.reception
+            .insert(init.ssrc, (kind, Reception::new(clock_rate)));
         let track = TrackId {
             shard: self.index,
             conn: id,
@@ -1212,11 +1286,32 @@ impl Shard {
         for packet in media {
             let source = self.source(id, packet.header.ssrc);
             if let Some(counters) = &counters {
-                let keyframe = self
-                    .keyframes
-                    .get(&source)
-                    .is_some_and(|(codec, _)| starts_keyframe(*codec, &packet.payload));
+                let codec = self.keyframes.get(&source).map(|(codec, _)| *codec);
+                let keyframe = codec.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
                 counters.count(packet.payload.len(), keyframe);
+                // The statistics: only the streams rtc opened (not RTX).
+                if let Some((kind, reception)) = self
+                    .conns
+                    .get_mut(&id)
+                    .and_then(|c| c.reception.get_mut(&packet.header.ssrc))
+                {
+                    let h = &packet.header;
+                    let expected = reception.on_packet(h.sequence_number, h.timestamp, now);
+                    let track = counters.track(*kind);
+                    let frame_end = *kind == MediaKind::Video && h.marker;
+                    track.count(
+                        packet.payload.len(),
+                        expected,
+                        frame_end,
+                        reception.jitter(),
+                    );
+                    if keyframe
+                        && let Some((width, height)) =
+                            codec.and_then(|codec| keyframe_size(codec, &packet.payload))
+                    {
+                        track.picture_size(width, height);
+                    }
+                }
             }
             let Some(&track) = self.track_of.get(&source) else {
                 continue; // no track opened for it (rtc reports each)
@@ -1463,6 +1558,11 @@ impl Shard {
             return false; // no keys (DTLS not done): the packet is lost
         }
         sink.stats.on_sent(header, payload.len(), now);
+        sink.sent_packets += 1;
+        sink.sent_bytes += payload.len() as u64;
+        if let Some(counters) = &conn.viewer_counters {
+            counters.sent(sink.kind(), sink.sent_packets, sink.sent_bytes);
+        }
         transmits.push_rtp(to, sink.viewer, OutgoingRtp::new(header, payload.clone()));
         true
     }
@@ -1532,6 +1632,9 @@ impl Shard {
         let Some((track, sink)) = found else {
             return;
         };
+        if let Some(counters) = &conn.viewer_counters {
+            counters.nack(sink.kind());
+        }
         let Some(history) = sink.layer.and_then(|l| self.histories.get(&track.layer(l))) else {
             return;
         };
@@ -1616,6 +1719,17 @@ impl Shard {
         }
         // A gone publisher's fan-out keeps its viewers (for a republish).
         self.tracks.retain(|_, fanout| !fanout.sinks.is_empty());
+    }
+}
+
+/// A reception report's cumulative number of packets lost: 24 bits, signed
+/// (RFC 3550 §6.4.1; duplicates can make it negative).
+fn cumulative_lost(total_lost: u32) -> i64 {
+    let bits = total_lost & 0x00FF_FFFF;
+    if bits & 0x0080_0000 != 0 {
+        i64::from(bits) - 0x0100_0000
+    } else {
+        i64::from(bits)
     }
 }
 
