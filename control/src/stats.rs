@@ -94,6 +94,8 @@ pub struct ViewerTrackStats {
 /// A stream's statistics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamStats {
+    /// When the newest sample was taken: the window ends there.
+    pub sampled_at: Instant,
     /// What the rates were averaged over (shorter just after the stream
     /// started).
     pub window: Duration,
@@ -202,6 +204,7 @@ impl StatsWindow {
             .collect();
         let poor_link = tracks.iter().any(|t| t.loss >= POOR_LINK_LOSS);
         Some(StreamStats {
+            sampled_at: newest.at,
             window,
             tracks,
             viewers,

@@ -137,6 +137,8 @@ pub fn stream_stats(view: StreamStatsView) -> pb::StreamStats {
         return out;
     };
     out.window_ms = stats.window.as_millis() as u32;
+    let age = std::time::Instant::now().saturating_duration_since(stats.sampled_at);
+    out.sampled_at_unix_ms = crate::core::unix_ms().saturating_sub(age.as_millis() as u64) as i64;
     out.poor_link = stats.poor_link;
     out.tracks = stats
         .tracks
