@@ -36,9 +36,13 @@ pub struct TrackSample {
     pub packets: u64,
     /// Their payload bytes.
     pub bytes: u64,
-    /// Packets expected from the sequence numbers (RFC 3550 A.3): lost is
-    /// `expected - packets`.
+    /// Packets expected from the sequence numbers (RFC 3550 A.3): lost
+    /// (never came) is `expected - packets`.
     pub expected: u64,
+    /// Packets that came after a higher sequence number: NACK repairs
+    /// (`rtc` hands RTX repairs over on the media SSRC) and reordering.
+    /// Lost on the way, before repair, is lost plus these.
+    pub late: u64,
     /// Frames received (video: packets with the marker bit).
     pub frames: u64,
     /// Interarrival jitter (RFC 3550 A.8), microseconds.

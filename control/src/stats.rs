@@ -41,11 +41,15 @@ pub struct TrackStats {
     pub height: u32,
     /// Packets received since the track started.
     pub packets_received: u64,
-    /// Packets lost since it started (expected from the sequence numbers
-    /// minus received, RFC 3550 A.3).
+    /// Packets lost since it started and never repaired (expected from
+    /// the sequence numbers minus received, RFC 3550 A.3).
     pub packets_lost: u64,
-    /// The fraction of the packets expected over the window that never
-    /// came, 0 to 1.
+    /// Packets that came late since it started: NACK repairs, or
+    /// reordered by the network.
+    pub packets_late: u64,
+    /// The fraction of the packets expected over the window that the
+    /// network lost, before any repair (a packet that came late counts as
+    /// lost), 0 to 1: how good the publisher's link is.
     pub loss: f64,
     /// Interarrival jitter (RFC 3550 A.8), milliseconds.
     pub jitter_ms: f64,
@@ -154,7 +158,8 @@ impl StatsWindow {
                 let delta = |f: fn(&TrackSample) -> u64| f(now).saturating_sub(then.map_or(0, f));
                 let lost = |t: &TrackSample| t.expected.saturating_sub(t.packets);
                 let expected = delta(|t| t.expected);
-                let lost_in_window = delta(lost);
+                // Before repair: a repaired packet was lost once.
+                let lost_in_window = delta(lost) + delta(|t| t.late);
                 let viewer_tracks = || {
                     newest
                         .viewers
@@ -172,6 +177,7 @@ impl StatsWindow {
                     height: now.height,
                     packets_received: now.packets,
                     packets_lost: lost(now),
+                    packets_late: now.late,
                     loss: if expected > 0 {
                         (lost_in_window as f64 / expected as f64).min(1.0)
                     } else {
@@ -245,6 +251,7 @@ mod tests {
             packets,
             bytes,
             expected,
+            late: 0,
             frames,
             jitter_us: 1500,
             width: 320,
@@ -299,6 +306,22 @@ mod tests {
         assert_eq!(v.bitrate_bps, 640_000);
         assert!((v.fraction_lost - 26.0 / 256.0).abs() < 1e-9);
         assert_eq!(v.rtt_ms, Some(12.5));
+    }
+
+    #[test]
+    fn a_repaired_packet_was_lost_on_the_way() {
+        let t0 = Instant::now();
+        let mut w = StatsWindow::default();
+        w.push(t0, vec![video(0, 0, 0, 0)], vec![]);
+        // 100 expected, all came: 6 of them late (NACK repairs).
+        let mut repaired = video(100, 100, 100_000, 30);
+        repaired.late = 6;
+        w.push(t0 + Duration::from_secs(1), vec![repaired], vec![]);
+        let stats = w.stats().expect("stats");
+        let t = &stats.tracks[0];
+        assert_eq!((t.packets_lost, t.packets_late), (0, 6));
+        assert!((t.loss - 0.06).abs() < 1e-9, "{}", t.loss);
+        assert!(stats.poor_link);
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub fn stream_stats(view: StreamStatsView) -> pb::StreamStats {
             height: t.height,
             packets_received: t.packets_received,
             packets_lost: t.packets_lost,
+            packets_late: t.packets_late,
             loss: t.loss,
             jitter_ms: t.jitter_ms,
             nack_count: t.nacks,

@@ -1296,15 +1296,10 @@ impl Shard {
                     .and_then(|c| c.reception.get_mut(&packet.header.ssrc))
                 {
                     let h = &packet.header;
-                    let expected = reception.on_packet(h.sequence_number, h.timestamp, now);
+                    let arrival = reception.on_packet(h.sequence_number, h.timestamp, now);
                     let track = counters.track(*kind);
                     let frame_end = *kind == MediaKind::Video && h.marker;
-                    track.count(
-                        packet.payload.len(),
-                        expected,
-                        frame_end,
-                        reception.jitter(),
-                    );
+                    track.count(packet.payload.len(), arrival, frame_end, reception.jitter());
                     if keyframe
                         && let Some((width, height)) =
                             codec.and_then(|codec| keyframe_size(codec, &packet.payload))

@@ -15,6 +15,15 @@ const MAX_DROPOUT: u16 = 3000;
 /// `MAX_MISORDER`); between the two, a restart.
 const MAX_MISORDER: u16 = 100;
 
+/// What one packet changed: see [`Reception::on_packet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// How many more packets are expected.
+    pub expected: u64,
+    /// It came after a higher sequence number.
+    pub late: bool,
+}
+
 /// One received SSRC's sequence and jitter state.
 #[derive(Debug, Clone)]
 pub struct Reception {
@@ -41,11 +50,14 @@ impl Reception {
     }
 
     /// A packet numbered `seq` with RTP timestamp `timestamp` arrived at
-    /// `now`. Returns how many packets more are expected because of it:
-    /// the advance of the highest sequence number (so a gap counts its
-    /// missing packets), 0 for a late packet or a duplicate (it was
-    /// expected already), 1 for the first packet and for a restart.
-    pub fn on_packet(&mut self, seq: u16, timestamp: u32, now: Instant) -> u64 {
+    /// `now`. Says how many packets more are expected because of it (the
+    /// advance of the highest sequence number, so a gap counts its
+    /// missing packets; 1 for the first packet and for a restart; 0 for a
+    /// late packet or a duplicate, expected already), and whether it came
+    /// late: after a higher number, as a NACK repair does (`rtc` hands
+    /// RTX repairs over on the media SSRC with their first number) or a
+    /// packet the network reordered.
+    pub fn on_packet(&mut self, seq: u16, timestamp: u32, now: Instant) -> Arrival {
         let epoch = *self.epoch.get_or_insert(now);
         let arrival = ticks(now.saturating_duration_since(epoch), self.clock_rate);
         let transit = arrival.wrapping_sub(timestamp);
@@ -56,19 +68,29 @@ impl Reception {
         }
         let first = self.transit.is_none();
         self.transit = Some(transit);
+        let in_order = |expected| Arrival {
+            expected,
+            late: false,
+        };
         if first {
             self.max_seq = seq;
-            return 1;
+            return in_order(1);
         }
         let delta = seq.wrapping_sub(self.max_seq);
-        if delta == 0 || delta > u16::MAX - MAX_MISORDER {
-            0 // a duplicate, or late: counted when the gap opened
+        if delta == 0 {
+            in_order(0) // a duplicate
+        } else if delta > u16::MAX - MAX_MISORDER {
+            // Counted as expected when the gap opened.
+            Arrival {
+                expected: 0,
+                late: true,
+            }
         } else if delta < MAX_DROPOUT {
             self.max_seq = seq;
-            u64::from(delta)
+            in_order(u64::from(delta))
         } else {
             self.max_seq = seq; // the sender renumbered: start over here
-            1
+            in_order(1)
         }
     }
 
@@ -119,7 +141,9 @@ mod tests {
                 continue;
             }
             let at = t0 + Duration::from_micros(33_333 * u64::from(i));
-            expected += r.on_packet(first.wrapping_add(i), 3000 * u32::from(i), at);
+            expected += r
+                .on_packet(first.wrapping_add(i), 3000 * u32::from(i), at)
+                .expected;
             received += 1;
         }
         (expected, received, r)
@@ -145,13 +169,17 @@ mod tests {
     fn late_and_duplicate_packets_are_not_expected_twice() {
         let t0 = Instant::now();
         let mut r = Reception::new(90_000);
-        assert_eq!(r.on_packet(10, 0, t0), 1);
-        assert_eq!(r.on_packet(13, 0, t0), 3, "11 and 12 missing");
-        assert_eq!(r.on_packet(11, 0, t0), 0, "late: expected already");
-        assert_eq!(r.on_packet(13, 0, t0), 0, "duplicate");
-        assert_eq!(r.on_packet(14, 0, t0), 1);
-        assert_eq!(r.on_packet(14 + 20_000, 0, t0), 1, "renumbered: a restart");
-        assert_eq!(r.on_packet(14 + 20_001, 0, t0), 1);
+        let mut arrive = |seq| {
+            let a = r.on_packet(seq, 0, t0);
+            (a.expected, a.late)
+        };
+        assert_eq!(arrive(10), (1, false));
+        assert_eq!(arrive(13), (3, false), "11 and 12 missing");
+        assert_eq!(arrive(11), (0, true), "late (a repair): expected already");
+        assert_eq!(arrive(13), (0, false), "duplicate");
+        assert_eq!(arrive(14), (1, false));
+        assert_eq!(arrive(14 + 20_000), (1, false), "renumbered: a restart");
+        assert_eq!(arrive(14 + 20_001), (1, false));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use vigil_control::event::TrackKind;
 use vigil_control::media::{TrackSample, ViewerTrackSample};
 
 use crate::sfu::MediaKind;
+use crate::sfu::reception::Arrival;
 
 /// Adds `n` to a counter only this thread writes.
 fn bump(counter: &AtomicU64, n: u64) {
@@ -46,6 +47,7 @@ pub struct TrackCounters {
     packets: AtomicU64,
     bytes: AtomicU64,
     expected: AtomicU64,
+    late: AtomicU64,
     frames: AtomicU64,
     jitter_us: AtomicU64,
     /// The last keyframe's picture size, `width << 16 | height`.
@@ -53,20 +55,23 @@ pub struct TrackCounters {
 }
 
 impl TrackCounters {
-    /// A media packet: `expected` is how far it moved the expected count
-    /// ([`super::reception::Reception::on_packet`]), `jitter` the stream's
-    /// jitter after it.
+    /// A media packet: `arrival` is what it changed in the stream's
+    /// sequence ([`super::reception::Reception::on_packet`]), `jitter` the
+    /// stream's jitter after it.
     pub(crate) fn count(
         &self,
         payload_len: usize,
-        expected: u64,
+        arrival: Arrival,
         frame_end: bool,
         jitter: Duration,
     ) {
         bump(&self.packets, 1);
         bump(&self.bytes, payload_len as u64);
-        if expected > 0 {
-            bump(&self.expected, expected);
+        if arrival.expected > 0 {
+            bump(&self.expected, arrival.expected);
+        }
+        if arrival.late {
+            bump(&self.late, 1);
         }
         if frame_end {
             bump(&self.frames, 1);
@@ -89,6 +94,7 @@ impl TrackCounters {
             packets: self.packets.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             expected: self.expected.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
             frames: self.frames.load(Ordering::Relaxed),
             jitter_us: self.jitter_us.load(Ordering::Relaxed),
             width: size >> 16,
