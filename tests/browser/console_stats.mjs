@@ -9,8 +9,8 @@
 // picture size, frame rate and loss, and no "poor link" badge. Then the
 // driver asks the test to lose one datagram in ten on the way to Vigil
 // (event "lose", answered once the rule is in), and waits for the tile's
-// "poor link" badge; then asks for the loss to end ("heal") and waits for
-// the badge to go. stdout carries one line {"result": {...}};
+// "poor link" badge, there and on the rooms page; then asks for the loss
+// to end ("heal") and waits for the tile's badge to go. stdout carries one line {"result": {...}};
 // console_stats_chromium.rs asserts on it.
 
 import { ask, consoleDriver, goLive, openWall, runDriver, STEP_MS, tile, tilePlays } from './console_common.mjs';
@@ -67,12 +67,23 @@ runDriver({ result, artifacts: args.artifacts, log, shoot }, async (browser) => 
   result.steps.clean = await wall.evaluate(shown, T);
   await shoot('1-clean', { wall });
 
+  result.step = 'the rooms page shows the stream';
+  const rooms = await newPage(browser, 'rooms');
+  await rooms.goto(`${args.base}/console/#key=${args.key}`);
+  const cell = `[data-room="${args.room}"] [data-testid=room-streams] [data-stream="${FIELD}"]`;
+  await rooms.waitForFunction((c) => /(kbit|Mbit)\/s .*×.* lost/.test(document.querySelector(c)?.textContent ?? ''), cell, { timeout: STEP_MS });
+  result.steps.rooms = await rooms.textContent(cell);
+  await shoot('1-rooms', { rooms });
+
   result.step = 'forced loss raises the poor-link badge';
   await ask('lose');
   const lossFrom = Date.now();
   await wall.waitForSelector(`${T} [data-testid=poor-link]`, { timeout: STEP_MS });
   result.steps.lossy = { ...(await wall.evaluate(shown, T)), msToBadge: Date.now() - lossFrom };
   await shoot('2-poor-link', { wall });
+  // The rooms page says so too (it reads every 3 s).
+  await rooms.waitForSelector(`${cell}.poor`, { timeout: STEP_MS });
+  result.steps.roomsLossy = await rooms.textContent(cell);
 
   result.step = 'the badge goes when the loss ends';
   await ask('heal');

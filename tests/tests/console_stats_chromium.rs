@@ -9,7 +9,8 @@
 //! Vigil's media port, with an nftables rule in the test's namespace: the
 //! camera's RTP loses ≈ 10 % on the way (its repairs come on its RTX
 //! stream, so they do not hide the loss), the server's figure passes 5 %,
-//! and the tile shows the badge; without the rule, the badge goes.
+//! and the tile shows the badge (the rooms page too); without the rule, the
+//! badge goes.
 //!
 //! Vigil and Chromium run in a network namespace of their own, as in
 //! `console_chromium.rs`. Screenshots land in `artifacts/console-stats/`.
@@ -111,6 +112,17 @@ fn tile_shows_stream_stats_and_a_poor_link_badge_under_loss() {
         );
         assert_eq!(clean["poorBadge"], Value::Null, "{clean}");
         assert_eq!(clean["link"], "ok", "{clean}");
+
+        let rooms = s["rooms"].as_str().unwrap_or_default();
+        assert!(
+            rooms.starts_with(FIELD) && rooms.contains(" lost"),
+            "the rooms page: {rooms}"
+        );
+        let rooms_lossy = s["roomsLossy"].as_str().unwrap_or_default();
+        assert!(
+            rooms_lossy.contains("poor link"),
+            "the rooms page under loss: {rooms_lossy}"
+        );
 
         let lossy = &s["lossy"];
         eprintln!("under 10 % loss: {lossy}");

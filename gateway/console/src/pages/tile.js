@@ -8,15 +8,12 @@
 
 import { TrackKind } from "../api.js";
 import { actionButton, formatBitrate, formatTime, h, replace } from "../dom.js";
-import { ALARM_NAMES } from "../describe.js";
+import { ALARM_NAMES, percent, streamSummary } from "../describe.js";
 import { Viewing } from "../viewing.js";
 import { Player } from "../whip.js";
 
 /** How often the tile asks the server for the stream's statistics. */
 const STATS_EVERY_MS = 2000;
-
-/** "2.5 %" */
-const percent = (fraction) => `${(fraction * 100).toFixed(1)} %`;
 
 export class Tile {
   /**
@@ -102,20 +99,16 @@ export class Tile {
    * viewer's loss and round trip) in the tooltip.
    */
   showStats(s) {
-    const tracks = s?.tracks ?? [];
-    const video = tracks.find((t) => t.kind === TrackKind.VIDEO);
-    if (!tracks.length) {
+    const summary = streamSummary(s);
+    if (!summary) {
       this.stats.textContent = "";
       this.stats.title = "";
       for (const key of ["bitrate", "width", "height", "loss"]) delete this.stats.dataset[key];
     } else {
-      const bitrate = tracks.reduce((sum, t) => sum + Number(t.bitrateBps), 0);
-      const loss = Math.max(...tracks.map((t) => t.loss));
-      const size = video?.width ? ` · ${video.width}×${video.height}` : "";
-      const fps = video?.framesPerSecond ? ` · ${Math.round(video.framesPerSecond)} fps` : "";
-      this.stats.textContent = `${formatBitrate(bitrate)}${size}${fps} · ${percent(loss)} lost`;
-      Object.assign(this.stats.dataset, { bitrate, width: video?.width ?? 0, height: video?.height ?? 0, loss: loss.toFixed(4) });
-      const lines = tracks.map(
+      const { text, bitrate, width, height, loss } = summary;
+      this.stats.textContent = text;
+      Object.assign(this.stats.dataset, { bitrate, width, height, loss: loss.toFixed(4) });
+      const lines = s.tracks.map(
         (t) =>
           `${t.kind === TrackKind.VIDEO ? "video" : "audio"} ${t.codec}: ${formatBitrate(Number(t.bitrateBps))}, ${percent(t.loss)} lost, ` +
           `${t.packetsLate} repaired, jitter ${t.jitterMs.toFixed(1)} ms, ${t.nackCount} NACK, ${t.pliCount} PLI from viewers`,
