@@ -79,8 +79,9 @@ pub struct ViewerTrackStats {
     pub bitrate_bps: u64,
     /// RTP packets per second sent to it.
     pub packets_per_second: f64,
-    /// Its last report's fraction lost (over the report's interval, what
-    /// it did not receive before any repair), 0 to 1.
+    /// Its last report's fraction lost (what it did not receive over the
+    /// report's interval; receivers differ on whether a repair counts as
+    /// received), 0 to 1.
     pub fraction_lost: f64,
     /// Its last report's cumulative packets lost.
     pub packets_lost: i64,
