@@ -4,7 +4,11 @@
 //! trip from its reception report (§6.4.1).
 //!
 //! Plain integers updated once per packet by the publisher's shard: no
-//! allocation, no clock of its own (the input's `now` is passed in).
+//! allocation, no clock of its own (the input's `now` is passed in). The
+//! arrival time is the input's, so the datagrams of one receive batch
+//! share it: a batch that spans two frames adds their spacing to the
+//! jitter once, which at 30 frames a second on a loaded shard reads as a
+//! few milliseconds more than the network's.
 
 use std::time::{Duration, Instant};
 
