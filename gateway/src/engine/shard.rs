@@ -348,9 +348,8 @@ struct Conn {
     /// A publisher's counters for alarms and statistics: what it sent,
     /// muted or not.
     counters: Option<Arc<StreamCounters>>,
-    /// A publisher's streams' sequence and jitter state, by SSRC, from
-    /// their first packet (the statistics' loss and jitter).
-    reception: HashMap<u32, (MediaKind, Reception)>,
+    /// A publisher's streams' reception, for the statistics.
+    reception: Received,
     /// A viewer's counters for the statistics: what it was sent and what
     /// it reported.
     viewer_counters: Option<Arc<ViewerCounters>>,
@@ -464,7 +463,7 @@ impl Shard {
                 connected: false,
                 dirty: false,
                 counters: None,
-                reception: HashMap::new(),
+                reception: Received::default(),
                 viewer_counters: None,
             }),
         );
@@ -1245,8 +1244,7 @@ impl Shard {
         else {
             return;
         };
-        conn.reception
-            .insert(init.ssrc, (kind, Reception::new(clock_rate)));
+        conn.reception.open(init.ssrc, kind, clock_rate);
         let track = TrackId {
             shard: self.index,
             conn: id,
@@ -1289,23 +1287,11 @@ impl Shard {
                 let codec = self.keyframes.get(&source).map(|(codec, _)| *codec);
                 let keyframe = codec.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
                 counters.count(packet.payload.len(), keyframe);
-                // The statistics: only the streams rtc opened (not RTX).
-                if let Some((kind, reception)) = self
-                    .conns
-                    .get_mut(&id)
-                    .and_then(|c| c.reception.get_mut(&packet.header.ssrc))
-                {
-                    let h = &packet.header;
-                    let arrival = reception.on_packet(h.sequence_number, h.timestamp, now);
-                    let track = counters.track(*kind);
-                    let frame_end = *kind == MediaKind::Video && h.marker;
-                    track.count(packet.payload.len(), arrival, frame_end, reception.jitter());
-                    if keyframe
-                        && let Some((width, height)) =
-                            codec.and_then(|codec| keyframe_size(codec, &packet.payload))
-                    {
-                        track.picture_size(width, height);
-                    }
+                if let Some(c) = self.conns.get_mut(&id) {
+                    let size = codec
+                        .filter(|_| keyframe)
+                        .and_then(|codec| keyframe_size(codec, &packet.payload));
+                    c.reception.count(counters, &packet, size, now);
                 }
             }
             let Some(&track) = self.track_of.get(&source) else {
@@ -1717,6 +1703,76 @@ impl Shard {
     }
 }
 
+/// A publisher connection's streams as received, for the statistics: each
+/// SSRC's sequence and jitter state from its first packet, and which video
+/// layer is the top one (the largest picture; the first layer heard while
+/// no size is known), whose frames and picture size the track reports.
+#[derive(Default)]
+struct Received {
+    streams: HashMap<u32, Stream>,
+    top: Option<u32>,
+}
+
+struct Stream {
+    kind: MediaKind,
+    reception: Reception,
+    /// Its last keyframe's picture size.
+    size: Option<(u32, u32)>,
+}
+
+impl Received {
+    /// `rtc` opened stream `ssrc` (RTX streams are never opened: their
+    /// repairs arrive de-encapsulated, under the media SSRC).
+    fn open(&mut self, ssrc: u32, kind: MediaKind, clock_rate: u32) {
+        let stream = Stream {
+            kind,
+            reception: Reception::new(clock_rate),
+            size: None,
+        };
+        self.streams.insert(ssrc, stream);
+    }
+
+    /// Counts one of the publisher's packets into its track's counters;
+    /// `size` is the picture size it starts a keyframe of, if any.
+    fn count(
+        &mut self,
+        counters: &StreamCounters,
+        packet: &rtp::Packet,
+        size: Option<(u32, u32)>,
+        now: Instant,
+    ) {
+        let h = &packet.header;
+        let Some(stream) = self.streams.get_mut(&h.ssrc) else {
+            return;
+        };
+        let arrival = stream
+            .reception
+            .on_packet(h.sequence_number, h.timestamp, now);
+        let (kind, jitter_us) = (stream.kind, stream.reception.jitter_us());
+        let track = counters.track(kind);
+        if let Some(size) = size {
+            stream.size = Some(size);
+            // Only a keyframe can change which layer is on top.
+            self.top = self
+                .streams
+                .iter()
+                .filter(|(_, s)| s.kind == MediaKind::Video)
+                .filter_map(|(ssrc, s)| Some((*ssrc, s.size?)))
+                .max_by_key(|(_, (w, h))| u64::from(*w) * u64::from(*h))
+                .map(|(ssrc, _)| ssrc)
+                .or(self.top);
+            if let Some(top) = self.top.and_then(|top| self.streams.get(&top)?.size) {
+                track.picture_size(top.0, top.1);
+            }
+        }
+        if kind == MediaKind::Video && self.top.is_none() {
+            self.top = Some(h.ssrc);
+        }
+        let frame_end = kind == MediaKind::Video && h.marker && self.top == Some(h.ssrc);
+        track.count(packet.payload.len(), arrival, frame_end, jitter_us);
+    }
+}
+
 /// A reception report's cumulative number of packets lost: 24 bits, signed
 /// (RFC 3550 §6.4.1; duplicates can make it negative).
 fn cumulative_lost(total_lost: u32) -> i64 {
@@ -1793,4 +1849,48 @@ fn sent_codec(
         .filter(same_mime)
         .find(|c| c.rtp_codec.sdp_fmtp_line == track.sdp_fmtp_line)
         .or_else(|| codecs.iter().find(same_mime))
+}
+
+#[cfg(test)]
+mod received_tests {
+    use super::*;
+
+    fn packet(ssrc: u32, seq: u16, marker: bool) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                ssrc,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 3000,
+                marker,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(&[0; 100]),
+        }
+    }
+
+    /// A simulcast track's frames and picture size are its top layer's:
+    /// the first heard until keyframes give sizes, then the largest.
+    #[test]
+    fn a_simulcast_track_reports_its_top_layer() {
+        let (low, high) = (1, 2);
+        let counters = StreamCounters::default();
+        let mut received = Received::default();
+        received.open(low, MediaKind::Video, 90_000);
+        received.open(high, MediaKind::Video, 90_000);
+        let now = Instant::now();
+        let frames = |counters: &StreamCounters| counters.tracks(|_| Some(String::new()))[1].frames;
+        // One frame of each layer: only the first heard counts for now.
+        received.count(&counters, &packet(low, 1, true), None, now);
+        received.count(&counters, &packet(high, 1, true), None, now);
+        assert_eq!(frames(&counters), 1);
+        // Keyframes tell the sizes: the high layer is on top from then on.
+        received.count(&counters, &packet(low, 2, true), Some((320, 180)), now);
+        received.count(&counters, &packet(high, 2, true), Some((640, 360)), now);
+        received.count(&counters, &packet(low, 3, true), None, now);
+        let video = &counters.tracks(|_| Some(String::new()))[1];
+        assert_eq!((video.width, video.height), (640, 360));
+        assert_eq!(video.frames, 3, "low 1, low 2, then high 2 only");
+        // Both layers' packets are the track's, and none was lost.
+        assert_eq!((video.packets, video.expected, video.late), (5, 5, 0));
+    }
 }

@@ -100,7 +100,13 @@ impl Reception {
 
     /// The interarrival jitter now.
     pub fn jitter(&self) -> Duration {
-        Duration::from_secs_f64(f64::from(self.jitter16 >> 4) / f64::from(self.clock_rate))
+        Duration::from_micros(self.jitter_us())
+    }
+
+    /// The interarrival jitter now, in microseconds (integer arithmetic,
+    /// for the per-packet counters).
+    pub fn jitter_us(&self) -> u64 {
+        u64::from(self.jitter16 >> 4) * 1_000_000 / u64::from(self.clock_rate)
     }
 }
 

@@ -56,14 +56,14 @@ pub struct TrackCounters {
 
 impl TrackCounters {
     /// A media packet: `arrival` is what it changed in the stream's
-    /// sequence ([`super::reception::Reception::on_packet`]), `jitter` the
-    /// stream's jitter after it.
+    /// sequence ([`super::reception::Reception::on_packet`]), `jitter_us`
+    /// the stream's jitter after it; `frame_end` counts a frame.
     pub(crate) fn count(
         &self,
         payload_len: usize,
         arrival: Arrival,
         frame_end: bool,
-        jitter: Duration,
+        jitter_us: u64,
     ) {
         bump(&self.packets, 1);
         bump(&self.bytes, payload_len as u64);
@@ -76,8 +76,7 @@ impl TrackCounters {
         if frame_end {
             bump(&self.frames, 1);
         }
-        self.jitter_us
-            .store(jitter.as_micros() as u64, Ordering::Relaxed);
+        self.jitter_us.store(jitter_us, Ordering::Relaxed);
     }
 
     /// A keyframe's picture size.
