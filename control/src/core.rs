@@ -181,6 +181,22 @@ pub struct ParticipantView {
     pub dispatcher: bool,
 }
 
+/// A published stream's live statistics as `GetStreamStats` shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStatsView {
+    /// Its room.
+    pub room: RoomName,
+    /// The stream.
+    pub stream: StreamName,
+    /// Its publisher.
+    pub identity: String,
+    /// Viewer sessions playing it now.
+    pub viewer_count: u32,
+    /// The statistics; `None` until the first sample after it started
+    /// (within 500 ms).
+    pub stats: Option<crate::stats::StreamStats>,
+}
+
 /// Whose events a watcher may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchScope {
@@ -238,6 +254,11 @@ pub(crate) enum Msg {
     Participants {
         room: RoomName,
         reply: Reply<Result<Vec<ParticipantView>>>,
+    },
+    StreamStats {
+        room: RoomName,
+        stream: StreamName,
+        reply: Reply<Result<StreamStatsView>>,
     },
     ListAlarms {
         room: RoomName,
@@ -751,6 +772,18 @@ impl Control {
     pub async fn participants(&self, room: &str) -> Result<Vec<ParticipantView>> {
         let room = RoomName::new(room)?;
         self.ask(|reply| Msg::Participants { room, reply }).await?
+    }
+
+    /// A published stream's live statistics.
+    pub async fn stream_stats(&self, room: &str, stream: &str) -> Result<StreamStatsView> {
+        let room = RoomName::new(room)?;
+        let stream = StreamName::new(stream)?;
+        self.ask(|reply| Msg::StreamStats {
+            room,
+            stream,
+            reply,
+        })
+        .await?
     }
 
     /// A room's active alarms and those cleared in the last `recent`, newest

@@ -17,6 +17,7 @@ pub mod media;
 mod names;
 mod owner;
 pub mod room;
+pub mod stats;
 pub mod store;
 pub mod token;
 
@@ -24,6 +25,6 @@ pub use names::{InvalidName, RoomName, StreamName};
 
 pub use core::{
     Admission, Auth, CallView, Control, ControlError, EndedCall, Facts, Inbox, NewToken,
-    ParticipantView, RoomView, TrackView, WatchScope, channel,
+    ParticipantView, RoomView, StreamStatsView, TrackView, WatchScope, channel,
 };
 pub use owner::RING_TIMEOUT;

@@ -18,6 +18,79 @@ pub struct StreamSample {
     pub stream: StreamName,
     /// Counters since it started.
     pub counters: StreamCounters,
+    /// Each published track's reception, for the live statistics.
+    pub tracks: Vec<TrackSample>,
+    /// Each viewer session of the stream, for the live statistics.
+    pub viewers: Vec<ViewerSample>,
+}
+
+/// What one published track's publisher sent us, cumulative since it
+/// started (the stream statistics take rates from the difference of two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackSample {
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Its codec's mime type.
+    pub codec: String,
+    /// RTP packets received (media SSRCs only; duplicates count).
+    pub packets: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Packets expected from the sequence numbers (RFC 3550 A.3): lost
+    /// (never came) is `expected - packets`.
+    pub expected: u64,
+    /// Packets that came after a higher sequence number: NACK repairs
+    /// (`rtc` hands RTX repairs over on the media SSRC) and reordering.
+    /// Lost on the way, before repair, is lost plus these.
+    pub late: u64,
+    /// Frames received (video: packets with the marker bit).
+    pub frames: u64,
+    /// Interarrival jitter (RFC 3550 A.8), microseconds.
+    pub jitter_us: u64,
+    /// Picture size of the last keyframe that carried it (video), or 0.
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+}
+
+/// One viewer session of a stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewerSample {
+    /// Tells this session apart from the others of the same identity from
+    /// one sample to the next (opaque; not the session's id, which is a
+    /// capability).
+    pub key: u64,
+    /// Who plays it.
+    pub identity: String,
+    /// Its tracks (those it was sent something on).
+    pub tracks: Vec<ViewerTrackSample>,
+}
+
+/// What one of a viewer's tracks was sent and what its reception reports
+/// said, cumulative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerTrackSample {
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// RTP packets sent to it (repairs included).
+    pub packets: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Reception reports received about it.
+    pub reports: u64,
+    /// The last report's fraction lost, of 256 (since its previous report).
+    pub fraction_lost: u8,
+    /// The last report's cumulative packets lost.
+    pub cumulative_lost: i64,
+    /// The last report's jitter, microseconds.
+    pub jitter_us: u64,
+    /// Round trip from the last report that carried a sender report's
+    /// time (RFC 3550 §6.4.1), microseconds; `None` before one did.
+    pub rtt_us: Option<u64>,
+    /// NACK packets it sent.
+    pub nacks: u64,
+    /// Keyframe requests (PLI, FIR) it sent.
+    pub plis: u64,
 }
 
 /// What the control plane asks of the forwarding core.

@@ -12,13 +12,15 @@ use crate::alarm_log::{AlarmLog, AlarmRecord};
 use crate::alarms::{AlarmChange, StreamAlarms};
 use crate::bus::EventBus;
 use crate::core::{
-    CallView, ControlError, EndedCall, Msg, ParticipantView, Result, RoomView, TrackView, unix_ms,
+    CallView, ControlError, EndedCall, Msg, ParticipantView, Result, RoomView, StreamStatsView,
+    TrackView, unix_ms,
 };
 use crate::event::{Alarm, CallEndReason, EventKind, LeaveReason, SessionRole, TrackKind};
 use crate::issued::{Issued, IssuedToken};
 use crate::media::{MediaPlane, StreamSample};
 use crate::names::{RoomName, StreamName};
 use crate::room::{AlarmRules, Limits, RoomSpec, RoomUpdate};
+use crate::stats::StatsWindow;
 use crate::store::Store;
 use crate::token::{Action, Claims, TokenError};
 
@@ -52,6 +54,8 @@ struct PublishedStream {
     identity: String,
     tracks: BTreeMap<TrackKind, TrackView>,
     alarms: StreamAlarms,
+    /// Samples for the live statistics.
+    stats: StatsWindow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,6 +283,13 @@ impl Owner {
             }
             Msg::Participants { room, reply } => {
                 let _ = reply.send(self.participants(&room));
+            }
+            Msg::StreamStats {
+                room,
+                stream,
+                reply,
+            } => {
+                let _ = reply.send(self.stream_stats(&room, &stream));
             }
             Msg::ListAlarms {
                 room,
@@ -751,6 +762,27 @@ impl Owner {
         } else if !room.managed {
             self.rooms.remove(name);
         }
+    }
+
+    /// A published stream's live statistics, with its viewer count.
+    fn stream_stats(&self, room_name: &RoomName, stream: &StreamName) -> Result<StreamStatsView> {
+        let room = self.live_room(room_name)?;
+        let not_published =
+            || ControlError::NotFound(format!("nobody publishes {stream} in room {room_name}"));
+        let published = room.streams.get(stream).ok_or_else(not_published)?;
+        let viewer_count = room
+            .sessions
+            .keys()
+            .filter_map(|s| self.sessions.get(s))
+            .filter(|s| s.role == SessionRole::Viewer && s.stream == *stream)
+            .count() as u32;
+        Ok(StreamStatsView {
+            room: room_name.clone(),
+            stream: stream.clone(),
+            identity: published.identity.clone(),
+            viewer_count,
+            stats: published.stats.stats(),
+        })
     }
 
     fn participants(&self, room_name: &RoomName) -> Result<Vec<ParticipantView>> {
@@ -1300,6 +1332,7 @@ impl Owner {
                     identity: identity.clone(),
                     tracks: BTreeMap::new(),
                     alarms: StreamAlarms::new(now),
+                    stats: StatsWindow::default(),
                 },
             );
         }
@@ -1403,6 +1436,7 @@ impl Owner {
             let Some(published) = room.streams.get_mut(&sample.stream) else {
                 continue;
             };
+            published.stats.push(now, sample.tracks, sample.viewers);
             for change in published
                 .alarms
                 .evaluate(sample.counters, viewers, &rules, now)
@@ -2108,6 +2142,8 @@ mod tests {
                     has_video: true,
                     ..StreamCounters::default()
                 },
+                tracks: Vec::new(),
+                viewers: Vec::new(),
             }],
             at,
         };
@@ -2150,6 +2186,8 @@ mod tests {
                 room: room(),
                 stream: stream("cam"),
                 counters,
+                tracks: Vec::new(),
+                viewers: Vec::new(),
             }];
             (Msg::Samples { samples, at }, at)
         };
@@ -2195,6 +2233,8 @@ mod tests {
                 has_video: true,
                 ..StreamCounters::default()
             },
+            tracks: Vec::new(),
+            viewers: Vec::new(),
         }];
         h.owner.handle(Msg::Samples { samples, at }, at);
     }

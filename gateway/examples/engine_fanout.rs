@@ -13,8 +13,13 @@
 //!
 //! ```text
 //! cargo build --release -p vigil-gateway --example engine_fanout
-//! target/release/examples/engine_fanout [--viewers 200] [--mbps 2.5] [--fps 30] [--seconds 10] [--shards 1]
+//! target/release/examples/engine_fanout [--viewers 200] [--mbps 2.5] [--fps 30] [--seconds 10] [--shards 1] [--counters 1]
 //! ```
+//!
+//! `--counters 1` (the default, as the server runs) has the shards count
+//! the publisher's packets and each viewer's sends and reports, for the
+//! alarms and the stream statistics; `--counters 0` counts nothing, to
+//! measure what counting costs.
 //!
 //! With `--shards 2` the publisher sits on shard 0 and the viewers
 //! alternate between the shards, so half of them get each packet through
@@ -45,6 +50,7 @@ use vigil_gateway::engine::shards::Engine;
 use vigil_gateway::engine::{add_host_candidate, h264_baseline, send_track, session};
 use vigil_gateway::sfu::MediaKind;
 use vigil_gateway::sfu::layers::LayerChoice;
+use vigil_gateway::sfu::stream_counters::ViewerCounters;
 
 const PACKET: usize = 1_200;
 const CAMERA: u32 = 0x00ca_fe00;
@@ -187,6 +193,7 @@ struct Args {
     fps: u32,
     seconds: u64,
     shards: usize,
+    counters: bool,
 }
 
 fn args() -> Args {
@@ -196,6 +203,7 @@ fn args() -> Args {
         fps: 30,
         seconds: 10,
         shards: 1,
+        counters: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -206,6 +214,7 @@ fn args() -> Args {
             "--fps" => args.fps = value.parse().expect("--fps"),
             "--seconds" => args.seconds = value.parse().expect("--seconds"),
             "--shards" => args.shards = value.parse().expect("--shards"),
+            "--counters" => args.counters = value != "0",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -257,6 +266,9 @@ fn main() {
     };
     let (mut publisher, offer) = client(true);
     let (publisher_conn, _) = join(&mut publisher, &offer, Vec::new(), 0);
+    if args.counters {
+        engine.shards()[0].count_into(publisher_conn, Arc::default());
+    }
     let (track, _) = control
         .block_on(engine.shards()[0].published_tracks(publisher_conn))
         .into_iter()
@@ -271,6 +283,9 @@ fn main() {
         let track = send_track("video", RtpCodecKind::Video, ssrc, h264_baseline());
         let on = i % engine.shards().len();
         let (conn, senders) = join(&mut viewer, &offer, vec![track], on);
+        if args.counters {
+            engine.shards()[on].count_viewer_into(conn, Arc::new(ViewerCounters::default()));
+        }
         subscriptions.push((on, conn, senders[0], ssrc));
         viewers.push(viewer);
     }

@@ -128,6 +128,54 @@ pub fn block_udp(ip: Ipv4Addr) {
     }
 }
 
+/// Drops one UDP datagram in `one_in` (at random) arriving for `port` in
+/// the calling thread's namespace, from any sender: an nftables rule on
+/// the input hook, so senders see no error (a rule on the output hook
+/// makes their `sendmsg` fail with EPERM instead). [`stop_losing_udp`]
+/// removes it.
+pub fn lose_udp_to(port: u16, one_in: u32) {
+    require_program("nft", "install Debian's `nftables` package");
+    let port = port.to_string();
+    let one_in = one_in.to_string();
+    let chain = "{ type filter hook input priority 0; }";
+    for args in [
+        &["add", "table", "inet", "vigil_loss"][..],
+        &["add", "chain", "inet", "vigil_loss", "input", chain],
+        &[
+            "add",
+            "rule",
+            "inet",
+            "vigil_loss",
+            "input",
+            "udp",
+            "dport",
+            &port,
+            "numgen",
+            "random",
+            "mod",
+            &one_in,
+            "==",
+            "0",
+            "drop",
+        ],
+    ] {
+        nft(args);
+    }
+}
+
+/// Ends [`lose_udp_to`]'s loss.
+pub fn stop_losing_udp() {
+    nft(&["delete", "table", "inet", "vigil_loss"]);
+}
+
+fn nft(args: &[&str]) {
+    let status = Command::new("nft")
+        .args(args)
+        .status()
+        .expect("run `nft` (Debian package nftables)");
+    assert!(status.success(), "`nft {}` failed", args.join(" "));
+}
+
 /// Starts Vigil for a namespace test: HTTP on 127.0.0.1 (port 0), ICE on
 /// [`SERVER_IP`], otherwise [`crate::test_config`] changed by `tweak`.
 pub async fn start_server(tweak: impl FnOnce(&mut Config)) -> Vigil {

@@ -1228,6 +1228,17 @@ impl Viewer {
         Self::negotiate(base, room, stream, None, Some(loss)).await
     }
 
+    /// [`Viewer::connect_lossy`] with `Authorization: Bearer <token>`.
+    pub async fn connect_lossy_as(
+        base: &str,
+        room: &str,
+        stream: &str,
+        token: &str,
+        loss: impl Interceptor + 'static,
+    ) -> Result<Viewer, HttpResponse> {
+        Self::negotiate(base, room, stream, Some(token), Some(loss)).await
+    }
+
     async fn negotiate(
         base: &str,
         room: &str,

@@ -1,7 +1,7 @@
 //! `vigil ctl`'s commands on live sessions, against a server with a real
-//! WebRTC publisher: `participants` lists it with its tracks, `mute` and
-//! `--unmute` change its video track, `call` asks another participant to
-//! play it, `hang-up` closes it, and `vigil ctl watch` prints each of those
+//! WebRTC publisher: `participants` lists it with its tracks, `stats`
+//! shows its stream's figures, `mute` and `--unmute` change its video
+//! track, `call` asks another participant to play it, `hang-up` closes it, and `vigil ctl watch` prints each of those
 //! events as a line. (`gateway/tests/ctl.rs` covers the rest of `vigil ctl`
 //! with the binary as the server; this one needs real peers.)
 
@@ -135,6 +135,28 @@ async fn participants_mute_call_and_hang_up_with_ctl() {
     assert!(
         line.contains(" tracks=") && line.contains("video/"),
         "{line}"
+    );
+
+    // `stats`: the stream's line, then one per track.
+    let stats = ok(&scene, &["stats", ROOM, "field-1"]).await;
+    assert!(stats.starts_with("field-1 viewers=0 "), "{stats}");
+    let video = stats
+        .lines()
+        .find(|line| line.starts_with("track video "))
+        .unwrap_or_else(|| panic!("no video track line: {stats}"));
+    assert!(
+        video.contains(" codec=video/H264 ") && video.contains(" size=320x240 "),
+        "{video}"
+    );
+    let stats: Value =
+        serde_json::from_str(&ok(&scene, &["--json", "stats", ROOM, "field-1"]).await)
+            .expect("JSON");
+    assert_eq!(stats["stream"], "field-1", "{stats}");
+    assert!(
+        stats["tracks"].as_array().is_some_and(|t| t
+            .iter()
+            .any(|t| t["kind"] == "TRACK_KIND_VIDEO" && t["packets_received"].as_u64() > Some(0))),
+        "{stats}"
     );
 
     assert_eq!(

@@ -6,7 +6,7 @@ use vigil_proto::v1 as pb;
 
 use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
-use crate::core::{ControlError, ParticipantView, RoomView};
+use crate::core::{ControlError, ParticipantView, RoomView, StreamStatsView};
 use crate::event::{Alarm, CallEndReason, Event, EventKind, LeaveReason, SessionRole, TrackKind};
 use crate::room::{AlarmRules, Limits, RoomUpdate};
 use crate::token::Grants;
@@ -124,6 +124,65 @@ fn alarm_kind(alarm: Alarm) -> pb::AlarmKind {
         Alarm::Stream(AlarmKind::KeyframeInterval) => pb::AlarmKind::KeyframeInterval,
         Alarm::RoomFull => pb::AlarmKind::RoomFull,
     }
+}
+
+pub fn stream_stats(view: StreamStatsView) -> pb::StreamStats {
+    let mut out = pb::StreamStats {
+        room: view.room.to_string(),
+        stream: view.stream.to_string(),
+        viewer_count: view.viewer_count,
+        ..Default::default()
+    };
+    let Some(stats) = view.stats else {
+        return out;
+    };
+    out.window_ms = stats.window.as_millis() as u32;
+    let age = std::time::Instant::now().saturating_duration_since(stats.sampled_at);
+    out.sampled_at_unix_ms = crate::core::unix_ms().saturating_sub(age.as_millis() as u64) as i64;
+    out.poor_link = stats.poor_link;
+    out.tracks = stats
+        .tracks
+        .into_iter()
+        .map(|t| pb::TrackStats {
+            kind: track_kind(t.kind).into(),
+            codec: t.codec,
+            bitrate_bps: t.bitrate_bps,
+            packets_per_second: t.packets_per_second,
+            frames_per_second: t.frames_per_second,
+            width: t.width,
+            height: t.height,
+            packets_received: t.packets_received,
+            packets_lost: t.packets_lost,
+            packets_late: t.packets_late,
+            loss: t.loss,
+            jitter_ms: t.jitter_ms,
+            nack_count: t.nacks,
+            pli_count: t.plis,
+        })
+        .collect();
+    out.viewers = stats
+        .viewers
+        .into_iter()
+        .map(|v| pb::ViewerStats {
+            identity: v.identity,
+            tracks: v
+                .tracks
+                .into_iter()
+                .map(|t| pb::ViewerTrackStats {
+                    kind: track_kind(t.kind).into(),
+                    bitrate_bps: t.bitrate_bps,
+                    packets_per_second: t.packets_per_second,
+                    fraction_lost: t.fraction_lost,
+                    packets_lost: t.packets_lost,
+                    jitter_ms: t.jitter_ms,
+                    rtt_ms: t.rtt_ms,
+                    nack_count: t.nacks,
+                    pli_count: t.plis,
+                })
+                .collect(),
+        })
+        .collect();
+    out
 }
 
 pub fn participant(view: ParticipantView) -> pb::Participant {

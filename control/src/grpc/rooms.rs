@@ -115,6 +115,16 @@ impl RoomService for Rooms {
         }))
     }
 
+    async fn get_stream_stats(
+        &self,
+        request: Request<pb::GetStreamStatsRequest>,
+    ) -> Result<Response<pb::StreamStats>, Status> {
+        self.room_admin(&request, &request.get_ref().room).await?;
+        let req = request.into_inner();
+        let view = self.control.stream_stats(&req.room, &req.stream).await?;
+        Ok(Response::new(convert::stream_stats(view)))
+    }
+
     async fn list_alarms(
         &self,
         request: Request<pb::ListAlarmsRequest>,

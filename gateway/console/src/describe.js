@@ -1,7 +1,34 @@
 // Events and alarms in words, for people.
 
 import { AlarmKind, CallEndReason, LeaveReason, SessionRole, TrackKind } from "./api.js";
-import { formatTime } from "./dom.js";
+import { formatBitrate, formatTime } from "./dom.js";
+
+/** "2.5 %" */
+export const percent = (fraction) => `${(fraction * 100).toFixed(1)} %`;
+
+/**
+ * A stream's GetStreamStats in one line, as the wall's tiles and the rooms
+ * page show it: the bitrate of all its tracks, the video's picture size and
+ * frame rate, and the worst track's loss over the last 2 s (before repair);
+ * `null` while the server has no figures yet.
+ */
+export function streamSummary(s) {
+  const tracks = s?.tracks ?? [];
+  if (!tracks.length) return null;
+  const video = tracks.find((t) => t.kind === TrackKind.VIDEO);
+  const bitrate = tracks.reduce((sum, t) => sum + Number(t.bitrateBps), 0);
+  const loss = Math.max(...tracks.map((t) => t.loss));
+  const size = video?.width ? ` · ${video.width}×${video.height}` : "";
+  const fps = video?.framesPerSecond ? ` · ${Math.round(video.framesPerSecond)} fps` : "";
+  return {
+    text: `${formatBitrate(bitrate)}${size}${fps} · ${percent(loss)} lost`,
+    bitrate,
+    width: video?.width ?? 0,
+    height: video?.height ?? 0,
+    loss,
+    poor: Boolean(s.poorLink),
+  };
+}
 
 export const ALARM_NAMES = {
   [AlarmKind.STALLED]: "stalled",

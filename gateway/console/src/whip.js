@@ -297,31 +297,3 @@ async function framesDecoded(pc) {
   }
   return frames;
 }
-
-/** Bitrate, resolution and frame rate of a receiving connection, sampled twice. */
-export class InboundStats {
-  constructor(pc) {
-    this.pc = pc;
-    this.last = null;
-  }
-
-  async sample() {
-    const report = await this.pc.getStats();
-    let bytes = 0;
-    let video = null;
-    report.forEach((s) => {
-      if (s.type !== "inbound-rtp") return;
-      bytes += s.bytesReceived || 0;
-      if (s.kind === "video") video = s;
-    });
-    const now = performance.now();
-    const bitrate = this.last ? ((bytes - this.last.bytes) * 8 * 1000) / (now - this.last.at) : 0;
-    this.last = { bytes, at: now };
-    return {
-      bitrate: Math.max(0, bitrate),
-      width: video?.frameWidth || 0,
-      height: video?.frameHeight || 0,
-      fps: video?.framesPerSecond || 0,
-    };
-  }
-}

@@ -223,6 +223,20 @@ impl Client {
         }
     }
 
+    /// RoomService.GetStreamStats.
+    pub async fn stream_stats(
+        &self,
+        room: &str,
+        stream: &str,
+    ) -> Result<pb::StreamStats, CtlError> {
+        let request = pb::GetStreamStatsRequest {
+            room: room.into(),
+            stream: stream.into(),
+        };
+        let response = self.rooms().get_stream_stats(self.request(request)).await;
+        self.answer(response)
+    }
+
     /// RoomService.ListAlarms.
     pub async fn list_alarms(
         &self,

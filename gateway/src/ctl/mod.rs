@@ -79,6 +79,15 @@ pub enum CtlCommand {
         /// The room.
         room: String,
     },
+    /// One stream's live statistics: per track what the publisher sends
+    /// (bitrate, frame rate, picture size, loss, jitter), per viewer what
+    /// it reports (loss, jitter, round trip), over the last 2 s.
+    Stats {
+        /// The room.
+        room: String,
+        /// The stream (its publisher's identity).
+        stream: String,
+    },
     /// A room's alarms: the active ones and those cleared recently, newest
     /// first.
     Alarms {
@@ -459,6 +468,13 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
             out.print(
                 || output::participants_text(&response),
                 || output::participants_json(&response),
+            )
+        }
+        CtlCommand::Stats { room, stream } => {
+            let stats = client.stream_stats(&room, &stream).await?;
+            out.print(
+                || output::stream_stats_text(&stats),
+                || output::stream_stats_json(&stats),
             )
         }
         CtlCommand::Alarms { room, recent_secs } => {

@@ -164,6 +164,118 @@ pub fn participants_json(response: &pb::ListParticipantsResponse) -> Value {
     })
 }
 
+/// The stream's line (`STREAM viewers=… window_ms=… poor_link=…`), then
+/// one line per track (`track KIND codec=… bitrate_bps=…`) and per
+/// viewer track (`viewer IDENTITY KIND fraction_lost=… rtt_ms=…`).
+pub fn stream_stats_text(s: &pb::StreamStats) -> String {
+    let mut text = format!(
+        "{} viewers={} window_ms={} poor_link={} sampled={}\n",
+        field(&s.stream),
+        s.viewer_count,
+        s.window_ms,
+        s.poor_link,
+        or_dash((s.sampled_at_unix_ms > 0).then(|| utc(s.sampled_at_unix_ms))),
+    );
+    for t in &s.tracks {
+        text.push_str(&format!(
+            "track {} codec={} bitrate_bps={} packets_per_s={:.1} fps={:.1} size={}x{} loss={:.3} \
+             packets_lost={} packets_late={} jitter_ms={:.1} nacks={} plis={}\n",
+            enum_text::<pb::TrackKind>(t.kind),
+            field(&t.codec),
+            t.bitrate_bps,
+            t.packets_per_second,
+            t.frames_per_second,
+            t.width,
+            t.height,
+            t.loss,
+            t.packets_lost,
+            t.packets_late,
+            t.jitter_ms,
+            t.nack_count,
+            t.pli_count,
+        ));
+    }
+    for v in &s.viewers {
+        for t in &v.tracks {
+            text.push_str(&format!(
+                "viewer {} {} bitrate_bps={} packets_per_s={:.1} fraction_lost={:.3} \
+                 packets_lost={} jitter_ms={:.1} rtt_ms={} nacks={} plis={}\n",
+                field(&v.identity),
+                enum_text::<pb::TrackKind>(t.kind),
+                t.bitrate_bps,
+                t.packets_per_second,
+                t.fraction_lost,
+                t.packets_lost,
+                t.jitter_ms,
+                or_dash(t.rtt_ms.map(|ms| format!("{ms:.1}"))),
+                t.nack_count,
+                t.pli_count,
+            ));
+        }
+    }
+    text.truncate(text.trim_end().len());
+    text
+}
+
+pub fn stream_stats_json(s: &pb::StreamStats) -> Value {
+    let tracks: Vec<Value> = s
+        .tracks
+        .iter()
+        .map(|t| {
+            json!({
+                "kind": enum_json::<pb::TrackKind>(t.kind),
+                "codec": t.codec,
+                "bitrate_bps": t.bitrate_bps,
+                "packets_per_second": t.packets_per_second,
+                "frames_per_second": t.frames_per_second,
+                "width": t.width,
+                "height": t.height,
+                "packets_received": t.packets_received,
+                "packets_lost": t.packets_lost,
+                "packets_late": t.packets_late,
+                "loss": t.loss,
+                "jitter_ms": t.jitter_ms,
+                "nack_count": t.nack_count,
+                "pli_count": t.pli_count,
+            })
+        })
+        .collect();
+    let viewers: Vec<Value> = s
+        .viewers
+        .iter()
+        .map(|v| {
+            let tracks: Vec<Value> = v
+                .tracks
+                .iter()
+                .map(|t| {
+                    json!({
+                        "kind": enum_json::<pb::TrackKind>(t.kind),
+                        "bitrate_bps": t.bitrate_bps,
+                        "packets_per_second": t.packets_per_second,
+                        "fraction_lost": t.fraction_lost,
+                        "packets_lost": t.packets_lost,
+                        "jitter_ms": t.jitter_ms,
+                        "rtt_ms": t.rtt_ms,
+                        "nack_count": t.nack_count,
+                        "pli_count": t.pli_count,
+                    })
+                })
+                .collect();
+            json!({ "identity": v.identity, "tracks": tracks })
+        })
+        .collect();
+    json!({
+        "room": s.room,
+        "stream": s.stream,
+        "viewer_count": s.viewer_count,
+        "window_ms": s.window_ms,
+        "sampled_at_unix_ms": s.sampled_at_unix_ms,
+        "poor_link": s.poor_link,
+        "tracks": tracks,
+        "viewers": viewers,
+    })
+}
+
 /// One line per alarm: `#ID KIND STREAM raised=… cleared=… acknowledged=BY@… detail=…`.
 pub fn alarms_text(alarms: &[pb::Alarm]) -> String {
     alarms

@@ -145,6 +145,13 @@ impl SenderStats {
         self.clock.get_or_insert_with(|| SystemInstant::now(now));
     }
 
+    /// Our NTP time at `now`, on the clock this SSRC's sender reports
+    /// carry (for the round trip a reception report gives); `None` before
+    /// the first packet.
+    pub fn ntp(&self, now: Instant) -> Option<u64> {
+        self.clock.map(|clock| clock.ntp(now))
+    }
+
     /// A report for `ssrc` ticking at `clock_rate`, if one is due at `now`
     /// (the first right after the first packet, then every
     /// [`SENDER_REPORT_INTERVAL`]).

@@ -38,7 +38,7 @@ use super::tcp::{TcpInput, TcpLinks};
 use crate::sfu::MediaKind;
 use crate::sfu::keyframe::VideoCodec;
 use crate::sfu::layers::LayerChoice;
-use crate::sfu::stream_counters::StreamCounters;
+use crate::sfu::stream_counters::{StreamCounters, ViewerCounters};
 
 /// A shard's socket takes a publisher's whole keyframe in one burst
 /// (hundreds of packets at 8 Mbit/s) while the same thread is busy fanning
@@ -96,6 +96,7 @@ enum Command {
         reply: Option<oneshot::Sender<bool>>,
     },
     CountInto(ConnId, Arc<StreamCounters>),
+    CountViewerInto(ConnId, Arc<ViewerCounters>),
     Remove(ConnId),
     /// Answered once everything the commands before it queued has been
     /// handed to the socket.
@@ -397,6 +398,12 @@ impl ShardHandle {
         let _stopped = self.commands.send(Command::CountInto(conn, counters));
     }
 
+    /// See [`Shard::count_viewer_into`].
+    pub fn count_viewer_into(&self, conn: ConnId, counters: Arc<ViewerCounters>) {
+        // A stopped shard has no viewer left to count.
+        let _stopped = self.commands.send(Command::CountViewerInto(conn, counters));
+    }
+
     /// See [`Shard::request_keyframe`].
     pub fn request_keyframe(&self, source: Source) {
         // A stopped shard has no publisher left to ask.
@@ -631,6 +638,9 @@ impl ShardLoop {
                 let _asker_gone = reply.send(restarted);
             }
             Command::CountInto(conn, counters) => self.shard.count_into(conn, counters),
+            Command::CountViewerInto(conn, counters) => {
+                self.shard.count_viewer_into(conn, counters)
+            }
             Command::Remove(id) => self.shard.remove_connection(id, now),
             Command::Flush(reply) => self.flushed.push(reply),
         }

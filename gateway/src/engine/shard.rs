@@ -43,17 +43,26 @@ use crate::sfu::keyframe::{VideoCodec, starts_keyframe};
 use crate::sfu::keyframe_cache::KeyframeCache;
 use crate::sfu::layers::{LayerChoice, Layers, StepDown};
 use crate::sfu::picture_size::keyframe_size;
+use crate::sfu::reception::{Reception, round_trip};
 use crate::sfu::rewrite::Rewriter;
-use crate::sfu::rtcp::{fraction_lost, is_keyframe_request};
-use crate::sfu::stream_counters::StreamCounters;
+use crate::sfu::rtcp::{is_keyframe_request, reception_report};
+use crate::sfu::stream_counters::{StreamCounters, ViewerCounters, ViewerReport};
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 /// A connection of this shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u32);
+
+impl ConnId {
+    /// Its number on its shard.
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
 
 /// A published track, named across shards: the publisher connection's
 /// shard, its id there, and the receiver the track arrives on. A simulcast
@@ -251,6 +260,10 @@ struct Sink {
     waiting_for_keyframe: bool,
     /// What went out on the viewer's SSRC, for its sender reports.
     stats: SenderStats,
+    /// What went out on the viewer's SSRC since it was subscribed, for the
+    /// statistics (the sender reports' counts are 32 bits and wrap).
+    sent_packets: u64,
+    sent_bytes: u64,
     /// Where repairs go, if the viewer negotiated RTX.
     rtx: Option<Rtx>,
     /// The cached keyframe's copies it was started with, as sent (its
@@ -269,6 +282,14 @@ struct Rtx {
 }
 
 impl Sink {
+    fn kind(&self) -> MediaKind {
+        if self.video.is_some() {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        }
+    }
+
     /// Whether this packet of layer `ssrc` goes to the viewer: it moves to
     /// a pending layer at that layer's keyframe (at once, for audio), and
     /// video waits for a keyframe after any break.
@@ -343,8 +364,14 @@ struct Conn {
     connected: bool,
     /// Written to by a fan-out and not drained since (it is in `dirty`).
     dirty: bool,
-    /// A publisher's counters for alarms: what it sent, muted or not.
+    /// A publisher's counters for alarms and statistics: what it sent,
+    /// muted or not.
     counters: Option<Arc<StreamCounters>>,
+    /// A publisher's streams' reception, for the statistics.
+    reception: Received,
+    /// A viewer's counters for the statistics: what it was sent and what
+    /// it reported.
+    viewer_counters: Option<Arc<ViewerCounters>>,
 }
 
 impl Conn {
@@ -461,6 +488,8 @@ impl Shard {
                 connected: false,
                 dirty: false,
                 counters: None,
+                reception: Received::default(),
+                viewer_counters: None,
             }),
         );
         self.drain(id, now);
@@ -499,6 +528,15 @@ impl Shard {
     pub fn count_into(&mut self, conn: ConnId, counters: Arc<StreamCounters>) {
         if let Some(conn) = self.conns.get_mut(&conn) {
             conn.counters = Some(counters);
+        }
+    }
+
+    /// Counts what viewer connection `conn` is sent and reports (its
+    /// reception reports, NACKs and keyframe requests) into `counters`,
+    /// for the statistics.
+    pub fn count_viewer_into(&mut self, conn: ConnId, counters: Arc<ViewerCounters>) {
+        if let Some(conn) = self.conns.get_mut(&conn) {
+            conn.viewer_counters = Some(counters);
         }
     }
 
@@ -663,6 +701,8 @@ impl Shard {
             started: false,
             waiting_for_keyframe: false,
             stats: SenderStats::default(),
+            sent_packets: 0,
+            sent_bytes: 0,
             rtx,
             copies: Vec::new(),
             copies_at: None,
@@ -1113,8 +1153,8 @@ impl Shard {
                                 nacks.push(nack.clone());
                             } else {
                                 for ssrc in p.destination_ssrc() {
-                                    if let Some(lost) = fraction_lost(p.as_ref(), ssrc) {
-                                        losses.push((ssrc, lost));
+                                    if let Some(report) = reception_report(p.as_ref(), ssrc) {
+                                        losses.push(report);
                                     }
                                 }
                             }
@@ -1139,12 +1179,16 @@ impl Shard {
         }
         for viewer_ssrc in keyframe_requests {
             if let Some(source) = self.source_of(id, viewer_ssrc) {
+                if let Some(counters) = self.conns.get(&id).and_then(|c| c.viewer_counters.as_ref())
+                {
+                    counters.keyframe_request(MediaKind::Video);
+                }
                 self.events
                     .push_back(Event::KeyframeRequest { viewer: id, source });
             }
         }
-        for (viewer_ssrc, lost) in losses {
-            self.loss(id, viewer_ssrc, lost, now);
+        for report in losses {
+            self.loss(id, &report, now);
         }
         for init in opened {
             self.track_opened(id, init);
@@ -1158,17 +1202,41 @@ impl Shard {
         }
     }
 
-    /// A viewer's reception report about its SSRC `viewer_ssrc`: heavy
-    /// loss steps it down a layer, if the track has a lower one.
-    fn loss(&mut self, viewer: ConnId, viewer_ssrc: u32, fraction_lost: u8, now: Instant) {
+    /// A viewer's reception report about one of its SSRCs: counted for
+    /// the statistics (with the round trip it gives against our sender
+    /// reports), and heavy loss steps it down a layer, if the track has a
+    /// lower one.
+    fn loss(&mut self, viewer: ConnId, report: &ReceptionReport, now: Instant) {
+        let fraction_lost = report.fraction_lost;
         for (track, fanout) in &mut self.tracks {
             let Some(sink) = fanout
                 .sinks
                 .iter_mut()
-                .find(|s| s.viewer == viewer && s.rewriter.ssrc() == viewer_ssrc)
+                .find(|s| s.viewer == viewer && s.rewriter.ssrc() == report.ssrc)
             else {
                 continue;
             };
+            if let Some(counters) = self
+                .conns
+                .get(&viewer)
+                .and_then(|c| c.viewer_counters.as_ref())
+            {
+                let rtt = sink
+                    .stats
+                    .ntp(now)
+                    .and_then(|ntp| round_trip(ntp, report.last_sender_report, report.delay));
+                counters.report(
+                    sink.kind(),
+                    ViewerReport {
+                        fraction_lost,
+                        cumulative_lost: cumulative_lost(report.total_lost),
+                        jitter: Duration::from_secs_f64(
+                            f64::from(report.jitter) / f64::from(sink.clock_rate.max(1)),
+                        ),
+                        rtt,
+                    },
+                );
+            }
             let steps = sink.step_down.steps();
             let lower_exists = fanout.layers.pick(&sink.choice, steps + 1)
                 != fanout.layers.pick(&sink.choice, steps);
@@ -1200,9 +1268,13 @@ impl Shard {
             RtpCodecKind::Video => MediaKind::Video,
             _ => return,
         };
-        let Some(mime) = track.codec(init.ssrc).map(|c| c.mime_type.clone()) else {
+        let Some((mime, clock_rate)) = track
+            .codec(init.ssrc)
+            .map(|c| (c.mime_type.clone(), c.clock_rate))
+        else {
             return;
         };
+        conn.reception.open(init.ssrc, kind, clock_rate);
         let track = TrackId {
             shard: self.index,
             conn: id,
@@ -1242,11 +1314,15 @@ impl Shard {
         for packet in media {
             let source = self.source(id, packet.header.ssrc);
             if let Some(counters) = &counters {
-                let keyframe = self
-                    .keyframes
-                    .get(&source)
-                    .is_some_and(|(codec, _)| starts_keyframe(*codec, &packet.payload));
+                let codec = self.keyframes.get(&source).map(|(codec, _)| *codec);
+                let keyframe = codec.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
                 counters.count(packet.payload.len(), keyframe);
+                if let Some(c) = self.conns.get_mut(&id) {
+                    let size = codec
+                        .filter(|_| keyframe)
+                        .and_then(|codec| keyframe_size(codec, &packet.payload));
+                    c.reception.count(counters, &packet, size, now);
+                }
             }
             let Some(&track) = self.track_of.get(&source) else {
                 continue; // no track opened for it (rtc reports each)
@@ -1493,6 +1569,11 @@ impl Shard {
             return false; // no keys (DTLS not done): the packet is lost
         }
         sink.stats.on_sent(header, payload.len(), now);
+        sink.sent_packets += 1;
+        sink.sent_bytes += payload.len() as u64;
+        if let Some(counters) = &conn.viewer_counters {
+            counters.sent(sink.kind(), sink.sent_packets, sink.sent_bytes);
+        }
         transmits.push_rtp(to, sink.viewer, OutgoingRtp::new(header, payload.clone()));
         true
     }
@@ -1562,6 +1643,9 @@ impl Shard {
         let Some((track, sink)) = found else {
             return;
         };
+        if let Some(counters) = &conn.viewer_counters {
+            counters.nack(sink.kind());
+        }
         let Some(history) = sink.layer.and_then(|l| self.histories.get(&track.layer(l))) else {
             return;
         };
@@ -1661,6 +1745,87 @@ impl Shard {
     }
 }
 
+/// A publisher connection's streams as received, for the statistics: each
+/// SSRC's sequence and jitter state from its first packet, and which video
+/// layer is the top one (the largest picture; the first layer heard while
+/// no size is known), whose frames and picture size the track reports.
+#[derive(Default)]
+struct Received {
+    streams: HashMap<u32, Stream>,
+    top: Option<u32>,
+}
+
+struct Stream {
+    kind: MediaKind,
+    reception: Reception,
+    /// Its last keyframe's picture size.
+    size: Option<(u32, u32)>,
+}
+
+impl Received {
+    /// `rtc` opened stream `ssrc` (RTX streams are never opened: their
+    /// repairs arrive de-encapsulated, under the media SSRC).
+    fn open(&mut self, ssrc: u32, kind: MediaKind, clock_rate: u32) {
+        let stream = Stream {
+            kind,
+            reception: Reception::new(clock_rate),
+            size: None,
+        };
+        self.streams.insert(ssrc, stream);
+    }
+
+    /// Counts one of the publisher's packets into its track's counters;
+    /// `size` is the picture size it starts a keyframe of, if any.
+    fn count(
+        &mut self,
+        counters: &StreamCounters,
+        packet: &rtp::Packet,
+        size: Option<(u32, u32)>,
+        now: Instant,
+    ) {
+        let h = &packet.header;
+        let Some(stream) = self.streams.get_mut(&h.ssrc) else {
+            return;
+        };
+        let arrival = stream
+            .reception
+            .on_packet(h.sequence_number, h.timestamp, now);
+        let (kind, jitter_us) = (stream.kind, stream.reception.jitter_us());
+        let track = counters.track(kind);
+        if let Some(size) = size {
+            stream.size = Some(size);
+            // Only a keyframe can change which layer is on top.
+            self.top = self
+                .streams
+                .iter()
+                .filter(|(_, s)| s.kind == MediaKind::Video)
+                .filter_map(|(ssrc, s)| Some((*ssrc, s.size?)))
+                .max_by_key(|(_, (w, h))| u64::from(*w) * u64::from(*h))
+                .map(|(ssrc, _)| ssrc)
+                .or(self.top);
+            if let Some(top) = self.top.and_then(|top| self.streams.get(&top)?.size) {
+                track.picture_size(top.0, top.1);
+            }
+        }
+        if kind == MediaKind::Video && self.top.is_none() {
+            self.top = Some(h.ssrc);
+        }
+        let frame_end = kind == MediaKind::Video && h.marker && self.top == Some(h.ssrc);
+        track.count(packet.payload.len(), arrival, frame_end, jitter_us);
+    }
+}
+
+/// A reception report's cumulative number of packets lost: 24 bits, signed
+/// (RFC 3550 §6.4.1; duplicates can make it negative).
+fn cumulative_lost(total_lost: u32) -> i64 {
+    let bits = total_lost & 0x00FF_FFFF;
+    if bits & 0x0080_0000 != 0 {
+        i64::from(bits) - 0x0100_0000
+    } else {
+        i64::from(bits)
+    }
+}
+
 /// `source`'s header without its extensions (their ids were negotiated
 /// with the publisher; [`Rewriter::rewrite`] drops them anyway), so that
 /// making a viewer's header never copies them.
@@ -1726,4 +1891,48 @@ fn sent_codec(
         .filter(same_mime)
         .find(|c| c.rtp_codec.sdp_fmtp_line == track.sdp_fmtp_line)
         .or_else(|| codecs.iter().find(same_mime))
+}
+
+#[cfg(test)]
+mod received_tests {
+    use super::*;
+
+    fn packet(ssrc: u32, seq: u16, marker: bool) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                ssrc,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 3000,
+                marker,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(&[0; 100]),
+        }
+    }
+
+    /// A simulcast track's frames and picture size are its top layer's:
+    /// the first heard until keyframes give sizes, then the largest.
+    #[test]
+    fn a_simulcast_track_reports_its_top_layer() {
+        let (low, high) = (1, 2);
+        let counters = StreamCounters::default();
+        let mut received = Received::default();
+        received.open(low, MediaKind::Video, 90_000);
+        received.open(high, MediaKind::Video, 90_000);
+        let now = Instant::now();
+        let frames = |counters: &StreamCounters| counters.tracks(|_| Some(String::new()))[1].frames;
+        // One frame of each layer: only the first heard counts for now.
+        received.count(&counters, &packet(low, 1, true), None, now);
+        received.count(&counters, &packet(high, 1, true), None, now);
+        assert_eq!(frames(&counters), 1);
+        // Keyframes tell the sizes: the high layer is on top from then on.
+        received.count(&counters, &packet(low, 2, true), Some((320, 180)), now);
+        received.count(&counters, &packet(high, 2, true), Some((640, 360)), now);
+        received.count(&counters, &packet(low, 3, true), None, now);
+        let video = &counters.tracks(|_| Some(String::new()))[1];
+        assert_eq!((video.width, video.height), (640, 360));
+        assert_eq!(video.frames, 3, "low 1, low 2, then high 2 only");
+        // Both layers' packets are the track's, and none was lost.
+        assert_eq!((video.packets, video.expected, video.late), (5, 5, 0));
+    }
 }

@@ -19,6 +19,7 @@ pub mod keyframe_cache;
 pub mod layers;
 mod media_plane;
 pub mod picture_size;
+pub mod reception;
 pub mod registry;
 pub mod rewrite;
 pub mod rtcp;

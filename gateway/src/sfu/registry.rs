@@ -45,8 +45,8 @@ use tokio::sync::{mpsc, oneshot};
 use vigil_control::Facts;
 
 use crate::admission::SessionSlot;
-use vigil_control::event::{LeaveReason, SessionRole};
-use vigil_control::media::StreamSample;
+use vigil_control::event::{LeaveReason, SessionRole, TrackKind};
+use vigil_control::media::{StreamSample, ViewerSample};
 use vigil_control::{RoomName, StreamName};
 
 use crate::engine::io::ShardEvent;
@@ -55,7 +55,7 @@ use crate::engine::shards::Engine;
 use crate::error::{Error, Result};
 use crate::sfu::codecs::TrackCodec;
 use crate::sfu::layers::LayerChoice;
-use crate::sfu::stream_counters::StreamCounters;
+use crate::sfu::stream_counters::{StreamCounters, ViewerCounters};
 use crate::sfu::{MediaKind, SessionId, Stats, Totals};
 
 /// A reply channel.
@@ -378,6 +378,8 @@ struct Session {
     /// Its span, which ends when the session does
     /// ([`crate::telemetry::spans`]).
     span: tracing::Span,
+    /// A viewer's statistics, counted by its shard.
+    viewer_counters: Option<Arc<ViewerCounters>>,
 }
 
 /// A published track of a stream: the engine's track and its codec.
@@ -645,6 +647,7 @@ impl Owner {
                 tracks: Vec::new(),
                 slot: None,
                 span,
+                viewer_counters: None,
             },
         );
         Ok(())
@@ -749,6 +752,10 @@ impl Owner {
             &identity,
         );
         self.conns.insert(conn, session.clone());
+        let viewer_counters = Arc::new(ViewerCounters::default());
+        if let Some(shard) = self.engine.shards().get(conn.shard) {
+            shard.count_viewer_into(conn.conn, viewer_counters.clone());
+        }
         self.sessions.insert(
             session,
             Session {
@@ -763,6 +770,7 @@ impl Owner {
                 tracks,
                 slot,
                 span,
+                viewer_counters: Some(viewer_counters),
             },
         );
         Ok(())
@@ -1101,9 +1109,39 @@ impl Owner {
                         counters: st
                             .counters
                             .snapshot(st.codecs.iter().any(|c| c.kind == RtpCodecKind::Video)),
+                        tracks: st.counters.tracks(|kind| {
+                            let kind = match kind {
+                                TrackKind::Audio => RtpCodecKind::Audio,
+                                TrackKind::Video => RtpCodecKind::Video,
+                            };
+                            st.codecs
+                                .iter()
+                                .find(|c| c.kind == kind)
+                                .map(|c| c.params.rtp_codec.mime_type.clone())
+                        }),
+                        viewers: self.viewer_samples(st),
                     })
             })
             .collect()
+    }
+
+    /// The statistics of `st`'s viewers, by identity.
+    fn viewer_samples(&self, st: &Stream) -> Vec<ViewerSample> {
+        let mut viewers: Vec<ViewerSample> = st
+            .viewers
+            .iter()
+            .filter_map(|id| self.sessions.get(id))
+            .filter_map(|s| {
+                let conn = s.conn?;
+                Some(ViewerSample {
+                    key: (conn.shard as u64) << 32 | u64::from(conn.conn.index()),
+                    identity: s.identity.clone(),
+                    tracks: s.viewer_counters.as_ref()?.snapshot(),
+                })
+            })
+            .collect();
+        viewers.sort_by(|a, b| (&a.identity, a.key).cmp(&(&b.identity, b.key)));
+        viewers
     }
 
     fn stats(&self) -> Stats {

@@ -16,6 +16,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -23,9 +24,9 @@ use rtc::shared::error::Error;
 /// Slot after every built-in interceptor (the last built-in is 13 000).
 pub const KEYFRAME_REQUEST_SLOT: usize = 14_000;
 
-/// The fraction lost (of 256) a receiver or sender report gives for
-/// `ssrc`, if it reports on it.
-pub fn fraction_lost(packet: &dyn rtc::rtcp::Packet, ssrc: u32) -> Option<u8> {
+/// The reception report a receiver or sender report gives about `ssrc`,
+/// if it reports on it.
+pub fn reception_report(packet: &dyn rtc::rtcp::Packet, ssrc: u32) -> Option<ReceptionReport> {
     let any = packet.as_any();
     let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
         &rr.reports
@@ -34,10 +35,7 @@ pub fn fraction_lost(packet: &dyn rtc::rtcp::Packet, ssrc: u32) -> Option<u8> {
     } else {
         return None;
     };
-    reports
-        .iter()
-        .find(|r| r.ssrc == ssrc)
-        .map(|r| r.fraction_lost)
+    reports.iter().find(|r| r.ssrc == ssrc).cloned()
 }
 
 /// Whether a viewer's RTCP packet is for the forwarder: a keyframe

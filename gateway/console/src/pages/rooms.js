@@ -4,6 +4,7 @@
 // event feed.
 
 import { Code, ConnectError, allPages, followEvents } from "../api.js";
+import { streamSummary } from "../describe.js";
 import { actionButton, copyField, errorText, formatTime, h, replace, toast } from "../dom.js";
 import { isLoopback, publicBase } from "../links.js";
 import { header } from "./header.js";
@@ -12,15 +13,51 @@ export function roomsPage(app, { api, credential, signOut }) {
   const list = h("tbody", { "data-testid": "rooms" });
   const tokenPanel = h("section", { class: "card", hidden: true, "data-testid": "token-panel" });
   const error = h("p", { class: "error", role: "alert" });
+  // Each room's published streams with their figures (GetStreamStats),
+  // read every few seconds for the rooms that have publishers.
+  let shown = [];
+  const streams = new Map();
+  const streamsCell = (name) => {
+    const cell = h("td", { "data-testid": "room-streams" });
+    fillStreams(cell, streams.get(name) ?? []);
+    return cell;
+  };
+  const fillStreams = (cell, entries) =>
+    replace(
+      cell,
+      entries.map(({ stream, summary }) =>
+        h("div", { class: summary?.poor ? "stream poor" : "stream", "data-stream": stream }, h("strong", {}, stream), " ", summary?.text ?? "…", summary?.poor ? h("span", { class: "badge poor" }, "poor link") : null),
+      ),
+    );
+  const readStreams = async () => {
+    for (const room of shown) {
+      let entries = [];
+      if (room.publishers > 0) {
+        try {
+          const participants = await allPages((r) => api.rooms.listParticipants(r), { room: room.name }, "participants");
+          for (const p of participants.filter((p) => p.publishing && !p.dispatcher)) {
+            const stats = await api.rooms.getStreamStats({ room: room.name, stream: p.identity }).catch(() => null);
+            entries.push({ stream: p.identity, summary: streamSummary(stats) });
+          }
+        } catch {
+          entries = streams.get(room.name) ?? [];
+        }
+      }
+      streams.set(room.name, entries);
+      const cell = list.querySelector(`tr[data-room="${CSS.escape(room.name)}"] [data-testid=room-streams]`);
+      if (cell) fillStreams(cell, entries);
+    }
+  };
 
   const refresh = async () => {
     try {
       const rooms = await allPages((r) => api.rooms.listRooms(r), {}, "rooms");
+      shown = rooms;
       error.textContent = "";
       replace(
         list,
         rooms.length === 0
-          ? h("tr", {}, h("td", { colSpan: 5, class: "muted" }, "No rooms yet: create one below."))
+          ? h("tr", {}, h("td", { colSpan: 6, class: "muted" }, "No rooms yet: create one below."))
           : rooms.map((room) => roomRow(room)),
       );
     } catch (e) {
@@ -35,6 +72,7 @@ export function roomsPage(app, { api, credential, signOut }) {
       h("td", {}, h("a", { href: `/console/rooms/${encodeURIComponent(room.name)}` }, room.name)),
       h("td", {}, `${room.publishers}`),
       h("td", {}, `${room.viewers}`),
+      streamsCell(room.name),
       h("td", {}, formatTime(Number(room.createdAtUnixMs))),
       h(
         "td",
@@ -193,14 +231,21 @@ export function roomsPage(app, { api, credential, signOut }) {
       h(
         "section",
         { class: "card" },
-        h("table", {}, h("thead", {}, h("tr", {}, ["Room", "Publishers", "Viewers", "Created", ""].map((t) => h("th", {}, t)))), list),
+        h("table", {}, h("thead", {}, h("tr", {}, ["Room", "Publishers", "Viewers", "Streams", "Created", ""].map((t) => h("th", {}, t)))), list),
       ),
       tokenPanel,
       createForm(),
     ),
   );
 
-  refresh();
+  refresh().then(readStreams);
+  // One round at a time: a slow server is not asked twice over.
+  let reading = false;
+  setInterval(async () => {
+    if (reading) return;
+    reading = true;
+    await readStreams().finally(() => (reading = false));
+  }, 3000);
   // Rooms and their counts change with events; re-read on each (coalesced).
   let pending = null;
   followEvents(

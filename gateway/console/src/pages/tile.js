@@ -1,22 +1,31 @@
-// One stream on the wall: a WHEP player with the stream's identity, bitrate,
-// resolution and frame rate, viewer count, alarm and mute badges, and the
-// dispatcher's actions on it. A camera that drops stays on the wall:
+// One stream on the wall: a WHEP player with the stream's identity, the
+// server's statistics of it (bitrate, resolution, frame rate and loss from
+// the camera, GetStreamStats every 2 s; a "poor link" badge when the
+// camera's link loses 5 % or more), viewer count, alarm and mute badges,
+// and the dispatcher's actions on it. A camera that drops stays on the wall:
 // "reconnecting…" over its last picture while the server waits for it,
 // "offline" after, and playing again when it comes back.
 
 import { TrackKind } from "../api.js";
 import { actionButton, formatBitrate, formatTime, h, replace } from "../dom.js";
-import { ALARM_NAMES } from "../describe.js";
+import { ALARM_NAMES, percent, streamSummary } from "../describe.js";
 import { Viewing } from "../viewing.js";
-import { InboundStats, Player } from "../whip.js";
+import { Player } from "../whip.js";
+
+/** How often the tile asks the server for the stream's statistics. */
+const STATS_EVERY_MS = 2000;
 
 export class Tile {
   /**
    * `actions`: { mute(kind, muted), hangUp(), call(), endCall(), remove() } on this stream.
    * `participant`: its ListParticipants entry, if known.
    */
-  constructor({ room, identity, token, participant, actions }) {
+  constructor({ api, room, identity, token, participant, actions }) {
+    this.api = api;
+    this.room = room;
     this.identity = identity;
+    // The server's verdict on the camera's link (StreamStats.poor_link).
+    this.poorLink = false;
     this.alarms = new Set(participant?.activeAlarms ?? []);
     this.muted = new Map((participant?.tracks ?? []).map((t) => [t.kind, t.muted]));
     this.viewers = participant?.viewerCount ?? 0;
@@ -66,21 +75,56 @@ export class Tile {
     this.render();
     const endpoint = new URL(`/whep/${encodeURIComponent(room)}/${encodeURIComponent(identity)}`, location.origin).href;
     this.player = new Player(endpoint, token, this.video, { onState: (state, error) => this.viewing.playerState(state, error) });
-    this.timer = setInterval(() => this.sample(), 1000);
+    this.timer = setInterval(() => this.sample(), STATS_EVERY_MS);
+    this.sample();
   }
 
-  /** Bitrate, size and frame rate of the player's current session. */
+  /** The server's statistics of the stream, shown on the tile. */
   async sample() {
-    const pc = this.player.pc;
-    if (!pc) {
-      this.stats.textContent = "";
-      return;
+    let stats = null;
+    try {
+      stats = await this.api.rooms.getStreamStats({ room: this.room, stream: this.identity });
+    } catch {
+      // Not published (yet, or any more), or the server is away: the
+      // tile's status says which; no stale figures meanwhile.
     }
-    if (this.inbound?.pc !== pc) this.inbound = new InboundStats(pc);
-    const s = await this.inbound.sample();
-    const size = s.width ? ` · ${s.width}×${s.height}` : "";
-    const fps = s.fps ? ` · ${Math.round(s.fps)} fps` : "";
-    this.stats.textContent = `${formatBitrate(s.bitrate)}${size}${fps}`;
+    if (this.closed) return;
+    this.showStats(stats);
+  }
+
+  /**
+   * What the camera sends as the server receives it: bitrate of all its
+   * tracks, the video's picture size and frame rate, and the worst
+   * track's loss over the last 2 s; details (jitter, repairs, each
+   * viewer's loss and round trip) in the tooltip.
+   */
+  showStats(s) {
+    const summary = streamSummary(s);
+    if (!summary) {
+      this.stats.textContent = "";
+      this.stats.title = "";
+      for (const key of ["bitrate", "width", "height", "loss"]) delete this.stats.dataset[key];
+    } else {
+      const { text, bitrate, width, height, loss } = summary;
+      this.stats.textContent = text;
+      Object.assign(this.stats.dataset, { bitrate, width, height, loss: loss.toFixed(4) });
+      const lines = s.tracks.map(
+        (t) =>
+          `${t.kind === TrackKind.VIDEO ? "video" : "audio"} ${t.codec}: ${formatBitrate(Number(t.bitrateBps))}, ${percent(t.loss)} lost, ` +
+          `${t.packetsLate} repaired, jitter ${t.jitterMs.toFixed(1)} ms, ${t.nackCount} NACK, ${t.pliCount} PLI from viewers`,
+      );
+      for (const v of s.viewers) {
+        const kinds = v.tracks.map((t) => `${t.kind === TrackKind.VIDEO ? "video" : "audio"} ${percent(t.fractionLost)} lost`);
+        const rtt = v.tracks.find((t) => t.rttMs !== undefined)?.rttMs;
+        lines.push(`viewer ${v.identity}: ${kinds.join(", ")}${rtt === undefined ? "" : `, round trip ${Math.round(rtt)} ms`}`);
+      }
+      this.stats.title = lines.join("\n");
+    }
+    const poor = Boolean(s?.poorLink);
+    if (poor !== this.poorLink) {
+      this.poorLink = poor;
+      this.render();
+    }
   }
 
   /** The publisher's session ended without a successor (it may come back). */
@@ -147,7 +191,9 @@ export class Tile {
       this.muted.get(TrackKind.AUDIO) ? h("span", { class: "badge" }, "audio muted") : null,
       this.call === "ringing" ? h("span", { class: "badge call", "data-testid": "ringing" }, "ringing…") : null,
       this.call === "connected" ? h("span", { class: "badge call", "data-testid": "in-call" }, "in call") : null,
+      this.poorLink ? h("span", { class: "badge poor", "data-testid": "poor-link", title: "the camera's link lost 5 % or more of its packets over the last 2 s" }, "poor link") : null,
     );
+    this.el.dataset.link = this.poorLink ? "poor" : "ok";
     this.el.classList.toggle("alarmed", this.alarms.size > 0);
     this.viewerBadge.textContent = `${this.viewers} watching`;
     this.muteVideo.textContent = this.muted.get(TrackKind.VIDEO) ? "Unmute video" : "Mute video";
@@ -157,6 +203,7 @@ export class Tile {
   }
 
   close() {
+    this.closed = true;
     clearInterval(this.timer);
     this.player.close();
     this.viewing.close();

@@ -115,7 +115,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
 
   const addTile = (identity, participant) => {
     if (identity === mine.identity || dispatchers.has(identity) || tiles.has(identity)) return tiles.get(identity);
-    const tile = new Tile({ room, identity, token: mine.token, participant, actions: actionsFor(identity) });
+    const tile = new Tile({ api, room, identity, token: mine.token, participant, actions: actionsFor(identity) });
     tile.setCall(calls.get(identity) ?? null);
     tiles.set(identity, tile);
     wall.append(tile.el);
