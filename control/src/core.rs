@@ -227,6 +227,12 @@ pub(crate) type Reply<T> = oneshot::Sender<T>;
 
 /// Messages to the owner.
 pub(crate) enum Msg {
+    /// A camera's puller reported its state (a fact, no reply).
+    CameraStatus {
+        room: RoomName,
+        identity: StreamName,
+        status: crate::camera::CameraStatus,
+    },
     CreateRoom {
         spec: RoomSpec,
         reply: Reply<Result<RoomView>>,
@@ -445,6 +451,20 @@ impl Facts {
         self.send(Msg::SessionEnded {
             session: session.to_owned(),
             reason,
+        });
+    }
+
+    /// A camera's puller reports where the camera is.
+    pub fn camera_status(
+        &self,
+        room: &RoomName,
+        identity: &StreamName,
+        status: crate::camera::CameraStatus,
+    ) {
+        self.send(Msg::CameraStatus {
+            room: room.clone(),
+            identity: identity.clone(),
+            status,
         });
     }
 

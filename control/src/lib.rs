@@ -9,6 +9,7 @@
 pub mod alarm_log;
 pub mod alarms;
 pub mod bus;
+pub mod camera;
 mod core;
 pub mod event;
 pub mod grpc;

@@ -124,4 +124,14 @@ pub trait MediaPlane: Send + Sync + 'static {
     ) -> bool;
     /// Counters of every published stream, for alarms and bitrates.
     async fn sample(&self) -> Vec<StreamSample>;
+    /// Starts pulling a camera, or pulls it again with new settings (its
+    /// viewers stay and resume). The puller reports its states with
+    /// [`crate::Facts::camera_status`]. Returns at once.
+    fn start_camera(&self, spec: crate::camera::CameraSpec) {
+        let _ = spec;
+    }
+    /// Stops pulling a camera and closes its viewers. Returns at once.
+    fn stop_camera(&self, room: &RoomName, identity: &StreamName) {
+        let _ = (room, identity);
+    }
 }

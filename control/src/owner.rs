@@ -248,6 +248,8 @@ impl Owner {
     fn handle_msg(&mut self, msg: Msg, now: Instant) {
         // Replies are best effort: a caller that gave up dropped its receiver.
         match msg {
+            // Implemented with the cameras (issue 16).
+            Msg::CameraStatus { .. } => {}
             Msg::CreateRoom { spec, reply } => {
                 let _ = reply.send(self.create_room(spec));
             }

@@ -221,6 +221,35 @@ impl RoomService for Rooms {
             sessions_closed: closed as u32,
         }))
     }
+
+    // Implemented with the cameras (issue 16).
+    async fn add_camera(
+        &self,
+        _request: Request<pb::AddCameraRequest>,
+    ) -> Result<Response<pb::Camera>, Status> {
+        Err(Status::unimplemented("cameras are being built"))
+    }
+
+    async fn update_camera(
+        &self,
+        _request: Request<pb::UpdateCameraRequest>,
+    ) -> Result<Response<pb::Camera>, Status> {
+        Err(Status::unimplemented("cameras are being built"))
+    }
+
+    async fn remove_camera(
+        &self,
+        _request: Request<pb::RemoveCameraRequest>,
+    ) -> Result<Response<pb::RemoveCameraResponse>, Status> {
+        Err(Status::unimplemented("cameras are being built"))
+    }
+
+    async fn list_cameras(
+        &self,
+        _request: Request<pb::ListCamerasRequest>,
+    ) -> Result<Response<pb::ListCamerasResponse>, Status> {
+        Err(Status::unimplemented("cameras are being built"))
+    }
 }
 
 /// A page when the client asks for none (`page_size` 0), and the most.
