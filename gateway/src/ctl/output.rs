@@ -467,6 +467,8 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::TokensRevoked(_) => "tokens_revoked",
         Kind::BansChanged(_) => "bans_changed",
         Kind::HistoryGap(_) => "history_gap",
+        Kind::CameraStateChanged(_) => "camera_state_changed",
+        Kind::CameraRemoved(_) => "camera_removed",
     }
 }
 
@@ -541,6 +543,12 @@ fn kind_text(kind: &Kind) -> String {
         Kind::TokensRevoked(e) => format!("token_id={}", field(&e.token_id)),
         Kind::BansChanged(e) => format!("bans={}", bans_text(&e.bans)),
         Kind::HistoryGap(e) => format!("oldest_retained_id={}", e.oldest_retained_id),
+        Kind::CameraStateChanged(e) => format!(
+            "state={} detail={}",
+            enum_text::<pb::CameraState>(e.state),
+            field(&e.detail)
+        ),
+        Kind::CameraRemoved(_) => String::new(),
     }
 }
 
@@ -606,6 +614,16 @@ fn kind_json(kind: &Kind) -> Value {
         Kind::TokensRevoked(e) => json!({ "token_id": e.token_id }),
         Kind::BansChanged(e) => json!({ "bans": bans_json(&e.bans) }),
         Kind::HistoryGap(e) => json!({ "oldest_retained_id": e.oldest_retained_id }),
+        Kind::CameraStateChanged(e) => json!({
+            "state": enum_json::<pb::CameraState>(e.state),
+            "detail": e.detail,
+            "tracks": e.tracks.iter().map(|t| json!({
+                "kind": enum_json::<pb::TrackKind>(t.kind),
+                "codec": t.codec,
+                "playable": t.playable,
+            })).collect::<Vec<_>>(),
+        }),
+        Kind::CameraRemoved(_) => json!({}),
     }
 }
 
@@ -647,6 +665,8 @@ macro_rules! proto_enum {
 
 proto_enum!(
     pb::TrackKind => "TRACK_KIND_",
+    pb::CameraState => "CAMERA_STATE_",
+    pb::CameraTransport => "CAMERA_TRANSPORT_",
     pb::SessionRole => "SESSION_ROLE_",
     pb::LeaveReason => "LEAVE_REASON_",
     pb::AlarmKind => "ALARM_KIND_",
