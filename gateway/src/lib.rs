@@ -23,6 +23,7 @@
 //! Panic policy: a panic is a bug; no client input can cause one.
 
 pub mod admission;
+pub mod camera;
 pub mod config;
 pub mod ctl;
 pub mod engine;
@@ -66,6 +67,8 @@ pub struct Vigil {
     pub telemetry: Arc<telemetry::Telemetry>,
     /// The forwarding core, for diagnostics and tests.
     pub sfu: Sfu,
+    /// The cameras' pullers.
+    pub cameras: camera::Cameras,
     /// The control plane.
     pub control: Control,
     /// How credentials were set up, to tell the operator.
@@ -159,8 +162,13 @@ impl Vigil {
         let bus = Arc::new(MemoryBus::resuming(store.clone()).map_err(other)?);
         let (facts, inbox) = vigil_control::channel();
         let sfu = Sfu::start(&config, facts.clone())?;
-        let control = Control::start(&facts, inbox, store, bus, Arc::new(sfu.clone()), auth)
-            .map_err(other)?;
+        let cameras = camera::Cameras::start(sfu.clone(), facts.clone());
+        let plane = sfu::media_plane::Plane {
+            sfu: sfu.clone(),
+            cameras: cameras.clone(),
+        };
+        let control =
+            Control::start(&facts, inbox, store, bus, Arc::new(plane), auth).map_err(other)?;
         let telemetry =
             telemetry::Telemetry::start(&sfu, config.otlp_endpoint.as_deref()).map_err(other)?;
         telemetry::count_alarms(&telemetry, &control);
@@ -177,6 +185,7 @@ impl Vigil {
         };
         let state = Arc::new(http::AppState {
             sfu: sfu.clone(),
+            cameras: cameras.clone(),
             control: control.clone(),
             grpc_web: vigil_control::grpc::web_service(
                 control.clone(),
@@ -261,6 +270,7 @@ impl Vigil {
             metrics_addr,
             telemetry,
             sfu,
+            cameras,
             control,
             credentials,
             tls: tls_setup,
@@ -292,6 +302,9 @@ impl Vigil {
         // The last export (OTLP) reports the sessions as they were, and
         // as they closed if the owner still answers.
         self.telemetry.sample().await;
+        // Pullers first: a camera's session would otherwise be published
+        // again as soon as it closed.
+        self.cameras.shutdown().await;
         self.sfu.shutdown().await;
         self.telemetry.sample().await;
         // Facts sent before (the sessions just closed) are handled, and

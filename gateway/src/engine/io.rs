@@ -27,13 +27,16 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState};
 use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::demux::Transport;
-use super::shard::{ConnId, Event, MediaCounters, Relay, RestartError, Shard, Source, TrackId};
+use super::shard::{
+    ConnId, Event, LocalTrack, MediaCounters, Relay, RestartError, Shard, Source, TrackId,
+};
 use super::tcp::{TcpInput, TcpLinks};
 use crate::sfu::MediaKind;
 use crate::sfu::keyframe::VideoCodec;
@@ -60,6 +63,14 @@ enum Command {
         pc: Box<RTCPeerConnection>,
         ufrag: String,
         reply: oneshot::Sender<ConnId>,
+    },
+    AddLocal {
+        tracks: Vec<LocalTrack>,
+        reply: oneshot::Sender<ConnId>,
+    },
+    LocalMedia {
+        conn: ConnId,
+        packets: Vec<rtp::Packet>,
     },
     Subscribe {
         track: TrackId,
@@ -272,6 +283,24 @@ impl ShardHandle {
             })
             .ok()?;
         answer.await.ok()
+    }
+
+    /// Adds a local publisher of `tracks` (see [`Shard::add_local`]);
+    /// `None` if the shard has stopped.
+    pub async fn add_local(&self, tracks: Vec<LocalTrack>) -> Option<ConnId> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::AddLocal { tracks, reply })
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Hands packets of local publisher `conn` to the shard (see
+    /// [`Shard::handle_local_media`]); `false` if the shard has stopped.
+    pub fn send_local(&self, conn: ConnId, packets: Vec<rtp::Packet>) -> bool {
+        self.commands
+            .send(Command::LocalMedia { conn, packets })
+            .is_ok()
     }
 
     /// See [`Shard::subscribe`]; `false` if the viewer or its sender is
@@ -597,6 +626,16 @@ impl ShardLoop {
                 let id = self.shard.add_connection(*pc, &ufrag, now);
                 // The asker gave up: the connection times out unconnected.
                 let _asker_gone = reply.send(id);
+            }
+            Command::AddLocal { tracks, reply } => {
+                let id = self.shard.add_local(tracks);
+                if let Err(id) = reply.send(id) {
+                    // The asker gave up: nobody will feed or remove it.
+                    self.shard.remove_connection(id, now);
+                }
+            }
+            Command::LocalMedia { conn, packets } => {
+                self.shard.handle_local_media(conn, packets, now)
             }
             Command::Subscribe {
                 track,

@@ -53,6 +53,10 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
+mod local;
+use local::Local;
+pub use local::LocalTrack;
+
 /// A connection of this shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u32);
@@ -397,6 +401,8 @@ pub struct Shard {
     /// Boxed: an `rtc` connection is kilobytes inline, which a map's
     /// spare slots and its moves on growth would otherwise pay for.
     conns: HashMap<ConnId, Box<Conn>>,
+    /// Local publishers (cameras), numbered with the connections.
+    locals: HashMap<ConnId, Local>,
     demux: Demux<ConnId>,
     /// Deadlines, earliest first; an entry whose connection has since moved
     /// its deadline is stale and skipped.
@@ -452,6 +458,7 @@ impl Shard {
             local,
             next_id: 0,
             conns: HashMap::new(),
+            locals: HashMap::new(),
             demux: Demux::new(),
             timers: BinaryHeap::new(),
             tracks: HashMap::new(),
@@ -500,6 +507,9 @@ impl Shard {
     /// their kind: known from negotiation, before any packet.
     pub fn published_tracks(&mut self, conn: ConnId) -> Vec<(TrackId, MediaKind)> {
         let index = self.index;
+        if let Some(tracks) = self.local_tracks(conn) {
+            return tracks;
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return Vec::new();
         };
@@ -526,7 +536,9 @@ impl Shard {
     /// `counters` (packets, payload bytes, keyframes), muted or not: the
     /// alarms judge the publisher, not what viewers get.
     pub fn count_into(&mut self, conn: ConnId, counters: Arc<StreamCounters>) {
-        if let Some(conn) = self.conns.get_mut(&conn) {
+        if let Some(local) = self.locals.get_mut(&conn) {
+            local.counters = Some(counters);
+        } else if let Some(conn) = self.conns.get_mut(&conn) {
             conn.counters = Some(counters);
         }
     }
@@ -646,6 +658,11 @@ impl Shard {
 
     /// Closes and drops a connection, and every subscription to or from it.
     pub fn remove_connection(&mut self, id: ConnId, now: Instant) {
+        if self.locals.contains_key(&id) {
+            self.forget(id);
+            self.events.push_back(Event::Closed(id));
+            return;
+        }
         if let Some(conn) = self.conns.get_mut(&id) {
             let _closing_anyway = conn.pc.close();
             self.drain(id, now);
@@ -1310,18 +1327,25 @@ impl Shard {
     /// A local publisher's packets of one input: counted, then relayed
     /// and fanned out unless their track is muted.
     fn publish(&mut self, id: ConnId, media: Vec<rtp::Packet>, now: Instant) {
-        let counters = self.conns.get(&id).and_then(|c| c.counters.clone());
+        let counters = match self.locals.get(&id) {
+            Some(local) => local.counters.clone(),
+            None => self.conns.get(&id).and_then(|c| c.counters.clone()),
+        };
         for packet in media {
             let source = self.source(id, packet.header.ssrc);
             if let Some(counters) = &counters {
                 let codec = self.keyframes.get(&source).map(|(codec, _)| *codec);
                 let keyframe = codec.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
                 counters.count(packet.payload.len(), keyframe);
-                if let Some(c) = self.conns.get_mut(&id) {
+                let reception = match self.locals.get_mut(&id) {
+                    Some(local) => Some(&mut local.reception),
+                    None => self.conns.get_mut(&id).map(|c| &mut c.reception),
+                };
+                if let Some(reception) = reception {
                     let size = codec
                         .filter(|_| keyframe)
                         .and_then(|codec| keyframe_size(codec, &packet.payload));
-                    c.reception.count(counters, &packet, size, now);
+                    reception.count(counters, &packet, size, now);
                 }
             }
             let Some(&track) = self.track_of.get(&source) else {
@@ -1734,6 +1758,7 @@ impl Shard {
 
     fn forget(&mut self, id: ConnId) {
         self.conns.remove(&id);
+        self.locals.remove(&id);
         self.demux.remove(id);
         self.forget_publisher(self.index, id);
         self.relay_targets.retain(|track, _| track.conn != id);

@@ -107,6 +107,9 @@ async fn create_session(
                 .await?
         }
         Role::Play => {
+            // An on-demand camera is pulled now; the offer is answered
+            // once it is published (its codecs are known).
+            state.cameras.demand(&room, &stream).await;
             let sfu = &state.sfu;
             sfu.play(room, stream, identity, offer, layer, Some(slot))
                 .await?

@@ -57,6 +57,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AppState {
     /// The forwarding core.
     pub sfu: Sfu,
+    /// The cameras' pullers (on-demand cameras start at a WHEP request).
+    pub cameras: crate::camera::Cameras,
     /// Admission (tokens, rooms, limits).
     pub control: vigil_control::Control,
     /// The control API as gRPC-web, for the console on this origin.

@@ -333,6 +333,19 @@ pub enum Msg {
     },
     /// Counters of every published stream.
     Sample { reply: Reply<Vec<StreamSample>> },
+    /// Close a stream's publisher (`PeerClosed`) and viewers
+    /// (`PublisherGone`) at once: a camera was removed. Replies how many.
+    CloseStream {
+        room: RoomName,
+        stream: StreamName,
+        reply: Reply<usize>,
+    },
+    /// How many viewer sessions a stream has.
+    Viewers {
+        room: RoomName,
+        stream: StreamName,
+        reply: Reply<usize>,
+    },
     /// Close everything and stop.
     Shutdown { reply: Reply<()> },
 }
@@ -545,6 +558,44 @@ impl Owner {
             Msg::Engine((shard, event)) => self.engine_event(shard, event),
             Msg::Stats { reply } => {
                 let _ = reply.send(self.stats());
+            }
+            Msg::CloseStream {
+                room,
+                stream,
+                reply,
+            } => {
+                let (publisher, viewers) = self
+                    .rooms
+                    .get(&room)
+                    .and_then(|streams| streams.get(&stream))
+                    .map(|st| {
+                        let publisher = st.publisher.iter().chain(&st.successor).cloned();
+                        (
+                            publisher.collect::<Vec<_>>(),
+                            st.viewers.iter().cloned().collect::<Vec<_>>(),
+                        )
+                    })
+                    .unwrap_or_default();
+                let mut closed = 0;
+                for session in publisher {
+                    closed += usize::from(self.close(&session, CloseReason::PeerClosed));
+                }
+                for session in viewers {
+                    closed += usize::from(self.close(&session, CloseReason::PublisherGone));
+                }
+                let _ = reply.send(closed);
+            }
+            Msg::Viewers {
+                room,
+                stream,
+                reply,
+            } => {
+                let viewers = self
+                    .rooms
+                    .get(&room)
+                    .and_then(|streams| streams.get(&stream))
+                    .map_or(0, |st| st.viewers.len());
+                let _ = reply.send(viewers);
             }
             Msg::Metrics { reply } => {
                 let _ = reply.send((self.stats(), self.totals.clone()));

@@ -1,0 +1,130 @@
+//! Publishers inside the process: an RTSP camera's puller publishes its
+//! stream through [`Sfu::publish_local`] and gets a [`LocalPublisher`],
+//! a session like a WHIP publisher's (the owner reserves and commits it,
+//! the control plane sees it join and leave) whose packets enter the
+//! engine from the puller's task instead of over a connection.
+
+use rtc::rtp;
+use vigil_control::{RoomName, StreamName};
+
+use super::codecs::TrackCodec;
+use super::registry::{CloseReason, EngineConn, Msg};
+use super::{SessionId, Sfu};
+use crate::engine::shard::LocalTrack;
+use crate::error::{Error, Result};
+
+/// A local publisher's session. Dropping it ends the session (its viewers
+/// wait for a republish, as when a WHIP publisher leaves).
+pub struct LocalPublisher {
+    sfu: Sfu,
+    session: SessionId,
+    conn: EngineConn,
+}
+
+impl LocalPublisher {
+    /// Its session id.
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    /// Forwards packets, each on one of its tracks' SSRCs. `false` once
+    /// the engine has stopped.
+    pub fn send(&self, packets: Vec<rtp::Packet>) -> bool {
+        self.sfu
+            .engine
+            .shards()
+            .get(self.conn.shard)
+            .is_some_and(|shard| shard.send_local(self.conn.conn, packets))
+    }
+}
+
+impl Drop for LocalPublisher {
+    fn drop(&mut self) {
+        self.sfu.tell(Msg::Close {
+            session: self.session.clone(),
+            reason: CloseReason::PeerClosed,
+            reply: None,
+        });
+    }
+}
+
+impl Sfu {
+    /// Publishes `room`/`stream` as `identity` from inside the process:
+    /// `codecs` are what viewers negotiate (one per kind), `tracks` the
+    /// engine's view of the same tracks (the SSRCs the packets will carry).
+    /// Fails as a WHIP POST would if the stream already has a publisher.
+    pub async fn publish_local(
+        &self,
+        room: RoomName,
+        stream: StreamName,
+        identity: String,
+        codecs: Vec<TrackCodec>,
+        tracks: Vec<LocalTrack>,
+    ) -> Result<LocalPublisher> {
+        let session = SessionId::random();
+        let span = crate::telemetry::spans::session(
+            "publisher",
+            &room,
+            &stream,
+            session.as_str(),
+            &identity,
+        );
+        self.ask(|reply| Msg::ReservePublish {
+            room,
+            stream,
+            session: session.clone(),
+            identity,
+            may_replace: false,
+            span: span.clone(),
+            reply,
+        })
+        .await??;
+        let shard = self.engine.next_shard();
+        let Some(conn) = shard.add_local(tracks).await else {
+            self.tell(Msg::Cancel { session });
+            return Err(Error::ShuttingDown);
+        };
+        let conn = EngineConn {
+            shard: shard.index(),
+            conn,
+        };
+        self.ask(|reply| Msg::CommitPublish {
+            session: session.clone(),
+            conn,
+            codecs,
+            etag: String::new(),
+            slot: None,
+            reply,
+        })
+        .await??;
+        Ok(LocalPublisher {
+            sfu: self.clone(),
+            session,
+            conn,
+        })
+    }
+
+    /// Closes `room`/`stream`'s publisher and its viewers at once (a
+    /// camera removed: nobody will come back to it). Returns how many
+    /// sessions closed.
+    pub async fn close_stream(&self, room: &RoomName, stream: &StreamName) -> usize {
+        self.ask(|reply| Msg::CloseStream {
+            room: room.clone(),
+            stream: stream.clone(),
+            reply,
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// How many viewer sessions `room`/`stream` has (connected or not).
+    pub async fn viewer_count(&self, room: &RoomName, stream: &StreamName) -> usize {
+        self.ask(|reply| Msg::Viewers {
+            room: room.clone(),
+            stream: stream.clone(),
+            reply,
+        })
+        .await
+        .unwrap_or(0)
+    }
+}
