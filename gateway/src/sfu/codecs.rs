@@ -11,7 +11,8 @@
 use std::io::Cursor;
 
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_VP8,
+    MIME_TYPE_VP9,
 };
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
@@ -291,8 +292,17 @@ fn is_supported(codec: &RTCRtpCodec) -> bool {
         .any(|supported| mime.eq_ignore_ascii_case(supported))
 }
 
+/// What a viewer may be sent: what a publisher may send, and G.711,
+/// which only IP cameras publish (docs/cameras.md).
+fn is_playable(codec: &RTCRtpCodec) -> bool {
+    is_supported(codec)
+        || [MIME_TYPE_PCMU, MIME_TYPE_PCMA]
+            .iter()
+            .any(|g711| codec.mime_type.eq_ignore_ascii_case(g711))
+}
+
 fn same_codec(offered: &RTCRtpCodec, source: &RTCRtpCodec) -> bool {
-    is_supported(offered)
+    is_playable(offered)
         && offered.mime_type.eq_ignore_ascii_case(&source.mime_type)
         && offered.clock_rate == source.clock_rate
 }
