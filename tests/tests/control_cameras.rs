@@ -211,6 +211,16 @@ async fn cameras_are_added_listed_updated_and_removed() {
     assert_eq!(cleared.url, "rtsp://127.0.0.1:9/stream2");
     assert!(!cleared.has_password);
 
+    // A dispatcher's wall (its admin-grant token) sees the camera's events.
+    let mut wall = Watcher::start(
+        &scene.vigil,
+        &dispatcher,
+        pb::WatchRequest {
+            room: ROOM.into(),
+            ..Default::default()
+        },
+    )
+    .await;
     rooms
         .remove_camera(admin(pb::RemoveCameraRequest {
             room: ROOM.into(),
@@ -218,6 +228,10 @@ async fn cameras_are_added_listed_updated_and_removed() {
         }))
         .await
         .expect("RemoveCamera");
+    wall.wait_for(LIMIT, "CameraRemoved on the wall", |e| {
+        matches!(e.kind, Some(Kind::CameraRemoved(_))).then_some(())
+    })
+    .await;
     watcher
         .wait_for(LIMIT, "CAMERA_OFFLINE cleared", |e| match &e.kind {
             Some(Kind::AlarmCleared(c)) if c.alarm_id == raised.0 => Some(()),
