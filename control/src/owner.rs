@@ -653,7 +653,8 @@ impl Owner {
 
     /// Revokes the token `id` of `room` (persisted first) and tells the
     /// room; answers its identity, whose sessions are to be hung up, or
-    /// `None` if it was revoked already.
+    /// `None` if it was revoked already or the identity is a camera's (a
+    /// camera holds no token: its stream is not the token holder's).
     fn revoke_token(&mut self, room: &RoomName, id: &str) -> Result<Option<String>> {
         let incarnation = self.live_room(room)?.spec.incarnation;
         let token = self
@@ -681,7 +682,7 @@ impl Owner {
                 token_id: Some(id.to_owned()),
             },
         );
-        Ok(Some(identity))
+        Ok((!self.is_camera_identity(room, &identity)).then_some(identity))
     }
 
     /// `at` in milliseconds since the Unix epoch.
@@ -768,7 +769,8 @@ impl Owner {
 
     /// Moves the room to its next token generation (persisted first), so
     /// that every token issued so far is refused; answers the identities
-    /// with sessions in the room, to be hung up.
+    /// with sessions in the room, to be hung up, but its cameras, which
+    /// hold no token.
     fn revoke_room_tokens(&mut self, name: &RoomName) -> Result<Vec<String>> {
         let room = self.live_room(name)?;
         let spec = RoomSpec {
@@ -779,6 +781,7 @@ impl Owner {
             .sessions
             .keys()
             .filter_map(|s| self.sessions.get(s))
+            .filter(|info| !self.is_camera_identity(name, &info.identity))
             .map(|info| info.identity.clone())
             .collect();
         identities.sort();

@@ -319,10 +319,7 @@ impl Owner {
     /// Refuses what only people do (HangUp, Call) when `identity` is one
     /// of the room's cameras.
     pub(super) fn refuse_camera(&self, room_name: &RoomName, identity: &str) -> Result<()> {
-        let is_camera = StreamName::new(identity)
-            .ok()
-            .is_some_and(|stream| self.is_camera(room_name, &stream));
-        if is_camera {
+        if self.is_camera_identity(room_name, identity) {
             return Err(ControlError::FailedPrecondition(format!(
                 "{identity} is a camera: RemoveCamera stops it, MuteTrack silences it"
             )));
@@ -342,6 +339,13 @@ impl Owner {
             )));
         }
         Ok(())
+    }
+
+    /// Whether `identity` is one of the room's cameras.
+    pub(super) fn is_camera_identity(&self, room_name: &RoomName, identity: &str) -> bool {
+        StreamName::new(identity)
+            .ok()
+            .is_some_and(|stream| self.is_camera(room_name, &stream))
     }
 
     fn is_camera(&self, room_name: &RoomName, identity: &StreamName) -> bool {
@@ -793,6 +797,15 @@ mod tests {
         };
         assert!(camera("gate"));
         assert!(!camera("desk"), "desk plays the camera, and is no camera");
+
+        // Revoking the room's tokens hangs up people, not cameras.
+        let hung_up = h
+            .ask(|reply| Msg::RevokeRoomTokens {
+                room: room(),
+                reply,
+            })
+            .unwrap();
+        assert_eq!(hung_up, ["desk"]);
 
         // A stream published over WHIP cannot become a camera underneath it.
         assert!(matches!(
