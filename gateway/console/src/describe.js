@@ -1,7 +1,7 @@
 // Events and alarms in words, for people.
 
 import { AlarmKind, CallEndReason, LeaveReason, SessionRole, TrackKind } from "./api.js";
-import { stateLabel, troubled } from "./cameras.js";
+import { stateLabel } from "./cameras.js";
 import { formatBitrate, formatTime } from "./dom.js";
 
 /** "2.5 %" */
@@ -103,7 +103,8 @@ export function describe(event) {
     case "alarmAcknowledged":
       return { text: `${value.by} acknowledged ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}` };
     case "cameraStateChanged":
-      return { text: `Camera ${who}: ${stateLabel(value.state)}${value.detail ? ` (${value.detail})` : ""}`, alarm: troubled(value.state) };
+      // Not an alarm line: CAMERA_OFFLINE is the alarm, once it lasts.
+      return { text: `Camera ${who}: ${stateLabel(value.state)}${value.detail ? ` (${value.detail})` : ""}` };
     case "cameraRemoved":
       return { text: `Camera ${who} removed` };
     case "historyGap":

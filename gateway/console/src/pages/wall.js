@@ -123,6 +123,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     if (identity === mine.identity || dispatchers.has(identity) || tiles.has(identity)) return tiles.get(identity);
     const tile = new Tile({ api, room, identity, token: mine.token, participant, camera, actions: actionsFor(identity) });
     tile.setCall(calls.get(identity) ?? null);
+    for (const kind of alarms.activeKinds(identity)) tile.alarm(kind, true);
     tiles.set(identity, tile);
     wall.append(tile.el);
     empty.hidden = true;
@@ -133,6 +134,12 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     tiles.get(identity).close();
     tiles.delete(identity);
     empty.hidden = tiles.size > 0;
+  };
+
+  // Alarms raised before the tiles' feed started, on their tiles (a
+  // person's also come with its participant entry).
+  const alarmsOnTiles = () => {
+    for (const [identity, tile] of tiles) for (const kind of alarms.activeKinds(identity)) tile.alarm(kind, true);
   };
 
   // The room's IP cameras: a tile each, whatever their state.
@@ -191,9 +198,21 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     if (!text) return;
     // A gap is the server's note, not an event: it has no time of its own.
     const at = Number(event.atUnixMs) || Date.now();
-    events.prepend(h("li", { class: text.alarm ? "alarm" : "" }, h("time", {}, formatTime(at)), " ", text.text));
+    const item = h("li", { class: text.alarm ? "alarm" : "" }, h("time", {}, formatTime(at)), " ", text.text);
+    if (event.kind.case === "cameraStateChanged") {
+      // A camera that cannot be reached is tried again and again, each try
+      // an event (connecting, unreachable…): one line says it, so the
+      // panel's other events are not pushed out.
+      const last = cameraLines.get(event.identity);
+      if (last && retrying(last.state) && retrying(event.kind.value.state)) last.item.remove();
+      cameraLines.set(event.identity, { item, state: event.kind.value.state });
+    }
+    events.prepend(item);
     while (events.children.length > MAX_EVENTS) events.lastChild.remove();
   };
+  // Each camera's last state line in the panel.
+  const cameraLines = new Map();
+  const retrying = (state) => state === CameraState.CONNECTING || state === CameraState.UNREACHABLE;
 
   const publisherLeft = (identity, reason) => {
     switch (reason) {
@@ -279,7 +298,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
         break;
       case "historyGap":
         resync();
-        alarms.load();
+        alarms.load().then(alarmsOnTiles);
         bans.load();
         break;
       case "roomDeleted":
@@ -307,7 +326,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
         // Subscribed first, then read: nothing falls between the two.
         if (state === "live") {
           resync();
-          alarms.load();
+          alarms.load().then(alarmsOnTiles);
           bans.load();
         }
       },
