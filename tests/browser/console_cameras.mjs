@@ -9,7 +9,8 @@
 // shows it with the URL the server masks, and the password is nowhere in
 // the page. Adding it again is refused by the server, which the form says.
 // The room's wall has a tile for it although it is not live, without "Call
-// back" or "Hang up", and raises its "camera offline" alarm. With
+// back" or "Hang up", and its "camera offline" alarm (in the list and on the
+// tile). With
 // `--puller yes` (the gateway pulls cameras) its state reaches
 // "unreachable" in the list and on the tile. The admin edits it (another
 // closed port, UDP, the password left empty: kept), and asks the test to
@@ -109,6 +110,10 @@ runDriver({ result, artifacts: args.artifacts, log, shoot }, async (browser) => 
   const alarm = `[data-testid=alarms] li[data-alarm="camera offline"][data-stream="${CAM}"]`;
   await wall.waitForSelector(alarm, { timeout: STEP_MS });
   result.steps.alarm = await wall.textContent(alarm);
+  // On the tile too, though it may have been raised before the wall's feed.
+  const badge = `${T} [data-alarm="camera offline"]`;
+  await wall.waitForSelector(badge, { timeout: STEP_MS });
+  result.steps.alarmBadge = await wall.textContent(badge);
   await shoot('3-wall', { wall });
 
   if (PULLER) {

@@ -10,8 +10,10 @@
 //! page's markup, text or inputs. Adding it again is refused by the server
 //! (ALREADY_EXISTS), and the form says so where it was filled in. The wall
 //! has a tile for it, live or not, with "Mute" but without "Call back" or
-//! "Hang up", and its "camera offline" alarm (the room's `stall_after` is
-//! 1 s; a camera that is connecting is offline). The admin edits it:
+//! "Hang up", and its "camera offline" alarm in the list and as the tile's
+//! badge (the room's `stall_after` is 1 s; a camera that is connecting is
+//! offline). The wall's event panel has one line of the camera's state,
+//! however often it was tried again. The admin edits it:
 //! another closed port, UDP, the password field left empty, which keeps the
 //! stored password (the server still has one, and the masked URL still
 //! shows `***`). Removing it (after the confirmation) takes it off the list
@@ -159,6 +161,7 @@ fn cameras_from_the_console(puller: bool) {
         );
         let alarm = text(&s["alarm"], "the alarm row");
         assert!(alarm.contains("gate: camera offline"), "{alarm}");
+        assert_eq!(s["alarmBadge"], "camera offline", "the tile's badge");
 
         if puller {
             let unreachable = &s["unreachable"];
@@ -219,14 +222,23 @@ fn cameras_from_the_console(puller: bool) {
             "{removed}"
         );
         assert_eq!(removed["tiles"], Value::Array(vec![]), "{removed}");
-        let events = removed["events"].as_array().expect("the wall's events");
+        let events: Vec<&str> = removed["events"]
+            .as_array()
+            .expect("the wall's events")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         assert!(
-            events
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|e| e.ends_with("Camera gate removed")),
+            events.iter().any(|e| e.ends_with("Camera gate removed")),
             "{removed}"
         );
+        // Connecting, then unreachable, again at each retry and after the
+        // edit: one line in the panel, its last state.
+        let states = events
+            .iter()
+            .filter(|e| e.contains("Camera gate: "))
+            .count();
+        assert_eq!(states, 1, "{events:#?}");
         scene.shutdown().await;
     });
 }
