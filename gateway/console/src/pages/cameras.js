@@ -19,7 +19,7 @@ export class CameraSection {
       api,
       room,
       onList: () => this.render(),
-      onChange: (identity, camera) => this.changed(identity, camera),
+      onChange: () => this.render(),
     });
     this.addForm = cameraForm({ submitLabel: "Add camera", onSubmit: (fields) => this.add(fields) });
     this.adding = h("details", { class: "add-camera", "data-testid": "add-ip-camera" }, h("summary", {}, "Add an IP camera"), this.addForm.el);
@@ -45,23 +45,33 @@ export class CameraSection {
     this.cameras.onEvent(event);
   }
 
+  /**
+   * The rows, made again; an edit under way stays open (and focused) under
+   * its camera's row while the camera is there.
+   */
   render() {
     const available = this.cameras.available;
     this.adding.hidden = !available;
-    const rows = [...this.cameras.cameras.values()].sort((a, b) => a.identity.localeCompare(b.identity)).map((c) => this.row(c));
-    replace(
-      this.list,
-      rows.length
-        ? rows
-        : h("tr", {}, h("td", { colSpan: 7, class: "muted" }, available ? "No IP cameras: add one below." : "This server does not pull IP cameras.")),
-    );
-  }
-
-  changed(identity, camera) {
-    const old = this.rowOf(identity);
-    // An open edit form stays; its camera's state is shown above it.
-    if (camera && old) old.replaceWith(this.row(camera));
-    else this.render();
+    const cameras = [...this.cameras.cameras.values()].sort((a, b) => a.identity.localeCompare(b.identity));
+    if (!cameras.length) {
+      replace(this.list, h("tr", {}, h("td", { colSpan: 7, class: "muted" }, available ? "No IP cameras: add one below." : "This server does not pull IP cameras.")));
+      return;
+    }
+    const listed = new Set(cameras.map((c) => c.identity));
+    for (const tr of [...this.list.children]) {
+      const identity = tr.dataset.camera ?? tr.dataset.editing;
+      if (identity === undefined || !listed.has(identity)) tr.remove();
+    }
+    let previous = null;
+    for (const camera of cameras) {
+      const row = this.row(camera);
+      const old = this.rowOf(camera.identity);
+      if (old) old.replaceWith(row);
+      else if (previous) previous.after(row);
+      else this.list.prepend(row);
+      const editing = this.list.querySelector(`tr[data-editing="${CSS.escape(camera.identity)}"]`);
+      previous = editing ?? row;
+    }
   }
 
   rowOf(identity) {
@@ -202,7 +212,7 @@ function cameraForm({ camera, submitLabel, onSubmit, onCancel }) {
         }
       },
     },
-    editing ? null : h("label", {}, "Identity (the stream name viewers play)", identity),
+    editing ? h("h3", {}, `Edit ${camera.identity}`) : h("label", {}, "Identity (the stream name viewers play)", identity),
     h("label", {}, "RTSP URL", url),
     h("div", { class: "row credentials" }, h("label", {}, "User name", username), h("label", {}, editing ? "Password (empty: keep)" : "Password", password)),
     editing && camera.hasPassword ? h("label", { class: "check" }, forget, "Forget the stored password") : null,

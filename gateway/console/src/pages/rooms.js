@@ -27,15 +27,16 @@ export function roomsPage(app, { api, credential, signOut }) {
         cameraSections.delete(name);
       }
     }
-    for (const room of rooms) {
+    rooms.forEach((room, i) => {
       let section = cameraSections.get(room.name);
       if (!section) {
         section = new CameraSection({ api, room: room.name });
         cameraSections.set(room.name, section);
         section.load();
       }
-      cameras.append(section.el);
-    }
+      // Moved only if out of place: moving a form blurs the field being typed in.
+      if (cameras.children[i] !== section.el) cameras.insertBefore(section.el, cameras.children[i] ?? null);
+    });
   };
   // Each room's published streams with their figures (GetStreamStats),
   // read every few seconds for the rooms that have publishers.
