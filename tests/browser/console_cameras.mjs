@@ -2,7 +2,8 @@
 // Drives the console's IP cameras in headless Chromium:
 //
 //   node console_cameras.mjs --base URL --key ADMIN_KEY --room ROOM \
-//     --camera IDENTITY --password PASSWORD --puller yes|no [--artifacts DIR]
+//     --camera IDENTITY --other IDENTITY --password PASSWORD --puller yes|no \
+//     [--artifacts DIR]
 //
 // On the rooms page the admin adds an RTSP camera whose URL is a closed
 // port (rtsp://127.0.0.1:9/cam), with a user name and a password: the list
@@ -13,15 +14,19 @@
 // tile). With
 // `--puller yes` (the gateway pulls cameras) its state reaches
 // "unreachable" in the list and on the tile. The admin edits it (another
-// closed port, UDP, the password left empty: kept), and asks the test to
-// check the server's copy ("edited"); then removes it, and it goes from the
-// list and the wall ("removed" lets the test check the server). stdout
+// closed port, UDP, the password left empty: kept); while the form is open
+// the test adds another camera over gRPC ("add-other"), which both pages
+// show at once, and the half-typed form stays, focused. The driver asks the
+// test to check the server's copy ("edited"); then removes the camera, and
+// it goes from the list and the wall ("removed" lets the test check the
+// server); the other one stays. stdout
 // carries one line {"result": {...}}; console_cameras_chromium.rs asserts on it.
 
 import { ask, consoleDriver, openWall, runDriver, STEP_MS, tile } from './console_common.mjs';
 
-const { args, result, log, shoot, newPage } = consoleDriver('console-cameras', ['base', 'key', 'room', 'camera', 'password', 'puller']);
+const { args, result, log, shoot, newPage } = consoleDriver('console-cameras', ['base', 'key', 'room', 'camera', 'other', 'password', 'puller']);
 const CAM = args.camera;
+const OTHER = args.other;
 const PULLER = args.puller === 'yes';
 const SECTION = `[data-testid=cameras][data-room="${args.room}"]`;
 const ROW = `${SECTION} tr[data-camera="${CAM}"]`;
@@ -130,12 +135,26 @@ runDriver({ result, artifacts: args.artifacts, log, shoot }, async (browser) => 
   await rooms.waitForSelector(editForm, { timeout: STEP_MS });
   result.steps.editPassword = await rooms.$eval(`${editForm} [data-testid=camera-password]`, (i) => ({ type: i.type, value: i.value, placeholder: i.placeholder }));
   await rooms.fill(`${editForm} [data-testid=camera-url]`, 'rtsp://127.0.0.1:10/cam2');
+
+  result.step = 'a camera added elsewhere shows on both pages';
+  await ask('add-other');
+  await rooms.waitForSelector(`${SECTION} tr[data-camera="${OTHER}"]`, { timeout: STEP_MS });
+  await wall.waitForSelector(`${tile(OTHER)}[data-camera-state]`, { timeout: STEP_MS });
+  result.steps.other = { listed: await rooms.evaluate(listed, `${SECTION} tr[data-camera="${OTHER}"]`), tile: await wall.evaluate(tileShown, tile(OTHER)) };
+  // The list was read again meanwhile: the form being typed in is still there.
+  result.steps.editSurvived = await rooms.evaluate((f) => {
+    const url = document.querySelector(`${f} [data-testid=camera-url]`);
+    return { value: url?.value ?? null, focused: Boolean(url) && document.activeElement === url };
+  }, editForm);
+  await shoot('5-other', { rooms, wall });
+
+  result.step = 'save the edit';
   await rooms.selectOption(`${editForm} [data-testid=camera-transport-select]`, { label: 'UDP (less delay on a clean LAN)' });
   await rooms.click(`${editForm} [data-testid=save-camera]`);
   await rooms.waitForSelector(editForm, { state: 'detached', timeout: STEP_MS });
   await rooms.waitForFunction((r) => document.querySelector(`${r} [data-testid=camera-transport]`)?.textContent === 'UDP', ROW, { timeout: STEP_MS });
   result.steps.edited = await rooms.evaluate(listed, ROW);
-  await shoot('5-edited', { rooms });
+  await shoot('6-edited', { rooms });
   await ask('edited');
   if (PULLER) {
     // Pulled again from the new URL: connecting, then unreachable again.
@@ -154,7 +173,7 @@ runDriver({ result, artifacts: args.artifacts, log, shoot }, async (browser) => 
     tiles: await wall.$$eval('[data-testid=tile]', (tiles) => tiles.map((t) => t.dataset.identity)),
     events: await wall.$$eval('[data-testid=events] li', (items) => items.map((li) => li.textContent)),
   };
-  await shoot('6-removed', { rooms, wall });
+  await shoot('7-removed', { rooms, wall });
   await ask('removed');
   result.ok = true;
 });
