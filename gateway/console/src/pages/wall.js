@@ -201,11 +201,12 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     const item = h("li", { class: text.alarm ? "alarm" : "" }, h("time", {}, formatTime(at)), " ", text.text);
     if (event.kind.case === "cameraStateChanged") {
       // A camera that cannot be reached is tried again and again, each try
-      // an event (connecting, unreachable…): one line says it, so the
-      // panel's other events are not pushed out.
+      // an event (connecting, unreachable…), and a new detail is one too:
+      // one line says it, so the panel's other events are not pushed out.
       const last = cameraLines.get(event.identity);
-      if (last && retrying(last.state) && retrying(event.kind.value.state)) last.item.remove();
-      cameraLines.set(event.identity, { item, state: event.kind.value.state });
+      const state = event.kind.value.state;
+      if (last && (last.state === state || (retrying(last.state) && retrying(state)))) last.item.remove();
+      cameraLines.set(event.identity, { item, state });
     }
     events.prepend(item);
     while (events.children.length > MAX_EVENTS) events.lastChild.remove();
