@@ -10,17 +10,16 @@
 // shows it with the URL the server masks, and the password is nowhere in
 // the page. Adding it again is refused by the server, which the form says.
 // The room's wall has a tile for it although it is not live, without "Call
-// back" or "Hang up", and its "camera offline" alarm (in the list and on the
-// tile). With
-// `--puller yes` (the gateway pulls cameras) its state reaches
-// "unreachable" in the list and on the tile. The admin edits it (another
-// closed port, UDP, the password left empty: kept); while the form is open
-// the test adds another camera over gRPC ("add-other"), which both pages
-// show at once, and the half-typed form stays, focused. The driver asks the
-// test to check the server's copy ("edited"); then removes the camera, and
-// it goes from the list and the wall ("removed" lets the test check the
-// server); the other one stays. stdout
-// carries one line {"result": {...}}; console_cameras_chromium.rs asserts on it.
+// back" or "Hang up", and its "camera offline" alarm (in the list and on
+// the tile). With `--puller yes` (the gateway pulls cameras) its state
+// reaches "unreachable" in the list and on the tile. The admin edits it
+// (another closed port, UDP, the password left empty: kept); while the
+// form is open the test adds another camera over gRPC ("add-other"), which
+// both pages show at once, and the half-typed form stays, focused. The
+// driver asks the test to check the server's copy ("edited"); then removes
+// the camera, and it goes from the list and the wall ("removed" lets the
+// test check the server); the other one stays. stdout carries one line
+// {"result": {...}}; console_cameras_chromium.rs asserts on it.
 
 import { ask, consoleDriver, openWall, runDriver, STEP_MS, tile } from './console_common.mjs';
 
