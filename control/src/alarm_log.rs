@@ -445,6 +445,19 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.inner.update_issued_tokens(put, delete)
         }
+        fn cameras(&self) -> Result<Vec<crate::camera::CameraSpec>, StoreError> {
+            self.inner.cameras()
+        }
+        fn put_camera(&self, camera: &crate::camera::CameraSpec) -> Result<(), StoreError> {
+            self.inner.put_camera(camera)
+        }
+        fn delete_camera(
+            &self,
+            room: &RoomName,
+            identity: &crate::names::StreamName,
+        ) -> Result<bool, StoreError> {
+            self.inner.delete_camera(room, identity)
+        }
     }
 
     #[test]

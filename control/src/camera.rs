@@ -199,6 +199,175 @@ pub struct CameraStatus {
     pub tracks: Vec<CameraTrack>,
 }
 
+/// What AddCamera asks for, before it is checked.
+#[derive(Clone, Default)]
+pub struct NewCamera {
+    /// `rtsp://` or `rtsps://`, possibly with credentials in it.
+    pub url: String,
+    /// User name to log in with; empty for none (or the URL's).
+    pub username: String,
+    /// Password; empty for none (or the URL's).
+    pub password: String,
+    /// How RTP is carried.
+    pub transport: CameraTransport,
+    /// Pulled only while someone watches it.
+    pub on_demand: bool,
+}
+
+impl std::fmt::Debug for NewCamera {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCamera")
+            .field("username", &self.username)
+            .field("transport", &self.transport)
+            .field("on_demand", &self.on_demand)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NewCamera {
+    /// The camera to store: its URL checked, and credentials found in the
+    /// URL taken out of it (they win over `username` and `password`).
+    pub fn into_spec(
+        self,
+        room: RoomName,
+        identity: StreamName,
+        created_at_ms: u64,
+    ) -> Result<CameraSpec, String> {
+        let (url, url_user, url_pass) = split_credentials(&self.url)?;
+        Ok(CameraSpec {
+            room,
+            identity,
+            url,
+            username: if url_user.is_empty() {
+                self.username
+            } else {
+                url_user
+            },
+            password: if url_pass.is_empty() {
+                self.password
+            } else {
+                url_pass
+            },
+            transport: self.transport,
+            on_demand: self.on_demand,
+            created_at_ms,
+        })
+    }
+}
+
+/// What UpdateCamera changes: the fields present; the others are kept.
+#[derive(Clone, Default)]
+pub struct CameraUpdate {
+    /// A new URL; credentials in it win over `username` and `password`.
+    pub url: Option<String>,
+    /// A new user name (empty: none).
+    pub username: Option<String>,
+    /// A new password (empty: none).
+    pub password: Option<String>,
+    /// How RTP is carried.
+    pub transport: Option<CameraTransport>,
+    /// Pulled only while someone watches it.
+    pub on_demand: Option<bool>,
+}
+
+impl std::fmt::Debug for CameraUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CameraUpdate")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("transport", &self.transport)
+            .field("on_demand", &self.on_demand)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CameraUpdate {
+    /// `spec` with this update applied; an error for a URL that is not a
+    /// camera's.
+    pub fn apply(&self, spec: &CameraSpec) -> Result<CameraSpec, String> {
+        let mut next = spec.clone();
+        if let Some(username) = &self.username {
+            next.username.clone_from(username);
+        }
+        if let Some(password) = &self.password {
+            next.password.clone_from(password);
+        }
+        if let Some(url) = &self.url {
+            let (url, user, pass) = split_credentials(url)?;
+            next.url = url;
+            if !user.is_empty() {
+                next.username = user;
+            }
+            if !pass.is_empty() {
+                next.password = pass;
+            }
+        }
+        if let Some(transport) = self.transport {
+            next.transport = transport;
+        }
+        if let Some(on_demand) = self.on_demand {
+            next.on_demand = on_demand;
+        }
+        Ok(next)
+    }
+}
+
+impl CameraSpec {
+    /// Whether the puller must start again to pull `self` after `before`:
+    /// anything it connects with changed.
+    pub fn pulled_differently(&self, before: &CameraSpec) -> bool {
+        self.url != before.url
+            || self.username != before.username
+            || self.password != before.password
+            || self.transport != before.transport
+            || self.on_demand != before.on_demand
+    }
+}
+
+/// A camera as ListCameras shows it: its settings without the password,
+/// and its last reported status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraView {
+    /// Its room.
+    pub room: RoomName,
+    /// Its identity (and stream name).
+    pub identity: StreamName,
+    /// The URL with the password masked ([`CameraSpec::masked_url`]).
+    pub masked_url: String,
+    /// The user name it logs in with.
+    pub username: String,
+    /// Whether a password is stored.
+    pub has_password: bool,
+    /// How RTP is carried.
+    pub transport: CameraTransport,
+    /// Pulled only while someone watches it.
+    pub on_demand: bool,
+    /// When it was added, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Its last reported status.
+    pub status: CameraStatus,
+    /// Since when it has been in that state, ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
+impl CameraView {
+    /// The view of `spec` in `status` since `since_ms`.
+    pub fn new(spec: &CameraSpec, status: &CameraStatus, since_ms: u64) -> Self {
+        CameraView {
+            room: spec.room.clone(),
+            identity: spec.identity.clone(),
+            masked_url: spec.masked_url(),
+            username: spec.username.clone(),
+            has_password: !spec.password.is_empty(),
+            transport: spec.transport,
+            on_demand: spec.on_demand,
+            created_at_ms: spec.created_at_ms,
+            status: status.clone(),
+            since_ms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +395,88 @@ mod tests {
         assert!(!format!("{camera:?}").contains("p@ss"));
         assert_eq!(spec("rtsp://h/", "", "").masked_url(), "rtsp://h/");
         assert_eq!(spec("rtsp://h/", "u", "").masked_url(), "rtsp://u@h/");
+    }
+
+    #[test]
+    fn url_credentials_win_over_the_fields() {
+        let new = NewCamera {
+            url: "rtsp://cam:secret@10.0.0.7/s1".into(),
+            username: "other".into(),
+            password: "other-pass".into(),
+            ..NewCamera::default()
+        };
+        let spec = new
+            .into_spec(
+                RoomName::new("site").unwrap(),
+                StreamName::new("gate").unwrap(),
+                5,
+            )
+            .unwrap();
+        assert_eq!(spec.url, "rtsp://10.0.0.7/s1");
+        assert_eq!(
+            (spec.username.as_str(), spec.password.as_str()),
+            ("cam", "secret")
+        );
+        let new = NewCamera {
+            url: "http://10.0.0.7/".into(),
+            ..NewCamera::default()
+        };
+        let refused = new.into_spec(
+            RoomName::new("site").unwrap(),
+            StreamName::new("gate").unwrap(),
+            5,
+        );
+        assert!(refused.is_err());
+    }
+
+    #[test]
+    fn an_update_sets_what_it_names_and_says_whether_to_pull_again() {
+        let before = spec("rtsp://h/a", "u", "p");
+        let same = CameraUpdate::default().apply(&before).unwrap();
+        assert_eq!(same, before);
+        assert!(!same.pulled_differently(&before));
+        let moved = CameraUpdate {
+            url: Some("rtsp://h/b".into()),
+            ..CameraUpdate::default()
+        }
+        .apply(&before)
+        .unwrap();
+        assert_eq!(
+            (moved.url.as_str(), moved.password.as_str()),
+            ("rtsp://h/b", "p")
+        );
+        assert!(moved.pulled_differently(&before));
+        let with_creds = CameraUpdate {
+            url: Some("rtsp://v:w@h/a".into()),
+            password: Some("ignored".into()),
+            ..CameraUpdate::default()
+        }
+        .apply(&before)
+        .unwrap();
+        assert_eq!(
+            (with_creds.username.as_str(), with_creds.password.as_str()),
+            ("v", "w")
+        );
+        let demand = CameraUpdate {
+            on_demand: Some(true),
+            ..CameraUpdate::default()
+        }
+        .apply(&before)
+        .unwrap();
+        assert!(demand.pulled_differently(&before));
+        let update = CameraUpdate {
+            password: Some("hunter2".into()),
+            ..CameraUpdate::default()
+        };
+        assert!(!format!("{update:?}").contains("hunter2"));
+        assert!(
+            CameraUpdate {
+                url: Some("gate".into()),
+                ..CameraUpdate::default()
+            }
+            .apply(&before)
+            .is_err()
+        );
     }
 
     #[test]

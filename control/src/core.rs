@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
 use crate::bus::{EventBus, Subscription};
+use crate::camera::{CameraSpec, CameraUpdate, CameraView, NewCamera};
 use crate::event::{LeaveReason, SessionRole, TrackKind};
 use crate::issued::{IssuedToken, new_token_id};
 use crate::media::{MediaPlane, StreamSample};
@@ -179,6 +180,8 @@ pub struct ParticipantView {
     pub active_alarms: Vec<AlarmKind>,
     /// It joined with the room's admin grant: a dispatcher, not a camera.
     pub dispatcher: bool,
+    /// It is a camera (AddCamera) publishing its stream.
+    pub camera: bool,
 }
 
 /// A published stream's live statistics as `GetStreamStats` shows them.
@@ -232,6 +235,25 @@ pub(crate) enum Msg {
         room: RoomName,
         identity: StreamName,
         status: crate::camera::CameraStatus,
+    },
+    AddCamera {
+        spec: CameraSpec,
+        reply: Reply<Result<CameraView>>,
+    },
+    UpdateCamera {
+        room: RoomName,
+        identity: StreamName,
+        update: CameraUpdate,
+        reply: Reply<Result<CameraView>>,
+    },
+    RemoveCamera {
+        room: RoomName,
+        identity: StreamName,
+        reply: Reply<Result<()>>,
+    },
+    ListCameras {
+        room: RoomName,
+        reply: Reply<Result<Vec<CameraView>>>,
     },
     CreateRoom {
         spec: RoomSpec,
@@ -521,7 +543,8 @@ fn unix_secs() -> u64 {
 }
 
 impl Control {
-    /// Loads rooms from `store` and starts the owner and the sampler.
+    /// Loads rooms and cameras from `store` and starts the owner (which
+    /// asks the media plane to pull the cameras) and the sampler.
     pub fn start(
         facts: &Facts,
         inbox: Inbox,
@@ -533,6 +556,7 @@ impl Control {
         let specs = store.rooms()?;
         let alarms = store.alarms()?;
         let issued = store.issued_tokens()?;
+        let cameras = store.cameras()?;
         let owner = Owner::new(
             store,
             bus.clone(),
@@ -540,6 +564,7 @@ impl Control {
             specs,
             alarms,
             issued,
+            cameras,
         );
         tokio::spawn(owner.run(inbox.0, media.clone()));
         tokio::spawn(sample(media.clone(), facts.0.clone()));
@@ -1060,6 +1085,62 @@ impl Control {
                 .await;
         }
         Ok(closed)
+    }
+
+    /// Adds a camera to a room (in open mode, a room it names that is not
+    /// managed yet becomes managed, so the camera outlasts a restart):
+    /// stored, then pulled by the media plane. Answers it as it starts
+    /// (connecting, or idle when on demand).
+    pub async fn add_camera(
+        &self,
+        room: &str,
+        identity: &str,
+        camera: NewCamera,
+    ) -> Result<CameraView> {
+        let room = RoomName::new(room)?;
+        let identity = StreamName::new(identity)?;
+        let spec = camera
+            .into_spec(room, identity, unix_ms())
+            .map_err(ControlError::InvalidArgument)?;
+        self.ask(|reply| Msg::AddCamera { spec, reply }).await?
+    }
+
+    /// Changes a camera's settings (stored first); a change to how it is
+    /// reached makes the media plane pull it again.
+    pub async fn update_camera(
+        &self,
+        room: &str,
+        identity: &str,
+        update: CameraUpdate,
+    ) -> Result<CameraView> {
+        let room = RoomName::new(room)?;
+        let identity = StreamName::new(identity)?;
+        self.ask(|reply| Msg::UpdateCamera {
+            room,
+            identity,
+            update,
+            reply,
+        })
+        .await?
+    }
+
+    /// Forgets a camera (in the store first) and stops pulling it, which
+    /// closes its viewers.
+    pub async fn remove_camera(&self, room: &str, identity: &str) -> Result<()> {
+        let room = RoomName::new(room)?;
+        let identity = StreamName::new(identity)?;
+        self.ask(|reply| Msg::RemoveCamera {
+            room,
+            identity,
+            reply,
+        })
+        .await?
+    }
+
+    /// A room's cameras, by identity.
+    pub async fn cameras(&self, room: &str) -> Result<Vec<CameraView>> {
+        let room = RoomName::new(room)?;
+        self.ask(|reply| Msg::ListCameras { room, reply }).await?
     }
 
     /// Subscribes to the event feed, replaying after `after`.

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::alarms::AlarmKind;
+use crate::camera::{CameraState, CameraTrack};
 use crate::names::{RoomName, StreamName};
 use crate::room::{AlarmRules, Limits};
 
@@ -64,7 +65,7 @@ pub enum CallEndReason {
     RoomClosed,
 }
 
-/// An alarm: one of a stream's, or the room being full.
+/// An alarm: one of a stream's, the room being full, or a camera offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Alarm {
@@ -72,6 +73,9 @@ pub enum Alarm {
     Stream(AlarmKind),
     /// A session was refused because the room is at its limit.
     RoomFull,
+    /// A camera has not been live for the room's `stall_after` (its stream
+    /// names the camera).
+    CameraOffline,
 }
 
 /// What happened.
@@ -191,6 +195,18 @@ pub enum EventKind {
         /// Identity and end of each ban in force.
         bans: Vec<(String, u64)>,
     },
+    /// A camera's state, detail or tracks changed (the event's identity is
+    /// the camera's).
+    CameraStateChanged {
+        /// Where it is now.
+        state: CameraState,
+        /// Why, for a person.
+        detail: String,
+        /// Its tracks as last described.
+        tracks: Vec<CameraTrack>,
+    },
+    /// A camera was removed (RemoveCamera).
+    CameraRemoved,
     /// Tokens of the room were revoked: one (about its identity), or every
     /// token issued for the room so far (room-wide).
     TokensRevoked {

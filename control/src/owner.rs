@@ -1,6 +1,8 @@
 //! The control owner's state machine: rooms, sessions, published streams
 //! and their alarms. Only [`Owner::run`]'s task touches it; see
-//! [`crate::Control`] for the handle.
+//! [`crate::Control`] for the handle. Cameras are in [`cameras`].
+
+mod cameras;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::alarm_log::{AlarmLog, AlarmRecord};
 use crate::alarms::{AlarmChange, StreamAlarms};
 use crate::bus::EventBus;
+use crate::camera::CameraSpec;
 use crate::core::{
     CallView, ControlError, EndedCall, Msg, ParticipantView, Result, RoomView, StreamStatsView,
     TrackView, unix_ms,
@@ -46,6 +49,13 @@ pub(crate) enum Effect {
     Close {
         session: String,
         reason: LeaveReason,
+    },
+    /// Pull a camera (again, with these settings).
+    StartCamera(CameraSpec),
+    /// Stop pulling a camera.
+    StopCamera {
+        room: RoomName,
+        identity: StreamName,
     },
 }
 
@@ -93,6 +103,8 @@ struct RoomState {
     /// Identities admitted with the room's admin grant (dispatchers), while
     /// they have sessions.
     dispatchers: HashSet<String>,
+    /// Its cameras, by identity (only a managed room has any).
+    cameras: BTreeMap<StreamName, cameras::CameraEntry>,
 }
 
 impl RoomState {
@@ -107,6 +119,7 @@ impl RoomState {
             full: false,
             calls: BTreeMap::new(),
             dispatchers: HashSet::new(),
+            cameras: BTreeMap::new(),
         }
     }
 }
@@ -132,7 +145,9 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
-    /// Builds the owner over the rooms and alarms loaded from `store`.
+    /// Builds the owner over the rooms, alarms, tokens and cameras loaded
+    /// from `store`; the cameras are to be pulled as soon as it runs (its
+    /// first effects).
     pub(crate) fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn EventBus>,
@@ -140,6 +155,7 @@ impl Owner {
         specs: Vec<RoomSpec>,
         alarms: Vec<AlarmRecord>,
         issued: Vec<IssuedToken>,
+        cameras: Vec<CameraSpec>,
     ) -> Self {
         let rooms = specs
             .into_iter()
@@ -158,6 +174,7 @@ impl Owner {
             effects: Vec::new(),
         };
         owner.prune_issued(&[]);
+        owner.load_cameras(cameras);
         owner
     }
 
@@ -181,6 +198,8 @@ impl Owner {
         mut inbox: mpsc::UnboundedReceiver<Msg>,
         media: Arc<dyn MediaPlane>,
     ) {
+        // The cameras loaded from the store.
+        self.apply_effects(&media);
         while let Some(msg) = inbox.recv().await {
             if let Msg::Shutdown { reply } = msg {
                 // Dropping `self` closes the store (releasing its file lock)
@@ -190,15 +209,25 @@ impl Owner {
                 return;
             }
             self.handle(msg, Instant::now());
-            for effect in self.effects.drain(..) {
-                let media = media.clone();
-                tokio::spawn(async move {
-                    match effect {
-                        Effect::Close { session, reason } => {
-                            media.close_session(&session, reason).await;
-                        }
-                    }
-                });
+            self.apply_effects(&media);
+        }
+    }
+
+    /// Hands the media plane what the last message asked of it. Starting
+    /// and stopping cameras return at once, so they are called here, in
+    /// order (a camera removed and added again is stopped first); closing
+    /// a session is awaited in a task of its own.
+    fn apply_effects(&mut self, media: &Arc<dyn MediaPlane>) {
+        for effect in self.effects.drain(..) {
+            match effect {
+                Effect::Close { session, reason } => {
+                    let media = media.clone();
+                    tokio::spawn(async move {
+                        media.close_session(&session, reason).await;
+                    });
+                }
+                Effect::StartCamera(spec) => media.start_camera(spec),
+                Effect::StopCamera { room, identity } => media.stop_camera(&room, &identity),
             }
         }
     }
@@ -248,8 +277,32 @@ impl Owner {
     fn handle_msg(&mut self, msg: Msg, now: Instant) {
         // Replies are best effort: a caller that gave up dropped its receiver.
         match msg {
-            // Implemented with the cameras (issue 16).
-            Msg::CameraStatus { .. } => {}
+            Msg::CameraStatus {
+                room,
+                identity,
+                status,
+            } => self.camera_status(&room, &identity, status, now),
+            Msg::AddCamera { spec, reply } => {
+                let _ = reply.send(self.add_camera(spec, now));
+            }
+            Msg::UpdateCamera {
+                room,
+                identity,
+                update,
+                reply,
+            } => {
+                let _ = reply.send(self.update_camera(&room, &identity, &update));
+            }
+            Msg::RemoveCamera {
+                room,
+                identity,
+                reply,
+            } => {
+                let _ = reply.send(self.remove_camera(&room, &identity));
+            }
+            Msg::ListCameras { room, reply } => {
+                let _ = reply.send(self.list_cameras(&room));
+            }
             Msg::CreateRoom { spec, reply } => {
                 let _ = reply.send(self.create_room(spec));
             }
@@ -316,6 +369,10 @@ impl Owner {
                 identity,
                 reply,
             } => {
+                if let Err(e) = self.refuse_camera(&room, &identity) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let found = self.live_room(&room).map(|_| {
                     self.sessions
                         .values()
@@ -335,7 +392,10 @@ impl Owner {
                 until,
                 reply,
             } => {
-                let _ = reply.send(self.ban(&room, identity, until, now));
+                let banned = self
+                    .refuse_camera(&room, &identity)
+                    .and_then(|()| self.ban(&room, identity, until, now));
+                let _ = reply.send(banned);
             }
             Msg::Confirm {
                 room,
@@ -491,6 +551,7 @@ impl Owner {
             }
             Msg::Samples { samples, at } => {
                 self.evaluate_alarms(samples, at);
+                self.evaluate_cameras(at);
                 self.expire_calls(at);
             }
         }
@@ -592,7 +653,8 @@ impl Owner {
 
     /// Revokes the token `id` of `room` (persisted first) and tells the
     /// room; answers its identity, whose sessions are to be hung up, or
-    /// `None` if it was revoked already.
+    /// `None` if it was revoked already or the identity is a camera's (a
+    /// camera holds no token: its stream is not the token holder's).
     fn revoke_token(&mut self, room: &RoomName, id: &str) -> Result<Option<String>> {
         let incarnation = self.live_room(room)?.spec.incarnation;
         let token = self
@@ -620,7 +682,7 @@ impl Owner {
                 token_id: Some(id.to_owned()),
             },
         );
-        Ok(Some(identity))
+        Ok((!self.is_camera_identity(room, &identity)).then_some(identity))
     }
 
     /// `at` in milliseconds since the Unix epoch.
@@ -707,7 +769,8 @@ impl Owner {
 
     /// Moves the room to its next token generation (persisted first), so
     /// that every token issued so far is refused; answers the identities
-    /// with sessions in the room, to be hung up.
+    /// with sessions in the room, to be hung up, but its cameras, which
+    /// hold no token.
     fn revoke_room_tokens(&mut self, name: &RoomName) -> Result<Vec<String>> {
         let room = self.live_room(name)?;
         let spec = RoomSpec {
@@ -718,6 +781,7 @@ impl Owner {
             .sessions
             .keys()
             .filter_map(|s| self.sessions.get(s))
+            .filter(|info| !self.is_camera_identity(name, &info.identity))
             .map(|info| info.identity.clone())
             .collect();
         identities.sort();
@@ -728,11 +792,11 @@ impl Owner {
     }
 
     fn delete_room(&mut self, name: &RoomName) -> Result<()> {
-        let room = self
-            .rooms
-            .get_mut(name)
-            .filter(|room| !room.closing)
-            .ok_or_else(|| ControlError::NotFound(format!("no room {name}")))?;
+        self.live_room(name)?;
+        // Its cameras first: one left in the store would come back with a
+        // room created under the same name after a restart.
+        self.forget_cameras(name)?;
+        let room = self.rooms.get_mut(name).expect("checked live above");
         if room.managed {
             self.store.delete_room(name)?;
         }
@@ -806,11 +870,15 @@ impl Owner {
                     watching: Vec::new(),
                     active_alarms: Vec::new(),
                     dispatcher: room.dispatchers.contains(&info.identity),
+                    camera: false,
                 });
             view.connected_since_unix_ms = view.connected_since_unix_ms.min(info.since_ms);
             match info.role {
                 SessionRole::Publisher => {
                     view.publishing = true;
+                    // A WHIP publisher of a camera's stream is refused, so
+                    // its publisher is the camera.
+                    view.camera |= room.cameras.contains_key(&info.stream);
                     if let Some(published) = room.streams.get(&info.stream) {
                         view.tracks = published.tracks.values().cloned().collect();
                         view.bitrate_bps = published.alarms.bitrate_bps();
@@ -867,6 +935,9 @@ impl Owner {
         callee: String,
         now: Instant,
     ) -> Result<CallView> {
+        for who in [&caller, &callee] {
+            self.refuse_camera(room_name, who)?;
+        }
         let room = self.live_room(room_name)?;
         let caller_stream = StreamName::new(&caller)?;
         let publishing = room
@@ -1115,6 +1186,9 @@ impl Owner {
         now: Instant,
     ) -> Result<u64> {
         self.check_ban(&room_name, identity, now)?;
+        if role == SessionRole::Publisher {
+            self.refuse_camera_stream(&room_name, stream)?;
+        }
         if via_call {
             // The token lacks the subscribe grant: only a callee playing
             // its caller gets in.
@@ -1485,23 +1559,23 @@ mod tests {
     use crate::event::Event;
     use crate::store::MemoryStore;
 
-    struct Harness {
-        owner: Owner,
-        bus: Arc<MemoryBus>,
-        store: Arc<MemoryStore>,
-        t0: Instant,
+    pub(super) struct Harness {
+        pub(super) owner: Owner,
+        pub(super) bus: Arc<MemoryBus>,
+        pub(super) store: Arc<MemoryStore>,
+        pub(super) t0: Instant,
     }
 
-    fn room() -> RoomName {
+    pub(super) fn room() -> RoomName {
         RoomName::new("site").unwrap()
     }
 
-    fn stream(name: &str) -> StreamName {
+    pub(super) fn stream(name: &str) -> StreamName {
         StreamName::new(name).unwrap()
     }
 
     impl Harness {
-        fn new(limits: Limits) -> Harness {
+        pub(super) fn new(limits: Limits) -> Harness {
             let bus = Arc::new(MemoryBus::default());
             let spec = RoomSpec {
                 name: room(),
@@ -1523,6 +1597,7 @@ mod tests {
                 vec![spec],
                 Vec::new(),
                 Vec::new(),
+                Vec::new(),
             );
             Harness {
                 owner,
@@ -1532,13 +1607,18 @@ mod tests {
             }
         }
 
-        fn ask<T>(&mut self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> T {
+        pub(super) fn ask<T>(&mut self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> T {
             let (tx, mut rx) = oneshot::channel();
             self.owner.handle(make(tx), self.t0);
             rx.try_recv().expect("the owner replies at once")
         }
 
-        fn admit(&mut self, stream_name: &str, role: SessionRole, identity: &str) -> Result<u64> {
+        pub(super) fn admit(
+            &mut self,
+            stream_name: &str,
+            role: SessionRole,
+            identity: &str,
+        ) -> Result<u64> {
             self.ask(|reply| Msg::Admit {
                 room: room(),
                 stream: stream(stream_name),
@@ -1552,7 +1632,7 @@ mod tests {
         }
 
         /// The admitted request finished negotiating (its `Admission` dropped).
-        fn release(&mut self, ticket: u64) {
+        pub(super) fn release(&mut self, ticket: u64) {
             self.owner.handle(
                 Msg::Release {
                     room: room(),
@@ -1562,7 +1642,7 @@ mod tests {
             );
         }
 
-        fn ban(&mut self, identity: &str, until: Instant) -> Result<()> {
+        pub(super) fn ban(&mut self, identity: &str, until: Instant) -> Result<()> {
             self.ask(|reply| Msg::Ban {
                 room: room(),
                 identity: identity.into(),
@@ -1571,7 +1651,7 @@ mod tests {
             })
         }
 
-        fn call(&mut self, caller: &str, callee: &str) -> Result<CallView> {
+        pub(super) fn call(&mut self, caller: &str, callee: &str) -> Result<CallView> {
             self.ask(|reply| Msg::Call {
                 room: room(),
                 caller: caller.into(),
@@ -1580,13 +1660,19 @@ mod tests {
             })
         }
 
-        fn start(&mut self, session: &str, stream_name: &str, role: SessionRole, identity: &str) {
+        pub(super) fn start(
+            &mut self,
+            session: &str,
+            stream_name: &str,
+            role: SessionRole,
+            identity: &str,
+        ) {
             self.start_unconnected(session, stream_name, role, identity);
             self.connect(session);
         }
 
         /// A session that negotiated but has not connected (yet).
-        fn start_unconnected(
+        pub(super) fn start_unconnected(
             &mut self,
             session: &str,
             stream_name: &str,
@@ -1605,7 +1691,7 @@ mod tests {
             );
         }
 
-        fn connect(&mut self, session: &str) {
+        pub(super) fn connect(&mut self, session: &str) {
             self.owner.handle(
                 Msg::SessionConnected {
                     session: session.into(),
@@ -1614,7 +1700,7 @@ mod tests {
             );
         }
 
-        fn end(&mut self, session: &str, reason: LeaveReason) {
+        pub(super) fn end(&mut self, session: &str, reason: LeaveReason) {
             self.owner.handle(
                 Msg::SessionEnded {
                     session: session.into(),
@@ -1625,7 +1711,7 @@ mod tests {
         }
 
         /// Every event so far.
-        fn events(&self) -> Vec<Event> {
+        pub(super) fn events(&self) -> Vec<Event> {
             self.bus.subscribe(Some(0)).replay
         }
     }
@@ -1780,6 +1866,7 @@ mod tests {
             vec![h.owner.rooms[&room()].spec.clone()],
             Vec::new(),
             h.store.issued_tokens().unwrap(),
+            Vec::new(),
         );
         assert!(restarted.check_token(&a).is_err());
         assert!(restarted.check_token(&b).is_ok());
@@ -1833,6 +1920,7 @@ mod tests {
             vec![h.owner.rooms[&room()].spec.clone()],
             Vec::new(),
             h.store.issued_tokens().unwrap(),
+            Vec::new(),
         );
         h.issue("token-b", "cam-2");
         let ids = |h: &Harness| {

@@ -21,8 +21,9 @@ use std::sync::{Mutex, PoisonError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::alarm_log::AlarmRecord;
+use crate::camera::CameraSpec;
 use crate::issued::IssuedToken;
-use crate::names::RoomName;
+use crate::names::{RoomName, StreamName};
 use crate::room::RoomSpec;
 
 /// Room name -> `serde_json` of its [`RoomSpec`]. JSON rather than a binary
@@ -36,6 +37,16 @@ const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
 /// Token id -> `serde_json` of its [`IssuedToken`], JSON for the same
 /// reason as [`ROOMS`].
 const ISSUED_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("issued_tokens");
+
+/// `room/identity` (neither name can hold a `/`) -> `serde_json` of its
+/// [`CameraSpec`], JSON for the same reason as [`ROOMS`]. The password is
+/// in it: the data directory is private to the server (mode 0700).
+const CAMERAS: TableDefinition<&str, &[u8]> = TableDefinition::new("cameras");
+
+/// The key of `room`'s camera `identity` in [`CAMERAS`].
+fn camera_key(room: &RoomName, identity: &StreamName) -> String {
+    format!("{room}/{identity}")
+}
 
 /// Counters that outlive a process: [`NEXT_EVENT_ID`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -164,6 +175,12 @@ pub trait Store: Send + Sync + 'static {
         put: &[IssuedToken],
         delete: &[String],
     ) -> Result<(), StoreError>;
+    /// Every camera (AddCamera), by room and identity.
+    fn cameras(&self) -> Result<Vec<CameraSpec>, StoreError>;
+    /// Inserts `camera`, or replaces its room's camera of the same identity.
+    fn put_camera(&self, camera: &CameraSpec) -> Result<(), StoreError>;
+    /// Deletes `room`'s camera `identity`; returns whether it existed.
+    fn delete_camera(&self, room: &RoomName, identity: &StreamName) -> Result<bool, StoreError>;
 }
 
 /// The embedded store: one redb file.
@@ -188,6 +205,7 @@ impl RedbStore {
         tx.open_table(ROOMS)?;
         tx.open_table(ALARMS)?;
         tx.open_table(ISSUED_TOKENS)?;
+        tx.open_table(CAMERAS)?;
         tx.open_table(META)?;
         tx.commit()?;
         Ok(RedbStore { db })
@@ -347,6 +365,60 @@ impl Store for RedbStore {
         tx.commit()?;
         Ok(())
     }
+
+    fn cameras(&self) -> Result<Vec<CameraSpec>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CAMERAS)?;
+        table
+            .iter()?
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode_camera(key.value(), value.value())
+            })
+            .collect()
+    }
+
+    fn put_camera(&self, camera: &CameraSpec) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(camera)
+            .map_err(|e| StoreError::Database(format!("encoding camera: {e}")))?;
+        let key = camera_key(&camera.room, &camera.identity);
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(CAMERAS)?;
+            table.insert(key.as_str(), value.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_camera(&self, room: &RoomName, identity: &StreamName) -> Result<bool, StoreError> {
+        let key = camera_key(room, identity);
+        let tx = self.db.begin_write()?;
+        let existed = {
+            let mut table = tx.open_table(CAMERAS)?;
+            table.remove(key.as_str())?.is_some()
+        };
+        tx.commit()?;
+        Ok(existed)
+    }
+}
+
+fn decode_camera(key: &str, bytes: &[u8]) -> Result<CameraSpec, StoreError> {
+    // The error names the key only: the value holds a password.
+    let camera: CameraSpec = serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "camera {key}: {:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if camera_key(&camera.room, &camera.identity) != key {
+        return Err(StoreError::Corrupt(format!(
+            "camera {key} is stored under another key"
+        )));
+    }
+    Ok(camera)
 }
 
 fn decode_issued(key: &str, bytes: &[u8]) -> Result<IssuedToken, StoreError> {
@@ -382,6 +454,7 @@ pub struct MemoryStore {
     next_event_id: Mutex<Option<u64>>,
     alarms: Mutex<BTreeMap<u64, AlarmRecord>>,
     issued: Mutex<BTreeMap<String, IssuedToken>>,
+    cameras: Mutex<BTreeMap<(RoomName, StreamName), CameraSpec>>,
 }
 
 impl MemoryStore {
@@ -460,6 +533,23 @@ impl Store for MemoryStore {
             issued.remove(id);
         }
         Ok(())
+    }
+
+    fn cameras(&self) -> Result<Vec<CameraSpec>, StoreError> {
+        let cameras = self.cameras.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(cameras.values().cloned().collect())
+    }
+
+    fn put_camera(&self, camera: &CameraSpec) -> Result<(), StoreError> {
+        let mut cameras = self.cameras.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (camera.room.clone(), camera.identity.clone());
+        cameras.insert(key, camera.clone());
+        Ok(())
+    }
+
+    fn delete_camera(&self, room: &RoomName, identity: &StreamName) -> Result<bool, StoreError> {
+        let mut cameras = self.cameras.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(cameras.remove(&(room.clone(), identity.clone())).is_some())
     }
 }
 
@@ -725,6 +815,38 @@ mod tests {
             .update_issued_tokens(&[issued("b", Some(5))], &["a".into(), "zz".into()])
             .unwrap();
         assert_eq!(store.issued_tokens().unwrap(), vec![issued("b", Some(5))]);
+
+        assert_eq!(store.cameras().unwrap(), vec![]);
+        let gate = camera("b-room", "gate", "rtsp://10.0.0.7/s1");
+        store.put_camera(&gate).unwrap();
+        store
+            .put_camera(&camera("Zeta", "gate", "rtsp://10.0.0.8/"))
+            .unwrap();
+        let moved = camera("b-room", "gate", "rtsp://10.0.0.9/s2");
+        store.put_camera(&moved).unwrap();
+        let mut cameras = store.cameras().unwrap();
+        cameras.sort_by(|a, b| (&a.room, &a.identity).cmp(&(&b.room, &b.identity)));
+        assert_eq!(
+            cameras,
+            vec![camera("Zeta", "gate", "rtsp://10.0.0.8/"), moved.clone()]
+        );
+        assert_eq!(cameras[1].password, "secret", "the password is stored");
+        assert!(store.delete_camera(&name("Zeta"), &gate.identity).unwrap());
+        assert!(!store.delete_camera(&name("Zeta"), &gate.identity).unwrap());
+        assert_eq!(store.cameras().unwrap(), vec![moved]);
+    }
+
+    fn camera(room: &str, identity: &str, url: &str) -> CameraSpec {
+        CameraSpec {
+            room: name(room),
+            identity: StreamName::new(identity).unwrap(),
+            url: url.into(),
+            username: "admin".into(),
+            password: "secret".into(),
+            transport: crate::camera::CameraTransport::Udp,
+            on_demand: true,
+            created_at_ms: 1_700_000_000_000,
+        }
     }
 
     fn issued(id: &str, revoked_at_ms: Option<u64>) -> IssuedToken {
@@ -781,11 +903,18 @@ mod tests {
             store
                 .update_issued_tokens(&[issued("t", Some(3))], &[])
                 .unwrap();
+            store
+                .put_camera(&camera("lobby", "gate", "rtsp://cam/"))
+                .unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.rooms().unwrap(), vec![spec("lobby", Some(7))]);
         assert_eq!(store.alarms().unwrap(), vec![alarm(5, None)]);
         assert_eq!(store.issued_tokens().unwrap(), vec![issued("t", Some(3))]);
+        assert_eq!(
+            store.cameras().unwrap(),
+            vec![camera("lobby", "gate", "rtsp://cam/")]
+        );
     }
 
     #[test]

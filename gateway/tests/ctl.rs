@@ -878,6 +878,7 @@ fn usage_errors_exit_2_and_help_lists_every_command() {
         "unban",
         "mute",
         "call",
+        "camera",
         "watch",
     ] {
         assert!(help.stdout.contains(command), "{command}: {}", help.stdout);

@@ -6,6 +6,9 @@ use vigil_proto::v1 as pb;
 
 use crate::alarm_log::AlarmRecord;
 use crate::alarms::AlarmKind;
+use crate::camera::{
+    CameraState, CameraTrack, CameraTransport, CameraUpdate, CameraView, NewCamera,
+};
 use crate::core::{ControlError, ParticipantView, RoomView, StreamStatsView};
 use crate::event::{Alarm, CallEndReason, Event, EventKind, LeaveReason, SessionRole, TrackKind};
 use crate::room::{AlarmRules, Limits, RoomUpdate};
@@ -123,6 +126,85 @@ fn alarm_kind(alarm: Alarm) -> pb::AlarmKind {
         Alarm::Stream(AlarmKind::LowBitrate) => pb::AlarmKind::LowBitrate,
         Alarm::Stream(AlarmKind::KeyframeInterval) => pb::AlarmKind::KeyframeInterval,
         Alarm::RoomFull => pb::AlarmKind::RoomFull,
+        Alarm::CameraOffline => pb::AlarmKind::CameraOffline,
+    }
+}
+
+fn camera_transport_from(transport: i32) -> Result<CameraTransport, ControlError> {
+    match pb::CameraTransport::try_from(transport) {
+        Ok(pb::CameraTransport::Unspecified | pb::CameraTransport::Tcp) => Ok(CameraTransport::Tcp),
+        Ok(pb::CameraTransport::Udp) => Ok(CameraTransport::Udp),
+        Err(_) => Err(ControlError::InvalidArgument(format!(
+            "transport {transport} is not a CameraTransport"
+        ))),
+    }
+}
+
+fn camera_transport(transport: CameraTransport) -> pb::CameraTransport {
+    match transport {
+        CameraTransport::Tcp => pb::CameraTransport::Tcp,
+        CameraTransport::Udp => pb::CameraTransport::Udp,
+    }
+}
+
+fn camera_state(state: CameraState) -> pb::CameraState {
+    match state {
+        CameraState::Idle => pb::CameraState::Idle,
+        CameraState::Connecting => pb::CameraState::Connecting,
+        CameraState::Live => pb::CameraState::Live,
+        CameraState::Unreachable => pb::CameraState::Unreachable,
+        CameraState::Unauthorised => pb::CameraState::Unauthorised,
+        CameraState::UnsupportedCodec => pb::CameraState::UnsupportedCodec,
+    }
+}
+
+fn camera_tracks(tracks: Vec<CameraTrack>) -> Vec<pb::CameraTrack> {
+    tracks
+        .into_iter()
+        .map(|t| pb::CameraTrack {
+            kind: track_kind(t.kind).into(),
+            codec: t.codec,
+            playable: t.playable,
+        })
+        .collect()
+}
+
+/// AddCamera's settings (its room and identity are checked by the domain).
+pub fn new_camera(req: pb::AddCameraRequest) -> Result<NewCamera, ControlError> {
+    Ok(NewCamera {
+        transport: camera_transport_from(req.transport)?,
+        url: req.url,
+        username: req.username,
+        password: req.password,
+        on_demand: req.on_demand,
+    })
+}
+
+/// What UpdateCamera changes: the fields present.
+pub fn camera_update(req: pb::UpdateCameraRequest) -> Result<CameraUpdate, ControlError> {
+    Ok(CameraUpdate {
+        transport: req.transport.map(camera_transport_from).transpose()?,
+        url: req.url,
+        username: req.username,
+        password: req.password,
+        on_demand: req.on_demand,
+    })
+}
+
+/// A camera, without its password.
+pub fn camera(view: CameraView) -> pb::Camera {
+    pb::Camera {
+        room: view.room.to_string(),
+        identity: view.identity.to_string(),
+        url: view.masked_url,
+        username: view.username,
+        has_password: view.has_password,
+        transport: camera_transport(view.transport).into(),
+        on_demand: view.on_demand,
+        state: camera_state(view.status.state).into(),
+        state_detail: view.status.detail,
+        state_since_unix_ms: view.since_ms as i64,
+        tracks: camera_tracks(view.status.tracks),
     }
 }
 
@@ -208,6 +290,7 @@ pub fn participant(view: ParticipantView) -> pb::Participant {
             .map(|kind| alarm_kind(Alarm::Stream(kind)).into())
             .collect(),
         dispatcher: view.dispatcher,
+        camera: view.camera,
     }
 }
 
@@ -371,6 +454,16 @@ pub fn event(event: Event) -> pb::Event {
         EventKind::BansChanged { bans: list } => {
             Kind::BansChanged(pb::BansChanged { bans: bans(list) })
         }
+        EventKind::CameraStateChanged {
+            state,
+            detail,
+            tracks,
+        } => Kind::CameraStateChanged(pb::CameraStateChanged {
+            state: camera_state(state).into(),
+            detail,
+            tracks: camera_tracks(tracks),
+        }),
+        EventKind::CameraRemoved => Kind::CameraRemoved(pb::CameraRemoved {}),
         EventKind::TokensRevoked { token_id } => Kind::TokensRevoked(pb::TokensRevoked {
             token_id: token_id.unwrap_or_default(),
         }),

@@ -222,33 +222,55 @@ impl RoomService for Rooms {
         }))
     }
 
-    // Implemented with the cameras (issue 16).
     async fn add_camera(
         &self,
-        _request: Request<pb::AddCameraRequest>,
+        request: Request<pb::AddCameraRequest>,
     ) -> Result<Response<pb::Camera>, Status> {
-        Err(Status::unimplemented("cameras are being built"))
+        self.room_admin(&request, &request.get_ref().room).await?;
+        let mut req = request.into_inner();
+        let (room, identity) = (
+            std::mem::take(&mut req.room),
+            std::mem::take(&mut req.identity),
+        );
+        let camera = convert::new_camera(req)?;
+        let view = self.control.add_camera(&room, &identity, camera).await?;
+        Ok(Response::new(convert::camera(view)))
     }
 
     async fn update_camera(
         &self,
-        _request: Request<pb::UpdateCameraRequest>,
+        request: Request<pb::UpdateCameraRequest>,
     ) -> Result<Response<pb::Camera>, Status> {
-        Err(Status::unimplemented("cameras are being built"))
+        self.room_admin(&request, &request.get_ref().room).await?;
+        let mut req = request.into_inner();
+        let (room, identity) = (
+            std::mem::take(&mut req.room),
+            std::mem::take(&mut req.identity),
+        );
+        let update = convert::camera_update(req)?;
+        let view = self.control.update_camera(&room, &identity, update).await?;
+        Ok(Response::new(convert::camera(view)))
     }
 
     async fn remove_camera(
         &self,
-        _request: Request<pb::RemoveCameraRequest>,
+        request: Request<pb::RemoveCameraRequest>,
     ) -> Result<Response<pb::RemoveCameraResponse>, Status> {
-        Err(Status::unimplemented("cameras are being built"))
+        self.room_admin(&request, &request.get_ref().room).await?;
+        let req = request.into_inner();
+        self.control.remove_camera(&req.room, &req.identity).await?;
+        Ok(Response::new(pb::RemoveCameraResponse {}))
     }
 
     async fn list_cameras(
         &self,
-        _request: Request<pb::ListCamerasRequest>,
+        request: Request<pb::ListCamerasRequest>,
     ) -> Result<Response<pb::ListCamerasResponse>, Status> {
-        Err(Status::unimplemented("cameras are being built"))
+        self.room_admin(&request, &request.get_ref().room).await?;
+        let cameras = self.control.cameras(&request.into_inner().room).await?;
+        Ok(Response::new(pb::ListCamerasResponse {
+            cameras: cameras.into_iter().map(convert::camera).collect(),
+        }))
     }
 }
 

@@ -1,6 +1,7 @@
 // Events and alarms in words, for people.
 
 import { AlarmKind, CallEndReason, LeaveReason, SessionRole, TrackKind } from "./api.js";
+import { stateLabel } from "./cameras.js";
 import { formatBitrate, formatTime } from "./dom.js";
 
 /** "2.5 %" */
@@ -35,6 +36,7 @@ export const ALARM_NAMES = {
   [AlarmKind.LOW_BITRATE]: "low bitrate",
   [AlarmKind.KEYFRAME_INTERVAL]: "keyframe overdue",
   [AlarmKind.ROOM_FULL]: "room full",
+  [AlarmKind.CAMERA_OFFLINE]: "camera offline",
 };
 
 const CALL_END_REASONS = {
@@ -100,6 +102,11 @@ export function describe(event) {
       return { text: `Cleared ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}` };
     case "alarmAcknowledged":
       return { text: `${value.by} acknowledged ${value.stream || event.room}: ${ALARM_NAMES[value.kind] ?? "alarm"}` };
+    case "cameraStateChanged":
+      // Not an alarm line: CAMERA_OFFLINE is the alarm, once it lasts.
+      return { text: `Camera ${who}: ${stateLabel(value.state)}${value.detail ? ` (${value.detail})` : ""}` };
+    case "cameraRemoved":
+      return { text: `Camera ${who} removed` };
     case "historyGap":
       return { text: "Some events were missed while disconnected" };
     default:

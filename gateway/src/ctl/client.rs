@@ -157,6 +157,42 @@ impl Client {
         CtlError::Refused { status, hint }
     }
 
+    /// RoomService.AddCamera.
+    pub async fn add_camera(&self, request: pb::AddCameraRequest) -> Result<pb::Camera, CtlError> {
+        let response = self.rooms().add_camera(self.request(request)).await;
+        self.answer(response)
+    }
+
+    /// RoomService.UpdateCamera.
+    pub async fn update_camera(
+        &self,
+        request: pb::UpdateCameraRequest,
+    ) -> Result<pb::Camera, CtlError> {
+        let response = self.rooms().update_camera(self.request(request)).await;
+        self.answer(response)
+    }
+
+    /// RoomService.RemoveCamera.
+    pub async fn remove_camera(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<pb::RemoveCameraResponse, CtlError> {
+        let request = pb::RemoveCameraRequest {
+            room: room.into(),
+            identity: identity.into(),
+        };
+        let response = self.rooms().remove_camera(self.request(request)).await;
+        self.answer(response)
+    }
+
+    /// RoomService.ListCameras.
+    pub async fn list_cameras(&self, room: &str) -> Result<pb::ListCamerasResponse, CtlError> {
+        let request = pb::ListCamerasRequest { room: room.into() };
+        let response = self.rooms().list_cameras(self.request(request)).await;
+        self.answer(response)
+    }
+
     /// RoomService.CreateRoom.
     pub async fn create_room(&self, request: pb::CreateRoomRequest) -> Result<pb::Room, CtlError> {
         let response = self.rooms().create_room(self.request(request)).await;

@@ -74,6 +74,10 @@ pub enum CtlCommand {
     /// Make and revoke participant tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Pull RTSP IP cameras into a room: each publishes the stream named
+    /// after it, played like any other.
+    #[command(subcommand)]
+    Camera(CameraCommand),
     /// Who is in a room: publishers with their tracks, and viewers.
     Participants {
         /// The room.
@@ -264,6 +268,142 @@ pub struct CreateRoom {
     pub max_keyframe_interval_ms: Option<u32>,
 }
 
+/// `vigil ctl camera ...`
+#[derive(Debug, Subcommand)]
+pub enum CameraCommand {
+    /// Add a camera to a room; the server pulls it (again after a
+    /// restart) and publishes it as the stream IDENTITY.
+    Add(AddCamera),
+    /// Change a camera's settings (those not given are kept); a new URL,
+    /// credential, transport or on-demand setting makes the server pull it
+    /// again.
+    Update(UpdateCamera),
+    /// Stop pulling a camera and forget it; its viewers are closed.
+    Remove {
+        /// The room.
+        room: String,
+        /// The camera.
+        identity: String,
+    },
+    /// A room's cameras with their state (never their passwords).
+    List {
+        /// The room.
+        room: String,
+    },
+}
+
+/// `vigil ctl camera add`.
+#[derive(Debug, Args)]
+pub struct AddCamera {
+    /// The room.
+    pub room: String,
+    /// The camera's name, which is also its stream's (1-64 of A-Z a-z
+    /// 0-9 _ . -).
+    pub identity: String,
+    /// `rtsp://host[:port]/path` (or `rtsps://`); credentials in it
+    /// (`rtsp://user:pass@host/`) are taken out and stored apart.
+    pub url: String,
+    /// The user name to log in with.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// The environment variable holding the password (a password on the
+    /// command line would stay in the shell's history).
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// RTP over UDP instead of interleaved on the RTSP connection (TCP).
+    #[arg(long)]
+    pub udp: bool,
+    /// Pull it only while someone watches.
+    #[arg(long)]
+    pub on_demand: bool,
+}
+
+/// `vigil ctl camera update`: the settings to change, at least one.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["url", "username", "password_env", "tcp", "udp", "on_demand"])
+))]
+pub struct UpdateCamera {
+    /// The room.
+    pub room: String,
+    /// The camera.
+    pub identity: String,
+    /// A new `rtsp://` URL (credentials in it are taken out).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// A new user name (empty for none).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// The environment variable holding the new password (empty for none).
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// Interleave RTP on the RTSP connection.
+    #[arg(long, conflicts_with = "udp")]
+    pub tcp: bool,
+    /// RTP over UDP.
+    #[arg(long)]
+    pub udp: bool,
+    /// Pull it only while someone watches (`true`) or all the time.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    pub on_demand: Option<bool>,
+}
+
+/// The password in environment variable `var`.
+fn password_from_env(var: &str) -> Result<String, CtlError> {
+    std::env::var(var).map_err(|_| CtlError::PasswordEnv {
+        var: var.to_owned(),
+    })
+}
+
+impl AddCamera {
+    fn into_request(self) -> Result<pb::AddCameraRequest, CtlError> {
+        let transport = match self.udp {
+            true => pb::CameraTransport::Udp,
+            false => pb::CameraTransport::Tcp,
+        };
+        Ok(pb::AddCameraRequest {
+            password: self
+                .password_env
+                .as_deref()
+                .map(password_from_env)
+                .transpose()?
+                .unwrap_or_default(),
+            room: self.room,
+            identity: self.identity,
+            url: self.url,
+            username: self.username.unwrap_or_default(),
+            transport: transport.into(),
+            on_demand: self.on_demand,
+        })
+    }
+}
+
+impl UpdateCamera {
+    fn into_request(self) -> Result<pb::UpdateCameraRequest, CtlError> {
+        let transport = match (self.tcp, self.udp) {
+            (true, _) => Some(pb::CameraTransport::Tcp),
+            (_, true) => Some(pb::CameraTransport::Udp),
+            _ => None,
+        };
+        Ok(pb::UpdateCameraRequest {
+            password: self
+                .password_env
+                .as_deref()
+                .map(password_from_env)
+                .transpose()?,
+            room: self.room,
+            identity: self.identity,
+            url: self.url,
+            username: self.username,
+            transport: transport.map(Into::into),
+            on_demand: self.on_demand,
+        })
+    }
+}
+
 /// `vigil ctl token ...`
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -384,6 +524,12 @@ pub enum CtlError {
     /// The credential given cannot be sent as a header.
     #[error("the admin key must be printable ASCII without spaces")]
     BadKey,
+    /// `--password-env` names a variable that is not set.
+    #[error("--password-env {var}: no such environment variable (or it is not UTF-8)")]
+    PasswordEnv {
+        /// The variable.
+        var: String,
+    },
     /// Standard output could not be written.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
@@ -394,7 +540,7 @@ impl CtlError {
     fn exit_code(&self) -> u8 {
         match self {
             CtlError::Refused { .. } | CtlError::Output(_) => 1,
-            CtlError::BadKey => 2,
+            CtlError::BadKey | CtlError::PasswordEnv { .. } => 2,
             CtlError::Unreachable { .. } => 3,
         }
     }
@@ -445,6 +591,7 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
     match args.command {
         CtlCommand::Room(command) => room(&client, &out, command).await,
         CtlCommand::Token(TokenCommand::Create(create)) => token(&client, &out, create).await,
+        CtlCommand::Camera(command) => camera(&client, &out, command).await,
         CtlCommand::Token(TokenCommand::Revoke(revoke)) => {
             let closed = match &revoke.token_id {
                 Some(id) => client.revoke_token(&revoke.room, id).await?.sessions_closed,
@@ -596,6 +743,42 @@ async fn room(client: &Client, out: &Printer, command: RoomCommand) -> Result<()
     }
 }
 
+async fn camera(client: &Client, out: &Printer, command: CameraCommand) -> Result<(), CtlError> {
+    match command {
+        CameraCommand::Add(add) => {
+            let camera = client.add_camera(add.into_request()?).await?;
+            out.print(
+                || output::camera_line(&camera),
+                || output::camera_json(&camera),
+            )
+        }
+        CameraCommand::Update(update) => {
+            let camera = client.update_camera(update.into_request()?).await?;
+            out.print(
+                || output::camera_line(&camera),
+                || output::camera_json(&camera),
+            )
+        }
+        CameraCommand::Remove { room, identity } => {
+            client.remove_camera(&room, &identity).await?;
+            out.print(
+                || output::camera_removed_text(&room, &identity),
+                || Value::Object(Default::default()),
+            )
+        }
+        CameraCommand::List { room } => {
+            let response = client.list_cameras(&room).await?;
+            if response.cameras.is_empty() && !out.json {
+                eprintln!("no cameras in {room}");
+            }
+            out.print(
+                || output::cameras_text(&response),
+                || output::cameras_json(&response),
+            )
+        }
+    }
+}
+
 /// Prints the token alone on stdout (`TOKEN=$(vigil ctl token create ...)`)
 /// and what else the server said on stderr; `--json` prints everything.
 async fn token(client: &Client, out: &Printer, create: CreateToken) -> Result<(), CtlError> {
@@ -722,6 +905,87 @@ mod tests {
         assert!(parse("ftp://vigil.example:443").is_err());
         assert!(parse("http://").is_err());
         assert_eq!(ServerUrl::default().0, "http://127.0.0.1:50051");
+    }
+
+    /// `vigil ctl ARGS` as the binary parses it.
+    fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            ctl: CtlArgs,
+        }
+        let argv = std::iter::once("ctl").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).map(|cli| cli.ctl)
+    }
+
+    #[test]
+    fn camera_commands_take_the_password_from_the_environment() {
+        let var = "VIGIL_CTL_TEST_CAMERA_PASSWORD";
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var(var, "hunter2") };
+        let args = parse(&[
+            "camera",
+            "add",
+            "site",
+            "gate",
+            "rtsp://10.0.0.7/s1",
+            "--username",
+            "admin",
+            "--password-env",
+            var,
+            "--udp",
+            "--on-demand",
+        ])
+        .unwrap();
+        let CtlCommand::Camera(CameraCommand::Add(add)) = args.command else {
+            panic!("not camera add");
+        };
+        let request = add.into_request().unwrap();
+        assert_eq!(request.password, "hunter2");
+        assert_eq!(request.username, "admin");
+        assert_eq!(request.transport, i32::from(pb::CameraTransport::Udp));
+        assert!(request.on_demand);
+
+        let args = parse(&[
+            "camera",
+            "update",
+            "site",
+            "gate",
+            "--on-demand",
+            "false",
+            "--tcp",
+        ])
+        .unwrap();
+        let CtlCommand::Camera(CameraCommand::Update(update)) = args.command else {
+            panic!("not camera update");
+        };
+        let request = update.into_request().unwrap();
+        assert_eq!(request.on_demand, Some(false));
+        assert_eq!(request.transport, Some(i32::from(pb::CameraTransport::Tcp)));
+        assert_eq!((request.url, request.password), (None, None));
+
+        assert!(
+            parse(&["camera", "update", "site", "gate"]).is_err(),
+            "nothing to change"
+        );
+        assert!(parse(&["camera", "update", "site", "gate", "--tcp", "--udp"]).is_err());
+        let args = parse(&[
+            "camera",
+            "add",
+            "site",
+            "gate",
+            "rtsp://h/",
+            "--password-env",
+            "VIGIL_CTL_TEST_UNSET",
+        ])
+        .unwrap();
+        let CtlCommand::Camera(CameraCommand::Add(add)) = args.command else {
+            panic!("not camera add");
+        };
+        assert!(matches!(
+            add.into_request(),
+            Err(CtlError::PasswordEnv { .. })
+        ));
     }
 
     #[test]

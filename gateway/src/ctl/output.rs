@@ -113,6 +113,9 @@ pub fn participant_line(p: &pb::Participant) -> String {
     if !p.watching.is_empty() {
         line.push_str(&format!(" watching={}", field(&p.watching.join(","))));
     }
+    if p.camera {
+        line.push_str(" camera=true");
+    }
     if !p.active_alarms.is_empty() {
         let alarms: Vec<String> = p
             .active_alarms
@@ -150,7 +153,69 @@ pub fn participant_json(p: &pb::Participant) -> Value {
         "connected_since_unix_ms": p.connected_since_unix_ms,
         "watching": p.watching,
         "active_alarms": alarms,
+        "camera": p.camera,
     })
+}
+
+/// `gate state=live since=… url=rtsp://admin:***@10.0.0.7/s1 username=admin
+/// has_password=true transport=tcp on_demand=false tracks=video/H264
+/// detail="…"`; never a password (the server sends none).
+pub fn camera_line(c: &pb::Camera) -> String {
+    let tracks: Vec<String> = c
+        .tracks
+        .iter()
+        .map(|t| match t.playable {
+            true => t.codec.clone(),
+            false => format!("{}(unplayable)", t.codec),
+        })
+        .collect();
+    format!(
+        "{} state={} since={} url={} username={} has_password={} transport={} on_demand={} \
+         tracks={} detail={}",
+        field(&c.identity),
+        enum_text::<pb::CameraState>(c.state),
+        utc(c.state_since_unix_ms),
+        field(&c.url),
+        or_dash_str(&c.username),
+        c.has_password,
+        enum_text::<pb::CameraTransport>(c.transport),
+        c.on_demand,
+        or_dash_str(&tracks.join(",")),
+        field(&c.state_detail),
+    )
+}
+
+pub fn camera_json(c: &pb::Camera) -> Value {
+    json!({
+        "room": c.room,
+        "identity": c.identity,
+        "url": c.url,
+        "username": c.username,
+        "has_password": c.has_password,
+        "transport": enum_json::<pb::CameraTransport>(c.transport),
+        "on_demand": c.on_demand,
+        "state": enum_json::<pb::CameraState>(c.state),
+        "state_detail": c.state_detail,
+        "state_since_unix_ms": c.state_since_unix_ms,
+        "tracks": c.tracks.iter().map(|t| json!({
+            "kind": enum_json::<pb::TrackKind>(t.kind),
+            "codec": t.codec,
+            "playable": t.playable,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One [`camera_line`] per camera.
+pub fn cameras_text(response: &pb::ListCamerasResponse) -> String {
+    lines(response.cameras.iter().map(camera_line))
+}
+
+pub fn cameras_json(response: &pb::ListCamerasResponse) -> Value {
+    json!({ "cameras": response.cameras.iter().map(camera_json).collect::<Vec<_>>() })
+}
+
+pub fn camera_removed_text(room: &str, identity: &str) -> String {
+    format!("removed camera {identity} from {room}")
 }
 
 /// One [`participant_line`] per participant.
@@ -828,6 +893,39 @@ mod tests {
             event_line(&created),
             "#1 1970-01-01T00:00:00.000Z site-1 - room_created"
         );
+    }
+
+    #[test]
+    fn cameras_as_text_and_json() {
+        let camera = pb::Camera {
+            room: "site-1".into(),
+            identity: "gate".into(),
+            url: "rtsp://admin:***@10.0.0.7/s1".into(),
+            username: "admin".into(),
+            has_password: true,
+            transport: pb::CameraTransport::Tcp.into(),
+            on_demand: false,
+            state: pb::CameraState::Unreachable.into(),
+            state_detail: "connection refused".into(),
+            state_since_unix_ms: 0,
+            tracks: vec![pb::CameraTrack {
+                kind: pb::TrackKind::Audio.into(),
+                codec: "audio/MPEG4-GENERIC".into(),
+                playable: false,
+            }],
+        };
+        assert_eq!(
+            camera_line(&camera),
+            "gate state=unreachable since=1970-01-01T00:00:00.000Z \
+             url=rtsp://admin:***@10.0.0.7/s1 username=admin has_password=true transport=tcp \
+             on_demand=false tracks=audio/MPEG4-GENERIC(unplayable) \
+             detail=\"connection refused\""
+        );
+        let value = camera_json(&camera);
+        assert_eq!(value["state"], json!("CAMERA_STATE_UNREACHABLE"));
+        assert_eq!(value["transport"], json!("CAMERA_TRANSPORT_TCP"));
+        assert_eq!(value["has_password"], json!(true));
+        assert_eq!(value["tracks"][0]["playable"], json!(false));
     }
 
     #[test]

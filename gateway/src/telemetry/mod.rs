@@ -196,6 +196,7 @@ pub fn count_alarms(telemetry: &Arc<Telemetry>, control: &vigil_control::Control
                 Alarm::Stream(AlarmKind::LowBitrate) => "low_bitrate",
                 Alarm::Stream(AlarmKind::KeyframeInterval) => "keyframe_interval",
                 Alarm::RoomFull => "room_full",
+                Alarm::CameraOffline => "camera_offline",
             });
         }
     });

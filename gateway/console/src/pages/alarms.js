@@ -72,6 +72,15 @@ export class AlarmPanel {
     this.none.hidden = true;
   }
 
+  /**
+   * Kinds of the alarms active on `stream` as listed here: what a tile
+   * shows of an alarm raised before its feed (a camera that is not
+   * publishing has no participant entry to say so).
+   */
+  activeKinds(stream) {
+    return [...this.rows.values()].filter((row) => row.active && row.alarm.stream === stream).map((row) => row.alarm.kind);
+  }
+
   async acknowledge(id) {
     const { alarm } = await this.api.rooms.acknowledgeAlarm({ room: this.room, alarmId: id });
     if (alarm?.acknowledged) this.rows.get(id)?.acknowledge(alarm.acknowledged);
@@ -88,6 +97,8 @@ export class AlarmPanel {
 
 class AlarmRow {
   constructor(alarm, onAcknowledge) {
+    this.alarm = alarm;
+    this.active = true;
     this.status = h("span", { class: "muted" });
     this.button = actionButton("Acknowledge", onAcknowledge, { class: "secondary small", "data-testid": "acknowledge" });
     this.el = h(
@@ -104,6 +115,7 @@ class AlarmRow {
   }
 
   clear(atUnixMs) {
+    this.active = false;
     this.el.dataset.state = "cleared";
     this.cleared = `ended ${formatTime(Number(atUnixMs))}`;
     this.render();

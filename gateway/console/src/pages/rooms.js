@@ -1,18 +1,43 @@
 // Rooms: list, create (limits, alarm thresholds), delete, and tokens with
 // ready-to-paste OBS settings and browser join links, their ids, and
-// revocation (one token, or every token of a room). Kept current by the
-// event feed.
+// revocation (one token, or every token of a room); under them, each room's
+// IP cameras (added, edited and removed here). Kept current by the event
+// feed.
 
 import { Code, ConnectError, allPages, followEvents } from "../api.js";
 import { streamSummary } from "../describe.js";
 import { actionButton, copyField, errorText, formatTime, h, replace, toast } from "../dom.js";
 import { isLoopback, publicBase } from "../links.js";
+import { CameraSection } from "./cameras.js";
 import { header } from "./header.js";
 
 export function roomsPage(app, { api, credential, signOut }) {
   const list = h("tbody", { "data-testid": "rooms" });
   const tokenPanel = h("section", { class: "card", hidden: true, "data-testid": "token-panel" });
   const error = h("p", { class: "error", role: "alert" });
+  // Each room's cameras: kept across refreshes of the table (a form being
+  // filled in stays), in the rooms' order.
+  const cameraSections = new Map();
+  const cameras = h("div", { class: "camera-sections" });
+  const showCameraSections = (rooms) => {
+    const names = new Set(rooms.map((room) => room.name));
+    for (const [name, section] of cameraSections) {
+      if (!names.has(name)) {
+        section.el.remove();
+        cameraSections.delete(name);
+      }
+    }
+    rooms.forEach((room, i) => {
+      let section = cameraSections.get(room.name);
+      if (!section) {
+        section = new CameraSection({ api, room: room.name });
+        cameraSections.set(room.name, section);
+        section.load();
+      }
+      // Moved only if out of place: moving a form blurs the field being typed in.
+      if (cameras.children[i] !== section.el) cameras.insertBefore(section.el, cameras.children[i] ?? null);
+    });
+  };
   // Each room's published streams with their figures (GetStreamStats),
   // read every few seconds for the rooms that have publishers.
   let shown = [];
@@ -60,6 +85,7 @@ export function roomsPage(app, { api, credential, signOut }) {
           ? h("tr", {}, h("td", { colSpan: 6, class: "muted" }, "No rooms yet: create one below."))
           : rooms.map((room) => roomRow(room)),
       );
+      showCameraSections(rooms);
     } catch (e) {
       error.textContent = `Cannot list rooms: ${errorText(e)}`;
     }
@@ -234,6 +260,7 @@ export function roomsPage(app, { api, credential, signOut }) {
         h("table", {}, h("thead", {}, h("tr", {}, ["Room", "Publishers", "Viewers", "Streams", "Created", ""].map((t) => h("th", {}, t)))), list),
       ),
       tokenPanel,
+      cameras,
       createForm(),
     ),
   );
@@ -252,11 +279,18 @@ export function roomsPage(app, { api, credential, signOut }) {
     api,
     {},
     {
-      onEvent: () => {
+      onEvent: (event) => {
+        cameraSections.get(event.room)?.onEvent(event);
+        // A gap may have hidden camera events too.
+        if (event.kind.case === "historyGap") for (const section of cameraSections.values()) section.load();
         pending ??= setTimeout(() => {
           pending = null;
           refresh();
         }, 200);
+      },
+      // Subscribed, then read: a camera's state cannot fall between.
+      onState: (state) => {
+        if (state === "live") for (const section of cameraSections.values()) section.load();
       },
       onError: (e) => {
         error.textContent = `Live updates stopped: ${errorText(e)}`;

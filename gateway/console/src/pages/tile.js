@@ -5,8 +5,16 @@
 // and the dispatcher's actions on it. A camera that drops stays on the wall:
 // "reconnecting…" over its last picture while the server waits for it,
 // "offline" after, and playing again when it comes back.
+//
+// An IP camera's tile (RTSP, pulled by Vigil) is there while the camera is
+// configured, live or not: over the picture it says the camera's state
+// (connecting, unreachable, unauthorised, unsupported codec, idle on
+// demand) with the server's detail, and plays when it is live. It has no
+// "Call back" or "Hang up" (a camera takes no call, and the rooms page
+// removes it); "Mute" stops forwarding it as for anyone.
 
-import { TrackKind } from "../api.js";
+import { CameraState, TrackKind } from "../api.js";
+import { stateLabel, stateName, troubled } from "../cameras.js";
 import { actionButton, formatBitrate, formatTime, h, replace } from "../dom.js";
 import { ALARM_NAMES, percent, streamSummary } from "../describe.js";
 import { Viewing } from "../viewing.js";
@@ -19,8 +27,9 @@ export class Tile {
   /**
    * `actions`: { mute(kind, muted), hangUp(), call(), endCall(), remove() } on this stream.
    * `participant`: its ListParticipants entry, if known.
+   * `camera`: its ListCameras entry, if it is an IP camera (see `setCamera`).
    */
-  constructor({ api, room, identity, token, participant, actions }) {
+  constructor({ api, room, identity, token, participant, camera, actions }) {
     this.api = api;
     this.room = room;
     this.identity = identity;
@@ -33,6 +42,10 @@ export class Tile {
     // null, "ringing" or "connected" (CallRequested / CallConnected /
     // CallEnded events).
     this.call = null;
+    // An IP camera's last known settings and state (null: a person's
+    // stream); `isCamera` may be known from the participant before.
+    this.camera = null;
+    this.isCamera = false;
     this.viewing = new Viewing({ seesPublisher: true, onChange: () => this.render() });
 
     this.video = h("video", { autoplay: true, playsInline: true, muted: true });
@@ -42,6 +55,7 @@ export class Tile {
     this.stats = h("span", { class: "stats", "data-testid": "tile-stats" });
     this.viewerBadge = h("span", { class: "viewers", title: "viewers" });
     this.badges = h("span", { class: "badges" });
+    this.cameraBadge = h("span", { class: "badge camera", "data-testid": "camera-state", hidden: true });
     const listen = h("button", { type: "button", class: "secondary", "aria-pressed": "false", "data-action": "listen" }, "Listen");
     listen.addEventListener("click", () => {
       this.video.muted = !this.video.muted;
@@ -57,7 +71,7 @@ export class Tile {
     this.el = h(
       "article",
       { class: "tile", "data-testid": "tile", "data-identity": identity },
-      h("div", { class: "media" }, this.video, this.notice, h("div", { class: "overlay" }, h("strong", {}, identity), this.badges)),
+      h("div", { class: "media" }, this.video, this.notice, h("div", { class: "overlay" }, h("strong", {}, identity), this.cameraBadge, this.badges)),
       h("div", { class: "info" }, this.status, this.stats, this.viewerBadge),
       h(
         "div",
@@ -67,11 +81,12 @@ export class Tile {
         this.muteVideo,
         this.muteAudio,
         (this.callButton = actionButton("Call back", () => (this.call ? actions.endCall() : actions.call()), { "data-action": "call" })),
-        actionButton("Hang up", actions.hangUp, { class: "danger", "data-action": "hangup" }),
+        (this.hangUpButton = actionButton("Hang up", actions.hangUp, { class: "danger", "data-action": "hangup" })),
         // An offline camera stays until it comes back or the dispatcher removes it.
         (this.removeButton = h("button", { type: "button", class: "secondary", hidden: true, "data-action": "remove", onclick: actions.remove }, "Remove")),
       ),
     );
+    if (participant?.camera || camera) this.setCamera(camera ?? null);
     this.render();
     const endpoint = new URL(`/whep/${encodeURIComponent(room)}/${encodeURIComponent(identity)}`, location.origin).href;
     this.player = new Player(endpoint, token, this.video, { onState: (state, error) => this.viewing.playerState(state, error) });
@@ -164,6 +179,21 @@ export class Tile {
     this.render();
   }
 
+  /**
+   * It is an IP camera: `camera` (if known) is its ListCameras entry, kept
+   * current from CameraStateChanged. Its call and hang-up buttons go.
+   */
+  setCamera(camera) {
+    if (!this.isCamera) {
+      this.isCamera = true;
+      this.el.dataset.camera = "";
+      this.callButton.remove();
+      this.hangUpButton.remove();
+    }
+    if (camera) this.camera = camera;
+    this.render();
+  }
+
   viewerChange(delta) {
     this.viewers = Math.max(0, this.viewers + delta);
     this.render();
@@ -183,7 +213,10 @@ export class Tile {
     };
     this.notice.hidden = !notices[state];
     if (notices[state]) replace(this.notice, h("strong", {}, text), h("span", {}, notices[state]()));
-    this.removeButton.hidden = state !== "offline";
+    // A camera that is not live says why, whatever its player says.
+    if (this.camera) this.renderCamera();
+    // An offline camera stays until the rooms page removes it.
+    this.removeButton.hidden = state !== "offline" || this.isCamera;
     replace(
       this.badges,
       [...this.alarms].map((kind) => h("span", { class: "badge alarm", "data-alarm": ALARM_NAMES[kind] }, ALARM_NAMES[kind] ?? "alarm")),
@@ -200,6 +233,25 @@ export class Tile {
     this.muteAudio.textContent = this.muted.get(TrackKind.AUDIO) ? "Unmute audio" : "Mute audio";
     this.callButton.textContent = this.call ? "End call" : "Call back";
     this.callButton.dataset.action = this.call ? "end-call" : "call";
+  }
+
+  renderCamera() {
+    const { state, stateDetail: detail } = this.camera;
+    const name = stateName(state);
+    this.el.dataset.cameraState = name;
+    this.cameraBadge.hidden = false;
+    this.cameraBadge.textContent = `camera ${stateLabel(state)}`;
+    this.cameraBadge.title = detail;
+    this.cameraBadge.classList.toggle("troubled", troubled(state));
+    if (state === CameraState.LIVE) return;
+    const since = Number(this.camera.stateSinceUnixMs);
+    this.status.textContent = `camera ${stateLabel(state)}`;
+    this.notice.hidden = false;
+    replace(
+      this.notice,
+      h("strong", { "data-testid": "camera-state-label" }, stateLabel(state)),
+      h("span", { "data-testid": "camera-detail" }, [detail, since ? `since ${formatTime(since)}` : null].filter(Boolean).join(" · ")),
+    );
   }
 
   close() {

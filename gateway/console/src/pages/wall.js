@@ -8,8 +8,14 @@
 // other fills the event log, starting with the history the server retains,
 // so a reload does not empty it (and no old alarm sounds again). Both
 // reconnect by themselves; a banner says so meanwhile.
+//
+// The room's IP cameras (ListCameras, then CameraStateChanged and
+// CameraRemoved) have a tile each while configured, live or not; it plays
+// once the camera is live (an on-demand camera starts because the tile asks
+// for it: the server holds the WHEP request until it is live).
 
-import { Code, ConnectError, LeaveReason, SessionRole, allPages, followEvents } from "../api.js";
+import { CameraState, Code, ConnectError, LeaveReason, SessionRole, allPages, followEvents } from "../api.js";
+import { RoomCameras } from "../cameras.js";
 import { actionButton, errorText, formatTime, h, replace, sleep, toast } from "../dom.js";
 import { describe } from "../describe.js";
 import { publish } from "../whip.js";
@@ -113,10 +119,11 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     tiles.get(callee)?.setCall(state);
   };
 
-  const addTile = (identity, participant) => {
+  const addTile = (identity, participant, camera) => {
     if (identity === mine.identity || dispatchers.has(identity) || tiles.has(identity)) return tiles.get(identity);
-    const tile = new Tile({ api, room, identity, token: mine.token, participant, actions: actionsFor(identity) });
+    const tile = new Tile({ api, room, identity, token: mine.token, participant, camera, actions: actionsFor(identity) });
     tile.setCall(calls.get(identity) ?? null);
+    for (const kind of alarms.activeKinds(identity)) tile.alarm(kind, true);
     tiles.set(identity, tile);
     wall.append(tile.el);
     empty.hidden = true;
@@ -129,6 +136,31 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     empty.hidden = tiles.size > 0;
   };
 
+  // Alarms raised before the tiles' feed started, on their tiles (a
+  // person's also come with its participant entry).
+  const alarmsOnTiles = () => {
+    for (const [identity, tile] of tiles) for (const kind of alarms.activeKinds(identity)) tile.alarm(kind, true);
+  };
+
+  // The room's IP cameras: a tile each, whatever their state.
+  const cameraChanged = (identity, camera) => {
+    if (!camera) return removeTile(identity);
+    const tile = addTile(identity, null, camera);
+    tile?.setCamera(camera);
+    // Live now: its tile need not wait for its retry to play it.
+    if (camera.state === CameraState.LIVE) tile?.publisherBack();
+  };
+  const cameras = new RoomCameras({
+    api,
+    room,
+    onChange: cameraChanged,
+    onList: (list) => {
+      for (const camera of list) cameraChanged(camera.identity, camera);
+      // Removed while this page was not listening.
+      if (cameras.available) for (const [identity, tile] of tiles) if (tile.isCamera && !cameras.has(identity)) removeTile(identity);
+    },
+  });
+
   // When an event last said something about a publisher (performance.now()).
   const heard = new Map();
   // Publishers the server lists are live; a tile whose publisher it does not
@@ -136,6 +168,9 @@ export async function wallPage(app, { api, credential, room, signOut }) {
   // that came while the list was on its way is newer than the list.
   const resync = async () => {
     const asked = performance.now();
+    // A wall without them (a server that does not pull cameras, a
+    // transient error) still shows its publishers.
+    cameras.load().catch((e) => console.warn(`cannot list cameras: ${errorText(e)}`));
     try {
       const participants = await allPages((r) => api.rooms.listParticipants(r), { room }, "participants");
       dispatchers.clear();
@@ -146,7 +181,8 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       const publishing = new Map(participants.filter((p) => p.publishing && !p.dispatcher && !stale(p.identity)).map((p) => [p.identity, p]));
       for (const [identity, tile] of tiles) if (!publishing.has(identity) && !stale(identity)) tile.publisherLeft();
       for (const [identity, p] of publishing) {
-        const tile = addTile(identity, p);
+        const tile = addTile(identity, p, cameras.get(identity));
+        if (p.camera) tile?.setCamera(cameras.get(identity) ?? null);
         tile?.publisherBack();
         for (const track of p.tracks) tile?.mute(track.kind, track.muted);
       }
@@ -162,9 +198,22 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     if (!text) return;
     // A gap is the server's note, not an event: it has no time of its own.
     const at = Number(event.atUnixMs) || Date.now();
-    events.prepend(h("li", { class: text.alarm ? "alarm" : "" }, h("time", {}, formatTime(at)), " ", text.text));
+    const item = h("li", { class: text.alarm ? "alarm" : "" }, h("time", {}, formatTime(at)), " ", text.text);
+    if (event.kind.case === "cameraStateChanged") {
+      // A camera that cannot be reached is tried again and again, each try
+      // an event (connecting, unreachable…), and a new detail is one too:
+      // one line says it, so the panel's other events are not pushed out.
+      const last = cameraLines.get(event.identity);
+      const state = event.kind.value.state;
+      if (last && (last.state === state || (retrying(last.state) && retrying(state)))) last.item.remove();
+      cameraLines.set(event.identity, { item, state });
+    }
+    events.prepend(item);
     while (events.children.length > MAX_EVENTS) events.lastChild.remove();
   };
+  // Each camera's last state line in the panel.
+  const cameraLines = new Map();
+  const retrying = (state) => state === CameraState.CONNECTING || state === CameraState.UNREACHABLE;
 
   const publisherLeft = (identity, reason) => {
     switch (reason) {
@@ -174,7 +223,9 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       case LeaveReason.HUNG_UP:
       case LeaveReason.CALL_ENDED:
       case LeaveReason.ROOM_CLOSED:
-        // Ended on purpose by a dispatcher (or the room went): no camera to wait for.
+        // Ended on purpose by a dispatcher (or the room went): no camera to
+        // wait for; but an IP camera's tile stays while it is configured.
+        if (tiles.get(identity)?.isCamera && reason !== LeaveReason.ROOM_CLOSED) return tiles.get(identity).publisherLeft();
         return removeTile(identity);
       default:
         // Timed out, left, server restart: the server holds the viewers for
@@ -191,7 +242,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
     }
     switch (kind) {
       case "trackPublished":
-        addTile(who)?.publisherBack();
+        addTile(who, null, cameras.get(who))?.publisherBack();
         // A new session's tracks start unmuted.
         tiles.get(who)?.mute(value.kind, false);
         break;
@@ -200,7 +251,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
           if (who !== mine.identity) dispatchers.add(who);
           removeTile(who);
           renderPresence();
-        } else if (value.role === SessionRole.PUBLISHER) addTile(who)?.publisherBack();
+        } else if (value.role === SessionRole.PUBLISHER) addTile(who, null, cameras.get(who))?.publisherBack();
         if (value.role === SessionRole.VIEWER) tiles.get(value.stream)?.viewerChange(+1);
         break;
       case "callRequested":
@@ -239,12 +290,16 @@ export async function wallPage(app, { api, credential, room, signOut }) {
       case "alarmCleared":
         tiles.get(value.stream)?.alarm(value.kind, kind === "alarmRaised");
         break;
+      case "cameraStateChanged":
+      case "cameraRemoved":
+        cameras.onEvent(event);
+        break;
       case "bansChanged":
         bans.set(value.bans);
         break;
       case "historyGap":
         resync();
-        alarms.load();
+        alarms.load().then(alarmsOnTiles);
         bans.load();
         break;
       case "roomDeleted":
@@ -272,7 +327,7 @@ export async function wallPage(app, { api, credential, room, signOut }) {
         // Subscribed first, then read: nothing falls between the two.
         if (state === "live") {
           resync();
-          alarms.load();
+          alarms.load().then(alarmsOnTiles);
           bans.load();
         }
       },
