@@ -38,6 +38,17 @@ fn add_request(identity: &str, url: &str) -> pb::AddCameraRequest {
     }
 }
 
+/// A camera's settings, without what its puller reports.
+fn settings(camera: &pb::Camera) -> pb::Camera {
+    pb::Camera {
+        state: 0,
+        state_detail: String::new(),
+        state_since_unix_ms: 0,
+        tracks: Vec::new(),
+        ..camera.clone()
+    }
+}
+
 /// Asserts that `message` carries the password nowhere, in any field
 /// (prost's `Debug` shows every field).
 fn no_password(message: &impl std::fmt::Debug) {
@@ -90,7 +101,12 @@ async fn cameras_are_added_listed_updated_and_removed() {
         .expect("ListCameras")
         .into_inner();
     no_password(&listed);
-    assert_eq!(listed.cameras, vec![added.clone()]);
+    // The settings as added; the state is the puller's by now (port 9
+    // refuses the connection).
+    assert_eq!(
+        listed.cameras.iter().map(settings).collect::<Vec<_>>(),
+        vec![settings(&added)]
+    );
 
     // Not live within the room's stall_after (1 s): CAMERA_OFFLINE, listed
     // with the room's alarms.
@@ -336,7 +352,11 @@ async fn cameras_with_ctl() {
     let gate = &listed["cameras"][0];
     assert_eq!(gate["identity"], "gate");
     assert_eq!(gate["has_password"], true);
-    assert_eq!(gate["state"], "CAMERA_STATE_CONNECTING");
+    assert!(
+        ["CAMERA_STATE_CONNECTING", "CAMERA_STATE_UNREACHABLE"]
+            .contains(&gate["state"].as_str().unwrap_or_default()),
+        "{gate}"
+    );
     assert_eq!(gate["url"], "rtsp://admin:***@127.0.0.1:9/stream1");
 
     let updated = ok(

@@ -106,10 +106,19 @@ pub async fn run(
                 None => return,
             }
         }
-        reporter.report(
-            CameraState::Connecting,
-            format!("connecting to {}", spec.masked_url()),
-        );
+        // A camera that is down stays reported as down while it is tried
+        // again (one event when it goes, one when it is back), not
+        // connecting-unreachable at every attempt.
+        if !reporter
+            .last
+            .as_ref()
+            .is_some_and(|(state, _)| state.offline())
+        {
+            reporter.report(
+                CameraState::Connecting,
+                format!("connecting to {}", spec.masked_url()),
+            );
+        }
         let ended = pull(&spec, &sfu, &mut reporter, &mut commands, &mut waiters).await;
         // Whoever waited is told: the WHEP request proceeds (and is
         // answered as for any stream without a publisher).
@@ -140,10 +149,7 @@ pub async fn run(
             retry_in_secs = wait.as_secs(),
             "camera not live"
         );
-        reporter.report(
-            ended.state,
-            format!("{}; retrying in {} s", ended.detail, wait.as_secs()),
-        );
+        reporter.report(ended.state, ended.detail);
         let until = tokio::time::Instant::now() + wait;
         loop {
             tokio::select! {
