@@ -35,7 +35,7 @@ pub struct CameraSpec {
     pub room: RoomName,
     /// Its identity, which is also the stream name viewers play.
     pub identity: StreamName,
-    /// `rtsp://host[:port]/path` (or `rtsps://`), without credentials.
+    /// `rtsp://host[:port]/path`, without credentials.
     pub url: String,
     /// User name to log in with; empty for none.
     #[serde(default)]
@@ -84,16 +84,20 @@ impl CameraSpec {
 /// Splits credentials out of a URL (`rtsp://user:pass@host/path` →
 /// (`rtsp://host/path`, user, pass)), so they are stored apart and the URL
 /// can be shown. A URL without them comes back as it is, with empty ones.
-/// Refuses anything but `rtsp://` and `rtsps://` with a host.
+/// Refuses anything but `rtsp://` with a host (the RTSP client, retina,
+/// has no TLS: `rtsps://` is refused with a sentence saying so).
 pub fn split_credentials(url: &str) -> Result<(String, String, String), String> {
     let url = url.trim();
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("{url:?} is not a URL (rtsp://host/path)"));
     };
     let scheme_lower = scheme.to_ascii_lowercase();
-    if scheme_lower != "rtsp" && scheme_lower != "rtsps" {
+    if scheme_lower == "rtsps" {
+        return Err("RTSP over TLS (rtsps://) is not supported: use rtsp://".into());
+    }
+    if scheme_lower != "rtsp" {
         return Err(format!(
-            "a camera's URL starts with rtsp:// or rtsps://, not {scheme}://"
+            "a camera's URL starts with rtsp://, not {scheme}://"
         ));
     }
     let (authority, path) = match rest.find('/') {
@@ -202,7 +206,7 @@ pub struct CameraStatus {
 /// What AddCamera asks for, before it is checked.
 #[derive(Clone, Default)]
 pub struct NewCamera {
-    /// `rtsp://` or `rtsps://`, possibly with credentials in it.
+    /// `rtsp://`, possibly with credentials in it.
     pub url: String,
     /// User name to log in with; empty for none (or the URL's).
     pub username: String,
@@ -482,6 +486,7 @@ mod tests {
     #[test]
     fn only_rtsp_urls_with_a_host_are_cameras() {
         assert!(split_credentials("http://h/x").is_err());
+        assert!(split_credentials("rtsps://h/x").unwrap_err().contains("not supported"));
         assert!(split_credentials("rtsp:///x").is_err());
         assert!(split_credentials("gate").is_err());
         assert_eq!(

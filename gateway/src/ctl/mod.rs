@@ -300,7 +300,7 @@ pub struct AddCamera {
     /// The camera's name, which is also its stream's (1-64 of A-Z a-z
     /// 0-9 _ . -).
     pub identity: String,
-    /// `rtsp://host[:port]/path` (or `rtsps://`); credentials in it
+    /// `rtsp://host[:port]/path`; credentials in it
     /// (`rtsp://user:pass@host/`) are taken out and stored apart.
     pub url: String,
     /// The user name to log in with.
