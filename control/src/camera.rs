@@ -486,7 +486,11 @@ mod tests {
     #[test]
     fn only_rtsp_urls_with_a_host_are_cameras() {
         assert!(split_credentials("http://h/x").is_err());
-        assert!(split_credentials("rtsps://h/x").unwrap_err().contains("not supported"));
+        assert!(
+            split_credentials("rtsps://h/x")
+                .unwrap_err()
+                .contains("not supported")
+        );
         assert!(split_credentials("rtsp:///x").is_err());
         assert!(split_credentials("gate").is_err());
         assert_eq!(

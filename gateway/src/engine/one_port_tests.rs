@@ -33,7 +33,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::fast::srtp_context;
-use super::shard::{ConnId, Event, Shard, TrackId};
+use super::shard::{ConnId, Event, LocalTrack, Shard, TrackId};
 use super::{FEEDBACK_SLOT, add_host_candidate, feedback_tap, h264_baseline, send_track};
 use crate::sfu::MediaKind;
 use crate::sfu::layers::LayerChoice;
@@ -1366,4 +1366,88 @@ fn a_viewer_with_rtx_gets_its_repairs_on_rtx() {
         "{repairs} repairs on RTX for {} lost",
         world.dropped
     );
+}
+
+/// A local publisher (an IP camera's puller) has no connection: its
+/// packets come in by [`Shard::handle_local_media`]. It reports connected
+/// and its track at its first packet, its packets reach every viewer
+/// renumbered and unaltered, a late viewer starts from the cached keyframe,
+/// and removing it closes it like a connection.
+#[test]
+fn a_local_publishers_packets_reach_viewers_like_a_connections() {
+    const CAMERA: u32 = 0x00ca_fe20;
+    let mut world = World::new();
+    let local = world.shard.add_local(vec![LocalTrack {
+        kind: MediaKind::Video,
+        mime: "video/H264".into(),
+        clock_rate: 90_000,
+        ssrc: CAMERA,
+    }]);
+    let viewers = [world.join(Role::Viewer), world.join(Role::Viewer)];
+    world.connect_all();
+    let (track, kind) = world.shard.published_tracks(local)[0];
+    assert_eq!((track.conn, kind), (local, MediaKind::Video));
+    for v in viewers {
+        let (sender, ssrc) = world.ends[v].sender.expect("a viewer");
+        world
+            .shard
+            .subscribe(track, world.ends[v].conn, sender, ssrc, LayerChoice::High)
+            .expect("subscribe");
+    }
+    let feed = |world: &mut World, seqs: std::ops::Range<u16>| {
+        for seq in seqs {
+            let now = world.now;
+            world
+                .shard
+                .handle_local_media(local, vec![packet(CAMERA, seq)], now);
+            world.step(Duration::from_millis(5));
+        }
+    };
+    feed(&mut world, 100..150);
+    world.run_until("fan-out", Duration::from_secs(1), |w| {
+        viewers.iter().all(|&v| w.clients[v].received.len() >= 50)
+    });
+    assert!(world.events.contains(&Event::Connected(local)));
+    assert!(world.events.iter().any(|e| matches!(
+        e,
+        Event::Track(t) if t.track == track && t.mime == "video/H264" && t.source.ssrc == CAMERA
+    )));
+    for v in viewers {
+        let got: Vec<Bytes> = world.clients[v]
+            .received
+            .iter()
+            .map(|(_, _, p)| p.clone())
+            .collect();
+        let sent: Vec<Bytes> = (100..150).map(|seq| packet(CAMERA, seq).payload).collect();
+        assert_eq!(got, sent, "every packet, in order, unaltered");
+    }
+
+    let late = world.join(Role::Viewer);
+    world.connect_all();
+    let (sender, ssrc) = world.ends[late].sender.expect("a viewer");
+    world
+        .shard
+        .subscribe(
+            track,
+            world.ends[late].conn,
+            sender,
+            ssrc,
+            LayerChoice::High,
+        )
+        .expect("subscribe");
+    feed(&mut world, 150..160);
+    world.run_until("the late viewer's keyframe", Duration::from_secs(1), |w| {
+        w.clients[late].received.len() >= 2
+    });
+    assert_eq!(
+        world.clients[late].received[0].2,
+        packet(CAMERA, 100).payload,
+        "the cached keyframe first"
+    );
+
+    let now = world.now;
+    world.shard.remove_connection(local, now);
+    world.step(Duration::from_millis(5));
+    assert!(world.events.contains(&Event::Closed(local)));
+    assert!(world.shard.published_tracks(local).is_empty());
 }
