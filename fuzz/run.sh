@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
-all=(sdp_offer sdpfrag token rtp_media rtcp_feedback stun_demux)
+all=(sdp_offer sdpfrag token rtp_media rtcp_feedback stun_demux camera_h264)
 targets=("${@:-${all[@]}}")
 triple=$(rustc -vV | sed -n 's/^host: //p')
 

@@ -64,6 +64,11 @@ sps = next(n for n in nals if n[0] & 0x1F == 7)
 pps = next(n for n in nals if n[0] & 0x1F == 8)
 idr = next(n for n in nals if n[0] & 0x1F == 5)
 stap = b"\x18" + struct.pack("!H", len(sps)) + sps + struct.pack("!H", len(pps)) + pps
+# camera_h264: records of (16-bit length, marker byte, payload) as an
+# IP camera sends them: an IDR whole over TCP, then in FU-A fragments.
+rec = lambda payload, marker=False: struct.pack("!HB", len(payload), int(marker)) + payload
+put("camera_h264", "idr-whole", rec(sps) + rec(pps) + rec(idr, True))
+put("camera_h264", "idr-fu-a", rec(stap) + rec(bytes([0x7C, 0x85]) + idr[1:3000]) + rec(bytes([0x7C, 0x45]) + idr[3000:], True))
 put("rtp_media", "h264-stap-a", rtp(96, 1, 3000, 0xABCDEF01, stap))
 put("rtp_media", "h264-fu-a-start", rtp(96, 2, 3000, 0xABCDEF01, bytes([0x7C, 0x85]) + idr[1:900]))
 put("rtp_media", "h264-single", rtp(96, 3, 3000, 0xABCDEF01, idr[:1000], marker=True))

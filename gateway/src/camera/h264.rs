@@ -149,6 +149,15 @@ impl Fitter {
         let (Some(sps), Some(pps)) = (&self.sps, &self.pps) else {
             return; // nothing known yet: the IDR goes alone
         };
+        self.params_seen_at = Some(timestamp);
+        if 1 + 4 + sps.len() + pps.len() > MAX_PAYLOAD {
+            // Parameter sets that big are not a camera's, but keep the
+            // packet size promise: each goes on its own.
+            let (sps, pps) = (sps.clone(), pps.clone());
+            fragment_nal(&sps, out);
+            fragment_nal(&pps, out);
+            return;
+        }
         let mut stap = BytesMut::with_capacity(1 + 4 + sps.len() + pps.len());
         // F=0, NRI = the highest of the two, type 24.
         stap.put_u8((sps[0] | pps[0]) & 0x60 | STAP_A);
@@ -156,7 +165,6 @@ impl Fitter {
             stap.put_u16(nal.len() as u16);
             stap.put_slice(nal);
         }
-        self.params_seen_at = Some(timestamp);
         out.push(Out {
             payload: stap.freeze(),
             marker: false,
