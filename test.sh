@@ -34,13 +34,18 @@ as_root() {
 
 # Debian packages: headless Chromium, GStreamer's webrtcbin with the
 # simple-whip-client, iproute2 for the tests' private networks, nftables
-# to block UDP in one of them (ICE over TCP), and prometheus for
+# to block UDP in one of them (ICE over TCP), prometheus for
 # `promtool check metrics` (tests/tests/metrics_prometheus.rs; its server
-# is not started by the tests).
+# is not started by the tests), GStreamer's RTSP server with its Python
+# bindings for the test cameras (tests/rtsp/server.py, run by Debian's
+# /usr/bin/python3; x265enc and voaacenc come from plugins-bad, avenc_aac
+# from libav), and ffmpeg, whose ffprobe checks those cameras
+# independently (tests/tests/rtsp_server.rs).
 debs=(chromium simple-whip-client gstreamer1.0-tools gstreamer1.0-nice
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-      iproute2 nftables prometheus)
+      iproute2 nftables prometheus
+      gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi ffmpeg)
 missing=()
 for deb in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" \

@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod peers;
 pub mod process;
 pub mod replay;
+pub mod rtsp;
 pub mod script;
 pub mod simulcast;
 
