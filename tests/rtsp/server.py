@@ -18,7 +18,8 @@ authenticate (Digest by default, --auth basic for Basic); anything else
 gets 401.
 
 Prints `READY rtsp://127.0.0.1:PORT/cam` on stdout once listening (with
---port 0, the port the kernel chose), and exits on SIGTERM or SIGINT.
+--port 0, the port the kernel chose), then `CLIENT` for each client
+connection, and exits on SIGTERM or SIGINT.
 """
 
 import argparse
@@ -189,6 +190,10 @@ def main():
         factory.connect(
             "media-configure",
             lambda _f, media: feed_h264(media.get_element().get_by_name("camsrc"), units))
+
+    # One line per client connection, so a test can count the attempts
+    # (a retry storm, an on-demand camera that should not be pulled).
+    server.connect("client-connected", lambda _s, _c: print("CLIENT", flush=True))
 
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:

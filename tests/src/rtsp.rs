@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,6 +97,8 @@ impl Default for RtspOptions {
 /// A running test camera; killed when dropped.
 pub struct RtspServer {
     child: Option<Child>,
+    /// Client connections it has accepted, across restarts.
+    connections: Arc<AtomicUsize>,
     options: RtspOptions,
     port: u16,
     url: String,
@@ -111,7 +114,8 @@ impl RtspServer {
     /// stderr if it does not within 15 s.
     pub async fn start(options: RtspOptions) -> RtspServer {
         let port = options.port.unwrap_or(0);
-        let (child, url) = spawn(&options, port).await;
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (child, url) = spawn(&options, port, connections.clone()).await;
         let port = url
             .strip_prefix("rtsp://127.0.0.1:")
             .and_then(|rest| rest.split('/').next())
@@ -119,6 +123,7 @@ impl RtspServer {
             .unwrap_or_else(|| panic!("no port in the camera's URL {url}"));
         RtspServer {
             child: Some(child),
+            connections,
             options,
             port,
             url,
@@ -142,6 +147,12 @@ impl RtspServer {
         }
     }
 
+    /// How many client connections it has accepted (an RTSP client makes
+    /// one per attempt), across restarts.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     /// Its TCP port.
     pub fn port(&self) -> u16 {
         self.port
@@ -161,7 +172,7 @@ impl RtspServer {
     /// first if it still runs).
     pub async fn restart(&mut self) {
         self.kill().await;
-        let (child, url) = spawn(&self.options, self.port).await;
+        let (child, url) = spawn(&self.options, self.port, self.connections.clone()).await;
         assert_eq!(url, self.url, "the camera came back on another URL");
         self.child = Some(child);
     }
@@ -185,7 +196,7 @@ impl Drop for RtspServer {
 }
 
 /// Spawns the script and returns it with the URL it printed.
-async fn spawn(options: &RtspOptions, port: u16) -> (Child, String) {
+async fn spawn(options: &RtspOptions, port: u16, connections: Arc<AtomicUsize>) -> (Child, String) {
     let mut command = Command::new(PYTHON);
     command
         .arg(server_script())
@@ -252,10 +263,14 @@ async fn spawn(options: &RtspOptions, port: u16) -> (Child, String) {
             )
         }
     };
-    // Keep reading, so the pipe never fills.
+    // Keep reading, so the pipe never fills, counting the clients.
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("[rtsp stdout] {line}");
+            if line == "CLIENT" {
+                connections.fetch_add(1, Ordering::SeqCst);
+            } else {
+                eprintln!("[rtsp stdout] {line}");
+            }
         }
     });
     (child, url)

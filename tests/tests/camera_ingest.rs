@@ -51,7 +51,7 @@ impl Site {
             .create_room(admin(pb::CreateRoomRequest {
                 name: ROOM.into(),
                 alarm_rules: Some(pb::AlarmRules {
-                    stall_after_ms: Some(STALL.as_millis() as u64),
+                    stall_after_ms: Some(STALL.as_millis() as u32),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -78,7 +78,12 @@ impl Site {
         base_url(&self.vigil)
     }
 
-    async fn add(&mut self, identity: &str, url: &str, tweak: impl FnOnce(&mut pb::AddCameraRequest)) {
+    async fn add(
+        &mut self,
+        identity: &str,
+        url: &str,
+        tweak: impl FnOnce(&mut pb::AddCameraRequest),
+    ) {
         let mut add = pb::AddCameraRequest {
             room: ROOM.into(),
             identity: identity.into(),
@@ -134,10 +139,12 @@ async fn watch(base: &str, identity: &str, video: usize, audio: usize) -> Viewer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_plays_dies_and_comes_back_on_the_same_viewer() {
     let mut camera = RtspServer::start(RtspOptions::default()).await;
-    let mut site = Site::start(start_server(|c| {
-        c.republish_grace = Duration::from_secs(30);
-    })
-    .await)
+    let mut site = Site::start(
+        start_server(|c| {
+            c.republish_grace = Duration::from_secs(30);
+        })
+        .await,
+    )
     .await;
     site.add("gate", camera.url(), |_| {}).await;
     let live = site.state("gate", pb::CameraState::Live).await;
@@ -265,7 +272,10 @@ fn a_camera_decodes_in_aiortc() {
         );
         assert!(played.num("audio_frames") >= 50.0, "audio decoded");
         let hz = played.num("audio_hz");
-        assert!((400.0..=480.0).contains(&hz), "the camera's 440 Hz tone, not {hz} Hz");
+        assert!(
+            (400.0..=480.0).contains(&hz),
+            "the camera's 440 Hz tone, not {hz} Hz"
+        );
         site.vigil.shutdown().await;
     });
 }
@@ -360,7 +370,8 @@ async fn unplayable_tracks_are_reported_and_the_others_play() {
 async fn an_on_demand_camera_is_pulled_only_while_watched() {
     let camera = RtspServer::start(RtspOptions::default()).await;
     let mut site = Site::start(start_server(|_| {}).await).await;
-    site.add("yard", camera.url(), |add| add.on_demand = true).await;
+    site.add("yard", camera.url(), |add| add.on_demand = true)
+        .await;
     site.state("yard", pb::CameraState::Idle).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(camera.connections(), 0, "not pulled while nobody watches");
@@ -368,7 +379,10 @@ async fn an_on_demand_camera_is_pulled_only_while_watched() {
     // The WHEP POST waits for the camera, then plays.
     let asked = Instant::now();
     let viewer = watch(&site.base(), "yard", 30, 20).await;
-    println!("on-demand camera: first media {:?} after the WHEP POST", asked.elapsed());
+    println!(
+        "on-demand camera: first media {:?} after the WHEP POST",
+        asked.elapsed()
+    );
     assert_eq!(camera.connections(), 1);
     site.state("yard", pb::CameraState::Live).await;
 
@@ -376,7 +390,10 @@ async fn an_on_demand_camera_is_pulled_only_while_watched() {
     assert_eq!(viewer.delete().await, 200);
     let left = Instant::now();
     site.state("yard", pb::CameraState::Idle).await;
-    println!("on-demand camera idle {:?} after its last viewer left", left.elapsed());
+    println!(
+        "on-demand camera idle {:?} after its last viewer left",
+        left.elapsed()
+    );
     assert!(left.elapsed() >= Duration::from_secs(9));
     site.vigil.shutdown().await;
 }

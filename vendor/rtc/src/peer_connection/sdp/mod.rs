@@ -1102,6 +1102,21 @@ impl RTCPeerConnection {
             *count += 1;
         };
 
+        // The candidates go in the first section that is not rejected: a
+        // rejected one (port 0, no codec) carries none, so an answer whose
+        // first section is rejected would otherwise have no candidate at
+        // all (an audio-only stream answering an offer that lists video
+        // first).
+        let candidates_at = media_sections
+            .iter()
+            .position(|m| {
+                m.data
+                    || transceivers
+                        .get(m.transceiver_index)
+                        .is_some_and(|t| !t.get_codecs(media_engine).is_empty())
+            })
+            .unwrap_or(0);
+
         for (i, m) in media_sections.iter().enumerate() {
             if m.data && m.transceiver_index != usize::MAX {
                 return Err(Error::ErrSDPMediaSectionMediaDataChanInvalid);
@@ -1109,7 +1124,7 @@ impl RTCPeerConnection {
                 return Err(Error::ErrSDPMediaSectionTrackInvalid);
             }
 
-            let should_add_candidates = i == 0;
+            let should_add_candidates = i == candidates_at;
 
             let should_add_id = if m.data {
                 let params = AddDataMediaSectionParams {
