@@ -95,8 +95,18 @@ export class RoomCameras {
     this.onList([...this.cameras.values()]);
   }
 
-  /** A camera as an RPC (AddCamera, UpdateCamera) answered it. */
-  put(camera) {
+  /**
+   * A camera as an RPC (AddCamera, UpdateCamera) sent at `asked`
+   * (performance.now()) answered it: its settings, and its state unless the
+   * feed told a newer one meanwhile (a camera that fails at once is
+   * reported unreachable before the RPC's answer, which says connecting).
+   */
+  put(camera, asked = 0) {
+    const known = this.cameras.get(camera.identity);
+    if (known && (this.heard.get(camera.identity) ?? 0) > asked) {
+      const { state, stateDetail, stateSinceUnixMs, tracks } = known;
+      Object.assign(camera, { state, stateDetail, stateSinceUnixMs, tracks });
+    }
     this.cameras.set(camera.identity, camera);
     this.onChange(camera.identity, camera);
   }

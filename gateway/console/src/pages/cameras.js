@@ -106,7 +106,8 @@ export class CameraSection {
 
   async add(fields) {
     try {
-      this.cameras.put(await this.api.rooms.addCamera({ room: this.room, ...fields }));
+      const asked = performance.now();
+      this.cameras.put(await this.api.rooms.addCamera({ room: this.room, ...fields }), asked);
     } catch (e) {
       const code = ConnectError.from(e).code;
       throw code === Code.AlreadyExists ? new Error(`${this.room} already has a camera named ${fields.identity}.`) : e;
@@ -125,7 +126,8 @@ export class CameraSection {
       camera,
       submitLabel: "Save",
       onSubmit: async (fields) => {
-        this.cameras.put(await this.api.rooms.updateCamera({ room: this.room, identity, ...fields }));
+        const asked = performance.now();
+        this.cameras.put(await this.api.rooms.updateCamera({ room: this.room, identity, ...fields }), asked);
         editing.remove();
         toast(`Camera ${identity} saved`);
       },
