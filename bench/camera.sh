@@ -10,6 +10,8 @@
 #   cargo build --release && cargo build --release --manifest-path bench/Cargo.toml
 #   bench/camera.sh [VIEWERS] [extra vigil-bench flags...]
 #
+# VIGIL=path/to/vigil picks another build of the server.
+#
 # VIEWERS defaults to 200. The figures: server CPU %, µs per forwarded
 # packet, ms per Mbit, RSS. No forwarding latency: the tool can only time
 # payloads its own publisher sent. CPU per camera-second is the CPU % over
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 viewers=${1:-200}
 shift || true
 
-vigil=target/release/vigil
+vigil=${VIGIL:-target/release/vigil}
 bench=bench/target/release/vigil-bench
 for bin in "$vigil" "$bench"; do
   [[ -x $bin ]] || { echo "$bin is missing: build it first (see the top of $0)" >&2; exit 2; }
