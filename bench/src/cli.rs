@@ -11,12 +11,16 @@ use crate::whip::{SignalError, loopback_url};
 /// Measures a WHIP/WHEP server on this machine: one publisher (H264 + Opus)
 /// and N viewers over loopback, reporting the server's CPU per forwarded
 /// packet, forwarding latency, loss, memory per viewer and join times.
+/// Without --whip the viewers play a stream published by someone else (an
+/// RTSP camera the server pulls, bench/camera.sh): no forwarding latency
+/// then, as only this tool's own publisher's payloads can be timed.
 #[derive(Debug, Parser)]
 #[command(name = "vigil-bench", version)]
 pub struct Args {
-    /// WHIP endpoint the publisher POSTs its offer to.
+    /// WHIP endpoint the publisher POSTs its offer to. Left out: publish
+    /// nothing, play the stream already at --whep (viewers only).
     #[arg(long)]
-    whip: String,
+    whip: Option<String>,
     /// WHEP endpoint the viewers POST their offers to.
     #[arg(long)]
     whep: String,
@@ -33,8 +37,9 @@ pub struct Args {
     #[arg(long, default_value_t = 2.5)]
     bitrate: f64,
     /// Run a series of points instead of one, stopping at the knee
-    /// (loss > 0.1 % or non-keyframe latency p99 > 50 ms).
-    #[arg(long, value_enum)]
+    /// (loss > 0.1 % or non-keyframe latency p99 > 50 ms). A bitrate sweep
+    /// needs --whip (the bitrate is its publisher's).
+    #[arg(long, value_enum, requires_if("bitrate", "whip"))]
     sweep: Option<Sweep>,
     /// Measurement window per point, in seconds.
     #[arg(long, default_value_t = 10)]
@@ -64,7 +69,8 @@ const SWEEP_MBPS: [f64; 5] = [0.5, 1.0, 2.0, 4.0, 8.0];
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub whip: Uri,
+    /// `None`: play an existing stream, publish nothing.
+    pub whip: Option<Uri>,
     pub whep: Uri,
     pub token: Option<String>,
     pub server_pid: Option<u32>,
@@ -84,7 +90,10 @@ pub struct Point {
 
 impl Args {
     pub fn settings(self) -> Result<Settings, SignalError> {
-        let bps = |mbps: f64| mbps * 1e6;
+        // Without a publisher of its own the bitrate is not the tool's:
+        // points carry 0 (their measured Mbit/s is what arrived).
+        let publishing = self.whip.is_some();
+        let bps = |mbps: f64| if publishing { mbps * 1e6 } else { 0.0 };
         let points = match self.sweep {
             None => vec![Point {
                 viewers: self.viewers,
@@ -106,7 +115,7 @@ impl Args {
                 .collect(),
         };
         Ok(Settings {
-            whip: loopback_url(&self.whip)?,
+            whip: self.whip.as_deref().map(loopback_url).transpose()?,
             whep: loopback_url(&self.whep)?,
             token: self.token,
             server_pid: self.server_pid,
@@ -116,5 +125,48 @@ impl Args {
             points,
             stop_at_knee: self.sweep.is_some(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WHEP: &str = "http://127.0.0.1:18080/whep/bench/cam";
+
+    #[test]
+    fn without_whip_the_tool_only_plays() {
+        let args = Args::try_parse_from(["vigil-bench", "--whep", WHEP, "--viewers", "200"])
+            .expect("--whip is optional");
+        let settings = args.settings().expect("loopback URL");
+        assert!(settings.whip.is_none());
+        assert_eq!(
+            settings.points,
+            [Point {
+                viewers: 200,
+                bitrate_bps: 0.0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_bitrate_sweep_needs_a_publisher() {
+        let without = Args::try_parse_from(["vigil-bench", "--whep", WHEP, "--sweep", "bitrate"]);
+        assert!(
+            without.is_err(),
+            "a bitrate sweep without --whip was accepted"
+        );
+        let with = Args::try_parse_from([
+            "vigil-bench",
+            "--whip",
+            "http://127.0.0.1:18080/whip/bench/cam",
+            "--whep",
+            WHEP,
+            "--sweep",
+            "bitrate",
+        ]);
+        assert!(with.is_ok());
+        let viewers = Args::try_parse_from(["vigil-bench", "--whep", WHEP, "--sweep", "viewers"]);
+        assert!(viewers.is_ok(), "a viewer sweep plays another's stream");
     }
 }

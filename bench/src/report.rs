@@ -14,6 +14,7 @@ const KNEE_P99_MS: f64 = 50.0;
 #[derive(Debug, Serialize)]
 pub struct RunReport {
     /// The fixture's own video bitrate; lower targets are sent unpadded.
+    /// 0 without --whip: the tool published nothing.
     pub fixture_mbps: f64,
     pub points: Vec<PointResult>,
     /// Slope of the server's RSS over the number of viewers, across points.
@@ -244,10 +245,17 @@ pub fn tables(report: &RunReport) -> String {
     if let Some(kb) = report.rss_kb_per_viewer {
         out.push_str(&format!("\nserver RSS slope: {kb:.0} KB per viewer\n"));
     }
-    out.push_str(&format!(
-        "fixture: {:.2} Mbit/s of H264, padded up to each bitrate\n",
-        report.fixture_mbps
-    ));
+    if report.fixture_mbps > 0.0 {
+        out.push_str(&format!(
+            "fixture: {:.2} Mbit/s of H264, padded up to each bitrate\n",
+            report.fixture_mbps
+        ));
+    } else {
+        // Without --whip: the stream and its bitrate are another publisher's.
+        out.push_str(
+            "viewers only: the stream is another publisher's (no latency: only the tool's own payloads can be timed)\n",
+        );
+    }
     out
 }
 

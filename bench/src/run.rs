@@ -64,11 +64,17 @@ pub async fn run(
     // The settings always hold at least one point.
     let bitrate = settings.points[0].bitrate_bps;
 
-    let offer = Offer::new(Role::Publish, &cert)?;
-    let session = signal.create(&settings.whip, offer.sdp.clone()).await?;
-    let publisher = Publisher::new(offer.accept(&session.answer)?, bitrate)?;
-    let fixture_bps = publisher.fixture_bitrate();
-    media.send(Command::Publish(Box::new(publisher)))?;
+    // Without --whip, the stream at --whep is someone else's (a camera).
+    let mut session = None;
+    let mut fixture_bps = 0.0;
+    if let Some(whip) = &settings.whip {
+        let offer = Offer::new(Role::Publish, &cert)?;
+        let created = signal.create(whip, offer.sdp.clone()).await?;
+        let publisher = Publisher::new(offer.accept(&created.answer)?, bitrate)?;
+        fixture_bps = publisher.fixture_bitrate();
+        media.send(Command::Publish(Box::new(publisher)))?;
+        session = Some(created);
+    }
 
     let bench = Bench {
         settings,
@@ -77,7 +83,9 @@ pub async fn run(
         cert: &cert,
     };
     let points = bench.points(bitrate, progress).await;
-    if let Err(e) = signal.delete(&session.location).await {
+    if let Some(session) = session
+        && let Err(e) = signal.delete(&session.location).await
+    {
         warn!("deleting the publisher: {e}");
     }
     Ok(report::summarise(points?, fixture_bps))
@@ -132,9 +140,11 @@ impl Bench<'_> {
         mut bitrate: f64,
         mut progress: impl FnMut(&PointResult),
     ) -> Result<Vec<PointResult>, BenchError> {
-        wait_for_publisher(self.media).await?;
-        sleep(GOP_SETTLE).await;
-        info!("publishing");
+        if self.settings.whip.is_some() {
+            wait_for_publisher(self.media).await?;
+            sleep(GOP_SETTLE).await;
+            info!("publishing");
+        }
         let mut points = Vec::new();
         for &point in &self.settings.points {
             if point.bitrate_bps != bitrate {

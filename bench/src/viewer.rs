@@ -46,6 +46,9 @@ pub struct Reception {
     pub first_rtp: Option<Instant>,
     pub first_keyframe: Option<Instant>,
     assembling: Vec<Assembly>,
+    /// A keyframe not sent by this tool's publisher (`--whip` left out)
+    /// has begun: an IDR slice arrived, its access unit not yet ended.
+    foreign_keyframe: bool,
     pub video: Sequence,
     pub audio: Sequence,
 }
@@ -72,6 +75,7 @@ impl Viewer {
                 connected_at: None,
                 first_rtp: None,
                 first_keyframe: None,
+                foreign_keyframe: false,
                 assembling: Vec::new(),
                 video: Sequence::default(),
                 audio: Sequence::default(),
@@ -114,6 +118,12 @@ impl Reception {
         self.video.record(*packet.seq_no);
         let Some(sent) = log.lookup(&packet.payload) else {
             window.unmatched += 1;
+            if self.first_keyframe.is_none() {
+                self.foreign_keyframe |= carries_idr(&packet.payload);
+                if self.foreign_keyframe && packet.header.marker {
+                    self.first_keyframe = Some(arrival.at);
+                }
+            }
             return;
         };
         let latency_us = arrival.wall_ns.saturating_sub(sent.sent_ns) / 1000;
@@ -152,6 +162,40 @@ impl Reception {
             self.first_keyframe = Some(at);
             self.assembling = Vec::new();
         }
+    }
+}
+
+/// Whether an H264 RTP payload (RFC 6184) carries an IDR slice or its
+/// start: a single NAL unit, a STAP-A holding one, or an FU-A's first
+/// fragment. For another publisher's stream, whose payloads this tool
+/// cannot look up, a keyframe is an IDR start up to the packet with the
+/// marker bit (its access unit's last, one slice per picture as cameras
+/// send); a loss in between goes unnoticed.
+fn carries_idr(payload: &[u8]) -> bool {
+    const IDR: u8 = 5;
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match first & 0x1f {
+        IDR => true,
+        // STAP-A: (16-bit size, NAL unit)*
+        24 => {
+            let mut rest = &payload[1..];
+            while let [hi, lo, tail @ ..] = rest {
+                let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+                match tail.first() {
+                    Some(header) if size > 0 && header & 0x1f == IDR => return true,
+                    _ => {}
+                }
+                rest = tail.get(size..).unwrap_or(&[]);
+            }
+            false
+        }
+        // FU-A: the start bit, and the fragmented unit's type
+        28 => payload
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == IDR),
+        _ => false,
     }
 }
 
@@ -227,5 +271,25 @@ mod tests {
             s.record(seq);
         }
         assert_eq!((s.expected(), s.lost()), (4, 1));
+    }
+
+    #[test]
+    fn idr_starts_are_found_in_every_packetization() {
+        // Single NAL units: IDR (type 5) yes, non-IDR slice (1) and SPS (7) no.
+        assert!(carries_idr(&[0x65, 0x88]));
+        assert!(!carries_idr(&[0x41, 0x9a]));
+        assert!(!carries_idr(&[0x67, 0x42]));
+        // STAP-A with SPS, PPS, then an IDR; and one with SPS and PPS only.
+        assert!(carries_idr(&[
+            0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce, 0, 2, 0x65, 0x88
+        ]));
+        assert!(!carries_idr(&[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]));
+        // A truncated STAP-A is not read past its end.
+        assert!(!carries_idr(&[0x78, 0, 9, 0x67]));
+        // FU-A of an IDR: only the first fragment (start bit) counts.
+        assert!(carries_idr(&[0x7c, 0x85, 0x88]));
+        assert!(!carries_idr(&[0x7c, 0x05, 0x88]));
+        assert!(!carries_idr(&[0x7c, 0x81, 0x9a]));
+        assert!(!carries_idr(&[]));
     }
 }

@@ -121,9 +121,28 @@ async fn serves_again_after_kill_and_restart() {
     let mut camera = RtspServer::start(RtspOptions::default()).await;
     let url = camera.url().to_string();
     assert!(probe(&url).await.is_ok());
+    // A client pulling when the power goes, as Vigil will be.
+    let mut pulling = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i"])
+        .arg(&url)
+        .args(["-f", "null", "-"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run ffmpeg");
+    decode_60_frames(&url).await;
+    assert!(
+        pulling.try_wait().expect("ffmpeg's status").is_none(),
+        "the puller stopped while the camera ran"
+    );
 
     camera.kill().await;
     assert!(!camera.is_running());
+    tokio::time::timeout(Duration::from_secs(10), pulling.wait())
+        .await
+        .expect("the puller noticed the camera died")
+        .expect("ffmpeg's status");
     let refused = probe(&url).await.expect_err("a dead camera serves nothing");
     assert!(
         refused.contains("Connection refused"),
