@@ -12,7 +12,8 @@
 #
 # VIGIL=path/to/vigil picks another build of the server.
 #
-# VIEWERS defaults to 200. The figures: server CPU %, µs per forwarded
+# VIEWERS defaults to 200; 0 measures the server's CPU for pulling the
+# camera(s) with nobody watching (CAMERAS=N pulls N). The figures: server CPU %, µs per forwarded
 # packet, ms per Mbit, RSS. No forwarding latency: the tool can only time
 # payloads its own publisher sent. CPU per camera-second is the CPU % over
 # 100 (one camera).
@@ -64,6 +65,11 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 ctl camera add bench cam "$camera"
+# CAMERAS=N: N-1 more cameras pulled beside it (the same test camera), for
+# the cost of pulling many.
+for i in $(seq 2 "${CAMERAS:-1}"); do
+  ctl camera add bench "cam$i" "$camera" > /dev/null
+done
 
 # Live when the stream's statistics show video frames coming in: Vigil pulls
 # the camera and publishes it as bench/cam.
@@ -77,5 +83,19 @@ for _ in $(seq 150); do
 done
 [[ -n $live ]] || { echo "bench/cam did not go live in 30 s; vigil's log:" >&2; tail -30 "$work/vigil.log" >&2; exit 1; }
 
+if [[ $viewers == 0 ]]; then
+  # Nobody watches: the server's CPU for pulling the cameras alone, over
+  # 20 s after 5 s more of warm-up (utime + stime from /proc).
+  sleep 5
+  cpu() { awk '{print $14 + $15}' "/proc/$vigil_pid/stat"; }
+  t0=$(cpu); s0=$(date +%s%N)
+  sleep 20
+  t1=$(cpu); s1=$(date +%s%N)
+  ticks=$(getconf CLK_TCK)
+  awk -v t="$((t1 - t0))" -v hz="$ticks" -v ns="$((s1 - s0))" -v n="${CAMERAS:-1}" \
+    -v rss="$(awk '/VmRSS/{print $2}' "/proc/$vigil_pid/status")" \
+    'BEGIN { printf "cameras=%d viewers=0 srv CPU %%=%.2f RSS MB=%.1f\n", n, 100 * t / hz / (ns / 1e9), rss / 1024 }'
+  exit 0
+fi
 taskset -c 1 "$bench" --whep "http://$http/whep/bench/cam" \
   --server-pid "$vigil_pid" --viewers "$viewers" "$@"

@@ -25,7 +25,7 @@ const SDP: &str = "application/sdp";
 const SDP_FRAG: &str = "application/trickle-ice-sdpfrag";
 
 /// Which protocol an endpoint speaks.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// WHIP ingest.
     Publish,
@@ -90,6 +90,12 @@ async fn create_session(
         .await?;
     let slot = state.limiter.open_session(client, bearer(req.headers()))?;
     let offer = read_text(req, &state.config, Error::MalformedSdp).await?;
+    if role == Role::Play {
+        // An on-demand camera is pulled now; the offer is answered once it
+        // is published (its codecs are known). Before the turn: other
+        // offers are answered meanwhile.
+        state.cameras.demand(&room, &stream).await;
+    }
     let _turn = state
         .negotiations
         .acquire()
@@ -107,9 +113,6 @@ async fn create_session(
                 .await?
         }
         Role::Play => {
-            // An on-demand camera is pulled now; the offer is answered
-            // once it is published (its codecs are known).
-            state.cameras.demand(&room, &stream).await;
             let sfu = &state.sfu;
             sfu.play(room, stream, identity, offer, layer, Some(slot))
                 .await?
