@@ -175,12 +175,14 @@ struct Reporter<'a> {
 
 impl Reporter<'_> {
     fn report(&mut self, state: CameraState, detail: String) {
-        let now = Some((state, detail));
-        if self.last == now {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(s, d)| *s == state && *d == detail)
+        {
             return;
         }
-        let (state, detail) = now.clone().expect("just made");
-        self.last = now;
+        self.last = Some((state, detail.clone()));
         self.facts.camera_status(
             &self.spec.room,
             &self.spec.identity,
@@ -218,10 +220,12 @@ async fn pull(
         }
     };
     reporter.tracks = plan.tracks.clone();
+    // The session's clock starts at PLAY (docs/cameras.md, timestamps).
+    let clock = SessionClock::new(Instant::now());
     let mut tracks: Vec<Forward> = plan
         .chosen
         .iter()
-        .map(|chosen| Forward::new(chosen, rand::random()))
+        .map(|chosen| Forward::new(chosen, rand::random(), &clock))
         .collect();
     let publisher = match sfu
         .publish_local(
@@ -365,21 +369,19 @@ struct Forward {
     ssrc: u32,
     payload_type: u8,
     seq: u16,
-    clock: Option<TrackClock>,
-    clock_rate: u32,
+    clock: TrackClock,
     /// H.264 only.
     fitter: Option<Fitter>,
 }
 
 impl Forward {
-    fn new(chosen: &Chosen, ssrc: u32) -> Self {
+    fn new(chosen: &Chosen, ssrc: u32, clock: &SessionClock) -> Self {
         Forward {
             stream: chosen.stream,
             ssrc,
             payload_type: chosen.codec().params.payload_type,
             seq: rand::random(),
-            clock: None,
-            clock_rate: chosen.clock_rate,
+            clock: clock.track(chosen.clock_rate),
             fitter: chosen
                 .h264
                 .as_ref()
@@ -399,10 +401,6 @@ async fn forward(
     tracks: &mut [Forward],
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> Option<Ended> {
-    let clock = SessionClock::new(Instant::now());
-    for t in tracks.iter_mut() {
-        t.clock = Some(clock.track(t.clock_rate));
-    }
     let mut outs: Vec<Out> = Vec::new();
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -450,10 +448,7 @@ async fn forward(
         };
         let header = packet.header();
         let (timestamp, marker, loss) = (header.timestamp(), header.mark(), packet.loss());
-        let Some(clock) = track.clock.as_mut() else {
-            continue;
-        };
-        let ours = clock.map(timestamp, arrived);
+        let ours = track.clock.map(timestamp, arrived);
         // Lost packets keep their place in our numbering, so the loss
         // shows in the stream's statistics.
         track.seq = track.seq.wrapping_add(loss);

@@ -1327,7 +1327,11 @@ impl Shard {
     /// A local publisher's packets of one input: counted, then relayed
     /// and fanned out unless their track is muted.
     fn publish(&mut self, id: ConnId, media: Vec<rtp::Packet>, now: Instant) {
-        let counters = match self.locals.get(&id) {
+        // Which map the publisher is in is looked up once per input, not
+        // per packet: a connection's packets pay no lookup for cameras.
+        let local = self.locals.get(&id);
+        let is_local = local.is_some();
+        let counters = match local {
             Some(local) => local.counters.clone(),
             None => self.conns.get(&id).and_then(|c| c.counters.clone()),
         };
@@ -1337,9 +1341,10 @@ impl Shard {
                 let codec = self.keyframes.get(&source).map(|(codec, _)| *codec);
                 let keyframe = codec.is_some_and(|codec| starts_keyframe(codec, &packet.payload));
                 counters.count(packet.payload.len(), keyframe);
-                let reception = match self.locals.get_mut(&id) {
-                    Some(local) => Some(&mut local.reception),
-                    None => self.conns.get_mut(&id).map(|c| &mut c.reception),
+                let reception = if is_local {
+                    self.locals.get_mut(&id).map(|l| &mut l.reception)
+                } else {
+                    self.conns.get_mut(&id).map(|c| &mut c.reception)
                 };
                 if let Some(reception) = reception {
                     let size = codec
