@@ -40,12 +40,14 @@ as_root() {
 # bindings for the test cameras (tests/rtsp/server.py, run by Debian's
 # /usr/bin/python3; x265enc and voaacenc come from plugins-bad, avenc_aac
 # from libav), and ffmpeg, whose ffprobe checks those cameras
-# independently (tests/tests/rtsp_server.rs).
+# independently (tests/tests/rtsp_server.rs), and redis-server, which the
+# cluster tests start on loopback ports of their own (tests/src/redis.rs).
 debs=(chromium simple-whip-client gstreamer1.0-tools gstreamer1.0-nice
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
       iproute2 nftables prometheus
-      gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi ffmpeg)
+      gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi ffmpeg
+      redis-server)
 missing=()
 for deb in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" \

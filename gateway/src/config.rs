@@ -222,6 +222,27 @@ pub struct Config {
     pub tls: Option<TlsSource>,
     /// With TLS, a plain-HTTP port that redirects every request to HTTPS.
     pub http_redirect_listen: Option<SocketAddr>,
+    /// Several nodes sharing state over Redis (docs/cluster.md); `None`:
+    /// a single node, no Redis.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node joins a deployment (`--redis-url` and the `--node-*` flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The Redis every node of the deployment shares (`redis://host:port/db`).
+    pub redis_url: String,
+    /// This node's name in the deployment, unique among its nodes.
+    pub node_id: String,
+    /// Where the other nodes reach this node's HTTP port (WHEP relays,
+    /// redirects); `None`: the address the HTTP port is bound to.
+    pub node_url: Option<String>,
+    /// Sessions this node takes before it redirects new WHIP/WHEP POSTs to
+    /// a less loaded node; 0: no limit.
+    pub capacity: usize,
+    /// The local address a relay's WebRTC client (this node playing a
+    /// stream from another node) gathers candidates on.
+    pub relay_ip: IpAddr,
 }
 
 impl Default for Config {
@@ -253,6 +274,7 @@ impl Default for Config {
             otlp_endpoint: None,
             tls: None,
             http_redirect_listen: None,
+            cluster: None,
         }
     }
 }
@@ -373,6 +395,26 @@ pub struct Args {
     /// to HTTPS (e.g. 0.0.0.0:80).
     #[arg(long, env = "VIGIL_HTTP_REDIRECT_LISTEN")]
     pub http_redirect_listen: Option<SocketAddr>,
+    /// Join a deployment of nodes sharing this Redis (redis://host:port);
+    /// without it the node stands alone and needs no Redis.
+    #[arg(long, env = "VIGIL_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// This node's name in the deployment [default: the host name and HTTP
+    /// port].
+    #[arg(long, env = "VIGIL_NODE_ID", requires = "redis_url")]
+    pub node_id: Option<String>,
+    /// The URL other nodes reach this node's HTTP port at [default: the
+    /// HTTP listen address].
+    #[arg(long, env = "VIGIL_NODE_URL", requires = "redis_url")]
+    pub node_url: Option<String>,
+    /// Sessions this node serves before it redirects new POSTs to a less
+    /// loaded node [default: 0, no limit].
+    #[arg(long, env = "VIGIL_NODE_CAPACITY", requires = "redis_url")]
+    pub node_capacity: Option<usize>,
+    /// Local IP a relay's WebRTC client uses towards other nodes
+    /// [default: 127.0.0.1].
+    #[arg(long, env = "VIGIL_RELAY_IP", requires = "redis_url")]
+    pub relay_ip: Option<IpAddr>,
     /// Seconds a new session gets to connect (ICE and DTLS) before it is
     /// closed [default: 10].
     #[arg(long, env = "VIGIL_CONNECT_TIMEOUT_SECS")]
@@ -493,6 +535,11 @@ struct FileConfig {
     connect_timeout_secs: Option<u64>,
     #[serde(default)]
     limits: LimitArgs,
+    redis_url: Option<String>,
+    node_id: Option<String>,
+    node_url: Option<String>,
+    node_capacity: Option<usize>,
+    relay_ip: Option<IpAddr>,
 }
 
 /// The configuration could not be read.
@@ -589,6 +636,34 @@ impl Args {
             ));
         }
         let http_redirect_listen = self.http_redirect_listen.or(file.http_redirect_listen);
+        let http_listen = self
+            .http_listen
+            .or(file.http_listen)
+            .unwrap_or(defaults.http_listen);
+        let cluster = self
+            .redis_url
+            .or(file.redis_url)
+            .filter(|url| !url.trim().is_empty())
+            .map(|redis_url| ClusterConfig {
+                redis_url,
+                node_id: self.node_id.or(file.node_id).unwrap_or_else(|| {
+                    let host = std::fs::read_to_string("/etc/hostname")
+                        .map(|h| h.trim().to_owned())
+                        .unwrap_or_default();
+                    let host = if host.is_empty() {
+                        "vigil".into()
+                    } else {
+                        host
+                    };
+                    format!("{host}-{}", http_listen.port())
+                }),
+                node_url: self.node_url.or(file.node_url),
+                capacity: self.node_capacity.or(file.node_capacity).unwrap_or(0),
+                relay_ip: self
+                    .relay_ip
+                    .or(file.relay_ip)
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            });
         if http_redirect_listen.is_some() && tls.is_none() {
             return Err(ConfigError::Conflict(
                 "--http-redirect-listen redirects to HTTPS: it needs --tls-cert/--tls-key or --tls-self-signed"
@@ -596,10 +671,7 @@ impl Args {
             ));
         }
         Ok(Config {
-            http_listen: self
-                .http_listen
-                .or(file.http_listen)
-                .unwrap_or(defaults.http_listen),
+            http_listen,
             media_listen: self
                 .media_listen
                 .or(file.media_listen)
@@ -650,6 +722,7 @@ impl Args {
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.connect_timeout),
             limits: self.limits.merge(file.limits),
+            cluster,
             ..defaults
         })
     }

@@ -24,6 +24,7 @@
 
 pub mod admission;
 pub mod camera;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod engine;

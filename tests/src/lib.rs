@@ -15,6 +15,7 @@ pub mod netns;
 pub mod otlp;
 pub mod peers;
 pub mod process;
+pub mod redis;
 pub mod replay;
 pub mod rtsp;
 pub mod script;
