@@ -23,6 +23,7 @@ use crate::issued::{IssuedToken, new_token_id};
 use crate::media::{MediaPlane, StreamSample};
 use crate::names::{InvalidName, RoomName, StreamName};
 use crate::owner::Owner;
+use crate::peers::{PeerOp, PeerOutcome, Peers};
 use crate::room::{AlarmRules, Limits, RoomSpec, RoomUpdate};
 use crate::store::{Store, StoreError};
 use crate::token::{Action, Claims, Grants, TokenError, TokenSigner};
@@ -33,6 +34,10 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How far back `ListAlarms` looks for cleared alarms unless asked.
 pub const RECENT_ALARMS: Duration = Duration::from_secs(3600);
+
+/// How long a relay's token opens a room: it is checked once, when the
+/// relay's WHEP request is admitted.
+pub const RELAY_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// Longest token lifetime an admin may ask for.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -426,7 +431,10 @@ pub(crate) enum Msg {
 /// The sending half for facts from the media plane, created before the
 /// control plane starts so the gateway can be built first.
 #[derive(Clone)]
-pub struct Facts(mpsc::UnboundedSender<Msg>);
+pub struct Facts(
+    mpsc::UnboundedSender<Msg>,
+    Option<Arc<dyn crate::peers::SessionObserver>>,
+);
 
 /// The receiving half, handed to [`Control::start`].
 pub struct Inbox(mpsc::UnboundedReceiver<Msg>);
@@ -434,10 +442,16 @@ pub struct Inbox(mpsc::UnboundedReceiver<Msg>);
 /// Creates the channel between the media plane and the control owner.
 pub fn channel() -> (Facts, Inbox) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Facts(tx), Inbox(rx))
+    (Facts(tx, None), Inbox(rx))
 }
 
 impl Facts {
+    /// The same facts, also told to `observer` as sessions start and end
+    /// (a deployment's directory of sessions).
+    pub fn observed_by(self, observer: Arc<dyn crate::peers::SessionObserver>) -> Facts {
+        Facts(self.0, Some(observer))
+    }
+
     fn send(&self, msg: Msg) {
         // Fails only after the control plane stopped; facts are moot then.
         let _ = self.0.send(msg);
@@ -452,6 +466,9 @@ impl Facts {
         role: SessionRole,
         identity: &str,
     ) {
+        if let Some(observer) = &self.1 {
+            observer.started(session, room, stream, role, identity);
+        }
         self.send(Msg::SessionStarted {
             session: session.to_owned(),
             room: room.clone(),
@@ -470,6 +487,9 @@ impl Facts {
 
     /// A session ended.
     pub fn session_ended(&self, session: &str, reason: LeaveReason) {
+        if let Some(observer) = &self.1 {
+            observer.ended(session);
+        }
         self.send(Msg::SessionEnded {
             session: session.to_owned(),
             reason,
@@ -530,6 +550,8 @@ pub struct Control {
     media: Arc<dyn MediaPlane>,
     bus: Arc<dyn EventBus>,
     auth: Auth,
+    /// The other nodes of a deployment, once the cluster is wired.
+    peers: Arc<std::sync::OnceLock<Arc<dyn Peers>>>,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -573,7 +595,66 @@ impl Control {
             media,
             bus,
             auth,
+            peers: Default::default(),
         })
+    }
+
+    /// Joins a deployment: HangUp, MuteTrack, Call and EndCall act on the
+    /// sessions of every node from now on. Set once; later calls are
+    /// ignored.
+    pub fn set_peers(&self, peers: Arc<dyn Peers>) {
+        if self.peers.set(peers).is_err() {
+            tracing::warn!("peers were set already");
+        }
+    }
+
+    fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.peers.get()
+    }
+
+    /// Carries out another node's operation on the sessions this node
+    /// hosts, exactly as for a request of its own.
+    pub async fn run_here(&self, op: &PeerOp) -> Result<PeerOutcome> {
+        match op {
+            PeerOp::HangUp { room, identity } => {
+                let closed = self.hang_up_here(&RoomName::new(room)?, identity).await?;
+                Ok(PeerOutcome::Closed {
+                    sessions: closed as u64,
+                })
+            }
+            PeerOp::Mute {
+                room,
+                identity,
+                video,
+                muted,
+            } => {
+                let kind = if *video {
+                    TrackKind::Video
+                } else {
+                    TrackKind::Audio
+                };
+                self.mute_here(&RoomName::new(room)?, identity, kind, *muted)
+                    .await?;
+                Ok(PeerOutcome::Done)
+            }
+            PeerOp::Call {
+                room,
+                caller,
+                callee,
+            } => {
+                let call = self.call_here(RoomName::new(room)?, caller, callee).await?;
+                Ok(PeerOutcome::Rings {
+                    call_id: call.call_id,
+                    whep_path: call.whep_path,
+                })
+            }
+            PeerOp::EndCall { room, callee } => {
+                let closed = self.end_call_here(&RoomName::new(room)?, callee).await?;
+                Ok(PeerOutcome::Closed {
+                    sessions: closed as u64,
+                })
+            }
+        }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T> {
@@ -867,32 +948,49 @@ impl Control {
         ban: Option<Duration>,
     ) -> Result<usize> {
         let room = RoomName::new(room)?;
-        match ban {
-            Some(ban) => {
-                if identity.is_empty() {
-                    return Err(ControlError::InvalidArgument("identity is required".into()));
-                }
-                let until = Instant::now() + ban;
-                self.ask(|reply| Msg::Ban {
-                    room: room.clone(),
-                    identity: identity.to_owned(),
-                    until,
-                    reply,
-                })
-                .await??;
+        if let Some(ban) = ban {
+            if identity.is_empty() {
+                return Err(ControlError::InvalidArgument("identity is required".into()));
             }
-            None => {
-                self.ask(|reply| Msg::HasParticipant {
-                    room: room.clone(),
-                    identity: identity.to_owned(),
-                    reply,
-                })
-                .await??;
-            }
+            let until = Instant::now() + ban;
+            self.ask(|reply| Msg::Ban {
+                room: room.clone(),
+                identity: identity.to_owned(),
+                until,
+                reply,
+            })
+            .await??;
         }
+        let here = if ban.is_some() {
+            Ok(self
+                .media
+                .hang_up(&room, identity, LeaveReason::HungUp)
+                .await)
+        } else {
+            self.hang_up_here(&room, identity).await
+        };
+        let Some(peers) = self.peers() else {
+            return here;
+        };
+        let op = PeerOp::HangUp {
+            room: room.to_string(),
+            identity: identity.to_owned(),
+        };
+        crate::peers::total_closed(here, peers.run(&op).await)
+    }
+
+    /// HangUp on this node's sessions: `NotFound` if it hosts none of
+    /// `identity`'s.
+    async fn hang_up_here(&self, room: &RoomName, identity: &str) -> Result<usize> {
+        self.ask(|reply| Msg::HasParticipant {
+            room: room.clone(),
+            identity: identity.to_owned(),
+            reply,
+        })
+        .await??;
         Ok(self
             .media
-            .hang_up(&room, identity, LeaveReason::HungUp)
+            .hang_up(room, identity, LeaveReason::HungUp)
             .await)
     }
 
@@ -932,6 +1030,30 @@ impl Control {
         muted: bool,
     ) -> Result<()> {
         let room = RoomName::new(room)?;
+        let here = self.mute_here(&room, identity, kind, muted).await;
+        match (here, self.peers()) {
+            (Err(e @ ControlError::NotFound(_)), Some(peers)) => {
+                let op = PeerOp::Mute {
+                    room: room.to_string(),
+                    identity: identity.to_owned(),
+                    video: kind == TrackKind::Video,
+                    muted,
+                };
+                crate::peers::first_done(e, peers.run(&op).await).map(|_| ())
+            }
+            (here, _) => here,
+        }
+    }
+
+    /// MuteTrack on a stream this node hosts: `NotFound` if it does not.
+    async fn mute_here(
+        &self,
+        room: &RoomName,
+        identity: &str,
+        kind: TrackKind,
+        muted: bool,
+    ) -> Result<()> {
+        let room = room.clone();
         let stream = StreamName::new(identity)?;
         self.ask(|reply| Msg::HasTrack {
             room: room.clone(),
@@ -959,6 +1081,32 @@ impl Control {
     /// Rings `callee`: asks it to play `caller`'s stream.
     pub async fn call(&self, room: &str, caller: &str, callee: &str) -> Result<CallView> {
         let room = RoomName::new(room)?;
+        let here = self.call_here(room.clone(), caller, callee).await;
+        match (here, self.peers()) {
+            (
+                Err(e @ (ControlError::NotFound(_) | ControlError::FailedPrecondition(_))),
+                Some(peers),
+            ) => {
+                let op = PeerOp::Call {
+                    room: room.to_string(),
+                    caller: caller.to_owned(),
+                    callee: callee.to_owned(),
+                };
+                match crate::peers::first_done(e, peers.run(&op).await)? {
+                    PeerOutcome::Rings { call_id, whep_path } => {
+                        Ok(CallView { call_id, whep_path })
+                    }
+                    other => Err(ControlError::FailedPrecondition(format!(
+                        "a node answered Call with {other:?}"
+                    ))),
+                }
+            }
+            (here, _) => here,
+        }
+    }
+
+    /// Call, where this node hosts the caller's stream and the callee.
+    async fn call_here(&self, room: RoomName, caller: &str, callee: &str) -> Result<CallView> {
         self.ask(|reply| Msg::Call {
             room,
             caller: caller.to_owned(),
@@ -973,6 +1121,25 @@ impl Control {
     /// stream. Returns how many sessions were closed.
     pub async fn end_call(&self, room: &str, callee: &str) -> Result<usize> {
         let room = RoomName::new(room)?;
+        let here = self.end_call_here(&room, callee).await;
+        match (here, self.peers()) {
+            (Err(e @ ControlError::NotFound(_)), Some(peers)) => {
+                let op = PeerOp::EndCall {
+                    room: room.to_string(),
+                    callee: callee.to_owned(),
+                };
+                match crate::peers::first_done(e, peers.run(&op).await)? {
+                    PeerOutcome::Closed { sessions } => Ok(sessions as usize),
+                    _ => Ok(0),
+                }
+            }
+            (here, _) => here,
+        }
+    }
+
+    /// EndCall, where this node holds the call.
+    async fn end_call_here(&self, room: &RoomName, callee: &str) -> Result<usize> {
+        let room = room.clone();
         let ended = self
             .ask(|reply| Msg::EndCall {
                 room: room.clone(),
@@ -984,6 +1151,32 @@ impl Control {
             .media
             .end_call(&room, &ended.caller, callee, ended.caller_idle)
             .await)
+    }
+
+    /// A short-lived token with which another node's relay plays `room`'s
+    /// streams here as `identity` (docs/cluster.md): signed with the
+    /// deployment's shared secret, for the room's current incarnation and
+    /// token generation, not kept (it is checked once, at admission).
+    /// `None` in open mode, where no token is needed.
+    pub async fn relay_token(&self, room: &RoomName, identity: &str) -> Result<Option<String>> {
+        let Auth::Tokens { signer, .. } = &self.auth else {
+            return Ok(None);
+        };
+        let spec = self.room(room.as_str()).await?.spec;
+        let grants = Grants {
+            subscribe: true,
+            ..Grants::default()
+        };
+        let mut claims = Claims::new(
+            identity,
+            room,
+            spec.incarnation,
+            grants,
+            unix_secs(),
+            RELAY_TOKEN_TTL,
+        );
+        claims.rgen = spec.token_generation;
+        Ok(Some(signer.sign(&claims)?))
     }
 
     /// Signs a participant token for an existing room (admin mode only):

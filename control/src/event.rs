@@ -48,6 +48,9 @@ pub enum LeaveReason {
     /// A viewer connected when the room's connected viewers already filled
     /// its `max_viewers`.
     RoomFull,
+    /// The node that hosted the session stopped heartbeating (it died or
+    /// lost its network); another node of the deployment reported it.
+    NodeLost,
 }
 
 /// Why a call ended.

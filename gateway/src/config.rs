@@ -655,7 +655,11 @@ impl Args {
                     } else {
                         host
                     };
-                    format!("{host}-{}", http_listen.port())
+                    match http_listen.port() {
+                        // Ephemeral: nothing stable to tell nodes apart by.
+                        0 => format!("{host}-{:08x}", rand::random::<u32>()),
+                        port => format!("{host}-{port}"),
+                    }
                 }),
                 node_url: self.node_url.or(file.node_url),
                 capacity: self.node_capacity.or(file.node_capacity).unwrap_or(0),

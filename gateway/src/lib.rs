@@ -160,16 +160,27 @@ impl Vigil {
             .map(|setup| tls::Tls::new(setup.certificates.clone()));
 
         // Event ids continue across restarts (a watcher resumes by id).
-        let bus = Arc::new(MemoryBus::resuming(store.clone()).map_err(other)?);
+        let bus: Arc<dyn vigil_control::bus::EventBus> =
+            Arc::new(MemoryBus::resuming(store.clone()).map_err(other)?);
         let (facts, inbox) = vigil_control::channel();
+        // A deployment's directory hears of every session this node hosts.
+        let joining = config
+            .cluster
+            .as_ref()
+            .map(cluster::Joining::new)
+            .transpose()?;
+        let facts = match &joining {
+            Some(joining) => facts.observed_by(joining.directory()),
+            None => facts,
+        };
         let sfu = Sfu::start(&config, facts.clone())?;
         let cameras = camera::Cameras::start(sfu.clone(), facts.clone());
         let plane = sfu::media_plane::Plane {
             sfu: sfu.clone(),
             cameras: cameras.clone(),
         };
-        let control =
-            Control::start(&facts, inbox, store, bus, Arc::new(plane), auth).map_err(other)?;
+        let control = Control::start(&facts, inbox, store, bus.clone(), Arc::new(plane), auth)
+            .map_err(other)?;
         let telemetry =
             telemetry::Telemetry::start(&sfu, config.otlp_endpoint.as_deref()).map_err(other)?;
         telemetry::count_alarms(&telemetry, &control);
@@ -180,6 +191,15 @@ impl Vigil {
 
         let (stop, stopped) = watch::channel(false);
         let (draining, drain_started) = watch::channel(false);
+        let cluster = joining.map(|joining| {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = config
+                .cluster
+                .as_ref()
+                .and_then(|c| c.node_url.clone())
+                .unwrap_or_else(|| format!("{scheme}://{http_addr}"));
+            joining.join(url, sfu.clone(), &control, bus.clone(), stopped.clone())
+        });
         let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
             // A dropped sender means the same as a sent `true`: stop.
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -202,6 +222,7 @@ impl Vigil {
                 .and_then(|setup| setup.self_signed.as_ref())
                 .map(|made| made.ca_der.clone()),
             config,
+            cluster,
         });
         let handshake_timeout = state.config.http_header_timeout;
         if let Some(listener) = redirect_listener {

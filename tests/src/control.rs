@@ -113,7 +113,21 @@ pub struct Clients {
 
 /// Connects the three clients.
 pub async fn clients(vigil: &Vigil) -> Clients {
-    let channel = channel(vigil).await;
+    clients_on(channel(vigil).await)
+}
+
+/// Connects the three clients to the plain gRPC port at `grpc` (a server
+/// in another process).
+pub async fn clients_at(grpc: std::net::SocketAddr) -> Clients {
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .expect("gRPC URI")
+        .connect()
+        .await
+        .expect("connect to gRPC");
+    clients_on(channel)
+}
+
+fn clients_on(channel: Channel) -> Clients {
     Clients {
         rooms: RoomServiceClient::new(channel.clone()),
         tokens: TokenServiceClient::new(channel.clone()),

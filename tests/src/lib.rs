@@ -6,6 +6,7 @@
 //! 127.0.0.1.
 
 pub mod browser;
+pub mod cluster;
 pub mod conformance;
 pub mod control;
 pub mod http_client;

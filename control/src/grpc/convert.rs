@@ -338,6 +338,7 @@ fn leave_reason(reason: LeaveReason) -> i32 {
         LeaveReason::Replaced => pb::LeaveReason::Replaced,
         LeaveReason::CallEnded => pb::LeaveReason::CallEnded,
         LeaveReason::RoomFull => pb::LeaveReason::RoomFull,
+        LeaveReason::NodeLost => pb::LeaveReason::NodeLost,
     }
     .into()
 }

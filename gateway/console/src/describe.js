@@ -57,6 +57,7 @@ const LEAVE_REASONS = {
   [LeaveReason.REPLACED]: "reconnected: a new session took over",
   [LeaveReason.CALL_ENDED]: "left: call ended",
   [LeaveReason.ROOM_FULL]: "turned away: room full",
+  [LeaveReason.NODE_LOST]: "left: its node was lost",
 };
 
 export const kindName = (kind) => (kind === TrackKind.VIDEO ? "video" : "audio");

@@ -79,6 +79,21 @@ async fn create_session(
     state
         .limiter
         .check_post(client, std::time::Instant::now())?;
+    if let Some(cluster) = &state.cluster {
+        if let Some(redirect) = place(cluster, state, req.uri()).await? {
+            return Ok(redirect);
+        }
+        // One publisher per stream in the whole deployment.
+        if role == Role::Publish
+            && let Some(node) = cluster.publisher_elsewhere(&room, &stream).await
+        {
+            tracing::info!(%room, %stream, node = node.id, "WHIP refused: published at another node");
+            return Err(Error::AlreadyPublished {
+                room: room.to_string(),
+                stream: stream.to_string(),
+            });
+        }
+    }
     let session_role = match role {
         Role::Publish => SessionRole::Publisher,
         Role::Play => SessionRole::Viewer,
@@ -141,6 +156,39 @@ async fn create_session(
     Ok(response)
 }
 
+/// In a deployment, a node at its capacity sends a new WHIP/WHEP POST to
+/// the least loaded node with room (307: the client POSTs the same offer
+/// there; RFC 9725 §4.5), or refuses it (503) when every node is full.
+async fn place(
+    cluster: &crate::cluster::Cluster,
+    state: &AppState,
+    uri: &hyper::Uri,
+) -> Result<Option<Response<Body>>> {
+    let sessions = state
+        .sfu
+        .stats()
+        .await
+        .map_or(0, |s| s.publishers + s.viewers);
+    match cluster.placement(sessions) {
+        crate::cluster::Placement::Here => Ok(None),
+        crate::cluster::Placement::Elsewhere(node) => {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            let location = format!("{}{path}", node.url.trim_end_matches('/'));
+            tracing::info!(to = node.id, sessions, "at capacity: redirecting a POST");
+            let mut response = with_cors(Response::new(Body::default()), ENDPOINT_METHODS);
+            *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            response
+                .headers_mut()
+                .insert(header::LOCATION, header_value(&location)?);
+            Ok(Some(response))
+        }
+        crate::cluster::Placement::Full => Err(Error::Overloaded {
+            what: "every node of the deployment is at its capacity",
+            retry_after: std::time::Duration::from_secs(5),
+        }),
+    }
+}
+
 /// The simulcast layer a WHEP viewer asks for with `?layer=high|mid|low|<rid>`
 /// (other parameters are ignored; WHIP ignores it).
 fn layer_choice(query: Option<&str>) -> Result<LayerChoice> {
@@ -162,6 +210,21 @@ fn layer_choice(query: Option<&str>) -> Result<LayerChoice> {
 pub async fn session(req: Request<Incoming>, state: &AppState, id: &str) -> Response<Body> {
     let result = async {
         let id = SessionId::parse(id).ok_or(Error::SessionNotFound)?;
+        // A client sent here by a redirect may resolve its session URL
+        // against the node it first asked: send it on to the node that
+        // hosts the session.
+        if let Some(cluster) = &state.cluster
+            && !state.sfu.exists(&id).await?
+            && let Some(node) = cluster.session_host(id.as_str()).await
+        {
+            let location = format!("{}/sessions/{id}", node.url.trim_end_matches('/'));
+            let mut response = with_cors(Response::new(Body::default()), SESSION_METHODS);
+            *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            response
+                .headers_mut()
+                .insert(header::LOCATION, header_value(&location)?);
+            return Ok(response);
+        }
         match *req.method() {
             Method::PATCH => patch(req, state, &id).await,
             // RFC 9725 §4.3.1: entity-tags are ignored on DELETE.

@@ -75,6 +75,8 @@ pub struct AppState {
     pub tls_ca: Option<Vec<u8>>,
     /// Metrics.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The deployment this node belongs to (`--redis-url`), if any.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The gate that lets offers be answered a few at a time, in arrival order.

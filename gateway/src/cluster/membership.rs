@@ -1,0 +1,292 @@
+//! Which nodes are alive: each node writes its heartbeat (`keys::node`,
+//! with its URL and load) every [`HEARTBEAT`] with a TTL of
+//! [`HEARTBEAT_TTL`], and reads everyone's. A node whose heartbeat expired
+//! is dead: the first node to take `keys::reaping` reports each of its
+//! sessions gone (`ParticipantLeft`, reason `NODE_LOST`) in the shared
+//! feed, removes its stream entries and forgets it. Every node tells its
+//! own subscribers (the relays pulling from it) at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use vigil_control::bus::EventBus;
+use vigil_control::event::{EventKind, LeaveReason, SessionRole};
+use vigil_control::{RoomName, StreamName};
+
+use super::directory;
+use super::keys;
+use super::link::Link;
+use crate::sfu::Sfu;
+
+/// How often a node writes its heartbeat and looks at the others'.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a heartbeat lives: a node silent this long is dead (the
+/// liveness window; docs/cluster.md).
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
+
+/// How long one node holds the right to report a dead node's sessions.
+const REAP_LOCK: Duration = Duration::from_secs(10);
+
+/// A node as its heartbeat describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id (`--node-id`).
+    pub id: String,
+    /// Its HTTP base URL for the other nodes (`--node-url`).
+    pub url: String,
+    /// Sessions it hosts (publishers and viewers).
+    pub sessions: u64,
+    /// Sessions it takes before redirecting (0: no limit).
+    pub capacity: u64,
+}
+
+impl NodeInfo {
+    /// Whether it takes another session.
+    pub fn has_room(&self) -> bool {
+        self.capacity == 0 || self.sessions < self.capacity
+    }
+}
+
+/// This node's view of the deployment.
+#[derive(Clone)]
+pub struct Membership {
+    live: watch::Receiver<Vec<NodeInfo>>,
+    lost: broadcast::Sender<String>,
+    me: String,
+}
+
+impl Membership {
+    /// Starts heartbeating as `me` and watching the others.
+    pub fn start(
+        link: Arc<Link>,
+        me: NodeInfo,
+        sfu: Sfu,
+        bus: Arc<dyn EventBus>,
+        stopped: watch::Receiver<bool>,
+    ) -> Membership {
+        let (live_tx, live) = watch::channel(Vec::new());
+        let (lost, _) = broadcast::channel(64);
+        let membership = Membership {
+            live,
+            lost: lost.clone(),
+            me: me.id.clone(),
+        };
+        tokio::spawn(run(link, me, sfu, bus, live_tx, lost, stopped));
+        membership
+    }
+
+    /// The live nodes (this one included), as last read.
+    pub fn live(&self) -> Vec<NodeInfo> {
+        self.live.borrow().clone()
+    }
+
+    /// The live nodes other than this one.
+    pub fn others(&self) -> Vec<NodeInfo> {
+        self.live
+            .borrow()
+            .iter()
+            .filter(|n| n.id != self.me)
+            .cloned()
+            .collect()
+    }
+
+    /// A live node by id.
+    pub fn node(&self, id: &str) -> Option<NodeInfo> {
+        self.live.borrow().iter().find(|n| n.id == id).cloned()
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Tells of each node found dead, by id.
+    pub fn lost(&self) -> broadcast::Receiver<String> {
+        self.lost.subscribe()
+    }
+}
+
+async fn run(
+    link: Arc<Link>,
+    mut me: NodeInfo,
+    sfu: Sfu,
+    bus: Arc<dyn EventBus>,
+    live_tx: watch::Sender<Vec<NodeInfo>>,
+    lost: broadcast::Sender<String>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut away = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => break,
+        }
+        if let Ok(stats) = sfu.stats().await {
+            me.sessions = (stats.publishers + stats.viewers) as u64;
+        }
+        match beat(&link, &me).await {
+            Ok((live, dead)) => {
+                if away {
+                    tracing::info!("Redis answers again: heartbeats resumed");
+                    away = false;
+                }
+                live_tx.send_replace(live);
+                for node in dead {
+                    // Every node tells its relays; one reports the sessions.
+                    let _ = lost.send(node.clone());
+                    if let Err(e) = reap(&link, &me.id, &node, &bus).await {
+                        tracing::warn!(
+                            node,
+                            "reporting a dead node's sessions failed (retried): {e}"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                if !away {
+                    tracing::warn!("Redis unreachable: no heartbeat, sessions go on: {e}");
+                    away = true;
+                }
+                link.reset().await;
+            }
+        }
+    }
+    // Leaving on purpose: the others need not wait for the TTL.
+    let id = me.id.clone();
+    let left: redis::RedisResult<()> = link
+        .run(|mut conn| async move {
+            let _: () = conn.del(keys::node(&id)).await?;
+            conn.srem(keys::NODES, &id).await
+        })
+        .await;
+    if let Err(e) = left {
+        tracing::debug!("could not remove this node's heartbeat: {e}");
+    }
+}
+
+/// Writes `me`'s heartbeat and reads everyone's: the live nodes and the
+/// ids whose heartbeat expired.
+async fn beat(link: &Link, me: &NodeInfo) -> redis::RedisResult<(Vec<NodeInfo>, Vec<String>)> {
+    let text = serde_json::to_string(me).unwrap_or_default();
+    let mut conn = link.conn().await?;
+    let _: () = redis::pipe()
+        .set_options(
+            keys::node(&me.id),
+            text,
+            redis::SetOptions::default()
+                .with_expiration(redis::SetExpiry::PX(HEARTBEAT_TTL.as_millis() as u64)),
+        )
+        .ignore()
+        .sadd(keys::NODES, &me.id)
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
+    let ids: Vec<String> = conn.smembers(keys::NODES).await?;
+    let beats: Vec<Option<String>> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        redis::cmd("MGET")
+            .arg(ids.iter().map(|id| keys::node(id)).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await?
+    };
+    let mut live = Vec::new();
+    let mut dead = Vec::new();
+    for (id, beat) in ids.into_iter().zip(beats) {
+        match beat.and_then(|text| serde_json::from_str::<NodeInfo>(&text).ok()) {
+            Some(info) => live.push(info),
+            None if id != me.id => dead.push(id),
+            None => {}
+        }
+    }
+    live.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((live, dead))
+}
+
+/// Reports `dead`'s sessions gone, if this node is the one to.
+async fn reap(
+    link: &Link,
+    me: &str,
+    dead: &str,
+    bus: &Arc<dyn EventBus>,
+) -> redis::RedisResult<()> {
+    let mut conn = link.conn().await?;
+    let mine: Option<String> = conn
+        .set_options(
+            keys::reaping(dead),
+            me,
+            redis::SetOptions::default()
+                .conditional_set(redis::ExistenceCheck::NX)
+                .with_expiration(redis::SetExpiry::PX(REAP_LOCK.as_millis() as u64)),
+        )
+        .await?;
+    if mine.is_none() {
+        return Ok(());
+    }
+    let sessions: Vec<(String, String)> = conn.hgetall(keys::node_sessions(dead)).await?;
+    tracing::warn!(
+        node = dead,
+        sessions = sessions.len(),
+        "node lost (no heartbeat for {HEARTBEAT_TTL:?}): reporting its sessions gone"
+    );
+    let mut left = Vec::new();
+    for (_, text) in &sessions {
+        let Some(entry) = directory::decode(text) else {
+            continue;
+        };
+        let (Ok(room), Ok(stream)) = (RoomName::new(&entry.room), StreamName::new(&entry.stream))
+        else {
+            continue;
+        };
+        if entry.publisher {
+            // Only if it still names the dead node (the publisher may be
+            // back elsewhere already).
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            )
+            .key(keys::stream(room.as_str(), stream.as_str()))
+            .arg(dead)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        }
+        let role = if entry.publisher {
+            SessionRole::Publisher
+        } else {
+            SessionRole::Viewer
+        };
+        left.push((room, entry.identity, role, stream));
+    }
+    // The bus's writes are blocking calls (it is the control owner's).
+    let bus = bus.clone();
+    let reported = tokio::task::spawn_blocking(move || {
+        for (room, identity, role, stream) in left {
+            bus.publish(
+                room,
+                Some(identity),
+                EventKind::ParticipantLeft {
+                    role,
+                    stream,
+                    reason: LeaveReason::NodeLost,
+                },
+            );
+        }
+    })
+    .await;
+    if let Err(e) = reported {
+        tracing::error!("reporting a dead node's sessions panicked: {e}");
+    }
+    let _: () = redis::pipe()
+        .del(keys::node_sessions(dead))
+        .ignore()
+        .srem(keys::NODES, dead)
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Several nodes over one Redis (issue 17): heartbeats and the liveness
+//! window, commands that cross nodes, one publisher per stream in the
+//! deployment, and placement by redirect. Three `vigil` processes and a
+//! real `redis-server`, all on 127.0.0.1 (tests/src/cluster.rs).
+
+use std::time::{Duration, Instant};
+
+use vigil_proto::v1 as pb;
+use vigil_tests::cluster::Deployment;
+use vigil_tests::conformance::SDP;
+use vigil_tests::control::clients_at;
+use vigil_tests::http_client::request;
+use vigil_tests::peers::{PublishRequest, Publisher, TestVideo};
+
+const ROOM: &str = "city";
+
+fn whip_request<'a>() -> PublishRequest<'a> {
+    PublishRequest {
+        video: TestVideo::H264,
+        video_codec: None,
+        headers: vec![("content-type", SDP.to_owned())],
+        munge: Box::new(|offer| offer),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_the_deployment_within_the_liveness_window() {
+    let mut deployment = Deployment::start(3, &[]).await;
+    let _publisher = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    // The directory names node1 as the stream's publisher.
+    let key = format!("vigil:stream:{ROOM}/field-1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while deployment.redis.cli(&["GET", &key]).await != "node1" {
+        assert!(
+            Instant::now() < deadline,
+            "node1 should be in the stream directory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let killed = Instant::now();
+    deployment.kill(1).await;
+    loop {
+        let members = deployment.redis.cli(&["SMEMBERS", "vigil:nodes"]).await;
+        let stream = deployment.redis.cli(&["GET", &key]).await;
+        if !members.contains("node1") && stream.is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(6),
+            "node1 should be reaped within the 3 s liveness window plus a heartbeat; members {members:?}, stream {stream:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("node1 reaped {:?} after SIGKILL", killed.elapsed());
+    assert_eq!(deployment.live_nodes().await, ["node2", "node3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_through_one_node_ends_the_session_on_another() {
+    let deployment = Deployment::start(3, &[]).await;
+    let publisher = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    let mut node3 = clients_at(deployment.node(3).grpc).await;
+
+    let asked = Instant::now();
+    let closed = node3
+        .rooms
+        .hang_up(pb::HangUpRequest {
+            room: ROOM.into(),
+            identity: "field-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("HangUp through node3")
+        .into_inner();
+    assert_eq!(closed.sessions_closed, 1, "node1's publisher session");
+    // HangUp answers once node1 has closed the session.
+    let gone = request("GET", &publisher.session.url, &[], "").await;
+    assert_eq!(gone.status, 404, "the session is gone at node1");
+    eprintln!(
+        "HangUp at node3 closed node1's session in {:?}",
+        asked.elapsed()
+    );
+    let state = publisher.peer.wait_left(Duration::from_secs(10)).await;
+    eprintln!(
+        "the publisher's peer: {state:?} {:?} after",
+        asked.elapsed()
+    );
+
+    let nobody = node3
+        .rooms
+        .hang_up(pb::HangUpRequest {
+            room: ROOM.into(),
+            identity: "nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("nobody is in the room anywhere");
+    assert_eq!(nobody.code(), tonic::Code::NotFound, "{nobody:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_through_one_node_mutes_a_stream_published_on_another() {
+    let deployment = Deployment::start(2, &[]).await;
+    let mut publisher = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    publisher.start_media();
+    let mut node1 = clients_at(deployment.node(1).grpc).await;
+    let mut node2 = clients_at(deployment.node(2).grpc).await;
+    // The publisher's video track is known once its first packet arrived.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let participants = node1
+            .rooms
+            .list_participants(pb::ListParticipantsRequest {
+                room: ROOM.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("ListParticipants")
+            .into_inner()
+            .participants;
+        if participants.iter().any(|p| p.tracks.len() == 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tracks published: {participants:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    node2
+        .rooms
+        .mute_track(pb::MuteTrackRequest {
+            room: ROOM.into(),
+            identity: "field-1".into(),
+            kind: pb::TrackKind::Video.into(),
+            muted: true,
+        })
+        .await
+        .expect("MuteTrack through node2");
+    let participants = node1
+        .rooms
+        .list_participants(pb::ListParticipantsRequest {
+            room: ROOM.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListParticipants")
+        .into_inner()
+        .participants;
+    let video = participants[0]
+        .tracks
+        .iter()
+        .find(|t| t.kind == i32::from(pb::TrackKind::Video))
+        .expect("a video track");
+    assert!(video.muted, "muted at node1: {participants:?}");
+
+    let missing = node2
+        .rooms
+        .mute_track(pb::MuteTrackRequest {
+            room: ROOM.into(),
+            identity: "nobody".into(),
+            kind: pb::TrackKind::Video.into(),
+            muted: true,
+        })
+        .await
+        .expect_err("no such stream anywhere");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_has_one_publisher_in_the_whole_deployment() {
+    let deployment = Deployment::start(2, &[]).await;
+    let _first = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    let key = format!("vigil:stream:{ROOM}/field-1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while deployment.redis.cli(&["GET", &key]).await != "node1" {
+        assert!(
+            Instant::now() < deadline,
+            "node1 should be in the stream directory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let base2 = deployment.base(2);
+    let second = Publisher::publish(
+        &base2,
+        &format!("{base2}/whip/{ROOM}/field-1"),
+        whip_request(),
+    )
+    .await
+    .err()
+    .expect("the stream is published at node1");
+    assert_eq!(second.status, 409, "{}", second.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_capacity_redirects_new_sessions_to_one_with_room() {
+    let deployment = Deployment::start(3, &["--node-capacity", "1"]).await;
+    let base1 = deployment.base(1);
+    let _first = Publisher::connect(&base1, ROOM, "field-1").await;
+    // node1 now hosts one session: its capacity. Its next heartbeat (1 s)
+    // tells the others, but node1 decides on its own count at once.
+    let refused = Publisher::publish(
+        &base1,
+        &format!("{base1}/whip/{ROOM}/field-2"),
+        whip_request(),
+    )
+    .await
+    .err()
+    .expect("node1 is full");
+    assert_eq!(refused.status, 307, "{}", refused.body);
+    let location = refused.header("location").expect("Location").to_owned();
+    let (base, path) = location
+        .split_once("/whip/")
+        .unwrap_or_else(|| panic!("a WHIP URL at another node: {location}"));
+    assert_ne!(base, base1, "another node");
+    assert!(
+        [deployment.base(2), deployment.base(3)].contains(&base.to_owned()),
+        "{base} is node2 or node3"
+    );
+    assert_eq!(path, format!("{ROOM}/field-2"), "the same endpoint there");
+
+    // The client follows it: same offer, same path, at the other node.
+    let (second, _) = Publisher::publish(base, &location, whip_request())
+        .await
+        .unwrap_or_else(|r| panic!("POST at {location}: {} {}", r.status, r.body));
+
+    // A client that resolves its session URL against the node it first
+    // asked is sent on to the node that hosts the session.
+    let session_path = second
+        .session
+        .url
+        .strip_prefix(base)
+        .expect("session URL at that node")
+        .to_owned();
+    let elsewhere = request("DELETE", &format!("{base1}{session_path}"), &[], "").await;
+    assert_eq!(elsewhere.status, 307, "{}", elsewhere.body);
+    assert_eq!(
+        elsewhere.header("location"),
+        Some(second.session.url.as_str())
+    );
+    let deleted = request("DELETE", &second.session.url, &[], "").await;
+    assert_eq!(deleted.status, 200);
+}
