@@ -175,6 +175,11 @@ impl Vigil {
         };
         let sfu = Sfu::start(&config, facts.clone())?;
         let cameras = camera::Cameras::start(sfu.clone(), facts.clone());
+        if let Some(joining) = &joining {
+            // Each camera is pulled by one node of the deployment; told
+            // before the control plane asks for the stored cameras.
+            cameras.place_by(joining.node_ids(), joining.node_id().to_owned());
+        }
         let plane = sfu::media_plane::Plane {
             sfu: sfu.clone(),
             cameras: cameras.clone(),

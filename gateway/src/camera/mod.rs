@@ -24,7 +24,7 @@ pub mod puller;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use vigil_control::camera::CameraSpec;
 use vigil_control::{Facts, RoomName, StreamName};
@@ -44,6 +44,12 @@ enum Msg {
         reply: oneshot::Sender<Option<oneshot::Receiver<()>>>,
     },
     Shutdown(oneshot::Sender<()>),
+    /// From now on pull only the cameras that [`owner_of`] gives `me`
+    /// among the live nodes `nodes` names (a deployment).
+    Place {
+        nodes: watch::Receiver<Vec<String>>,
+        me: String,
+    },
 }
 
 struct Running {
@@ -95,6 +101,13 @@ impl Cameras {
         }
     }
 
+    /// In a deployment: pulls only the cameras this node (`me`) owns among
+    /// the live nodes `nodes` names, and takes over or lets go of cameras as
+    /// nodes come and go. Until `nodes` names any node, pulls none.
+    pub fn place_by(&self, nodes: watch::Receiver<Vec<String>>, me: String) {
+        let _stopped = self.tx.send(Msg::Place { nodes, me });
+    }
+
     /// Stops every puller (their sessions end) and waits for them.
     pub async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
@@ -104,29 +117,119 @@ impl Cameras {
     }
 }
 
+/// The node that pulls the camera `room/identity` among `nodes`: the one
+/// with the highest hash of (node, camera) (rendezvous hashing), so every
+/// node decides alike without talking, and a node leaving or joining moves
+/// only its own share of the cameras.
+pub fn owner_of<'a>(
+    room: &RoomName,
+    identity: &StreamName,
+    nodes: &'a [String],
+) -> Option<&'a String> {
+    use std::hash::{Hash, Hasher};
+    nodes.iter().max_by_key(|node| {
+        // SipHash with fixed keys: the same on every node of one build.
+        #[allow(deprecated)]
+        let mut hasher = std::hash::SipHasher::new();
+        (node.as_str(), room.as_str(), identity.as_str()).hash(&mut hasher);
+        hasher.finish()
+    })
+}
+
+type Key = (RoomName, StreamName);
+
+/// Which cameras this node pulls.
+struct Placement {
+    nodes: watch::Receiver<Vec<String>>,
+    me: String,
+}
+
+impl Placement {
+    fn mine(&self, key: &Key) -> bool {
+        owner_of(&key.0, &key.1, &self.nodes.borrow()).is_some_and(|owner| *owner == self.me)
+    }
+}
+
+async fn changed(placement: &mut Option<Placement>) {
+    if let Some(p) = placement
+        && p.nodes.changed().await.is_ok()
+    {
+        return;
+    }
+    // No deployment (or its membership ended): nothing will change.
+    std::future::pending().await
+}
+
+fn start(spec: CameraSpec, sfu: &Sfu, facts: &Facts) -> Running {
+    tracing::info!(room = %spec.room, camera = %spec.identity, url = %spec.masked_url(), on_demand = spec.on_demand, "camera pulled here");
+    let (commands, rx) = mpsc::unbounded_channel();
+    let on_demand = spec.on_demand;
+    let task = tokio::spawn(puller::run(spec, sfu.clone(), facts.clone(), rx));
+    Running {
+        commands,
+        task,
+        on_demand,
+    }
+}
+
 async fn run(sfu: Sfu, facts: Facts, mut inbox: mpsc::UnboundedReceiver<Msg>) {
-    let mut running: HashMap<(RoomName, StreamName), Running> = HashMap::new();
-    while let Some(msg) = inbox.recv().await {
+    let mut running: HashMap<Key, Running> = HashMap::new();
+    // Every camera the control plane asked for, pulled here or not.
+    let mut configured: HashMap<Key, CameraSpec> = HashMap::new();
+    let mut placement: Option<Placement> = None;
+    loop {
+        let msg = tokio::select! {
+            msg = inbox.recv() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            () = changed(&mut placement) => {
+                let Some(p) = &placement else { continue };
+                for (key, spec) in &configured {
+                    match (p.mine(key), running.contains_key(key)) {
+                        (true, false) => {
+                            running.insert(key.clone(), start(spec.clone(), &sfu, &facts));
+                        }
+                        (false, true) => {
+                            if let Some(old) = running.remove(key) {
+                                tracing::info!(room = %key.0, camera = %key.1, "camera now pulled by another node");
+                                stop(old).await;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+        };
         match msg {
+            Msg::Place { nodes, me } => {
+                let p = Placement { nodes, me };
+                let gone: Vec<Key> = running.keys().filter(|k| !p.mine(k)).cloned().collect();
+                for key in gone {
+                    if let Some(old) = running.remove(&key) {
+                        stop(old).await;
+                    }
+                }
+                for (key, spec) in &configured {
+                    if p.mine(key) && !running.contains_key(key) {
+                        running.insert(key.clone(), start(spec.clone(), &sfu, &facts));
+                    }
+                }
+                placement = Some(p);
+            }
             Msg::Start(spec) => {
                 let key = (spec.room.clone(), spec.identity.clone());
                 if let Some(old) = running.remove(&key) {
                     stop(old).await;
                 }
-                tracing::info!(room = %spec.room, camera = %spec.identity, url = %spec.masked_url(), on_demand = spec.on_demand, "camera added");
-                let (commands, rx) = mpsc::unbounded_channel();
-                let on_demand = spec.on_demand;
-                let task = tokio::spawn(puller::run(spec, sfu.clone(), facts.clone(), rx));
-                running.insert(
-                    key,
-                    Running {
-                        commands,
-                        task,
-                        on_demand,
-                    },
-                );
+                configured.insert(key.clone(), spec.clone());
+                if placement.as_ref().is_none_or(|p| p.mine(&key)) {
+                    running.insert(key, start(spec, &sfu, &facts));
+                }
             }
             Msg::Stop(room, identity) => {
+                configured.remove(&(room.clone(), identity.clone()));
                 if let Some(old) = running.remove(&(room.clone(), identity.clone())) {
                     stop(old).await;
                     tracing::info!(%room, camera = %identity, "camera removed");
@@ -165,4 +268,39 @@ async fn stop(old: Running) {
     drop(old.commands);
     old.task.abort();
     let _ = old.task.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("node{i}")).collect()
+    }
+
+    #[test]
+    fn every_node_places_a_camera_alike_and_a_leaving_node_moves_only_its_own() {
+        let room = RoomName::new("city").unwrap();
+        let cameras: Vec<StreamName> = (0..300)
+            .map(|i| StreamName::new(&format!("cam-{i}")).unwrap())
+            .collect();
+        let three = names(3);
+        let before: Vec<&String> = cameras
+            .iter()
+            .map(|c| owner_of(&room, c, &three).unwrap())
+            .collect();
+        for node in &three {
+            let share = before.iter().filter(|o| **o == node).count();
+            assert!((60..=140).contains(&share), "{node} pulls {share} of 300");
+        }
+        // node2 leaves: its cameras move, nobody else's does.
+        let two = vec!["node1".to_owned(), "node3".to_owned()];
+        for (camera, old) in cameras.iter().zip(&before) {
+            let new = owner_of(&room, camera, &two).unwrap();
+            if *old != "node2" {
+                assert_eq!(new, *old, "{camera} moved though its node stayed");
+            }
+        }
+        assert_eq!(owner_of(&room, &cameras[0], &[]), None);
+    }
 }

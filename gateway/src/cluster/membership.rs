@@ -55,6 +55,7 @@ impl NodeInfo {
 #[derive(Clone)]
 pub struct Membership {
     live: watch::Receiver<Vec<NodeInfo>>,
+    ids: watch::Receiver<Vec<String>>,
     lost: broadcast::Sender<String>,
     me: String,
 }
@@ -66,16 +67,19 @@ impl Membership {
         me: NodeInfo,
         sfu: Sfu,
         bus: Arc<dyn EventBus>,
+        ids_tx: watch::Sender<Vec<String>>,
         stopped: watch::Receiver<bool>,
     ) -> Membership {
         let (live_tx, live) = watch::channel(Vec::new());
+        let ids = ids_tx.subscribe();
         let (lost, _) = broadcast::channel(64);
         let membership = Membership {
             live,
+            ids,
             lost: lost.clone(),
             me: me.id.clone(),
         };
-        tokio::spawn(run(link, me, sfu, bus, live_tx, lost, stopped));
+        tokio::spawn(run(link, me, sfu, bus, (live_tx, ids_tx), lost, stopped));
         membership
     }
 
@@ -104,6 +108,11 @@ impl Membership {
         &self.me
     }
 
+    /// The live nodes' ids, sorted, changed only when a node comes or goes.
+    pub fn ids(&self) -> watch::Receiver<Vec<String>> {
+        self.ids.clone()
+    }
+
     /// Tells of each node found dead, by id.
     pub fn lost(&self) -> broadcast::Receiver<String> {
         self.lost.subscribe()
@@ -115,7 +124,7 @@ async fn run(
     mut me: NodeInfo,
     sfu: Sfu,
     bus: Arc<dyn EventBus>,
-    live_tx: watch::Sender<Vec<NodeInfo>>,
+    (live_tx, ids_tx): (watch::Sender<Vec<NodeInfo>>, watch::Sender<Vec<String>>),
     lost: broadcast::Sender<String>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -136,6 +145,14 @@ async fn run(
                     tracing::info!("Redis answers again: heartbeats resumed");
                     away = false;
                 }
+                let ids: Vec<String> = live.iter().map(|n| n.id.clone()).collect();
+                ids_tx.send_if_modified(|old| {
+                    let changed = *old != ids;
+                    if changed {
+                        *old = ids;
+                    }
+                    changed
+                });
                 live_tx.send_replace(live);
                 for node in dead {
                     // Every node tells its relays; one reports the sessions.

@@ -43,6 +43,7 @@ pub struct Joining {
     config: ClusterConfig,
     link: Arc<Link>,
     directory: Arc<Directory>,
+    ids: watch::Sender<Vec<String>>,
 }
 
 impl Joining {
@@ -57,7 +58,19 @@ impl Joining {
             config: config.clone(),
             link,
             directory,
+            ids: watch::channel(Vec::new()).0,
         })
+    }
+
+    /// The live nodes' ids as they will be known once joined (none until
+    /// the first heartbeat is read).
+    pub fn node_ids(&self) -> watch::Receiver<Vec<String>> {
+        self.ids.subscribe()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
     }
 
     /// The directory, to observe the control plane's facts.
@@ -81,7 +94,8 @@ impl Joining {
             sessions: 0,
             capacity: self.config.capacity as u64,
         };
-        let membership = Membership::start(self.link.clone(), me, sfu, bus, stopped.clone());
+        let membership =
+            Membership::start(self.link.clone(), me, sfu, bus, self.ids, stopped.clone());
         let commands = Commands::start(
             self.link.clone(),
             membership.clone(),
