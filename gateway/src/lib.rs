@@ -33,6 +33,7 @@ pub mod http;
 pub mod links;
 pub mod logging;
 pub mod memory;
+pub mod relay;
 pub mod sfu;
 pub mod telemetry;
 pub mod tls;
@@ -70,6 +71,8 @@ pub struct Vigil {
     pub sfu: Sfu,
     /// The cameras' pullers.
     pub cameras: camera::Cameras,
+    /// The relays of streams published at other nodes.
+    pub relays: relay::Relays,
     /// The control plane.
     pub control: Control,
     /// How credentials were set up, to tell the operator.
@@ -164,6 +167,7 @@ impl Vigil {
         let (facts, inbox) = vigil_control::channel();
         let sfu = Sfu::start(&config, facts.clone())?;
         let cameras = camera::Cameras::start(sfu.clone(), facts.clone());
+        let relays = relay::Relays::start(sfu.clone(), &config);
         let plane = sfu::media_plane::Plane {
             sfu: sfu.clone(),
             cameras: cameras.clone(),
@@ -187,6 +191,7 @@ impl Vigil {
         let state = Arc::new(http::AppState {
             sfu: sfu.clone(),
             cameras: cameras.clone(),
+            relays: relays.clone(),
             control: control.clone(),
             grpc_web: vigil_control::grpc::web_service(
                 control.clone(),
@@ -272,6 +277,7 @@ impl Vigil {
             telemetry,
             sfu,
             cameras,
+            relays,
             control,
             credentials,
             tls: tls_setup,
@@ -303,8 +309,9 @@ impl Vigil {
         // The last export (OTLP) reports the sessions as they were, and
         // as they closed if the owner still answers.
         self.telemetry.sample().await;
-        // Pullers first: a camera's session would otherwise be published
-        // again as soon as it closed.
+        // Pullers and relays first: a camera's or a relayed session would
+        // otherwise be published again as soon as it closed.
+        self.relays.shutdown().await;
         self.cameras.shutdown().await;
         self.sfu.shutdown().await;
         self.telemetry.sample().await;
