@@ -200,3 +200,31 @@ async fn an_edge_viewer_plays_again_after_the_publisher_returns() {
     edge.shutdown().await;
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_pulls_from_another_relay() {
+    let (origin, edge) = origin_and_edge().await;
+    // A second tier: its lookup names the edge, which relays the stream
+    // itself.
+    let at_edge = Origin {
+        node: "edge".into(),
+        base_url: base_url(&edge),
+        bearer: None,
+    };
+    let leaf = start_server(|config| {
+        config.origins = SharedOrigins(Arc::new(StaticOrigins::new(at_edge)));
+    })
+    .await;
+    let mut publisher = Publisher::connect(&base_url(&origin), "r", "s").await;
+    publisher.start_media();
+
+    let viewer = play(&leaf).await;
+    viewer.wait_keyframes(2).await;
+    assert!(viewer.video()[0].keyframe_start());
+    wait_audio(&viewer).await;
+    assert_eq!(viewer_sessions(&origin).await, 1, "the edge's relay");
+    assert_eq!(viewer_sessions(&edge).await, 1, "the leaf's relay");
+    leaf.shutdown().await;
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
