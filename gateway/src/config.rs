@@ -225,6 +225,10 @@ pub struct Config {
     /// Several nodes sharing state over Redis (docs/cluster.md); `None`:
     /// a single node, no Redis.
     pub cluster: Option<ClusterConfig>,
+    /// Where streams not published here are published (relays,
+    /// docs/cluster-relay.md): no flag, set by the cluster wiring, or by an
+    /// embedder or test; [`crate::relay::NoOrigins`] by default.
+    pub origins: crate::relay::SharedOrigins,
 }
 
 /// How a node joins a deployment (`--redis-url` and the `--node-*` flags).
@@ -275,6 +279,7 @@ impl Default for Config {
             tls: None,
             http_redirect_listen: None,
             cluster: None,
+            origins: crate::relay::SharedOrigins::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod http;
 pub mod links;
 pub mod logging;
 pub mod memory;
+pub mod relay;
 pub mod sfu;
 pub mod telemetry;
 pub mod tls;
@@ -70,6 +71,8 @@ pub struct Vigil {
     pub sfu: Sfu,
     /// The cameras' pullers.
     pub cameras: camera::Cameras,
+    /// The relays of streams published at other nodes.
+    pub relays: relay::Relays,
     /// The control plane.
     pub control: Control,
     /// How credentials were set up, to tell the operator.
@@ -205,6 +208,18 @@ impl Vigil {
                 .unwrap_or_else(|| format!("{scheme}://{http_addr}"));
             joining.join(url, sfu.clone(), &control, bus.clone(), stopped.clone())
         });
+        let relays = match &cluster {
+            // Streams published at other nodes are found in the directory.
+            Some(cluster) => relay::Relays::start_with(
+                sfu.clone(),
+                &config,
+                Arc::new(cluster::origins::ClusterOrigins::new(
+                    cluster.clone(),
+                    control.clone(),
+                )),
+            ),
+            None => relay::Relays::start(sfu.clone(), &config),
+        };
         let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
             // A dropped sender means the same as a sent `true`: stop.
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -212,6 +227,7 @@ impl Vigil {
         let state = Arc::new(http::AppState {
             sfu: sfu.clone(),
             cameras: cameras.clone(),
+            relays: relays.clone(),
             control: control.clone(),
             grpc_web: vigil_control::grpc::web_service(
                 control.clone(),
@@ -298,6 +314,7 @@ impl Vigil {
             telemetry,
             sfu,
             cameras,
+            relays,
             control,
             credentials,
             tls: tls_setup,
@@ -329,8 +346,9 @@ impl Vigil {
         // The last export (OTLP) reports the sessions as they were, and
         // as they closed if the owner still answers.
         self.telemetry.sample().await;
-        // Pullers first: a camera's session would otherwise be published
-        // again as soon as it closed.
+        // Pullers and relays first: a camera's or a relayed session would
+        // otherwise be published again as soon as it closed.
+        self.relays.shutdown().await;
         self.cameras.shutdown().await;
         self.sfu.shutdown().await;
         self.telemetry.sample().await;

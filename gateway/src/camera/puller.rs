@@ -238,6 +238,7 @@ async fn pull(
                 .zip(&tracks)
                 .map(|(chosen, t)| chosen.local_track(t.ssrc))
                 .collect(),
+            crate::sfu::local::LocalOptions::default(),
         )
         .await
     {

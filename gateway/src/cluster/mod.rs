@@ -23,6 +23,7 @@ pub mod directory;
 pub mod keys;
 pub mod link;
 pub mod membership;
+pub mod origins;
 
 use std::sync::Arc;
 

@@ -110,6 +110,8 @@ async fn create_session(
         // is published (its codecs are known). Before the turn: other
         // offers are answered meanwhile.
         state.cameras.demand(&room, &stream).await;
+        // Likewise a stream published at another node is relayed here.
+        state.relays.demand(&room, &stream).await;
     }
     let _turn = state
         .negotiations

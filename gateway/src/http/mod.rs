@@ -59,6 +59,8 @@ pub struct AppState {
     pub sfu: Sfu,
     /// The cameras' pullers (on-demand cameras start at a WHEP request).
     pub cameras: crate::camera::Cameras,
+    /// The relays (a stream published at another node is pulled on demand).
+    pub relays: crate::relay::Relays,
     /// Admission (tokens, rooms, limits).
     pub control: vigil_control::Control,
     /// The control API as gRPC-web, for the console on this origin.

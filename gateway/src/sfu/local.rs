@@ -2,9 +2,13 @@
 //! stream through [`Sfu::publish_local`] and gets a [`LocalPublisher`],
 //! a session like a WHIP publisher's (the owner reserves and commits it,
 //! the control plane sees it join and leave) whose packets enter the
-//! engine from the puller's task instead of over a connection.
+//! engine from the puller's task instead of over a connection. A relay
+//! ([`crate::relay`]) publishes another node's stream the same way, with
+//! [`LocalOptions`] that keep it out of the control plane's sight and send
+//! its keyframe requests back to it.
 
 use rtc::rtp;
+use tokio::sync::mpsc;
 use vigil_control::{RoomName, StreamName};
 
 use super::codecs::TrackCodec;
@@ -12,6 +16,19 @@ use super::registry::{CloseReason, EngineConn, Msg};
 use super::{SessionId, Sfu};
 use crate::engine::shard::LocalTrack;
 use crate::error::{Error, Result};
+
+/// How a local publisher's session differs from a camera's.
+#[derive(Debug, Default)]
+pub struct LocalOptions {
+    /// Plumbing, not a participant: the control plane is told nothing
+    /// (no joined, track or left facts, no stream samples). A relay is
+    /// quiet: the origin already reports the real publisher.
+    pub quiet: bool,
+    /// Where keyframe requests for its tracks go (a viewer's PLI, a join),
+    /// one `()` per request, uncoalesced; `None`: nobody can be asked (a
+    /// camera), viewers start from the cached keyframe.
+    pub keyframe_requests: Option<mpsc::UnboundedSender<()>>,
+}
 
 /// A local publisher's session. Dropping it ends the session (its viewers
 /// wait for a republish, as when a WHIP publisher leaves).
@@ -60,6 +77,7 @@ impl Sfu {
         identity: String,
         codecs: Vec<TrackCodec>,
         tracks: Vec<LocalTrack>,
+        options: LocalOptions,
     ) -> Result<LocalPublisher> {
         let session = SessionId::random();
         let span = crate::telemetry::spans::session(
@@ -75,6 +93,7 @@ impl Sfu {
             session: session.clone(),
             identity,
             may_replace: false,
+            local: options,
             span: span.clone(),
             reply,
         })
@@ -115,6 +134,18 @@ impl Sfu {
         })
         .await
         .unwrap_or(0)
+    }
+
+    /// Whether `room`/`stream` has a committed publisher here (its viewers
+    /// can be answered now).
+    pub async fn is_published(&self, room: &RoomName, stream: &StreamName) -> bool {
+        self.ask(|reply| Msg::PublishedCodecs {
+            room: room.clone(),
+            stream: stream.clone(),
+            reply,
+        })
+        .await
+        .is_ok_and(|codecs| codecs.is_ok())
     }
 
     /// How many viewer sessions `room`/`stream` has (connected or not).

@@ -336,6 +336,7 @@ impl Sfu {
                 session: session.clone(),
                 identity,
                 may_replace,
+                local: local::LocalOptions::default(),
                 span: span.clone(),
                 reply,
             })

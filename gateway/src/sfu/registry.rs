@@ -55,6 +55,7 @@ use crate::engine::shards::Engine;
 use crate::error::{Error, Result};
 use crate::sfu::codecs::TrackCodec;
 use crate::sfu::layers::LayerChoice;
+use crate::sfu::local::LocalOptions;
 use crate::sfu::stream_counters::{StreamCounters, ViewerCounters};
 use crate::sfu::{MediaKind, SessionId, Stats, Totals};
 
@@ -262,6 +263,8 @@ pub enum Msg {
         session: SessionId,
         identity: String,
         may_replace: bool,
+        /// How a local publisher differs (a relay); default for WHIP.
+        local: LocalOptions,
         span: tracing::Span,
         reply: Reply<Result<()>>,
     },
@@ -393,6 +396,10 @@ struct Session {
     span: tracing::Span,
     /// A viewer's statistics, counted by its shard.
     viewer_counters: Option<Arc<ViewerCounters>>,
+    /// Plumbing (a relay): the control plane is told nothing about it.
+    quiet: bool,
+    /// Where keyframe requests for a local publisher's tracks go.
+    keyframe_requests: Option<mpsc::UnboundedSender<()>>,
 }
 
 /// A published track of a stream: the engine's track and its codec.
@@ -492,11 +499,22 @@ impl Owner {
                 session,
                 identity,
                 may_replace,
+                local,
                 span,
                 reply,
             } => {
-                let reserved =
-                    self.reserve_publish(room, stream, session, identity, may_replace, span);
+                let reserved = self.reserve_publish(
+                    room,
+                    stream,
+                    session.clone(),
+                    identity,
+                    may_replace,
+                    span,
+                );
+                if let Some(s) = self.sessions.get_mut(&session).filter(|_| reserved.is_ok()) {
+                    s.quiet = local.quiet;
+                    s.keyframe_requests = local.keyframe_requests;
+                }
                 let _ = reply.send(reserved);
             }
             Msg::CommitPublish {
@@ -699,6 +717,8 @@ impl Owner {
                 slot: None,
                 span,
                 viewer_counters: None,
+                quiet: false,
+                keyframe_requests: None,
             },
         );
         Ok(())
@@ -717,7 +737,7 @@ impl Owner {
         s.etag = etag;
         s.slot = slot;
         let (room, stream, identity) = (s.room.clone(), s.stream.clone(), s.identity.clone());
-        let span = s.span.clone();
+        let (span, quiet) = (s.span.clone(), s.quiet);
         // A takeover: the old session ends first (its viewers wait for the
         // new tracks as on a republish), then this one becomes the publisher.
         let replaced = self
@@ -745,13 +765,15 @@ impl Owner {
         }
         tracing::info!(parent: &span, %room, %stream, %session, shard = conn.shard, "publisher session created");
         self.totals.started[Role::Publisher.index()] += 1;
-        self.facts.session_started(
-            session.as_str(),
-            &room,
-            &stream,
-            SessionRole::Publisher,
-            &identity,
-        );
+        if !quiet {
+            self.facts.session_started(
+                session.as_str(),
+                &room,
+                &stream,
+                SessionRole::Publisher,
+                &identity,
+            );
+        }
         Ok(())
     }
 
@@ -822,6 +844,8 @@ impl Owner {
                 slot,
                 span,
                 viewer_counters: Some(viewer_counters),
+                quiet: false,
+                keyframe_requests: None,
             },
         );
         Ok(())
@@ -855,7 +879,23 @@ impl Owner {
                     self.close(&id, CloseReason::IceFailed);
                 }
             }
-            Event::KeyframeRequest { source, .. } => self.engine.request_keyframe(source),
+            Event::KeyframeRequest { source, .. } => {
+                // A relay's tracks are asked at their origin (the relay
+                // sends the PLI); the engine cannot reach that publisher.
+                let relay = self
+                    .conns
+                    .get(&EngineConn {
+                        shard: source.shard,
+                        conn: source.conn,
+                    })
+                    .and_then(|id| self.sessions.get(id))
+                    .and_then(|s| s.keyframe_requests.as_ref());
+                match relay {
+                    // A relay that is going away has no one to ask.
+                    Some(requests) => drop(requests.send(())),
+                    None => self.engine.request_keyframe(source),
+                }
+            }
             Event::Track(track) => self.track_started(track),
         }
     }
@@ -869,7 +909,9 @@ impl Owner {
         if let Some(slot) = &mut s.slot {
             slot.connected();
         }
-        self.facts.session_connected(session.as_str());
+        if !s.quiet {
+            self.facts.session_connected(session.as_str());
+        }
         tracing::info!(parent: &s.span, %session, "DTLS up: session connected");
         if s.role == Role::Viewer {
             self.subscribe_pending(session);
@@ -941,7 +983,7 @@ impl Owner {
             return;
         }
         let (room, stream) = (s.room.clone(), s.stream.clone());
-        let span = s.span.clone();
+        let (span, quiet) = (s.span.clone(), s.quiet);
         let Some(st) = self.stream_mut(&room, &stream) else {
             return;
         };
@@ -966,8 +1008,10 @@ impl Owner {
         );
         let viewers: Vec<SessionId> = st.viewers.iter().cloned().collect();
         tracing::info!(parent: &span, %room, %stream, %session, ?kind, mime = %started.mime, "first packet: forwarding track");
-        self.facts
-            .track_published(session.as_str(), kind.into(), &started.mime);
+        if !quiet {
+            self.facts
+                .track_published(session.as_str(), kind.into(), &started.mime);
+        }
 
         // Viewers that played the previous publisher's track move onto this
         // one (same codec) or are closed (another codec); the others are
@@ -1016,8 +1060,8 @@ impl Owner {
         self.totals.closed[s.role.index()][reason.index()] += 1;
         if let Some(conn) = s.conn {
             // Only a committed session (it has a connection) was reported
-            // as started.
-            if let Some(leave) = reason.leave_reason() {
+            // as started, and a quiet one not at all.
+            if let Some(leave) = reason.leave_reason().filter(|_| !s.quiet) {
                 self.facts.session_ended(session.as_str(), leave);
             }
             self.conns.remove(&conn);
@@ -1154,6 +1198,13 @@ impl Owner {
                 streams
                     .iter()
                     .filter(|(_, st)| !st.codecs.is_empty())
+                    // A relayed stream's alarms are the origin's to raise.
+                    .filter(|(_, st)| {
+                        !st.publisher
+                            .as_ref()
+                            .and_then(|p| self.sessions.get(p))
+                            .is_some_and(|s| s.quiet)
+                    })
                     .map(move |(stream, st)| StreamSample {
                         room: room.clone(),
                         stream: stream.clone(),
