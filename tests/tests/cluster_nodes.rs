@@ -9,8 +9,9 @@ use vigil_proto::v1 as pb;
 use vigil_tests::cluster::Deployment;
 use vigil_tests::conformance::SDP;
 use vigil_tests::control::clients_at;
+use vigil_tests::eventually;
 use vigil_tests::http_client::request;
-use vigil_tests::peers::{PublishRequest, Publisher, TestVideo};
+use vigil_tests::peers::{PublishRequest, Publisher, TestVideo, Viewer};
 
 const ROOM: &str = "city";
 
@@ -242,4 +243,79 @@ async fn a_node_at_capacity_redirects_new_sessions_to_one_with_room() {
     );
     let deleted = request("DELETE", &second.session.url, &[], "").await;
     assert_eq!(deleted.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_at_two_other_nodes_play_a_stream_through_one_relay_each() {
+    let deployment = Deployment::start(3, &[]).await;
+    let mut publisher = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    publisher.start_media();
+    let mut viewers = Vec::new();
+    for node in [2, 2, 3, 3] {
+        let viewer = Viewer::connect(&deployment.base(node), ROOM, "field-1")
+            .await
+            .unwrap_or_else(|r| panic!("WHEP at node{node}: {} {}", r.status, r.body));
+        viewer.peer.wait_connected().await;
+        viewers.push(viewer);
+    }
+    for viewer in &viewers {
+        viewer.wait_keyframes(2).await;
+        assert!(
+            viewer.video()[0].keyframe_start(),
+            "video at another node starts on a keyframe"
+        );
+        eventually(Duration::from_secs(10), "audio", || async {
+            (viewer.audio_count() > 10).then_some(())
+        })
+        .await;
+    }
+    // What arrived is what the publisher sent, through the hop.
+    let sent = publisher.sent.lock().unwrap().video.clone();
+    for viewer in &viewers {
+        let got = viewer.video();
+        let last = got.last().expect("video");
+        assert!(
+            sent.iter().any(|p| p.payload == last.payload),
+            "a relayed packet carries a payload the publisher sent"
+        );
+    }
+    // node1 serves one relay per other node, not one per viewer.
+    let mut node1 = clients_at(deployment.node(1).grpc).await;
+    let participants = node1
+        .rooms
+        .list_participants(pb::ListParticipantsRequest {
+            room: ROOM.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListParticipants at node1")
+        .into_inner()
+        .participants;
+    // (In open mode a relay's identity is a made-up viewer name; with
+    // tokens it is `node-{id}`.)
+    let relays = participants.iter().filter(|p| !p.publishing).count();
+    assert_eq!(relays, 2, "{participants:?}");
+    let publisher_view = participants
+        .iter()
+        .find(|p| p.publishing)
+        .expect("publisher");
+    assert_eq!(publisher_view.viewer_count, 2, "{participants:?}");
+
+    // HangUp through node3 ends the publisher at node1, and the viewers at
+    // node2 and node3 get nothing more.
+    let mut node3 = clients_at(deployment.node(3).grpc).await;
+    node3
+        .rooms
+        .hang_up(pb::HangUpRequest {
+            room: ROOM.into(),
+            identity: "field-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("HangUp through node3");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts: Vec<usize> = viewers.iter().map(|v| v.video().len()).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later: Vec<usize> = viewers.iter().map(|v| v.video().len()).collect();
+    assert_eq!(counts, later, "no video after the hang-up, at any node");
 }
