@@ -19,12 +19,18 @@ impl Deployment {
     /// Starts Redis and `n` nodes with `extra` flags each, and waits until
     /// every node sees the others alive.
     pub async fn start(n: usize, extra: &[&str]) -> Deployment {
+        Self::start_each(&vec![extra; n]).await
+    }
+
+    /// Starts Redis and a node per entry of `extra`, with those flags.
+    pub async fn start_each(extra: &[&[&str]]) -> Deployment {
+        let n = extra.len();
         let redis = RedisServer::start().await;
         let mut deployment = Deployment {
             redis,
             nodes: Vec::new(),
         };
-        for i in 1..=n {
+        for (i, extra) in (1..=n).zip(extra) {
             let node = deployment.spawn(i, extra).await;
             deployment.nodes.push(Some(node));
         }

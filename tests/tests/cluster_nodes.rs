@@ -319,3 +319,50 @@ async fn viewers_at_two_other_nodes_play_a_stream_through_one_relay_each() {
     let later: Vec<usize> = viewers.iter().map(|v| v.video().len()).collect();
     assert_eq!(counts, later, "no video after the hang-up, at any node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_pulls_from_a_relay_when_the_origin_is_full() {
+    // node1 takes two sessions: its publisher and node2's relay.
+    let deployment = Deployment::start_each(&[&["--node-capacity", "2"], &[], &[]]).await;
+    let mut publisher = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    publisher.start_media();
+    let at_node2 = Viewer::connect(&deployment.base(2), ROOM, "field-1")
+        .await
+        .unwrap_or_else(|r| panic!("WHEP at node2: {} {}", r.status, r.body));
+    at_node2.wait_keyframes(1).await;
+    // node1's next heartbeat says it is full.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let at_node3 = Viewer::connect(&deployment.base(3), ROOM, "field-1")
+        .await
+        .unwrap_or_else(|r| panic!("WHEP at node3: {} {}", r.status, r.body));
+    at_node3.wait_keyframes(2).await;
+    assert!(at_node3.video()[0].keyframe_start());
+
+    // node1 feeds node2 only; node2 feeds its viewer and node3's relay.
+    let viewers_at = |i: usize| {
+        let grpc = deployment.node(i).grpc;
+        async move {
+            let mut clients = clients_at(grpc).await;
+            clients
+                .rooms
+                .list_participants(pb::ListParticipantsRequest {
+                    room: ROOM.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("ListParticipants")
+                .into_inner()
+                .participants
+                .iter()
+                .filter(|p| !p.publishing)
+                .count()
+        }
+    };
+    assert_eq!(viewers_at(1).await, 1, "node1: node2's relay only");
+    assert_eq!(
+        viewers_at(2).await,
+        2,
+        "node2: its viewer and node3's relay"
+    );
+}

@@ -107,6 +107,37 @@ impl Directory {
         }
     }
 
+    /// Records that this node relays `room`/`stream` (`on`) or no longer
+    /// does, in the background; a failure is only logged (the entry is
+    /// a hint: a reader checks the node is alive and has room).
+    pub fn set_relaying(&self, room: &RoomName, stream: &StreamName, on: bool) {
+        let key = keys::relays(room.as_str(), stream.as_str());
+        let (link, node) = (self.link.clone(), self.node.clone());
+        tokio::spawn(async move {
+            let done: redis::RedisResult<()> = link
+                .run(|mut conn| async move {
+                    if on {
+                        conn.sadd(key, node).await
+                    } else {
+                        conn.srem(key, node).await
+                    }
+                })
+                .await;
+            if let Err(e) = done {
+                tracing::debug!("relay directory: {e}");
+            }
+        });
+    }
+
+    /// The nodes that say they relay `room`/`stream`.
+    pub async fn relaying_nodes(&self, room: &RoomName, stream: &StreamName) -> Vec<String> {
+        let key = keys::relays(room.as_str(), stream.as_str());
+        self.link
+            .run(|mut conn| async move { conn.smembers(key).await })
+            .await
+            .unwrap_or_default()
+    }
+
     /// This node's id.
     pub fn node(&self) -> &str {
         &self.node

@@ -47,6 +47,12 @@ pub fn stream(room: &str, stream: &str) -> String {
     format!("vigil:stream:{room}/{stream}")
 }
 
+/// Set: the nodes that relay `room`/`stream` (pulled from its publisher's
+/// node or from another relay), which may feed further nodes (a tree).
+pub fn relays(room: &str, stream: &str) -> String {
+    format!("vigil:relays:{room}/{stream}")
+}
+
 /// String with a TTL, set NX: the node reporting a dead node's sessions.
 pub fn reaping(id: &str) -> String {
     format!("vigil:reaping:{id}")

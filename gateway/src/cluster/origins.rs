@@ -7,6 +7,7 @@
 use vigil_control::{Control, RoomName, StreamName};
 
 use super::Cluster;
+use super::membership::NodeInfo;
 use crate::relay::{Origin, Origins};
 
 /// [`Origins`] from the deployment's directory.
@@ -22,10 +23,42 @@ impl ClusterOrigins {
     }
 }
 
+impl ClusterOrigins {
+    /// The node to pull from: the publisher's while it has room (the
+    /// fewest hops), else the least loaded live node with room that relays
+    /// the stream already (a tree grows a level), else the publisher's
+    /// anyway (over its capacity rather than not at all).
+    async fn parent(&self, room: &RoomName, stream: &StreamName) -> Option<NodeInfo> {
+        let origin = self.cluster.publisher_elsewhere(room, stream).await?;
+        if origin.has_room() {
+            return Some(origin);
+        }
+        let me = self.cluster.membership.me();
+        let relaying = self.cluster.directory.relaying_nodes(room, stream).await;
+        let relay = relaying
+            .iter()
+            .filter(|id| id.as_str() != me)
+            .filter_map(|id| self.cluster.membership.node(id))
+            .filter(NodeInfo::has_room)
+            .min_by_key(|n| (n.sessions * 1000).checked_div(n.capacity).unwrap_or(0));
+        match relay {
+            Some(relay) => {
+                tracing::info!(%room, %stream, origin = origin.id, via = relay.id, "origin at capacity: relaying from a relay");
+                Some(relay)
+            }
+            None => Some(origin),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Origins for ClusterOrigins {
+    fn relaying(&self, room: &RoomName, stream: &StreamName, on: bool) {
+        self.cluster.directory.set_relaying(room, stream, on);
+    }
+
     async fn locate(&self, room: &RoomName, stream: &StreamName) -> Option<Origin> {
-        let node = self.cluster.publisher_elsewhere(room, stream).await?;
+        let node = self.parent(room, stream).await?;
         let identity = format!("node-{}", self.cluster.membership.me());
         let bearer = match self.control.relay_token(room, &identity).await {
             Ok(bearer) => bearer,

@@ -74,6 +74,12 @@ pub trait Origins: Send + Sync + 'static {
     /// The node to pull `room`/`stream` from, if any node publishes it.
     /// It may be a node that relays it itself (a tree of relays).
     async fn locate(&self, room: &RoomName, stream: &StreamName) -> Option<Origin>;
+
+    /// This node started (`true`) or stopped relaying `room`/`stream`, so
+    /// that others may pull it from here (a tree). Returns at once.
+    fn relaying(&self, room: &RoomName, stream: &StreamName, on: bool) {
+        let _ = (room, stream, on);
+    }
 }
 
 /// A single node: nothing is published elsewhere.

@@ -265,6 +265,9 @@ impl Relay {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(());
         }
+        self.context
+            .origins
+            .relaying(&self.room, &self.stream, true);
         let forwarding = Forwarding {
             publisher,
             ssrcs,
@@ -274,7 +277,11 @@ impl Relay {
             last_rtp: Arc::new(AtomicU64::new(0)),
             last_pli: None,
         };
-        self.forward(connection, forwarding, requests).await
+        let ended = self.forward(connection, forwarding, requests).await;
+        self.context
+            .origins
+            .relaying(&self.room, &self.stream, false);
+        ended
     }
 
     /// Forwards until the session ends; then closes it.
