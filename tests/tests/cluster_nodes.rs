@@ -366,3 +366,54 @@ async fn a_node_pulls_from_a_relay_when_the_origin_is_full() {
         "node2: its viewer and node3's relay"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_elsewhere_play_again_when_a_dead_nodes_publisher_returns_at_another_node() {
+    let mut deployment = Deployment::start(3, &[]).await;
+    let mut first = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    first.start_media();
+    let viewer = Viewer::connect(&deployment.base(2), ROOM, "field-1")
+        .await
+        .unwrap_or_else(|r| panic!("WHEP at node2: {} {}", r.status, r.body));
+    viewer.wait_keyframes(1).await;
+
+    deployment.kill(1).await;
+    drop(first);
+    let killed = Instant::now();
+    // The phone comes back through another node once node1 is known dead
+    // (until then the stream is still node1's: 409).
+    loop {
+        if deployment.live_nodes().await == ["node2", "node3"]
+            && deployment
+                .redis
+                .cli(&["SISMEMBER", "vigil:nodes", "node1"])
+                .await
+                == "0"
+        {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(6), "node1 reaped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = Publisher::connect(&deployment.base(3), ROOM, "field-1").await;
+    second.start_media();
+    let before = viewer.video().len();
+    let resumed = eventually(
+        Duration::from_secs(20),
+        "the node2 viewer's video from the publisher at node3",
+        || async {
+            let sent = second.sent.lock().unwrap().video.clone();
+            viewer.video()[before..]
+                .iter()
+                .find(|p| sent.iter().any(|s| s.payload == p.payload))
+                .cloned()
+        },
+    )
+    .await;
+    eprintln!(
+        "node2's viewer plays the publisher's return at node3 {:?} after node1 died",
+        resumed.at.duration_since(killed)
+    );
+    let gone = request("GET", &viewer.session.url, &[], "").await;
+    assert_eq!(gone.status, 204, "the same viewer session at node2");
+}
