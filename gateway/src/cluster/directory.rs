@@ -40,6 +40,8 @@ pub struct SessionEntry {
 enum Change {
     Started(String, SessionEntry),
     Ended(String),
+    /// Redis was away: write everything again (it may have lost it).
+    Resync,
 }
 
 /// Deletes the stream's directory entry only if it still names this node:
@@ -80,6 +82,13 @@ impl Directory {
                 None
             }
         }
+    }
+
+    /// Writes this node's whole directory again soon (Redis came back and
+    /// may have lost it).
+    pub fn resync(&self) {
+        // Fails only after the task ended (shutdown).
+        let _ = self.tx.send(Change::Resync);
     }
 
     /// Which of `nodes` hosts `session`, by their directories.
@@ -193,6 +202,7 @@ async fn write(link: Arc<Link>, node: String, mut rx: mpsc::UnboundedReceiver<Ch
         let mut writes = Vec::new();
         for change in pending.drain(..) {
             match change {
+                Change::Resync => in_sync = false,
                 Change::Started(session, entry) => {
                     sessions.insert(session.clone(), entry.clone());
                     writes.push((session, Some(entry)));

@@ -28,6 +28,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// liveness window; docs/cluster.md).
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
 
+/// How long a node must have reached Redis without a break before it may
+/// judge others dead: after an outage every heartbeat has expired, and the
+/// others need a beat to write theirs again.
+const SETTLE: Duration = Duration::from_secs(4);
+
 /// How long one node holds the right to report a dead node's sessions.
 const REAP_LOCK: Duration = Duration::from_secs(10);
 
@@ -67,6 +72,7 @@ impl Membership {
         me: NodeInfo,
         sfu: Sfu,
         bus: Arc<dyn EventBus>,
+        directory: Arc<super::directory::Directory>,
         ids_tx: watch::Sender<Vec<String>>,
         stopped: watch::Receiver<bool>,
     ) -> Membership {
@@ -79,7 +85,13 @@ impl Membership {
             lost: lost.clone(),
             me: me.id.clone(),
         };
-        tokio::spawn(run(link, me, sfu, bus, (live_tx, ids_tx), lost, stopped));
+        let context = Context {
+            link,
+            sfu,
+            bus,
+            directory,
+        };
+        tokio::spawn(run(context, me, (live_tx, ids_tx), lost, stopped));
         membership
     }
 
@@ -119,18 +131,31 @@ impl Membership {
     }
 }
 
-async fn run(
+struct Context {
     link: Arc<Link>,
-    mut me: NodeInfo,
     sfu: Sfu,
     bus: Arc<dyn EventBus>,
+    directory: Arc<super::directory::Directory>,
+}
+
+async fn run(
+    context: Context,
+    mut me: NodeInfo,
     (live_tx, ids_tx): (watch::Sender<Vec<NodeInfo>>, watch::Sender<Vec<String>>),
     lost: broadcast::Sender<String>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let Context {
+        link,
+        sfu,
+        bus,
+        directory,
+    } = context;
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut away = false;
+    // Since when Redis has answered every heartbeat.
+    let mut reachable_since = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -144,7 +169,14 @@ async fn run(
                 if away {
                     tracing::info!("Redis answers again: heartbeats resumed");
                     away = false;
+                    reachable_since = tokio::time::Instant::now();
+                    directory.resync();
                 }
+                let dead = if reachable_since.elapsed() >= SETTLE {
+                    dead
+                } else {
+                    Vec::new()
+                };
                 let ids: Vec<String> = live.iter().map(|n| n.id.clone()).collect();
                 ids_tx.send_if_modified(|old| {
                     let changed = *old != ids;

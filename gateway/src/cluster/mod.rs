@@ -95,8 +95,15 @@ impl Joining {
             sessions: 0,
             capacity: self.config.capacity as u64,
         };
-        let membership =
-            Membership::start(self.link.clone(), me, sfu, bus, self.ids, stopped.clone());
+        let membership = Membership::start(
+            self.link.clone(),
+            me,
+            sfu,
+            bus,
+            self.directory.clone(),
+            self.ids,
+            stopped.clone(),
+        );
         let commands = Commands::start(
             self.link.clone(),
             membership.clone(),
