@@ -417,3 +417,65 @@ async fn viewers_elsewhere_play_again_when_a_dead_nodes_publisher_returns_at_ano
     let gone = request("GET", &viewer.session.url, &[], "").await;
     assert_eq!(gone.status, 204, "the same viewer session at node2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarting_mid_stream_breaks_no_session() {
+    let mut deployment = Deployment::start(3, &[]).await;
+    let mut publisher = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    publisher.start_media();
+    let local = Viewer::connect(&deployment.base(1), ROOM, "field-1")
+        .await
+        .unwrap_or_else(|r| panic!("WHEP at node1: {} {}", r.status, r.body));
+    let relayed = Viewer::connect(&deployment.base(2), ROOM, "field-1")
+        .await
+        .unwrap_or_else(|r| panic!("WHEP at node2: {} {}", r.status, r.body));
+    for viewer in [&local, &relayed] {
+        viewer.wait_keyframes(1).await;
+    }
+
+    // Redis goes away for 3 s and comes back empty (no persistence here).
+    deployment.redis.kill().await;
+    let counts = [local.video().len(), relayed.video().len()];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = [local.video().len(), relayed.video().len()];
+    assert!(
+        during[0] > counts[0] + 30 && during[1] > counts[1] + 30,
+        "video flows while Redis is away: {counts:?} -> {during:?}"
+    );
+    deployment.redis.restart().await;
+    let back = Instant::now();
+
+    // The nodes write their heartbeats and directories again by themselves.
+    let key = format!("vigil:stream:{ROOM}/field-1");
+    loop {
+        if deployment.live_nodes().await.len() == 3
+            && deployment.redis.cli(&["GET", &key]).await == "node1"
+        {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "the deployment heals after Redis returns"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "directory and heartbeats back {:?} after Redis",
+        back.elapsed()
+    );
+    // Nobody was reported lost: every session is still there, and plays.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(deployment.live_nodes().await, ["node1", "node2", "node3"]);
+    for (viewer, before) in [(&local, during[0]), (&relayed, during[1])] {
+        assert!(viewer.video().len() > before + 100, "video still flows");
+        let alive = request("GET", &viewer.session.url, &[], "").await;
+        assert_eq!(alive.status, 204);
+    }
+    let alive = request("GET", &publisher.session.url, &[], "").await;
+    assert_eq!(alive.status, 204, "the publisher's session too");
+    // A new viewer at a third node finds the stream again.
+    let late = Viewer::connect(&deployment.base(3), ROOM, "field-1")
+        .await
+        .unwrap_or_else(|r| panic!("WHEP at node3: {} {}", r.status, r.body));
+    late.wait_keyframes(1).await;
+}
