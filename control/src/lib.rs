@@ -17,6 +17,7 @@ pub mod issued;
 pub mod media;
 mod names;
 mod owner;
+pub mod reload;
 pub mod room;
 pub mod stats;
 pub mod store;
