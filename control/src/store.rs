@@ -721,11 +721,13 @@ fn write_new_secret(path: &Path, text: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
+/// `bytes` in lowercase hex, as secrets are kept.
+pub fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// The bytes of `text` in hex; `None` unless it is hex, whole bytes.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     // Checked up front: `from_str_radix` alone would also accept a `+` sign.
     if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;

@@ -18,4 +18,9 @@
 //! elsewhere pulls it once as a WHEP client of the origin (`crate::relay`).
 //! Every key and channel is named in [`keys`].
 
+pub mod bus;
+pub mod changes;
 pub mod keys;
+pub mod secrets;
+pub mod state;
+pub mod store;
