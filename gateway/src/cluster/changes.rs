@@ -221,10 +221,7 @@ impl Listener {
         let mut backoff = Duration::from_millis(50);
         let mut first = true;
         loop {
-            let mut pubsub = match self.client.get_async_pubsub().await {
-                Ok(pubsub) => Some(pubsub),
-                Err(_) => None,
-            };
+            let mut pubsub = self.client.get_async_pubsub().await.ok();
             let subscribed = match pubsub.as_mut() {
                 Some(pubsub) => pubsub.subscribe(keys::CHANGES).await.is_ok(),
                 None => false,
