@@ -320,6 +320,7 @@ impl Owner {
                 let _ = reply.send(self.update_room(&name, &update));
             }
             Msg::GetRoom { name, reply } => {
+                self.catch_up_room(&name, now);
                 let _ = reply.send(self.live_room(&name).map(|room| self.view(room)));
             }
             Msg::ListRooms {
@@ -479,12 +480,14 @@ impl Owner {
                 let _ = reply.send(self.issue_token(token));
             }
             Msg::RevokeToken { room, id, reply } => {
+                self.catch_up_token(&id, now);
                 let _ = reply.send(self.revoke_token(&room, &id));
             }
             Msg::RevokeRoomTokens { room, reply } => {
                 let _ = reply.send(self.revoke_room_tokens(&room));
             }
             Msg::CheckToken { claims, reply } => {
+                self.catch_up_room(&claims.room, now);
                 let _ = reply.send(self.check_token(&claims));
             }
             Msg::Admit {
@@ -497,6 +500,7 @@ impl Owner {
                 claims,
                 reply,
             } => {
+                self.catch_up_room(&room, now);
                 let admitted = self.honours(claims.as_ref()).and_then(|()| {
                     self.admit(room.clone(), &stream, role, &identity, via_call, now)
                 });

@@ -394,3 +394,173 @@ async fn a_node_rides_out_redis_going_away_and_recovers_by_itself() {
     assert_eq!(at_one.room("site").await.expect("GetRoom").publishers, 1);
     assert!(viewer.video().len() > packets + 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_round_trips_rooms_tokens_alarms_and_cameras() {
+    use vigil_control::alarm_log::AlarmRecord;
+    use vigil_control::camera::{CameraTransport, NewCamera};
+    use vigil_control::event::Alarm;
+    use vigil_control::issued::IssuedToken;
+    use vigil_control::room::RoomSpec;
+    use vigil_control::store::{Store, StoreError};
+    use vigil_control::{RoomName, StreamName};
+    use vigil_gateway::cluster::store::RedisStore;
+
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let store = tokio::task::spawn_blocking(move || RedisStore::connect(&url).expect("connect"))
+        .await
+        .expect("connect task");
+    let store = std::sync::Arc::new(store);
+    let room = RoomName::new("site").expect("room name");
+    let spec = RoomSpec {
+        name: room.clone(),
+        limits: Default::default(),
+        alarms: Default::default(),
+        created_at_ms: 1,
+        incarnation: 42,
+        token_generation: 2,
+        bans: [("troll".to_owned(), 99)].into_iter().collect(),
+    };
+    let token = IssuedToken {
+        id: "t1".into(),
+        room: room.clone(),
+        incarnation: 42,
+        identity: "cam-1".into(),
+        expires_at: u64::MAX / 2,
+        revoked_at_ms: Some(5),
+    };
+    let alarm = AlarmRecord {
+        id: 17,
+        room: room.clone(),
+        alarm: Alarm::RoomFull,
+        stream: None,
+        identity: Some("wall".into()),
+        detail: "full".into(),
+        raised_at_ms: 3,
+        cleared_at_ms: None,
+        acknowledged: None,
+    };
+    let camera = NewCamera {
+        url: "rtsp://user:pw@127.0.0.1:8554/cam".into(),
+        username: String::new(),
+        password: String::new(),
+        transport: CameraTransport::default(),
+        on_demand: true,
+    }
+    .into_spec(room.clone(), StreamName::new("gate").expect("name"), 7)
+    .expect("camera spec");
+
+    let (spec2, token2, alarm2, camera2) =
+        (spec.clone(), token.clone(), alarm.clone(), camera.clone());
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || {
+        writer.put_room(&spec2)?;
+        writer.update_issued_tokens(&[token2], &[])?;
+        writer.update_alarms(&[alarm2], &[])?;
+        writer.put_camera(&camera2)
+    })
+    .await
+    .expect("write task")
+    .expect("writes");
+
+    let reader = store.clone();
+    let (rooms, tokens, by_id, alarms, cameras) = tokio::task::spawn_blocking(move || {
+        Ok::<_, StoreError>((
+            reader.rooms()?,
+            reader.issued_tokens()?,
+            reader.issued_tokens_by_id(&["t1".into(), "nope".into()])?,
+            reader.alarms_by_id(&[17, 18])?,
+            reader.cameras()?,
+        ))
+    })
+    .await
+    .expect("read task")
+    .expect("reads");
+    assert_eq!(rooms, vec![spec]);
+    assert_eq!(tokens, vec![token.clone()]);
+    assert_eq!(by_id, vec![token]);
+    assert_eq!(alarms, vec![alarm]);
+    assert_eq!(cameras, vec![camera]);
+
+    // Redis away: a typed, retryable error, quickly.
+    redis.kill().await;
+    let asked = Instant::now();
+    let failed = tokio::task::spawn_blocking(move || store.rooms())
+        .await
+        .expect("read task");
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(_))),
+        "{failed:?}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_raised_at_one_node_is_listed_and_acknowledged_at_another() {
+    let redis = RedisServer::start().await;
+    let (one, two) = (node(&redis, "n1").await, node(&redis, "n2").await);
+    let (mut at_one, mut at_two) = (Admin::of(&one).await, Admin::of(&two).await);
+    let create = at_one.req(pb::CreateRoomRequest {
+        name: "small".into(),
+        limits: Some(pb::RoomLimits {
+            max_publishers: Some(1),
+            max_viewers: None,
+        }),
+        ..Default::default()
+    });
+    at_one
+        .clients
+        .rooms
+        .create_room(create)
+        .await
+        .expect("CreateRoom");
+    let whip = |stream: &str| format!("{}/whip/small/{stream}", base_url(&one));
+    let first = at_one.token("small", "cam-1").await.token;
+    let second = at_one.token("small", "cam-2").await.token;
+    let taken = post_sdp_as(&whip("cam-1"), &obs_offer(), Some(&first)).await;
+    assert_eq!(taken.status, 201, "{}", taken.body);
+    let refused = post_sdp_as(&whip("cam-2"), &obs_offer(), Some(&second)).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+
+    let list = |admin: &Admin| {
+        let mut admin = admin.cloned();
+        async move {
+            let request = admin.req(pb::ListAlarmsRequest {
+                room: "small".into(),
+                recent_seconds: None,
+            });
+            admin
+                .clients
+                .rooms
+                .list_alarms(request)
+                .await
+                .ok()
+                .map(|r| r.into_inner().alarms)
+        }
+    };
+    let alarm = eventually(LIMIT, "n1's alarm listed at n2", || async {
+        list(&at_two)
+            .await?
+            .into_iter()
+            .find(|a| a.kind == pb::AlarmKind::RoomFull as i32)
+    })
+    .await;
+    let acknowledge = at_two.req(pb::AcknowledgeAlarmRequest {
+        room: "small".into(),
+        alarm_id: alarm.id,
+    });
+    at_two
+        .clients
+        .rooms
+        .acknowledge_alarm(acknowledge)
+        .await
+        .expect("AcknowledgeAlarm at n2");
+    eventually(LIMIT, "the acknowledgement at n1", || async {
+        list(&at_one)
+            .await?
+            .into_iter()
+            .find(|a| a.id == alarm.id && a.acknowledged.is_some())
+    })
+    .await;
+}

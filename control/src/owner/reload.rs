@@ -44,6 +44,32 @@ impl Owner {
         Ok(out)
     }
 
+    /// With a shared store, a room unknown here may have just been
+    /// created at another node whose notice is still on its way: reads it
+    /// before answering, so that a request right after CreateRoom
+    /// elsewhere is not refused. Only requests that passed their
+    /// signature check (or the admin key) get here, so an unknown name
+    /// costs a read only to holders of valid credentials.
+    pub(super) fn catch_up_room(&mut self, name: &RoomName, now: Instant) {
+        if !self.store.shared() || self.rooms.contains_key(name) {
+            return;
+        }
+        if let Err(e) = self.reload(Reload::Room(name.clone()), now) {
+            tracing::debug!(room = %name, "cannot look the room up in the store: {e}");
+        }
+    }
+
+    /// Like [`catch_up_room`](Self::catch_up_room), for a token issued at
+    /// another node moments ago (RevokeToken right after CreateToken).
+    pub(super) fn catch_up_token(&mut self, id: &str, now: Instant) {
+        if !self.store.shared() || self.issued.all().any(|t| t.id == id) {
+            return;
+        }
+        if let Err(e) = self.reload(Reload::Tokens(vec![id.to_owned()]), now) {
+            tracing::debug!(token = id, "cannot look the token up in the store: {e}");
+        }
+    }
+
     fn reload_everything(&mut self, now: Instant, out: &mut Reloaded) -> Result<()> {
         let specs = self.store.rooms()?;
         let stored: BTreeSet<RoomName> = specs.iter().map(|s| s.name.clone()).collect();
@@ -201,5 +227,70 @@ impl Owner {
         for id in gone {
             self.issued.remove(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{Harness, room};
+    use crate::core::Msg;
+    use crate::event::{EventKind, LeaveReason, SessionRole};
+    use crate::issued::IssuedToken;
+    use crate::reload::Reload;
+    use crate::room::Limits;
+    use crate::store::Store;
+
+    fn reload(h: &mut Harness, what: Reload) -> crate::reload::Reloaded {
+        h.ask(|reply| Msg::Reload { what, reply }).unwrap()
+    }
+
+    #[test]
+    fn changes_made_elsewhere_hang_up_or_close_what_they_concern_here() {
+        let mut h = Harness::new(Limits::default());
+        h.start("s1", "cam-1", SessionRole::Publisher, "cam-1");
+        let spec = h.owner.rooms[&room()].spec.clone();
+        h.store.put_room(&spec).unwrap();
+
+        // cam-1's token, revoked at another node.
+        let token = IssuedToken {
+            id: "t1".into(),
+            room: room(),
+            incarnation: spec.incarnation,
+            identity: "cam-1".into(),
+            expires_at: u64::MAX / 2,
+            revoked_at_ms: None,
+        };
+        h.owner.issued.insert(token.clone());
+        let revoked = IssuedToken {
+            revoked_at_ms: Some(1),
+            ..token
+        };
+        h.store.update_issued_tokens(&[revoked], &[]).unwrap();
+        let done = reload(&mut h, Reload::Tokens(vec!["t1".into()]));
+        assert_eq!(done.hang_ups, vec![(room(), "cam-1".to_owned())]);
+        assert!(h.owner.issued.is_revoked("t1"));
+        let again = reload(&mut h, Reload::Tokens(vec!["t1".into()]));
+        assert!(again.hang_ups.is_empty(), "revoked once");
+
+        // Every token of the room revoked elsewhere (a new generation),
+        // with new limits: the sessions stay, the settings change.
+        let mut next = spec.clone();
+        next.token_generation += 1;
+        next.limits.max_viewers = Some(3);
+        h.store.put_room(&next).unwrap();
+        let done = reload(&mut h, Reload::Room(room()));
+        assert_eq!(done.hang_ups, vec![(room(), "cam-1".to_owned())]);
+        assert_eq!(h.owner.rooms[&room()].spec, next);
+
+        // Deleted elsewhere: closed here, announced there, not here.
+        h.store.delete_room(&room()).unwrap();
+        let done = reload(&mut h, Reload::Room(room()));
+        assert_eq!(done.closed_rooms, vec![room()]);
+        h.end("s1", LeaveReason::RoomClosed);
+        assert!(!h.owner.rooms.contains_key(&room()));
+        assert!(
+            !h.events().iter().any(|e| e.kind == EventKind::RoomDeleted),
+            "RoomDeleted is the deleting node's to publish"
+        );
     }
 }
