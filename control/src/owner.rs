@@ -320,8 +320,10 @@ impl Owner {
                 let _ = reply.send(self.update_room(&name, &update));
             }
             Msg::GetRoom { name, reply } => {
-                self.catch_up_room(&name, now);
-                let _ = reply.send(self.live_room(&name).map(|room| self.view(room)));
+                let found = self
+                    .catch_up_room(&name, now)
+                    .and_then(|()| self.live_room(&name).map(|room| self.view(room)));
+                let _ = reply.send(found);
             }
             Msg::ListRooms {
                 after,
@@ -480,15 +482,19 @@ impl Owner {
                 let _ = reply.send(self.issue_token(token));
             }
             Msg::RevokeToken { room, id, reply } => {
-                self.catch_up_token(&id, now);
-                let _ = reply.send(self.revoke_token(&room, &id));
+                let revoked = self
+                    .catch_up_token(&id, now)
+                    .and_then(|()| self.revoke_token(&room, &id));
+                let _ = reply.send(revoked);
             }
             Msg::RevokeRoomTokens { room, reply } => {
                 let _ = reply.send(self.revoke_room_tokens(&room));
             }
             Msg::CheckToken { claims, reply } => {
-                self.catch_up_room(&claims.room, now);
-                let _ = reply.send(self.check_token(&claims));
+                let checked = self
+                    .catch_up_room(&claims.room, now)
+                    .and_then(|()| self.check_token(&claims));
+                let _ = reply.send(checked);
             }
             Msg::Admit {
                 room,
@@ -500,10 +506,12 @@ impl Owner {
                 claims,
                 reply,
             } => {
-                self.catch_up_room(&room, now);
-                let admitted = self.honours(claims.as_ref()).and_then(|()| {
-                    self.admit(room.clone(), &stream, role, &identity, via_call, now)
-                });
+                let admitted = self
+                    .catch_up_room(&room, now)
+                    .and_then(|()| self.honours(claims.as_ref()))
+                    .and_then(|()| {
+                        self.admit(room.clone(), &stream, role, &identity, via_call, now)
+                    });
                 if admitted.is_ok()
                     && dispatcher
                     && let Some(room) = self.rooms.get_mut(&room)

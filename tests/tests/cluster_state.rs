@@ -6,12 +6,17 @@
 use std::time::{Duration, Instant};
 
 use tonic::Code;
+use vigil_control::RoomName;
+use vigil_control::store::hex_decode;
+use vigil_control::token::{Grants, TokenSigner};
 use vigil_gateway::config::ClusterConfig;
 use vigil_gateway::{Credentials, Vigil};
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
 use vigil_tests::conformance::obs_offer;
-use vigil_tests::control::{Clients, Watcher, clients, publish_and_subscribe, with_bearer};
+use vigil_tests::control::{
+    Clients, Watcher, clients, now_unix, publish_and_subscribe, with_bearer,
+};
 use vigil_tests::http_client::post_sdp_as;
 use vigil_tests::peers::{Publisher, Viewer};
 use vigil_tests::redis::RedisServer;
@@ -332,6 +337,23 @@ async fn a_node_rides_out_redis_going_away_and_recovers_by_itself() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = feed.drain().last().map_or(before, |e| e.id);
+    // A valid token (the deployment's secret) for a room this node has
+    // not heard of: only Redis could say whether it exists.
+    let secret = redis
+        .cli(&["HGET", "vigil:secrets", "signing_secret"])
+        .await;
+    let unknown_room = TokenSigner::new(&hex_decode(&secret).expect("hex secret"))
+        .issue(
+            "cam-9",
+            &RoomName::new("elsewhere").expect("room name"),
+            Grants {
+                publish: true,
+                ..Default::default()
+            },
+            now_unix(),
+            Duration::from_secs(600),
+        )
+        .expect("sign");
 
     redis.kill().await;
 
@@ -347,6 +369,27 @@ async fn a_node_rides_out_redis_going_away_and_recovers_by_itself() {
         "{:?}",
         asked.elapsed()
     );
+    let request = at_one.req(pb::CreateTokenRequest {
+        room: "site".into(),
+        identity: "someone".into(),
+        grants: Some(publish_and_subscribe()),
+        ttl_seconds: None,
+    });
+    let refused = at_one
+        .clients
+        .tokens
+        .create_token(request)
+        .await
+        .expect_err("a token is recorded before it is handed out");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    let unknown = post_sdp_as(
+        &format!("{base}/whip/elsewhere/cam-9"),
+        &obs_offer(),
+        Some(&unknown_room),
+    )
+    .await;
+    assert_eq!(unknown.status, 503, "{}", unknown.body);
+    assert!(unknown.header("retry-after").is_some());
 
     // Media keeps flowing; sessions still come and go (events queued).
     let packets = viewer.video().len();
@@ -563,4 +606,26 @@ async fn an_alarm_raised_at_one_node_is_listed_and_acknowledged_at_another() {
             .find(|a| a.id == alarm.id && a.acknowledged.is_some())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_does_not_start_without_its_redis_and_says_why() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    redis.kill().await;
+    let mut config = vigil_tests::test_config();
+    config.insecure_no_auth = false;
+    config.cluster = Some(ClusterConfig {
+        redis_url: url,
+        node_id: "n1".into(),
+        node_url: None,
+        capacity: 0,
+        relay_ip: "127.0.0.1".parse().expect("literal address"),
+    });
+    let started = Instant::now();
+    let Err(e) = Vigil::start(config).await else {
+        panic!("started without Redis");
+    };
+    assert!(e.to_string().contains("--redis-url"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

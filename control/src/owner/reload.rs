@@ -50,24 +50,23 @@ impl Owner {
     /// elsewhere is not refused. Only requests that passed their
     /// signature check (or the admin key) get here, so an unknown name
     /// costs a read only to holders of valid credentials.
-    pub(super) fn catch_up_room(&mut self, name: &RoomName, now: Instant) {
+    pub(super) fn catch_up_room(&mut self, name: &RoomName, now: Instant) -> Result<()> {
         if !self.store.shared() || self.rooms.contains_key(name) {
-            return;
+            return Ok(());
         }
-        if let Err(e) = self.reload(Reload::Room(name.clone()), now) {
-            tracing::debug!(room = %name, "cannot look the room up in the store: {e}");
-        }
+        // The store away: "no such room" would be a guess; the caller
+        // answers UNAVAILABLE (503), to be retried.
+        self.reload(Reload::Room(name.clone()), now).map(|_| ())
     }
 
     /// Like [`catch_up_room`](Self::catch_up_room), for a token issued at
     /// another node moments ago (RevokeToken right after CreateToken).
-    pub(super) fn catch_up_token(&mut self, id: &str, now: Instant) {
+    pub(super) fn catch_up_token(&mut self, id: &str, now: Instant) -> Result<()> {
         if !self.store.shared() || self.issued.all().any(|t| t.id == id) {
-            return;
+            return Ok(());
         }
-        if let Err(e) = self.reload(Reload::Tokens(vec![id.to_owned()]), now) {
-            tracing::debug!(token = id, "cannot look the token up in the store: {e}");
-        }
+        self.reload(Reload::Tokens(vec![id.to_owned()]), now)
+            .map(|_| ())
     }
 
     fn reload_everything(&mut self, now: Instant, out: &mut Reloaded) -> Result<()> {
