@@ -97,8 +97,10 @@ struct Writer {
 
 #[derive(Default)]
 struct Queue {
-    /// Events not written yet, oldest first, with their JSON.
-    pending: VecDeque<String>,
+    /// Events not written yet, oldest first: a sequence number (to tell
+    /// whether the one being written is still first) and the JSON.
+    pending: VecDeque<(u64, String)>,
+    next_seq: u64,
     /// Dropped because the queue was full, since start.
     dropped: u64,
 }
@@ -174,7 +176,14 @@ impl Writer {
         if queue.pending.is_empty() {
             match self.write(&json) {
                 Ok(id) => return id,
-                Err(e) => tracing::warn!("event queued until Redis answers: {e}"),
+                Err(e @ StoreError::Unavailable(_)) => {
+                    tracing::warn!("event queued until Redis answers: {e}");
+                }
+                // Redis answered and refused: retrying would not help.
+                Err(e) => {
+                    tracing::error!("event not published, Redis refused it: {e}");
+                    return 0;
+                }
             }
         }
         if queue.pending.len() == QUEUE_LIMIT {
@@ -187,7 +196,9 @@ impl Writer {
                 );
             }
         }
-        queue.pending.push_back(json);
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        queue.pending.push_back((seq, json));
         0
     }
 
@@ -207,17 +218,31 @@ impl Writer {
     }
 
     /// Writes out up to [`FLUSH_BATCH`] queued events, in order, stopping
-    /// at the first failure.
+    /// at the first failure. The queue is not locked while one is
+    /// written, so a slow Redis does not stall the owner's publishes
+    /// (which queue behind while the queue is not empty). Only this task
+    /// removes written events, so the order holds.
     fn flush_some(&self) {
-        let mut queue = self.lock();
         for _ in 0..FLUSH_BATCH {
-            let Some(json) = queue.pending.front() else {
+            let Some((seq, json)) = self.lock().pending.front().cloned() else {
                 return;
             };
-            if self.write(json).is_err() {
-                return;
+            match self.write(&json) {
+                Ok(_) => {}
+                Err(StoreError::Unavailable(_)) => return,
+                // Redis answered and refused it: it would block the queue
+                // for good.
+                Err(e) => tracing::error!("queued event dropped, Redis refused it: {e}"),
             }
-            queue.pending.pop_front();
+            let mut queue = self.lock();
+            // Still first, unless dropped meanwhile for room.
+            if queue
+                .pending
+                .front()
+                .is_some_and(|(first, _)| *first == seq)
+            {
+                queue.pending.pop_front();
+            }
         }
     }
 

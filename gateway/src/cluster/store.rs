@@ -30,7 +30,7 @@ pub const TIMEOUT: Duration = Duration::from_millis(500);
 
 /// After a failure, how long calls fail at once before one connects again,
 /// so that an unreachable Redis does not cost every call a timeout.
-pub const RETRY_AFTER: Duration = Duration::from_millis(250);
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One blocking connection to Redis that reconnects after a failure.
 pub struct Link {
