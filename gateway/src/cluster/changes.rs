@@ -219,7 +219,6 @@ impl Listener {
 
     async fn listen(&self, control: &Control) {
         let mut backoff = Duration::from_millis(50);
-        let mut first = true;
         loop {
             let mut pubsub = self.client.get_async_pubsub().await.ok();
             let subscribed = match pubsub.as_mut() {
@@ -229,11 +228,10 @@ impl Listener {
             match pubsub {
                 Some(mut pubsub) if subscribed => {
                     backoff = Duration::from_millis(50);
-                    if !first {
-                        // Notices were missed while Redis was away.
-                        self.catch_up(control).await;
-                    }
-                    first = false;
+                    // Notices may have been missed: while Redis was away,
+                    // or, the first time, between loading the store at
+                    // start and subscribing now.
+                    self.catch_up(control).await;
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         self.handle(control, message.get_payload_bytes()).await;
@@ -290,7 +288,7 @@ impl Listener {
             Ok(closed) => tracing::info!(
                 closed,
                 lost,
-                "reloaded the shared state after reconnecting to Redis"
+                "reloaded the shared state on subscribing to change notices"
             ),
             Err(e) => tracing::warn!("cannot reload the shared state: {e}"),
         }
