@@ -629,3 +629,42 @@ async fn a_node_does_not_start_without_its_redis_and_says_why() {
     assert!(e.to_string().contains("--redis-url"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_at_one_node_hangs_up_and_keeps_out_at_another() {
+    let redis = RedisServer::start().await;
+    let (one, two) = (node(&redis, "n1").await, node(&redis, "n2").await);
+    let (mut at_one, at_two) = (Admin::of(&one).await, Admin::of(&two).await);
+    at_one.create_room("site").await.expect("CreateRoom at n1");
+    let token = at_one.token("site", "cam-1").await.token;
+    let mut publisher = Publisher::connect_as(&base_url(&one), "site", "cam-1", &token)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP at n1: {} {}", r.status, r.body));
+    publisher.start_media();
+    let mut feed = at_one.watch(&one, None).await;
+
+    let ban = at_two.req(pb::HangUpRequest {
+        room: "site".into(),
+        identity: "cam-1".into(),
+        ban_seconds: 600,
+    });
+    at_two
+        .clients
+        .rooms
+        .clone()
+        .hang_up(ban)
+        .await
+        .expect("HangUp with a ban at n2");
+    let reason = feed
+        .wait_for(LIMIT, "cam-1 hung up at n1", |e| left(e, "cam-1"))
+        .await;
+    assert_eq!(reason, pb::LeaveReason::HungUp as i32);
+    let fresh = at_one.token("site", "cam-1").await.token;
+    let kept_out = post_sdp_as(
+        &format!("{}/whip/site/cam-1", base_url(&one)),
+        &obs_offer(),
+        Some(&fresh),
+    )
+    .await;
+    assert_eq!(kept_out.status, 403, "{}", kept_out.body);
+}
