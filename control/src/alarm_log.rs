@@ -85,10 +85,12 @@ pub(crate) struct AlarmLog {
 impl AlarmLog {
     /// The log of `records` (from the store). Alarms an earlier run left
     /// active are cleared at `now_ms`: their sessions ended with that run.
-    pub(crate) fn load(records: Vec<AlarmRecord>, now_ms: u64) -> Self {
+    /// In a `shared` store (several nodes) an active alarm may be another
+    /// node's live one, so it is left as it is.
+    pub(crate) fn load(records: Vec<AlarmRecord>, now_ms: u64, shared: bool) -> Self {
         let mut log = AlarmLog::default();
         for mut record in records {
-            if record.cleared_at_ms.is_none() {
+            if record.cleared_at_ms.is_none() && !shared {
                 record.cleared_at_ms = Some(now_ms);
                 log.dirty.insert(record.id);
             }
@@ -102,6 +104,11 @@ impl AlarmLog {
     /// its cleared time (the event's). Other events are ignored.
     pub(crate) fn observe(&mut self, event: &Event) {
         let (alarm, stream, detail) = match &event.kind {
+            // Id 0: a shared bus could not reach its feed and queued the
+            // event, to be numbered later. An alarm is named by its id, so
+            // one without is not recorded (nor cleared: `clear` finds
+            // nothing active and answers 0, which `close` ignores).
+            EventKind::AlarmRaised { .. } if event.id == 0 => return,
             EventKind::AlarmRaised {
                 alarm,
                 stream,
@@ -188,6 +195,30 @@ impl AlarmLog {
             self.dirty.insert(record.id);
             *kept = record;
         }
+    }
+
+    /// Takes in what another node wrote of the alarms `ids` (`records`,
+    /// re-read from the store; an id without a record was deleted there),
+    /// except those changed here and not written yet, which this node's
+    /// next flush writes over. Alarms this node holds active stay its own.
+    pub(crate) fn merge(&mut self, ids: &[u64], records: Vec<AlarmRecord>) {
+        let mut gone: BTreeSet<u64> = ids.iter().copied().collect();
+        for record in records {
+            gone.remove(&record.id);
+            if !self.dirty.contains(&record.id) {
+                self.records.insert(record.id, record);
+            }
+        }
+        for id in gone {
+            if !self.dirty.contains(&id) && !self.active.values().any(|a| *a == id) {
+                self.records.remove(&id);
+            }
+        }
+    }
+
+    /// Every record kept.
+    pub(crate) fn records(&self) -> impl Iterator<Item = &AlarmRecord> {
+        self.records.values()
     }
 
     /// `room`'s active alarms and those cleared at or after `since_ms`,
@@ -362,7 +393,7 @@ mod tests {
         log.observe(&stalled(3, "site", "cam-1", T0));
         let records: Vec<AlarmRecord> = log.records.into_values().collect();
         let store = MemoryStore::default();
-        let mut log = AlarmLog::load(records, T0 + 60_000);
+        let mut log = AlarmLog::load(records, T0 + 60_000, false);
         assert_eq!(
             log.list(&room("site"), 0)[0].cleared_at_ms,
             Some(T0 + 60_000)
@@ -475,5 +506,48 @@ mod tests {
             .store(false, std::sync::atomic::Ordering::Relaxed);
         log.flush(&store, T0 + 500).unwrap();
         assert_eq!(store.alarms().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unnumbered_alarm_is_not_recorded_and_others_nodes_records_merge_in() {
+        let mut log = AlarmLog::default();
+        log.observe(&stalled(0, "site", "cam-1", T0));
+        assert!(
+            log.list(&room("site"), 0).is_empty(),
+            "id 0: queued, unnumbered"
+        );
+        let (alarm, stream) = stall_key("cam-1");
+        assert_eq!(log.clear(&room("site"), alarm, stream.as_ref()), 0);
+
+        // This node raised 7 (not written yet); another node raised 8 and
+        // acknowledged a 7 of its own view.
+        log.observe(&stalled(7, "site", "cam-1", T0));
+        let mut theirs = stalled_record(7);
+        theirs.detail = "theirs".into();
+        log.merge(&[7, 8], vec![theirs, stalled_record(8)]);
+        let listed = log.list(&room("site"), 0);
+        assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), [8, 7]);
+        assert_ne!(listed[1].detail, "theirs", "unwritten changes here win");
+        // Written now; 8 deleted there.
+        log.flush(&MemoryStore::default(), T0).unwrap();
+        log.merge(&[8], vec![]);
+        assert_eq!(log.list(&room("site"), 0).len(), 1);
+        // A shared store's active alarms may be other nodes' live ones.
+        let kept = AlarmLog::load(vec![stalled_record(9)], T0, true);
+        assert_eq!(kept.list(&room("site"), 0)[0].cleared_at_ms, None);
+    }
+
+    fn stalled_record(id: u64) -> AlarmRecord {
+        AlarmRecord {
+            id,
+            room: room("site"),
+            alarm: Alarm::Stream(AlarmKind::Stalled),
+            stream: Some(StreamName::new("cam-2").unwrap()),
+            identity: Some("cam-2".into()),
+            detail: "no media".into(),
+            raised_at_ms: T0,
+            cleared_at_ms: None,
+            acknowledged: None,
+        }
     }
 }

@@ -182,7 +182,7 @@ impl CameraState {
 }
 
 /// One of a camera's tracks as it described it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CameraTrack {
     /// Audio or video.
     pub kind: TrackKind,

@@ -264,6 +264,11 @@ pub(crate) enum Msg {
         spec: RoomSpec,
         reply: Reply<Result<RoomView>>,
     },
+    /// Another node changed the shared store: read it again.
+    Reload {
+        what: crate::reload::Reload,
+        reply: Reply<Result<crate::reload::Reloaded>>,
+    },
     GetRoom {
         name: RoomName,
         reply: Reply<Result<RoomView>>,
@@ -1334,6 +1339,32 @@ impl Control {
     pub async fn cameras(&self, room: &str) -> Result<Vec<CameraView>> {
         let room = RoomName::new(room)?;
         self.ask(|reply| Msg::ListCameras { room, reply }).await?
+    }
+
+    /// Reads again what another node changed in a shared store and applies
+    /// it here as the same request made here would have: sessions of a
+    /// room deleted there are closed, an identity whose token was revoked
+    /// (or who was banned) there is hung up. Returns how many sessions
+    /// were closed.
+    pub async fn reload(&self, what: crate::reload::Reload) -> Result<usize> {
+        let done = self.ask(|reply| Msg::Reload { what, reply }).await??;
+        let mut closed = 0;
+        for room in &done.closed_rooms {
+            closed += self.media.close_room(room).await;
+        }
+        for (room, identity) in &done.hang_ups {
+            closed += self
+                .media
+                .hang_up(room, identity, LeaveReason::HungUp)
+                .await;
+        }
+        Ok(closed)
+    }
+
+    /// Resolves once the control plane has stopped (tasks serving it end
+    /// then).
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
     }
 
     /// Subscribes to the event feed, replaying after `after`.

@@ -1,4 +1,9 @@
 //! What happens in rooms, as events for the live feed.
+//!
+//! Events are JSON in a shared feed (a Redis stream, several nodes, several
+//! versions during an upgrade): the serde names are a wire format, so a
+//! field or variant is renamed only with a `#[serde(alias)]` for the old
+//! name.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +13,8 @@ use crate::names::{RoomName, StreamName};
 use crate::room::{AlarmRules, Limits};
 
 /// What a WebRTC session does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SessionRole {
     /// Publishes its own stream (WHIP).
     Publisher,
@@ -17,7 +23,8 @@ pub enum SessionRole {
 }
 
 /// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TrackKind {
     /// Audio.
     Audio,
@@ -26,7 +33,8 @@ pub enum TrackKind {
 }
 
 /// Why a participant's session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LeaveReason {
     /// DELETE on the session, or the peer closed the connection.
     Left,
@@ -54,7 +62,8 @@ pub enum LeaveReason {
 }
 
 /// Why a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CallEndReason {
     /// EndCall.
     Ended,
@@ -82,7 +91,8 @@ pub enum Alarm {
 }
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A room was created.
     RoomCreated,
@@ -219,7 +229,7 @@ pub enum EventKind {
 }
 
 /// One event of the feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Increasing id; resume after it.
     pub id: u64,

@@ -94,6 +94,16 @@ impl Issued {
             .is_some_and(|t| t.revoked_at_ms.is_some())
     }
 
+    /// Forgets the token of this id (deleted from the store elsewhere).
+    pub fn remove(&mut self, id: &str) {
+        self.tokens.remove(id);
+    }
+
+    /// Every token kept.
+    pub fn all(&self) -> impl Iterator<Item = &IssuedToken> {
+        self.tokens.values()
+    }
+
     /// Forgets the tokens of a deleted room; returns their ids.
     pub fn forget_room(&mut self, room: &RoomName) -> Vec<String> {
         let ids: Vec<String> = self

@@ -18,6 +18,7 @@ pub mod media;
 mod names;
 mod owner;
 pub mod peers;
+pub mod reload;
 pub mod room;
 pub mod stats;
 pub mod store;

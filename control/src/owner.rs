@@ -3,6 +3,7 @@
 //! [`crate::Control`] for the handle. Cameras are in [`cameras`].
 
 mod cameras;
+mod reload;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -91,6 +92,9 @@ struct RoomState {
     managed: bool,
     /// Deleted, waiting for its sessions to end.
     closing: bool,
+    /// Deleted by this node (not at another one, which announces it): it
+    /// publishes `RoomDeleted` once the room is empty.
+    deleted_here: bool,
     sessions: HashMap<String, ()>,
     streams: BTreeMap<StreamName, PublishedStream>,
     /// Admitted sessions still negotiating, by ticket: they count against
@@ -113,6 +117,7 @@ impl RoomState {
             spec,
             managed,
             closing: false,
+            deleted_here: false,
             sessions: HashMap::new(),
             streams: BTreeMap::new(),
             reserved: HashMap::new(),
@@ -161,6 +166,7 @@ impl Owner {
             .into_iter()
             .map(|spec| (spec.name.clone(), RoomState::new(spec, true)))
             .collect();
+        let shared = store.shared();
         let mut owner = Owner {
             next_ticket: 1,
             store,
@@ -168,7 +174,7 @@ impl Owner {
             open_rooms,
             rooms,
             sessions: HashMap::new(),
-            alarm_log: AlarmLog::load(alarms, unix_ms()),
+            alarm_log: AlarmLog::load(alarms, unix_ms(), shared),
             issued: Issued::load(issued),
             epoch: (Instant::now(), unix_ms()),
             effects: Vec::new(),
@@ -314,7 +320,10 @@ impl Owner {
                 let _ = reply.send(self.update_room(&name, &update));
             }
             Msg::GetRoom { name, reply } => {
-                let _ = reply.send(self.live_room(&name).map(|room| self.view(room)));
+                let found = self
+                    .catch_up_room(&name, now)
+                    .and_then(|()| self.live_room(&name).map(|room| self.view(room)));
+                let _ = reply.send(found);
             }
             Msg::ListRooms {
                 after,
@@ -473,13 +482,19 @@ impl Owner {
                 let _ = reply.send(self.issue_token(token));
             }
             Msg::RevokeToken { room, id, reply } => {
-                let _ = reply.send(self.revoke_token(&room, &id));
+                let revoked = self
+                    .catch_up_token(&id, now)
+                    .and_then(|()| self.revoke_token(&room, &id));
+                let _ = reply.send(revoked);
             }
             Msg::RevokeRoomTokens { room, reply } => {
                 let _ = reply.send(self.revoke_room_tokens(&room));
             }
             Msg::CheckToken { claims, reply } => {
-                let _ = reply.send(self.check_token(&claims));
+                let checked = self
+                    .catch_up_room(&claims.room, now)
+                    .and_then(|()| self.check_token(&claims));
+                let _ = reply.send(checked);
             }
             Msg::Admit {
                 room,
@@ -491,9 +506,12 @@ impl Owner {
                 claims,
                 reply,
             } => {
-                let admitted = self.honours(claims.as_ref()).and_then(|()| {
-                    self.admit(room.clone(), &stream, role, &identity, via_call, now)
-                });
+                let admitted = self
+                    .catch_up_room(&room, now)
+                    .and_then(|()| self.honours(claims.as_ref()))
+                    .and_then(|()| {
+                        self.admit(room.clone(), &stream, role, &identity, via_call, now)
+                    });
                 if admitted.is_ok()
                     && dispatcher
                     && let Some(room) = self.rooms.get_mut(&room)
@@ -503,6 +521,9 @@ impl Owner {
                 let _ = reply.send(admitted);
             }
             Msg::Release { room, ticket } => self.release(&room, ticket),
+            Msg::Reload { what, reply } => {
+                let _ = reply.send(self.reload(what, now));
+            }
             // Handled by `run`; here only for a direct caller (tests).
             Msg::Shutdown { reply } => {
                 let _ = reply.send(());
@@ -796,11 +817,24 @@ impl Owner {
         // Its cameras first: one left in the store would come back with a
         // room created under the same name after a restart.
         self.forget_cameras(name)?;
-        let room = self.rooms.get_mut(name).expect("checked live above");
+        let room = self.rooms.get(name).expect("checked live above");
         if room.managed {
             self.store.delete_room(name)?;
         }
+        self.close_room(name, true);
+        Ok(())
+    }
+
+    /// Closes a live room deleted from the store, here (`here`: this node
+    /// announces it once empty, and forgets its tokens in the store) or at
+    /// another node: its calls end, its tokens are forgotten, and it goes
+    /// once its sessions (which the caller closes) have ended.
+    fn close_room(&mut self, name: &RoomName, here: bool) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
         room.closing = true;
+        room.deleted_here = here;
         let calls = std::mem::take(&mut room.calls);
         for (callee, call) in calls {
             self.end_call_event(name, callee, call, CallEndReason::RoomClosed);
@@ -808,9 +842,10 @@ impl Owner {
         // Its tokens are dead: a room created under its name has another
         // incarnation.
         let forgotten = self.issued.forget_room(name);
-        self.prune_issued(&forgotten);
+        if here {
+            self.prune_issued(&forgotten);
+        }
         self.drop_if_finished(name);
-        Ok(())
     }
 
     /// Forgets a closing room once its last session ended, and an implicit
@@ -823,8 +858,11 @@ impl Owner {
             return;
         }
         if room.closing {
+            let announce = room.deleted_here;
             self.rooms.remove(name);
-            self.publish(name, None, EventKind::RoomDeleted);
+            if announce {
+                self.publish(name, None, EventKind::RoomDeleted);
+            }
         } else if !room.managed {
             self.rooms.remove(name);
         }

@@ -43,8 +43,9 @@ const ISSUED_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("issued
 /// in it: the data directory is private to the server (mode 0700).
 const CAMERAS: TableDefinition<&str, &[u8]> = TableDefinition::new("cameras");
 
-/// The key of `room`'s camera `identity` in [`CAMERAS`].
-fn camera_key(room: &RoomName, identity: &StreamName) -> String {
+/// The key of `room`'s camera `identity` in [`CAMERAS`] (and in a shared
+/// store's camera hash).
+pub fn camera_key(room: &RoomName, identity: &StreamName) -> String {
     format!("{room}/{identity}")
 }
 
@@ -83,6 +84,11 @@ pub enum StoreError {
     /// secret file that was edited or truncated.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A shared store (Redis) did not answer in time or refused the
+    /// connection: a passing condition, worth retrying (gRPC `UNAVAILABLE`,
+    /// HTTP 503 with `Retry-After`).
+    #[error("shared store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -181,6 +187,26 @@ pub trait Store: Send + Sync + 'static {
     fn put_camera(&self, camera: &CameraSpec) -> Result<(), StoreError>;
     /// Deletes `room`'s camera `identity`; returns whether it existed.
     fn delete_camera(&self, room: &RoomName, identity: &StreamName) -> Result<bool, StoreError>;
+    /// Whether other processes (nodes) write this store too: then an alarm
+    /// left active in it may be another node's live one, not one that died
+    /// with an earlier run of this process.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The issued tokens of these ids that are kept (a change another node
+    /// made, re-read). A shared store reads just those.
+    fn issued_tokens_by_id(&self, ids: &[String]) -> Result<Vec<IssuedToken>, StoreError> {
+        let mut tokens = self.issued_tokens()?;
+        tokens.retain(|t| ids.contains(&t.id));
+        Ok(tokens)
+    }
+    /// The alarms of these ids that are kept (see
+    /// [`issued_tokens_by_id`](Self::issued_tokens_by_id)).
+    fn alarms_by_id(&self, ids: &[u64]) -> Result<Vec<AlarmRecord>, StoreError> {
+        let mut alarms = self.alarms()?;
+        alarms.retain(|a| ids.contains(&a.id));
+        Ok(alarms)
+    }
 }
 
 /// The embedded store: one redb file.
@@ -212,11 +238,13 @@ impl RedbStore {
     }
 }
 
-fn encode(room: &RoomSpec) -> Result<Vec<u8>, StoreError> {
+/// `room` as every store keeps it: `serde_json`.
+pub fn encode(room: &RoomSpec) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(room).map_err(|e| StoreError::Database(format!("encoding room: {e}")))
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<RoomSpec, StoreError> {
+/// The room stored under the name `key`, checked to be named so.
+pub fn decode(key: &str, bytes: &[u8]) -> Result<RoomSpec, StoreError> {
     let room: RoomSpec = serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("room {key:?}: {e}")))?;
     // The key is the name; a row whose value names another room was not
@@ -403,7 +431,8 @@ impl Store for RedbStore {
     }
 }
 
-fn decode_camera(key: &str, bytes: &[u8]) -> Result<CameraSpec, StoreError> {
+/// The camera stored under `key` ([`camera_key`]), checked to be its.
+pub fn decode_camera(key: &str, bytes: &[u8]) -> Result<CameraSpec, StoreError> {
     // The error names the key only: the value holds a password.
     let camera: CameraSpec = serde_json::from_slice(bytes).map_err(|e| {
         StoreError::Corrupt(format!(
@@ -421,7 +450,8 @@ fn decode_camera(key: &str, bytes: &[u8]) -> Result<CameraSpec, StoreError> {
     Ok(camera)
 }
 
-fn decode_issued(key: &str, bytes: &[u8]) -> Result<IssuedToken, StoreError> {
+/// The issued token stored under the id `key`, checked to be its.
+pub fn decode_issued(key: &str, bytes: &[u8]) -> Result<IssuedToken, StoreError> {
     let token: IssuedToken = serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("issued token {key}: {e}")))?;
     if token.id != key {
@@ -433,7 +463,8 @@ fn decode_issued(key: &str, bytes: &[u8]) -> Result<IssuedToken, StoreError> {
     Ok(token)
 }
 
-fn decode_alarm(key: u64, bytes: &[u8]) -> Result<AlarmRecord, StoreError> {
+/// The alarm stored under the id `key`, checked to be its.
+pub fn decode_alarm(key: u64, bytes: &[u8]) -> Result<AlarmRecord, StoreError> {
     let alarm: AlarmRecord = serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("alarm {key}: {e}")))?;
     if alarm.id != key {
@@ -690,11 +721,13 @@ fn write_new_secret(path: &Path, text: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
+/// `bytes` in lowercase hex, as secrets are kept.
+pub fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// The bytes of `text` in hex; `None` unless it is hex, whole bytes.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     // Checked up front: `from_str_radix` alone would also accept a `+` sign.
     if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use vigil_control::bus::MemoryBus;
+use vigil_control::bus::{EventBus, MemoryBus};
 use vigil_control::store::{
     MemoryStore, RedbStore, Secrets, Store, admin_key_path, load_or_create_secrets,
 };
@@ -97,8 +97,12 @@ pub enum Credentials {
         /// Created now (first start) rather than loaded.
         generated: bool,
         /// The file it is kept in; `None` when it came with the
-        /// configuration or lives only as long as the process.
+        /// configuration, lives only as long as the process, or is the
+        /// deployment's (`shared`).
         stored_in: Option<PathBuf>,
+        /// Kept in the deployment's Redis (`vigil:secrets`), the same at
+        /// every node.
+        shared: bool,
     },
 }
 
@@ -109,12 +113,14 @@ impl std::fmt::Debug for Credentials {
             Credentials::AdminKey {
                 generated,
                 stored_in,
+                shared,
                 ..
             } => f
                 .debug_struct("AdminKey")
                 .field("key", &"<redacted>")
                 .field("generated", generated)
                 .field("stored_in", stored_in)
+                .field("shared", shared)
                 .finish(),
         }
     }
@@ -144,8 +150,21 @@ impl Vigil {
         let (redirect_listener, redirect_addr) = bind_optional(config.http_redirect_listen).await?;
         let (metrics_listener, metrics_addr) = bind_optional(config.metrics_listen).await?;
 
-        let store: Arc<dyn Store> = match &config.data_dir {
-            Some(dir) => {
+        // Several nodes (--redis-url): the state they share lives in Redis.
+        let shared = match &config.cluster {
+            Some(cluster) => {
+                let shared_secrets = !config.insecure_no_auth && config.secrets.is_none();
+                Some(
+                    cluster::state::connect(cluster, shared_secrets)
+                        .await
+                        .map_err(other)?,
+                )
+            }
+            None => None,
+        };
+        let store: Arc<dyn Store> = match (&shared, &config.data_dir) {
+            (Some(shared), _) => shared.store.clone(),
+            (None, Some(dir)) => {
                 // Private: it holds the admin key and the signing secret.
                 std::os::unix::fs::DirBuilderExt::mode(
                     std::fs::DirBuilder::new().recursive(true),
@@ -154,17 +173,19 @@ impl Vigil {
                 .create(dir)?;
                 Arc::new(RedbStore::open(&dir.join("vigil.redb")).map_err(other)?)
             }
-            None => Arc::new(MemoryStore::default()),
+            (None, None) => Arc::new(MemoryStore::default()),
         };
-        let (auth, credentials) = auth_from(&config)?;
+        let (auth, credentials) = auth_from(&config, shared.as_ref())?;
         let tls_setup = tls_from(&config)?;
         let tls = tls_setup
             .as_ref()
             .map(|setup| tls::Tls::new(setup.certificates.clone()));
 
         // Event ids continue across restarts (a watcher resumes by id).
-        let bus: Arc<dyn vigil_control::bus::EventBus> =
-            Arc::new(MemoryBus::resuming(store.clone()).map_err(other)?);
+        let bus: Arc<dyn EventBus> = match &shared {
+            Some(shared) => shared.bus.clone(),
+            None => Arc::new(MemoryBus::resuming(store.clone()).map_err(other)?),
+        };
         let (facts, inbox) = vigil_control::channel();
         // A deployment's directory hears of every session this node hosts.
         let joining = config
@@ -189,6 +210,9 @@ impl Vigil {
         };
         let control = Control::start(&facts, inbox, store, bus.clone(), Arc::new(plane), auth)
             .map_err(other)?;
+        if let Some(shared) = shared {
+            shared.listen(&control);
+        }
         let telemetry =
             telemetry::Telemetry::start(&sfu, config.otlp_endpoint.as_deref()).map_err(other)?;
         telemetry::count_alarms(&telemetry, &control);
@@ -408,15 +432,21 @@ fn tls_from(config: &Config) -> std::io::Result<Option<TlsSetup>> {
     }))
 }
 
-/// Authentication from the configuration: explicit secrets, or the data
-/// directory's (created on first start), or, without a data directory,
-/// secrets that live as long as the process.
-fn auth_from(config: &Config) -> std::io::Result<(Auth, Credentials)> {
+/// Authentication from the configuration: explicit secrets, or the
+/// deployment's (in Redis), or the data directory's (created on first
+/// start), or, without a data directory, secrets that live as long as the
+/// process.
+fn auth_from(
+    config: &Config,
+    shared: Option<&cluster::state::Shared>,
+) -> std::io::Result<(Auth, Credentials)> {
     if config.insecure_no_auth {
         return Ok((Auth::Open, Credentials::None));
     }
+    let from_redis = shared.and_then(|shared| shared.secrets.clone());
     let (secrets, generated, stored_in) = match (&config.secrets, &config.data_dir) {
         (Some(secrets), _) => (secrets.clone(), false, None),
+        (None, _) if let Some((secrets, created)) = from_redis.clone() => (secrets, created, None),
         (None, Some(dir)) => {
             let (secrets, created) = load_or_create_secrets(dir).map_err(other)?;
             (secrets, created.admin_key, Some(admin_key_path(dir)))
@@ -442,6 +472,7 @@ fn auth_from(config: &Config) -> std::io::Result<(Auth, Credentials)> {
             key: secrets.admin_key,
             generated,
             stored_in,
+            shared: from_redis.is_some(),
         },
     ))
 }

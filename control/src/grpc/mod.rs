@@ -38,6 +38,8 @@ impl From<ControlError> for Status {
             ControlError::AlreadyExists(_) => Code::AlreadyExists,
             ControlError::RoomFull { .. } => Code::ResourceExhausted,
             ControlError::FailedPrecondition(_) => Code::FailedPrecondition,
+            // Redis away: the client may retry; anything else is a fault.
+            ControlError::Store(crate::store::StoreError::Unavailable(_)) => Code::Unavailable,
             ControlError::Store(_) => Code::Internal,
             ControlError::Unavailable => Code::Unavailable,
         };

@@ -209,11 +209,29 @@ impl Owner {
         for identity in &identities {
             self.store.delete_camera(room_name, identity)?;
         }
-        let cameras = std::mem::take(&mut self.room_mut(room_name).cameras);
+        self.drop_cameras(room_name);
+        Ok(())
+    }
+
+    /// Stops pulling a room's cameras and forgets them here (the store is
+    /// the caller's business).
+    pub(super) fn drop_cameras(&mut self, room_name: &RoomName) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let cameras = std::mem::take(&mut room.cameras);
         for entry in cameras.into_values() {
             self.camera_gone(room_name, entry);
         }
-        Ok(())
+    }
+
+    /// Every camera's settings, for writing back to a store that lost them.
+    pub(super) fn camera_specs(&self) -> Vec<CameraSpec> {
+        self.rooms
+            .values()
+            .filter(|room| !room.closing)
+            .flat_map(|room| room.cameras.values().map(|entry| entry.spec.clone()))
+            .collect()
     }
 
     /// A camera was forgotten: stop pulling it, and clear its alarm.

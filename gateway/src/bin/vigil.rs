@@ -178,10 +178,16 @@ fn print_start(vigil: &Vigil, config: &Config) {
             key,
             generated: true,
             stored_in,
+            shared,
         } => {
             // The key rides in the fragment, which the browser never sends.
             println!("Web console:  {url}/console/#key={key}");
             let (where_, bearer) = match stored_in {
+                None if *shared => (
+                    "stored in Redis for every node (shown this once; `redis-cli HGET vigil:secrets admin_key`)"
+                        .to_owned(),
+                    key.clone(),
+                ),
                 Some(path) => (
                     format!(
                         "stored in {} (shown this once; later starts print only where it is)",
@@ -212,6 +218,17 @@ fn print_start(vigil: &Vigil, config: &Config) {
                 "  or   grpcurl {grpcurl_trust} -H \"authorization: Bearer $(cat {})\" {} list",
                 shell_word(&path),
                 vigil.grpc_addr
+            );
+        }
+        Credentials::AdminKey {
+            generated: false,
+            stored_in: None,
+            shared: true,
+            ..
+        } => {
+            println!(
+                "Web console:  {url}/console/   (sign in with the deployment's admin key: \
+                 `redis-cli HGET vigil:secrets admin_key`)"
             );
         }
         Credentials::AdminKey {

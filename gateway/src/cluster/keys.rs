@@ -65,3 +65,8 @@ pub const COMMANDS: &str = "vigil:commands";
 pub fn replies(node: &str) -> String {
     format!("vigil:replies:{node}")
 }
+
+/// String: set once the deployment's shared state is in this Redis. A node
+/// that reconnects and finds it missing knows Redis lost its data
+/// (restarted without persistence) and writes back what it holds.
+pub const SEEDED: &str = "vigil:seeded";

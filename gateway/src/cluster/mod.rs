@@ -18,12 +18,17 @@
 //! elsewhere pulls it once as a WHEP client of the origin (`crate::relay`).
 //! Every key and channel is named in [`keys`].
 
+pub mod bus;
+pub mod changes;
 pub mod commands;
 pub mod directory;
 pub mod keys;
 pub mod link;
 pub mod membership;
 pub mod origins;
+pub mod secrets;
+pub mod state;
+pub mod store;
 
 use std::sync::Arc;
 

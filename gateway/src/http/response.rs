@@ -9,6 +9,7 @@ use hyper::{Response, StatusCode};
 use crate::config::IceServer;
 use crate::error::Error;
 use vigil_control::ControlError;
+use vigil_control::store::StoreError;
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;
@@ -49,9 +50,9 @@ pub fn status_of(error: &Error) -> StatusCode {
             ControlError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-            ControlError::RoomFull { .. } | ControlError::Unavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ControlError::RoomFull { .. }
+            | ControlError::Unavailable
+            | ControlError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::AlreadyExists(_) | ControlError::FailedPrecondition(_) => {
                 StatusCode::CONFLICT
             }
@@ -79,7 +80,11 @@ pub fn error_response(error: &Error, allow: &'static str) -> Response<Body> {
     match error {
         Error::NotPublished { .. }
         | Error::ShuttingDown
-        | Error::Refused(ControlError::RoomFull { .. } | ControlError::Unavailable) => {
+        | Error::Refused(
+            ControlError::RoomFull { .. }
+            | ControlError::Unavailable
+            | ControlError::Store(StoreError::Unavailable(_)),
+        ) => {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -199,6 +204,18 @@ mod tests {
         for (error, code) in cases {
             assert_eq!(status_of(&error).as_u16(), code, "{error}");
         }
+    }
+
+    #[test]
+    fn a_shared_store_away_is_a_503_to_retry_and_a_broken_one_a_500() {
+        let away = Error::Refused(ControlError::Store(StoreError::Unavailable(
+            "connection refused".into(),
+        )));
+        let response = error_response(&away, "POST");
+        assert_eq!(response.status().as_u16(), 503);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let broken = Error::Refused(ControlError::Store(StoreError::Corrupt("x".into())));
+        assert_eq!(status_of(&broken).as_u16(), 500);
     }
 
     #[test]
