@@ -21,6 +21,8 @@ pub enum Reload {
     Tokens(Vec<String>),
     /// These alarms: raised, cleared, acknowledged, or pruned.
     Alarms(Vec<u64>),
+    /// One room's cameras: added, changed or removed.
+    Cameras(RoomName),
     /// Everything (notifications may have been missed while the store was
     /// away). With `restore`, the store lost its data (Redis restarted
     /// without persistence): what this node holds is written back first,

@@ -12,6 +12,7 @@ use vigil_tests::control::clients_at;
 use vigil_tests::eventually;
 use vigil_tests::http_client::request;
 use vigil_tests::peers::{PublishRequest, Publisher, TestVideo, Viewer};
+use vigil_tests::rtsp::{RtspOptions, RtspServer};
 
 const ROOM: &str = "city";
 
@@ -478,4 +479,54 @@ async fn redis_restarting_mid_stream_breaks_no_session() {
         .await
         .unwrap_or_else(|r| panic!("WHEP at node3: {} {}", r.status, r.body));
     late.wait_keyframes(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_added_at_one_node_is_pulled_once_and_plays_at_every_node() {
+    let camera = RtspServer::start(RtspOptions::default()).await;
+    let deployment = Deployment::start(2, &[]).await;
+    // A camera that node1 is to pull, added at node2: node1 hears of it
+    // through the change notice.
+    let nodes = ["node1".to_owned(), "node2".to_owned()];
+    let room = vigil_control::RoomName::new(ROOM).unwrap();
+    let identity = (0..)
+        .map(|i| format!("gate-cam-{i}"))
+        .find(|name| {
+            let stream = vigil_control::StreamName::new(name).unwrap();
+            vigil_gateway::camera::owner_of(&room, &stream, &nodes).map(String::as_str)
+                == Some("node1")
+        })
+        .expect("some name hashes to node1");
+    let mut node2 = clients_at(deployment.node(2).grpc).await;
+    node2
+        .rooms
+        .add_camera(pb::AddCameraRequest {
+            room: ROOM.into(),
+            identity: identity.clone(),
+            url: camera.url().to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("AddCamera at node2");
+    // One node pulls it (the placement's choice), and says so in the
+    // stream directory.
+    let key = format!("vigil:stream:{ROOM}/{identity}");
+    let puller = eventually(Duration::from_secs(15), "the camera published", || async {
+        let node = deployment.redis.cli(&["GET", &key]).await;
+        (!node.is_empty()).then_some(node)
+    })
+    .await;
+    assert_eq!(
+        puller, "node1",
+        "the placement's choice, not the node asked"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(camera.connections(), 1, "pulled by one node, not by each");
+    for node in [1, 2] {
+        let viewer = Viewer::connect(&deployment.base(node), ROOM, &identity)
+            .await
+            .unwrap_or_else(|r| panic!("WHEP at node{node}: {} {}", r.status, r.body));
+        viewer.wait_keyframes(1).await;
+    }
+    assert_eq!(camera.connections(), 1);
 }

@@ -9,6 +9,7 @@
 //! person: HangUp and Call refuse it, and a WHIP publisher may not take its
 //! stream.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Effect, Owner, RoomState};
@@ -221,6 +222,57 @@ impl Owner {
         };
         let cameras = std::mem::take(&mut room.cameras);
         for entry in cameras.into_values() {
+            self.camera_gone(room_name, entry);
+        }
+    }
+
+    /// Another node added, changed or removed `room_name`'s cameras (now
+    /// `specs` in the store): the same here, without the store writes and
+    /// events (that node made them). The camera placement decides which
+    /// node pulls each (gateway `camera::owner_of`).
+    pub(super) fn cameras_changed(
+        &mut self,
+        room_name: &RoomName,
+        specs: Vec<CameraSpec>,
+        now: Instant,
+    ) {
+        let now_ms = self.unix_ms_at(now);
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return; // its room's own notice brings it
+        };
+        let wanted: BTreeMap<StreamName, CameraSpec> = specs
+            .into_iter()
+            .map(|spec| (spec.identity.clone(), spec))
+            .collect();
+        let gone: Vec<StreamName> = room
+            .cameras
+            .keys()
+            .filter(|identity| !wanted.contains_key(*identity))
+            .cloned()
+            .collect();
+        let mut effects = Vec::new();
+        for (identity, spec) in wanted {
+            match room.cameras.get_mut(&identity) {
+                Some(entry) if entry.spec == spec => {}
+                Some(entry) => {
+                    if spec.pulled_differently(&entry.spec) {
+                        effects.push(Effect::StartCamera(spec.clone()));
+                    }
+                    entry.spec = spec;
+                }
+                None => {
+                    effects.push(Effect::StartCamera(spec.clone()));
+                    room.cameras
+                        .insert(identity, CameraEntry::new(spec, now, now_ms));
+                }
+            }
+        }
+        let gone: Vec<CameraEntry> = gone
+            .iter()
+            .filter_map(|identity| room.cameras.remove(identity))
+            .collect();
+        self.effects.extend(effects);
+        for entry in gone {
             self.camera_gone(room_name, entry);
         }
     }

@@ -6,10 +6,11 @@
 //! What this node publishes is what it does to its own sessions (their
 //! `ParticipantLeft` events, a room-full alarm that a raised limit clears).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::{Owner, RoomState};
+use crate::camera::CameraSpec;
 use crate::core::Result;
 use crate::issued::IssuedToken;
 use crate::names::RoomName;
@@ -33,6 +34,15 @@ impl Owner {
             Reload::Alarms(ids) => {
                 let records = self.store.alarms_by_id(&ids)?;
                 self.alarm_log.merge(&ids, records);
+            }
+            Reload::Cameras(name) => {
+                let specs = self
+                    .store
+                    .cameras()?
+                    .into_iter()
+                    .filter(|c| c.room == name)
+                    .collect();
+                self.cameras_changed(&name, specs, now);
             }
             Reload::Everything { restore } => {
                 if restore {
@@ -92,6 +102,20 @@ impl Owner {
         let mut ids: Vec<u64> = self.alarm_log.records().map(|a| a.id).collect();
         ids.extend(alarms.iter().map(|a| a.id));
         self.alarm_log.merge(&ids, alarms);
+        let mut cameras: BTreeMap<RoomName, Vec<CameraSpec>> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| room.managed && !room.closing)
+            .map(|(name, _)| (name.clone(), Vec::new()))
+            .collect();
+        for camera in self.store.cameras()? {
+            if let Some(room) = cameras.get_mut(&camera.room) {
+                room.push(camera);
+            }
+        }
+        for (room, specs) in cameras {
+            self.cameras_changed(&room, specs, now);
+        }
         Ok(())
     }
 

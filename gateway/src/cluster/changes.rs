@@ -191,7 +191,7 @@ fn reload_for(change: Change) -> Option<Reload> {
         }
         Change::TokensChanged { ids } => Some(Reload::Tokens(ids)),
         Change::AlarmsChanged { ids } => Some(Reload::Alarms(ids)),
-        Change::CamerasChanged { .. } => None,
+        Change::CamerasChanged { room } => RoomName::new(&room).ok().map(Reload::Cameras),
     }
 }
 
