@@ -216,6 +216,18 @@ impl AlarmLog {
         }
     }
 
+    /// The alarms of `room`'s `stream` not cleared yet, whichever node
+    /// raised them (ids and kinds), oldest first.
+    pub(crate) fn open_for(&self, room: &RoomName, stream: &StreamName) -> Vec<(u64, Alarm)> {
+        self.records
+            .values()
+            .filter(|r| {
+                r.room == *room && r.stream.as_ref() == Some(stream) && r.cleared_at_ms.is_none()
+            })
+            .map(|r| (r.id, r.alarm))
+            .collect()
+    }
+
     /// Every record kept.
     pub(crate) fn records(&self) -> impl Iterator<Item = &AlarmRecord> {
         self.records.values()

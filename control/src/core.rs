@@ -264,6 +264,10 @@ pub(crate) enum Msg {
         spec: RoomSpec,
         reply: Reply<Result<RoomView>>,
     },
+    /// Another node died with these sessions (a fact, no reply).
+    NodeLost {
+        sessions: Vec<crate::peers::LostSession>,
+    },
     /// Another node changed the shared store: read it again.
     Reload {
         what: crate::reload::Reload,
@@ -1359,6 +1363,14 @@ impl Control {
                 .await;
         }
         Ok(closed)
+    }
+
+    /// Reports the sessions of a node that stopped heartbeating: each
+    /// leaves (`NODE_LOST`), and the alarms of the streams it published
+    /// are cleared. Called by the one node that reaps it.
+    pub fn report_node_lost(&self, sessions: Vec<crate::peers::LostSession>) {
+        // Fails only after shutdown; nothing to report then.
+        let _ = self.tx.send(Msg::NodeLost { sessions });
     }
 
     /// Resolves once the control plane has stopped (tasks serving it end

@@ -524,6 +524,7 @@ impl Owner {
             Msg::Reload { what, reply } => {
                 let _ = reply.send(self.reload(what, now));
             }
+            Msg::NodeLost { sessions } => self.node_lost(sessions),
             // Handled by `run`; here only for a direct caller (tests).
             Msg::Shutdown { reply } => {
                 let _ = reply.send(());
@@ -1531,6 +1532,35 @@ impl Owner {
             }
         }
         self.drop_if_finished(&room_name);
+    }
+
+    /// Another node died: its sessions leave, and the alarms still open on
+    /// the streams it published end (nobody else would end them).
+    fn node_lost(&mut self, sessions: Vec<crate::peers::LostSession>) {
+        for lost in sessions {
+            if lost.role == SessionRole::Publisher {
+                for (alarm_id, alarm) in self.alarm_log.open_for(&lost.room, &lost.stream) {
+                    self.publish(
+                        &lost.room,
+                        Some(&lost.identity),
+                        EventKind::AlarmCleared {
+                            alarm,
+                            stream: Some(lost.stream.clone()),
+                            alarm_id,
+                        },
+                    );
+                }
+            }
+            self.publish(
+                &lost.room,
+                Some(&lost.identity),
+                EventKind::ParticipantLeft {
+                    role: lost.role,
+                    stream: lost.stream,
+                    reason: LeaveReason::NodeLost,
+                },
+            );
+        }
     }
 
     fn evaluate_alarms(&mut self, samples: Vec<StreamSample>, now: Instant) {

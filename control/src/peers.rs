@@ -140,6 +140,19 @@ pub trait Peers: Send + Sync + 'static {
     async fn run(&self, op: &PeerOp) -> Vec<Result<PeerOutcome, PeerError>>;
 }
 
+/// A session of a node that died, as the deployment's directory had it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostSession {
+    /// Its room.
+    pub room: RoomName,
+    /// The stream it published or played.
+    pub stream: StreamName,
+    /// Whose.
+    pub identity: String,
+    /// Publisher or viewer.
+    pub role: SessionRole,
+}
+
 /// Sessions as they start and end on this node, for a deployment's
 /// directory (which node hosts which session and publishes which stream).
 pub trait SessionObserver: Send + Sync + 'static {

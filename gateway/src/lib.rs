@@ -230,7 +230,7 @@ impl Vigil {
                 .as_ref()
                 .and_then(|c| c.node_url.clone())
                 .unwrap_or_else(|| format!("{scheme}://{http_addr}"));
-            joining.join(url, sfu.clone(), &control, bus.clone(), stopped.clone())
+            joining.join(url, sfu.clone(), &control, stopped.clone())
         });
         let relays = match &cluster {
             // Streams published at other nodes are found in the directory.

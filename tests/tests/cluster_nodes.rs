@@ -6,9 +6,10 @@
 use std::time::{Duration, Instant};
 
 use vigil_proto::v1 as pb;
+use vigil_proto::v1::event::Kind;
 use vigil_tests::cluster::Deployment;
 use vigil_tests::conformance::SDP;
-use vigil_tests::control::clients_at;
+use vigil_tests::control::{Watcher, clients_at};
 use vigil_tests::eventually;
 use vigil_tests::http_client::request;
 use vigil_tests::peers::{PublishRequest, Publisher, TestVideo, Viewer};
@@ -28,7 +29,20 @@ fn whip_request<'a>() -> PublishRequest<'a> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_the_deployment_within_the_liveness_window() {
     let mut deployment = Deployment::start(3, &[]).await;
+    // A watch at node2 sees what happens at node1.
+    let mut watch =
+        Watcher::start_at(deployment.node(2).grpc, "open", pb::WatchRequest::default()).await;
     let _publisher = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
+    let _viewer = Viewer::connect(&deployment.base(1), ROOM, "field-1")
+        .await
+        .unwrap_or_else(|r| panic!("WHEP at node1: {} {}", r.status, r.body));
+    watch
+        .wait_for(Duration::from_secs(5), "field-1 joined at node1", |e| {
+            matches!(&e.kind, Some(Kind::ParticipantJoined(_)))
+                .then_some(())
+                .filter(|()| e.identity == "field-1")
+        })
+        .await;
     // The directory names node1 as the stream's publisher.
     let key = format!("vigil:stream:{ROOM}/field-1");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -56,6 +70,34 @@ async fn a_killed_node_leaves_the_deployment_within_the_liveness_window() {
     }
     eprintln!("node1 reaped {:?} after SIGKILL", killed.elapsed());
     assert_eq!(deployment.live_nodes().await, ["node2", "node3"]);
+    // node1's publisher and viewer are reported gone, "node lost".
+    let mut left = Vec::new();
+    while left.len() < 2 {
+        let (identity, role) = watch
+            .wait_for(
+                Duration::from_secs(5),
+                "ParticipantLeft NODE_LOST",
+                |e| match &e.kind {
+                    Some(Kind::ParticipantLeft(l))
+                        if l.reason == i32::from(pb::LeaveReason::NodeLost) =>
+                    {
+                        Some((e.identity.clone(), l.role))
+                    }
+                    _ => None,
+                },
+            )
+            .await;
+        left.push((identity, role));
+    }
+    eprintln!(
+        "reported lost {:?} after SIGKILL: {left:?}",
+        killed.elapsed()
+    );
+    assert!(left.contains(&("field-1".to_owned(), i32::from(pb::SessionRole::Publisher))));
+    assert!(
+        left.iter()
+            .any(|(_, role)| *role == i32::from(pb::SessionRole::Viewer))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,9 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
-use vigil_control::bus::EventBus;
-use vigil_control::event::{EventKind, LeaveReason, SessionRole};
-use vigil_control::{RoomName, StreamName};
+use vigil_control::event::SessionRole;
+use vigil_control::peers::LostSession;
+use vigil_control::{Control, RoomName, StreamName};
 
 use super::directory;
 use super::keys;
@@ -71,7 +71,7 @@ impl Membership {
         link: Arc<Link>,
         me: NodeInfo,
         sfu: Sfu,
-        bus: Arc<dyn EventBus>,
+        control: Control,
         directory: Arc<super::directory::Directory>,
         ids_tx: watch::Sender<Vec<String>>,
         stopped: watch::Receiver<bool>,
@@ -88,7 +88,7 @@ impl Membership {
         let context = Context {
             link,
             sfu,
-            bus,
+            control,
             directory,
         };
         tokio::spawn(run(context, me, (live_tx, ids_tx), lost, stopped));
@@ -134,7 +134,7 @@ impl Membership {
 struct Context {
     link: Arc<Link>,
     sfu: Sfu,
-    bus: Arc<dyn EventBus>,
+    control: Control,
     directory: Arc<super::directory::Directory>,
 }
 
@@ -148,7 +148,7 @@ async fn run(
     let Context {
         link,
         sfu,
-        bus,
+        control,
         directory,
     } = context;
     let mut tick = tokio::time::interval(HEARTBEAT);
@@ -189,7 +189,7 @@ async fn run(
                 for node in dead {
                     // Every node tells its relays; one reports the sessions.
                     let _ = lost.send(node.clone());
-                    if let Err(e) = reap(&link, &me.id, &node, &bus).await {
+                    if let Err(e) = reap(&link, &me.id, &node, &control).await {
                         tracing::warn!(
                             node,
                             "reporting a dead node's sessions failed (retried): {e}"
@@ -259,12 +259,7 @@ async fn beat(link: &Link, me: &NodeInfo) -> redis::RedisResult<(Vec<NodeInfo>, 
 }
 
 /// Reports `dead`'s sessions gone, if this node is the one to.
-async fn reap(
-    link: &Link,
-    me: &str,
-    dead: &str,
-    bus: &Arc<dyn EventBus>,
-) -> redis::RedisResult<()> {
+async fn reap(link: &Link, me: &str, dead: &str, control: &Control) -> redis::RedisResult<()> {
     let mut conn = link.conn().await?;
     let mine: Option<String> = conn
         .set_options(
@@ -309,27 +304,14 @@ async fn reap(
         } else {
             SessionRole::Viewer
         };
-        left.push((room, entry.identity, role, stream));
+        left.push(LostSession {
+            room,
+            stream,
+            identity: entry.identity,
+            role,
+        });
     }
-    // The bus's writes are blocking calls (it is the control owner's).
-    let bus = bus.clone();
-    let reported = tokio::task::spawn_blocking(move || {
-        for (room, identity, role, stream) in left {
-            bus.publish(
-                room,
-                Some(identity),
-                EventKind::ParticipantLeft {
-                    role,
-                    stream,
-                    reason: LeaveReason::NodeLost,
-                },
-            );
-        }
-    })
-    .await;
-    if let Err(e) = reported {
-        tracing::error!("reporting a dead node's sessions panicked: {e}");
-    }
+    control.report_node_lost(left);
     let _: () = redis::pipe()
         .del(keys::node_sessions(dead))
         .ignore()

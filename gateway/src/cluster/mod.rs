@@ -33,7 +33,6 @@ pub mod store;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use vigil_control::bus::EventBus;
 use vigil_control::{Control, RoomName, StreamName};
 
 use crate::config::ClusterConfig;
@@ -91,7 +90,6 @@ impl Joining {
         url: String,
         sfu: Sfu,
         control: &Control,
-        bus: Arc<dyn EventBus>,
         stopped: watch::Receiver<bool>,
     ) -> Cluster {
         let me = NodeInfo {
@@ -104,7 +102,7 @@ impl Joining {
             self.link.clone(),
             me,
             sfu,
-            bus,
+            control.clone(),
             self.directory.clone(),
             self.ids,
             stopped.clone(),
