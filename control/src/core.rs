@@ -154,7 +154,7 @@ pub struct RoomView {
 }
 
 /// One published track.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrackView {
     /// Audio or video.
     pub kind: TrackKind,
@@ -165,7 +165,7 @@ pub struct TrackView {
 }
 
 /// A participant as `ListParticipants` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ParticipantView {
     /// Identity.
     pub identity: String,
@@ -663,6 +663,9 @@ impl Control {
                     sessions: closed as u64,
                 })
             }
+            PeerOp::Participants { room } => Ok(PeerOutcome::Participants {
+                participants: self.participants_here(&RoomName::new(room)?).await?,
+            }),
         }
     }
 
@@ -906,6 +909,21 @@ impl Control {
     /// The participants of a room.
     pub async fn participants(&self, room: &str) -> Result<Vec<ParticipantView>> {
         let room = RoomName::new(room)?;
+        let here = self.participants_here(&room).await;
+        let Some(peers) = self.peers() else {
+            return here;
+        };
+        let there = peers
+            .run(&PeerOp::Participants {
+                room: room.to_string(),
+            })
+            .await;
+        crate::peers::merge_participants(here, there, |identity| peers.is_relay(identity))
+    }
+
+    /// The participants of `room` with sessions on this node.
+    async fn participants_here(&self, room: &RoomName) -> Result<Vec<ParticipantView>> {
+        let room = room.clone();
         self.ask(|reply| Msg::Participants { room, reply }).await?
     }
 

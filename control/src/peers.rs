@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::ControlError;
+use crate::core::{ControlError, ParticipantView};
 use crate::event::SessionRole;
 use crate::names::{RoomName, StreamName};
 
@@ -51,6 +51,11 @@ pub enum PeerOp {
         /// Who was called.
         callee: String,
     },
+    /// List the room's participants with sessions on that node.
+    Participants {
+        /// The room.
+        room: String,
+    },
 }
 
 /// What a node did.
@@ -70,6 +75,11 @@ pub enum PeerOutcome {
         call_id: String,
         /// What the callee plays.
         whep_path: String,
+    },
+    /// Its participants of the room (Participants).
+    Participants {
+        /// As that node's ListParticipants shows them.
+        participants: Vec<ParticipantView>,
     },
 }
 
@@ -138,6 +148,10 @@ pub trait Peers: Send + Sync + 'static {
     /// Runs `op` on every other live node and returns what each did; a node
     /// that does not answer in time is left out (and logged).
     async fn run(&self, op: &PeerOp) -> Vec<Result<PeerOutcome, PeerError>>;
+
+    /// Whether `identity` is a node's relay (a viewer session that
+    /// plumbs a stream to another node, not a person).
+    fn is_relay(&self, identity: &str) -> bool;
 }
 
 /// A session of a node that died, as the deployment's directory had it.
@@ -229,6 +243,110 @@ pub(crate) fn first_done(
     Err(here)
 }
 
+/// One room's participants across nodes: a participant with sessions on
+/// several nodes is one entry (publishing anywhere, watching what it
+/// watches anywhere, since its oldest session), its publisher's node
+/// gives its tracks, bitrate and alarms, and a stream's viewers are those
+/// at its node, relays excluded, plus those at the nodes its relays feed.
+/// Relays themselves are not listed. A node that could not be asked is
+/// left out (it was logged).
+pub(crate) fn merge_participants(
+    here: Result<Vec<ParticipantView>, ControlError>,
+    there: Vec<Result<PeerOutcome, PeerError>>,
+    is_relay: impl Fn(&str) -> bool,
+) -> Result<Vec<ParticipantView>, ControlError> {
+    let mut lists = Vec::new();
+    let mut found = false;
+    let mut first_error = None;
+    match here {
+        Ok(list) => {
+            found = true;
+            lists.push(list);
+        }
+        Err(e) => first_error = Some(e),
+    }
+    for outcome in there {
+        if let Ok(PeerOutcome::Participants { participants }) = outcome {
+            found = true;
+            lists.push(participants);
+        }
+    }
+    if !found {
+        return Err(first_error.unwrap_or_else(|| ControlError::NotFound("no such room".into())));
+    }
+    // Per node: how many relays watch each stream there (they count as its
+    // viewers there), and how many people watch it there.
+    let mut merged: std::collections::BTreeMap<String, ParticipantView> = Default::default();
+    let mut relayed: std::collections::BTreeMap<StreamName, u32> = Default::default();
+    let mut watchers: std::collections::BTreeMap<StreamName, u32> = Default::default();
+    let mut published_at: std::collections::BTreeMap<StreamName, usize> = Default::default();
+    for (node, list) in lists.iter().enumerate() {
+        for p in list {
+            if p.publishing
+                && let Ok(stream) = StreamName::new(&p.identity)
+            {
+                published_at.insert(stream, node);
+            }
+        }
+    }
+    for (node, list) in lists.into_iter().enumerate() {
+        for p in list {
+            if is_relay(&p.identity) {
+                // Counted among the viewers at the stream's own node only
+                // (a relay fed by a relay is a viewer of neither).
+                for stream in &p.watching {
+                    if published_at.get(stream) == Some(&node) {
+                        *relayed.entry(stream.clone()).or_default() += 1;
+                    }
+                }
+                continue;
+            }
+            for stream in &p.watching {
+                if published_at.get(stream) != Some(&node) {
+                    *watchers.entry(stream.clone()).or_default() += 1;
+                }
+            }
+            match merged.get_mut(&p.identity) {
+                None => {
+                    merged.insert(p.identity.clone(), p);
+                }
+                Some(m) => {
+                    if p.publishing {
+                        m.publishing = true;
+                        m.tracks = p.tracks;
+                        m.viewer_count = p.viewer_count;
+                        m.bitrate_bps = p.bitrate_bps;
+                        m.active_alarms = p.active_alarms;
+                    }
+                    m.connected_since_unix_ms =
+                        m.connected_since_unix_ms.min(p.connected_since_unix_ms);
+                    for stream in p.watching {
+                        if !m.watching.contains(&stream) {
+                            m.watching.push(stream);
+                        }
+                    }
+                    m.dispatcher |= p.dispatcher;
+                    m.camera |= p.camera;
+                }
+            }
+        }
+    }
+    Ok(merged
+        .into_values()
+        .map(|mut p| {
+            if p.publishing
+                && let Ok(stream) = StreamName::new(&p.identity)
+            {
+                let relays = relayed.get(&stream).copied().unwrap_or(0);
+                let elsewhere = watchers.get(&stream).copied().unwrap_or(0);
+                p.viewer_count = p.viewer_count.saturating_sub(relays) + elsewhere;
+            }
+            p.watching.sort();
+            p
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +402,61 @@ mod tests {
             first_done(nf(), vec![]),
             Err(ControlError::NotFound(_))
         ));
+    }
+
+    fn person(
+        identity: &str,
+        publishing: bool,
+        viewers: u32,
+        watching: &[&str],
+    ) -> ParticipantView {
+        ParticipantView {
+            identity: identity.into(),
+            publishing,
+            tracks: Vec::new(),
+            viewer_count: viewers,
+            bitrate_bps: 0,
+            connected_since_unix_ms: 100,
+            watching: watching
+                .iter()
+                .map(|s| StreamName::new(s).unwrap())
+                .collect(),
+            active_alarms: Vec::new(),
+            dispatcher: false,
+            camera: false,
+        }
+    }
+
+    #[test]
+    fn participants_across_nodes_are_one_list_without_relays() {
+        // node A: cam publishes; one person and two relays watch it.
+        let a = vec![
+            person("cam", true, 3, &[]),
+            person("desk", false, 0, &["cam"]),
+            person("node-b", false, 0, &["cam"]),
+            person("node-c", false, 0, &["cam"]),
+        ];
+        // node B: two people watch cam through B's relay; desk also has a
+        // session here.
+        let b = vec![
+            person("wall-1", false, 0, &["cam"]),
+            person("desk", false, 0, &["cam"]),
+        ];
+        // node C: one person.
+        let c = vec![person("wall-2", false, 0, &["cam"])];
+        let there = vec![
+            Ok(PeerOutcome::Participants { participants: b }),
+            Ok(PeerOutcome::Participants { participants: c }),
+            Err(PeerError {
+                code: PeerCode::Unavailable,
+                message: "node d did not answer".into(),
+            }),
+        ];
+        let merged = merge_participants(Ok(a), there, |id| id.starts_with("node-")).unwrap();
+        let names: Vec<&str> = merged.iter().map(|p| p.identity.as_str()).collect();
+        assert_eq!(names, ["cam", "desk", "wall-1", "wall-2"]);
+        // desk at A, wall-1 and desk at B, wall-2 at C: four sessions.
+        assert_eq!(merged[0].viewer_count, 4);
     }
 
     #[test]

@@ -668,3 +668,44 @@ async fn a_ban_at_one_node_hangs_up_and_keeps_out_at_another() {
     .await;
     assert_eq!(kept_out.status, 403, "{}", kept_out.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_relayed_with_tokens_is_listed_once_at_any_node() {
+    let redis = RedisServer::start().await;
+    let (one, two) = (node(&redis, "n1").await, node(&redis, "n2").await);
+    let (mut at_one, mut at_two) = (Admin::of(&one).await, Admin::of(&two).await);
+    at_one.create_room("site").await.expect("CreateRoom at n1");
+    let cam = at_one.token("site", "cam-1").await;
+    let wall = at_two.token("site", "wall-1").await;
+    let mut publisher = Publisher::connect_as(&base_url(&one), "site", "cam-1", &cam.token)
+        .await
+        .unwrap_or_else(|r| panic!("WHIP at n1: {} {}", r.status, r.body));
+    publisher.start_media();
+    // The heartbeats tell n2 where cam-1 is published.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A viewer at n2: n2's relay is admitted at n1 with a token n2 signs.
+    let viewer = Viewer::connect_as(&base_url(&two), "site", "cam-1", Some(&wall.token))
+        .await
+        .unwrap_or_else(|r| panic!("WHEP at n2: {} {}", r.status, r.body));
+    viewer.wait_keyframes(1).await;
+
+    for admin in [&mut at_one, &mut at_two] {
+        let request = admin.req(pb::ListParticipantsRequest {
+            room: "site".into(),
+            ..Default::default()
+        });
+        let listed = admin
+            .clients
+            .rooms
+            .list_participants(request)
+            .await
+            .expect("ListParticipants")
+            .into_inner()
+            .participants;
+        let names: Vec<&str> = listed.iter().map(|p| p.identity.as_str()).collect();
+        assert_eq!(names, ["cam-1", "wall-1"], "no relay listed: {listed:?}");
+        assert!(listed[0].publishing);
+        assert_eq!(listed[0].viewer_count, 1, "wall-1 at n2, not n2's relay");
+        assert_eq!(listed[1].watching, ["cam-1"]);
+    }
+}

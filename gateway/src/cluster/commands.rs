@@ -126,6 +126,12 @@ impl Peers for Commands {
         lock(&self.waiting).remove(&id);
         results
     }
+
+    fn is_relay(&self, identity: &str) -> bool {
+        identity
+            .strip_prefix(super::RELAY_PREFIX)
+            .is_some_and(|node| self.membership.node(node).is_some())
+    }
 }
 
 fn lock(

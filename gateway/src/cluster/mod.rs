@@ -42,6 +42,9 @@ use directory::Directory;
 use link::Link;
 use membership::{Membership, NodeInfo};
 
+/// A relay of node `x` plays at other nodes as `node-x`.
+pub const RELAY_PREFIX: &str = "node-";
+
 /// A node about to join: its Redis link and its session directory, made
 /// before the forwarding core (which reports sessions to the directory).
 pub struct Joining {

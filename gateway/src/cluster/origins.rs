@@ -59,7 +59,7 @@ impl Origins for ClusterOrigins {
 
     async fn locate(&self, room: &RoomName, stream: &StreamName) -> Option<Origin> {
         let node = self.parent(room, stream).await?;
-        let identity = format!("node-{}", self.cluster.membership.me());
+        let identity = format!("{}{}", super::RELAY_PREFIX, self.cluster.membership.me());
         let bearer = match self.control.relay_token(room, &identity).await {
             Ok(bearer) => bearer,
             Err(e) => {
