@@ -572,3 +572,53 @@ async fn a_camera_added_at_one_node_is_pulled_once_and_plays_at_every_node() {
     }
     assert_eq!(camera.connections(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_and_end_call_through_other_nodes_act_where_the_call_is() {
+    let deployment = Deployment::start(3, &[]).await;
+    let base1 = deployment.base(1);
+    // The dispatcher's desk and a field user, both at node1.
+    let mut desk = Publisher::connect(&base1, ROOM, "desk").await;
+    desk.start_media();
+    let _field = Publisher::connect(&base1, ROOM, "field-1").await;
+    let mut node3 = clients_at(deployment.node(3).grpc).await;
+    let asked = Instant::now();
+    let call = node3
+        .rooms
+        .call(pb::CallRequest {
+            room: ROOM.into(),
+            caller: "desk".into(),
+            callee: "field-1".into(),
+        })
+        .await
+        .expect("Call through node3")
+        .into_inner();
+    eprintln!("Call through node3 rang at node1 in {:?}", asked.elapsed());
+    assert_eq!(call.whep_path, format!("/whep/{ROOM}/desk"));
+    // The callee answers by playing the caller at its node.
+    let answer = Viewer::connect(&base1, ROOM, "desk")
+        .await
+        .unwrap_or_else(|r| panic!("the callee's WHEP: {} {}", r.status, r.body));
+    answer.wait_keyframes(1).await;
+
+    let mut node2 = clients_at(deployment.node(2).grpc).await;
+    let ended = node2
+        .rooms
+        .end_call(pb::EndCallRequest {
+            room: ROOM.into(),
+            callee: "field-1".into(),
+        })
+        .await
+        .expect("EndCall through node2")
+        .into_inner();
+    assert!(ended.sessions_closed >= 1, "{ended:?}");
+    let again = node2
+        .rooms
+        .end_call(pb::EndCallRequest {
+            room: ROOM.into(),
+            callee: "field-1".into(),
+        })
+        .await
+        .expect_err("the call is over");
+    assert_eq!(again.code(), tonic::Code::NotFound, "{again:?}");
+}
