@@ -356,6 +356,8 @@ pub(crate) enum Msg {
         room: RoomName,
         caller: String,
         callee: String,
+        /// The caller publishes at another node of the deployment.
+        caller_elsewhere: bool,
         reply: Reply<Result<CallView>>,
     },
     EndCall {
@@ -650,8 +652,11 @@ impl Control {
                 room,
                 caller,
                 callee,
+                caller_elsewhere,
             } => {
-                let call = self.call_here(RoomName::new(room)?, caller, callee).await?;
+                let call = self
+                    .call_here(RoomName::new(room)?, caller, callee, *caller_elsewhere)
+                    .await?;
                 Ok(PeerOutcome::Rings {
                     call_id: call.call_id,
                     whep_path: call.whep_path,
@@ -659,6 +664,15 @@ impl Control {
             }
             PeerOp::EndCall { room, callee } => {
                 let closed = self.end_call_here(&RoomName::new(room)?, callee).await?;
+                Ok(PeerOutcome::Closed {
+                    sessions: closed as u64,
+                })
+            }
+            PeerOp::StopCaller { room, caller } => {
+                let closed = self
+                    .media
+                    .end_call(&RoomName::new(room)?, &StreamName::new(caller)?, "", true)
+                    .await;
                 Ok(PeerOutcome::Closed {
                     sessions: closed as u64,
                 })
@@ -1108,16 +1122,22 @@ impl Control {
     /// Rings `callee`: asks it to play `caller`'s stream.
     pub async fn call(&self, room: &str, caller: &str, callee: &str) -> Result<CallView> {
         let room = RoomName::new(room)?;
-        let here = self.call_here(room.clone(), caller, callee).await;
-        match (here, self.peers()) {
-            (
-                Err(e @ (ControlError::NotFound(_) | ControlError::FailedPrecondition(_))),
-                Some(peers),
-            ) => {
+        let Some(peers) = self.peers() else {
+            return self.call_here(room, caller, callee, false).await;
+        };
+        // The call lives at the callee's node; the caller may publish at
+        // another (the callee plays it through a relay there).
+        let caller_elsewhere = peers.published_elsewhere(&room, caller).await;
+        let here = self
+            .call_here(room.clone(), caller, callee, caller_elsewhere)
+            .await;
+        match here {
+            Err(e @ (ControlError::NotFound(_) | ControlError::FailedPrecondition(_))) => {
                 let op = PeerOp::Call {
                     room: room.to_string(),
                     caller: caller.to_owned(),
                     callee: callee.to_owned(),
+                    caller_elsewhere: caller_elsewhere || self.publishes_here(&room, caller).await,
                 };
                 match crate::peers::first_done(e, peers.run(&op).await)? {
                     PeerOutcome::Rings { call_id, whep_path } => {
@@ -1128,19 +1148,34 @@ impl Control {
                     ))),
                 }
             }
-            (here, _) => here,
+            here => here,
         }
     }
 
-    /// Call, where this node hosts the caller's stream and the callee.
-    async fn call_here(&self, room: RoomName, caller: &str, callee: &str) -> Result<CallView> {
+    /// Call, where this node hosts the callee (and the caller's stream,
+    /// unless `caller_elsewhere`).
+    async fn call_here(
+        &self,
+        room: RoomName,
+        caller: &str,
+        callee: &str,
+        caller_elsewhere: bool,
+    ) -> Result<CallView> {
         self.ask(|reply| Msg::Call {
             room,
             caller: caller.to_owned(),
             callee: callee.to_owned(),
+            caller_elsewhere,
             reply,
         })
         .await?
+    }
+
+    /// Whether `identity` publishes its stream in `room` at this node.
+    async fn publishes_here(&self, room: &RoomName, identity: &str) -> bool {
+        self.participants_here(room)
+            .await
+            .is_ok_and(|list| list.iter().any(|p| p.identity == identity && p.publishing))
     }
 
     /// Ends `callee`'s call and closes its media: the callee's playback of
@@ -1174,10 +1209,25 @@ impl Control {
                 reply,
             })
             .await??;
-        Ok(self
+        let mut closed = self
             .media
             .end_call(&room, &ended.caller, callee, ended.caller_idle)
-            .await)
+            .await;
+        // The caller may publish at another node (a call across nodes).
+        if ended.caller_idle
+            && let Some(peers) = self.peers()
+        {
+            let op = PeerOp::StopCaller {
+                room: room.to_string(),
+                caller: ended.caller.to_string(),
+            };
+            for outcome in peers.run(&op).await {
+                if let Ok(PeerOutcome::Closed { sessions }) = outcome {
+                    closed += sessions as usize;
+                }
+            }
+        }
+        Ok(closed)
     }
 
     /// A short-lived token with which another node's relay plays `room`'s

@@ -467,9 +467,10 @@ impl Owner {
                 room,
                 caller,
                 callee,
+                caller_elsewhere,
                 reply,
             } => {
-                let _ = reply.send(self.call(&room, caller, callee, now));
+                let _ = reply.send(self.call(&room, caller, callee, caller_elsewhere, now));
             }
             Msg::EndCall {
                 room,
@@ -972,6 +973,7 @@ impl Owner {
         room_name: &RoomName,
         caller: String,
         callee: String,
+        caller_elsewhere: bool,
         now: Instant,
     ) -> Result<CallView> {
         for who in [&caller, &callee] {
@@ -979,10 +981,11 @@ impl Owner {
         }
         let room = self.live_room(room_name)?;
         let caller_stream = StreamName::new(&caller)?;
-        let publishing = room
-            .streams
-            .get(&caller_stream)
-            .is_some_and(|s| s.identity == caller);
+        let publishing = caller_elsewhere
+            || room
+                .streams
+                .get(&caller_stream)
+                .is_some_and(|s| s.identity == caller);
         if !publishing {
             return Err(ControlError::FailedPrecondition(format!(
                 "{caller} is not publishing in {room_name}: publish first, then call"
@@ -1724,6 +1727,7 @@ mod tests {
                 room: room(),
                 caller: caller.into(),
                 callee: callee.into(),
+                caller_elsewhere: false,
                 reply,
             })
         }

@@ -35,7 +35,8 @@ pub enum PeerOp {
         /// Muted now?
         muted: bool,
     },
-    /// Ring `callee` to play `caller`'s stream (Call).
+    /// Ring `callee` to play `caller`'s stream (Call), at the node that
+    /// hosts the callee.
     Call {
         /// The room.
         room: String,
@@ -43,6 +44,17 @@ pub enum PeerOp {
         caller: String,
         /// Who is called.
         callee: String,
+        /// The caller publishes at another node than the callee's.
+        #[serde(default)]
+        caller_elsewhere: bool,
+    },
+    /// A call ended at another node: close the caller's stream here, if
+    /// it publishes here (reason `CALL_ENDED`).
+    StopCaller {
+        /// The room.
+        room: String,
+        /// The caller.
+        caller: String,
     },
     /// End `callee`'s call (EndCall).
     EndCall {
@@ -152,6 +164,9 @@ pub trait Peers: Send + Sync + 'static {
     /// Whether `identity` is a node's relay (a viewer session that
     /// plumbs a stream to another node, not a person).
     fn is_relay(&self, identity: &str) -> bool;
+
+    /// Whether another node publishes `room`'s stream `stream`.
+    async fn published_elsewhere(&self, room: &RoomName, stream: &str) -> bool;
 }
 
 /// A session of a node that died, as the deployment's directory had it.

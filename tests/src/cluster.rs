@@ -75,6 +75,22 @@ impl Deployment {
         }
     }
 
+    /// Node `i`'s viewer sessions now, from its `/metrics`
+    /// (`vigil_sessions{role="viewer"}`, sampled about once a second): a
+    /// relay from another node counts as one.
+    pub async fn viewer_sessions(&self, i: usize) -> u64 {
+        let metrics =
+            crate::http_client::request("GET", &format!("{}/metrics", self.base(i)), &[], "")
+                .await
+                .body;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("vigil_sessions{") && l.contains("role=\"viewer\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
     /// Waits until Redis holds `n` live heartbeats (`vigil:node:*`).
     pub async fn wait_live(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);

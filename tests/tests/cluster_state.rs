@@ -709,3 +709,68 @@ async fn a_stream_relayed_with_tokens_is_listed_once_at_any_node() {
         assert_eq!(listed[1].watching, ["cam-1"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_rings_at_the_callees_node_and_plays_the_caller_from_another() {
+    let redis = RedisServer::start().await;
+    let (one, two) = (node(&redis, "n1").await, node(&redis, "n2").await);
+    let mut at_one = Admin::of(&one).await;
+    at_one.create_room("site").await.expect("CreateRoom");
+    let desk_token = at_one.token("site", "desk").await;
+    let field_token = at_one.token("site", "field-1").await;
+    // The dispatcher's desk publishes at n1, the field user at n2.
+    let mut desk = Publisher::connect_as(&base_url(&one), "site", "desk", &desk_token.token)
+        .await
+        .unwrap_or_else(|r| panic!("desk at n1: {} {}", r.status, r.body));
+    desk.start_media();
+    let mut field = Publisher::connect_as(&base_url(&two), "site", "field-1", &field_token.token)
+        .await
+        .unwrap_or_else(|r| panic!("field-1 at n2: {} {}", r.status, r.body));
+    field.start_media();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut feed = at_one.watch(&one, None).await;
+
+    let request = at_one.req(pb::CallRequest {
+        room: "site".into(),
+        caller: "desk".into(),
+        callee: "field-1".into(),
+    });
+    let call = at_one
+        .clients
+        .rooms
+        .call(request)
+        .await
+        .expect("Call at n1 for a callee at n2")
+        .into_inner();
+    assert_eq!(call.whep_path, "/whep/site/desk");
+    // The callee answers at its node: n2 relays the desk from n1.
+    let answer = Viewer::connect_as(&base_url(&two), "site", "desk", Some(&field_token.token))
+        .await
+        .unwrap_or_else(|r| panic!("the callee's WHEP at n2: {} {}", r.status, r.body));
+    answer.wait_keyframes(1).await;
+    feed.wait_for(LIMIT, "CallConnected", |e| match &e.kind {
+        Some(Kind::CallConnected(c)) if c.call_id == call.call_id => Some(()),
+        _ => None,
+    })
+    .await;
+
+    let request = at_one.req(pb::EndCallRequest {
+        room: "site".into(),
+        callee: "field-1".into(),
+    });
+    let ended = at_one
+        .clients
+        .rooms
+        .end_call(request)
+        .await
+        .expect("EndCall at n1")
+        .into_inner();
+    assert_eq!(
+        ended.sessions_closed, 2,
+        "the callee's playback at n2 and the desk's stream at n1"
+    );
+    let reason = feed
+        .wait_for(LIMIT, "the desk's stream closed", |e| left(e, "desk"))
+        .await;
+    assert_eq!(reason, pb::LeaveReason::CallEnded as i32);
+}

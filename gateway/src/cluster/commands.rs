@@ -43,6 +43,7 @@ type Waiting = Mutex<HashMap<u64, mpsc::UnboundedSender<Answer>>>;
 /// This node's side of the commands.
 pub struct Commands {
     link: Arc<Link>,
+    directory: Arc<super::directory::Directory>,
     membership: Membership,
     next_id: AtomicU64,
     // A std Mutex: held to insert or remove one entry, never across an await.
@@ -54,6 +55,7 @@ impl Commands {
     /// `control`) and for answers to this node's.
     pub fn start(
         link: Arc<Link>,
+        directory: Arc<super::directory::Directory>,
         membership: Membership,
         control: Control,
         stopped: watch::Receiver<bool>,
@@ -68,6 +70,7 @@ impl Commands {
         ));
         Arc::new(Commands {
             link,
+            directory,
             membership,
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
             waiting,
@@ -125,6 +128,18 @@ impl Peers for Commands {
         }
         lock(&self.waiting).remove(&id);
         results
+    }
+
+    async fn published_elsewhere(&self, room: &vigil_control::RoomName, stream: &str) -> bool {
+        let Ok(stream) = vigil_control::StreamName::new(stream) else {
+            return false;
+        };
+        self.directory
+            .publisher_node(room, &stream)
+            .await
+            .is_some_and(|node| {
+                node != self.membership.me() && self.membership.node(&node).is_some()
+            })
     }
 
     fn is_relay(&self, identity: &str) -> bool {

@@ -112,6 +112,7 @@ impl Joining {
         );
         let commands = Commands::start(
             self.link.clone(),
+            self.directory.clone(),
             membership.clone(),
             control.clone(),
             stopped,

@@ -1159,12 +1159,14 @@ impl Owner {
             .sessions
             .iter()
             .filter(|(_, s)| s.room == *room && identity.is_none_or(|id| s.identity == id))
-            .map(|(id, _)| id.clone())
+            .map(|(id, s)| (id.clone(), s.quiet))
             .collect();
-        for id in &matching {
+        for (id, _) in &matching {
             self.close(id, reason);
         }
-        matching.len()
+        // A relay's session closes with its room but is nobody's: not
+        // counted among the participants' sessions.
+        matching.iter().filter(|(_, quiet)| !quiet).count()
     }
 
     fn end_call(
@@ -1180,7 +1182,9 @@ impl Owner {
             .filter(|(_, s)| s.room == *room && s.stream == *caller)
             .filter(|(_, s)| match s.role {
                 Role::Viewer => s.identity == callee,
-                Role::Publisher => stop_caller,
+                // A relay of the caller's stream ends with the stream at
+                // its origin, not here.
+                Role::Publisher => stop_caller && !s.quiet,
             })
             .map(|(id, _)| id.clone())
             .collect();
