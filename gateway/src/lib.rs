@@ -244,6 +244,18 @@ impl Vigil {
             ),
             None => relay::Relays::start(sfu.clone(), &config),
         };
+        if let Some(cluster) = &cluster {
+            let (relays, mut lost) = (relays.clone(), cluster.membership.lost());
+            tokio::spawn(async move {
+                loop {
+                    match lost.recv().await {
+                        Ok(node) => relays.origin_lost(&node),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
         let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
             // A dropped sender means the same as a sent `true`: stop.
             let _ = stopped.wait_for(|stop| *stop).await;

@@ -155,6 +155,7 @@ enum Msg {
         key: (RoomName, StreamName),
         id: u64,
     },
+    OriginLost(String),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -226,6 +227,12 @@ impl Relays {
         }
     }
 
+    /// The deployment found node `node` dead: relays pulling from it look
+    /// their streams up again now rather than after [`SILENCE`].
+    pub fn origin_lost(&self, node: &str) {
+        let _stopped = self.tx.send(Msg::OriginLost(node.to_owned()));
+    }
+
     /// Stops every relay (their sessions here end, their sessions at the
     /// origins are deleted) and waits for them.
     pub async fn shutdown(&self) {
@@ -285,6 +292,12 @@ async fn run(
             Msg::Ended { key, id } => {
                 if running.get(&key).is_some_and(|r| r.id == id) {
                     running.remove(&key);
+                }
+            }
+            Msg::OriginLost(node) => {
+                for relay in running.values() {
+                    // A relay that is ending has dropped its commands.
+                    let _ = relay.commands.send(pull::Command::OriginLost(node.clone()));
                 }
             }
             Msg::Shutdown(reply) => {

@@ -40,6 +40,9 @@ pub enum Command {
     /// A viewer wants the stream: answered once it is published here (or
     /// the attempt failed).
     Demand(oneshot::Sender<()>),
+    /// The deployment found this node dead: a relay pulling from it stops
+    /// waiting for its silence and looks the stream up again.
+    OriginLost(String),
 }
 
 /// What every relay task needs.
@@ -65,6 +68,8 @@ enum Ended {
 
 /// The relay's own state across pulls.
 struct Relay {
+    /// The node pulled from now, if any.
+    pulling_from: Option<String>,
     context: Context,
     room: RoomName,
     stream: StreamName,
@@ -84,6 +89,7 @@ pub async fn run(
 ) {
     let (room, stream) = key;
     let mut relay = Relay {
+        pulling_from: None,
         context,
         room,
         stream,
@@ -151,6 +157,12 @@ impl Relay {
     /// Notes a demand or a closed channel; `Some` ends the relay.
     fn command(&mut self, command: Option<Command>) -> Option<Ended> {
         match command {
+            Some(Command::OriginLost(node)) => {
+                if self.pulling_from.as_deref() == Some(node.as_str()) {
+                    return Some(Ended::Lost(format!("node {node} was found dead")));
+                }
+                None
+            }
             Some(Command::Demand(reply)) => {
                 self.waiters.push(reply);
                 self.unwatched_since = None;
@@ -203,6 +215,13 @@ impl Relay {
 
     /// One session at `origin`, from the WHEP POST until it ends.
     async fn pull(&mut self, origin: &Origin) -> Ended {
+        self.pulling_from = Some(origin.node.clone());
+        let ended = self.pull_from(origin).await;
+        self.pulling_from = None;
+        ended
+    }
+
+    async fn pull_from(&mut self, origin: &Origin) -> Ended {
         let (room, stream) = (self.room.clone(), self.stream.clone());
         let connecting = client::connect(origin, &room, &stream, self.context.relay_ip);
         tokio::pin!(connecting);
