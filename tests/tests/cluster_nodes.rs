@@ -9,13 +9,52 @@ use vigil_proto::v1 as pb;
 use vigil_proto::v1::event::Kind;
 use vigil_tests::cluster::Deployment;
 use vigil_tests::conformance::SDP;
-use vigil_tests::control::{Watcher, clients_at};
+use vigil_tests::control::{Clients, Watcher, clients_at};
 use vigil_tests::eventually;
 use vigil_tests::http_client::request;
 use vigil_tests::peers::{PublishRequest, Publisher, TestVideo, Viewer};
 use vigil_tests::rtsp::{RtspOptions, RtspServer};
 
 const ROOM: &str = "city";
+
+/// `room`'s participants as the node behind `clients` lists them.
+async fn participants(clients: &mut Clients) -> Vec<pb::Participant> {
+    clients
+        .rooms
+        .list_participants(pb::ListParticipantsRequest {
+            room: ROOM.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListParticipants")
+        .into_inner()
+        .participants
+}
+
+/// MuteTrack of `identity`'s video through the node behind `clients`.
+async fn mute_video(clients: &mut Clients, identity: &str) -> Result<(), tonic::Status> {
+    clients
+        .rooms
+        .mute_track(pb::MuteTrackRequest {
+            room: ROOM.into(),
+            identity: identity.into(),
+            kind: pb::TrackKind::Video.into(),
+            muted: true,
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Waits until the directory names `node` as `stream`'s publisher.
+async fn published_at(deployment: &Deployment, stream: &str, node: &str) {
+    let key = format!("vigil:stream:{ROOM}/{stream}");
+    eventually(
+        Duration::from_secs(5),
+        &format!("{stream} at {node}"),
+        || async { (deployment.redis.cli(&["GET", &key]).await == node).then_some(()) },
+    )
+    .await;
+}
 
 fn whip_request<'a>() -> PublishRequest<'a> {
     PublishRequest {
@@ -44,15 +83,8 @@ async fn a_killed_node_leaves_the_deployment_within_the_liveness_window() {
         })
         .await;
     // The directory names node1 as the stream's publisher.
+    published_at(&deployment, "field-1", "node1").await;
     let key = format!("vigil:stream:{ROOM}/field-1");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while deployment.redis.cli(&["GET", &key]).await != "node1" {
-        assert!(
-            Instant::now() < deadline,
-            "node1 should be in the stream directory"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let killed = Instant::now();
     deployment.kill(1).await;
@@ -153,16 +185,7 @@ async fn mute_through_one_node_mutes_a_stream_published_on_another() {
     // The publisher's video track is known once its first packet arrived.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let participants = node1
-            .rooms
-            .list_participants(pb::ListParticipantsRequest {
-                room: ROOM.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("ListParticipants")
-            .into_inner()
-            .participants;
+        let participants = participants(&mut node1).await;
         if participants.iter().any(|p| p.tracks.len() == 2) {
             break;
         }
@@ -173,26 +196,10 @@ async fn mute_through_one_node_mutes_a_stream_published_on_another() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    node2
-        .rooms
-        .mute_track(pb::MuteTrackRequest {
-            room: ROOM.into(),
-            identity: "field-1".into(),
-            kind: pb::TrackKind::Video.into(),
-            muted: true,
-        })
+    mute_video(&mut node2, "field-1")
         .await
         .expect("MuteTrack through node2");
-    let participants = node1
-        .rooms
-        .list_participants(pb::ListParticipantsRequest {
-            room: ROOM.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("ListParticipants")
-        .into_inner()
-        .participants;
+    let participants = participants(&mut node1).await;
     let video = participants[0]
         .tracks
         .iter()
@@ -200,14 +207,7 @@ async fn mute_through_one_node_mutes_a_stream_published_on_another() {
         .expect("a video track");
     assert!(video.muted, "muted at node1: {participants:?}");
 
-    let missing = node2
-        .rooms
-        .mute_track(pb::MuteTrackRequest {
-            room: ROOM.into(),
-            identity: "nobody".into(),
-            kind: pb::TrackKind::Video.into(),
-            muted: true,
-        })
+    let missing = mute_video(&mut node2, "nobody")
         .await
         .expect_err("no such stream anywhere");
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
@@ -217,15 +217,7 @@ async fn mute_through_one_node_mutes_a_stream_published_on_another() {
 async fn a_stream_has_one_publisher_in_the_whole_deployment() {
     let deployment = Deployment::start(2, &[]).await;
     let _first = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
-    let key = format!("vigil:stream:{ROOM}/field-1");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while deployment.redis.cli(&["GET", &key]).await != "node1" {
-        assert!(
-            Instant::now() < deadline,
-            "node1 should be in the stream directory"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    published_at(&deployment, "field-1", "node1").await;
     let base2 = deployment.base(2);
     let second = Publisher::publish(
         &base2,
@@ -332,16 +324,7 @@ async fn viewers_at_two_other_nodes_play_a_stream_through_one_relay_each() {
     // Any node lists the stream once, with its four viewers (in open mode
     // a relay is an anonymous viewer at the origin and is listed too).
     let mut node3 = clients_at(deployment.node(3).grpc).await;
-    let participants = node3
-        .rooms
-        .list_participants(pb::ListParticipantsRequest {
-            room: ROOM.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("ListParticipants at node3")
-        .into_inner()
-        .participants;
+    let participants = participants(&mut node3).await;
     let publishing: Vec<&str> = participants
         .iter()
         .filter(|p| p.publishing)
