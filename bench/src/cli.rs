@@ -21,15 +21,22 @@ pub struct Args {
     /// nothing, play the stream already at --whep (viewers only).
     #[arg(long)]
     whip: Option<String>,
-    /// WHEP endpoint the viewers POST their offers to.
-    #[arg(long)]
-    whep: String,
+    /// WHEP endpoint the viewers POST their offers to. Repeatable: viewer i
+    /// goes to the (i mod count)-th, round-robin (the edges of a cluster,
+    /// bench/relay.sh), and each endpoint's share is reported apart.
+    #[arg(long, required = true)]
+    whep: Vec<String>,
     /// Bearer token sent to both endpoints.
     #[arg(long, env = "VIGIL_BENCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The server's process id: its CPU time and RSS come from /proc.
+    /// Repeatable (the nodes of a cluster): the first is "the server" of
+    /// the main tables; each is also reported on its own, the i-th as the
+    /// server of the i-th --whep endpoint's viewers (its µs per packet it
+    /// forwarded to them), pids past the last endpoint as serving none
+    /// (an origin that only feeds relays).
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Number of viewers (the fixed N of a bitrate sweep).
     #[arg(long, default_value_t = 10)]
     viewers: usize,
@@ -71,9 +78,11 @@ const SWEEP_MBPS: [f64; 5] = [0.5, 1.0, 2.0, 4.0, 8.0];
 pub struct Settings {
     /// `None`: play an existing stream, publish nothing.
     pub whip: Option<Uri>,
-    pub whep: Uri,
+    /// At least one; viewers are spread over them round-robin.
+    pub whep: Vec<Uri>,
     pub token: Option<String>,
-    pub server_pid: Option<u32>,
+    /// The first is the main tables' server; see [`Args::server_pid`].
+    pub server_pids: Vec<u32>,
     pub duration: Duration,
     pub warmup: Duration,
     pub join_timeout: Duration,
@@ -86,6 +95,19 @@ pub struct Settings {
 pub struct Point {
     pub viewers: usize,
     pub bitrate_bps: f64,
+}
+
+impl Settings {
+    /// The first server pid, the main tables' "server".
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server_pids.first().copied()
+    }
+}
+
+/// Which of `endpoints` WHEP endpoints viewer `i` (from 0) joins:
+/// round-robin, so N viewers split as evenly as they can.
+pub fn endpoint_of(i: usize, endpoints: usize) -> usize {
+    i % endpoints.max(1)
 }
 
 impl Args {
@@ -116,9 +138,13 @@ impl Args {
         };
         Ok(Settings {
             whip: self.whip.as_deref().map(loopback_url).transpose()?,
-            whep: loopback_url(&self.whep)?,
+            whep: self
+                .whep
+                .iter()
+                .map(|url| loopback_url(url))
+                .collect::<Result<_, _>>()?,
             token: self.token,
-            server_pid: self.server_pid,
+            server_pids: self.server_pid,
             duration: Duration::from_secs(self.duration),
             warmup: Duration::from_secs(self.warmup),
             join_timeout: Duration::from_secs(self.join_timeout),
@@ -147,6 +173,63 @@ mod tests {
                 bitrate_bps: 0.0
             }]
         );
+    }
+
+    #[test]
+    fn whep_and_server_pid_repeat() {
+        let args = Args::try_parse_from([
+            "vigil-bench",
+            "--whep",
+            WHEP,
+            "--whep",
+            "http://127.0.0.1:18090/whep/bench/cam",
+            "--server-pid",
+            "10",
+            "--server-pid",
+            "20",
+            "--server-pid",
+            "30",
+        ])
+        .expect("repeated flags");
+        let settings = args.settings().expect("loopback URLs");
+        assert_eq!(settings.whep.len(), 2);
+        assert_eq!(settings.whep[1].port_u16(), Some(18090));
+        assert_eq!(settings.server_pids, [10, 20, 30]);
+        assert_eq!(settings.server_pid(), Some(10));
+
+        let one = Args::try_parse_from(["vigil-bench", "--whep", WHEP])
+            .expect("one endpoint, no pid")
+            .settings()
+            .expect("loopback URL");
+        assert_eq!((one.whep.len(), one.server_pid()), (1, None));
+        assert!(
+            Args::try_parse_from(["vigil-bench"]).is_err(),
+            "--whep is required"
+        );
+        let remote = Args::try_parse_from([
+            "vigil-bench",
+            "--whep",
+            WHEP,
+            "--whep",
+            "http://192.0.2.1:8080/whep/bench/cam",
+        ])
+        .expect("parses");
+        assert!(remote.settings().is_err(), "every endpoint is on loopback");
+    }
+
+    #[test]
+    fn viewers_are_spread_round_robin() {
+        let of = |n: usize, endpoints: usize| {
+            let mut counts = vec![0; endpoints];
+            for i in 0..n {
+                counts[endpoint_of(i, endpoints)] += 1;
+            }
+            counts
+        };
+        assert_eq!(of(200, 2), [100, 100]);
+        assert_eq!(of(7, 3), [3, 2, 2]);
+        assert_eq!(of(5, 1), [5]);
+        assert_eq!(endpoint_of(3, 0), 0, "no endpoints count as one");
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Report {
     pub keyframe_latency: Option<Quantiles>,
     pub delta_latency: Option<Quantiles>,
     pub unmatched: u64,
+    /// Each WHEP endpoint's share, by index (empty with one endpoint).
+    pub endpoints: Vec<EndpointReport>,
     pub viewers: Vec<ViewerTotals>,
     pub published: Published,
     /// Datagrams the current peers did not send, since they started.
@@ -75,9 +77,20 @@ pub struct Report {
     pub failed_viewers: u64,
 }
 
+/// The window as the viewers of one WHEP endpoint saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointReport {
+    pub packets: u64,
+    pub bytes: u64,
+    pub keyframe_latency: Option<Quantiles>,
+    pub delta_latency: Option<Quantiles>,
+}
+
 /// One viewer's packets over the window, audio and video together.
 #[derive(Debug, Clone, Copy)]
 pub struct ViewerTotals {
+    /// The WHEP endpoint it joined (0 with one).
+    pub endpoint: usize,
     pub expected: u64,
     pub lost: u64,
     pub reordered: u64,
@@ -489,6 +502,17 @@ impl Loop {
             keyframe_latency: self.window.keyframe_latency.summary_milli(),
             delta_latency: self.window.delta_latency.summary_milli(),
             unmatched: self.window.unmatched,
+            endpoints: self
+                .window
+                .endpoints
+                .iter()
+                .map(|e| EndpointReport {
+                    packets: e.packets,
+                    bytes: e.bytes,
+                    keyframe_latency: e.keyframe_latency.summary_milli(),
+                    delta_latency: e.delta_latency.summary_milli(),
+                })
+                .collect(),
             viewers: self
                 .viewers
                 .iter()
@@ -496,6 +520,7 @@ impl Loop {
                 .map(|v| {
                     let (a, b) = (v.reception.audio, v.reception.video);
                     ViewerTotals {
+                        endpoint: v.reception.endpoint.unwrap_or(0),
                         expected: a.expected() + b.expected(),
                         lost: a.lost() + b.lost(),
                         reordered: a.reordered + b.reordered,

@@ -53,6 +53,74 @@ pub struct PointResult {
     pub failed_viewers: u64,
     /// Why this point is past the knee, if it is.
     pub knee: Option<String>,
+    /// Each --whep endpoint's viewers apart, when there are several
+    /// (empty with one: the figures above are its own).
+    pub endpoints: Vec<EndpointResult>,
+    /// Each --server-pid apart, in the order given (the first is `server`
+    /// above); empty without one.
+    pub servers: Vec<ProcessCost>,
+}
+
+/// The viewers of one --whep endpoint over the window.
+#[derive(Debug, Serialize)]
+pub struct EndpointResult {
+    pub whep: String,
+    pub viewers: usize,
+    pub forwarded_pps: f64,
+    pub forwarded_mbps: f64,
+    pub latency_ms: Latency,
+    /// Pooled over its viewers.
+    pub loss_percent: f64,
+}
+
+/// One --server-pid's cost over the window (a node of a cluster).
+#[derive(Debug, Serialize)]
+pub struct ProcessCost {
+    pub pid: u32,
+    /// The --whep endpoint (index) whose viewers it serves, paired by
+    /// position; `None` for a pid past the last endpoint (an origin that
+    /// only feeds relays).
+    pub endpoint: Option<usize>,
+    pub cpu_percent: f64,
+    /// Its CPU over every packet all viewers received: these add up, over
+    /// the processes, to the deployment's CPU per delivered packet.
+    pub us_per_packet: f64,
+    /// Its CPU over the packets its own endpoint's viewers received: what
+    /// a packet it forwarded cost it (`None` without an endpoint).
+    pub us_per_own_packet: Option<f64>,
+    pub rss_mb: Option<f64>,
+    pub rcvbuf_drops: Option<u64>,
+}
+
+/// What /proc said of one server process over the window.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessWindow {
+    pub pid: u32,
+    pub cpu_seconds: f64,
+    pub rss: Option<u64>,
+    pub rcvbuf_drops: Option<u64>,
+}
+
+/// The `index`-th --server-pid's cost: `endpoint_packets` are the packets
+/// each endpoint's viewers received, `total_packets` all of them.
+pub fn process_cost(
+    index: usize,
+    process: &ProcessWindow,
+    endpoint_packets: &[u64],
+    total_packets: u64,
+    seconds: f64,
+) -> ProcessCost {
+    let us_per = |packets: u64| process.cpu_seconds * 1e6 / packets.max(1) as f64;
+    let endpoint = (index < endpoint_packets.len()).then_some(index);
+    ProcessCost {
+        pid: process.pid,
+        endpoint,
+        cpu_percent: process.cpu_seconds / seconds * 100.0,
+        us_per_packet: us_per(total_packets),
+        us_per_own_packet: endpoint.map(|e| us_per(endpoint_packets[e])),
+        rss_mb: process.rss.map(|b| b as f64 / (1 << 20) as f64),
+        rcvbuf_drops: process.rcvbuf_drops,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -242,6 +310,15 @@ pub fn tables(report: &RunReport) -> String {
     });
     table(&mut out, &joining, rows);
 
+    if report.points.iter().any(|p| !p.endpoints.is_empty()) {
+        out.push('\n');
+        endpoint_table(&mut out, report);
+    }
+    if report.points.iter().any(|p| p.servers.len() > 1) {
+        out.push('\n');
+        process_table(&mut out, report);
+    }
+
     if let Some(kb) = report.rss_kb_per_viewer {
         out.push_str(&format!("\nserver RSS slope: {kb:.0} KB per viewer\n"));
     }
@@ -257,6 +334,96 @@ pub fn tables(report: &RunReport) -> String {
         );
     }
     out
+}
+
+/// Each --whep endpoint's viewers apart.
+fn endpoint_table(out: &mut String, report: &RunReport) {
+    let header = [
+        "viewers",
+        "Mbit/s",
+        "endpoint",
+        "its viewers",
+        "fwd pkt/s",
+        "lat p50/p99 ms",
+        "key lat p50/p99 ms",
+        "loss %",
+    ];
+    let rows = report.points.iter().flat_map(|p| {
+        p.endpoints.iter().map(|e| {
+            vec![
+                p.viewers.to_string(),
+                format!("{:.1}", p.bitrate_mbps),
+                e.whep.clone(),
+                e.viewers.to_string(),
+                format!("{:.0}", e.forwarded_pps),
+                pair(e.latency_ms.delta.map(|q| (q.p50, q.p99)), 2),
+                pair(e.latency_ms.keyframe.map(|q| (q.p50, q.p99)), 1),
+                format!("{:.3}", e.loss_percent),
+            ]
+        })
+    });
+    table(out, &header, rows);
+}
+
+/// Each --server-pid apart, and their sum.
+fn process_table(out: &mut String, report: &RunReport) {
+    let header = [
+        "viewers",
+        "Mbit/s",
+        "pid",
+        "serves",
+        "CPU %",
+        "µs/pkt all",
+        "µs/pkt own",
+        "RSS MB",
+        "rcvbuf drops",
+    ];
+    let rows = report.points.iter().flat_map(|p| {
+        let total = vec![
+            p.viewers.to_string(),
+            format!("{:.1}", p.bitrate_mbps),
+            "total".into(),
+            String::new(),
+            format!(
+                "{:.0}",
+                p.servers.iter().map(|s| s.cpu_percent).sum::<f64>()
+            ),
+            format!(
+                "{:.2}",
+                p.servers.iter().map(|s| s.us_per_packet).sum::<f64>()
+            ),
+            "-".into(),
+            format!(
+                "{:.1}",
+                p.servers.iter().filter_map(|s| s.rss_mb).sum::<f64>()
+            ),
+            p.servers
+                .iter()
+                .filter_map(|s| s.rcvbuf_drops)
+                .sum::<u64>()
+                .to_string(),
+        ];
+        p.servers
+            .iter()
+            .map(|s| {
+                vec![
+                    p.viewers.to_string(),
+                    format!("{:.1}", p.bitrate_mbps),
+                    s.pid.to_string(),
+                    s.endpoint
+                        .map_or("no viewers".into(), |e| format!("endpoint {e}")),
+                    format!("{:.0}", s.cpu_percent),
+                    format!("{:.2}", s.us_per_packet),
+                    s.us_per_own_packet
+                        .map_or("-".into(), |us| format!("{us:.2}")),
+                    s.rss_mb.map_or("-".into(), |mb| format!("{mb:.1}")),
+                    s.rcvbuf_drops.map_or("-".into(), |d| d.to_string()),
+                ]
+            })
+            .chain([total])
+            .collect::<Vec<_>>()
+    });
+    table(out, &header, rows);
 }
 
 fn pair(values: Option<(f64, f64)>, decimals: usize) -> String {
@@ -320,6 +487,37 @@ mod tests {
         assert!(knee(&lossy, &calm, 0).unwrap().starts_with("loss"));
         assert!(knee(&fine, &slow, 0).unwrap().starts_with("latency"));
         assert!(knee(&fine, &calm, 3).unwrap().contains("did not play"));
+    }
+
+    #[test]
+    fn each_process_is_charged_per_packet_of_its_own_viewers_and_of_all() {
+        let edge = ProcessWindow {
+            pid: 2,
+            cpu_seconds: 0.5,
+            rss: Some(3 << 20),
+            rcvbuf_drops: Some(0),
+        };
+        let origin = ProcessWindow {
+            pid: 1,
+            cpu_seconds: 0.1,
+            rss: None,
+            rcvbuf_drops: None,
+        };
+        // Two endpoints: 40 000 and 60 000 packets over a 10 s window.
+        let packets = [40_000, 60_000];
+        let b = process_cost(1, &edge, &packets, 100_000, 10.0);
+        assert_eq!(b.endpoint, Some(1));
+        assert!((b.cpu_percent - 5.0).abs() < 1e-9);
+        assert!((b.us_per_packet - 5.0).abs() < 1e-9);
+        assert!((b.us_per_own_packet.unwrap() - 0.5e6 / 60_000.0).abs() < 1e-9);
+        assert_eq!(b.rss_mb, Some(3.0));
+        // Past the last endpoint: no viewers of its own.
+        let a = process_cost(2, &origin, &packets, 100_000, 10.0);
+        assert_eq!((a.endpoint, a.us_per_own_packet), (None, None));
+        assert!((a.us_per_packet - 1.0).abs() < 1e-9);
+        // One endpoint: the first pid's own packets are all of them.
+        let single = process_cost(0, &edge, &[100_000], 100_000, 10.0);
+        assert_eq!(single.us_per_own_packet, Some(single.us_per_packet));
     }
 
     #[test]

@@ -9,13 +9,16 @@ use tokio::task::JoinSet;
 use tokio::time::sleep;
 use tracing::{info, warn};
 
-use crate::cli::{Point, Settings};
+use crate::cli::{Point, Settings, endpoint_of};
 use crate::media::{Command, Join, Media, Report, Stopped};
 use crate::metrics::Quantiles;
 use crate::peer::{Offer, PeerError, Role};
 use crate::proc;
 use crate::publisher::{PublishError, Publisher};
-use crate::report::{self, JoinStats, Latency, PointResult, RunReport, ServerCost, Spread};
+use crate::report::{
+    self, EndpointResult, JoinStats, Latency, PointResult, ProcessWindow, RunReport, ServerCost,
+    Spread,
+};
 use crate::viewer::Viewer;
 use crate::whip::{Signal, SignalError};
 
@@ -112,20 +115,22 @@ struct Bench<'a> {
 /// Counters read at both ends of the window.
 struct Snapshot {
     at: Instant,
-    server_cpu: Option<Duration>,
-    server_drops: Option<u64>,
+    /// CPU time and receive-buffer drops of each --server-pid, in order.
+    servers: Vec<(Duration, u64)>,
     own_cpu: Duration,
     own_drops: u64,
     machine_busy: Duration,
 }
 
 impl Snapshot {
-    fn take(server: Option<u32>) -> Result<Snapshot, BenchError> {
+    fn take(servers: &[u32]) -> Result<Snapshot, BenchError> {
         let me = std::process::id();
         Ok(Snapshot {
             at: Instant::now(),
-            server_cpu: server.map(proc::cpu_time).transpose()?,
-            server_drops: server.map(proc::udp_drops).transpose()?,
+            servers: servers
+                .iter()
+                .map(|&pid| Ok((proc::cpu_time(pid)?, proc::udp_drops(pid)?)))
+                .collect::<Result<_, BenchError>>()?,
             own_cpu: proc::cpu_time(me)?,
             own_drops: proc::udp_drops(me)?,
             machine_busy: proc::machine_busy()?,
@@ -169,42 +174,70 @@ impl Bench<'_> {
             mbps = point.bitrate_bps / 1e6,
             "joining"
         );
-        let cpu_before = JoinCpu::take(self.settings.server_pid)?;
+        let cpu_before = JoinCpu::take(self.settings.server_pid())?;
         let joined_at = Instant::now();
         let locations = self.join(point.viewers).await?;
         let joins = self.wait_for_play(point.viewers).await?;
-        let cpu = JoinCpu::take(self.settings.server_pid)?.since(&cpu_before);
+        let cpu = JoinCpu::take(self.settings.server_pid())?.since(&cpu_before);
         let join = join_stats(&joins, joined_at, point.viewers, cpu);
 
         sleep(self.settings.warmup).await;
         self.media.ask(Command::StartWindow).await?;
-        let before = Snapshot::take(self.settings.server_pid)?;
+        let pids = &self.settings.server_pids;
+        let before = Snapshot::take(pids)?;
         sleep(self.settings.duration).await;
         let window = self.media.ask(Command::Report).await?;
-        let after = Snapshot::take(self.settings.server_pid)?;
-        let rss = self.settings.server_pid.map(proc::rss).transpose()?;
+        let after = Snapshot::take(pids)?;
+        let rss = pids
+            .iter()
+            .map(|&pid| proc::rss(pid))
+            .collect::<Result<Vec<_>, _>>()?;
 
         self.leave(locations).await;
         self.media.ask(Command::DropViewers).await?;
         sleep(TEARDOWN_SETTLE).await;
 
-        Ok(point_result(point, &window, &before, &after, rss, join))
+        let processes = pids
+            .iter()
+            .zip(&before.servers)
+            .zip(&after.servers)
+            .zip(rss)
+            .map(|(((&pid, b), a), rss)| ProcessWindow {
+                pid,
+                cpu_seconds: (a.0 - b.0).as_secs_f64(),
+                rss: Some(rss),
+                rcvbuf_drops: Some(a.1.saturating_sub(b.1)),
+            })
+            .collect::<Vec<_>>();
+        let measured = Measured {
+            window: &window,
+            before: &before,
+            after: &after,
+            processes: &processes,
+            whep: &self.settings.whep,
+        };
+        Ok(point_result(point, &measured, join))
     }
 
     /// POSTs N offers at once; each viewer goes to the media loop as soon as
     /// its answer is in. Returns the sessions to DELETE.
     async fn join(&self, n: usize) -> Result<Vec<Uri>, BenchError> {
         let mut posts = JoinSet::new();
-        for _ in 0..n {
+        let endpoints = &self.settings.whep;
+        for i in 0..n {
             let offer = Offer::new(Role::Play, self.cert)?;
             let signal = self.signal.clone();
-            let url = self.settings.whep.clone();
+            let index = endpoint_of(i, endpoints.len());
+            let url = endpoints[index].clone();
+            // With one endpoint the window's totals are its own.
+            let endpoint = (endpoints.len() > 1).then_some(index);
             posts.spawn(async move {
                 let posted_at = Instant::now();
                 let session = signal.create(&url, offer.sdp.clone()).await?;
                 let answered_at = Instant::now();
                 let peer = offer.accept(&session.answer)?;
-                let viewer = Viewer::new(peer, posted_at, answered_at);
+                let mut viewer = Viewer::new(peer, posted_at, answered_at);
+                viewer.reception.endpoint = endpoint;
                 Ok::<_, BenchError>((viewer, session.location))
             });
         }
@@ -308,23 +341,34 @@ fn join_stats(joins: &[Join], joined_at: Instant, n: usize, cpu: JoinCpu) -> Joi
     }
 }
 
-fn point_result(
-    point: Point,
-    window: &Report,
-    before: &Snapshot,
-    after: &Snapshot,
-    rss: Option<u64>,
-    join: JoinStats,
-) -> PointResult {
+/// What one window measured, for [`point_result`].
+struct Measured<'a> {
+    window: &'a Report,
+    before: &'a Snapshot,
+    after: &'a Snapshot,
+    /// Each --server-pid over the window, in order.
+    processes: &'a [ProcessWindow],
+    whep: &'a [Uri],
+}
+
+fn point_result(point: Point, measured: &Measured<'_>, join: JoinStats) -> PointResult {
+    let Measured {
+        window,
+        before,
+        after,
+        processes,
+        whep,
+    } = *measured;
     let seconds = (after.at - before.at).as_secs_f64();
     let busy = (after.machine_busy - before.machine_busy).as_secs_f64();
     let own_cpu = (after.own_cpu - before.own_cpu).as_secs_f64();
-    let server_cpu = before
-        .server_cpu
-        .zip(after.server_cpu)
-        .map_or(0.0, |(b, a)| (a - b).as_secs_f64());
+    let first = processes.first();
+    let server_cpu = first.map_or(0.0, |p| p.cpu_seconds);
+    // "Other" is what neither this tool nor any of the servers ran.
+    let servers_cpu: f64 = processes.iter().map(|p| p.cpu_seconds).sum();
+    let rss = first.and_then(|p| p.rss);
     let mbit = window.bytes as f64 * 8.0 / 1e6;
-    let server = before.server_cpu.is_some().then(|| ServerCost {
+    let server = first.is_some().then(|| ServerCost {
         cpu_percent: server_cpu / seconds * 100.0,
         us_per_packet: server_cpu * 1e6 / window.packets.max(1) as f64,
         ms_per_mbit: server_cpu * 1e3 / mbit.max(f64::MIN_POSITIVE),
@@ -350,6 +394,14 @@ fn point_result(
     let loss = Spread::of(&loss, percent(total_lost, total_expected));
     let failed = join.not_playing + window.failed_viewers as usize;
     let knee = report::knee(&loss, &latency, failed);
+    // Packets each endpoint's viewers received (one endpoint: all of them).
+    let endpoint_packets: Vec<u64> = if whep.len() < 2 {
+        vec![window.packets]
+    } else {
+        (0..whep.len())
+            .map(|i| window.endpoints.get(i).map_or(0, |e| e.packets))
+            .collect()
+    };
     PointResult {
         viewers: point.viewers,
         bitrate_mbps: point.bitrate_bps / 1e6,
@@ -368,15 +420,46 @@ fn point_result(
         join,
         keyframe_requests_per_s: window.published.keyframe_requests as f64 / seconds,
         tool_cpu_percent: own_cpu / seconds * 100.0,
-        other_cpu_percent: (busy - own_cpu - server_cpu).max(0.0) / seconds * 100.0,
-        server_rcvbuf_drops: before
-            .server_drops
-            .zip(after.server_drops)
-            .map(|(b, a)| a.saturating_sub(b)),
+        other_cpu_percent: (busy - own_cpu - servers_cpu).max(0.0) / seconds * 100.0,
+        server_rcvbuf_drops: first.and_then(|p| p.rcvbuf_drops),
         tool_rcvbuf_drops: after.own_drops.saturating_sub(before.own_drops),
         unmatched_packets: window.unmatched,
         unsent_datagrams: window.unsent,
         failed_viewers: window.failed_viewers,
         knee,
+        endpoints: endpoint_results(window, whep, seconds),
+        servers: processes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| report::process_cost(i, p, &endpoint_packets, window.packets, seconds))
+            .collect(),
     }
+}
+
+/// Each endpoint's viewers apart, when there are several.
+fn endpoint_results(window: &Report, whep: &[Uri], seconds: f64) -> Vec<EndpointResult> {
+    if whep.len() < 2 {
+        return Vec::new();
+    }
+    whep.iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let share = window.endpoints.get(i);
+            let viewers = window.viewers.iter().filter(|v| v.endpoint == i);
+            let (lost, expected) = viewers
+                .clone()
+                .fold((0, 0), |(l, e), v| (l + v.lost, e + v.expected));
+            EndpointResult {
+                whep: url.to_string(),
+                viewers: viewers.count(),
+                forwarded_pps: share.map_or(0.0, |s| s.packets as f64 / seconds),
+                forwarded_mbps: share.map_or(0.0, |s| s.bytes as f64 * 8.0 / 1e6 / seconds),
+                latency_ms: Latency {
+                    keyframe: share.and_then(|s| s.keyframe_latency),
+                    delta: share.and_then(|s| s.delta_latency),
+                },
+                loss_percent: lost as f64 * 100.0 / expected.max(1) as f64,
+            }
+        })
+        .collect()
 }

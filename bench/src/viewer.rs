@@ -29,6 +29,29 @@ pub struct Window {
     pub delta_latency: Histogram,
     /// Video packets whose payload the publisher never sent (or sent twice).
     pub unmatched: u64,
+    /// Each WHEP endpoint's share, by index, when the viewers are spread
+    /// over several (empty with one: the totals above are its own).
+    pub endpoints: Vec<EndpointWindow>,
+}
+
+/// What the viewers of one WHEP endpoint measured since the window started.
+#[derive(Default, Clone)]
+pub struct EndpointWindow {
+    pub packets: u64,
+    pub bytes: u64,
+    pub keyframe_latency: Histogram,
+    pub delta_latency: Histogram,
+}
+
+impl Window {
+    /// Endpoint `index`'s share, created on first use.
+    fn endpoint(&mut self, index: usize) -> &mut EndpointWindow {
+        if self.endpoints.len() <= index {
+            self.endpoints
+                .resize_with(index + 1, EndpointWindow::default);
+        }
+        &mut self.endpoints[index]
+    }
 }
 
 pub struct Viewer {
@@ -45,6 +68,8 @@ pub struct Reception {
     pub connected_at: Option<Instant>,
     pub first_rtp: Option<Instant>,
     pub first_keyframe: Option<Instant>,
+    /// Which WHEP endpoint it joined, when there are several.
+    pub endpoint: Option<usize>,
     assembling: Vec<Assembly>,
     /// A keyframe not sent by this tool's publisher (`--whip` left out)
     /// has begun: an IDR slice arrived, its access unit not yet ended.
@@ -75,6 +100,7 @@ impl Viewer {
                 connected_at: None,
                 first_rtp: None,
                 first_keyframe: None,
+                endpoint: None,
                 foreign_keyframe: false,
                 assembling: Vec::new(),
                 video: Sequence::default(),
@@ -111,6 +137,11 @@ impl Reception {
         self.first_rtp.get_or_insert(arrival.at);
         window.packets += 1;
         window.bytes += arrival.len as u64;
+        if let Some(e) = self.endpoint {
+            let share = window.endpoint(e);
+            share.packets += 1;
+            share.bytes += arrival.len as u64;
+        }
         if *packet.header.payload_type != VIDEO_PT {
             self.audio.record(*packet.seq_no);
             return;
@@ -127,6 +158,14 @@ impl Reception {
             return;
         };
         let latency_us = arrival.wall_ns.saturating_sub(sent.sent_ns) / 1000;
+        if let Some(e) = self.endpoint {
+            let share = window.endpoint(e);
+            if sent.keyframe {
+                share.keyframe_latency.record(latency_us);
+            } else {
+                share.delta_latency.record(latency_us);
+            }
+        }
         if sent.keyframe {
             window.keyframe_latency.record(latency_us);
             if self.first_keyframe.is_none() {
