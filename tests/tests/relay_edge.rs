@@ -286,3 +286,34 @@ async fn measure_the_hop_latency() {
     edge.shutdown().await;
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_edge_viewer_starts_on_the_origins_cached_keyframe() {
+    let (origin, edge) = origin_and_edge().await;
+    let mut publisher = Publisher::connect(&base_url(&origin), "r", "s").await;
+    // An encoder with a fixed GOP (OBS, FFmpeg): keyframe requests are not
+    // answered, so a viewer that starts at once starts from a cache.
+    publisher.ignore_keyframe_requests();
+    publisher.start_media();
+    // The origin has a keyframe cached, and the next one is far.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+
+    let first_viewer = play(&edge).await;
+    let first = eventually(Duration::from_secs(5), "first video packet", || async {
+        first_viewer.video().first().cloned()
+    })
+    .await;
+    assert!(first.keyframe_start(), "it starts on a keyframe");
+    let sent = publisher.sent.lock().unwrap().video.clone();
+    assert!(
+        sent.iter()
+            .any(|p| p.payload == first.payload && p.at < first_viewer.requested_at),
+        "the keyframe is the origin's cached one, not the publisher's next"
+    );
+    eprintln!(
+        "relay cold start: WHEP POST at the edge to first keyframe packet in {:?}",
+        first.at.duration_since(first_viewer.requested_at)
+    );
+    edge.shutdown().await;
+    origin.shutdown().await;
+}

@@ -177,6 +177,7 @@ pub async fn connect(
         // the pair is always the nodes' internal route (a concrete
         // address is bound as given, loopback included).
         .with_udp_addrs(vec![SocketAddr::new(relay_ip, 0)])
+        .with_runtime(Arc::new(super::runtime::RelayRuntime::default()))
         .build()
         .await
         .map_err(webrtc_error)?;

@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod pull;
+pub mod runtime;
 
 use std::collections::HashMap;
 use std::fmt;

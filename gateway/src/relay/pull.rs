@@ -35,6 +35,10 @@ use crate::error::Error;
 use crate::sfu::local::{LocalOptions, LocalPublisher};
 use crate::sfu::{MediaKind, Sfu};
 
+/// The most packets of one video frame handed to the engine at once (a
+/// GSO batch holds 64).
+const MAX_FRAME_BATCH: usize = 64;
+
 /// What a relay task is told.
 pub enum Command {
     /// A viewer wants the stream: answered once it is published here (or
@@ -392,7 +396,14 @@ impl Forwarding {
         let publisher = self.publisher.clone();
         let last_rtp = self.last_rtp.clone();
         let epoch = self.epoch;
+        let video = kind == RtpCodecKind::Video;
         self.readers.push(tokio::spawn(async move {
+            // A video frame's packets go into the engine together, as a
+            // WHIP publisher's arrive in one receive batch: the shard then
+            // sends each viewer the frame in one GSO call instead of a
+            // call per packet. The frame ends at its marker bit, or when
+            // the next frame's first packet shows the marker was lost.
+            let mut frame: Vec<rtc::rtp::Packet> = Vec::new();
             while let Some(event) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(mut packet) = event else {
                     continue;
@@ -411,8 +422,25 @@ impl Forwarding {
                 header.extension_profile = 0;
                 header.extensions.clear();
                 header.extensions_padding = 0;
-                if !publisher.send(vec![packet]) {
-                    return; // the engine stopped: shutdown
+                if !video {
+                    if !publisher.send(vec![packet]) {
+                        return; // the engine stopped: shutdown
+                    }
+                    continue;
+                }
+                if frame
+                    .first()
+                    .is_some_and(|first| first.header.timestamp != packet.header.timestamp)
+                    && !publisher.send(std::mem::take(&mut frame))
+                {
+                    return;
+                }
+                let ends = packet.header.marker;
+                frame.push(packet);
+                if (ends || frame.len() >= MAX_FRAME_BATCH)
+                    && !publisher.send(std::mem::take(&mut frame))
+                {
+                    return;
                 }
             }
         }));
