@@ -1136,7 +1136,8 @@ pub struct Received {
     pub video: Vec<ReceivedPacket>,
     /// Audio packets in arrival order.
     pub audio: Vec<ReceivedPacket>,
-    /// Mime types of the tracks that arrived.
+    /// The kinds of the tracks that sent packets, in the order their first
+    /// packet arrived.
     pub codecs: Vec<String>,
     /// The video track, once it arrived (to send RTCP on).
     pub video_track: Option<Arc<dyn TrackRemote>>,
@@ -1390,8 +1391,9 @@ async fn record_tracks(
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
                         let mut log = received.lock().expect("received");
-                        if log.codecs.len() < 2 {
-                            log.codecs.push(format!("{kind}"));
+                        let kind_name = format!("{kind}");
+                        if !log.codecs.contains(&kind_name) {
+                            log.codecs.push(kind_name);
                         }
                         let codec = match kind {
                             RtpCodecKind::Video => {

@@ -100,9 +100,24 @@ async fn a_late_edge_viewer_starts_on_the_edge_cache_and_asks_the_origin() {
     publisher.start_media();
     let early = play(&edge).await;
     early.wait_keyframes(2).await;
-    // Well inside a GOP (the fixture's IDRs come every second), and more
-    // than the coalescing interval after the early viewer's requests.
-    tokio::time::sleep(Duration::from_millis(1400)).await;
+    // More than the coalescing interval after the early viewer's requests,
+    // and early in a GOP (the fixture's IDRs come every second), so that
+    // the late viewer joins well before the next one.
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    let since = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(3),
+        "the publisher's next keyframe",
+        || async {
+            let sent = publisher.sent.lock().unwrap();
+            sent.video
+                .iter()
+                .any(|p| p.keyframe_start && p.at > since)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     let asked_before = publisher.sent.lock().unwrap().keyframe_requests;
     let late = play(&edge).await;
@@ -309,6 +324,16 @@ async fn the_first_edge_viewer_starts_on_the_origins_cached_keyframe() {
         sent.iter()
             .any(|p| p.payload == first.payload && p.at < first_viewer.requested_at),
         "the keyframe is the origin's cached one, not the publisher's next"
+    );
+    // The fixture loops one second, so every keyframe looks alike: what
+    // tells a cached one is that none newer had been sent yet.
+    let fresh = sent
+        .iter()
+        .filter(|p| p.keyframe_start && p.at > first_viewer.requested_at && p.at < first.at)
+        .count();
+    assert_eq!(
+        fresh, 0,
+        "no newer keyframe existed when the viewer got one"
     );
     eprintln!(
         "relay cold start: WHEP POST at the edge to first keyframe packet in {:?}",

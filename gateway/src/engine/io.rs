@@ -647,7 +647,7 @@ impl ShardLoop {
             } => {
                 let done = self
                     .shard
-                    .subscribe(track, viewer, sender, ssrc, choice)
+                    .subscribe(track, viewer, sender, ssrc, choice, Instant::now())
                     .is_some();
                 if let Some(reply) = reply {
                     let _asker_gone = reply.send(done);

@@ -413,6 +413,7 @@ impl World {
                 sender,
                 viewer_ssrc,
                 LayerChoice::High,
+                self.now,
             )
             .expect("subscribe");
     }
@@ -962,6 +963,45 @@ fn a_late_viewer_starts_from_the_cached_keyframe() {
     }));
 }
 
+/// A viewer of a stream that has gone quiet (a relay's, between the
+/// origin's cached keyframe and the publisher's next) starts from the
+/// cached keyframe on a layer tick, without waiting for the stream's next
+/// packet; the live stream follows from its next keyframe.
+#[test]
+fn a_viewer_of_a_silent_stream_starts_from_the_cached_keyframe_on_a_tick() {
+    const CAMERA: u32 = 0x00ca_fe09;
+    let (mut world, publisher, _) = World::stream_with_two_viewers(CAMERA);
+    world.publish(publisher, CAMERA, 0..150, Duration::from_millis(5));
+    let late = world.join(Role::Viewer);
+    world.connect_all();
+    world.subscribe(late, publisher, CAMERA);
+    // No packet of the stream for a while: the tick starts the viewer.
+    world.run_until("the cached keyframe", Duration::from_secs(1), |w| {
+        w.clients[late].received.len() >= 2
+    });
+    let got: Vec<Bytes> = world.clients[late]
+        .received
+        .iter()
+        .map(|(_, _, p)| p.clone())
+        .collect();
+    assert_eq!(
+        got,
+        vec![packet(CAMERA, 100).payload, packet(CAMERA, 100).payload],
+        "keyframe 100 twice, with no packet of the stream meanwhile"
+    );
+    // Then the live stream from its next keyframe, numbered on.
+    world.publish(publisher, CAMERA, 150..250, Duration::from_millis(5));
+    world.run_until("the live stream", Duration::from_secs(1), |w| {
+        w.clients[late].received.len() >= 52
+    });
+    let got = &world.clients[late].received;
+    assert_eq!(got[2].2, packet(CAMERA, 200).payload);
+    assert!(
+        got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+        "continuous numbering"
+    );
+}
+
 /// Keyframe requests for one stream reach its publisher as at most one PLI
 /// per interval, however many viewers (or shards) ask. (Read off the wire,
 /// opened with the publisher connection's keys: rtc's receiving side does
@@ -1168,7 +1208,7 @@ fn simulcast_viewers_get_the_layer_they_ask_for() {
         let (sender, ssrc) = world.ends[v].sender.expect("a viewer");
         world
             .shard
-            .subscribe(track, world.ends[v].conn, sender, ssrc, choice)
+            .subscribe(track, world.ends[v].conn, sender, ssrc, choice, world.now)
             .expect("subscribe");
     }
     // q carries 100 bytes a packet, f 1,000: f ranks first. An IDR on
@@ -1227,7 +1267,14 @@ fn a_lossy_simulcast_viewer_steps_down_a_layer() {
         let (sender, ssrc) = world.ends[v].sender.expect("a viewer");
         world
             .shard
-            .subscribe(track, world.ends[v].conn, sender, ssrc, LayerChoice::High)
+            .subscribe(
+                track,
+                world.ends[v].conn,
+                sender,
+                ssrc,
+                LayerChoice::High,
+                world.now,
+            )
             .expect("subscribe");
     }
     // Two datagrams in three lost: even with repairs the reports show
@@ -1391,7 +1438,14 @@ fn a_local_publishers_packets_reach_viewers_like_a_connections() {
         let (sender, ssrc) = world.ends[v].sender.expect("a viewer");
         world
             .shard
-            .subscribe(track, world.ends[v].conn, sender, ssrc, LayerChoice::High)
+            .subscribe(
+                track,
+                world.ends[v].conn,
+                sender,
+                ssrc,
+                LayerChoice::High,
+                world.now,
+            )
             .expect("subscribe");
     }
     let feed = |world: &mut World, seqs: std::ops::Range<u16>| {
@@ -1433,6 +1487,7 @@ fn a_local_publishers_packets_reach_viewers_like_a_connections() {
             sender,
             ssrc,
             LayerChoice::High,
+            world.now,
         )
         .expect("subscribe");
     feed(&mut world, 150..160);

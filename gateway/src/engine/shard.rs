@@ -222,6 +222,11 @@ const COPIES_KEPT: Duration = Duration::from_secs(2);
 /// How often each track's layers are re-ranked and its viewers re-aimed.
 pub const LAYER_TICK: Duration = Duration::from_millis(100);
 
+/// How long a viewer has been subscribed (connected) before a layer tick
+/// may start it from the cached keyframe without a packet of its stream
+/// ([`Shard::start_silent`]).
+pub const SILENT_START_AFTER: Duration = Duration::from_millis(50);
+
 impl History {
     fn new() -> Self {
         History {
@@ -275,6 +280,8 @@ struct Sink {
     /// here, not the history); dropped after [`COPIES_KEPT`].
     copies: Vec<rtp::Packet>,
     copies_at: Option<Instant>,
+    /// When it subscribed (see [`Shard::start_silent`]).
+    subscribed_at: Instant,
 }
 
 /// A viewer track's RTX stream (RFC 4588): its SSRC, payload type, and the
@@ -697,6 +704,7 @@ impl Shard {
         sender: RTCRtpSenderId,
         ssrc: u32,
         choice: LayerChoice,
+        now: Instant,
     ) -> Option<()> {
         let pc = &mut self.conns.get_mut(&viewer)?.pc;
         let mut rtp_sender = pc.rtp_sender(sender)?;
@@ -723,9 +731,77 @@ impl Shard {
             rtx,
             copies: Vec::new(),
             copies_at: None,
+            subscribed_at: now,
         };
         self.fanout(track, video).sinks.push(sink);
+        // The layer tick starts it if its stream stays silent.
+        if self.next_layer_tick.is_none() {
+            self.next_layer_tick = Some(now + LAYER_TICK);
+        }
         Some(())
+    }
+
+    /// Starts a viewer of `track` that is still waiting for its stream's
+    /// next packet from the cached keyframe, when it can: connected for
+    /// [`SILENT_START_AFTER`] (packets sealed the moment the server's DTLS
+    /// is up can reach a client still finishing its own, and be lost),
+    /// video, one layer (a simulcast track waits for its ranking), a
+    /// complete keyframe cached. A stream may be silent for a while: a
+    /// relay's, from the origin's cached keyframe to the publisher's next
+    /// one (the origin holds back the deltas in between, which refer to
+    /// frames the relay never had), which made the first viewers of a relay
+    /// wait for the publisher's next keyframe. Called on the layer tick.
+    fn start_silent(&mut self, track: TrackId, viewer: ConnId, now: Instant) {
+        let Some(fanout) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if fanout.layers.named() {
+            return;
+        }
+        let Some(sink) = fanout.sinks.iter_mut().rev().find(|s| s.viewer == viewer) else {
+            return;
+        };
+        if sink.started
+            || sink.video.is_none()
+            || now.saturating_duration_since(sink.subscribed_at) < SILENT_START_AFTER
+        {
+            return;
+        }
+        let ssrc = if fanout.warm {
+            fanout.layers.pick(&sink.choice, sink.step_down.steps())
+        } else {
+            // The first viewer here: the fan-out has heard nothing yet,
+            // but a keyframe of the publisher's video may be cached (its
+            // own, or relayed from its shard); exactly one cached stream
+            // means no simulcast.
+            let mut sources = self
+                .keyframes
+                .keys()
+                .filter(|s| s.shard == track.shard && s.conn == track.conn)
+                .map(|s| s.ssrc);
+            match (sources.next(), sources.next()) {
+                (Some(ssrc), None) => Some(ssrc),
+                _ => None,
+            }
+        };
+        let Some(ssrc) = ssrc else {
+            return;
+        };
+        let source = track.layer(ssrc);
+        let Some(cached) = self.keyframes.get(&source).and_then(|(_, c)| c.keyframe()) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&viewer).filter(|c| c.connected) else {
+            return;
+        };
+        let Some(to) = self.demux.current_addr(viewer) else {
+            return;
+        };
+        sink.started = true;
+        sink.next = Some(ssrc);
+        Self::start_from(&mut self.transmits, conn, sink, to, Some(cached), now);
+        self.events
+            .push_back(Event::KeyframeRequest { viewer, source });
     }
 
     /// `track`'s fan-out on this shard, made with the rids known so far.
@@ -1049,6 +1125,20 @@ impl Shard {
         for (viewer, source) in wanted {
             self.events
                 .push_back(Event::KeyframeRequest { viewer, source });
+        }
+        let waiting: Vec<(TrackId, ConnId)> = self
+            .tracks
+            .iter()
+            .flat_map(|(track, fanout)| {
+                fanout
+                    .sinks
+                    .iter()
+                    .filter(|s| !s.started && s.video.is_some())
+                    .map(|s| (*track, s.viewer))
+            })
+            .collect();
+        for (track, viewer) in waiting {
+            self.start_silent(track, viewer, now);
         }
     }
 
