@@ -12,6 +12,7 @@ use vigil_tests::conformance::SDP;
 use vigil_tests::control::{Clients, Watcher, clients_at};
 use vigil_tests::eventually;
 use vigil_tests::http_client::request;
+use vigil_tests::media::{ffmpeg_decodes_h264, h264_annexb};
 use vigil_tests::peers::{PublishRequest, Publisher, TestVideo, Viewer};
 use vigil_tests::rtsp::{RtspOptions, RtspServer};
 
@@ -281,7 +282,7 @@ async fn a_node_at_capacity_redirects_new_sessions_to_one_with_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewers_at_two_other_nodes_play_a_stream_through_one_relay_each() {
+async fn viewers_at_two_other_nodes_decode_a_stream_through_one_relay_each() {
     let deployment = Deployment::start(3, &[]).await;
     let mut publisher = Publisher::connect(&deployment.base(1), ROOM, "field-1").await;
     publisher.start_media();
@@ -303,6 +304,20 @@ async fn viewers_at_two_other_nodes_play_a_stream_through_one_relay_each() {
             (viewer.audio_count() > 10).then_some(())
         })
         .await;
+    }
+    // And it decodes: 60 frames from each viewer's first packet on.
+    for viewer in &viewers {
+        eventually(Duration::from_secs(10), "60 frames", || async {
+            (viewer.video().iter().filter(|p| p.header.marker).count() >= 60).then_some(())
+        })
+        .await;
+        let video = viewer.video();
+        let stream = h264_annexb(video.iter().map(|p| &p.payload[..]));
+        let (frames, errors) = ffmpeg_decodes_h264(&stream);
+        assert!(
+            frames >= 60 && !errors,
+            "FFmpeg decoded {frames} frames, errors: {errors}"
+        );
     }
     // What arrived is what the publisher sent, through the hop.
     let sent = publisher.sent.lock().unwrap().video.clone();
