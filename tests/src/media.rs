@@ -192,6 +192,80 @@ pub fn opus_packets() -> Vec<Bytes> {
     packets
 }
 
+/// The H264 RTP payloads `payloads` (single NAL units, STAP-A, FU-A; in
+/// order, starting at a keyframe) as an Annex-B elementary stream, for a
+/// decoder to read.
+pub fn h264_annexb<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    const START: [u8; 4] = [0, 0, 0, 1];
+    let mut out = Vec::new();
+    for payload in payloads {
+        let Some(&first) = payload.first() else {
+            continue;
+        };
+        match first & 0x1f {
+            // STAP-A: 16-bit sizes, then the units.
+            24 => {
+                let mut rest = &payload[1..];
+                while rest.len() >= 2 {
+                    let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                    let Some(unit) = rest.get(2..2 + size) else {
+                        break;
+                    };
+                    out.extend_from_slice(&START);
+                    out.extend_from_slice(unit);
+                    rest = &rest[2 + size..];
+                }
+            }
+            // FU-A: the start fragment rebuilds the unit's header.
+            28 => {
+                let Some(&fu) = payload.get(1) else {
+                    continue;
+                };
+                if fu & 0x80 != 0 {
+                    out.extend_from_slice(&START);
+                    out.push((first & 0xe0) | (fu & 0x1f));
+                }
+                out.extend_from_slice(&payload[2..]);
+            }
+            _ => {
+                out.extend_from_slice(&START);
+                out.extend_from_slice(payload);
+            }
+        }
+    }
+    out
+}
+
+/// How many frames FFmpeg decodes from the Annex-B H264 `stream`, and
+/// whether it reported any decoding error (Debian's `ffmpeg`, installed
+/// by test.sh).
+pub fn ffmpeg_decodes_h264(stream: &[u8]) -> (usize, bool) {
+    let dir = std::env::temp_dir().join(format!(
+        "vigil-decode-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("video.h264");
+    std::fs::write(&input, stream).expect("write the stream");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-f", "h264", "-i"])
+        .arg(&input)
+        .args(["-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg runs (test.sh installs it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    let errors = !out.stderr.is_empty() || !out.status.success();
+    if errors {
+        eprintln!("ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (frames, errors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,78 +357,4 @@ mod tests {
         let packets = opus_packets();
         assert!((195..=201).contains(&packets.len()), "{}", packets.len());
     }
-}
-
-/// The H264 RTP payloads `payloads` (single NAL units, STAP-A, FU-A; in
-/// order, starting at a keyframe) as an Annex-B elementary stream, for a
-/// decoder to read.
-pub fn h264_annexb<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    const START: [u8; 4] = [0, 0, 0, 1];
-    let mut out = Vec::new();
-    for payload in payloads {
-        let Some(&first) = payload.first() else {
-            continue;
-        };
-        match first & 0x1f {
-            // STAP-A: 16-bit sizes, then the units.
-            24 => {
-                let mut rest = &payload[1..];
-                while rest.len() >= 2 {
-                    let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                    let Some(unit) = rest.get(2..2 + size) else {
-                        break;
-                    };
-                    out.extend_from_slice(&START);
-                    out.extend_from_slice(unit);
-                    rest = &rest[2 + size..];
-                }
-            }
-            // FU-A: the start fragment rebuilds the unit's header.
-            28 => {
-                let Some(&fu) = payload.get(1) else {
-                    continue;
-                };
-                if fu & 0x80 != 0 {
-                    out.extend_from_slice(&START);
-                    out.push((first & 0xe0) | (fu & 0x1f));
-                }
-                out.extend_from_slice(&payload[2..]);
-            }
-            _ => {
-                out.extend_from_slice(&START);
-                out.extend_from_slice(payload);
-            }
-        }
-    }
-    out
-}
-
-/// How many frames FFmpeg decodes from the Annex-B H264 `stream`, and
-/// whether it reported any decoding error (Debian's `ffmpeg`, installed
-/// by test.sh).
-pub fn ffmpeg_decodes_h264(stream: &[u8]) -> (usize, bool) {
-    let dir = std::env::temp_dir().join(format!(
-        "vigil-decode-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let input = dir.join("video.h264");
-    std::fs::write(&input, stream).expect("write the stream");
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-f", "h264", "-i"])
-        .arg(&input)
-        .args(["-f", "framemd5", "-"])
-        .output()
-        .expect("ffmpeg runs (test.sh installs it)");
-    let _ = std::fs::remove_dir_all(&dir);
-    let frames = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .count();
-    let errors = !out.stderr.is_empty() || !out.status.success();
-    if errors {
-        eprintln!("ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    (frames, errors)
 }
