@@ -44,9 +44,9 @@ enum Change {
     Resync,
 }
 
-/// Deletes the stream's directory entry only if it still names this node:
-/// a publisher that moved to another node must keep its new entry.
-const DELETE_IF_MINE: &str = r"
+/// Deletes a stream's directory entry only if it still names the node
+/// (ARGV[1]): a publisher that moved to another node keeps its new entry.
+pub(super) const DELETE_IF_MINE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end

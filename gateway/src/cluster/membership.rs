@@ -50,6 +50,14 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// Sessions per capacity, in thousandths (0 without a capacity): how
+    /// placement and relay trees compare nodes.
+    pub fn load(&self) -> u64 {
+        (self.sessions * 1000)
+            .checked_div(self.capacity)
+            .unwrap_or(0)
+    }
+
     /// Whether it takes another session.
     pub fn has_room(&self) -> bool {
         self.capacity == 0 || self.sessions < self.capacity
@@ -291,13 +299,11 @@ async fn reap(link: &Link, me: &str, dead: &str, control: &Control) -> redis::Re
         if entry.publisher {
             // Only if it still names the dead node (the publisher may be
             // back elsewhere already).
-            redis::Script::new(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            )
-            .key(keys::stream(room.as_str(), stream.as_str()))
-            .arg(dead)
-            .invoke_async::<i64>(&mut conn)
-            .await?;
+            redis::Script::new(directory::DELETE_IF_MINE)
+                .key(keys::stream(room.as_str(), stream.as_str()))
+                .arg(dead)
+                .invoke_async::<i64>(&mut conn)
+                .await?;
         }
         let role = if entry.publisher {
             SessionRole::Publisher

@@ -169,7 +169,7 @@ impl Cluster {
             .others()
             .into_iter()
             .filter(NodeInfo::has_room)
-            .min_by_key(|n| (n.sessions * 1000).checked_div(n.capacity).unwrap_or(0))
+            .min_by_key(NodeInfo::load)
             .map_or(Placement::Full, Placement::Elsewhere)
     }
 

@@ -40,7 +40,7 @@ impl ClusterOrigins {
             .filter(|id| id.as_str() != me)
             .filter_map(|id| self.cluster.membership.node(id))
             .filter(NodeInfo::has_room)
-            .min_by_key(|n| (n.sessions * 1000).checked_div(n.capacity).unwrap_or(0));
+            .min_by_key(NodeInfo::load);
         match relay {
             Some(relay) => {
                 tracing::info!(%room, %stream, origin = origin.id, via = relay.id, "origin at capacity: relaying from a relay");
